@@ -1,0 +1,60 @@
+"""Checkpoints written atomically and read back safely.
+
+A checkpoint is written to a temporary file in the same folder and renamed over the old one,
+so a crash during a save leaves the previous checkpoint intact. It is read with
+``torch.load(weights_only=True)``, which refuses arbitrary pickled objects: everything stored
+is tensors, numbers, strings, lists and dicts.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, truncated, or not one of ours."""
+
+
+REQUIRED_KEYS = ("format", "step", "model", "optimizer", "phase", "generator")
+FORMAT = "pinn-checkpoint-v1"
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` to ``path`` atomically (temporary file, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, **payload}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`; a clear error for anything else."""
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / "checkpoints" / "last.pt"
+        if not candidate.is_file():
+            raise CheckpointError(f"{path} is a folder without checkpoints/last.pt; give a run folder or a .pt file")
+        path = candidate
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated files and foreign pickles fail in many ways
+        raise CheckpointError(f"{path} is not a readable pinn checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT or any(k not in payload for k in REQUIRED_KEYS):
+        raise CheckpointError(f"{path} is not a pinn checkpoint (expected format {FORMAT!r})")
+    return payload

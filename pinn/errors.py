@@ -1,0 +1,24 @@
+"""Exceptions that carry a message meant for the user, not a traceback."""
+
+
+class ConfigError(ValueError):
+    """An invalid setting: the message names the setting, what was wrong, and the valid choices."""
+
+
+class PreflightError(RuntimeError):
+    """The operator exactness check failed on this device and dtype; training would be meaningless."""
+
+
+def check_positive(name: str, value, *, integer: bool = True, allow_zero: bool = False) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a positive (or non-negative) number."""
+    kind = "integer" if integer else "number"
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name} must be an {kind} {bound}; got {value!r}")
+
+
+def check_choice(name: str, value, choices) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is one of ``choices``, listing them."""
+    if value not in choices:
+        raise ConfigError(f"unknown {name} {value!r}; valid choices: {', '.join(map(str, choices))}")

@@ -1,0 +1,91 @@
+"""Where training writes its scalars, images and summaries: TensorBoard, or nowhere."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+
+class Logger(ABC):
+    """What the trainer calls; all values are plain Python numbers, strings and arrays."""
+
+    @abstractmethod
+    def scalar(self, tag: str, value: float, step: int) -> None: ...
+
+    @abstractmethod
+    def image(self, tag: str, image: np.ndarray, step: int) -> None:
+        """``image`` is ``(H, W, 3)`` uint8."""
+
+    @abstractmethod
+    def text(self, tag: str, text: str, step: int = 0) -> None: ...
+
+    @abstractmethod
+    def hparams(self, hparams: dict[str, float | int | str | bool], metrics: dict[str, float]) -> None:
+        """Record a run's settings beside its final metrics, so a sweep compares in one view."""
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class NullLogger(Logger):
+    """Discards everything (``logger=none``); ``log_dir`` is accepted and ignored."""
+
+    def __init__(self, log_dir: str | Path | None = None):
+        pass
+
+    def scalar(self, tag, value, step):
+        pass
+
+    def image(self, tag, image, step):
+        pass
+
+    def text(self, tag, text, step=0):
+        pass
+
+    def hparams(self, hparams, metrics):
+        pass
+
+    def __repr__(self) -> str:
+        return "NullLogger()"
+
+
+class TensorBoardLogger(Logger):
+    """Writes event files under ``log_dir`` (``tensorboard --logdir outputs``).
+
+    Args:
+        log_dir: the run folder (passed by ``train.py``).
+        subdir: folder inside it for the event files.
+    """
+
+    def __init__(self, log_dir: str | Path, *, subdir: str = "tensorboard"):
+        from torch.utils.tensorboard import SummaryWriter  # imported here: loading TensorBoard is slow
+
+        self.log_dir = Path(log_dir) / subdir
+        self.writer = SummaryWriter(log_dir=str(self.log_dir))
+
+    def scalar(self, tag, value, step):
+        self.writer.add_scalar(tag, value, step)
+
+    def image(self, tag, image, step):
+        self.writer.add_image(tag, image, step, dataformats="HWC")
+
+    def text(self, tag, text, step=0):
+        self.writer.add_text(tag, text, step)
+
+    def hparams(self, hparams, metrics):
+        # run_name="." keeps the hparams record in this run's own folder, not a timestamped subfolder.
+        self.writer.add_hparams(hparams, metrics, run_name=".")
+
+    def flush(self):
+        self.writer.flush()
+
+    def close(self):
+        self.writer.close()
+
+    def __repr__(self) -> str:
+        return f"TensorBoardLogger({str(self.log_dir)!r})"

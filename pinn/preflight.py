@@ -1,0 +1,97 @@
+r"""A fast exactness check of the operators on the device and dtype a run will use.
+
+The test suite proves the operators exact in float64 on the CPU; a user's run may be on a GPU,
+in float32, with a different PyTorch build. Before training, :func:`preflight` repeats the
+checks that must hold bit for bit in any IEEE arithmetic (derivatives of ``sin``, of a
+polynomial, ``∇·∇(x·x)`` by every strategy) and cross-checks the Laplacian of the user's own
+network against ``torch.func`` to round-off of the dtype. It takes a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from pinn.errors import PreflightError
+from pinn.operators import STRATEGIES, grad, laplacian, partial
+
+
+def _exact_checks(device: torch.device, dtype: torch.dtype) -> list[tuple[str, float]]:
+    """(name, largest error) for every check whose error must be exactly zero."""
+    results = []
+    kw = dict(device=device, dtype=dtype)
+
+    # d/dx sin x = cos x and d²/dx² sin x = -sin x on x = 0, 0.001, ..., 1.
+    x = (torch.arange(1001, **kw) / 1000).reshape(-1, 1).requires_grad_(True)
+    u = torch.sin(x)
+    results.append(("d/dx sin x == cos x", (grad(u, x) - torch.cos(x)).abs().max().item()))
+    results.append(("d2/dx2 sin x == -sin x", (partial(u, x, 0, 0) + torch.sin(x)).abs().max().item()))
+
+    # f = (x + y)(y + 3) at (1, 2): f_x = 5, f_y = 8.
+    p = torch.tensor([[1.0, 2.0]], **kw, requires_grad=True)
+    f = (p[:, :1] + p[:, 1:]) * (p[:, 1:] + 3)
+    expected = torch.tensor([[5.0, 8.0]], **kw)
+    results.append(("grad (x+y)(y+3) at (1,2) == (5,8)", (grad(f, p) - expected).abs().max().item()))
+
+    # div grad (x . x) == 2d in d = 3, with v = ones (right: the Hessian is diagonal) and v = identity.
+    q = torch.linspace(-1, 1, 30, **kw).reshape(10, 3).requires_grad_(True)
+    s = (q * q).sum(dim=1, keepdim=True)
+    for strategy in STRATEGIES:
+        err = (laplacian(s, q, strategy=strategy) - 6).abs().max().item()
+        results.append((f"div grad (x.x) == 6 [{strategy}]", err))
+    return results
+
+
+def _model_check(model: Callable[[Tensor], Tensor], in_dim: int, device, dtype, n_points: int) -> tuple[str, float, float]:
+    """Laplacian of the user's network by our operators against the trace of torch.func.hessian."""
+    gen = torch.Generator().manual_seed(0)
+    x = (2 * torch.rand(n_points, in_dim, generator=gen, dtype=torch.float64) - 1).to(device=device, dtype=dtype)
+    xg = x.clone().requires_grad_(True)
+    ours = laplacian(model(xg), xg).detach()  # (n, m)
+
+    def point_output(point: Tensor) -> Tensor:
+        return model(point.unsqueeze(0)).squeeze(0)  # (m,)
+
+    hess = torch.func.vmap(torch.func.hessian(point_output))(x)  # (n, m, d, d)
+    reference = torch.diagonal(hess, dim1=-2, dim2=-1).sum(-1).detach()
+    scale = torch.diagonal(hess, dim1=-2, dim2=-1).abs().sum(-1).max().item() + 1.0
+    tolerance = 1000 * torch.finfo(dtype).eps * scale
+    return "laplacian(model) == trace(torch.func.hessian(model))", (ours - reference).abs().max().item(), tolerance
+
+
+def preflight(device: torch.device | str, dtype: torch.dtype, *, model: Callable[[Tensor], Tensor] | None = None,
+              in_dim: int | None = None, n_points: int = 16) -> dict[str, float]:
+    """Run the checks; raise :class:`PreflightError` naming every failed one.
+
+    Args:
+        device, dtype: where and in what precision training will run.
+        model: optionally the network to be trained, with ``in_dim`` input coordinates.
+
+    Returns:
+        Each check's largest error, and the time taken (``seconds``).
+    """
+    device = torch.device(device)
+    start = time.perf_counter()
+    failures, report = [], {}
+    for name, err in _exact_checks(device, dtype):
+        report[name] = err
+        if err != 0:
+            failures.append(f"{name}: error {err:.3e} (must be exactly 0)")
+    if model is not None:
+        if in_dim is None:
+            raise ValueError("preflight: give in_dim together with model")
+        name, err, tol = _model_check(model, in_dim, device, dtype, n_points)
+        report[name] = err
+        if not err <= tol:  # also catches NaN
+            failures.append(f"{name}: error {err:.3e} > tolerance {tol:.3e}")
+    report["seconds"] = time.perf_counter() - start
+    if failures:
+        raise PreflightError(
+            f"operator pre-flight check failed on {device} in {str(dtype).removeprefix('torch.')}: " + "; ".join(failures)
+            + ". Training would use wrong derivatives. Try dtype=float64 or device=cpu, "
+            "or set preflight=false to train anyway."
+        )
+    return report

@@ -1,0 +1,337 @@
+r"""The training loop: losses, optimizer steps, evaluation, checkpoints and logging calls.
+
+One step: evaluate every loss term of the PDE on its own points, form the weighted sum
+:math:`L = \sum_k w_k L_k`, back-propagate, and step the optimizer (Adam directly, L-BFGS
+through a closure that repeats the same computation for its line search). Every
+``eval_every`` steps the relative L2 error against the exact solution is measured on a fixed
+test set; every ``checkpoint_every`` steps, and at the end, the whole state is saved.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from pinn.checkpoint import load_checkpoint, save_checkpoint
+from pinn.derivatives import Engine
+from pinn.errors import ConfigError, check_positive
+from pinn.loggers import Logger, NullLogger
+from pinn.optim import OptimizerPlan
+from pinn.pdes.base import PDE
+from pinn.plotting import solution_figure
+from pinn.sampling import Sampler
+
+#: Seed of the test set: fixed, so runs with different seeds are scored on the same points.
+TEST_SEED = 20231
+
+CHECKPOINT_NAME = "last.pt"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the parameters became NaN or Inf."""
+
+
+@dataclass
+class _PhaseClock:
+    steps: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class _State:
+    step: int = 0
+    phase: str | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    points: dict[str, Tensor] = field(default_factory=dict)
+    clocks: dict[str, _PhaseClock] = field(default_factory=dict)
+    rel_l2: float = float("nan")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    state = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config to ``{"model.width": 50, ...}`` with only the scalar leaves (for hparams)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        elif isinstance(value, (int, float, str, bool)):
+            flat[name] = value
+    return flat
+
+
+class Trainer:
+    r"""Trains a network on a PDE.
+
+    Args:
+        max_steps: total optimizer steps (Adam steps plus L-BFGS ``step(closure)`` calls).
+        log_every: steps between scalar logs and progress-bar updates.
+        eval_every: steps between evaluations of the error and solution images.
+        checkpoint_every: steps between checkpoints (0: only at the end).
+        resample_every: draw fresh collocation points every this many Adam steps (0: never).
+            Points stay fixed during L-BFGS, whose line search needs a fixed loss.
+        n_test: size of the fixed test set (scrambled Sobol, seed :data:`TEST_SEED`).
+        image_resolution: grid points per axis of the logged solution slice.
+        loss_weights: weight of each loss term by name; terms not named get weight 1.
+        progress: show a progress bar.
+    """
+
+    def __init__(self, *, max_steps: int = 3000, log_every: int = 50, eval_every: int = 500,
+                 checkpoint_every: int = 1000, resample_every: int = 0, n_test: int = 10000,
+                 image_resolution: int = 101, loss_weights: dict[str, float] | None = None, progress: bool = True):
+        check_positive("trainer.max_steps", max_steps)
+        check_positive("trainer.log_every", log_every)
+        check_positive("trainer.eval_every", eval_every)
+        check_positive("trainer.checkpoint_every", checkpoint_every, allow_zero=True)
+        check_positive("trainer.resample_every", resample_every, allow_zero=True)
+        check_positive("trainer.n_test", n_test)
+        check_positive("trainer.image_resolution", image_resolution)
+        self.max_steps, self.log_every, self.eval_every = max_steps, log_every, eval_every
+        self.checkpoint_every, self.resample_every = checkpoint_every, resample_every
+        self.n_test, self.image_resolution = n_test, image_resolution
+        self.loss_weights = dict(loss_weights or {})
+        for name, w in self.loss_weights.items():
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
+                raise ConfigError(f"trainer.loss_weights.{name} must be a number >= 0; got {w!r}")
+        self.progress = progress
+
+    # ------------------------------------------------------------------ pieces of a step
+
+    def _losses(self, pde: PDE, model: nn.Module, engine: Engine, points: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        terms = pde.losses(model, points, engine)
+        unknown = set(self.loss_weights) - set(terms)
+        if unknown:
+            raise ConfigError(
+                f"trainer.loss_weights names unknown loss terms {sorted(unknown)}; this PDE's terms are {sorted(terms)}"
+            )
+        total = sum(self.loss_weights.get(name, 1.0) * value for name, value in terms.items())
+        return total, terms
+
+    def _step(self, pde, model, engine, state: _State) -> tuple[Tensor, dict[str, Tensor]]:
+        optimizer = state.optimizer
+        last: dict[str, Any] = {}
+
+        def closure() -> Tensor:
+            optimizer.zero_grad(set_to_none=True)
+            total, terms = self._losses(pde, model, engine, state.points)
+            total.backward()
+            last["total"], last["terms"] = total.detach(), {k: v.detach() for k, v in terms.items()}
+            return total
+
+        if state.phase == "lbfgs":
+            optimizer.step(closure)
+        else:
+            closure()
+            optimizer.step()
+        return last["total"], last["terms"]
+
+    def _sample(self, sampler: Sampler, pde: PDE, generator: torch.Generator, device, dtype) -> dict[str, Tensor]:
+        points = sampler.sample(pde.domain, generator)
+        missing = [name for name in pde.point_sets if name not in points]
+        if missing:
+            raise ConfigError(
+                f"{type(pde).__name__} needs point sets {list(pde.point_sets)} but the sampler gave none for "
+                f"{missing}; set sampler.n_boundary > 0"
+            )
+        return {name: p.to(device=device, dtype=dtype) for name, p in points.items()}
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _test_set(self, pde: PDE, device, dtype) -> tuple[Tensor, Tensor | None]:
+        unit = torch.quasirandom.SobolEngine(pde.dim, scramble=True, seed=TEST_SEED).draw(self.n_test, dtype=torch.float64)
+        x = pde.domain.interior(unit)
+        exact = pde.exact(x)
+        return x.to(device=device, dtype=dtype), (None if exact is None else exact.to(device=device, dtype=dtype))
+
+    @torch.no_grad()
+    def evaluate(self, pde: PDE, model: nn.Module, x: Tensor, exact: Tensor | None) -> dict[str, float]:
+        """Relative L2 error :math:`\\|u - u^\\star\\|_2 / \\|u^\\star\\|_2` and the largest pointwise error."""
+        if exact is None:
+            return {}
+        error = (model(x) - exact).double()
+        return {
+            "rel_l2": (error.norm() / exact.double().norm()).item(),
+            "max_abs_error": error.abs().max().item(),
+        }
+
+    @torch.no_grad()
+    def _solution_image(self, pde: PDE, model: nn.Module, device, dtype):
+        """Prediction and error on a line (d = 1) or on the (x0, x1) slice through the point a
+        quarter of the way along every other axis (d > 1): non-trivial for the usual solutions."""
+        lo, hi = pde.domain.bounds
+        r = self.image_resolution
+        if pde.dim == 1:
+            coords = torch.linspace(lo[0], hi[0], r, dtype=torch.float64)
+            x = coords.reshape(-1, 1)
+        else:
+            a = torch.linspace(lo[0], hi[0], r, dtype=torch.float64)
+            b = torch.linspace(lo[1], hi[1], r, dtype=torch.float64)
+            grid = torch.stack(torch.meshgrid(a, b, indexing="ij"))  # (2, r, r)
+            x = (lo + 0.25 * (hi - lo)).repeat(r * r, 1)
+            x[:, 0], x[:, 1] = grid[0].reshape(-1), grid[1].reshape(-1)
+            coords = grid
+        inside = pde.domain.contains(x)
+        pred = model(x.to(device=device, dtype=dtype))[:, 0].double().cpu()
+        pred[~inside] = float("nan")
+        exact = pde.exact(x)
+        exact = None if exact is None else exact[:, 0].where(inside, torch.tensor(float("nan"), dtype=torch.float64))
+        shape = coords.shape[1:] if pde.dim > 1 else coords.shape
+        return solution_figure(coords.numpy(), pred.reshape(shape).numpy(),
+                               None if exact is None else exact.reshape(shape).numpy())
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _checkpoint(self, path: Path, model, generator, state: _State, config) -> None:
+        save_checkpoint(path, {
+            "step": state.step,
+            "phase": state.phase,
+            "model": model.state_dict(),
+            "optimizer": state.optimizer.state_dict() if state.optimizer is not None else {},
+            "points": {k: v.detach().cpu() for k, v in state.points.items()},
+            "clocks": {k: [c.steps, c.seconds] for k, c in state.clocks.items()},
+            "rel_l2": state.rel_l2,
+            "config": config or {},
+            **_rng_state(generator),
+        })
+
+    def _restore(self, path, model, plan: OptimizerPlan, generator, state: _State, device, dtype) -> None:
+        payload = load_checkpoint(path, map_location=device)
+        try:
+            model.load_state_dict(payload["model"])
+        except RuntimeError as exc:
+            raise ConfigError(f"checkpoint {path} does not fit this model (different width, depth or PDE?): {exc}") from exc
+        state.step, state.phase = int(payload["step"]), payload["phase"]
+        if state.phase is not None:
+            state.optimizer = plan.build(state.phase, model.parameters())
+            state.optimizer.load_state_dict(payload["optimizer"])
+        state.points = {k: v.to(device=device, dtype=dtype) for k, v in payload["points"].items()}
+        state.clocks = {k: _PhaseClock(int(s), float(t)) for k, (s, t) in payload.get("clocks", {}).items()}
+        state.rel_l2 = float(payload.get("rel_l2", float("nan")))
+        generator.set_state(payload["generator"].cpu())
+        torch.set_rng_state(payload["torch"].cpu())
+        if "cuda" in payload and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in payload["cuda"]])
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self, *, pde: PDE, model: nn.Module, engine: Engine, sampler: Sampler, optimizer: OptimizerPlan,
+            generator: torch.Generator, run_dir: str | Path, device: torch.device | str = "cpu",
+            dtype: torch.dtype = torch.float32, logger: Logger | None = None, config: dict | None = None,
+            resume: str | Path | None = None) -> dict[str, Any]:
+        """Train ``model`` and return the final metrics (also written to ``run_dir/metrics.json``).
+
+        Args:
+            generator: the only source of randomness for collocation points.
+            run_dir: where ``checkpoints/last.pt`` and ``metrics.json`` go.
+            config: the resolved configuration, stored in checkpoints and logged.
+            resume: a run folder or checkpoint to continue from.
+        """
+        device, run_dir, logger = torch.device(device), Path(run_dir), logger or NullLogger()
+        ckpt_path = run_dir / "checkpoints" / CHECKPOINT_NAME
+        model.to(device=device, dtype=dtype)
+        state = _State()
+        if resume is not None:
+            self._restore(resume, model, optimizer, generator, state, device, dtype)
+        else:
+            state.points = self._sample(sampler, pde, generator, device, dtype)
+        test_x, test_exact = self._test_set(pde, device, dtype)
+        if config and state.step == 0:
+            logger.text("config", "```\n" + json.dumps(config, indent=2) + "\n```")
+
+        bar = tqdm(total=self.max_steps, initial=state.step, disable=not self.progress, dynamic_ncols=True,
+                   desc=type(pde).__name__)
+        total = terms = None
+        while state.step < self.max_steps:
+            phase = optimizer.phase_at(state.step)
+            if phase != state.phase:
+                state.optimizer, state.phase = optimizer.build(phase, model.parameters()), phase
+            if self.resample_every and phase == "adam" and state.step > 0 and state.step % self.resample_every == 0:
+                state.points = self._sample(sampler, pde, generator, device, dtype)
+
+            start = time.perf_counter()
+            total, terms = self._step(pde, model, engine, state)
+            _sync(device)
+            clock = state.clocks.setdefault(phase, _PhaseClock())
+            clock.steps, clock.seconds = clock.steps + 1, clock.seconds + time.perf_counter() - start
+            state.step += 1
+            bar.update(1)
+
+            step, last = state.step, state.step == self.max_steps
+            if step % self.log_every == 0 or last:
+                values = self._check_finite(step, total, terms, model)
+                logger.scalar("loss/total", values["total"], step)
+                for name, value in values.items():
+                    if name != "total":
+                        logger.scalar(f"loss/{name}", value, step)
+                logger.scalar("lr", state.optimizer.param_groups[0]["lr"], step)
+                bar.set_postfix(phase=phase, loss=f"{values['total']:.2e}", rel_l2=f"{state.rel_l2:.2e}", refresh=False)
+            if step % self.eval_every == 0 or last:
+                metrics = self.evaluate(pde, model, test_x, test_exact)
+                if metrics:
+                    state.rel_l2 = metrics["rel_l2"]
+                    logger.scalar("error/rel_l2", metrics["rel_l2"], step)
+                    logger.scalar("error/max_abs", metrics["max_abs_error"], step)
+                    bar.set_postfix(phase=phase, loss=f"{total.item():.2e}", rel_l2=f"{state.rel_l2:.2e}", refresh=False)
+                logger.image("solution", self._solution_image(pde, model, device, dtype), step)
+                logger.flush()
+            if (self.checkpoint_every and step % self.checkpoint_every == 0) or last:
+                self._check_finite(step, total, terms, model)
+                self._checkpoint(ckpt_path, model, generator, state, config)
+        bar.close()
+
+        metrics = self._final_metrics(pde, model, engine, state, test_x, test_exact, device, dtype)
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        hparam_metrics = {f"final/{k}": metrics[k] for k in ("rel_l2", "loss", "ms_per_step") if k in metrics}
+        logger.hparams(_flatten(config or {}), hparam_metrics)
+        logger.close()
+        return metrics
+
+    def _check_finite(self, step: int, total: Tensor, terms: dict[str, Tensor], model: nn.Module) -> dict[str, float]:
+        values = {"total": total.item(), **{k: v.item() for k, v in terms.items()}}
+        bad_params = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+        if not all(math.isfinite(v) for v in values.values()) or bad_params:
+            shown = ", ".join(f"{k}={v:.3e}" for k, v in values.items())
+            where = f"; non-finite parameters: {', '.join(bad_params[:4])}" if bad_params else ""
+            raise TrainingDiverged(
+                f"training diverged at step {step}: {shown}{where}. The last good checkpoint is kept. "
+                "Try a smaller optimizer.lr, dtype=float64, or loss weights that balance the terms."
+            )
+        return values
+
+    def _final_metrics(self, pde, model, engine, state: _State, test_x, test_exact, device, dtype) -> dict[str, Any]:
+        total, terms = self._losses(pde, model, engine, state.points)
+        steps = sum(c.steps for c in state.clocks.values())
+        seconds = sum(c.seconds for c in state.clocks.values())
+        metrics: dict[str, Any] = {
+            **self.evaluate(pde, model, test_x, test_exact),
+            "loss": total.item(),
+            **{f"loss_{k}": v.item() for k, v in terms.items()},
+            "steps": state.step,
+            "train_seconds": seconds,
+            "ms_per_step": 1000 * seconds / max(steps, 1),
+            "phases": {k: {"steps": c.steps, "seconds": c.seconds, "ms_per_step": 1000 * c.seconds / max(c.steps, 1)}
+                       for k, c in state.clocks.items()},
+            "device": str(device),
+            "dtype": str(dtype).removeprefix("torch."),
+            "n_parameters": sum(p.numel() for p in model.parameters()),
+        }
+        return metrics

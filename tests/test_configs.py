@@ -1,0 +1,84 @@
+"""Every YAML in every group composes, instantiates, and trains a few steps."""
+
+import json
+
+import pytest
+import torch
+from conftest import CONFIGS, TINY
+
+import train
+from pinn.errors import ConfigError
+
+GROUPS = sorted(p.name for p in CONFIGS.iterdir() if p.is_dir())
+CHOICES = [(group, yaml.stem) for group in GROUPS for yaml in sorted((CONFIGS / group).glob("*.yaml"))]
+
+
+def test_every_group_is_present():
+    assert set(GROUPS) >= {"pde", "model", "optimizer", "sampler", "trainer", "logger", "derivatives"}
+
+
+@pytest.mark.parametrize("group,choice", CHOICES, ids=[f"{g}={c}" for g, c in CHOICES])
+def test_every_choice_composes_instantiates_and_trains(group, choice, compose_config, tmp_path):
+    overrides = [f"{group}={choice}", f"output_dir={tmp_path}", "device=cpu", *TINY]
+    if group == "optimizer" and choice == "adam_lbfgs":
+        overrides.append("optimizer.switch_step=2")
+    if group == "optimizer" and choice in ("lbfgs", "adam_lbfgs"):
+        overrides.append("optimizer.max_iter=2")
+    cfg = compose_config(overrides)
+    assert cfg[group]["_target_"].startswith("pinn.")
+    metrics = train.run(cfg)
+    assert metrics["steps"] == 4
+    assert (tmp_path / "metrics.json").is_file()
+    assert (tmp_path / "checkpoints" / "last.pt").is_file()
+    assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 4
+
+
+def test_documented_overrides_take_effect(compose_config, tmp_path):
+    cfg = compose_config([
+        f"output_dir={tmp_path}", "trainer.max_steps=3", "optimizer=adam", "optimizer.lr=0.01", "model.width=12",
+        "model.depth=2", "model.activation=sin", "sampler.n_interior=40", "sampler.n_boundary=12", "seed=3",
+        "device=cpu", "dtype=float64", "pde.dim=3", "logger=none", "trainer.n_test=50", "trainer.progress=false",
+    ])
+    metrics = train.run(cfg)
+    assert metrics["dtype"] == "float64" and metrics["device"] == "cpu" and metrics["steps"] == 3
+    # 3 inputs -> 12 -> 12 -> 1 parameters
+    assert metrics["n_parameters"] == (3 * 12 + 12) + (12 * 12 + 12) + (12 + 1)
+    assert not (tmp_path / "tensorboard").exists()
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["config"]["optimizer"]["lr"] == 0.01
+    assert ckpt["points"]["interior"].shape == (40, 3)
+
+
+def test_same_seed_same_result(compose_config, tmp_path):
+    results = []
+    for run in ("a", "b"):
+        cfg = compose_config([f"output_dir={tmp_path / run}", "dtype=float64", "device=cpu", "logger=none", *TINY])
+        results.append(train.run(cfg)["loss"])
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("override,match", [
+    ("model.activation=relu", "model.activation"),
+    ("model.width=-4", "model.width"),
+    ("sampler.n_interior=0", "sampler.n_interior"),
+    ("trainer.max_steps=0", "trainer.max_steps"),
+    ("optimizer.lr=-1", "optimizer.lr"),
+    ("dtype=float16", "dtype"),
+    ("device=tpu", "device"),
+    ("pde.dim=0", "pde.dim"),
+])
+def test_invalid_values_raise_config_error(override, match, compose_config, tmp_path):
+    cfg = compose_config([f"output_dir={tmp_path}", *TINY, override])
+    with pytest.raises(ConfigError, match=match):
+        train.run(cfg)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised on a machine without a GPU")
+def test_cuda_without_gpu_is_an_error(compose_config, tmp_path):
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        train.run(compose_config([f"output_dir={tmp_path}", *TINY, "device=cuda"]))
+
+
+def test_auto_device_picks_what_is_there():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert train.resolve_device("auto").type == expected

@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+from pinn.errors import ConfigError
+from pinn.geometry import Box
+from pinn.sampling import SobolSampler, UniformSampler
+
+
+def unit(n, d, seed=0):
+    return torch.rand(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3, 6])
+def test_box_interior_and_boundary(dim):
+    box = Box([-1.0] * dim, [2.0] + [1.0] * (dim - 1))
+    x = box.interior(unit(500, dim))
+    assert box.contains(x).all()
+    b = box.boundary(unit(500, box.boundary_unit_dim, seed=1))
+    assert b.shape == (500, dim)
+    assert box.contains(b).all()
+    lo, hi = box.bounds
+    on_face = ((b - lo).abs() < 1e-15) | ((b - hi).abs() < 1e-15)
+    assert on_face.any(dim=1).all()  # every boundary point lies on some face
+    n = box.normal(b)
+    assert torch.allclose(n.norm(dim=1), torch.ones(500, dtype=torch.float64))
+    # Outward: stepping along the normal leaves the box, stepping against it stays in.
+    assert not box.contains(b + 1e-3 * n).any()
+    assert box.contains(b - 1e-3 * n).all()
+
+
+def test_box_boundary_is_uniform_in_area():
+    # [0, 3] x [0, 1]: the two long faces carry 3/4 of the perimeter.
+    box = Box([0.0, 0.0], [3.0, 1.0])
+    b = box.boundary(unit(40000, 2))
+    on_long = ((b[:, 1] == 0) | (b[:, 1] == 1)).double().mean().item()
+    assert abs(on_long - 0.75) < 0.01
+
+
+def test_box_rejects_bad_corners():
+    with pytest.raises(ConfigError, match="lo < hi"):
+        Box([0.0, 1.0], [1.0, 1.0])
+    with pytest.raises(ConfigError, match="one per dimension"):
+        Box([0.0], [1.0, 1.0])
+
+
+@pytest.mark.parametrize("cls", [UniformSampler, SobolSampler])
+def test_samplers_are_driven_by_the_generator(cls):
+    box = Box(-1.0, 1.0, dim=3)
+    sampler = cls(n_interior=256, n_boundary=64)
+    a = sampler.sample(box, torch.Generator().manual_seed(7))
+    b = sampler.sample(box, torch.Generator().manual_seed(7))
+    c = sampler.sample(box, torch.Generator().manual_seed(8))
+    assert set(a) == {"interior", "boundary"}
+    assert a["interior"].shape == (256, 3) and a["boundary"].shape == (64, 3)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["interior"], c["interior"])
+    assert box.contains(a["interior"]).all() and box.contains(a["boundary"]).all()
+    gen = torch.Generator().manual_seed(7)
+    first, second = sampler.sample(box, gen), sampler.sample(box, gen)
+    assert not torch.equal(first["interior"], second["interior"])  # resampling gives new points
+
+
+def test_sobol_covers_more_evenly_than_uniform():
+    # Discrepancy proxy: the largest empty-cell count on a 16x16 grid is smaller for Sobol.
+    box = Box(0.0, 1.0, dim=2)
+
+    def empty_cells(sampler):
+        x = sampler.sample(box, torch.Generator().manual_seed(0))["interior"]
+        cells = (x * 16).long().clamp(max=15)
+        return 256 - len(set(map(tuple, cells.tolist())))
+
+    assert empty_cells(SobolSampler(n_interior=256, n_boundary=0)) < empty_cells(UniformSampler(n_interior=256, n_boundary=0))
+
+
+@pytest.mark.parametrize("kwargs,match", [({"n_interior": 0}, "n_interior"), ({"n_boundary": -1}, "n_boundary"),
+                                          ({"n_interior": 2.5}, "n_interior")])
+def test_samplers_reject_bad_sizes(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        UniformSampler(**kwargs)

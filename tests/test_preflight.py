@@ -1,0 +1,43 @@
+import pytest
+import torch
+
+import pinn.preflight
+from pinn.errors import PreflightError
+from pinn.models import MLP
+from pinn.preflight import preflight
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_preflight_passes_on_cpu(dtype):
+    model = MLP(3, 2, width=8, depth=2).to(dtype)
+    report = preflight("cpu", dtype, model=model, in_dim=3)
+    assert all(err == 0 for name, err in report.items() if name.startswith(("d", "grad")))
+    assert report["seconds"] < 30  # recorded, not a timing assertion: only guards against a hang
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_preflight_passes_on_cuda():
+    preflight("cuda", torch.float32, model=MLP(2, 1).cuda(), in_dim=2)
+
+
+def test_preflight_fails_when_a_derivative_is_off(monkeypatch):
+    real_grad = pinn.preflight.grad
+    monkeypatch.setattr(pinn.preflight, "grad", lambda u, x: real_grad(u, x) * (1 + 1e-15))
+    with pytest.raises(PreflightError, match=r"d/dx sin x == cos x: error .*must be exactly 0"):
+        preflight("cpu", torch.float64)
+
+
+class MixesPoints(torch.nn.Module):
+    """Not pointwise: each output depends on every point, so v = 1 picks up cross terms."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = MLP(2, 1, width=8, depth=1)
+
+    def forward(self, x):
+        return self.inner(x) + self.inner(x).mean() ** 2
+
+
+def test_preflight_refuses_a_model_that_is_not_pointwise():
+    with pytest.raises(PreflightError, match="torch.func.hessian"):
+        preflight("cpu", torch.float64, model=MixesPoints().double(), in_dim=2)

@@ -1,0 +1,105 @@
+"""Training runs, checkpoints, resumes exactly, and stops on divergence without losing state."""
+
+import json
+
+import pytest
+import torch
+
+from pinn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pinn.derivatives import AutogradEngine
+from pinn.models import MLP
+from pinn.optim import Adam, AdamLBFGS
+from pinn.pdes import Poisson
+from pinn.sampling import SobolSampler, UniformSampler
+from pinn.trainer import Trainer, TrainingDiverged
+
+
+def fit(run_dir, *, max_steps, plan=None, resume=None, resample_every=0, lr=1e-3, checkpoint_every=0):
+    torch.manual_seed(0)
+    pde = Poisson(dim=2)
+    model = MLP(2, 1, width=8, depth=2)
+    trainer = Trainer(max_steps=max_steps, eval_every=2, log_every=1, checkpoint_every=checkpoint_every,
+                      resample_every=resample_every, n_test=100, image_resolution=8, progress=False)
+    metrics = trainer.fit(
+        pde=pde, model=model, engine=AutogradEngine(), sampler=UniformSampler(n_interior=64, n_boundary=16),
+        optimizer=plan or Adam(lr=lr), generator=torch.Generator().manual_seed(0), run_dir=run_dir,
+        dtype=torch.float64, resume=resume,
+    )
+    return model, metrics
+
+
+def test_a_few_steps_lower_the_loss(tmp_path):
+    _, short = fit(tmp_path / "a", max_steps=1)
+    _, longer = fit(tmp_path / "b", max_steps=30, lr=1e-2)
+    assert longer["loss"] < short["loss"]
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["steps"] == 30
+
+
+@pytest.mark.parametrize("plan", [
+    lambda: Adam(lr=1e-2),
+    lambda: AdamLBFGS(lr=1e-2, switch_step=5, max_iter=3),
+], ids=["adam", "adam_lbfgs"])
+def test_resume_continues_bitwise(tmp_path, plan):
+    whole, _ = fit(tmp_path / "whole", max_steps=8, plan=plan(), resample_every=3)
+    fit(tmp_path / "first", max_steps=4, plan=plan(), resample_every=3)
+    resumed, metrics = fit(tmp_path / "second", max_steps=8, plan=plan(), resample_every=3,
+                           resume=tmp_path / "first")
+    assert metrics["steps"] == 8
+    for a, b in zip(whole.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_lbfgs_phase_switch_and_timing(tmp_path):
+    _, metrics = fit(tmp_path, max_steps=6, plan=AdamLBFGS(switch_step=4, max_iter=2))
+    assert metrics["phases"]["adam"]["steps"] == 4 and metrics["phases"]["lbfgs"]["steps"] == 2
+    assert metrics["train_seconds"] > 0 and metrics["ms_per_step"] > 0
+
+
+def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
+    fit(tmp_path, max_steps=2, checkpoint_every=1)
+    good = load_checkpoint(tmp_path)
+    with pytest.raises(TrainingDiverged, match=r"diverged at step 1: .*non-finite parameters"):
+        fit(tmp_path, max_steps=4, lr=float("inf"), checkpoint_every=1)
+    kept = load_checkpoint(tmp_path)
+    assert kept["step"] == good["step"] == 2
+    assert all(torch.equal(kept["model"][k], good["model"][k]) for k in good["model"])
+
+
+def test_checkpoint_errors_are_clear(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+    truncated = tmp_path / "truncated.pt"
+    save_checkpoint(truncated, {"step": 1, "model": {}, "optimizer": {}, "phase": None, "generator": torch.zeros(1)})
+    truncated.write_bytes(truncated.read_bytes()[:50])
+    with pytest.raises(CheckpointError, match="not a readable pinn checkpoint"):
+        load_checkpoint(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.ones(2)}, foreign)
+    with pytest.raises(CheckpointError, match="not a pinn checkpoint"):
+        load_checkpoint(foreign)
+
+
+def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"step": 1, "model": {}, "optimizer": {}, "phase": None, "generator": torch.zeros(1)})
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"step": 2, "model": {}, "optimizer": {}, "phase": None, "generator": torch.zeros(1)})
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
+
+
+def test_sobol_and_resampling_train(tmp_path):
+    torch.manual_seed(0)
+    pde = Poisson(dim=2)
+    model = MLP(2, 1, width=8, depth=2)
+    metrics = Trainer(max_steps=6, resample_every=2, eval_every=3, n_test=50, progress=False).fit(
+        pde=pde, model=model, engine=AutogradEngine(), sampler=SobolSampler(n_interior=32, n_boundary=8),
+        optimizer=Adam(), generator=torch.Generator().manual_seed(1), run_dir=tmp_path,
+    )
+    assert metrics["steps"] == 6 and metrics["rel_l2"] > 0

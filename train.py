@@ -1,0 +1,131 @@
+"""Train a PINN: ``python train.py pde=poisson`` (see README.md for the overrides).
+
+The only file that touches Hydra: it composes the configuration, turns each group into an
+object, checks the operators on the chosen device, and hands everything to the trainer.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from pinn.checkpoint import CheckpointError
+from pinn.errors import ConfigError, PreflightError, check_choice
+from pinn.preflight import preflight
+from pinn.trainer import TrainingDiverged
+
+log = logging.getLogger("pinn")
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when a GPU is present; ``cuda`` without one is an error, not a fallback."""
+    base = str(name).split(":")[0]
+    check_choice("device", base, DEVICES)
+    if base == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if base == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA GPU is available to PyTorch; use device=auto or device=cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    check_choice("dtype", name, DTYPES)
+    return DTYPES[name]
+
+
+def tune_cpu_allocator() -> None:
+    """Keep freed memory in glibc's heap instead of returning it to the system.
+
+    Double-backward graphs allocate and free many buffers of 0.1-10 MB per step. Above
+    glibc's default mmap threshold each is a fresh mapping whose pages fault and zero-fill on
+    first touch; raising the threshold lets them be reused (measured: CPU training steps ~25 %
+    faster). A no-op where the C library is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 1 << 30)
+        libc.mallopt(m_trim_threshold, 1 << 30)
+    except (OSError, AttributeError):
+        pass
+
+
+def _build(node: DictConfig, group: str, **runtime: Any) -> Any:
+    """Instantiate one config group, turning Hydra's wrapped errors back into ConfigError."""
+    try:
+        return instantiate(node, **runtime)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause
+        if isinstance(cause, TypeError):  # an unknown or missing key in the YAML
+            raise ConfigError(f"{group}: {cause}") from exc
+        raise
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Build everything from a composed config and train; return the final metrics."""
+    device, dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
+    if not isinstance(cfg.seed, int):
+        raise ConfigError(f"seed must be an integer; got {cfg.seed!r}")
+    run_dir = Path(cfg.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)  # the network's initial weights
+    generator = torch.Generator().manual_seed(cfg.seed)  # collocation points
+
+    pde = _build(cfg.pde, "pde")
+    model = _build(cfg.model, "model", in_dim=pde.dim, out_dim=pde.n_outputs)
+    engine = _build(cfg.derivatives, "derivatives")
+    sampler = _build(cfg.sampler, "sampler")
+    optimizer = _build(cfg.optimizer, "optimizer")
+    trainer = _build(cfg.trainer, "trainer")
+    model.to(device=device, dtype=dtype)
+
+    if cfg.preflight:
+        report = preflight(device, dtype, model=model, in_dim=pde.dim)
+        log.info("pre-flight: operators exact on %s in %s (%d checks, %.0f ms)",
+                 device, cfg.dtype, len(report) - 1, 1000 * report["seconds"])
+
+    logger = _build(cfg.logger, "logger", log_dir=str(run_dir))
+    log.info("training %s with %s on %s (%s), %d parameters; run folder %s",
+             pde, type(model).__name__, device, cfg.dtype, sum(p.numel() for p in model.parameters()), run_dir)
+    metrics = trainer.fit(
+        pde=pde, model=model, engine=engine, sampler=sampler, optimizer=optimizer, generator=generator,
+        run_dir=run_dir, device=device, dtype=dtype, logger=logger,
+        config=OmegaConf.to_container(cfg, resolve=True), resume=cfg.resume,
+    )
+    log.info("done: rel L2 %.3e, loss %.3e, %d steps in %.1f s (%.2f ms/step); metrics in %s",
+             metrics.get("rel_l2", float("nan")), metrics["loss"], metrics["steps"], metrics["train_seconds"],
+             metrics["ms_per_step"], run_dir / "metrics.json")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="config")
+def main(cfg: DictConfig) -> None:
+    tune_cpu_allocator()
+    try:
+        run(cfg)
+    except (ConfigError, PreflightError, CheckpointError, TrainingDiverged) as exc:
+        # A user error or a failed check: one line that says what and how to fix it.
+        # HYDRA_FULL_ERROR=1 shows the traceback as well.
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
