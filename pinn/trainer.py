@@ -258,7 +258,7 @@ class Trainer:
             logger.text("config", "```\n" + json.dumps(config, indent=2) + "\n```")
 
         bar = tqdm(total=self.max_steps, initial=state.step, disable=not self.progress, dynamic_ncols=True,
-                   desc=type(pde).__name__)
+                   desc=type(pde).__name__, mininterval=0.5)
         total = terms = None
         while state.step < self.max_steps:
             phase = optimizer.phase_at(state.step)
