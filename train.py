@@ -6,7 +6,9 @@ object, checks the operators on the chosen device, and hands everything to the t
 
 from __future__ import annotations
 
+import csv
 import ctypes
+import json
 import logging
 import os
 import sys
@@ -15,14 +17,16 @@ from typing import Any
 
 import hydra
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from pinn.checkpoint import CheckpointError
+from pinn.checkpoint import CheckpointError, load_checkpoint
 from pinn.errors import ConfigError, PreflightError, check_choice
 from pinn.preflight import preflight
-from pinn.trainer import TrainingDiverged
+from pinn.trainer import TrainingDiverged, TrainingInterrupted, flatten_config
 
 log = logging.getLogger("pinn")
 
@@ -76,18 +80,43 @@ def _build(node: DictConfig, group: str, **runtime: Any) -> Any:
         raise
 
 
+#: Settings a resumed run must share with its checkpoint; trainer, logger and device may change.
+RESUME_MUST_MATCH = ("pde", "model", "derivatives", "sampler", "optimizer", "seed", "dtype")
+
+
+def build_problem(cfg: DictConfig) -> tuple[Any, torch.nn.Module]:
+    """The PDE and the (untrained) network a config describes."""
+    pde = _build(cfg.pde, "pde")
+    model = _build(cfg.model, "model", in_dim=pde.dim, out_dim=pde.n_outputs)
+    return pde, model
+
+
+def check_resume(cfg: DictConfig) -> None:
+    """Refuse to resume a checkpoint under settings it was not trained with."""
+    saved = flatten_config({k: v for k, v in load_checkpoint(cfg.resume)["config"].items() if k in RESUME_MUST_MATCH})
+    now = flatten_config({k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k in RESUME_MUST_MATCH})
+    differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    if differ:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in differ[:4])
+        raise ConfigError(
+            f"resume={cfg.resume} was trained with other settings ({shown}). Repeat the run's own overrides "
+            "(its .hydra/overrides.yaml); only trainer.*, logger, device and preflight may change"
+        )
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Build everything from a composed config and train; return the final metrics."""
     device, dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
     if not isinstance(cfg.seed, int):
         raise ConfigError(f"seed must be an integer; got {cfg.seed!r}")
+    if cfg.resume is not None:
+        check_resume(cfg)
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)  # the network's initial weights
     generator = torch.Generator().manual_seed(cfg.seed)  # collocation points
 
-    pde = _build(cfg.pde, "pde")
-    model = _build(cfg.model, "model", in_dim=pde.dim, out_dim=pde.n_outputs)
+    pde, model = build_problem(cfg)
     engine = _build(cfg.derivatives, "derivatives")
     sampler = _build(cfg.sampler, "sampler")
     optimizer = _build(cfg.optimizer, "optimizer")
@@ -113,11 +142,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
+def _resume_command(run_dir: Path) -> str:
+    try:
+        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("resume=", "hydra.run.dir="))]
+    except ValueError:  # not inside a Hydra run
+        overrides = []
+    return " ".join(["python train.py", *overrides, f"resume={run_dir}", f"hydra.run.dir={run_dir}"])
+
+
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> None:
     tune_cpu_allocator()
     try:
         run(cfg)
+    except TrainingInterrupted as exc:
+        print(f"{exc}.\nResume with: {_resume_command(Path(cfg.output_dir))}", file=sys.stderr)
+        sys.exit(128 + exc.signum)
     except (ConfigError, PreflightError, CheckpointError, TrainingDiverged) as exc:
         # A user error or a failed check: one line that says what and how to fix it.
         # HYDRA_FULL_ERROR=1 shows the traceback as well.
@@ -125,6 +165,43 @@ def main(cfg: DictConfig) -> None:
             raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+class SweepSummary(Callback):
+    """After ``python train.py -m ...``: one row per job (its overrides, rel L2, time), printed
+    and saved as ``summary.csv`` in the sweep folder."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = []
+        for job_dir in sorted((p for p in sweep_dir.iterdir() if p.is_dir()), key=lambda p: (len(p.name), p.name)):
+            overrides_file = job_dir / ".hydra" / "overrides.yaml"
+            if not overrides_file.is_file():
+                continue
+            overrides = " ".join(OmegaConf.load(overrides_file))
+            metrics_file = job_dir / "metrics.json"
+            metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+            rows.append({
+                "job": job_dir.name,
+                "overrides": overrides,
+                "rel_l2": metrics.get("rel_l2", ""),
+                "loss": metrics.get("loss", ""),
+                "train_seconds": metrics.get("train_seconds", ""),
+                "status": "done" if metrics else "failed",
+            })
+        if not rows:
+            return
+        with open(sweep_dir / "summary.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        width = max(len(r["overrides"]) for r in rows)
+        lines = [f"{'job':>4}  {'overrides':<{width}}  {'rel_l2':>10}  {'seconds':>8}  status"]
+        for r in rows:
+            rel = f"{r['rel_l2']:.3e}" if r["rel_l2"] != "" else "-"
+            sec = f"{r['train_seconds']:.1f}" if r["train_seconds"] != "" else "-"
+            lines.append(f"{r['job']:>4}  {r['overrides']:<{width}}  {rel:>10}  {sec:>8}  {r['status']}")
+        print("\n".join(lines) + f"\nsummary saved to {sweep_dir / 'summary.csv'}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@ class Logger(ABC):
     def hparams(self, hparams: dict[str, float | int | str | bool], metrics: dict[str, float]) -> None:
         """Record a run's settings beside its final metrics, so a sweep compares in one view."""
 
+    def start(self, step: int) -> None:
+        """Called once before training; ``step`` > 0 when a run resumes from a checkpoint."""
+
     def flush(self) -> None:
         pass
 
@@ -63,10 +66,22 @@ class TensorBoardLogger(Logger):
     """
 
     def __init__(self, log_dir: str | Path, *, subdir: str = "tensorboard"):
-        from torch.utils.tensorboard import SummaryWriter  # imported here: loading TensorBoard is slow
-
         self.log_dir = Path(log_dir) / subdir
-        self.writer = SummaryWriter(log_dir=str(self.log_dir))
+        self._writer = None
+        self._purge_step: int | None = None
+
+    def start(self, step: int) -> None:
+        # Resuming at step s: events with step > s left in this folder by the interrupted run
+        # are dropped, so the curves continue without duplicated steps.
+        self._purge_step = step + 1 if step > 0 else None
+
+    @property
+    def writer(self):
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter  # imported late: loading TensorBoard is slow
+
+            self._writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=self._purge_step)
+        return self._writer
 
     def scalar(self, tag, value, step):
         self.writer.add_scalar(tag, value, step)
@@ -82,10 +97,13 @@ class TensorBoardLogger(Logger):
         self.writer.add_hparams(hparams, metrics, run_name=".")
 
     def flush(self):
-        self.writer.flush()
+        if self._writer is not None:
+            self._writer.flush()
 
     def close(self):
-        self.writer.close()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     def __repr__(self) -> str:
         return f"TensorBoardLogger({str(self.log_dir)!r})"

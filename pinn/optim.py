@@ -12,6 +12,7 @@ the trainer does not resample during L-BFGS.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 
@@ -24,8 +25,8 @@ LINE_SEARCHES = ("strong_wolfe", "none")
 
 
 def _check_lr(lr) -> None:
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-        raise ConfigError(f"optimizer.lr must be a number > 0; got {lr!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
+        raise ConfigError(f"optimizer.lr must be a finite number > 0; got {lr!r}")
 
 
 class OptimizerPlan(ABC):

@@ -2,15 +2,76 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from torch import nn
 
 
 def _render(fig: Figure) -> np.ndarray:
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+@torch.no_grad()
+def solution_slice(pde, model: nn.Module, resolution: int, device, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Prediction and exact solution on a line (d = 1) or on the (x0, x1) slice through the
+    point a quarter of the way along every other axis (d > 1), where the usual manufactured
+    solutions are far from zero. Points outside the domain are NaN.
+
+    Returns ``(coords, predicted, exact)``: ``(R,)`` and ``(R,)`` arrays in 1-D, ``(2, R, R)``
+    and ``(R, R)`` in more; ``exact`` is ``None`` when the PDE has no exact solution.
+    """
+    lo, hi = pde.domain.bounds
+    r = resolution
+    if pde.dim == 1:
+        coords = torch.linspace(lo[0], hi[0], r, dtype=torch.float64)
+        x, shape = coords.reshape(-1, 1), (r,)
+    else:
+        a = torch.linspace(lo[0], hi[0], r, dtype=torch.float64)
+        b = torch.linspace(lo[1], hi[1], r, dtype=torch.float64)
+        coords = torch.stack(torch.meshgrid(a, b, indexing="ij"))  # (2, r, r)
+        x = (lo + 0.25 * (hi - lo)).repeat(r * r, 1)
+        x[:, 0], x[:, 1] = coords[0].reshape(-1), coords[1].reshape(-1)
+        shape = (r, r)
+    outside = ~pde.domain.contains(x)
+    predicted = model(x.to(device=device, dtype=dtype))[:, 0].double().cpu()
+    predicted[outside] = float("nan")
+    exact = pde.exact(x)
+    if exact is not None:
+        exact = exact[:, 0].clone()
+        exact[outside] = float("nan")
+        exact = exact.reshape(shape).numpy()
+    return coords.numpy(), predicted.reshape(shape).numpy(), exact
+
+
+def save_figures(coords: np.ndarray, predicted: np.ndarray, exact: np.ndarray | None, folder: str | Path) -> list[Path]:
+    """Write ``solution.png`` (and ``error.png`` where the exact solution is known) into ``folder``."""
+    folder = Path(folder)
+    written = []
+    panels = [("solution.png", "predicted u", predicted, "viridis")]
+    if exact is not None:
+        panels.append(("error.png", "|u - u_exact|", np.abs(predicted - exact), "magma"))
+    for name, title, values, cmap in panels:
+        fig = Figure(figsize=(5, 4), dpi=100)
+        ax = fig.subplots()
+        if coords.ndim == 1:
+            ax.plot(coords, values)
+            ax.set_xlabel("x0")
+        else:
+            extent = (coords[0].min(), coords[0].max(), coords[1].min(), coords[1].max())
+            fig.colorbar(ax.imshow(values.T, origin="lower", extent=extent, cmap=cmap), ax=ax)
+            ax.set_xlabel("x0")
+            ax.set_ylabel("x1")
+        ax.set_title(title)
+        fig.tight_layout()
+        FigureCanvasAgg(fig).print_png(str(folder / name))
+        written.append(folder / name)
+    return written
 
 
 def solution_figure(coords: np.ndarray, predicted: np.ndarray, exact: np.ndarray | None, *,

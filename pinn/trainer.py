@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +28,7 @@ from pinn.errors import ConfigError, check_positive
 from pinn.loggers import Logger, NullLogger
 from pinn.optim import OptimizerPlan
 from pinn.pdes.base import PDE
-from pinn.plotting import solution_figure
+from pinn.plotting import solution_figure, solution_slice
 from pinn.sampling import Sampler
 
 #: Seed of the test set: fixed, so runs with different seeds are scored on the same points.
@@ -37,6 +39,40 @@ CHECKPOINT_NAME = "last.pt"
 
 class TrainingDiverged(RuntimeError):
     """The loss or the parameters became NaN or Inf."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT or SIGTERM arrived; a checkpoint was written before stopping."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path):
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        super().__init__(f"interrupted by {signal.Signals(signum).name} at step {step}; checkpoint saved to {checkpoint}")
+
+
+class _StopOnSignal:
+    """Turns SIGINT and SIGTERM into a request the loop honours between steps, so a checkpoint
+    can be written first. A second signal acts as usual (Ctrl-C twice stops at once)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+        signal.signal(signum, self._previous[signum])
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
 
 
 @dataclass
@@ -67,13 +103,13 @@ def _rng_state(generator: torch.Generator) -> dict[str, Any]:
     return state
 
 
-def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested config to ``{"model.width": 50, ...}`` with only the scalar leaves (for hparams)."""
     flat: dict[str, Any] = {}
     for key, value in config.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}."))
+            flat.update(flatten_config(value, f"{name}."))
         elif isinstance(value, (int, float, str, bool)):
             flat[name] = value
     return flat
@@ -116,7 +152,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ pieces of a step
 
-    def _losses(self, pde: PDE, model: nn.Module, engine: Engine, points: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    def losses(self, pde: PDE, model: nn.Module, engine: Engine, points: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         terms = pde.losses(model, points, engine)
         unknown = set(self.loss_weights) - set(terms)
         if unknown:
@@ -132,7 +168,7 @@ class Trainer:
 
         def closure() -> Tensor:
             optimizer.zero_grad(set_to_none=True)
-            total, terms = self._losses(pde, model, engine, state.points)
+            total, terms = self.losses(pde, model, engine, state.points)
             total.backward()
             last["total"], last["terms"] = total.detach(), {k: v.detach() for k, v in terms.items()}
             return total
@@ -156,7 +192,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
 
-    def _test_set(self, pde: PDE, device, dtype) -> tuple[Tensor, Tensor | None]:
+    def test_set(self, pde: PDE, device, dtype) -> tuple[Tensor, Tensor | None]:
         unit = torch.quasirandom.SobolEngine(pde.dim, scramble=True, seed=TEST_SEED).draw(self.n_test, dtype=torch.float64)
         x = pde.domain.interior(unit)
         exact = pde.exact(x)
@@ -173,30 +209,8 @@ class Trainer:
             "max_abs_error": error.abs().max().item(),
         }
 
-    @torch.no_grad()
     def _solution_image(self, pde: PDE, model: nn.Module, device, dtype):
-        """Prediction and error on a line (d = 1) or on the (x0, x1) slice through the point a
-        quarter of the way along every other axis (d > 1): non-trivial for the usual solutions."""
-        lo, hi = pde.domain.bounds
-        r = self.image_resolution
-        if pde.dim == 1:
-            coords = torch.linspace(lo[0], hi[0], r, dtype=torch.float64)
-            x = coords.reshape(-1, 1)
-        else:
-            a = torch.linspace(lo[0], hi[0], r, dtype=torch.float64)
-            b = torch.linspace(lo[1], hi[1], r, dtype=torch.float64)
-            grid = torch.stack(torch.meshgrid(a, b, indexing="ij"))  # (2, r, r)
-            x = (lo + 0.25 * (hi - lo)).repeat(r * r, 1)
-            x[:, 0], x[:, 1] = grid[0].reshape(-1), grid[1].reshape(-1)
-            coords = grid
-        inside = pde.domain.contains(x)
-        pred = model(x.to(device=device, dtype=dtype))[:, 0].double().cpu()
-        pred[~inside] = float("nan")
-        exact = pde.exact(x)
-        exact = None if exact is None else exact[:, 0].where(inside, torch.tensor(float("nan"), dtype=torch.float64))
-        shape = coords.shape[1:] if pde.dim > 1 else coords.shape
-        return solution_figure(coords.numpy(), pred.reshape(shape).numpy(),
-                               None if exact is None else exact.reshape(shape).numpy())
+        return solution_figure(*solution_slice(pde, model, self.image_resolution, device, dtype))
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -246,6 +260,12 @@ class Trainer:
             resume: a run folder or checkpoint to continue from.
         """
         device, run_dir, logger = torch.device(device), Path(run_dir), logger or NullLogger()
+        if self.resample_every and optimizer.phase_at(0) == "lbfgs":
+            raise ConfigError(
+                "trainer.resample_every > 0 cannot work with L-BFGS from the first step: its line search and "
+                "curvature pairs need fixed points. Set trainer.resample_every=0, or use optimizer=adam_lbfgs "
+                "(resampling during the Adam phase)"
+            )
         ckpt_path = run_dir / "checkpoints" / CHECKPOINT_NAME
         model.to(device=device, dtype=dtype)
         state = _State()
@@ -253,10 +273,24 @@ class Trainer:
             self._restore(resume, model, optimizer, generator, state, device, dtype)
         else:
             state.points = self._sample(sampler, pde, generator, device, dtype)
-        test_x, test_exact = self._test_set(pde, device, dtype)
+        test_x, test_exact = self.test_set(pde, device, dtype)
+        logger.start(state.step)
         if config and state.step == 0:
             logger.text("config", "```\n" + json.dumps(config, indent=2) + "\n```")
 
+        with _StopOnSignal() as stop:
+            self._loop(pde, model, engine, sampler, optimizer, generator, device, dtype, logger, config,
+                       state, test_x, test_exact, ckpt_path, stop)
+
+        metrics = self._final_metrics(pde, model, engine, state, test_x, test_exact, device, dtype)
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        hparam_metrics = {f"final/{k}": metrics[k] for k in ("rel_l2", "loss", "ms_per_step") if k in metrics}
+        logger.hparams(flatten_config(config or {}), hparam_metrics)
+        logger.close()
+        return metrics
+
+    def _loop(self, pde, model, engine, sampler, optimizer, generator, device, dtype, logger, config,
+              state: _State, test_x, test_exact, ckpt_path: Path, stop: _StopOnSignal) -> None:
         bar = tqdm(total=self.max_steps, initial=state.step, disable=not self.progress, dynamic_ncols=True,
                    desc=type(pde).__name__, mininterval=0.5)
         total = terms = None
@@ -293,17 +327,14 @@ class Trainer:
                     bar.set_postfix(phase=phase, loss=f"{total.item():.2e}", rel_l2=f"{state.rel_l2:.2e}", refresh=False)
                 logger.image("solution", self._solution_image(pde, model, device, dtype), step)
                 logger.flush()
-            if (self.checkpoint_every and step % self.checkpoint_every == 0) or last:
+            if (self.checkpoint_every and step % self.checkpoint_every == 0) or last or stop.signum:
                 self._check_finite(step, total, terms, model)
                 self._checkpoint(ckpt_path, model, generator, state, config)
+            if stop.signum:
+                bar.close()
+                logger.close()
+                raise TrainingInterrupted(stop.signum, step, ckpt_path)
         bar.close()
-
-        metrics = self._final_metrics(pde, model, engine, state, test_x, test_exact, device, dtype)
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        hparam_metrics = {f"final/{k}": metrics[k] for k in ("rel_l2", "loss", "ms_per_step") if k in metrics}
-        logger.hparams(_flatten(config or {}), hparam_metrics)
-        logger.close()
-        return metrics
 
     def _check_finite(self, step: int, total: Tensor, terms: dict[str, Tensor], model: nn.Module) -> dict[str, float]:
         values = {"total": total.item(), **{k: v.item() for k, v in terms.items()}}
@@ -318,7 +349,7 @@ class Trainer:
         return values
 
     def _final_metrics(self, pde, model, engine, state: _State, test_x, test_exact, device, dtype) -> dict[str, Any]:
-        total, terms = self._losses(pde, model, engine, state.points)
+        total, terms = self.losses(pde, model, engine, state.points)
         steps = sum(c.steps for c in state.clocks.values())
         seconds = sum(c.seconds for c in state.clocks.values())
         metrics: dict[str, Any] = {

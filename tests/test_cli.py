@@ -1,11 +1,15 @@
 """train.py as a user runs it: a real process, real run folders, one-line errors."""
 
+import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
+import torch
 from conftest import ROOT, TINY
 
 
@@ -54,6 +58,14 @@ def test_multirun_gives_one_folder_per_job(tmp_path):
     assert result.returncode == 0, result.stderr
     metrics = sorted(tmp_path.glob("*/metrics.json"))
     assert len(metrics) == 4
+    with open(tmp_path / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["job"] for r in rows] == ["0", "1", "2", "3"]
+    combos = {tuple(sorted(o for o in r["overrides"].split() if o.startswith(("model.width=", "seed=")))) for r in rows}
+    assert combos == {("model.width=4", "seed=0"), ("model.width=4", "seed=1"),
+                      ("model.width=8", "seed=0"), ("model.width=8", "seed=1")}
+    assert all(float(r["rel_l2"]) > 0 and r["status"] == "done" for r in rows)
+    assert "summary saved to" in result.stdout
 
 
 @pytest.mark.parametrize("override,match", [
@@ -82,3 +94,67 @@ def test_unknown_key_is_refused(tmp_path):
     result = train(f"hydra.run.dir={tmp_path}", "model.widht=8")
     assert result.returncode != 0
     assert "widht" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_full_traceback_on_request(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={tmp_path}", "model.width=-1"],
+                            capture_output=True, text=True, env={**os.environ, "HYDRA_FULL_ERROR": "1"}, timeout=300)
+    assert result.returncode != 0 and "Traceback" in result.stderr and "model.width" in result.stderr
+
+
+def test_lbfgs_with_resampling_is_refused(tmp_path):
+    result = train(f"hydra.run.dir={tmp_path}", *TINY, "optimizer=lbfgs", "trainer.resample_every=2")
+    assert result.returncode == 2 and "trainer.resample_every" in result.stderr
+
+
+def test_sigint_checkpoints_and_the_printed_command_resumes(tmp_path):
+    run = tmp_path / "run"
+    args = [*TINY, "trainer.max_steps=1000000", "trainer.checkpoint_every=0", "trainer.eval_every=1000"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run}", *args],
+                            cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list((run / "tensorboard").glob("events.*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # let it train some steps
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, stderr
+    assert "interrupted by SIGINT at step" in stderr and "Traceback" not in stderr
+    command = stderr.split("Resume with: ")[1].strip()
+    step = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"]
+    assert step > 0
+    resumed = train(*command.split()[2:], f"trainer.max_steps={step + 3}")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((run / "metrics.json").read_text())["steps"] == step + 3
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    assert train(f"hydra.run.dir={tmp_path / 'a'}", *TINY).returncode == 0
+    result = train(f"hydra.run.dir={tmp_path / 'b'}", *TINY, "model.width=16", f"resume={tmp_path / 'a'}")
+    assert result.returncode == 2
+    assert "model.width: 8 in the checkpoint, 16 now" in result.stderr
+
+
+def test_resume_of_a_missing_or_broken_checkpoint(tmp_path):
+    result = train(f"hydra.run.dir={tmp_path / 'b'}", *TINY, f"resume={tmp_path / 'nothing'}")
+    assert result.returncode == 2 and "no checkpoint" in result.stderr
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    result = train(f"hydra.run.dir={tmp_path / 'c'}", *TINY, f"resume={tmp_path / 'junk.pt'}")
+    assert result.returncode == 2 and "not a readable pinn checkpoint" in result.stderr
+
+
+def test_evaluate_command(tmp_path):
+    assert train(f"hydra.run.dir={tmp_path}", *TINY).returncode == 0
+    result = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), f"run={tmp_path}", "device=cpu"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    trained = json.loads((tmp_path / "metrics.json").read_text())
+    evaluated = json.loads((tmp_path / "evaluation.json").read_text())
+    assert evaluated["rel_l2"] == trained["rel_l2"]
+    assert evaluated["step"] == trained["steps"]
+    assert "rel_l2" in result.stdout
+    for name in ("solution.png", "error.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), f"run={tmp_path / 'nope'}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: no checkpoint")

@@ -1,6 +1,7 @@
 """Training runs, checkpoints, resumes exactly, and stops on divergence without losing state."""
 
 import json
+import time
 
 import pytest
 import torch
@@ -55,14 +56,30 @@ def test_lbfgs_phase_switch_and_timing(tmp_path):
     assert metrics["train_seconds"] > 0 and metrics["ms_per_step"] > 0
 
 
+class PoissonThatBlowsUp(Poisson):
+    """Its loss turns NaN from the third evaluation on, as a diverging run's would."""
+
+    calls = 0
+
+    def losses(self, model, points, engine):
+        self.calls += 1
+        terms = super().losses(model, points, engine)
+        if self.calls >= 3:
+            terms["pde"] = terms["pde"] * float("nan")
+        return terms
+
+
 def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
-    fit(tmp_path, max_steps=2, checkpoint_every=1)
-    good = load_checkpoint(tmp_path)
-    with pytest.raises(TrainingDiverged, match=r"diverged at step 1: .*non-finite parameters"):
-        fit(tmp_path, max_steps=4, lr=float("inf"), checkpoint_every=1)
+    torch.manual_seed(0)
+    trainer = Trainer(max_steps=5, checkpoint_every=1, log_every=1, eval_every=5, n_test=50, progress=False)
+    with pytest.raises(TrainingDiverged, match=r"diverged at step 3: total=nan, pde=nan, boundary=.*Try a smaller"):
+        trainer.fit(pde=PoissonThatBlowsUp(dim=2), model=MLP(2, 1, width=8, depth=2), engine=AutogradEngine(),
+                    sampler=UniformSampler(n_interior=32, n_boundary=8), optimizer=Adam(),
+                    generator=torch.Generator().manual_seed(0), run_dir=tmp_path, dtype=torch.float64)
     kept = load_checkpoint(tmp_path)
-    assert kept["step"] == good["step"] == 2
-    assert all(torch.equal(kept["model"][k], good["model"][k]) for k in good["model"])
+    assert kept["step"] == 2
+    assert all(torch.isfinite(v).all() for v in kept["model"].values())
+    assert not (tmp_path / "metrics.json").exists()
 
 
 def test_checkpoint_errors_are_clear(tmp_path):
@@ -103,3 +120,27 @@ def test_sobol_and_resampling_train(tmp_path):
         optimizer=Adam(), generator=torch.Generator().manual_seed(1), run_dir=tmp_path,
     )
     assert metrics["steps"] == 6 and metrics["rel_l2"] > 0
+
+
+def test_resume_continues_tensorboard_without_duplicate_steps(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from pinn.loggers import TensorBoardLogger
+
+    def run(max_steps, resume=None):
+        torch.manual_seed(0)
+        Trainer(max_steps=max_steps, log_every=1, eval_every=100, checkpoint_every=3, n_test=20, progress=False).fit(
+            pde=Poisson(dim=2), model=MLP(2, 1, width=4, depth=1), engine=AutogradEngine(),
+            sampler=UniformSampler(n_interior=16, n_boundary=4), optimizer=Adam(),
+            generator=torch.Generator().manual_seed(0), run_dir=tmp_path, logger=TensorBoardLogger(tmp_path),
+            resume=resume)
+
+    run(3)
+    at_step_3 = (tmp_path / "checkpoints" / "last.pt").read_bytes()
+    run(5, resume=tmp_path)  # logs steps 4 and 5, checkpoints step 5 ...
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(at_step_3)  # ... then "crashes" back to step 3
+    time.sleep(1.1)  # event files are named by the second they were opened
+    run(6, resume=tmp_path)
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss/total")] == [1, 2, 3, 4, 5, 6]

@@ -1,0 +1,74 @@
+"""Evaluate a trained run: ``python evaluate.py run=<run folder or checkpoint> [device=cpu]``.
+
+Loads the checkpoint and the configuration stored in it, rebuilds the PDE and the network,
+prints the error against the exact solution and the loss terms on the run's own points, and
+writes ``evaluation.json``, ``solution.png`` and ``error.png`` into the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+import train
+from pinn.checkpoint import CheckpointError, load_checkpoint
+from pinn.errors import ConfigError
+from pinn.plotting import save_figures, solution_slice
+from pinn.trainer import Trainer
+
+USAGE = "usage: python evaluate.py run=<run folder or checkpoint> [device=auto|cpu|cuda]"
+
+
+def parse(argv: list[str]) -> dict[str, str]:
+    options = {"device": "auto"}
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in ("run", "device"):
+            raise ConfigError(f"unknown argument {arg!r}; {USAGE}")
+        options[key] = value
+    if "run" not in options:
+        raise ConfigError(f"missing run=<folder>; {USAGE}")
+    return options
+
+
+def evaluate(run: str | Path, device: str = "auto") -> dict:
+    """Metrics of a saved run; also writes them and the figures into the run folder."""
+    payload = load_checkpoint(run)
+    cfg = OmegaConf.create(payload["config"])
+    device_, dtype = train.resolve_device(device), train.resolve_dtype(cfg.dtype)
+    pde, model = train.build_problem(cfg)
+    model.load_state_dict(payload["model"])
+    model.to(device=device_, dtype=dtype).eval()
+
+    trainer = Trainer(n_test=cfg.trainer.n_test, image_resolution=cfg.trainer.image_resolution, progress=False)
+    test_x, test_exact = trainer.test_set(pde, device_, dtype)
+    metrics = trainer.evaluate(pde, model, test_x, test_exact)
+    points = {k: v.to(device=device_, dtype=dtype) for k, v in payload["points"].items()}
+    engine = train._build(cfg.derivatives, "derivatives")
+    total, terms = trainer.losses(pde, model, engine, points)
+    metrics.update(loss=total.item(), **{f"loss_{k}": v.item() for k, v in terms.items()}, step=int(payload["step"]))
+
+    folder = Path(run) if Path(run).is_dir() else Path(run).parent.parent
+    (folder / "evaluation.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    metrics["figures"] = [str(p) for p in save_figures(*solution_slice(pde, model, 201, device_, dtype), folder)]
+    return metrics
+
+
+def main(argv: list[str]) -> int:
+    try:
+        options = parse(argv)
+        metrics = evaluate(options["run"], options["device"])
+    except (ConfigError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for key, value in metrics.items():
+        print(f"{key:>16}: {value:.4e}" if isinstance(value, float) else f"{key:>16}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
