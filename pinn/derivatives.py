@@ -2,19 +2,32 @@ r"""Derivative engines: how a network is evaluated so that the operators can dif
 
 A PDE's loss asks the engine for ``(x, u)`` at its points and hands both to the operators of
 :mod:`pinn.operators`; it never calls ``torch.autograd`` itself, so the engine can change
-underneath it (``derivatives.engine`` in the config).
+underneath it (``derivatives`` in the config).
 
 * ``autograd`` (any network): ``x`` is marked ``requires_grad`` and ``u = model(x)`` is an
   ordinary tensor; the operators differentiate it by reverse mode, nesting backward passes for
   second derivatives.
+* ``forward`` (networks of supported layers, see :mod:`pinn.jet`): ``u`` is a
+  :class:`~pinn.jet.Jet` carrying the value, the exact first derivatives and the second
+  derivatives named by ``second`` (``laplacian``, ``diagonal`` or ``hessian``) from one forward
+  pass; the operators read them off.
+* ``stochastic``: as ``forward``, but along ``samples`` random Rademacher directions per point,
+  drawn afresh at every evaluation from PyTorch's (seeded, checkpointed) random state. The
+  Laplacian is then an unbiased estimate whose cost grows with ``samples``, not with the
+  dimension: the engine for Laplacians in hundreds or thousands of dimensions.
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
+
+from pinn.errors import check_choice, check_positive
+from pinn.jet import SECOND_ORDER, Jet, check_supported, propagate
 
 
 class Engine(ABC):
@@ -22,8 +35,11 @@ class Engine(ABC):
 
     name: str
 
+    def check(self, model: nn.Module) -> None:
+        """Raise before training if this engine cannot differentiate ``model``."""
+
     @abstractmethod
-    def evaluate(self, model: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
+    def evaluate(self, model: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, Tensor | Jet]:
         """Return ``(x, u)``: the points as the operators need them and the field ``u = model(x)``."""
 
 
@@ -32,9 +48,62 @@ class AutogradEngine(Engine):
 
     name = "autograd"
 
-    def evaluate(self, model: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
+    def evaluate(self, model, x):
         x = x.detach().requires_grad_(True)
         return x, model(x)
 
     def __repr__(self) -> str:
         return "AutogradEngine()"
+
+
+class ForwardEngine(Engine):
+    """Forward-mode derivatives along the coordinate axes, exact, in one pass.
+
+    Args:
+        second: the second derivatives to carry: ``laplacian`` (their sum, the cheapest),
+            ``diagonal`` (each ``∂²u/∂x_i²``) or ``hessian`` (every mixed partial).
+    """
+
+    name = "forward"
+
+    def __init__(self, *, second: str = "laplacian"):
+        check_choice("derivatives.second", second, SECOND_ORDER)
+        self.second = second
+
+    def check(self, model):
+        check_supported(model)
+
+    def evaluate(self, model, x):
+        x = x.detach()
+        return x, propagate(model, Jet.seed(x, self.second))
+
+    def __repr__(self) -> str:
+        return f"ForwardEngine(second={self.second!r})"
+
+
+class StochasticEngine(Engine):
+    r"""Hutchinson's estimate :math:`\Delta u \approx \frac1K \sum_k v_k^\top \nabla^2 u\, v_k`
+    with ``K = samples`` Rademacher directions per point, by forward mode.
+
+    The estimate is unbiased, with variance :math:`\frac{2}{K}\sum_{i \ne j} (\partial_{ij} u)^2`:
+    zero for a separable field, larger the more the coordinates interact.
+    """
+
+    name = "stochastic"
+
+    def __init__(self, *, samples: int = 16):
+        check_positive("derivatives.samples", samples)
+        self.samples = samples
+
+    def check(self, model):
+        check_supported(model)
+
+    def evaluate(self, model, x):
+        x = x.detach()
+        n, d = x.shape
+        signs = torch.randint(0, 2, (n, self.samples, d), device=x.device).to(x.dtype)
+        directions = (2 * signs - 1) / math.sqrt(self.samples)
+        return x, propagate(model, Jet.seed(x, "laplacian", directions=directions))
+
+    def __repr__(self) -> str:
+        return f"StochasticEngine(samples={self.samples})"

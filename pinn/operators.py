@@ -33,6 +33,10 @@ differences: ``grad(sin(x), x)`` equals ``cos(x)`` bit for bit.
 costs one pass for the gradient plus ``d`` for the divergence, each through a graph that
 itself contains a backward pass (double backward).
 
+A field may also arrive as a :class:`DerivativeCarrier` (the forward-mode ``Jet`` of
+:mod:`pinn.jet`), which already holds its derivatives; the operators then read the answer off
+it, so a residual is written once for every derivative engine.
+
 Every result keeps its graph (``create_graph=True``), so it can be differentiated again and
 trained through. Misuse (``x`` without ``requires_grad``, a shape that does not fit, a vector
 field where a scalar is needed, a field not computed from ``x``) raises ``ValueError`` with
@@ -41,13 +45,32 @@ the fix in the message.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 from torch import Tensor
 
-__all__ = ["grad", "div", "laplacian", "curl", "jacobian", "hessian", "partial", "STRATEGIES"]
+__all__ = ["grad", "div", "laplacian", "curl", "jacobian", "hessian", "partial", "STRATEGIES", "DerivativeCarrier"]
 
 #: How the diagonal of a Jacobian is extracted; see the module docstring.
 STRATEGIES = ("loop", "batched", "ones")
+
+
+class DerivativeCarrier(ABC):
+    """A field that carries its own derivatives, as a forward-mode engine produces; the
+    operators below read from it instead of differentiating."""
+
+    shape: torch.Size
+
+    @abstractmethod
+    def operator(self, name: str, *indices: int) -> Tensor:
+        """``"grad"``, ``"jacobian"``, ``"laplacian"``, ``"hessian"`` or ``"partial"`` (with
+        coordinate indices), shaped as the operator of the same name returns it."""
+
+
+def _carrier_check(u: DerivativeCarrier, name: str, *, scalar: bool = False) -> None:
+    if scalar and u.shape[1] != 1:
+        raise ValueError(f"{name} must be a scalar field of shape (N, 1); got a vector field of shape {tuple(u.shape)}")
 
 
 # --------------------------------------------------------------------------- checks
@@ -162,6 +185,9 @@ def grad(u: Tensor, x: Tensor) -> Tensor:
         ``(N, d)``. One backward pass with ``v = 1`` over the batch, which selects every
         point's own block of the block-diagonal batch Jacobian.
     """
+    if isinstance(u, DerivativeCarrier):
+        _carrier_check(u, "u", scalar=True)
+        return u.operator("grad")
     _check_field(u, x, "u", scalar=True)
     return _first_derivatives(u, x, "u")
 
@@ -183,6 +209,8 @@ def div(v: Tensor, x: Tensor, *, strategy: str = "loop") -> Tensor:
         ``(N, 1)``.
     """
     _check_strategy(strategy)
+    if isinstance(v, DerivativeCarrier):
+        return torch.diagonal(v.operator("jacobian"), dim1=1, dim2=2).sum(dim=1, keepdim=True)
     _check_field(v, x, "v", columns=x.shape[1])
     return _diagonal(v, x, strategy).sum(dim=1, keepdim=True)
 
@@ -202,6 +230,8 @@ def laplacian(u: Tensor, x: Tensor, *, strategy: str = "loop") -> Tensor:
         or one batched (``"batched"``) double-backward pass for its divergence.
     """
     _check_strategy(strategy)
+    if isinstance(u, DerivativeCarrier):
+        return u.operator("laplacian")
     _check_field(u, x, "u")
     columns = []
     for k in range(u.shape[1]):
@@ -224,6 +254,8 @@ def jacobian(v: Tensor, x: Tensor, *, strategy: str = "loop") -> Tensor:
     """
     if strategy not in ("loop", "batched"):
         raise ValueError(f"unknown strategy {strategy!r} for jacobian; valid strategies: loop, batched")
+    if isinstance(v, DerivativeCarrier):
+        return v.operator("jacobian")
     _check_field(v, x, "v")
     return _rows(v, x, strategy)
 
@@ -251,6 +283,9 @@ def hessian(u: Tensor, x: Tensor, *, strategy: str = "loop") -> Tensor:
     """
     if strategy not in ("loop", "batched"):
         raise ValueError(f"unknown strategy {strategy!r} for hessian; valid strategies: loop, batched")
+    if isinstance(u, DerivativeCarrier):
+        _carrier_check(u, "u", scalar=True)
+        return u.operator("hessian")
     _check_field(u, x, "u", scalar=True)
     return _rows(_first_derivatives(u, x, "u"), x, strategy)
 
@@ -265,11 +300,11 @@ def curl(v: Tensor, x: Tensor) -> Tensor:
 
     Cost: one backward pass per component of ``v`` (its Jacobian).
     """
-    _check_points(x)
-    d = x.shape[1]
+    d = x.shape[1] if isinstance(x, Tensor) and x.dim() == 2 else None
     if d not in (2, 3):
-        raise ValueError(f"curl is defined for points in 2 or 3 dimensions; x has shape {tuple(x.shape)}")
-    _check_field(v, x, "v", columns=d)
+        raise ValueError(f"curl is defined for points (N, 2) or (N, 3); x has shape {tuple(getattr(x, 'shape', ()))}")
+    if not isinstance(v, DerivativeCarrier):
+        _check_field(v, x, "v", columns=d)
     J = jacobian(v, x)  # J[:, k, j] = ∂v_k/∂x_j
     if d == 2:
         return (J[:, 1, 0] - J[:, 0, 1]).unsqueeze(1)
@@ -292,13 +327,21 @@ def partial(u: Tensor, x: Tensor, *indices: int) -> Tensor:
         derivatives of one field, compute ``g = grad(u, x)`` once and differentiate its
         columns, rather than repeating the first pass.
     """
-    _check_field(u, x, "u", scalar=True)
+    if isinstance(u, DerivativeCarrier):
+        if not (isinstance(x, Tensor) and x.dim() == 2):
+            raise ValueError(f"x must have shape (N, d); got {tuple(getattr(x, 'shape', ()))}")
+    else:
+        _check_points(x)
     d = x.shape[1]
     if not indices:
         raise ValueError("partial(u, x, i, ...) needs at least one coordinate index, e.g. partial(u, x, 0)")
     for i in indices:
         if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < d:
             raise ValueError(f"partial: coordinate index {i!r} is not an integer in [0, {d}) for x of shape {tuple(x.shape)}")
+    if isinstance(u, DerivativeCarrier):
+        _carrier_check(u, "u", scalar=True)
+        return u.operator("partial", *indices)
+    _check_field(u, x, "u", scalar=True)
     out = _first_derivatives(u, x, "u")[:, indices[0] : indices[0] + 1]
     for i in indices[1:]:
         out = _vjp(out, x, torch.ones_like(out))[:, i : i + 1]

@@ -260,6 +260,7 @@ class Trainer:
             resume: a run folder or checkpoint to continue from.
         """
         device, run_dir, logger = torch.device(device), Path(run_dir), logger or NullLogger()
+        engine.check(model)
         if self.resample_every and optimizer.phase_at(0) == "lbfgs":
             raise ConfigError(
                 "trainer.resample_every > 0 cannot work with L-BFGS from the first step: its line search and "

@@ -39,5 +39,10 @@ class MixesPoints(torch.nn.Module):
 
 
 def test_preflight_refuses_a_model_that_is_not_pointwise():
-    with pytest.raises(PreflightError, match="torch.func.hessian"):
+    with pytest.raises(PreflightError, match=r"torch.func.hessian.*> tolerance"):
         preflight("cpu", torch.float64, model=MixesPoints().double(), in_dim=2)
+
+
+def test_preflight_cross_checks_supported_networks_by_forward_mode():
+    report = preflight("cpu", torch.float64, model=MLP(2, 1, width=8, depth=2).double(), in_dim=2)
+    assert report["laplacian(model): reverse mode == forward mode"] <= 1e-12

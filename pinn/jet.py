@@ -1,0 +1,253 @@
+r"""Forward-mode ("Taylor") derivatives: a :class:`Jet` carries a field's value together with its
+first and selected second derivatives through a network in one forward pass.
+
+For a layer :math:`h' = W h + b` followed by an elementwise activation :math:`a = \sigma(h')`,
+with :math:`J` the derivatives of :math:`h` along the tracked directions and :math:`L` the sum
+of its second derivatives along them:
+
+.. math::
+    J' = W J, \quad L' = W L, \qquad
+    J_a = \sigma'(h') J', \quad L_a = \sigma'(h') L' + \sigma''(h') \sum_i (J'_i)^2 .
+
+Per-coordinate second derivatives (``second="diagonal"``) keep each :math:`(J'_i)^2` term apart;
+the full Hessian (``second="hessian"``) carries :math:`H_a = \sigma' H' + \sigma'' J'_i J'_j`.
+
+No backward pass is nested inside another, so a training step needs one ordinary backward
+pass for the parameter gradients, and nothing prevents compiling the step.
+
+The tracked directions are the coordinate axes ``e_1 … e_d`` for exact derivatives, or ``K``
+random directions :math:`v_k` for the stochastic Laplacian estimate
+:math:`\frac1K \sum_k v_k^\top \nabla^2 u\, v_k` (Hutchinson), which is unbiased when
+:math:`\mathbb{E}[v v^\top] = I`.
+
+Supported layers: ``nn.Linear``, the elementwise activations of :mod:`pinn.models`, and
+``nn.Sequential`` / :class:`pinn.models.MLP` made of them. Anything else is refused by
+:func:`check_supported` before training, never answered with wrong numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from pinn.errors import ConfigError
+from pinn.models import MLP, Sine
+from pinn.operators import DerivativeCarrier
+
+SECOND_ORDER = ("laplacian", "diagonal", "hessian")
+
+# σ'(h) and σ''(h) for each supported activation, from h and the module's own value σ(h)
+# (the value comes from the module itself, so it matches the autograd engine bit for bit).
+Rule = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+def _tanh(module, h, t):
+    d1 = 1 - t * t
+    return d1, -2 * t * d1
+
+
+def _sine(module, h, s):
+    return torch.cos(h), -s
+
+
+def _sigmoid(module, h, s):
+    d1 = s * (1 - s)
+    return d1, d1 * (1 - 2 * s)
+
+
+def _softplus(module, h, value):
+    bh = module.beta * h
+    linear = bh > module.threshold  # nn.Softplus is the identity there, and so are its derivatives
+    s = torch.sigmoid(bh)
+    d1 = torch.where(linear, torch.ones_like(h), s)
+    d2 = torch.where(linear, torch.zeros_like(h), module.beta * s * (1 - s))
+    return d1, d2
+
+
+def _silu(module, h, value):
+    s = torch.sigmoid(h)
+    return s * (1 + h * (1 - s)), s * (1 - s) * (2 + h * (1 - 2 * s))
+
+
+def _gelu(module, h, value):
+    if module.approximate != "none":
+        raise ConfigError("the forward engine supports nn.GELU(approximate='none') only; use derivatives.engine=autograd")
+    cdf = 0.5 * (1 + torch.erf(h / math.sqrt(2)))
+    pdf = torch.exp(-0.5 * h * h) / math.sqrt(2 * math.pi)
+    return cdf + h * pdf, pdf * (2 - h * h)
+
+
+RULES: dict[type, Rule] = {
+    nn.Tanh: _tanh,
+    Sine: _sine,
+    nn.Sigmoid: _sigmoid,
+    nn.Softplus: _softplus,
+    nn.SiLU: _silu,
+    nn.GELU: _gelu,
+}
+
+
+class Jet(DerivativeCarrier):
+    r"""A field ``(N, m)`` with its derivatives along ``K`` tracked directions.
+
+    Attributes:
+        value: ``(N, m)``.
+        jac: ``(N, K, m)``, :math:`\partial u / \partial v_k`.
+        second: which second derivatives are carried: ``"laplacian"`` (``lap``, ``(N, m)``,
+            the sum over the directions), ``"diagonal"`` (``diag``, ``(N, K, m)``) or
+            ``"hessian"`` (``hess``, ``(N, K, K, m)``).
+        exact: whether the directions are the coordinate axes (``False`` for random directions,
+            whose ``lap`` is an estimate and whose ``jac`` is not the gradient).
+    """
+
+    def __init__(self, value: Tensor, jac: Tensor, second: str, sec: Tensor, *, exact: bool = True):
+        self.value, self.jac, self.second, self.sec, self.exact = value, jac, second, sec, exact
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def seed(cls, x: Tensor, second: str = "laplacian", directions: Tensor | None = None) -> Jet:
+        """The jet of the identity at points ``x`` ``(N, d)``: ``jac = I`` (or the given
+        ``directions``, ``(N, K, d)``), zero second derivatives."""
+        if second not in SECOND_ORDER:
+            raise ConfigError(f"unknown derivatives.second {second!r}; valid choices: {', '.join(SECOND_ORDER)}")
+        n, d = x.shape
+        if directions is None:
+            jac = torch.eye(d, dtype=x.dtype, device=x.device).expand(n, d, d)
+        else:
+            jac = directions
+        k = jac.shape[1]
+        shape = {"laplacian": (n, d), "diagonal": (n, k, d), "hessian": (n, k, k, d)}[second]
+        return cls(x, jac, second, x.new_zeros(shape), exact=directions is None)
+
+    # ------------------------------------------------------------------ propagation
+
+    def linear(self, weight: Tensor, bias: Tensor | None) -> Jet:
+        """``h' = h Wᵀ + b``: every derivative is mapped by ``Wᵀ``; the bias moves the value only."""
+        value = nn.functional.linear(self.value, weight, bias)
+        return Jet(value, self.jac @ weight.T, self.second, self.sec @ weight.T, exact=self.exact)
+
+    def activate(self, d0: Tensor, d1: Tensor, d2: Tensor) -> Jet:
+        """``a = σ(h)`` given ``σ(h), σ'(h), σ''(h)`` at this jet's value: the chain rule to second order."""
+        jac = d1.unsqueeze(1) * self.jac
+        if self.second == "laplacian":
+            sec = d1 * self.sec + d2 * self.jac.square().sum(dim=1)
+        elif self.second == "diagonal":
+            sec = d1.unsqueeze(1) * self.sec + d2.unsqueeze(1) * self.jac.square()
+        else:
+            outer = self.jac.unsqueeze(2) * self.jac.unsqueeze(1)  # (N, K, K, m)
+            sec = d1[:, None, None, :] * self.sec + d2[:, None, None, :] * outer
+        return Jet(d0, jac, self.second, sec, exact=self.exact)
+
+    # ------------------------------------------------------------------ behaving like the field
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.value.shape
+
+    def __getitem__(self, index) -> Jet:
+        """Select components: ``u[:, k:k+1]`` (rows are points and are always all kept)."""
+        if not (isinstance(index, tuple) and len(index) == 2 and index[0] == slice(None)):
+            raise IndexError("a Jet is indexed by component only, as u[:, k] or u[:, k:k+1]")
+        cols = index[1]
+        if isinstance(cols, int):
+            cols = slice(cols, cols + 1 if cols != -1 else None)
+        return Jet(self.value[:, cols], self.jac[..., cols], self.second, self.sec[..., cols], exact=self.exact)
+
+    # Arithmetic treats a Jet as its value: residuals combine values with derivatives read by operators.
+    def __add__(self, other): return self.value + other
+    def __radd__(self, other): return other + self.value
+    def __sub__(self, other): return self.value - other
+    def __rsub__(self, other): return other - self.value
+    def __mul__(self, other): return self.value * other
+    def __rmul__(self, other): return other * self.value
+    def __truediv__(self, other): return self.value / other
+    def __rtruediv__(self, other): return other / self.value
+    def __neg__(self): return -self.value
+    def __pow__(self, power): return self.value**power
+
+    # ------------------------------------------------------------------ reading operators off
+
+    def _missing(self, what: str, need: str) -> ConfigError:
+        return ConfigError(
+            f"the forward engine carries {self.describe()}, not {what}; set derivatives.second={need} "
+            "or use derivatives.engine=autograd"
+        )
+
+    def describe(self) -> str:
+        kind = "exact" if self.exact else "random-direction"
+        return f"values, {kind} first derivatives and second derivatives as {self.second!r}"
+
+    def _require_exact(self, what: str) -> None:
+        if not self.exact:
+            raise ConfigError(
+                f"the stochastic engine estimates the Laplacian only; {what} needs exact derivatives: "
+                "use derivatives.engine=forward or autograd"
+            )
+
+    def operator(self, name: str, *indices: int) -> Tensor:
+        """The operator ``name`` of this field, read off the carried derivatives (see
+        :mod:`pinn.operators` for the shapes)."""
+        if name == "laplacian":
+            if self.second == "laplacian":
+                return self.sec
+            if self.second == "diagonal":
+                return self.sec.sum(dim=1)
+            return torch.diagonal(self.sec, dim1=1, dim2=2).sum(dim=-1)
+        self._require_exact(name)
+        if name == "grad":
+            return self.jac[..., 0]
+        if name == "jacobian":
+            return self.jac.transpose(1, 2)  # (N, m, d)
+        if name == "hessian":
+            if self.second != "hessian":
+                raise self._missing("the full Hessian", "hessian")
+            return self.sec[..., 0]
+        if name == "partial":
+            if len(indices) == 1:
+                return self.jac[:, indices[0], :1]
+            if len(indices) == 2:
+                i, j = indices
+                if self.second == "hessian":
+                    return self.sec[:, i, j, :1]
+                if i == j and self.second == "diagonal":
+                    return self.sec[:, i, :1]
+                need = "diagonal" if i == j else "hessian"
+                raise self._missing(f"the second derivative d2u/dx{i}dx{j}", need)
+            raise ConfigError(
+                f"the forward engine carries derivatives up to second order; partial of order {len(indices)} "
+                "needs derivatives.engine=autograd"
+            )
+        raise ValueError(f"unknown operator {name!r}")
+
+
+def check_supported(model: nn.Module) -> None:
+    """Raise :class:`ConfigError` naming the first layer the forward engine cannot propagate."""
+    for name, module in model.named_modules():
+        if isinstance(module, (MLP, nn.Sequential, nn.Linear)) or type(module) in RULES:
+            continue
+        raise ConfigError(
+            f"the forward engine cannot propagate layer {name or 'model'!r} ({type(module).__name__}); "
+            f"supported: Linear, {', '.join(t.__name__ for t in RULES)} in Sequential/MLP. "
+            "Use derivatives.engine=autograd for this network"
+        )
+
+
+def propagate(module: nn.Module, jet: Jet) -> Jet:
+    """Push ``jet`` through ``module`` (see :func:`check_supported` for what is supported)."""
+    if isinstance(module, MLP):
+        return propagate(module.net, jet)
+    if isinstance(module, nn.Sequential):
+        for layer in module:
+            jet = propagate(layer, jet)
+        return jet
+    if isinstance(module, nn.Linear):
+        return jet.linear(module.weight, module.bias)
+    rule = RULES.get(type(module))
+    if rule is None:
+        check_supported(module)  # raises with the layer's name
+    value = module(jet.value)
+    return jet.activate(value, *rule(module, jet.value, value))

@@ -1,0 +1,148 @@
+"""The forward engine agrees with autograd to float64 round-off; the stochastic one is unbiased."""
+
+import pytest
+import torch
+from torch import nn
+
+from pinn.derivatives import AutogradEngine, ForwardEngine, StochasticEngine
+from pinn.errors import ConfigError
+from pinn.models import ACTIVATIONS, MLP
+from pinn.operators import curl, div, grad, hessian, jacobian, laplacian, partial
+from pinn.optim import Adam
+from pinn.pdes import Poisson
+from pinn.sampling import SobolSampler
+from pinn.trainer import Trainer
+
+
+pytestmark = pytest.mark.usefixtures("float64")  # every tensor here is float64 unless a test says otherwise
+
+
+def close(a, b, rtol=1e-12):
+    return (a - b).abs().max().item() <= rtol * (1 + b.abs().max().item())
+
+
+def both(model, x, second="hessian"):
+    return AutogradEngine().evaluate(model, x), ForwardEngine(second=second).evaluate(model, x)
+
+
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+@pytest.mark.parametrize("second", ["laplacian", "diagonal", "hessian"])
+def test_forward_agrees_with_autograd(activation, second):
+    torch.manual_seed(0)
+    model = MLP(3, 2, width=16, depth=3, activation=activation)
+    x = 2 * torch.randn(40, 3)
+    (xa, ua), (xf, uf) = both(model, x, second)
+    assert torch.equal(uf.value, ua.detach()) or close(uf.value, ua)
+    assert close(laplacian(uf, xf), laplacian(ua, xa))
+    assert close(jacobian(uf, xf), jacobian(ua, xa))
+    assert close(grad(uf[:, 1:2], xf), grad(ua[:, 1:2], xa))
+    assert close(partial(uf[:, :1], xf, 2), partial(ua[:, :1], xa, 2))
+    if second != "laplacian":
+        assert close(partial(uf[:, :1], xf, 1, 1), partial(ua[:, :1], xa, 1, 1))
+    if second == "hessian":
+        assert close(hessian(uf[:, :1], xf), hessian(ua[:, :1], xa))
+        assert close(partial(uf[:, 1:], xf, 0, 2), partial(ua[:, 1:], xa, 0, 2))
+
+
+def test_forward_div_and_curl():
+    torch.manual_seed(1)
+    model = MLP(3, 3, width=12, depth=2)
+    (xa, ua), (xf, uf) = both(model, torch.randn(20, 3))
+    assert close(div(uf, xf), div(ua, xa))
+    assert close(curl(uf, xf), curl(ua, xa))
+
+
+def test_forward_softplus_linear_region_matches_autograd():
+    model = nn.Sequential(nn.Linear(2, 4), nn.Softplus(beta=2.0, threshold=1.0), nn.Linear(4, 1))
+    x = 5 * torch.randn(64, 2)  # many pre-activations beyond the threshold
+    (xa, ua), (xf, uf) = both(model, x)
+    assert close(laplacian(uf, xf), laplacian(ua, xa))
+
+
+def test_same_first_training_steps_under_both_engines(tmp_path):
+    params = []
+    for engine in (AutogradEngine(), ForwardEngine()):
+        torch.manual_seed(0)
+        model = MLP(2, 1, width=10, depth=2)
+        Trainer(max_steps=5, eval_every=5, n_test=50, progress=False).fit(
+            pde=Poisson(dim=2), model=model, engine=engine, sampler=SobolSampler(n_interior=64, n_boundary=16),
+            optimizer=Adam(lr=1e-2), generator=torch.Generator().manual_seed(0), run_dir=tmp_path / engine.name,
+            dtype=torch.float64)
+        params.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert close(params[0], params[1], rtol=1e-10)
+
+
+class Doubler(nn.Module):
+    def forward(self, x):
+        return 2 * x
+
+
+@pytest.mark.parametrize("engine", [ForwardEngine(), StochasticEngine()])
+def test_unsupported_layer_is_refused_at_start(engine, tmp_path):
+    model = nn.Sequential(nn.Linear(2, 4), Doubler(), nn.Linear(4, 1))
+    with pytest.raises(ConfigError, match=r"cannot propagate layer '1' \(Doubler\).*derivatives.engine=autograd"):
+        Trainer(max_steps=1, progress=False).fit(
+            pde=Poisson(dim=2), model=model, engine=engine, sampler=SobolSampler(n_interior=8, n_boundary=4),
+            optimizer=Adam(), generator=torch.Generator().manual_seed(0), run_dir=tmp_path)
+    with pytest.raises(ConfigError, match="approximate='none'"):
+        ForwardEngine().evaluate(nn.Sequential(nn.Linear(2, 3), nn.GELU(approximate="tanh")), torch.randn(4, 2))
+
+
+def test_asking_for_what_is_not_carried_names_the_fix():
+    model = MLP(2, 1, width=8, depth=1)
+    x, u = ForwardEngine(second="laplacian").evaluate(model, torch.randn(5, 2))
+    with pytest.raises(ConfigError, match="derivatives.second=diagonal"):
+        partial(u, x, 0, 0)
+    with pytest.raises(ConfigError, match="derivatives.second=hessian"):
+        hessian(u, x)
+    x, u = ForwardEngine(second="diagonal").evaluate(model, torch.randn(5, 2))
+    with pytest.raises(ConfigError, match="derivatives.second=hessian"):
+        partial(u, x, 0, 1)
+    with pytest.raises(ConfigError, match="order 3 needs derivatives.engine=autograd"):
+        partial(u, x, 0, 0, 0)
+    x, u = StochasticEngine().evaluate(model, torch.randn(5, 2))
+    with pytest.raises(ConfigError, match="estimates the Laplacian only"):
+        grad(u, x)
+
+
+def test_bad_engine_settings():
+    with pytest.raises(ConfigError, match="derivatives.second"):
+        ForwardEngine(second="full")
+    with pytest.raises(ConfigError, match="derivatives.samples"):
+        StochasticEngine(samples=0)
+
+
+def test_stochastic_laplacian_is_unbiased():
+    torch.manual_seed(0)
+    model = MLP(6, 1, width=16, depth=2)
+    x = torch.randn(8, 6).repeat(4000, 1)  # each of 8 points seen 4,000 times
+    exact = laplacian(*reversed(AutogradEngine().evaluate(model, x[:8])))
+    _, u = StochasticEngine(samples=1).evaluate(model, x)
+    estimates = laplacian(u, x).detach().reshape(4000, 8)
+    mean, stderr = estimates.mean(0), estimates.std(0) / 4000**0.5
+    assert stderr.max() > 0  # a network's Hessian is not diagonal: single estimates do vary
+    assert ((mean - exact.detach().squeeze(1)).abs() <= 5 * stderr).all()
+
+
+def test_stochastic_laplacian_is_exact_for_a_separable_field():
+    # Rademacher v has v_i² = 1, so vᵀHv = tr H whenever H is diagonal.
+    class Separable(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1))
+
+        def forward(self, x):
+            return sum(self.inner(x[:, i : i + 1]) for i in range(x.shape[1]))
+
+    model = Separable()
+    x = torch.randn(10, 5, requires_grad=True)
+    exact = laplacian(model(x), x)
+    # The engine cannot walk this custom module, but the Jet rules apply per coordinate:
+    from pinn.jet import Jet, propagate
+
+    signs = 2 * torch.randint(0, 2, (10, 3, 5)).double() - 1
+    jet = Jet.seed(x.detach(), "laplacian", directions=signs / 3**0.5)
+    columns = [propagate(model.inner, Jet(jet.value[:, i:i + 1], jet.jac[..., i:i + 1], "laplacian",
+                                          jet.sec[:, i:i + 1], exact=False)) for i in range(5)]
+    estimate = sum(c.sec for c in columns)
+    assert close(estimate, exact)
