@@ -11,10 +11,11 @@ underneath it (``derivatives`` in the config).
   :class:`~pinn.jet.Jet` carrying the value, the exact first derivatives and the second
   derivatives named by ``second`` (``laplacian``, ``diagonal`` or ``hessian``) from one forward
   pass; the operators read them off.
-* ``stochastic``: as ``forward``, but along ``samples`` random Rademacher directions per point,
-  drawn afresh at every evaluation from PyTorch's (seeded, checkpointed) random state. The
-  Laplacian is then an unbiased estimate whose cost grows with ``samples``, not with the
-  dimension: the engine for Laplacians in hundreds or thousands of dimensions.
+* ``stochastic``: as ``forward``, but along ``samples`` random Rademacher directions, drawn
+  afresh at every evaluation from PyTorch's (seeded, checkpointed) random state and shared by
+  the points of that evaluation. Each point's Laplacian is then an unbiased estimate whose cost
+  grows with ``samples``, not with the dimension: the engine for Laplacians in hundreds or
+  thousands of dimensions.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class ForwardEngine(Engine):
 
 class StochasticEngine(Engine):
     r"""Hutchinson's estimate :math:`\Delta u \approx \frac1K \sum_k v_k^\top \nabla^2 u\, v_k`
-    with ``K = samples`` Rademacher directions per point, by forward mode.
+    with ``K = samples`` Rademacher directions (entries ±1), by forward mode.
 
     The estimate is unbiased, with variance :math:`\frac{2}{K}\sum_{i \ne j} (\partial_{ij} u)^2`:
     zero for a separable field, larger the more the coordinates interact.
@@ -100,9 +101,8 @@ class StochasticEngine(Engine):
 
     def evaluate(self, model, x):
         x = x.detach()
-        n, d = x.shape
-        signs = torch.randint(0, 2, (n, self.samples, d), device=x.device).to(x.dtype)
-        directions = (2 * signs - 1) / math.sqrt(self.samples)
+        signs = torch.randint(0, 2, (self.samples, x.shape[1]), device=x.device).to(x.dtype)
+        directions = (2 * signs - 1) / math.sqrt(self.samples)  # (K, d), shared by all points
         return x, propagate(model, Jet.seed(x, "laplacian", directions=directions))
 
     def __repr__(self) -> str:

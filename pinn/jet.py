@@ -111,14 +111,14 @@ class Jet(DerivativeCarrier):
     @classmethod
     def seed(cls, x: Tensor, second: str = "laplacian", directions: Tensor | None = None) -> Jet:
         """The jet of the identity at points ``x`` ``(N, d)``: ``jac = I`` (or the given
-        ``directions``, ``(N, K, d)``), zero second derivatives."""
+        ``directions``, ``(N, K, d)``, or ``(K, d)`` shared by every point), zero second derivatives."""
         if second not in SECOND_ORDER:
             raise ConfigError(f"unknown derivatives.second {second!r}; valid choices: {', '.join(SECOND_ORDER)}")
         n, d = x.shape
         if directions is None:
             jac = torch.eye(d, dtype=x.dtype, device=x.device).expand(n, d, d)
         else:
-            jac = directions
+            jac = directions.expand(n, -1, -1) if directions.dim() == 2 else directions
         k = jac.shape[1]
         shape = {"laplacian": (n, d), "diagonal": (n, k, d), "hessian": (n, k, k, d)}[second]
         return cls(x, jac, second, x.new_zeros(shape), exact=directions is None)
@@ -128,7 +128,13 @@ class Jet(DerivativeCarrier):
     def linear(self, weight: Tensor, bias: Tensor | None) -> Jet:
         """``h' = h Wᵀ + b``: every derivative is mapped by ``Wᵀ``; the bias moves the value only."""
         value = nn.functional.linear(self.value, weight, bias)
-        return Jet(value, self.jac @ weight.T, self.second, self.sec @ weight.T, exact=self.exact)
+        if self.jac.stride(0) == 0:
+            # Directions shared by every point (the seed's identity or random directions):
+            # map them once and broadcast, instead of N identical products.
+            jac = (self.jac[0] @ weight.T).expand(self.jac.shape[0], -1, -1)
+        else:
+            jac = self.jac @ weight.T
+        return Jet(value, jac, self.second, self.sec @ weight.T, exact=self.exact)
 
     def activate(self, d0: Tensor, d1: Tensor, d2: Tensor) -> Jet:
         """``a = σ(h)`` given ``σ(h), σ'(h), σ''(h)`` at this jet's value: the chain rule to second order."""

@@ -115,10 +115,11 @@ def test_bad_engine_settings():
 def test_stochastic_laplacian_is_unbiased():
     torch.manual_seed(0)
     model = MLP(6, 1, width=16, depth=2)
-    x = torch.randn(8, 6).repeat(4000, 1)  # each of 8 points seen 4,000 times
-    exact = laplacian(*reversed(AutogradEngine().evaluate(model, x[:8])))
-    _, u = StochasticEngine(samples=1).evaluate(model, x)
-    estimates = laplacian(u, x).detach().reshape(4000, 8)
+    x = torch.randn(8, 6)
+    exact = laplacian(*reversed(AutogradEngine().evaluate(model, x)))
+    engine = StochasticEngine(samples=1)
+    estimates = torch.stack([laplacian(*reversed(engine.evaluate(model, x))).detach() for _ in range(4000)])
+    estimates = estimates.squeeze(-1)  # (4000 draws, 8 points)
     mean, stderr = estimates.mean(0), estimates.std(0) / 4000**0.5
     assert stderr.max() > 0  # a network's Hessian is not diagonal: single estimates do vary
     assert ((mean - exact.detach().squeeze(1)).abs() <= 5 * stderr).all()
@@ -146,3 +147,23 @@ def test_stochastic_laplacian_is_exact_for_a_separable_field():
                                           jet.sec[:, i:i + 1], exact=False)) for i in range(5)]
     estimate = sum(c.sec for c in columns)
     assert close(estimate, exact)
+
+
+def test_compiled_loss_matches_eager(tmp_path):
+    losses = []
+    for compile in (False, True):
+        torch.manual_seed(0)
+        metrics = Trainer(max_steps=3, eval_every=3, n_test=50, progress=False, compile=compile).fit(
+            pde=Poisson(dim=2), model=MLP(2, 1, width=8, depth=1), engine=ForwardEngine(),
+            sampler=SobolSampler(n_interior=32, n_boundary=8), optimizer=Adam(lr=1e-2),
+            generator=torch.Generator().manual_seed(0), run_dir=tmp_path / str(compile), dtype=torch.float64)
+        losses.append(metrics["loss"])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-10)
+
+
+def test_compile_with_autograd_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="trainer.compile=true needs derivatives=forward"):
+        Trainer(max_steps=1, progress=False, compile=True).fit(
+            pde=Poisson(dim=2), model=MLP(2, 1, width=8, depth=1), engine=AutogradEngine(),
+            sampler=SobolSampler(n_interior=8, n_boundary=4), optimizer=Adam(),
+            generator=torch.Generator().manual_seed(0), run_dir=tmp_path)

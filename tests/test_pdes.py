@@ -10,9 +10,10 @@ from pinn.errors import ConfigError
 from pinn.pdes import Poisson
 
 
-@pytest.mark.parametrize("dim,k", [(1, 1.0), (2, 1.0), (2, 2.0), (3, 1.0), (5, 0.5)])
-def test_poisson_exact_solution_has_zero_residual(dim, k):
-    pde = Poisson(dim=dim, k=k)
+@pytest.mark.parametrize("solution", ["product", "sum"])
+@pytest.mark.parametrize("dim,k", [(1, 1.0), (2, 1.0), (2, 2.0), (3, 1.0), (5, 0.5), (50, 1.0)])
+def test_poisson_exact_solution_has_zero_residual(dim, k, solution):
+    pde = Poisson(dim=dim, k=k, solution=solution)
     gen = torch.Generator().manual_seed(0)
     x = pde.domain.interior(torch.rand(300, dim, generator=gen, dtype=torch.float64))
     points = {"interior": x, "boundary": pde.domain.boundary(torch.rand(100, dim, generator=gen, dtype=torch.float64))}
@@ -44,7 +45,16 @@ def test_poisson_boundary_data_vanish_for_integer_k():
     ({"dim": -2}, "pde.dim"),
     ({"k": 0}, "pde.k"),
     ({"lo": 1.0, "hi": -1.0}, "lo < hi"),
+    ({"solution": "gauss"}, "product, sum"),
 ])
 def test_poisson_rejects_bad_settings(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         Poisson(**kwargs)
+
+
+def test_sum_solution_stays_of_order_one_in_high_dimensions():
+    for dim in (10, 1000):
+        pde = Poisson(dim=dim, solution="sum")
+        x = pde.domain.interior(torch.rand(4000, dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
+        rms = pde.exact(x).square().mean().sqrt().item()
+        assert abs(rms - 2**-0.5) < 0.05
