@@ -120,7 +120,7 @@ def main() -> None:
 
     print(f"# {time.strftime('%Y-%m-%d')}, {platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, device {args.device}, {args.iterations} Adam iterations")
-    print(f"{'variant':>16} {'ms/iter':>9} {'rel L2':>10} {'vs DeepXDE':>11}")
+    print(f"{'variant':>16} {'ms/iter':>9} {'rel L2':>12} {'vs DeepXDE':>11}")
     base = None
     for variant in args.variants:
         out = subprocess.run([sys.executable, __file__, "--child", variant, "--iterations", str(args.iterations),
@@ -132,7 +132,7 @@ def main() -> None:
         r = json.loads(out.stdout.strip().splitlines()[-1])
         base = r["ms_per_iteration"] if variant == "deepxde" else base
         ratio = f"{base / r['ms_per_iteration']:.2f}x" if base else ""
-        print(f"{variant:>16} {r['ms_per_iteration']:>9.2f} {r['rel_l2']:>10.3e} {ratio:>11}", flush=True)
+        print(f"{variant:>16} {r['ms_per_iteration']:>9.2f} {r['rel_l2']:>12.5e} {ratio:>11}", flush=True)
 
 
 if __name__ == "__main__":

@@ -77,7 +77,10 @@ class Box(Domain):
         self._face_cdf = face_areas.cumsum(0) / face_areas.sum()
 
     def __repr__(self) -> str:
-        return f"Box(lo={self.lo.tolist()}, hi={self.hi.tolist()})"
+        lo, hi = self.lo.tolist(), self.hi.tolist()
+        if len(set(lo)) == 1 and len(set(hi)) == 1:
+            return f"Box([{lo[0]}, {hi[0]}]^{self.dim})"
+        return f"Box(lo={lo}, hi={hi})"
 
     @property
     def bounds(self) -> tuple[Tensor, Tensor]:
