@@ -24,6 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pinn.checkpoint import CheckpointError, load_checkpoint
+from pinn.distributed import init_from_env, local_rank, rank_seed
 from pinn.errors import ConfigError, PreflightError, check_choice
 from pinn.preflight import preflight
 from pinn.trainer import TrainingDiverged, TrainingInterrupted, flatten_config
@@ -104,6 +105,21 @@ def check_resume(cfg: DictConfig) -> None:
         )
 
 
+def rank_share(sampler_cfg: DictConfig, comm) -> dict[str, int]:
+    """Each rank's equal share of the collocation points (equal shares make the averaged
+    gradient exactly the gradient over all points)."""
+    if not comm.active:
+        return {}
+    share = {}
+    for key in ("n_interior", "n_boundary"):
+        n = sampler_cfg[key]
+        if n % comm.world:
+            raise ConfigError(f"sampler.{key}={n} does not split evenly over {comm.world} processes; "
+                              f"use a multiple of {comm.world}")
+        share[key] = n // comm.world
+    return share
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Build everything from a composed config and train; return the final metrics."""
     device, dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
@@ -111,14 +127,21 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"seed must be an integer; got {cfg.seed!r}")
     if cfg.resume is not None:
         check_resume(cfg)
+    comm = init_from_env(device.type)  # a world of one unless launched by torchrun
+    if comm.active:
+        if device.type == "cuda":
+            device = torch.device("cuda", local_rank())
+            torch.cuda.set_device(device)
+        if not comm.is_main:
+            log.setLevel(logging.WARNING)
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)  # the network's initial weights
-    generator = torch.Generator().manual_seed(cfg.seed)  # collocation points
+    torch.manual_seed(cfg.seed)  # the network's initial weights, the same on every rank
+    generator = torch.Generator().manual_seed(rank_seed(cfg.seed, comm))  # this rank's collocation points
 
     pde, model = build_problem(cfg)
     engine = _build(cfg.derivatives, "derivatives")
-    sampler = _build(cfg.sampler, "sampler")
+    sampler = _build(cfg.sampler, "sampler", **rank_share(cfg.sampler, comm))
     optimizer = _build(cfg.optimizer, "optimizer")
     trainer = _build(cfg.trainer, "trainer")
     model.to(device=device, dtype=dtype)
@@ -134,7 +157,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     metrics = trainer.fit(
         pde=pde, model=model, engine=engine, sampler=sampler, optimizer=optimizer, generator=generator,
         run_dir=run_dir, device=device, dtype=dtype, logger=logger,
-        config=OmegaConf.to_container(cfg, resolve=True), resume=cfg.resume,
+        config=OmegaConf.to_container(cfg, resolve=True), resume=cfg.resume, comm=comm,
     )
     log.info("done: rel L2 %.3e, loss %.3e, %d steps in %.1f s (%.2f ms/step); metrics in %s",
              metrics.get("rel_l2", float("nan")), metrics["loss"], metrics["steps"], metrics["train_seconds"],
@@ -165,6 +188,9 @@ def main(cfg: DictConfig) -> None:
             raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 class SweepSummary(Callback):

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from pinn.checkpoint import load_checkpoint, save_checkpoint
 from pinn.derivatives import Engine
+from pinn.distributed import Communicator
 from pinn.errors import ConfigError, check_positive
 from pinn.loggers import Logger, NullLogger
 from pinn.optim import OptimizerPlan
@@ -154,6 +155,7 @@ class Trainer:
                 raise ConfigError(f"trainer.loss_weights.{name} must be a number >= 0; got {w!r}")
         self.progress, self.compile = progress, compile
         self._loss_fn = self.losses
+        self._comm = Communicator()
 
     # ------------------------------------------------------------------ pieces of a step
 
@@ -175,8 +177,11 @@ class Trainer:
             optimizer.zero_grad(set_to_none=True)
             total, terms = self._loss_fn(pde, model, engine, state.points)
             total.backward()
-            last["total"], last["terms"] = total.detach(), {k: v.detach() for k, v in terms.items()}
-            return total
+            # Across ranks: the mean gradient, and the mean loss (L-BFGS decides on its value).
+            self._comm.average_gradients(model)
+            averaged = self._comm.average(torch.stack([total.detach(), *(v.detach() for v in terms.values())]))
+            last["total"], last["terms"] = averaged[0], dict(zip(terms, averaged[1:]))
+            return averaged[0]
 
         if state.phase == "lbfgs":
             optimizer.step(closure)
@@ -220,7 +225,12 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def _checkpoint(self, path: Path, model, generator, state: _State, config) -> None:
+        # Each rank's own point stream: its generator, random state and current points.
+        ranks = self._comm.gather({**_rng_state(generator), "points": {k: v.detach().cpu() for k, v in state.points.items()}})
+        if not self._comm.is_main:
+            return
         save_checkpoint(path, {
+            "ranks": ranks,
             "step": state.step,
             "phase": state.phase,
             "model": model.state_dict(),
@@ -242,20 +252,26 @@ class Trainer:
         if state.phase is not None:
             state.optimizer = plan.build(state.phase, model.parameters())
             state.optimizer.load_state_dict(payload["optimizer"])
-        state.points = {k: v.to(device=device, dtype=dtype) for k, v in payload["points"].items()}
+        ranks = payload.get("ranks") or [payload]
+        if len(ranks) != self._comm.world:
+            raise ConfigError(
+                f"checkpoint {path} was written by {len(ranks)} process(es); resume it with as many, not {self._comm.world}"
+            )
+        mine = ranks[self._comm.rank]
+        state.points = {k: v.to(device=device, dtype=dtype) for k, v in mine["points"].items()}
         state.clocks = {k: _PhaseClock(int(s), float(t)) for k, (s, t) in payload.get("clocks", {}).items()}
         state.rel_l2 = float(payload.get("rel_l2", float("nan")))
-        generator.set_state(payload["generator"].cpu())
-        torch.set_rng_state(payload["torch"].cpu())
-        if "cuda" in payload and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in payload["cuda"]])
+        generator.set_state(mine["generator"].cpu())
+        torch.set_rng_state(mine["torch"].cpu())
+        if "cuda" in mine and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in mine["cuda"]])
 
     # ------------------------------------------------------------------ the loop
 
     def fit(self, *, pde: PDE, model: nn.Module, engine: Engine, sampler: Sampler, optimizer: OptimizerPlan,
             generator: torch.Generator, run_dir: str | Path, device: torch.device | str = "cpu",
             dtype: torch.dtype = torch.float32, logger: Logger | None = None, config: dict | None = None,
-            resume: str | Path | None = None) -> dict[str, Any]:
+            resume: str | Path | None = None, comm: Communicator | None = None) -> dict[str, Any]:
         """Train ``model`` and return the final metrics (also written to ``run_dir/metrics.json``).
 
         Args:
@@ -263,8 +279,12 @@ class Trainer:
             run_dir: where ``checkpoints/last.pt`` and ``metrics.json`` go.
             config: the resolved configuration, stored in checkpoints and logged.
             resume: a run folder or checkpoint to continue from.
+            comm: the process group of a data-parallel run (:mod:`pinn.distributed`); only its
+                rank 0 evaluates, logs and writes files.
         """
-        device, run_dir, logger = torch.device(device), Path(run_dir), logger or NullLogger()
+        self._comm = comm = comm or Communicator()
+        device, run_dir = torch.device(device), Path(run_dir)
+        logger = (logger or NullLogger()) if comm.is_main else NullLogger()
         engine.check(model)
         self._loss_fn = self.losses
         if self.compile:
@@ -297,7 +317,8 @@ class Trainer:
                        state, test_x, test_exact, ckpt_path, stop)
 
         metrics = self._final_metrics(pde, model, engine, state, test_x, test_exact, device, dtype)
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        if comm.is_main:
+            (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         hparam_metrics = {f"final/{k}": metrics[k] for k in ("rel_l2", "loss", "ms_per_step") if k in metrics}
         logger.hparams(flatten_config(config or {}), hparam_metrics)
         logger.close()
@@ -305,8 +326,9 @@ class Trainer:
 
     def _loop(self, pde, model, engine, sampler, optimizer, generator, device, dtype, logger, config,
               state: _State, test_x, test_exact, ckpt_path: Path, stop: _StopOnSignal) -> None:
-        bar = tqdm(total=self.max_steps, initial=state.step, disable=not self.progress, dynamic_ncols=True,
-                   desc=type(pde).__name__, mininterval=0.5)
+        comm = self._comm
+        bar = tqdm(total=self.max_steps, initial=state.step, disable=not (self.progress and comm.is_main),
+                   dynamic_ncols=True, desc=type(pde).__name__, mininterval=0.5)
         total = terms = None
         while state.step < self.max_steps:
             phase = optimizer.phase_at(state.step)
@@ -324,6 +346,7 @@ class Trainer:
             bar.update(1)
 
             step, last = state.step, state.step == self.max_steps
+            stopping = comm.any(stop.signum is not None)  # every rank stops at the same step
             if step % self.log_every == 0 or last:
                 values = self._check_finite(step, total, terms, model)
                 logger.scalar("loss/total", values["total"], step)
@@ -332,7 +355,7 @@ class Trainer:
                         logger.scalar(f"loss/{name}", value, step)
                 logger.scalar("lr", state.optimizer.param_groups[0]["lr"], step)
                 bar.set_postfix(phase=phase, loss=f"{values['total']:.2e}", rel_l2=f"{state.rel_l2:.2e}", refresh=False)
-            if step % self.eval_every == 0 or last:
+            if (step % self.eval_every == 0 or last) and comm.is_main:
                 metrics = self.evaluate(pde, model, test_x, test_exact)
                 if metrics:
                     state.rel_l2 = metrics["rel_l2"]
@@ -341,13 +364,13 @@ class Trainer:
                     bar.set_postfix(phase=phase, loss=f"{total.item():.2e}", rel_l2=f"{state.rel_l2:.2e}", refresh=False)
                 logger.image("solution", self._solution_image(pde, model, device, dtype), step)
                 logger.flush()
-            if (self.checkpoint_every and step % self.checkpoint_every == 0) or last or stop.signum:
+            if (self.checkpoint_every and step % self.checkpoint_every == 0) or last or stopping:
                 self._check_finite(step, total, terms, model)
                 self._checkpoint(ckpt_path, model, generator, state, config)
-            if stop.signum:
+            if stopping:
                 bar.close()
                 logger.close()
-                raise TrainingInterrupted(stop.signum, step, ckpt_path)
+                raise TrainingInterrupted(stop.signum or signal.SIGTERM, step, ckpt_path)
         bar.close()
 
     def _check_finite(self, step: int, total: Tensor, terms: dict[str, Tensor], model: nn.Module) -> dict[str, float]:
@@ -364,10 +387,12 @@ class Trainer:
 
     def _final_metrics(self, pde, model, engine, state: _State, test_x, test_exact, device, dtype) -> dict[str, Any]:
         total, terms = self.losses(pde, model, engine, state.points)
+        averaged = self._comm.average(torch.stack([total.detach(), *(v.detach() for v in terms.values())]))
+        total, terms = averaged[0], dict(zip(terms, averaged[1:]))
         steps = sum(c.steps for c in state.clocks.values())
         seconds = sum(c.seconds for c in state.clocks.values())
         metrics: dict[str, Any] = {
-            **self.evaluate(pde, model, test_x, test_exact),
+            **(self.evaluate(pde, model, test_x, test_exact) if self._comm.is_main else {}),
             "loss": total.item(),
             **{f"loss_{k}": v.item() for k, v in terms.items()},
             "steps": state.step,
@@ -378,5 +403,6 @@ class Trainer:
             "device": str(device),
             "dtype": str(dtype).removeprefix("torch."),
             "n_parameters": sum(p.numel() for p in model.parameters()),
+            "processes": self._comm.world,
         }
         return metrics

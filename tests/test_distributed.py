@@ -1,0 +1,57 @@
+"""Data parallelism on the CPU: two gloo processes under torchrun."""
+
+import json
+import os
+import subprocess
+import sys
+
+import torch
+from conftest import ROOT, TINY
+from ddp_worker import gradients, union_points
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
+def torchrun(*args):
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*TORCHRUN, *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_averaged_gradient_equals_the_gradient_over_the_union(tmp_path):
+    result = torchrun(str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path / "grads"))
+    assert result.returncode == 0, result.stderr
+    ranks = [torch.load(tmp_path / f"grads.rank{r}", weights_only=True) for r in range(2)]
+    _, points = union_points()
+    single = [p.grad for p in gradients(points).parameters()]
+    for g0, g1, g in zip(*ranks, single):
+        assert torch.equal(g0, g1)  # every rank steps identically
+        assert (g0 - g).abs().max().item() <= 1e-14 * (1 + g.abs().max().item())
+
+
+def test_two_processes_train_and_rank_0_writes(tmp_path):
+    run = tmp_path / "run"
+    overrides = [*TINY, "sampler.n_interior=32", "sampler.n_boundary=8", "optimizer.switch_step=2",
+                 "optimizer.max_iter=2", f"hydra.run.dir={run}"]
+    result = torchrun("train.py", *overrides)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and metrics["steps"] == 4 and metrics["rel_l2"] > 0
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    shares = [r["points"]["interior"] for r in ckpt["ranks"]]
+    assert [s.shape for s in shares] == [(16, 2), (16, 2)]
+    assert not torch.equal(shares[0], shares[1])  # distinct streams from one seed
+    assert len(list((run / "tensorboard").glob("events.*"))) >= 1
+
+    resumed = torchrun("train.py", *overrides, "trainer.max_steps=6", f"resume={run}")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 6
+
+    alone = subprocess.run([sys.executable, "train.py", *overrides, "trainer.max_steps=8", f"resume={run}"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert alone.returncode == 2 and "written by 2 process(es)" in alone.stderr
+
+
+def test_uneven_split_is_refused(tmp_path):
+    result = torchrun("train.py", *TINY, "sampler.n_interior=33", f"hydra.run.dir={tmp_path}")
+    assert result.returncode != 0
+    assert "sampler.n_interior=33 does not split evenly over 2 processes" in result.stderr
