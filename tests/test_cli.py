@@ -158,3 +158,19 @@ def test_evaluate_command(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), f"run={tmp_path / 'nope'}"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and bad.stderr.startswith("error: no checkpoint")
+
+
+def test_joblib_launcher_runs_a_local_parallel_sweep(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    result = train("-m", *TINY, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.width=4,8",
+                   f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    assert len(list(tmp_path.glob("*/metrics.json"))) == 2
+    assert (tmp_path / "summary.csv").is_file()
+
+
+def test_submitit_launcher_config_composes():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    result = train("hydra/launcher=submitit_slurm", "--cfg", "hydra")
+    assert result.returncode == 0, result.stderr
+    assert "submitit_folder" in result.stdout
