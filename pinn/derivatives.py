@@ -107,3 +107,17 @@ class StochasticEngine(Engine):
 
     def __repr__(self) -> str:
         return f"StochasticEngine(samples={self.samples})"
+
+
+ENGINES = {"autograd": AutogradEngine, "forward": ForwardEngine, "stochastic": StochasticEngine}
+
+
+def make_engine(engine: str = "autograd", *, second: str = "laplacian", samples: int = 16) -> Engine:
+    """The engine named ``engine`` (``derivatives.engine`` in the config); ``second`` applies to
+    the forward engine and ``samples`` to the stochastic one."""
+    check_choice("derivatives.engine", engine, ENGINES)
+    if engine == "forward":
+        return ForwardEngine(second=second)
+    if engine == "stochastic":
+        return StochasticEngine(samples=samples)
+    return AutogradEngine()

@@ -82,3 +82,11 @@ def test_cuda_without_gpu_is_an_error(compose_config, tmp_path):
 def test_auto_device_picks_what_is_there():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert train.resolve_device("auto").type == expected
+
+
+def test_engine_is_chosen_by_group_or_key(compose_config, tmp_path):
+    from pinn.derivatives import ForwardEngine, StochasticEngine
+
+    for overrides, kind in ((["derivatives=forward"], ForwardEngine), (["derivatives.engine=stochastic"], StochasticEngine)):
+        cfg = compose_config([f"output_dir={tmp_path}", *overrides])
+        assert isinstance(train._build(cfg.derivatives, "derivatives"), kind)

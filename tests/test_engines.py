@@ -106,6 +106,11 @@ def test_asking_for_what_is_not_carried_names_the_fix():
 
 
 def test_bad_engine_settings():
+    from pinn.derivatives import make_engine
+
+    with pytest.raises(ConfigError, match="unknown derivatives.engine 'taylor'; valid choices: autograd, forward"):
+        make_engine("taylor")
+    assert isinstance(make_engine("forward", second="hessian"), ForwardEngine)
     with pytest.raises(ConfigError, match="derivatives.second"):
         ForwardEngine(second="full")
     with pytest.raises(ConfigError, match="derivatives.samples"):
