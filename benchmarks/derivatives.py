@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -93,7 +94,7 @@ def main() -> None:
     root = Path(__file__).resolve().parent.parent
     print(f"# {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}, device {args.device}, {args.dtype}")
-    print(f"{'d':>4} {'N':>6} {'engine':>11} {'ms/step':>9} {'peak MB':>8} {'vs autograd':>12}")
+    print(f"{'d':>4} {'N':>6} {'engine':>11} {'ms/step':>9} {'peak MB':>8} {'speed-up':>9}")
     for dim in args.dims:
         for points in args.points:
             base = None
@@ -101,21 +102,15 @@ def main() -> None:
                 out = subprocess.run(
                     [sys.executable, __file__, "--child", f"{engine},{dim},{points}", "--device", args.device,
                      "--dtype", args.dtype, "--seconds", str(args.seconds)],
-                    capture_output=True, text=True, cwd=root, env={"PYTHONPATH": str(root), **_env()})
+                    capture_output=True, text=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
                 if out.returncode != 0:
                     print(f"{dim:>4} {points:>6} {engine:>11}  failed: {out.stderr.strip().splitlines()[-1]}")
                     continue
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 base = r["ms_per_step"] if engine == "autograd" else base
-                ratio = f"{base / r['ms_per_step']:.2f}x faster" if base and engine != "autograd" else ""
-                print(f"{dim:>4} {points:>6} {engine:>11} {r['ms_per_step']:>9.2f} {r['peak_mb']:>8.0f} {ratio:>12}",
+                ratio = f"{base / r['ms_per_step']:.2f}x" if base and engine != "autograd" else ""
+                print(f"{dim:>4} {points:>6} {engine:>11} {r['ms_per_step']:>9.2f} {r['peak_mb']:>8.0f} {ratio:>9}",
                       flush=True)
-
-
-def _env() -> dict:
-    import os
-
-    return dict(os.environ)
 
 
 if __name__ == "__main__":
