@@ -43,12 +43,15 @@ def evaluate(run: str | Path, device: str = "auto") -> dict:
     pde, model = train.build_problem(cfg)
     model.load_state_dict(payload["model"])
     model.to(device=device_, dtype=dtype).eval()
+    pde.load_state_dict(payload.get("pde", {}))
+    pde.to(device=device_, dtype=dtype)
 
     trainer = Trainer(n_test=cfg.trainer.n_test, image_resolution=cfg.trainer.image_resolution, progress=False)
     test_x, test_exact = trainer.test_set(pde, device_, dtype)
     metrics = trainer.evaluate(pde, model, test_x, test_exact)
     points = {k: v.to(device=device_, dtype=dtype) for k, v in payload["points"].items()}
     engine = train._build(cfg.derivatives, "derivatives")
+    engine.check_pde(pde)
     total, terms = trainer.losses(pde, model, engine, points)
     metrics.update(loss=total.item(), **{f"loss_{k}": v.item() for k, v in terms.items()}, step=int(payload["step"]))
 

@@ -89,7 +89,7 @@ def build_problem(cfg: DictConfig) -> tuple[Any, torch.nn.Module]:
     """The PDE and the (untrained) network a config describes."""
     pde = _build(cfg.pde, "pde")
     model = _build(cfg.model, "model", in_dim=pde.dim, out_dim=pde.n_outputs)
-    return pde, model
+    return pde, pde.constrain(model)
 
 
 def check_resume(cfg: DictConfig) -> None:
@@ -111,7 +111,7 @@ def rank_share(sampler_cfg: DictConfig, comm) -> dict[str, int]:
     if not comm.active:
         return {}
     share = {}
-    for key in ("n_interior", "n_boundary"):
+    for key in ("n_interior", "n_boundary", "n_initial"):
         n = sampler_cfg[key]
         if n % comm.world:
             raise ConfigError(f"sampler.{key}={n} does not split evenly over {comm.world} processes; "

@@ -1,22 +1,184 @@
-r"""Boundary and initial conditions, each a residual on its own points."""
+r"""Boundary, initial and data conditions, each a residual on its own points.
+
+A condition is given the network, its own points ``x`` ``(N, d)`` and the derivative engine,
+and returns a residual ``(N, k)`` that vanishes where the condition holds; the PDE squares and
+averages it into a loss term. Conditions that need derivatives (Neumann, Robin, periodic,
+initial velocity) take them with the operators of :mod:`pinn.operators` through the engine,
+so they work under every engine that carries first derivatives.
+
+Prescribed data ``g`` are functions of the points, ``(N, d) -> (N, k)``, evaluated in the
+points' dtype and on their device.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
+
+from pinn.derivatives import Engine
+from pinn.operators import DerivativeCarrier, grad, partial
+
+Model = Callable[[Tensor], Tensor]
+Data = Callable[[Tensor], Tensor]
 
 
-class Dirichlet:
-    r"""Prescribed values :math:`u = g` on boundary points: residual :math:`u(x) - g(x)`.
+def values(u: Tensor | DerivativeCarrier) -> Tensor:
+    """The field's values, whether the engine returned a tensor or a carrier of derivatives."""
+    return u.value if isinstance(u, DerivativeCarrier) else u
+
+
+def _columns(u: Tensor, components: Sequence[int] | None) -> Tensor:
+    return u if components is None else u[:, list(components)]
+
+
+class Condition(ABC):
+    """A residual on a point set of its own."""
+
+    @abstractmethod
+    def residual(self, model: Model, x: Tensor, engine: Engine) -> Tensor:
+        """``(N, k)``: zero where the condition holds."""
+
+    def loss(self, model: Model, x: Tensor, engine: Engine) -> Tensor:
+        """Mean squared residual over the points."""
+        if x.shape[0] == 0:
+            raise ValueError(f"{type(self).__name__} condition got an empty point set; it needs at least one point")
+        return self.residual(model, x, engine).square().mean()
+
+
+class Dirichlet(Condition):
+    r"""Prescribed values :math:`u = g`: residual :math:`u(x) - g(x)`.
 
     Args:
-        value: ``g``, a function of points ``(N, d)`` returning ``(N, m)``.
+        value: ``g``, ``(N, d) -> (N, k)``.
+        components: which outputs it prescribes (default: all, ``k = m``).
     """
 
-    def __init__(self, value: Callable[[Tensor], Tensor]):
-        self.value = value
+    def __init__(self, value: Data, components: Sequence[int] | None = None):
+        self.value, self.components = value, components
 
-    def residual(self, model: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-        """``(N, m)``: the network's values minus the prescribed ones."""
-        return model(x) - self.value(x)
+    def residual(self, model: Model, x: Tensor, engine: Engine | None = None) -> Tensor:
+        return _columns(model(x), self.components) - self.value(x)
+
+
+class Initial(Dirichlet):
+    r"""Initial values :math:`u(x, t_0) = u_0(x)` on points of the ``initial`` region: a
+    Dirichlet condition on the time slice :math:`t = t_0`."""
+
+
+class Neumann(Condition):
+    r"""Prescribed normal derivative :math:`\partial u/\partial n = \nabla u \cdot n = g`.
+
+    Args:
+        value: ``g``, ``(N, d) -> (N, 1)``.
+        normal: outward unit normals at the points, ``(N, d) -> (N, d)`` (a domain's ``normal``).
+        component: which output it applies to.
+    """
+
+    def __init__(self, value: Data, normal: Callable[[Tensor], Tensor], component: int = 0):
+        self.value, self.normal, self.component = value, normal, component
+
+    def normal_derivative(self, model: Model, x: Tensor, engine: Engine) -> tuple[Tensor, Tensor]:
+        """``(u, ∂u/∂n)`` of the chosen component at ``x``, each ``(N, 1)``."""
+        xe, u = engine.evaluate(model, x)
+        u = u[:, self.component : self.component + 1]
+        du_dn = (grad(u, xe) * self.normal(x.detach())).sum(dim=1, keepdim=True)
+        return values(u), du_dn
+
+    def residual(self, model, x, engine):
+        return self.normal_derivative(model, x, engine)[1] - self.value(x)
+
+
+class Robin(Neumann):
+    r"""A mix of value and flux: :math:`\alpha u + \beta\, \partial u/\partial n = g`.
+
+    Args:
+        alpha, beta: the coefficients.
+        value, normal, component: as for :class:`Neumann`.
+    """
+
+    def __init__(self, alpha: float, beta: float, value: Data, normal: Callable[[Tensor], Tensor], component: int = 0):
+        super().__init__(value, normal, component)
+        self.alpha, self.beta = alpha, beta
+
+    def residual(self, model, x, engine):
+        u, du_dn = self.normal_derivative(model, x, engine)
+        return self.alpha * u + self.beta * du_dn - self.value(x)
+
+
+class Periodic(Condition):
+    r"""Periodicity along coordinate ``axis`` of period :math:`\mathrm{hi} - \mathrm{lo}`:
+    :math:`u(\dots, \mathrm{lo}, \dots) = u(\dots, \mathrm{hi}, \dots)`, and with
+    ``derivative=True`` the same for :math:`\partial u/\partial x_{\mathrm{axis}}`.
+
+    Its points are boundary points on either face ``x_axis = lo`` or ``x_axis = hi`` (boundary
+    points elsewhere are ignored); each is compared with its partner on the opposite face.
+    """
+
+    def __init__(self, axis: int, lo: float, hi: float, *, derivative: bool = True):
+        self.axis, self.lo, self.hi, self.derivative = axis, float(lo), float(hi), derivative
+
+    def residual(self, model, x, engine):
+        on_face = (x[:, self.axis] - self.lo).abs() <= 1e-9 * (self.hi - self.lo)
+        on_face |= (x[:, self.axis] - self.hi).abs() <= 1e-9 * (self.hi - self.lo)
+        if not on_face.any():
+            raise ValueError(f"Periodic condition: none of its {len(x)} points lie on x{self.axis} = {self.lo} or {self.hi}")
+        x = x[on_face]
+        partner = x.clone()
+        partner[:, self.axis] = self.lo + self.hi - x[:, self.axis]
+        if not self.derivative:
+            return model(x) - model(partner)
+        both = torch.cat([x, partner])
+        xe, u = engine.evaluate(model, both)
+        du = torch.cat([partial(u[:, k : k + 1], xe, self.axis) for k in range(u.shape[1])], dim=1)
+        value = values(u)
+        n = len(x)
+        return torch.cat([value[:n] - value[n:], du[:n] - du[n:]], dim=1)
+
+
+class InitialVelocity(Condition):
+    r"""Initial time derivative :math:`\partial u/\partial t\,(x, t_0) = v_0(x)` (time is the last coordinate).
+
+    Args:
+        value: ``v_0``, ``(N, d) -> (N, 1)``.
+        component: which output it applies to.
+    """
+
+    def __init__(self, value: Data, component: int = 0):
+        self.value, self.component = value, component
+
+    def residual(self, model, x, engine):
+        xe, u = engine.evaluate(model, x)
+        return partial(u[:, self.component : self.component + 1], xe, x.shape[1] - 1) - self.value(x)
+
+
+class PointData(nn.Module, Condition):
+    r"""Observations :math:`u(x_j) = y_j` at fixed points: residual :math:`u(x_j) - y_j`.
+
+    The points and values are buffers, so they move with the PDE that owns them to the
+    training device and dtype, and are saved in checkpoints.
+
+    Args:
+        points: ``(P, d)``.
+        values: ``(P, k)``.
+        components: which outputs were observed (default: all).
+    """
+
+    def __init__(self, points: Tensor, values: Tensor, components: Sequence[int] | None = None):
+        super().__init__()
+        if points.dim() != 2 or values.dim() != 2 or len(points) != len(values) or len(points) == 0:
+            raise ValueError(
+                f"PointData needs points (P, d) and values (P, k) with the same P > 0; "
+                f"got {tuple(points.shape)} and {tuple(values.shape)}"
+            )
+        self.register_buffer("points", points.clone())
+        self.register_buffer("values", values.clone())
+        self.components = components
+
+    def residual(self, model, x=None, engine=None):
+        return _columns(model(self.points), self.components) - self.values
+
+    def loss(self, model, x=None, engine=None):
+        return self.residual(model).square().mean()

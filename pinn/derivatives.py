@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from pinn.errors import check_choice, check_positive
+from pinn.errors import ConfigError, check_choice, check_positive
 from pinn.jet import SECOND_ORDER, Jet, check_supported, propagate
 
 
@@ -38,6 +38,10 @@ class Engine(ABC):
 
     def check(self, model: nn.Module) -> None:
         """Raise before training if this engine cannot differentiate ``model``."""
+
+    def check_pde(self, pde) -> None:
+        """Raise before training if this engine cannot give what ``pde``'s residuals ask for
+        (its ``second_order`` and ``needs_gradient``); adapt to it where the engine's settings allow."""
 
     @abstractmethod
     def evaluate(self, model: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, Tensor | Jet]:
@@ -62,17 +66,30 @@ class ForwardEngine(Engine):
 
     Args:
         second: the second derivatives to carry: ``laplacian`` (their sum, the cheapest),
-            ``diagonal`` (each ``∂²u/∂x_i²``) or ``hessian`` (every mixed partial).
+            ``diagonal`` (each ``∂²u/∂x_i²``), ``hessian`` (every mixed partial), or ``auto``:
+            what the PDE asks for (its ``second_order``), set by :meth:`check_pde`; until then
+            ``laplacian``.
     """
 
     name = "forward"
 
-    def __init__(self, *, second: str = "laplacian"):
-        check_choice("derivatives.second", second, SECOND_ORDER)
-        self.second = second
+    def __init__(self, *, second: str = "auto"):
+        check_choice("derivatives.second", second, ("auto", *SECOND_ORDER))
+        self.requested = second
+        self.second = "laplacian" if second == "auto" else second
 
     def check(self, model):
         check_supported(model)
+
+    def check_pde(self, pde):
+        need = pde.second_order if pde.second_order in SECOND_ORDER else "laplacian"
+        if self.requested == "auto":
+            self.second = need
+        elif SECOND_ORDER.index(need) > SECOND_ORDER.index(self.second):
+            raise ConfigError(
+                f"{type(pde).__name__} needs second derivatives as {need!r} but derivatives.second={self.second} "
+                f"carries less; set derivatives.second={need} (or auto)"
+            )
 
     def evaluate(self, model, x):
         x = x.detach()
@@ -99,6 +116,14 @@ class StochasticEngine(Engine):
     def check(self, model):
         check_supported(model)
 
+    def check_pde(self, pde):
+        if pde.second_order not in ("none", "laplacian") or pde.needs_gradient:
+            raise ConfigError(
+                f"the stochastic engine estimates Laplacians only, but {type(pde).__name__} also needs "
+                f"{'exact first derivatives' if pde.needs_gradient else f'second derivatives as {pde.second_order!r}'}; "
+                "use derivatives.engine=forward or autograd"
+            )
+
     def evaluate(self, model, x):
         x = x.detach()
         signs = torch.randint(0, 2, (self.samples, x.shape[1]), device=x.device).to(x.dtype)
@@ -112,7 +137,7 @@ class StochasticEngine(Engine):
 ENGINES = {"autograd": AutogradEngine, "forward": ForwardEngine, "stochastic": StochasticEngine}
 
 
-def make_engine(engine: str = "autograd", *, second: str = "laplacian", samples: int = 16) -> Engine:
+def make_engine(engine: str = "autograd", *, second: str = "auto", samples: int = 16) -> Engine:
     """The engine named ``engine`` (``derivatives.engine`` in the config); ``second`` applies to
     the forward engine and ``samples`` to the stochastic one."""
     check_choice("derivatives.engine", engine, ENGINES)

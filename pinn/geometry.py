@@ -1,27 +1,42 @@
 r"""Domains: where the points live.
 
-A domain answers three questions: is a point inside (``contains``), where do points of the
-unit hypercube land in its interior and on its boundary (``interior``, ``boundary``), and what
-is the outward unit normal at a boundary point (``normal``). It holds no randomness: samplers
-(:mod:`pinn.sampling`) draw points in ``[0, 1)^k`` and the domain maps them, so the same
-sampler serves every domain and a fixed generator gives the same points everywhere.
+A domain answers four questions: is a point inside (``contains``), where do points of the
+unit hypercube land in its interior and on its boundary (``sample``), what is the outward unit
+normal at a boundary point (``normal``), and how far is a point from the boundary
+(``signed_distance``, negative inside). It holds no randomness: samplers
+(:mod:`pinn.sampling`) hand it a ``draw(n, k)`` function giving points of ``[0, 1)^k``, so the
+same sampler serves every domain and a fixed generator gives the same points everywhere.
+
+Shapes: :class:`Interval`, :class:`Box`, :class:`Ball` (:class:`Disk` in 2-D), :class:`Polygon`;
+constructive solid geometry with ``a | b`` (:class:`Union`), ``a & b`` (:class:`Intersection`)
+and ``a - b`` (:class:`Difference`); and :class:`SpaceTime`, a spatial domain times a time
+interval, whose points carry time as their last column and which adds the ``initial`` region.
+
+Shapes that are images of the unit cube (boxes, balls, polygons) map the drawn points directly,
+uniformly in volume or area; CSG shapes draw in a bounding shape and keep what falls inside.
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from pinn.errors import ConfigError
 
+#: ``draw(n, k)``: ``n`` points of ``[0, 1)^k``, float64 on the CPU (a sampler's source of points).
+Draw = Callable[[int, int], Tensor]
+
 
 class Domain(ABC):
-    """A region of :math:`\\mathbb{R}^d`; points are ``(N, d)``."""
+    """A closed region of :math:`\\mathbb{R}^d`; points are ``(N, d)``."""
 
     dim: int
+    #: The named regions :meth:`sample` can fill; every domain has these two.
+    regions: tuple[str, ...] = ("interior", "boundary")
 
     @property
     @abstractmethod
@@ -29,12 +44,28 @@ class Domain(ABC):
         """Corners ``(lo, hi)`` of a bounding box, float64 ``(d,)`` each (for plots and test grids)."""
 
     @abstractmethod
+    def signed_distance(self, x: Tensor) -> Tensor:
+        """``(N,)``: distance to the boundary, negative inside, zero on it, positive outside
+        (exact for the basic shapes; for CSG a bound with the same sign and zero set)."""
+
     def contains(self, x: Tensor) -> Tensor:
-        """Boolean ``(N,)``: which points lie in the closed domain."""
+        """Boolean ``(N,)``: which points lie in the closed domain (to a round-off tolerance)."""
+        return self.signed_distance(x) <= self.tolerance
+
+    @property
+    def tolerance(self) -> float:
+        """How far outside a point may lie and still count as on the boundary: round-off of the domain's size."""
+        lo, hi = self.bounds
+        return 1e-12 * max(1.0, float((hi - lo).abs().max()))
+
+    @property
+    def interior_unit_dim(self) -> int:
+        """How many unit-cube coordinates :meth:`interior` consumes per point."""
+        return self.dim
 
     @abstractmethod
     def interior(self, unit: Tensor) -> Tensor:
-        """Map points of ``[0, 1)^d``, ``(N, d)``, into the domain, uniformly."""
+        """Map points of ``[0, 1)^k`` (``k = interior_unit_dim``) into the domain, uniformly in volume."""
 
     @property
     @abstractmethod
@@ -45,9 +76,31 @@ class Domain(ABC):
     def boundary(self, unit: Tensor) -> Tensor:
         """Map points of ``[0, 1)^k`` (``k = boundary_unit_dim``) onto the boundary, uniformly in area."""
 
+    @property
+    @abstractmethod
+    def boundary_measure(self) -> float:
+        """Length, area (or point count in 1-D) of the boundary: how CSG shares points between parts."""
+
     @abstractmethod
     def normal(self, x: Tensor) -> Tensor:
         """Outward unit normals ``(N, d)`` at boundary points ``x``."""
+
+    def sample(self, region: str, n: int, draw: Draw) -> Tensor:
+        """``n`` points of ``region`` (one of :attr:`regions`), float64, from unit points ``draw`` gives."""
+        if region == "interior":
+            return self.interior(draw(n, self.interior_unit_dim))
+        if region == "boundary":
+            return self.boundary(draw(n, self.boundary_unit_dim))
+        raise ConfigError(f"{self} has no region {region!r}; its regions are {', '.join(self.regions)}")
+
+    def __or__(self, other: Domain) -> Domain:
+        return Union(self, other)
+
+    def __and__(self, other: Domain) -> Domain:
+        return Intersection(self, other)
+
+    def __sub__(self, other: Domain) -> Domain:
+        return Difference(self, other)
 
 
 class Box(Domain):
@@ -74,6 +127,7 @@ class Box(Domain):
         # Face 2i is x_i = lo_i, face 2i+1 is x_i = hi_i; each has the area of the other widths.
         areas = torch.stack([widths[torch.arange(self.dim) != i].prod() for i in range(self.dim)])
         face_areas = areas.repeat_interleave(2)
+        self._boundary_measure = float(face_areas.sum())
         self._face_cdf = face_areas.cumsum(0) / face_areas.sum()
 
     def __repr__(self) -> str:
@@ -92,6 +146,15 @@ class Box(Domain):
     def contains(self, x: Tensor) -> Tensor:
         lo, hi = self._corners(x)
         return ((x >= lo) & (x <= hi)).all(dim=1)
+
+    def signed_distance(self, x: Tensor) -> Tensor:
+        lo, hi = self._corners(x)
+        q = torch.maximum(lo - x, x - hi)  # per axis: > 0 outside the slab, < 0 inside
+        return q.clamp(min=0).norm(dim=1) + q.max(dim=1).values.clamp(max=0)
+
+    @property
+    def boundary_measure(self) -> float:
+        return self._boundary_measure
 
     def interior(self, unit: Tensor) -> Tensor:
         lo, hi = self._corners(unit)
@@ -126,3 +189,439 @@ class Box(Domain):
         n = torch.zeros_like(x)
         n[torch.arange(x.shape[0], device=x.device), axis] = sign
         return n
+
+
+class Interval(Box):
+    r"""The interval :math:`[\mathrm{lo}, \mathrm{hi}]` (points ``(N, 1)``); its boundary is the two end points."""
+
+    def __init__(self, lo: float = -1.0, hi: float = 1.0):
+        super().__init__(float(lo), float(hi), dim=1)
+
+    def __repr__(self) -> str:
+        return f"Interval({self.lo.item()}, {self.hi.item()})"
+
+
+class Ball(Domain):
+    r"""The closed ball :math:`\{x : |x - c| \le r\}` in ``d = len(center)`` dimensions.
+
+    Interior points: in 2-D by polar coordinates, :math:`\rho = r\sqrt{u_1}`, :math:`\theta = 2\pi u_2`
+    (uniform in area); in other dimensions a direction from ``d`` Gaussian coordinates (inverse
+    normal CDF of the unit points) and the radius :math:`r u^{1/d}` from one more.
+    """
+
+    def __init__(self, center: Sequence[float] = (0.0, 0.0), radius: float = 1.0):
+        self.center = torch.tensor([float(c) for c in center], dtype=torch.float64)
+        if self.center.dim() != 1 or len(self.center) < 1:
+            raise ConfigError(f"Ball: center must be a list of coordinates; got {center!r}")
+        if not radius > 0:
+            raise ConfigError(f"Ball: radius must be > 0; got {radius!r}")
+        self.radius = float(radius)
+        self.dim = len(self.center)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(center={self.center.tolist()}, radius={self.radius})"
+
+    @property
+    def bounds(self) -> tuple[Tensor, Tensor]:
+        return self.center - self.radius, self.center + self.radius
+
+    def signed_distance(self, x: Tensor) -> Tensor:
+        return (x - self.center.to(x)).norm(dim=1) - self.radius
+
+    @property
+    def interior_unit_dim(self) -> int:
+        return 2 if self.dim == 2 else self.dim + 1
+
+    def _directions(self, unit: Tensor) -> Tensor:
+        if self.dim == 2:
+            angle = 2 * math.pi * unit[:, :1]
+            return torch.cat([torch.cos(angle), torch.sin(angle)], dim=1)
+        gauss = torch.special.ndtri(unit.clamp(1e-12, 1 - 1e-12))  # (0, 1) -> standard normal
+        return gauss / gauss.norm(dim=1, keepdim=True)
+
+    def interior(self, unit: Tensor) -> Tensor:
+        if self.dim == 2:
+            rho = self.radius * unit[:, :1].sqrt()
+            return self.center.to(unit) + rho * self._directions(unit[:, 1:])
+        rho = self.radius * unit[:, :1] ** (1 / self.dim)
+        return self.center.to(unit) + rho * self._directions(unit[:, 1:])
+
+    @property
+    def boundary_unit_dim(self) -> int:
+        return 1 if self.dim == 2 else self.dim
+
+    def boundary(self, unit: Tensor) -> Tensor:
+        return self.center.to(unit) + self.radius * self._directions(unit)
+
+    @property
+    def boundary_measure(self) -> float:
+        d = self.dim
+        return 2 * math.pi ** (d / 2) / math.gamma(d / 2) * self.radius ** (d - 1)
+
+    def normal(self, x: Tensor) -> Tensor:
+        offset = x - self.center.to(x)
+        return offset / offset.norm(dim=1, keepdim=True)
+
+
+class Disk(Ball):
+    """The closed disk of ``radius`` around ``center`` (a :class:`Ball` in two dimensions)."""
+
+    def __init__(self, center: Sequence[float] = (0.0, 0.0), radius: float = 1.0):
+        if len(center) != 2:
+            raise ConfigError(f"Disk: center must have two coordinates; got {list(center)!r} (use Ball in other dimensions)")
+        super().__init__(center, radius)
+
+
+class Polygon(Domain):
+    r"""A simple polygon (convex or not, no self-intersections) given by its vertices in order.
+
+    Interior points: the polygon is cut into triangles (ear clipping); one unit coordinate picks
+    a triangle with probability proportional to its area and, rescaled, serves again as the
+    first coordinate inside it, so two unit coordinates give one point, uniformly in area.
+    Boundary points: one coordinate is the arc length along the perimeter.
+    """
+
+    def __init__(self, vertices: Sequence[Sequence[float]]):
+        v = torch.tensor([[float(c) for c in p] for p in vertices], dtype=torch.float64)
+        if v.dim() != 2 or v.shape[1] != 2 or v.shape[0] < 3:
+            raise ConfigError(f"Polygon: vertices must be a list of at least three [x, y] pairs; got {vertices!r}")
+        area2 = (v[:, 0] * v.roll(-1, 0)[:, 1] - v.roll(-1, 0)[:, 0] * v[:, 1]).sum()
+        if area2.abs() < 1e-14:
+            raise ConfigError("Polygon: the vertices enclose no area")
+        self.vertices = v if area2 > 0 else v.flip(0)  # counter-clockwise, so outward normals point right of each edge
+        self.dim = 2
+        self._edges = self.vertices.roll(-1, 0) - self.vertices
+        lengths = self._edges.norm(dim=1)
+        self._edge_cdf = lengths.cumsum(0) / lengths.sum()
+        self._perimeter = float(lengths.sum())
+        self._triangles = self._triangulate()  # (T, 3, 2)
+        a, b, c = self._triangles.unbind(1)
+        areas = 0.5 * ((b - a)[:, 0] * (c - a)[:, 1] - (b - a)[:, 1] * (c - a)[:, 0])
+        self._triangle_cdf = areas.cumsum(0) / areas.sum()
+
+    def __repr__(self) -> str:
+        return f"Polygon({self.vertices.tolist()})"
+
+    def _triangulate(self) -> Tensor:
+        """Ear clipping: repeatedly cut off a convex corner whose triangle holds no other vertex."""
+        remaining = list(range(len(self.vertices)))
+        triangles = []
+        p = self.vertices
+        while len(remaining) > 3:
+            for k in range(len(remaining)):
+                i, j, l = remaining[k - 1], remaining[k], remaining[(k + 1) % len(remaining)]
+                a, b, c = p[i], p[j], p[l]
+                if (b - a)[0] * (c - a)[1] - (b - a)[1] * (c - a)[0] <= 0:
+                    continue  # reflex or flat corner: not an ear
+                others = p[[m for m in remaining if m not in (i, j, l)]]
+                if others.numel() and _in_triangle(others, a, b, c).any():
+                    continue
+                triangles.append(torch.stack([a, b, c]))
+                del remaining[k]
+                break
+            else:
+                raise ConfigError("Polygon: could not triangulate; are the vertices of a simple polygon, in order?")
+        triangles.append(p[remaining])
+        return torch.stack(triangles)
+
+    @property
+    def bounds(self) -> tuple[Tensor, Tensor]:
+        return self.vertices.min(dim=0).values, self.vertices.max(dim=0).values
+
+    def _edge_distances(self, x: Tensor) -> Tensor:
+        """``(N, E)``: distance from each point to each edge (a segment)."""
+        start, edge = self.vertices.to(x), self._edges.to(x)
+        rel = x[:, None, :] - start[None]  # (N, E, 2)
+        s = ((rel * edge).sum(-1) / (edge * edge).sum(-1)).clamp(0, 1)
+        return (rel - s[..., None] * edge).norm(dim=-1)
+
+    def _inside(self, x: Tensor) -> Tensor:
+        """Even-odd rule: a ray to the right crosses the boundary an odd number of times."""
+        a, b = self.vertices.to(x), self.vertices.roll(-1, 0).to(x)
+        px, py = x[:, :1], x[:, 1:]
+        straddles = (a[:, 1] > py) != (b[:, 1] > py)
+        cross_x = a[:, 0] + (py - a[:, 1]) * (b[:, 0] - a[:, 0]) / (b[:, 1] - a[:, 1])
+        return ((straddles & (px < cross_x)).sum(dim=1) % 2) == 1
+
+    def signed_distance(self, x: Tensor) -> Tensor:
+        distance = self._edge_distances(x).min(dim=1).values
+        return torch.where(self._inside(x), -distance, distance)
+
+    @property
+    def interior_unit_dim(self) -> int:
+        return 2
+
+    def interior(self, unit: Tensor) -> Tensor:
+        cdf = self._triangle_cdf.to(unit)
+        pick = torch.searchsorted(cdf, unit[:, :1].contiguous(), right=True).clamp_(max=len(cdf) - 1).squeeze(1)
+        below = torch.where(pick > 0, cdf[(pick - 1).clamp(min=0)], torch.zeros_like(unit[:, 0]))
+        s = ((unit[:, 0] - below) / (cdf[pick] - below)).clamp(0, 1)  # reuse the picking coordinate
+        t = unit[:, 1]
+        fold = s + t > 1  # reflect the far half of the unit square onto the triangle
+        s, t = torch.where(fold, 1 - s, s), torch.where(fold, 1 - t, t)
+        tri = self._triangles.to(unit)[pick]  # (N, 3, 2)
+        a, b, c = tri.unbind(1)
+        return a + s[:, None] * (b - a) + t[:, None] * (c - a)
+
+    @property
+    def boundary_unit_dim(self) -> int:
+        return 1
+
+    def boundary(self, unit: Tensor) -> Tensor:
+        cdf = self._edge_cdf.to(unit)
+        edge = torch.searchsorted(cdf, unit[:, :1].contiguous(), right=True).clamp_(max=len(cdf) - 1).squeeze(1)
+        below = torch.where(edge > 0, cdf[(edge - 1).clamp(min=0)], torch.zeros_like(unit[:, 0]))
+        s = ((unit[:, 0] - below) / (cdf[edge] - below)).clamp(0, 1)
+        return self.vertices.to(unit)[edge] + s[:, None] * self._edges.to(unit)[edge]
+
+    @property
+    def boundary_measure(self) -> float:
+        return self._perimeter
+
+    def normal(self, x: Tensor) -> Tensor:
+        edge = self._edges.to(x)[self._edge_distances(x).argmin(dim=1)]
+        outward = torch.stack([edge[:, 1], -edge[:, 0]], dim=1)  # right of a counter-clockwise edge
+        return outward / outward.norm(dim=1, keepdim=True)
+
+
+def _in_triangle(p: Tensor, a: Tensor, b: Tensor, c: Tensor) -> Tensor:
+    """Which points ``p`` ``(N, 2)`` lie in the closed triangle ``abc``."""
+    def side(u, v):
+        return (v - u)[0] * (p[:, 1] - u[1]) - (v - u)[1] * (p[:, 0] - u[0])
+    s1, s2, s3 = side(a, b), side(b, c), side(c, a)
+    return ((s1 >= 0) & (s2 >= 0) & (s3 >= 0)) | ((s1 <= 0) & (s2 <= 0) & (s3 <= 0))
+
+
+# --------------------------------------------------------------------------- constructive solid geometry
+
+
+def _rejection(n: int, draw: Draw, propose: Callable[[Tensor], Tensor], keep: Callable[[Tensor], Tensor],
+               unit_dim: int, what: str) -> Tensor:
+    """The first ``n`` proposals that ``keep`` accepts, drawing in batches sized by the acceptance so far."""
+    accepted, total, kept = [], 0, 0
+    for _ in range(100):
+        batch = max(2 * (n - kept) * max(total, 1) // max(kept, 1), 64) if kept else 2 * n + 64
+        x = propose(draw(batch, unit_dim))
+        x = x[keep(x)]
+        accepted.append(x)
+        total, kept = total + batch, kept + len(x)
+        if kept >= n:
+            return torch.cat(accepted)[:n]
+    raise ConfigError(f"could not place {n} points in {what}: almost no proposal falls inside; is the shape empty?")
+
+
+class _CSG(Domain):
+    """A set operation on two domains of the same dimension."""
+
+    symbol = "?"
+
+    def __init__(self, a: Domain, b: Domain):
+        if a.dim != b.dim:
+            raise ConfigError(f"{type(self).__name__}: both shapes need the same dimension; got {a.dim} and {b.dim}")
+        self.a, self.b, self.dim = a, b, a.dim
+
+    def __repr__(self) -> str:
+        return f"({self.a} {self.symbol} {self.b})"
+
+    @property
+    def interior_unit_dim(self) -> int:
+        return self.dim
+
+    def interior(self, unit: Tensor) -> Tensor:
+        raise ConfigError(f"{type(self).__name__} samples by rejection: use sample('interior', n, draw)")
+
+    def boundary(self, unit: Tensor) -> Tensor:
+        raise ConfigError(f"{type(self).__name__} samples by rejection: use sample('boundary', n, draw)")
+
+    @property
+    def boundary_unit_dim(self) -> int:
+        return max(self.a.boundary_unit_dim, self.b.boundary_unit_dim) + 1
+
+    @property
+    def boundary_measure(self) -> float:
+        return self.a.boundary_measure + self.b.boundary_measure  # an upper bound: parts of each are cut away
+
+    #: Whether a boundary point of one part that lies strictly outside (inside) the other is kept.
+    keep_outside_other: bool
+    keep_inside_other: bool
+    #: Whether a point on both parts' boundaries is kept when their normals agree (else when they oppose).
+    keep_shared_if_same_normal: bool
+
+    def _keep_boundary(self, x: Tensor, from_a: Tensor) -> Tensor:
+        """Which boundary points of a part (``from_a``: of ``a``, else of ``b``) are on this shape's boundary.
+
+        Off the other part's boundary the rule is the set operation's; on it (two shapes sharing
+        an edge) the normals decide, so that an L-shape cut as ``square - quadrant`` does not keep
+        the edges the two squares share, and a shared point is taken from ``a`` only, once.
+        """
+        tol = self.tolerance
+        other = torch.where(from_a, self.b.signed_distance(x), self.a.signed_distance(x))
+        keep = torch.where(other > tol, self.keep_outside_other, self.keep_inside_other)
+        shared = other.abs() <= tol
+        if shared.any():
+            same = (self.a.normal(x[shared]) * self.b.normal(x[shared])).sum(dim=1) > 0
+            keep[shared] = from_a[shared] & (same == self.keep_shared_if_same_normal)
+        return keep
+
+    def sample(self, region: str, n: int, draw: Draw) -> Tensor:
+        if region == "interior":
+            lo, hi = self.bounds
+            return _rejection(n, draw, lambda u: lo + u * (hi - lo), self.contains, self.dim, f"{self}")
+        if region == "boundary":
+            # One coordinate chooses the part in proportion to its boundary measure; the rest place the point on it.
+            share = self.a.boundary_measure / (self.a.boundary_measure + self.b.boundary_measure)
+            ka, kb = self.a.boundary_unit_dim, self.b.boundary_unit_dim
+
+            def propose(u: Tensor) -> Tensor:
+                from_a = u[:, 0] < share
+                x = torch.empty(len(u), self.dim, dtype=u.dtype)
+                x[from_a] = self.a.sample("boundary", int(from_a.sum()), lambda m, k: u[from_a, 1 : 1 + ka])
+                x[~from_a] = self.b.sample("boundary", int((~from_a).sum()), lambda m, k: u[~from_a, 1 : 1 + kb])
+                return torch.cat([x, from_a[:, None].to(u)], dim=1)  # remember the part in a last column
+
+            found = _rejection(n, draw, propose, lambda y: self._keep_boundary(y[:, :-1], y[:, -1] > 0.5),
+                               self.boundary_unit_dim, f"the boundary of {self}")
+            return found[:, :-1]
+        raise ConfigError(f"{self} has no region {region!r}; its regions are {', '.join(self.regions)}")
+
+    def _from_a(self, x: Tensor) -> Tensor:
+        """For boundary points: whether the nearest part boundary is ``a``'s."""
+        return self.a.signed_distance(x).abs() <= self.b.signed_distance(x).abs()
+
+
+class Union(_CSG):
+    """Points in ``a`` or in ``b`` (``a | b``)."""
+
+    symbol = "|"
+
+    @property
+    def bounds(self):
+        (la, ha), (lb, hb) = self.a.bounds, self.b.bounds
+        return torch.minimum(la, lb), torch.maximum(ha, hb)
+
+    def signed_distance(self, x):
+        return torch.minimum(self.a.signed_distance(x), self.b.signed_distance(x))
+
+    keep_outside_other, keep_inside_other, keep_shared_if_same_normal = True, False, True
+
+    def normal(self, x):
+        return torch.where(self._from_a(x)[:, None], self.a.normal(x), self.b.normal(x))
+
+
+class Intersection(_CSG):
+    """Points in both ``a`` and ``b`` (``a & b``)."""
+
+    symbol = "&"
+
+    @property
+    def bounds(self):
+        (la, ha), (lb, hb) = self.a.bounds, self.b.bounds
+        return torch.maximum(la, lb), torch.minimum(ha, hb)
+
+    def signed_distance(self, x):
+        return torch.maximum(self.a.signed_distance(x), self.b.signed_distance(x))
+
+    keep_outside_other, keep_inside_other, keep_shared_if_same_normal = False, True, True
+
+    def normal(self, x):
+        return torch.where(self._from_a(x)[:, None], self.a.normal(x), self.b.normal(x))
+
+
+class Difference(_CSG):
+    """Points in ``a`` and not strictly inside ``b`` (``a - b``); on ``b``'s part of the boundary
+    the outward normal is minus ``b``'s."""
+
+    symbol = "-"
+
+    @property
+    def bounds(self):
+        return self.a.bounds
+
+    def signed_distance(self, x):
+        return torch.maximum(self.a.signed_distance(x), -self.b.signed_distance(x))
+
+    keep_shared_if_same_normal = False
+
+    def _keep_boundary(self, x, from_a):
+        # a's boundary outside b, and b's boundary inside a.
+        tol = self.tolerance
+        other = torch.where(from_a, self.b.signed_distance(x), self.a.signed_distance(x))
+        keep = torch.where(from_a, other > tol, other < -tol)
+        shared = other.abs() <= tol
+        if shared.any():
+            same = (self.a.normal(x[shared]) * self.b.normal(x[shared])).sum(dim=1) > 0
+            keep[shared] = from_a[shared] & ~same
+        return keep
+
+    def normal(self, x):
+        return torch.where(self._from_a(x)[:, None], self.a.normal(x), -self.b.normal(x))
+
+
+# --------------------------------------------------------------------------- space × time
+
+
+class SpaceTime(Domain):
+    r"""A spatial domain times the time interval :math:`[t_0, t_1]`; points are ``(N, d + 1)``
+    with time in the last column.
+
+    Regions: ``interior`` (space × time), ``boundary`` (the spatial boundary × time, where
+    boundary conditions hold) and ``initial`` (the spatial domain at :math:`t_0`). The normal
+    of a boundary point is the spatial normal with a zero time component.
+    """
+
+    regions = ("interior", "boundary", "initial")
+
+    def __init__(self, space: Domain, t0: float = 0.0, t1: float = 1.0):
+        if not t0 < t1:
+            raise ConfigError(f"SpaceTime: need t0 < t1; got t0={t0}, t1={t1}")
+        self.space, self.t0, self.t1 = space, float(t0), float(t1)
+        self.dim = space.dim + 1
+
+    def __repr__(self) -> str:
+        return f"{self.space} × [{self.t0}, {self.t1}]"
+
+    @property
+    def bounds(self):
+        lo, hi = self.space.bounds
+        return torch.cat([lo, lo.new_tensor([self.t0])]), torch.cat([hi, hi.new_tensor([self.t1])])
+
+    def signed_distance(self, x):
+        t = x[:, -1]
+        outside_time = torch.maximum(self.t0 - t, t - self.t1)
+        return torch.maximum(self.space.signed_distance(x[:, :-1]), outside_time)
+
+    def _time(self, unit: Tensor) -> Tensor:
+        return self.t0 + unit * (self.t1 - self.t0)
+
+    @property
+    def interior_unit_dim(self):
+        return self.space.interior_unit_dim + 1
+
+    def interior(self, unit):
+        return torch.cat([self.space.interior(unit[:, :-1]), self._time(unit[:, -1:])], dim=1)
+
+    @property
+    def boundary_unit_dim(self):
+        return self.space.boundary_unit_dim + 1
+
+    def boundary(self, unit):
+        return torch.cat([self.space.boundary(unit[:, :-1]), self._time(unit[:, -1:])], dim=1)
+
+    @property
+    def boundary_measure(self):
+        return self.space.boundary_measure * (self.t1 - self.t0)
+
+    def normal(self, x):
+        return torch.cat([self.space.normal(x[:, :-1]), torch.zeros_like(x[:, -1:])], dim=1)
+
+    def sample(self, region, n, draw):
+        """Space-time points of ``region``; each part of a point comes from the spatial domain's own sampling."""
+        if region == "initial":
+            space = self.space.sample("interior", n, draw)
+            return torch.cat([space, torch.full_like(space[:, :1], self.t0)], dim=1)
+        if not isinstance(self.space, _CSG):
+            return super().sample(region, n, draw)  # space and time from one draw: jointly low-discrepancy
+        if region not in ("interior", "boundary"):
+            raise ConfigError(f"{self} has no region {region!r}; its regions are {', '.join(self.regions)}")
+        space = self.space.sample(region, n, draw)  # by rejection, so time comes from a draw of its own
+        return torch.cat([space, self._time(draw(n, 1))], dim=1)

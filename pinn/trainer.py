@@ -169,7 +169,7 @@ class Trainer:
         total = sum(self.loss_weights.get(name, 1.0) * value for name, value in terms.items())
         return total, terms
 
-    def _step(self, pde, model, engine, state: _State) -> tuple[Tensor, dict[str, Tensor]]:
+    def _step(self, pde, model, engine, state: _State, trainable: nn.Module) -> tuple[Tensor, dict[str, Tensor]]:
         optimizer = state.optimizer
         last: dict[str, Any] = {}
 
@@ -178,7 +178,7 @@ class Trainer:
             total, terms = self._loss_fn(pde, model, engine, state.points)
             total.backward()
             # Across ranks: the mean gradient, and the mean loss (L-BFGS decides on its value).
-            self._comm.average_gradients(model)
+            self._comm.average_gradients(trainable)
             averaged = self._comm.average(torch.stack([total.detach(), *(v.detach() for v in terms.values())]))
             last["total"], last["terms"] = averaged[0], dict(zip(terms, averaged[1:]))
             return averaged[0]
@@ -191,40 +191,43 @@ class Trainer:
         return last["total"], last["terms"]
 
     def _sample(self, sampler: Sampler, pde: PDE, generator: torch.Generator, device, dtype) -> dict[str, Tensor]:
-        points = sampler.sample(pde.domain, generator)
-        missing = [name for name in pde.point_sets if name not in points]
-        if missing:
-            raise ConfigError(
-                f"{type(pde).__name__} needs point sets {list(pde.point_sets)} but the sampler gave none for "
-                f"{missing}; set sampler.n_boundary > 0"
-            )
+        points = sampler.sample(pde.domain, generator, pde.point_sets)
+        pde.check_points(points)  # in float64, before rounding to the training dtype
         return {name: p.to(device=device, dtype=dtype) for name, p in points.items()}
 
     # ------------------------------------------------------------------ evaluation
 
-    def test_set(self, pde: PDE, device, dtype) -> tuple[Tensor, Tensor | None]:
-        unit = torch.quasirandom.SobolEngine(pde.dim, scramble=True, seed=TEST_SEED).draw(self.n_test, dtype=torch.float64)
-        x = pde.domain.interior(unit)
-        exact = pde.exact(x)
-        return x.to(device=device, dtype=dtype), (None if exact is None else exact.to(device=device, dtype=dtype))
+    def test_set(self, pde: PDE, device, dtype) -> tuple[Tensor | None, Tensor | None]:
+        """The PDE's reference points and values (:meth:`PDE.reference`, ``n_test`` points where
+        it samples them, seed :data:`TEST_SEED`), or ``(None, None)``."""
+        reference = pde.reference(self.n_test, TEST_SEED)
+        if reference is None:
+            return None, None
+        x, values = reference
+        return x.to(device=device, dtype=dtype), values.to(device=device, dtype=torch.float64)
 
     @torch.no_grad()
-    def evaluate(self, pde: PDE, model: nn.Module, x: Tensor, exact: Tensor | None) -> dict[str, float]:
-        """Relative L2 error :math:`\\|u - u^\\star\\|_2 / \\|u^\\star\\|_2` and the largest pointwise error."""
-        if exact is None:
-            return {}
-        error = (model(x) - exact).double()
-        return {
-            "rel_l2": (error.norm() / exact.double().norm()).item(),
-            "max_abs_error": error.abs().max().item(),
-        }
+    def evaluate(self, pde: PDE, model: nn.Module, x: Tensor | None, reference: Tensor | None) -> dict[str, float]:
+        """Relative L2 error :math:`\\|u - u^\\star\\|_2 / \\|u^\\star\\|_2` over every output the
+        reference knows (NaN entries are skipped), the largest pointwise error, and the PDE's own
+        numbers (an inverse problem's coefficient)."""
+        metrics = dict(pde.metrics())
+        if reference is None:
+            return metrics
+        known = torch.isfinite(reference)
+        error = (model(x).double() - reference)[known]
+        metrics.update(
+            rel_l2=(error.norm() / reference[known].norm()).item(),
+            max_abs_error=error.abs().max().item(),
+        )
+        return metrics
 
     def _solution_image(self, pde: PDE, model: nn.Module, device, dtype):
         return solution_figure(*solution_slice(pde, model, self.image_resolution, device, dtype))
 
     # ------------------------------------------------------------------ checkpoints
 
-    def _checkpoint(self, path: Path, model, generator, state: _State, config) -> None:
+    def _checkpoint(self, path: Path, model, pde, generator, state: _State, config) -> None:
         # Each rank's own point stream: its generator, random state and current points.
         ranks = self._comm.gather({**_rng_state(generator), "points": {k: v.detach().cpu() for k, v in state.points.items()}})
         if not self._comm.is_main:
@@ -234,6 +237,7 @@ class Trainer:
             "step": state.step,
             "phase": state.phase,
             "model": model.state_dict(),
+            "pde": pde.state_dict(),
             "optimizer": state.optimizer.state_dict() if state.optimizer is not None else {},
             "points": {k: v.detach().cpu() for k, v in state.points.items()},
             "clocks": {k: [c.steps, c.seconds] for k, c in state.clocks.items()},
@@ -242,15 +246,17 @@ class Trainer:
             **_rng_state(generator),
         })
 
-    def _restore(self, path, model, plan: OptimizerPlan, generator, state: _State, device, dtype) -> None:
+    def _restore(self, path, model, pde, plan: OptimizerPlan, generator, state: _State, device, dtype) -> None:
         payload = load_checkpoint(path, map_location=device)
         try:
             model.load_state_dict(payload["model"])
+            pde.load_state_dict(payload.get("pde", {}))
         except RuntimeError as exc:
             raise ConfigError(f"checkpoint {path} does not fit this model (different width, depth or PDE?): {exc}") from exc
+        trainable = nn.ModuleDict({"model": model, "pde": pde})
         state.step, state.phase = int(payload["step"]), payload["phase"]
         if state.phase is not None:
-            state.optimizer = plan.build(state.phase, model.parameters())
+            state.optimizer = plan.build(state.phase, trainable.parameters())
             state.optimizer.load_state_dict(payload["optimizer"])
         ranks = payload.get("ranks") or [payload]
         if len(ranks) != self._comm.world:
@@ -286,6 +292,7 @@ class Trainer:
         device, run_dir = torch.device(device), Path(run_dir)
         logger = (logger or NullLogger()) if comm.is_main else NullLogger()
         engine.check(model)
+        engine.check_pde(pde)
         self._loss_fn = self.losses
         if self.compile:
             if engine.name == "autograd":
@@ -302,12 +309,13 @@ class Trainer:
             )
         ckpt_path = run_dir / "checkpoints" / CHECKPOINT_NAME
         model.to(device=device, dtype=dtype)
+        pde.to(device=device, dtype=dtype)
         state = _State()
         if resume is not None:
-            self._restore(resume, model, optimizer, generator, state, device, dtype)
+            self._restore(resume, model, pde, optimizer, generator, state, device, dtype)
         else:
             state.points = self._sample(sampler, pde, generator, device, dtype)
-        test_x, test_exact = self.test_set(pde, device, dtype)
+        test_x, test_exact = self.test_set(pde, device, dtype) if comm.is_main else (None, None)
         logger.start(state.step)
         if config and state.step == 0:
             logger.text("config", "```\n" + json.dumps(config, indent=2) + "\n```")
@@ -327,18 +335,19 @@ class Trainer:
     def _loop(self, pde, model, engine, sampler, optimizer, generator, device, dtype, logger, config,
               state: _State, test_x, test_exact, ckpt_path: Path, stop: _StopOnSignal) -> None:
         comm = self._comm
+        trainable = nn.ModuleDict({"model": model, "pde": pde})  # the network and the PDE's unknowns
         bar = tqdm(total=self.max_steps, initial=state.step, disable=not (self.progress and comm.is_main),
                    dynamic_ncols=True, desc=type(pde).__name__, mininterval=0.5)
         total = terms = None
         while state.step < self.max_steps:
             phase = optimizer.phase_at(state.step)
             if phase != state.phase:
-                state.optimizer, state.phase = optimizer.build(phase, model.parameters()), phase
+                state.optimizer, state.phase = optimizer.build(phase, trainable.parameters()), phase
             if self.resample_every and phase == "adam" and state.step > 0 and state.step % self.resample_every == 0:
                 state.points = self._sample(sampler, pde, generator, device, dtype)
 
             start = time.perf_counter()
-            total, terms = self._step(pde, model, engine, state)
+            total, terms = self._step(pde, model, engine, state, trainable)
             _sync(device)
             clock = state.clocks.setdefault(phase, _PhaseClock())
             clock.steps, clock.seconds = clock.steps + 1, clock.seconds + time.perf_counter() - start
@@ -348,7 +357,7 @@ class Trainer:
             step, last = state.step, state.step == self.max_steps
             stopping = comm.any(stop.signum is not None)  # every rank stops at the same step
             if step % self.log_every == 0 or last:
-                values = self._check_finite(step, total, terms, model)
+                values = self._check_finite(step, total, terms, trainable)
                 logger.scalar("loss/total", values["total"], step)
                 for name, value in values.items():
                     if name != "total":
@@ -357,25 +366,27 @@ class Trainer:
                 bar.set_postfix(phase=phase, loss=f"{values['total']:.2e}", rel_l2=f"{state.rel_l2:.2e}", refresh=False)
             if (step % self.eval_every == 0 or last) and comm.is_main:
                 metrics = self.evaluate(pde, model, test_x, test_exact)
-                if metrics:
-                    state.rel_l2 = metrics["rel_l2"]
-                    logger.scalar("error/rel_l2", metrics["rel_l2"], step)
-                    logger.scalar("error/max_abs", metrics["max_abs_error"], step)
+                if "rel_l2" in metrics:
+                    state.rel_l2 = metrics.pop("rel_l2")
+                    logger.scalar("error/rel_l2", state.rel_l2, step)
+                    logger.scalar("error/max_abs", metrics.pop("max_abs_error"), step)
                     bar.set_postfix(phase=phase, loss=f"{total.item():.2e}", rel_l2=f"{state.rel_l2:.2e}", refresh=False)
+                for name, value in metrics.items():  # the PDE's own numbers: unknown coefficients and their errors
+                    logger.scalar(f"unknowns/{name}", value, step)
                 logger.image("solution", self._solution_image(pde, model, device, dtype), step)
                 logger.flush()
             if (self.checkpoint_every and step % self.checkpoint_every == 0) or last or stopping:
-                self._check_finite(step, total, terms, model)
-                self._checkpoint(ckpt_path, model, generator, state, config)
+                self._check_finite(step, total, terms, trainable)
+                self._checkpoint(ckpt_path, model, pde, generator, state, config)
             if stopping:
                 bar.close()
                 logger.close()
                 raise TrainingInterrupted(stop.signum or signal.SIGTERM, step, ckpt_path)
         bar.close()
 
-    def _check_finite(self, step: int, total: Tensor, terms: dict[str, Tensor], model: nn.Module) -> dict[str, float]:
+    def _check_finite(self, step: int, total: Tensor, terms: dict[str, Tensor], trainable: nn.Module) -> dict[str, float]:
         values = {"total": total.item(), **{k: v.item() for k, v in terms.items()}}
-        bad_params = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+        bad_params = [name for name, p in trainable.named_parameters() if not torch.isfinite(p).all()]
         if not all(math.isfinite(v) for v in values.values()) or bad_params:
             shown = ", ".join(f"{k}={v:.3e}" for k, v in values.items())
             where = f"; non-finite parameters: {', '.join(bad_params[:4])}" if bad_params else ""
@@ -403,6 +414,7 @@ class Trainer:
             "device": str(device),
             "dtype": str(dtype).removeprefix("torch."),
             "n_parameters": sum(p.numel() for p in model.parameters()),
+            "n_unknowns": sum(p.numel() for p in pde.parameters()),
             "processes": self._comm.world,
         }
         return metrics

@@ -65,7 +65,7 @@ def test_sobol_covers_more_evenly_than_uniform():
     box = Box(0.0, 1.0, dim=2)
 
     def empty_cells(sampler):
-        x = sampler.sample(box, torch.Generator().manual_seed(0))["interior"]
+        x = sampler.sample(box, torch.Generator().manual_seed(0), ("interior",))["interior"]
         cells = (x * 16).long().clamp(max=15)
         return 256 - len(set(map(tuple, cells.tolist())))
 

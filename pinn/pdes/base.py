@@ -5,29 +5,48 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
 from pinn.derivatives import Engine
+from pinn.errors import ConfigError
 from pinn.geometry import Domain
 
 Model = Callable[[Tensor], Tensor]
 
+#: What a residual may ask of the second derivatives, from least to most (see :mod:`pinn.jet`).
+SECOND_ORDER_NEEDS = ("none", "laplacian", "diagonal", "hessian")
 
-class PDE(ABC):
+
+class PDE(nn.Module, ABC):
     r"""A problem: an equation on a domain, its conditions, and (where known) its solution.
 
     Subclasses set :attr:`domain`, :attr:`n_outputs` and :attr:`point_sets` and implement
     :meth:`losses`; the residual itself is a method that reads like the equation.
+
+    A PDE is an ``nn.Module`` so that what it learns (the unknown coefficient of an inverse
+    problem) is trained with the network, and what it owns (observation points) moves with it
+    to the training device and is saved in checkpoints.
     """
 
     domain: Domain
     n_outputs: int = 1
-    #: The named point sets :meth:`losses` reads, as produced by the sampler.
+    #: Names of the outputs, in order (for logs and figures).
+    outputs: tuple[str, ...] = ("u",)
+    #: The named point sets :meth:`losses` reads, as produced by the sampler (regions of the domain).
     point_sets: tuple[str, ...] = ("interior", "boundary")
+    #: Second derivatives the residual needs: ``laplacian`` (only Laplacians), ``diagonal``
+    #: (separate ``u_xx``, ``u_tt``), ``hessian`` (mixed partials) or ``none``.
+    second_order: str = "laplacian"
+    #: Whether the residual or a condition needs exact first derivatives (a gradient, a flux).
+    needs_gradient: bool = False
+
+    def __init__(self):
+        super().__init__()
 
     @property
     def dim(self) -> int:
-        """Number of input coordinates ``d``."""
+        """Number of input coordinates ``d`` (space, then time)."""
         return self.domain.dim
 
     @abstractmethod
@@ -35,5 +54,44 @@ class PDE(ABC):
         """Mean squared residual of every term, by name (``{"pde": ..., "boundary": ...}``)."""
 
     def exact(self, x: Tensor) -> Tensor | None:
-        """The exact solution ``(N, n_outputs)`` at ``x``, or ``None`` where none is known."""
+        """The exact (or reference) solution ``(N, n_outputs)`` at ``x``, or ``None`` where none is known."""
         return None
+
+    def reference(self, n: int, seed: int) -> tuple[Tensor, Tensor] | None:
+        """Points ``(P, d)`` and reference values ``(P, n_outputs)`` (float64, CPU) on which the
+        error is measured; NaN marks an output not known at a point. By default ``n`` scrambled
+        Sobol points of the domain with :meth:`exact`; ``None`` where there is no reference."""
+        engines: dict[int, torch.quasirandom.SobolEngine] = {}
+
+        def draw(m: int, k: int) -> Tensor:
+            engine = engines.setdefault(k, torch.quasirandom.SobolEngine(k, scramble=True, seed=seed + k))
+            return engine.draw(m, dtype=torch.float64)
+
+        x = self.domain.sample("interior", n, draw)
+        exact = self.exact(x)
+        return None if exact is None else (x, exact)
+
+    def metrics(self) -> dict[str, float]:
+        """Numbers to report beside the field error (an inverse problem's coefficient and its error)."""
+        return {}
+
+    def constrain(self, model: nn.Module) -> nn.Module:
+        """The network the losses see: ``model`` itself, or ``model`` inside an output transform
+        that satisfies some conditions exactly (hard constraints)."""
+        return model
+
+    def check_points(self, points: dict[str, Tensor]) -> None:
+        """Raise if a point set is missing, empty, or has points outside the domain."""
+        for name in self.point_sets:
+            x = points.get(name)
+            if x is None or x.shape[0] == 0:
+                raise ConfigError(f"{type(self).__name__} needs points in {name!r}; set sampler.n_{name} > 0")
+            if x.dim() != 2 or x.shape[1] != self.dim:
+                raise ValueError(f"point set {name!r} must have shape (N, {self.dim}); got {tuple(x.shape)}")
+            outside = ~self.domain.contains(x.detach().double().cpu())
+            if outside.any():
+                first = x[outside.nonzero()[0, 0]].tolist()
+                raise ValueError(
+                    f"point set {name!r}: {int(outside.sum())} of {len(x)} points lie outside {self.domain} "
+                    f"(the first at {first}); points must come from the PDE's own domain"
+                )

@@ -44,6 +44,7 @@ class Poisson(PDE):
     SOLUTIONS = ("product", "sum")
 
     def __init__(self, *, dim: int = 2, k: float = 1.0, lo: float = -1.0, hi: float = 1.0, solution: str = "product"):
+        super().__init__()
         check_positive("pde.dim", dim)
         if not isinstance(k, (int, float)) or isinstance(k, bool) or k == 0:
             raise ConfigError(f"pde.k must be a non-zero number; got {k!r}")
@@ -72,5 +73,5 @@ class Poisson(PDE):
         x, u = engine.evaluate(model, points["interior"])
         return {
             "pde": self.residual(u, x).square().mean(),
-            "boundary": self.boundary.residual(model, points["boundary"]).square().mean(),
+            "boundary": self.boundary.loss(model, points["boundary"], engine),
         }
