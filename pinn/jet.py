@@ -21,7 +21,9 @@ random directions :math:`v_k` for the stochastic Laplacian estimate
 :math:`\mathbb{E}[v v^\top] = I`.
 
 Supported layers: ``nn.Linear``, the elementwise activations of :mod:`pinn.models`, and
-``nn.Sequential`` / :class:`pinn.models.MLP` made of them. Anything else is refused by
+``nn.Sequential`` / :class:`pinn.models.MLP` made of them, optionally wrapped in a hard-constraint
+:class:`pinn.models.OutputTransform` (product rule, with the transform's own derivatives from
+``torch.func``). Anything else is refused by
 :func:`check_supported` before training, never answered with wrong numbers.
 """
 
@@ -34,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from pinn.errors import ConfigError
-from pinn.models import MLP, Sine
+from pinn.models import MLP, OutputTransform, Sine
 from pinn.operators import DerivativeCarrier
 
 SECOND_ORDER = ("laplacian", "diagonal", "hessian")
@@ -186,6 +188,44 @@ class Jet(DerivativeCarrier):
             sec = d1[:, None, None, :] * self.sec + d2[:, None, None, :] * outer
         return Jet(d0, jac, self.second, sec, exact=self.exact)
 
+    def shifted_product(self, scale: Jet, base: Jet) -> Jet:
+        """``base + scale * self`` by the product rule to second order (``scale`` may have one
+        component, broadcast over this jet's ``m``)."""
+        n, s, b = self, scale, base
+        value = b.value + s.value * n.value
+        jac = b.jac + s.jac * n.value.unsqueeze(1) + s.value.unsqueeze(1) * n.jac
+        if self.second == "laplacian":
+            sec = b.sec + s.sec * n.value + 2 * (s.jac * n.jac).sum(dim=1) + s.value * n.sec
+        elif self.second == "diagonal":
+            sec = b.sec + s.sec * n.value.unsqueeze(1) + 2 * s.jac * n.jac + s.value.unsqueeze(1) * n.sec
+        else:
+            cross = s.jac.unsqueeze(2) * n.jac.unsqueeze(1)  # (N, K, K, m): ∂_k s ∂_l N
+            sec = (b.sec + s.sec * n.value[:, None, None, :] + cross + cross.transpose(1, 2)
+                   + s.value[:, None, None, :] * n.sec)
+        return Jet(value, jac, self.second, sec, exact=self.exact)
+
+    @classmethod
+    def of_function(cls, f: Callable[[Tensor], Tensor], seed: Jet) -> Jet:
+        """The jet of a pointwise function ``f`` of the points at the seed jet's points and
+        directions: its derivatives by ``torch.func`` (``f`` holds no trainable parameters, so
+        they are constants of the training step)."""
+        x, directions = seed.value.detach(), seed.jac  # (N, d), (N, K, d)
+
+        def single(p: Tensor) -> Tensor:
+            return f(p.unsqueeze(0)).squeeze(0)
+
+        value = f(x)
+        jac = torch.func.vmap(torch.func.jacfwd(single))(x)  # (N, k, d)
+        hess = torch.func.vmap(torch.func.hessian(single))(x)  # (N, k, d, d)
+        along = torch.einsum("nkd,njd->njk", jac, directions)
+        if seed.second == "laplacian":
+            sec = torch.einsum("nkde,njd,nje->nk", hess, directions, directions)
+        elif seed.second == "diagonal":
+            sec = torch.einsum("nkde,njd,nje->njk", hess, directions, directions)
+        else:
+            sec = torch.einsum("nkde,njd,nle->njlk", hess, directions, directions)
+        return cls(value, along, seed.second, sec, exact=seed.exact)
+
     # ------------------------------------------------------------------ behaving like the field
 
     @property
@@ -271,7 +311,7 @@ class Jet(DerivativeCarrier):
 def check_supported(model: nn.Module) -> None:
     """Raise :class:`ConfigError` naming the first layer the forward engine cannot propagate."""
     for name, module in model.named_modules():
-        if isinstance(module, (MLP, nn.Sequential, nn.Linear)) or type(module) in RULES:
+        if isinstance(module, (MLP, nn.Sequential, nn.Linear, OutputTransform)) or type(module) in RULES:
             continue
         raise ConfigError(
             f"the forward engine cannot propagate layer {name or 'model'!r} ({type(module).__name__}); "
@@ -284,6 +324,9 @@ def propagate(module: nn.Module, jet: Jet) -> Jet:
     """Push ``jet`` through ``module`` (see :func:`check_supported` for what is supported)."""
     if isinstance(module, MLP):
         return propagate(module.net, jet)
+    if isinstance(module, OutputTransform):  # applied to the network's input jet, the seed
+        inner = propagate(module.net, jet)
+        return inner.shifted_product(Jet.of_function(module.scale, jet), Jet.of_function(module.base, jet))
     if isinstance(module, nn.Sequential):
         for layer in module:
             jet = propagate(layer, jet)

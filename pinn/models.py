@@ -68,3 +68,24 @@ class MLP(nn.Module):
         if x.dim() != 2 or x.shape[1] != self.in_dim:
             raise ValueError(f"MLP expects points of shape (N, {self.in_dim}); got {tuple(x.shape)}")
         return self.net(x)
+
+
+class OutputTransform(nn.Module):
+    r"""A network whose output satisfies some conditions exactly (a hard constraint):
+
+    .. math::
+        u(x) = b(x) + s(x)\, N(x),
+
+    with ``N`` the wrapped network, ``b`` a field that meets the prescribed values and ``s`` a
+    factor that vanishes where they are prescribed (a distance-like function of the boundary,
+    or :math:`t - t_0` for initial values). ``b`` and ``s`` are pointwise functions of the points
+    ``(N, d) -> (N, m)`` or ``(N, 1)``, written with torch operations (the forward engine takes
+    their derivatives with ``torch.func``).
+    """
+
+    def __init__(self, net: nn.Module, base, scale):
+        super().__init__()
+        self.net, self.base, self.scale = net, base, scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.base(x) + self.scale(x) * self.net(x)

@@ -95,3 +95,23 @@ class PDE(nn.Module, ABC):
                     f"point set {name!r}: {int(outside.sum())} of {len(x)} points lie outside {self.domain} "
                     f"(the first at {first}); points must come from the PDE's own domain"
                 )
+
+
+def vanishing_on_box(x: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    r"""``(N, 1)``: :math:`\prod_i (x_i - \mathrm{lo}_i)(\mathrm{hi}_i - x_i) / w_i^2`, zero on every
+    face of the box and positive inside (the scale of a hard Dirichlet constraint; divided by
+    the squared widths so it stays of order one)."""
+    lo, hi = lo.to(x), hi.to(x)
+    return ((x - lo) * (hi - x) / (hi - lo) ** 2).prod(dim=1, keepdim=True)
+
+
+def space_laplacian(u, x: Tensor, space_dim: int) -> Tensor:
+    r"""The Laplacian over the first ``space_dim`` coordinates only (not time):
+    :math:`\sum_{i < d} \partial^2 u / \partial x_i^2`, ``(N, 1)``."""
+    from pinn.operators import partial
+
+    return sum(partial(u, x, i, i) for i in range(space_dim))
+
+
+def relative_error(estimate: float, truth: float) -> float:
+    return abs(estimate - truth) / abs(truth)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from pinn.conditions import Dirichlet
+from pinn.conditions import Dirichlet, PointData
 from pinn.derivatives import Engine
 from pinn.errors import ConfigError, check_choice, check_positive
 from pinn.geometry import Box
+from pinn.models import OutputTransform
 from pinn.operators import laplacian
-from pinn.pdes.base import PDE, Model
+from pinn.pdes.base import PDE, Model, relative_error, vanishing_on_box
+from pinn.reference import lshape
 
 
 class Poisson(PDE):
@@ -39,11 +42,15 @@ class Poisson(PDE):
         k: wave number of the solution.
         lo, hi: the box's corners (the same in every dimension).
         solution: ``"product"`` or ``"sum"``.
+        hard_constraint: build ``u = φ(x) N(x)`` with φ vanishing on the boundary (allowed when
+            the boundary data vanish: the product solution with ``k (hi - lo)`` and ``k lo``
+            integers); the boundary loss term then disappears.
     """
 
     SOLUTIONS = ("product", "sum")
 
-    def __init__(self, *, dim: int = 2, k: float = 1.0, lo: float = -1.0, hi: float = 1.0, solution: str = "product"):
+    def __init__(self, *, dim: int = 2, k: float = 1.0, lo: float = -1.0, hi: float = 1.0, solution: str = "product",
+                 hard_constraint: bool = False):
         super().__init__()
         check_positive("pde.dim", dim)
         if not isinstance(k, (int, float)) or isinstance(k, bool) or k == 0:
@@ -52,9 +59,19 @@ class Poisson(PDE):
         self.k, self.solution = float(k), solution
         self.domain = Box(lo, hi, dim=dim)
         self.boundary = Dirichlet(self.exact)
+        self.hard_constraint = hard_constraint
+        if hard_constraint:
+            corners = torch.tensor([[lo] * self.dim, [hi] * self.dim], dtype=torch.float64)
+            if solution != "product" or not torch.allclose(torch.sin(self.k * math.pi * corners), torch.zeros(()), atol=1e-12):
+                raise ConfigError(
+                    "pde.hard_constraint=true needs zero boundary data: solution=product with k*lo and k*hi "
+                    f"integers; got solution={solution}, k={k}, lo={lo}, hi={hi}"
+                )
+            self.point_sets = ("interior",)
 
     def __repr__(self) -> str:
-        return f"Poisson(dim={self.dim}, k={self.k}, solution={self.solution!r}, domain={self.domain})"
+        return (f"Poisson(dim={self.dim}, k={self.k}, solution={self.solution!r}, domain={self.domain}"
+                + (", hard_constraint=True)" if self.hard_constraint else ")"))
 
     def exact(self, x: Tensor) -> Tensor:
         waves = torch.sin(self.k * math.pi * x)
@@ -69,9 +86,119 @@ class Poisson(PDE):
     def residual(self, u: Tensor, x: Tensor) -> Tensor:
         return -laplacian(u, x) - self.source(x)
 
+    def constrain(self, model: nn.Module) -> nn.Module:
+        if not self.hard_constraint:
+            return model
+        lo, hi = self.domain.bounds
+        return OutputTransform(model, lambda x: torch.zeros_like(x[:, :1]), lambda x: vanishing_on_box(x, lo, hi))
+
     def losses(self, model: Model, points: dict[str, Tensor], engine: Engine) -> dict[str, Tensor]:
+        x, u = engine.evaluate(model, points["interior"])
+        terms = {"pde": self.residual(u, x).square().mean()}
+        if not self.hard_constraint:
+            terms["boundary"] = self.boundary.loss(model, points["boundary"], engine)
+        return terms
+
+
+class PoissonLShape(PDE):
+    r"""Poisson's equation on the L-shaped domain (DeepXDE's example),
+
+    .. math::
+        -\Delta u = 1 \quad \text{in } \Omega = [-1, 1]^2 \setminus (0, 1]^2, \qquad u = 0 \text{ on } \partial\Omega,
+
+    built as a CSG difference of two squares. The re-entrant corner at the origin makes
+    :math:`u \sim r^{2/3}\sin(2\theta/3)` there, with unbounded derivatives. No closed form
+    exists: the reference is the project's second-order finite-difference solution on a grid of
+    spacing 1/256 (:mod:`pinn.reference.lshape`; its error is about 3e-5 away from the corner
+    and 5e-4 next to it), and the error is measured at every other node of that grid.
+    """
+
+    def __init__(self, *, grid: int = 256):
+        super().__init__()
+        check_positive("pde.grid", grid)
+        self.grid = grid
+        self.domain = Box([-1.0, -1.0], [1.0, 1.0]) - Box([0.0, 0.0], [1.0, 1.0])
+        self.boundary = Dirichlet(lambda x: torch.zeros_like(x[:, :1]))
+
+    def __repr__(self) -> str:
+        return f"PoissonLShape(domain={self.domain}, reference grid 1/{self.grid})"
+
+    def residual(self, u, x: Tensor) -> Tensor:
+        return -laplacian(u, x) - 1.0
+
+    def reference(self, n: int, seed: int) -> tuple[Tensor, Tensor]:
+        xs, ys, U = lshape.reference(self.grid)
+        X, Y = np.meshgrid(xs[::2], ys[::2], indexing="ij")
+        values = U[::2, ::2]
+        inside = np.isfinite(values)
+        x = torch.from_numpy(np.stack([X[inside], Y[inside]], axis=1))
+        return x, torch.from_numpy(values[inside]).reshape(-1, 1)
+
+    def exact(self, x: Tensor) -> Tensor:
+        """The finite-difference reference, interpolated bilinearly (for figures)."""
+        xs, ys, U = lshape.reference(self.grid)
+        return torch.from_numpy(lshape.interpolate(xs, ys, U, x.detach().double().cpu().numpy())).reshape(-1, 1).to(x)
+
+    def losses(self, model, points, engine):
         x, u = engine.evaluate(model, points["interior"])
         return {
             "pde": self.residual(u, x).square().mean(),
             "boundary": self.boundary.loss(model, points["boundary"], engine),
         }
+
+
+class PoissonInverse(PDE):
+    r"""Recover an unknown conductivity :math:`\kappa` from sparse, noisy observations,
+
+    .. math::
+        -\nabla\cdot(\kappa \nabla u) = f \ \text{in } [-1, 1]^2, \quad u = 0 \text{ on the boundary}, \qquad
+        u^\star = \sin(\pi x)\sin(\pi y), \quad f = 2\pi^2 \kappa^\star u^\star,
+
+    with a constant :math:`\kappa`, learned as :math:`\kappa = e^\theta` (so it stays positive)
+    from ``n_data`` observations :math:`u^\star(x_j)(1 + \sigma \xi_j)`, :math:`\xi_j \sim N(0,1)`,
+    at fixed Sobol points drawn with ``data_seed``. Reported: ``kappa`` and ``kappa_rel_error``.
+
+    Args:
+        kappa: the true :math:`\kappa^\star` that made the data.
+        kappa_init: the starting guess.
+        n_data, noise, data_seed: the observations (relative noise σ = ``noise``).
+    """
+
+    def __init__(self, *, kappa: float = 2.0, kappa_init: float = 1.0, n_data: int = 100, noise: float = 0.01,
+                 data_seed: int = 0):
+        super().__init__()
+        check_positive("pde.kappa", kappa, integer=False)
+        check_positive("pde.kappa_init", kappa_init, integer=False)
+        check_positive("pde.n_data", n_data)
+        check_positive("pde.noise", noise, allow_zero=True, integer=False)
+        self.kappa = float(kappa)
+        self.domain = Box(-1.0, 1.0, dim=2)
+        self.boundary = Dirichlet(lambda x: torch.zeros_like(x[:, :1]))
+        self.log_kappa = nn.Parameter(torch.tensor(math.log(kappa_init), dtype=torch.float64))
+        gen = torch.Generator().manual_seed(data_seed)
+        unit = torch.quasirandom.SobolEngine(2, scramble=True, seed=data_seed).draw(n_data, dtype=torch.float64)
+        x = self.domain.interior(unit)
+        clean = self.exact(x)
+        self.data = PointData(x, clean * (1 + noise * torch.randn(clean.shape, generator=gen, dtype=torch.float64)))
+
+    def __repr__(self) -> str:
+        return f"PoissonInverse(kappa_true={self.kappa}, observations={len(self.data.points)}, domain={self.domain})"
+
+    def exact(self, x: Tensor) -> Tensor:
+        return torch.sin(math.pi * x[:, :1]) * torch.sin(math.pi * x[:, 1:])
+
+    def residual(self, u, x: Tensor, kappa) -> Tensor:
+        # A constant κ: -∇·(κ∇u) = -κ Δu.
+        return -kappa * laplacian(u, x) - 2 * math.pi**2 * self.kappa * self.exact(x)
+
+    def losses(self, model, points, engine):
+        x, u = engine.evaluate(model, points["interior"])
+        return {
+            "pde": self.residual(u, x, self.log_kappa.exp()).square().mean(),
+            "boundary": self.boundary.loss(model, points["boundary"], engine),
+            "data": self.data.loss(model),
+        }
+
+    def metrics(self) -> dict[str, float]:
+        kappa = self.log_kappa.exp().item()
+        return {"kappa": kappa, "kappa_rel_error": relative_error(kappa, self.kappa)}

@@ -1,0 +1,145 @@
+r"""Steady incompressible Navier–Stokes flows in two dimensions: Kovasznay flow (closed form) and
+the lid-driven cavity (compared with Ghia, Ghia & Shin 1982)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from pinn.conditions import Dirichlet, values
+from pinn.errors import check_positive
+from pinn.geometry import Box
+from pinn.operators import jacobian, laplacian
+from pinn.pdes.base import PDE
+
+#: Centreline velocities at Re = 100 (Ghia, Ghia & Shin, J. Comput. Phys. 48, 1982, Tables I, II).
+GHIA_RE100 = Path(__file__).resolve().parent.parent / "reference" / "ghia1982_re100.csv"
+
+
+def steady_navier_stokes(w, x: Tensor, reynolds: float) -> Tensor:
+    r"""Residuals ``(N, 3)`` of the steady equations for ``w = (u, v, p)`` at points ``(x, y)``:
+
+    .. math::
+        (\mathbf u \cdot \nabla)\mathbf u + \nabla p - \tfrac{1}{Re} \Delta \mathbf u = 0, \qquad
+        \nabla \cdot \mathbf u = 0.
+    """
+    J = jacobian(w, x)  # J[:, k, j] = ∂w_k/∂x_j
+    lap = laplacian(w[:, 0:2], x)  # (Δu, Δv)
+    uv = values(w)
+    u, v = uv[:, 0:1], uv[:, 1:2]
+    u_x, u_y, v_x, v_y = J[:, 0, 0:1], J[:, 0, 1:2], J[:, 1, 0:1], J[:, 1, 1:2]
+    p_x, p_y = J[:, 2, 0:1], J[:, 2, 1:2]
+    momentum_x = u * u_x + v * u_y + p_x - lap[:, 0:1] / reynolds
+    momentum_y = u * v_x + v * v_y + p_y - lap[:, 1:2] / reynolds
+    return torch.cat([momentum_x, momentum_y, u_x + v_y], dim=1)
+
+
+class Kovasznay(PDE):
+    r"""Kovasznay flow (1948), an exact steady solution behind a grid,
+
+    .. math::
+        u = 1 - e^{\lambda x}\cos 2\pi y, \quad v = \frac{\lambda}{2\pi} e^{\lambda x} \sin 2\pi y, \quad
+        p = \tfrac12 \bigl(1 - e^{2\lambda x}\bigr), \qquad
+        \lambda = \frac{Re}{2} - \sqrt{\frac{Re^2}{4} + 4\pi^2},
+
+    on :math:`[-0.5, 1] \times [-0.5, 1.5]` with its values prescribed on the boundary (which
+    also fixes the pressure's constant). Outputs ``(u, v, p)``; the error counts all three.
+
+    Args:
+        reynolds: the Reynolds number.
+    """
+
+    n_outputs = 3
+    outputs = ("u", "v", "p")
+    needs_gradient = True
+
+    def __init__(self, *, reynolds: float = 20.0):
+        super().__init__()
+        check_positive("pde.reynolds", reynolds, integer=False)
+        self.reynolds = float(reynolds)
+        self.lam = self.reynolds / 2 - math.sqrt(self.reynolds**2 / 4 + 4 * math.pi**2)
+        self.domain = Box([-0.5, -0.5], [1.0, 1.5])
+        self.boundary = Dirichlet(self.exact)
+
+    def __repr__(self) -> str:
+        return f"Kovasznay(reynolds={self.reynolds}, domain={self.domain})"
+
+    def exact(self, x: Tensor) -> Tensor:
+        grow = torch.exp(self.lam * x[:, :1])
+        angle = 2 * math.pi * x[:, 1:]
+        return torch.cat([1 - grow * torch.cos(angle), self.lam / (2 * math.pi) * grow * torch.sin(angle),
+                          0.5 * (1 - grow**2)], dim=1)
+
+    def losses(self, model, points, engine):
+        x, w = engine.evaluate(model, points["interior"])
+        r = steady_navier_stokes(w, x, self.reynolds)
+        return {
+            "momentum": r[:, :2].square().mean(),
+            "continuity": r[:, 2:].square().mean(),
+            "boundary": self.boundary.loss(model, points["boundary"], engine),
+        }
+
+
+class Cavity(PDE):
+    r"""The lid-driven cavity: steady flow in :math:`[0, 1]^2` driven by the lid :math:`y = 1`
+    moving with :math:`u = 1`; no slip (:math:`u = v = 0`) on the other walls. The pressure,
+    fixed only up to a constant, is pinned by a zero mean over the interior points.
+
+    No closed form exists; the error is measured against the centreline velocities of Ghia,
+    Ghia & Shin (1982) at Re = 100, shipped with the package: ``u`` on the vertical line
+    :math:`x = 0.5` and ``v`` on the horizontal line :math:`y = 0.5` (relative L2 over those
+    33 values). The lid's velocity jumps at the top corners, a singularity the network can only
+    approximate.
+
+    Args:
+        reynolds: the Reynolds number (the Ghia comparison exists for 100 only).
+    """
+
+    n_outputs = 3
+    outputs = ("u", "v", "p")
+    needs_gradient = True
+
+    def __init__(self, *, reynolds: float = 100.0):
+        super().__init__()
+        check_positive("pde.reynolds", reynolds, integer=False)
+        self.reynolds = float(reynolds)
+        self.domain = Box(0.0, 1.0, dim=2)
+        self.walls = Dirichlet(self.wall_velocity, components=[0, 1])
+
+    def __repr__(self) -> str:
+        return f"Cavity(reynolds={self.reynolds}, domain={self.domain})"
+
+    @staticmethod
+    def wall_velocity(x: Tensor) -> Tensor:
+        lid = (x[:, 1:] >= 1.0 - 1e-6).to(x)
+        return torch.cat([lid, torch.zeros_like(lid)], dim=1)
+
+    def reference(self, n: int, seed: int) -> tuple[Tensor, Tensor] | None:
+        """Ghia's centreline points, with ``u`` known on ``x = 0.5`` and ``v`` on ``y = 0.5`` (NaN elsewhere)."""
+        if self.reynolds != 100.0:
+            return None
+        rows = [row for row in GHIA_RE100.read_text().splitlines() if row and not row.startswith("#")]
+        x, ref = [], []
+        for line, coord, velocity in csv.reader(rows[1:]):  # after the header: line, coord, velocity
+            coord, velocity = float(coord), float(velocity)
+            if line == "u_vertical":
+                x.append([0.5, coord])
+                ref.append([velocity, math.nan, math.nan])
+            else:
+                x.append([coord, 0.5])
+                ref.append([math.nan, velocity, math.nan])
+        return torch.tensor(x, dtype=torch.float64), torch.tensor(ref, dtype=torch.float64)
+
+    def losses(self, model, points, engine):
+        x, w = engine.evaluate(model, points["interior"])
+        r = steady_navier_stokes(w, x, self.reynolds)
+        return {
+            "momentum": r[:, :2].square().mean(),
+            "continuity": r[:, 2:].square().mean(),
+            "walls": self.walls.loss(model, points["boundary"], engine),
+            "pressure_gauge": values(w)[:, 2].mean().square(),
+        }
