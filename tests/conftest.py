@@ -36,3 +36,17 @@ def float64():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(previous)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def reference_cache(tmp_path_factory):
+    """Reference solutions are cached in a folder of the test session, not the user's home."""
+    import os
+
+    previous = os.environ.get("PINN_CACHE")
+    os.environ["PINN_CACHE"] = str(tmp_path_factory.mktemp("pinn-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("PINN_CACHE", None)
+    else:
+        os.environ["PINN_CACHE"] = previous

@@ -1,0 +1,187 @@
+"""The problem library: exact solutions make every residual vanish, hard constraints hold
+exactly under every engine, every PDE config trains, and bad input is refused clearly."""
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT, TINY
+from pinn.derivatives import AutogradEngine, ForwardEngine, StochasticEngine
+from pinn.errors import ConfigError
+from pinn.models import MLP
+from pinn.operators import partial
+from pinn.pdes import (AllenCahn, Burgers, Cavity, Heat, HeatInverse, Helmholtz, Kovasznay, Poisson, PoissonInverse,
+                       PoissonLShape, Wave)
+from pinn.sampling import SobolSampler
+
+CLOSED_FORM = {
+    "poisson": lambda: Poisson(),
+    "poisson_3d_k2": lambda: Poisson(dim=3, k=2.0),
+    "helmholtz": lambda: Helmholtz(),
+    "helmholtz_k4": lambda: Helmholtz(k=4.0, a1=2, a2=3),
+    "heat_1d": lambda: Heat(),
+    "heat_2d": lambda: Heat(dim=2, alpha=0.05, n=2),
+    "wave": lambda: Wave(),
+    "kovasznay": lambda: Kovasznay(),
+    "kovasznay_re40": lambda: Kovasznay(reynolds=40.0),
+    "poisson_inverse": lambda: PoissonInverse(noise=0.0, kappa_init=2.0),
+    "heat_inverse": lambda: HeatInverse(noise=0.0, alpha_init=0.1),
+}
+
+
+def sample(pde, seed=0, n=256):
+    sampler = SobolSampler(n_interior=n, n_boundary=n // 2, n_initial=n // 2)
+    return sampler.sample(pde.domain, torch.Generator().manual_seed(seed), pde.point_sets)
+
+
+@pytest.mark.parametrize("name", CLOSED_FORM)
+def test_exact_solution_makes_every_residual_vanish(name, float64):
+    pde = CLOSED_FORM[name]()
+    points = sample(pde)
+    pde.check_points(points)
+    losses = pde.losses(pde.exact, points, AutogradEngine())
+    assert set(losses) >= {"boundary"}
+    for term, value in losses.items():
+        assert value.item() < 1e-24, (term, value.item())
+
+
+@pytest.mark.parametrize("name", ["helmholtz", "heat_1d", "wave", "kovasznay"])
+def test_a_wrong_solution_leaves_a_residual(name, float64):
+    pde = CLOSED_FORM[name]()
+    losses = pde.losses(lambda x: 1.01 * pde.exact(x) + 0.01 * x[:, :1], sample(pde), AutogradEngine())
+    assert max(v.item() for v in losses.values()) > 1e-6
+
+
+def test_inverse_problems_report_their_coefficient(float64):
+    pde = PoissonInverse(kappa=2.0, kappa_init=1.0)
+    assert pde.metrics() == pytest.approx({"kappa": 1.0, "kappa_rel_error": 0.5})
+    assert [name for name, _ in pde.named_parameters()] == ["log_kappa"]
+    heat = HeatInverse(alpha=0.1, alpha_init=0.5, n_data=20, noise=0.05)
+    assert heat.metrics()["alpha_rel_error"] == pytest.approx(4.0)
+    # Noise is relative and reproducible from data_seed.
+    again = HeatInverse(alpha=0.1, alpha_init=0.5, n_data=20, noise=0.05)
+    assert torch.equal(heat.data.values, again.data.values)
+    clean = heat.exact(heat.data.points)
+    assert 0 < (heat.data.values / clean - 1).std().item() < 0.1
+
+
+HARD = {
+    "poisson": lambda: Poisson(hard_constraint=True),
+    "helmholtz": lambda: Helmholtz(hard_constraint=True),
+    "heat": lambda: Heat(hard_constraint=True),
+    "wave": lambda: Wave(hard_constraint=True),
+}
+
+
+@pytest.mark.parametrize("name", HARD)
+def test_hard_constraints_hold_exactly_and_engines_agree(name, float64):
+    pde = HARD[name]()
+    torch.manual_seed(0)
+    model = pde.constrain(MLP(pde.dim, 1, width=16, depth=2).double())
+    assert pde.point_sets == ("interior",)
+    boundary = pde.domain.sample("boundary", 200, lambda n, k: torch.rand(n, k, dtype=torch.float64))
+    assert (model(boundary) - pde.exact(boundary)).abs().max().item() < 1e-14
+    if name in ("heat", "wave"):
+        initial = pde.domain.sample("initial", 100, lambda n, k: torch.rand(n, k, dtype=torch.float64))
+        assert (model(initial) - pde.exact(initial)).abs().max().item() < 1e-15
+    if name == "wave":  # u_t(x, 0) = 0 exactly
+        initial = pde.domain.sample("initial", 50, lambda n, k: torch.rand(n, k, dtype=torch.float64)).requires_grad_(True)
+        assert partial(model(initial), initial, 1).abs().max().item() < 1e-14
+    points = sample(pde, n=64)
+    autograd = pde.losses(model, points, AutogradEngine())
+    engine = ForwardEngine()
+    engine.check_pde(pde)
+    forward = pde.losses(model, points, engine)
+    assert autograd.keys() == forward.keys() == {"pde"}
+    assert forward["pde"].item() == pytest.approx(autograd["pde"].item(), rel=1e-12)
+
+
+def test_hard_constraint_refused_where_boundary_data_do_not_vanish():
+    with pytest.raises(ConfigError, match="hard_constraint"):
+        Poisson(k=0.5, hard_constraint=True)
+    with pytest.raises(ConfigError, match="hard_constraint"):
+        Poisson(solution="sum", hard_constraint=True)
+
+
+@pytest.mark.parametrize("pde,need", [(Wave(), "diagonal"), (Burgers(), "diagonal"), (Kovasznay(), "laplacian")])
+def test_forward_engine_adapts_to_what_the_pde_needs(pde, need):
+    engine = ForwardEngine()  # second=auto
+    engine.check_pde(pde)
+    assert engine.second == need
+
+
+def test_engines_that_cannot_give_what_a_pde_needs_are_refused():
+    with pytest.raises(ConfigError, match="derivatives.second=diagonal"):
+        ForwardEngine(second="laplacian").check_pde(Wave())
+    with pytest.raises(ConfigError, match="stochastic engine"):
+        StochasticEngine().check_pde(Heat())
+    with pytest.raises(ConfigError, match="exact first derivatives"):
+        StochasticEngine().check_pde(Kovasznay())
+    StochasticEngine().check_pde(Poisson())  # Laplacian only: fine
+
+
+def test_points_outside_the_domain_are_refused(float64):
+    pde = PoissonLShape()
+    points = sample(pde)
+    points["interior"] = torch.cat([points["interior"], torch.tensor([[0.5, 0.5]], dtype=torch.float64)])
+    with pytest.raises(ValueError, match=r"1 of 257 points lie outside .* \(the first at \[0.5, 0.5\]\)"):
+        pde.check_points(points)
+
+
+def test_a_condition_without_points_is_refused(compose_config, tmp_path):
+    import train
+
+    cfg = compose_config(["pde=heat", *TINY, "sampler.n_initial=0", "logger=none", f"output_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match="sampler.n_initial=0; set sampler.n_initial > 0"):
+        train.run(cfg)
+    pde = Heat()
+    with pytest.raises(ValueError, match="empty point set"):
+        pde.initial.loss(pde.exact, torch.empty(0, 2), AutogradEngine())
+
+
+def test_reference_sets():
+    x, ref = Cavity().reference(0, 0)
+    assert x.shape == (34, 2) and ref.shape == (34, 3)
+    assert torch.isfinite(ref).sum() == 34  # each Ghia point knows one velocity component
+    assert ref[0, 0] == 1.0 and x[0].tolist() == [0.5, 1.0]  # the lid
+    x, ref = AllenCahn().reference(0, 0)
+    assert x.shape == (512 * 201, 2) and torch.isfinite(ref).all()
+    assert torch.allclose(ref[:512, 0], x[:512, 0] ** 2 * torch.cos(math.pi * x[:512, 0]), atol=1e-14)  # t = 0
+    x, ref = PoissonLShape().reference(0, 0)
+    assert PoissonLShape().domain.contains(x).all() and (ref >= 0).all() and ref.max() < 0.2
+    burgers = Burgers()
+    at_start = torch.tensor([[0.25, 0.0], [-0.5, 0.0]], dtype=torch.float64)
+    assert torch.allclose(burgers.exact(at_start), -torch.sin(math.pi * at_start[:, :1]), atol=1e-15)
+
+
+@pytest.mark.parametrize("pde", ["poisson", "poisson_lshape", "helmholtz", "heat", "wave", "burgers", "allen_cahn",
+                                 "kovasznay", "cavity", "poisson_inverse", "heat_inverse"])
+def test_every_pde_config_trains_a_few_steps(pde, compose_config, tmp_path):
+    import train
+
+    results = {}
+    for engine in ("autograd", "forward"):
+        cfg = compose_config([f"pde={pde}", f"derivatives={engine}", *TINY, "optimizer=adam", "logger=none",
+                              f"output_dir={tmp_path / engine}"])
+        results[engine] = train.run(cfg)
+    for metrics in results.values():
+        assert math.isfinite(metrics["loss"]) and math.isfinite(metrics["rel_l2"])
+    # The two engines take the same steps (float32 round-off apart).
+    assert results["forward"]["loss"] == pytest.approx(results["autograd"]["loss"], rel=1e-4)
+    unknown = {"poisson_inverse": "kappa", "heat_inverse": "alpha"}.get(pde)
+    if unknown:
+        assert {unknown, f"{unknown}_rel_error"} <= results["autograd"].keys()
+
+
+def test_user_defined_pde_from_its_own_folder(tmp_path):
+    """The README's example: a PDE class and its YAML outside the package."""
+    command = [sys.executable, "train.py", "hydra.searchpath=[file://examples/custom_pde]", "pde=nonlinear_poisson",
+               *TINY, "logger=none", f"hydra.run.dir={tmp_path}"]
+    env = {"PYTHONPATH": "examples/custom_pde", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "metrics.json").is_file()
+    assert "NonlinearPoisson" in done.stderr + done.stdout
