@@ -22,7 +22,7 @@ def test_readme_train_command_is_there():
 
 
 def test_residual_snippet_is_the_real_code():
-    snippet = next(block for block in fenced("python") if "def residual" in block)
+    snippet = next(block for block in fenced("python") if "def residual" in block and "class " not in block)
     source = (ROOT / "pinn" / "pdes" / "poisson.py").read_text()
     for line in snippet.strip().splitlines():
         assert line.strip() in source, line
@@ -31,3 +31,21 @@ def test_residual_snippet_is_the_real_code():
 def test_operator_snippet_runs():
     snippet = next(block for block in fenced("python") if "from pinn.operators import" in block)
     exec(compile(snippet, "README.md", "exec"), {})
+
+
+def test_custom_pde_snippets_are_the_example_files():
+    example = ROOT / "examples" / "custom_pde"
+    snippet = next(block for block in fenced("python") if "class NonlinearPoisson" in block)
+    source = (example / "my_pdes.py").read_text()
+    for line in snippet.strip().splitlines():
+        assert line.strip() in source, line
+    yaml = next(block for block in fenced("yaml") if "my_pdes.NonlinearPoisson" in block)
+    config = (example / "pde" / "nonlinear_poisson.yaml").read_text()
+    assert all(line in config for line in yaml.strip().splitlines())
+
+
+def test_custom_pde_command_is_the_one_the_suite_runs():
+    """tests/test_problems.py::test_user_defined_pde_from_its_own_folder runs this command."""
+    command = next(block.strip() for block in fenced("bash") if "hydra.searchpath" in block)
+    assert command == ("PYTHONPATH=examples/custom_pde python train.py "
+                       "hydra.searchpath=[file://examples/custom_pde] pde=nonlinear_poisson")
