@@ -439,7 +439,23 @@ class _CSG(Domain):
 
     @property
     def boundary_measure(self) -> float:
-        return self.a.boundary_measure + self.b.boundary_measure  # an upper bound: parts of each are cut away
+        """Estimated once from 2^16 fixed Sobol points on the parts' boundaries: the share of each
+        part's boundary that the set operation keeps (a relative error of about 1e-3)."""
+        if getattr(self, "_measure", None) is None:
+            engines: dict[int, torch.quasirandom.SobolEngine] = {}
+
+            def draw(m: int, k: int) -> Tensor:
+                engine = engines.setdefault(k, torch.quasirandom.SobolEngine(k, scramble=True, seed=k))
+                return engine.draw(m, dtype=torch.float64)
+
+            n = 1 << 16
+            self._measure = 0.0
+            for part, from_a in ((self.a, True), (self.b, False)):
+                x = part.sample("boundary", n, draw)
+                # (A stretch shared by both boundaries is kept from a only, so it counts once.)
+                kept = self._keep_boundary(x, torch.full((n,), from_a)).double().mean().item()
+                self._measure += part.boundary_measure * kept
+        return self._measure
 
     #: Whether a boundary point of one part that lies strictly outside (inside) the other is kept.
     keep_outside_other: bool
@@ -475,14 +491,39 @@ class _CSG(Domain):
             def propose(u: Tensor) -> Tensor:
                 from_a = u[:, 0] < share
                 x = torch.empty(len(u), self.dim, dtype=u.dtype)
-                x[from_a] = self.a.sample("boundary", int(from_a.sum()), lambda m, k: u[from_a, 1 : 1 + ka])
-                x[~from_a] = self.b.sample("boundary", int((~from_a).sum()), lambda m, k: u[~from_a, 1 : 1 + kb])
+                # A basic part maps this draw's own coordinates; a CSG part rejects, so it draws afresh.
+                x[from_a] = self.a.sample("boundary", int(from_a.sum()),
+                                          draw if isinstance(self.a, _CSG) else lambda m, k: u[from_a, 1 : 1 + ka])
+                x[~from_a] = self.b.sample("boundary", int((~from_a).sum()),
+                                           draw if isinstance(self.b, _CSG) else lambda m, k: u[~from_a, 1 : 1 + kb])
                 return torch.cat([x, from_a[:, None].to(u)], dim=1)  # remember the part in a last column
 
             found = _rejection(n, draw, propose, lambda y: self._keep_boundary(y[:, :-1], y[:, -1] > 0.5),
                                self.boundary_unit_dim, f"the boundary of {self}")
             return found[:, :-1]
         raise ConfigError(f"{self} has no region {region!r}; its regions are {', '.join(self.regions)}")
+
+    def _combine(self, sa: Tensor, sb: Tensor) -> Tensor:
+        """The set operation on the parts' signed distances (min, max, ...)."""
+        raise NotImplementedError
+
+    def signed_distance(self, x: Tensor) -> Tensor:
+        """The set operation on the parts' signed distances: the right sign, and zero exactly on
+        the boundary, but not the exact distance. Where both parts' boundaries meet (shapes that
+        share an edge) the normals decide, as in :meth:`_keep_boundary`: an edge the operation
+        removes, like the outer edges of the square cut out of an L-shape, counts as outside
+        (or, for two shapes joined face to face, inside)."""
+        sa, sb = self.a.signed_distance(x), self.b.signed_distance(x)
+        s = self._combine(sa, sb)
+        tol = self.tolerance
+        shared = (sa.abs() <= tol) & (sb.abs() <= tol)
+        if shared.any():
+            same = (self.a.normal(x[shared]) * self.b.normal(x[shared])).sum(dim=1) > 0
+            on_boundary = same == self.keep_shared_if_same_normal
+            # Off the boundary: inside for a union of touching shapes, outside for the others.
+            off = torch.full_like(s[shared], -2 * tol if isinstance(self, Union) else 2 * tol)
+            s[shared] = torch.where(on_boundary, s[shared], off)
+        return s
 
     def _from_a(self, x: Tensor) -> Tensor:
         """For boundary points: whether the nearest part boundary is ``a``'s."""
@@ -499,8 +540,8 @@ class Union(_CSG):
         (la, ha), (lb, hb) = self.a.bounds, self.b.bounds
         return torch.minimum(la, lb), torch.maximum(ha, hb)
 
-    def signed_distance(self, x):
-        return torch.minimum(self.a.signed_distance(x), self.b.signed_distance(x))
+    def _combine(self, sa, sb):
+        return torch.minimum(sa, sb)
 
     keep_outside_other, keep_inside_other, keep_shared_if_same_normal = True, False, True
 
@@ -518,8 +559,8 @@ class Intersection(_CSG):
         (la, ha), (lb, hb) = self.a.bounds, self.b.bounds
         return torch.maximum(la, lb), torch.minimum(ha, hb)
 
-    def signed_distance(self, x):
-        return torch.maximum(self.a.signed_distance(x), self.b.signed_distance(x))
+    def _combine(self, sa, sb):
+        return torch.maximum(sa, sb)
 
     keep_outside_other, keep_inside_other, keep_shared_if_same_normal = False, True, True
 
@@ -537,8 +578,8 @@ class Difference(_CSG):
     def bounds(self):
         return self.a.bounds
 
-    def signed_distance(self, x):
-        return torch.maximum(self.a.signed_distance(x), -self.b.signed_distance(x))
+    def _combine(self, sa, sb):
+        return torch.maximum(sa, -sb)
 
     keep_shared_if_same_normal = False
 

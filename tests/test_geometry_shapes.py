@@ -276,7 +276,6 @@ def _l_grid():
 
 def test_csg_l_and_polygon_l_agree_on_a_grid():
     grid = _l_grid()
-    grid = grid[~_dangling_l_edges(grid)]  # see the xfail test below for those
     assert (grid == 0).all(dim=1).any()  # the re-entrant corner is on the grid
     csg, poly = csg_l(), Polygon(L_VERTICES)
     inside = poly.contains(grid)
@@ -292,9 +291,6 @@ def test_csg_l_and_polygon_l_agree_on_a_grid():
     assert torch.allclose(csg.signed_distance(inner), poly.signed_distance(inner), atol=0)
 
 
-@pytest.mark.xfail(strict=True, reason="Difference.signed_distance/contains count the outer square's edges "
-                   "x=1, y>0 and y=1, x>0 (on the boundary of the removed square) as part of the L, while "
-                   "boundary sampling (rightly) drops them: a - b is not regularized")
 def test_csg_l_excludes_the_removed_squares_outer_edges():
     pts = t([1.0, 0.5], [0.5, 1.0], [1.0, 1.0], [1.0, 0.25])
     csg, poly = csg_l(), Polygon(L_VERTICES)
@@ -436,8 +432,6 @@ def test_samplers_fill_csg_regions_reproducibly():
 # --------------------------------------------------------------------------- nested CSG (known bugs)
 
 
-@pytest.mark.xfail(strict=True, reason="_CSG.boundary_measure is the sum of the parts' measures (an upper bound), "
-                   "so a CSG part of a CSG shape gets too large a share of the boundary points")
 def test_nested_csg_boundary_is_uniform_in_length():
     # (L) | Disk([-1, -1], 1/2): the L keeps 8 - 1 = 7 of its perimeter, the disk 3/4 of its circle.
     shape = csg_l() | Disk([-1.0, -1.0], 0.5)
@@ -447,9 +441,6 @@ def test_nested_csg_boundary_is_uniform_in_length():
     assert abs(on_l - p) < _tol(p, N), (on_l, p)
 
 
-@pytest.mark.xfail(strict=True, reason="_CSG.sample('boundary') hands a nested CSG part a draw that ignores the "
-                   "requested size and returns the same unit points every call, so the part's rejection loop "
-                   "repeats them: duplicate boundary points")
 def test_nested_csg_boundary_points_are_distinct():
     shape = csg_l() & Disk([-1.0, -1.0], 1.0)
     b = shape.sample("boundary", 1000, make_draw(0))

@@ -144,3 +144,28 @@ def test_resume_continues_tensorboard_without_duplicate_steps(tmp_path):
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     assert [e.step for e in events.Scalars("loss/total")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_inverse_problem_learns_its_coefficient_and_resumes_it_bitwise(tmp_path):
+    from pinn.pdes import HeatInverse
+
+    def run(run_dir, max_steps, resume=None):
+        torch.manual_seed(0)
+        pde = HeatInverse(alpha=0.1, alpha_init=0.5, n_data=20)
+        model = MLP(2, 1, width=8, depth=2)
+        trainer = Trainer(max_steps=max_steps, eval_every=2, log_every=1, checkpoint_every=0, n_test=64,
+                          image_resolution=8, progress=False)
+        metrics = trainer.fit(
+            pde=pde, model=model, engine=AutogradEngine(), optimizer=Adam(lr=1e-2), run_dir=run_dir,
+            sampler=UniformSampler(n_interior=32, n_boundary=8, n_initial=8),
+            generator=torch.Generator().manual_seed(0), dtype=torch.float64, resume=resume,
+        )
+        return pde, metrics
+
+    whole, metrics = run(tmp_path / "whole", 8)
+    assert whole.log_alpha.grad is not None  # trained with the network
+    assert metrics["alpha"] != 0.5 and metrics["alpha"] == pytest.approx(whole.log_alpha.exp().item())
+    assert metrics["n_unknowns"] == 1
+    run(tmp_path / "first", 4)
+    resumed, _ = run(tmp_path / "second", 8, resume=tmp_path / "first")
+    assert torch.equal(whole.log_alpha, resumed.log_alpha)
