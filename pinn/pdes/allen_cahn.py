@@ -60,10 +60,10 @@ class AllenCahn(PDE):
         points[:, 0] = (points[:, 0] + 1) % 2 - 1  # x = 1 is x = -1 on the periodic grid
         return torch.from_numpy(spectral.interpolate(xs, ts, u, points)).reshape(-1, 1).to(x)
 
-    def losses(self, model, points, engine):
+    def residuals(self, model, points, engine):
         x, u = engine.evaluate(model, points["interior"])
         return {
-            "pde": self.residual(u, x).square().mean(),
-            "periodic": self.periodic.loss(model, points["boundary"], engine),
-            "initial": self.initial.loss(model, points["initial"], engine),
+            "pde": self.residual(u, x),
+            "periodic": self.periodic.residual(model, points["boundary"], engine),
+            "initial": self.initial.residual(model, points["initial"], engine),
         }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import torch
@@ -18,11 +17,12 @@ Model = Callable[[Tensor], Tensor]
 SECOND_ORDER_NEEDS = ("none", "laplacian", "diagonal", "hessian")
 
 
-class PDE(nn.Module, ABC):
+class PDE(nn.Module):
     r"""A problem: an equation on a domain, its conditions, and (where known) its solution.
 
     Subclasses set :attr:`domain`, :attr:`n_outputs` and :attr:`point_sets` and implement
-    :meth:`losses`; the residual itself is a method that reads like the equation.
+    :meth:`residuals` (or, at least, :meth:`losses`); the residual itself is a method that reads
+    like the equation.
 
     A PDE is an ``nn.Module`` so that what it learns (the unknown coefficient of an inverse
     problem) is trained with the network, and what it owns (observation points) moves with it
@@ -49,9 +49,20 @@ class PDE(nn.Module, ABC):
         """Number of input coordinates ``d`` (space, then time)."""
         return self.domain.dim
 
-    @abstractmethod
+    #: The terms of :meth:`residuals` evaluated on the ``interior`` points, one row per point
+    #: (the equation itself): what adaptive sampling and causal training look at.
+    interior_terms: tuple[str, ...] = ("pde",)
+
+    def residuals(self, model: Model, points: dict[str, Tensor], engine: Engine) -> dict[str, Tensor]:
+        """The residual of every term at its own points, by name: ``{"pde": (N, c), "boundary": (M, k), ...}``."""
+        raise NotImplementedError(
+            f"{type(self).__name__} defines losses() only; pointwise residuals (needed by adaptive sampling, "
+            "causal training and self-adaptive weights) come from a residuals() method"
+        )
+
     def losses(self, model: Model, points: dict[str, Tensor], engine: Engine) -> dict[str, Tensor]:
         """Mean squared residual of every term, by name (``{"pde": ..., "boundary": ...}``)."""
+        return {name: r.square().mean() for name, r in self.residuals(model, points, engine).items()}
 
     def exact(self, x: Tensor) -> Tensor | None:
         """The exact (or reference) solution ``(N, n_outputs)`` at ``x``, or ``None`` where none is known."""

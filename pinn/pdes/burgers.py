@@ -56,10 +56,10 @@ class Burgers(PDE):
         u_x = partial(u, x, 0)
         return partial(u, x, 1) + u * u_x - self.nu * partial(u, x, 0, 0)
 
-    def losses(self, model, points, engine):
+    def residuals(self, model, points, engine):
         x, u = engine.evaluate(model, points["interior"])
         return {
-            "pde": self.residual(u, x).square().mean(),
-            "boundary": self.boundary.loss(model, points["boundary"], engine),
-            "initial": self.initial.loss(model, points["initial"], engine),
+            "pde": self.residual(u, x),
+            "boundary": self.boundary.residual(model, points["boundary"], engine),
+            "initial": self.initial.residual(model, points["initial"], engine),
         }

@@ -72,12 +72,12 @@ class Heat(PDE):
         lo, hi = self.space.bounds
         return OutputTransform(model, self.initial_value, lambda x: x[:, -1:] * vanishing_on_box(x[:, :-1], lo, hi))
 
-    def losses(self, model, points, engine):
+    def residuals(self, model, points, engine):
         x, u = engine.evaluate(model, points["interior"])
-        terms = {"pde": self.residual(u, x, self.alpha).square().mean()}
+        terms = {"pde": self.residual(u, x, self.alpha)}
         if not self.hard_constraint:
-            terms["boundary"] = self.boundary.loss(model, points["boundary"], engine)
-            terms["initial"] = self.initial.loss(model, points["initial"], engine)
+            terms["boundary"] = self.boundary.residual(model, points["boundary"], engine)
+            terms["initial"] = self.initial.residual(model, points["initial"], engine)
         return terms
 
 
@@ -111,13 +111,13 @@ class HeatInverse(Heat):
     def __repr__(self) -> str:
         return f"HeatInverse(alpha_true={self.alpha}, observations={len(self.data.points)}, domain={self.domain})"
 
-    def losses(self, model, points, engine):
+    def residuals(self, model, points, engine):
         x, u = engine.evaluate(model, points["interior"])
         return {
-            "pde": self.residual(u, x, self.log_alpha.exp()).square().mean(),
-            "boundary": self.boundary.loss(model, points["boundary"], engine),
-            "initial": self.initial.loss(model, points["initial"], engine),
-            "data": self.data.loss(model),
+            "pde": self.residual(u, x, self.log_alpha.exp()),
+            "boundary": self.boundary.residual(model, points["boundary"], engine),
+            "initial": self.initial.residual(model, points["initial"], engine),
+            "data": self.data.residual(model),
         }
 
     def metrics(self) -> dict[str, float]:

@@ -61,9 +61,9 @@ class Helmholtz(PDE):
         lo, hi = self.domain.bounds
         return OutputTransform(model, lambda x: torch.zeros_like(x[:, :1]), lambda x: vanishing_on_box(x, lo, hi))
 
-    def losses(self, model, points, engine):
+    def residuals(self, model, points, engine):
         x, u = engine.evaluate(model, points["interior"])
-        terms = {"pde": self.residual(u, x).square().mean()}
+        terms = {"pde": self.residual(u, x)}
         if not self.hard_constraint:
-            terms["boundary"] = self.boundary.loss(model, points["boundary"], engine)
+            terms["boundary"] = self.boundary.residual(model, points["boundary"], engine)
         return terms

@@ -69,11 +69,11 @@ class Wave(PDE):
             return model
         return OutputTransform(model, self.initial_value, lambda x: x[:, 1:] ** 2 * x[:, :1] * (1 - x[:, :1]))
 
-    def losses(self, model, points, engine):
+    def residuals(self, model, points, engine):
         x, u = engine.evaluate(model, points["interior"])
-        terms = {"pde": self.residual(u, x).square().mean()}
+        terms = {"pde": self.residual(u, x)}
         if not self.hard_constraint:
-            terms["boundary"] = self.boundary.loss(model, points["boundary"], engine)
-            terms["initial"] = self.initial.loss(model, points["initial"], engine)
-            terms["initial_velocity"] = self.initial_velocity.loss(model, points["initial"], engine)
+            terms["boundary"] = self.boundary.residual(model, points["boundary"], engine)
+            terms["initial"] = self.initial.residual(model, points["initial"], engine)
+            terms["initial_velocity"] = self.initial_velocity.residual(model, points["initial"], engine)
         return terms
