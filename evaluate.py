@@ -50,6 +50,9 @@ def evaluate(run: str | Path, device: str = "auto") -> dict:
     test_x, test_exact = trainer.test_set(pde, device_, dtype)
     metrics = trainer.evaluate(pde, model, test_x, test_exact)
     points = {k: v.to(device=device_, dtype=dtype) for k, v in payload["points"].items()}
+    if "loss" in cfg:  # the loss as it was trained: weights, causal and self-adaptive weighting
+        trainer.balance = train._build(cfg.loss, "loss")
+        trainer.balance.load(payload.get("balance", {}), device_)
     engine = train._build(cfg.derivatives, "derivatives")
     engine.check_pde(pde)
     total, terms = trainer.losses(pde, model, engine, points)

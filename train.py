@@ -82,7 +82,7 @@ def _build(node: DictConfig, group: str, **runtime: Any) -> Any:
 
 
 #: Settings a resumed run must share with its checkpoint; trainer, logger and device may change.
-RESUME_MUST_MATCH = ("pde", "model", "derivatives", "sampler", "optimizer", "seed", "dtype")
+RESUME_MUST_MATCH = ("pde", "model", "derivatives", "sampler", "optimizer", "loss", "seed", "dtype")
 
 
 def build_problem(cfg: DictConfig) -> tuple[Any, torch.nn.Module]:
@@ -144,6 +144,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     sampler = _build(cfg.sampler, "sampler", **rank_share(cfg.sampler, comm))
     optimizer = _build(cfg.optimizer, "optimizer")
     trainer = _build(cfg.trainer, "trainer")
+    balance = _build(cfg.loss, "loss")
     model.to(device=device, dtype=dtype)
 
     if cfg.preflight:
@@ -157,7 +158,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     metrics = trainer.fit(
         pde=pde, model=model, engine=engine, sampler=sampler, optimizer=optimizer, generator=generator,
         run_dir=run_dir, device=device, dtype=dtype, logger=logger,
-        config=OmegaConf.to_container(cfg, resolve=True), resume=cfg.resume, comm=comm,
+        config=OmegaConf.to_container(cfg, resolve=True), resume=cfg.resume, comm=comm, balance=balance,
     )
     log.info("done: rel L2 %.3e, loss %.3e, %d steps in %.1f s (%.2f ms/step); metrics in %s",
              metrics.get("rel_l2", float("nan")), metrics["loss"], metrics["steps"], metrics["train_seconds"],

@@ -20,8 +20,22 @@ random directions :math:`v_k` for the stochastic Laplacian estimate
 :math:`\frac1K \sum_k v_k^\top \nabla^2 u\, v_k` (Hutchinson), which is unbiased when
 :math:`\mathbb{E}[v v^\top] = I`.
 
-Supported layers: ``nn.Linear``, the elementwise activations of :mod:`pinn.models`, and
-``nn.Sequential`` / :class:`pinn.models.MLP` made of them, optionally wrapped in a hard-constraint
+The other layers of :mod:`pinn.models` follow from three more rules, each exact for any
+tracked directions (coordinate axes or random ones):
+
+* a factorized linear layer is a linear map with its effective weight
+  :math:`W = \operatorname{diag}(e^s) V`;
+* an embedding :math:`[x_P, \cos(Bx), \sin(Bx)]` (Fourier features, periodic embedding) is a
+  linear map :math:`z = Bx` followed by :math:`\cos` and :math:`\sin` applied as activations,
+  e.g. :math:`J_{\cos z} = -\sin(z)\, B J`, :math:`H_{\cos z} = -\cos(z)\, (B J_i)(B J_j)`
+  (the input's own second derivatives are zero), with the passed-through columns kept as they are;
+* the gates of the modified MLP, :math:`U + Z \odot (V - U)`, are sums and products of jets,
+  the product by Leibniz's rule :math:`\partial_{ij}(ab) = a_{ij} b + a_i b_j + a_j b_i + a b_{ij}`.
+
+Supported layers: ``nn.Linear``, :class:`~pinn.models.FactorizedLinear`, the elementwise
+activations of :mod:`pinn.models`, the embeddings :class:`~pinn.models.FourierFeatures` and
+:class:`~pinn.models.PeriodicEmbedding`, and ``nn.Sequential`` / :class:`~pinn.models.MLP` /
+:class:`~pinn.models.ModifiedMLP` made of them, optionally wrapped in a hard-constraint
 :class:`pinn.models.OutputTransform` (product rule, with the transform's own derivatives from
 ``torch.func``). Anything else is refused by
 :func:`check_supported` before training, never answered with wrong numbers.
@@ -36,7 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from pinn.errors import ConfigError
-from pinn.models import MLP, OutputTransform, Sine
+from pinn.models import MLP, FactorizedLinear, ModifiedMLP, OutputTransform, Sine, TrigEmbedding
 from pinn.operators import DerivativeCarrier
 
 SECOND_ORDER = ("laplacian", "diagonal", "hessian")
@@ -188,21 +202,44 @@ class Jet(DerivativeCarrier):
             sec = d1[:, None, None, :] * self.sec + d2[:, None, None, :] * outer
         return Jet(d0, jac, self.second, sec, exact=self.exact)
 
-    def shifted_product(self, scale: Jet, base: Jet) -> Jet:
-        """``base + scale * self`` by the product rule to second order (``scale`` may have one
-        component, broadcast over this jet's ``m``)."""
-        n, s, b = self, scale, base
-        value = b.value + s.value * n.value
-        jac = b.jac + s.jac * n.value.unsqueeze(1) + s.value.unsqueeze(1) * n.jac
+    # Jet-valued arithmetic. (The operators + - * below treat a Jet as its value, for residuals;
+    # these build the jet of the result instead.)
+
+    def plus(self, other: Jet) -> Jet:
+        """The jet of ``self + other``: derivatives add."""
+        return Jet(self.value + other.value, self.jac + other.jac, self.second, self.sec + other.sec, exact=self.exact)
+
+    def minus(self, other: Jet) -> Jet:
+        """The jet of ``self - other``."""
+        return Jet(self.value - other.value, self.jac - other.jac, self.second, self.sec - other.sec, exact=self.exact)
+
+    def times(self, other: Jet) -> Jet:
+        r"""The jet of the componentwise product ``self * other`` (either may have one component,
+        broadcast over the other's), by Leibniz's rule
+        :math:`\partial_{kl}(ab) = a_{kl} b + a_k b_l + a_l b_k + a\, b_{kl}`."""
+        a, b = self, other
+        value = a.value * b.value
+        jac = a.jac * b.value.unsqueeze(1) + a.value.unsqueeze(1) * b.jac
         if self.second == "laplacian":
-            sec = b.sec + s.sec * n.value + 2 * (s.jac * n.jac).sum(dim=1) + s.value * n.sec
+            sec = a.sec * b.value + 2 * (a.jac * b.jac).sum(dim=1) + a.value * b.sec
         elif self.second == "diagonal":
-            sec = b.sec + s.sec * n.value.unsqueeze(1) + 2 * s.jac * n.jac + s.value.unsqueeze(1) * n.sec
+            sec = a.sec * b.value.unsqueeze(1) + 2 * a.jac * b.jac + a.value.unsqueeze(1) * b.sec
         else:
-            cross = s.jac.unsqueeze(2) * n.jac.unsqueeze(1)  # (N, K, K, m): ∂_k s ∂_l N
-            sec = (b.sec + s.sec * n.value[:, None, None, :] + cross + cross.transpose(1, 2)
-                   + s.value[:, None, None, :] * n.sec)
+            cross = a.jac.unsqueeze(2) * b.jac.unsqueeze(1)  # (N, K, K, m): ∂_k a ∂_l b
+            sec = (a.sec * b.value[:, None, None, :] + cross + cross.transpose(1, 2)
+                   + a.value[:, None, None, :] * b.sec)
         return Jet(value, jac, self.second, sec, exact=self.exact)
+
+    def shifted_product(self, scale: Jet, base: Jet) -> Jet:
+        """``base + scale * self`` (``scale`` may have one component, broadcast over this jet's ``m``)."""
+        return base.plus(scale.times(self))
+
+    @classmethod
+    def cat(cls, jets: list[Jet]) -> Jet:
+        """The jet of the components of ``jets`` side by side (``torch.cat`` along dimension 1)."""
+        first = jets[0]
+        return cls(torch.cat([j.value for j in jets], dim=1), torch.cat([j.jac for j in jets], dim=-1),
+                   first.second, torch.cat([j.sec for j in jets], dim=-1), exact=first.exact)
 
     @classmethod
     def of_function(cls, f: Callable[[Tensor], Tensor], seed: Jet) -> Jet:
@@ -308,22 +345,50 @@ class Jet(DerivativeCarrier):
         raise ValueError(f"unknown operator {name!r}")
 
 
+#: Layers propagated by a rule of their own (activations are in RULES). ``nn.ModuleList``
+#: only holds layers for the network that owns it (it cannot run itself), so it is
+#: accepted here and its owner decides how its layers are applied.
+SUPPORTED = (MLP, ModifiedMLP, nn.Sequential, nn.ModuleList, nn.Linear, FactorizedLinear, TrigEmbedding, OutputTransform)
+
+
 def check_supported(model: nn.Module) -> None:
     """Raise :class:`ConfigError` naming the first layer the forward engine cannot propagate."""
     for name, module in model.named_modules():
-        if isinstance(module, (MLP, nn.Sequential, nn.Linear, OutputTransform)) or type(module) in RULES:
+        if isinstance(module, SUPPORTED) or type(module) in RULES:
             continue
         raise ConfigError(
             f"the forward engine cannot propagate layer {name or 'model'!r} ({type(module).__name__}); "
-            f"supported: Linear, {', '.join(t.__name__ for t in RULES)} in Sequential/MLP. "
+            f"supported: Linear, FactorizedLinear, FourierFeatures, PeriodicEmbedding, "
+            f"{', '.join(t.__name__ for t in RULES)} in Sequential/MLP/ModifiedMLP. "
             "Use derivatives.engine=autograd for this network"
         )
+
+
+def _trig_embedding(module: TrigEmbedding, jet: Jet) -> Jet:
+    """``[x_P, cos(Bx), sin(Bx)]``: the linear map ``z = Bx``, then cos and sin as activations
+    (cos' = -sin, cos'' = -cos; sin' = cos, sin'' = -sin), then the columns side by side."""
+    z = jet.linear(module.frequencies(jet.value.dtype), None)
+    cos, sin = torch.cos(z.value), torch.sin(z.value)
+    parts = [jet[:, module.passthrough]] if module.passthrough else []
+    return Jet.cat(parts + [z.activate(cos, -sin, -cos), z.activate(sin, cos, -sin)])
+
+
+def _modified_mlp(module: ModifiedMLP, jet: Jet) -> Jet:
+    """The modified MLP's forward pass, step by step, on jets (see :class:`ModifiedMLP`)."""
+    h = propagate(module.embedding, jet)
+    u, v = propagate(module.encoder_u, h), propagate(module.encoder_v, h)
+    v_minus_u = v.minus(u)
+    for gate in module.gates:
+        h = u.plus(propagate(gate, h).times(v_minus_u))  # U + Z (V - U)
+    return propagate(module.head, h)
 
 
 def propagate(module: nn.Module, jet: Jet) -> Jet:
     """Push ``jet`` through ``module`` (see :func:`check_supported` for what is supported)."""
     if isinstance(module, MLP):
         return propagate(module.net, jet)
+    if isinstance(module, ModifiedMLP):
+        return _modified_mlp(module, jet)
     if isinstance(module, OutputTransform):  # applied to the network's input jet, the seed
         inner = propagate(module.net, jet)
         return inner.shifted_product(Jet.of_function(module.scale, jet), Jet.of_function(module.base, jet))
@@ -331,11 +396,15 @@ def propagate(module: nn.Module, jet: Jet) -> Jet:
         for layer in module:
             jet = propagate(layer, jet)
         return jet
-    if isinstance(module, nn.Linear):
-        return jet.linear(module.weight, module.bias)
+    if isinstance(module, (nn.Linear, FactorizedLinear)):
+        return jet.linear(module.weight, module.bias)  # FactorizedLinear.weight is diag(exp(s)) V
+    if isinstance(module, TrigEmbedding):
+        return _trig_embedding(module, jet)
     rule = RULES.get(type(module))
     if rule is None:
         check_supported(module)  # raises with the layer's name
+        raise ConfigError(f"the forward engine cannot run a {type(module).__name__} on its own; "
+                          "it holds layers for the network that owns it")
     if jet.second == "laplacian":
         value, jac, lap = _ActivateLaplacian.apply(jet.value, jet.jac, jet.sec, module, rule)
         return Jet(value, jac, "laplacian", lap, exact=jet.exact)

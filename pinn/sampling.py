@@ -71,3 +71,67 @@ class SobolSampler(Sampler):
     def unit(self, n: int, dim: int, generator: torch.Generator) -> Tensor:
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         return torch.quasirandom.SobolEngine(dim, scramble=True, seed=seed).draw(n, dtype=torch.float64)
+
+
+class AdaptiveSampler(SobolSampler):
+    """A sampler that places interior points where the equation's residual is large.
+
+    At every resampling step (``trainer.resample_every``) the trainer scores ``n_candidates``
+    fresh Sobol points by the squared residual of the PDE's equation (its ``interior_terms``)
+    and hands the scores to :meth:`adapt`.
+    """
+
+    def __init__(self, *, n_interior: int = 2000, n_boundary: int = 400, n_initial: int = 400,
+                 n_candidates: int = 20000):
+        super().__init__(n_interior=n_interior, n_boundary=n_boundary, n_initial=n_initial)
+        check_positive("sampler.n_candidates", n_candidates)
+        self.n_candidates = n_candidates
+
+    def candidates(self, domain: Domain, generator: torch.Generator) -> Tensor:
+        """Points to score, float64 on the CPU."""
+        return domain.sample("interior", self.n_candidates, lambda m, k: self.unit(m, k, generator))
+
+    @abstractmethod
+    def adapt(self, domain: Domain, generator: torch.Generator, regions: tuple[str, ...], points: dict[str, Tensor],
+              candidates: Tensor, scores: Tensor) -> dict[str, Tensor]:
+        """The next point sets, given the current ones and the candidates' residual scores ``(C,)``."""
+
+
+class RARSampler(AdaptiveSampler):
+    r"""Residual-based adaptive refinement (Lu et al. 2021, DeepXDE): keep the points and add
+    the ``n_add`` candidates with the largest residual, so the interior set grows by ``n_add`` at
+    every resampling step."""
+
+    def __init__(self, *, n_interior: int = 2000, n_boundary: int = 400, n_initial: int = 400,
+                 n_candidates: int = 20000, n_add: int = 100):
+        super().__init__(n_interior=n_interior, n_boundary=n_boundary, n_initial=n_initial, n_candidates=n_candidates)
+        check_positive("sampler.n_add", n_add)
+        self.n_add = n_add
+
+    def adapt(self, domain, generator, regions, points, candidates, scores):
+        top = scores.topk(min(self.n_add, len(scores))).indices
+        return {**points, "interior": torch.cat([points["interior"], candidates[top]])}
+
+
+class RADSampler(AdaptiveSampler):
+    r"""Residual-based adaptive distribution (Wu et al. 2023): draw a new interior set from the
+    candidates with probability :math:`p(x) \propto \varepsilon^k(x) / \overline{\varepsilon^k} + c`,
+    :math:`\varepsilon` the residual's magnitude; ``k = 0`` or large ``c`` is uniform sampling,
+    large ``k`` concentrates the points where the residual is largest. The other sets are drawn
+    afresh, as in plain resampling."""
+
+    def __init__(self, *, n_interior: int = 2000, n_boundary: int = 400, n_initial: int = 400,
+                 n_candidates: int = 20000, k: float = 1.0, c: float = 1.0):
+        super().__init__(n_interior=n_interior, n_boundary=n_boundary, n_initial=n_initial, n_candidates=n_candidates)
+        check_positive("sampler.k", k, integer=False, allow_zero=True)
+        check_positive("sampler.c", c, integer=False, allow_zero=True)
+        if n_candidates < n_interior:
+            raise ConfigError(f"sampler.n_candidates ({n_candidates}) must be at least sampler.n_interior ({n_interior})")
+        self.k, self.c = float(k), float(c)
+
+    def adapt(self, domain, generator, regions, points, candidates, scores):
+        density = scores.sqrt() ** self.k  # scores are squared residuals
+        weights = density / density.mean().clamp(min=1e-300) + self.c
+        chosen = torch.multinomial(weights, self.n_interior, replacement=False, generator=generator)
+        fresh = self.sample(domain, generator, tuple(r for r in regions if r != "interior"))
+        return {**fresh, "interior": candidates[chosen]}

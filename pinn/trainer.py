@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from pinn.balancing import LossBalance
 from pinn.checkpoint import load_checkpoint, save_checkpoint
 from pinn.derivatives import Engine
 from pinn.distributed import Communicator
@@ -30,7 +31,7 @@ from pinn.loggers import Logger, NullLogger
 from pinn.optim import OptimizerPlan
 from pinn.pdes.base import PDE
 from pinn.plotting import solution_figure, solution_slice
-from pinn.sampling import Sampler
+from pinn.sampling import AdaptiveSampler, Sampler
 
 #: Seed of the test set: fixed, so runs with different seeds are scored on the same points.
 TEST_SEED = 20231
@@ -90,6 +91,8 @@ class _State:
     points: dict[str, Tensor] = field(default_factory=dict)
     clocks: dict[str, _PhaseClock] = field(default_factory=dict)
     rel_l2: float = float("nan")
+    dtype: torch.dtype = torch.float32  # of the current phase (L-BFGS may run in float64)
+    lbfgs_evaluations: int = 0  # loss evaluations by L-BFGS so far, each logged
 
 
 def _sync(device: torch.device) -> None:
@@ -154,33 +157,51 @@ class Trainer:
             if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
                 raise ConfigError(f"trainer.loss_weights.{name} must be a number >= 0; got {w!r}")
         self.progress, self.compile = progress, compile
+        self.balance = LossBalance()  # fit() takes the configured one
         self._loss_fn = self.losses
         self._comm = Communicator()
 
     # ------------------------------------------------------------------ pieces of a step
 
     def losses(self, pde: PDE, model: nn.Module, engine: Engine, points: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        terms = pde.losses(model, points, engine)
+        """The weighted total and each term's loss (see :mod:`pinn.balancing` for the weights)."""
+        balance = self.balance
+        if balance.needs_residuals:
+            terms = balance.term_losses(pde.residuals(model, points, engine), points, pde)
+        else:
+            terms = pde.losses(model, points, engine)
         unknown = set(self.loss_weights) - set(terms)
         if unknown:
             raise ConfigError(
                 f"trainer.loss_weights names unknown loss terms {sorted(unknown)}; this PDE's terms are {sorted(terms)}"
             )
-        total = sum(self.loss_weights.get(name, 1.0) * value for name, value in terms.items())
-        return total, terms
+        return balance.combine(terms, self.loss_weights), terms
 
-    def _step(self, pde, model, engine, state: _State, trainable: nn.Module) -> tuple[Tensor, dict[str, Tensor]]:
-        optimizer = state.optimizer
+    def _step(self, pde, model, engine, state: _State, trainable: nn.Module, plan: OptimizerPlan,
+              logger: Logger) -> tuple[Tensor, dict[str, Tensor]]:
+        optimizer, balance = state.optimizer, self.balance
         last: dict[str, Any] = {}
+        lr = plan.lr_at(state.step)
+        if lr is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
 
         def closure() -> Tensor:
             optimizer.zero_grad(set_to_none=True)
+            balance.zero_grad(set_to_none=True)
             total, terms = self._loss_fn(pde, model, engine, state.points)
+            if state.phase == "adam" and balance.due(state.step) and "total" not in last:
+                params = [p for p in trainable.parameters() if p.requires_grad]
+                balance.update(terms, params, lambda: pde.residuals(model, state.points, engine))
+                balance.term_weights = self._comm.average(balance.term_weights)  # the same weights on every rank
             total.backward()
             # Across ranks: the mean gradient, and the mean loss (L-BFGS decides on its value).
             self._comm.average_gradients(trainable)
             averaged = self._comm.average(torch.stack([total.detach(), *(v.detach() for v in terms.values())]))
             last["total"], last["terms"] = averaged[0], dict(zip(terms, averaged[1:]))
+            if state.phase == "lbfgs":  # every evaluation of the line search, on its own axis
+                state.lbfgs_evaluations += 1
+                logger.scalar("lbfgs/loss", averaged[0].item(), state.lbfgs_evaluations)
             return averaged[0]
 
         if state.phase == "lbfgs":
@@ -188,12 +209,28 @@ class Trainer:
         else:
             closure()
             optimizer.step()
+            balance.ascend()
         return last["total"], last["terms"]
 
     def _sample(self, sampler: Sampler, pde: PDE, generator: torch.Generator, device, dtype) -> dict[str, Tensor]:
         points = sampler.sample(pde.domain, generator, pde.point_sets)
         pde.check_points(points)  # in float64, before rounding to the training dtype
         return {name: p.to(device=device, dtype=dtype) for name, p in points.items()}
+
+    def _adapt(self, sampler: AdaptiveSampler, pde: PDE, model, engine, generator, state: _State) -> dict[str, Tensor]:
+        """Score fresh candidates by the equation's squared residual and let the sampler place points."""
+        candidates = sampler.candidates(pde.domain, generator)
+        like = state.points["interior"]
+        scores = torch.zeros(len(candidates), dtype=torch.float64)
+        for chunk in torch.arange(len(candidates)).split(4096):  # bounded memory for many candidates
+            points = {**state.points, "interior": candidates[chunk].to(like)}
+            residuals = pde.residuals(model, points, engine)
+            score = sum(residuals[name].detach().square().sum(dim=1) for name in pde.interior_terms)
+            scores[chunk] = score.double().cpu()
+        current = {k: v.detach().double().cpu() for k, v in state.points.items()}
+        points = sampler.adapt(pde.domain, generator, pde.point_sets, current, candidates, scores)
+        pde.check_points(points)
+        return {name: p.to(like) for name, p in points.items()}
 
     # ------------------------------------------------------------------ evaluation
 
@@ -215,7 +252,8 @@ class Trainer:
         if reference is None:
             return metrics
         known = torch.isfinite(reference)
-        error = (model(x).double() - reference)[known]
+        dtype = next((p.dtype for p in model.parameters()), x.dtype)  # float64 after a float64 L-BFGS stage
+        error = (model(x.to(dtype)).double() - reference)[known]
         metrics.update(
             rel_l2=(error.norm() / reference[known].norm()).item(),
             max_abs_error=error.abs().max().item(),
@@ -238,6 +276,9 @@ class Trainer:
             "phase": state.phase,
             "model": model.state_dict(),
             "pde": pde.state_dict(),
+            "balance": self.balance.state_dict(),
+            "dtype": str(state.dtype).removeprefix("torch."),
+            "lbfgs_evaluations": state.lbfgs_evaluations,
             "optimizer": state.optimizer.state_dict() if state.optimizer is not None else {},
             "points": {k: v.detach().cpu() for k, v in state.points.items()},
             "clocks": {k: [c.steps, c.seconds] for k, c in state.clocks.items()},
@@ -248,9 +289,15 @@ class Trainer:
 
     def _restore(self, path, model, pde, plan: OptimizerPlan, generator, state: _State, device, dtype) -> None:
         payload = load_checkpoint(path, map_location=device)
+        dtype = plan.dtype_of(payload["phase"]) or dtype  # a float64 L-BFGS stage resumes in float64
+        model.to(dtype=dtype)
+        pde.to(dtype=dtype)
+        state.dtype = dtype
+        state.lbfgs_evaluations = int(payload.get("lbfgs_evaluations", 0))
         try:
             model.load_state_dict(payload["model"])
             pde.load_state_dict(payload.get("pde", {}))
+            self.balance.load(payload.get("balance", {}), device)
         except RuntimeError as exc:
             raise ConfigError(f"checkpoint {path} does not fit this model (different width, depth or PDE?): {exc}") from exc
         trainable = nn.ModuleDict({"model": model, "pde": pde})
@@ -277,7 +324,8 @@ class Trainer:
     def fit(self, *, pde: PDE, model: nn.Module, engine: Engine, sampler: Sampler, optimizer: OptimizerPlan,
             generator: torch.Generator, run_dir: str | Path, device: torch.device | str = "cpu",
             dtype: torch.dtype = torch.float32, logger: Logger | None = None, config: dict | None = None,
-            resume: str | Path | None = None, comm: Communicator | None = None) -> dict[str, Any]:
+            resume: str | Path | None = None, comm: Communicator | None = None,
+            balance: LossBalance | None = None) -> dict[str, Any]:
         """Train ``model`` and return the final metrics (also written to ``run_dir/metrics.json``).
 
         Args:
@@ -287,12 +335,25 @@ class Trainer:
             resume: a run folder or checkpoint to continue from.
             comm: the process group of a data-parallel run (:mod:`pinn.distributed`); only its
                 rank 0 evaluates, logs and writes files.
+            balance: how the loss terms are weighted (:mod:`pinn.balancing`); fixed by default.
         """
         self._comm = comm = comm or Communicator()
         device, run_dir = torch.device(device), Path(run_dir)
         logger = (logger or NullLogger()) if comm.is_main else NullLogger()
         engine.check(model)
         engine.check_pde(pde)
+        self.balance = balance = balance or LossBalance()
+        balance.check(pde, self.resample_every)
+        if isinstance(sampler, AdaptiveSampler):
+            if not self.resample_every:
+                raise ConfigError(f"{type(sampler).__name__} adapts the points at every resampling step; "
+                                  "set trainer.resample_every > 0")
+            if type(pde).residuals is PDE.residuals:
+                raise ConfigError(f"{type(sampler).__name__} scores points by the residual, and "
+                                  f"{type(pde).__name__} defines only losses(); give it a residuals() method")
+        if balance.needs_residuals and type(pde).residuals is PDE.residuals:
+            raise ConfigError(f"{balance} needs pointwise residuals, and {type(pde).__name__} defines only losses(); "
+                              "give it a residuals() method")
         self._loss_fn = self.losses
         if self.compile:
             if engine.name == "autograd":
@@ -310,7 +371,8 @@ class Trainer:
         ckpt_path = run_dir / "checkpoints" / CHECKPOINT_NAME
         model.to(device=device, dtype=dtype)
         pde.to(device=device, dtype=dtype)
-        state = _State()
+        balance.to(device=device)
+        state = _State(dtype=dtype)
         if resume is not None:
             self._restore(resume, model, pde, optimizer, generator, state, device, dtype)
         else:
@@ -342,12 +404,21 @@ class Trainer:
         while state.step < self.max_steps:
             phase = optimizer.phase_at(state.step)
             if phase != state.phase:
+                target = optimizer.dtype_of(phase) or dtype
+                if target != state.dtype:  # e.g. a float64 L-BFGS stage after float32 Adam
+                    for module in (model, pde, self.balance):
+                        module.to(dtype=target)
+                    state.points = {k: v.to(dtype=target) for k, v in state.points.items()}
+                    state.dtype = target
                 state.optimizer, state.phase = optimizer.build(phase, trainable.parameters()), phase
             if self.resample_every and phase == "adam" and state.step > 0 and state.step % self.resample_every == 0:
-                state.points = self._sample(sampler, pde, generator, device, dtype)
+                if isinstance(sampler, AdaptiveSampler):
+                    state.points = self._adapt(sampler, pde, model, engine, generator, state)
+                else:
+                    state.points = self._sample(sampler, pde, generator, device, state.dtype)
 
             start = time.perf_counter()
-            total, terms = self._step(pde, model, engine, state, trainable)
+            total, terms = self._step(pde, model, engine, state, trainable, optimizer, logger)
             _sync(device)
             clock = state.clocks.setdefault(phase, _PhaseClock())
             clock.steps, clock.seconds = clock.steps + 1, clock.seconds + time.perf_counter() - start
@@ -363,6 +434,11 @@ class Trainer:
                     if name != "total":
                         logger.scalar(f"loss/{name}", value, step)
                 logger.scalar("lr", state.optimizer.param_groups[0]["lr"], step)
+                if self.balance.weighting != "fixed":
+                    for name, weight in self.balance.weights().items():
+                        logger.scalar(f"weights/{name}", weight, step)
+                for name, value in self.balance.logs.items():
+                    logger.scalar(name, value, step)
                 bar.set_postfix(phase=phase, loss=f"{values['total']:.2e}", rel_l2=f"{state.rel_l2:.2e}", refresh=False)
             if (step % self.eval_every == 0 or last) and comm.is_main:
                 metrics = self.evaluate(pde, model, test_x, test_exact)
@@ -373,7 +449,7 @@ class Trainer:
                     bar.set_postfix(phase=phase, loss=f"{total.item():.2e}", rel_l2=f"{state.rel_l2:.2e}", refresh=False)
                 for name, value in metrics.items():  # the PDE's own numbers: unknown coefficients and their errors
                     logger.scalar(f"unknowns/{name}", value, step)
-                logger.image("solution", self._solution_image(pde, model, device, dtype), step)
+                logger.image("solution", self._solution_image(pde, model, device, state.dtype), step)
                 logger.flush()
             if (self.checkpoint_every and step % self.checkpoint_every == 0) or last or stopping:
                 self._check_finite(step, total, terms, trainable)

@@ -14,7 +14,7 @@ CHOICES = [(group, yaml.stem) for group in GROUPS for yaml in sorted((CONFIGS / 
 
 
 def test_every_group_is_present():
-    assert set(GROUPS) >= {"pde", "model", "optimizer", "sampler", "trainer", "logger", "derivatives"}
+    assert set(GROUPS) >= {"pde", "model", "optimizer", "sampler", "trainer", "logger", "derivatives", "loss"}
 
 
 @pytest.mark.parametrize("group,choice", CHOICES, ids=[f"{g}={c}" for g, c in CHOICES])
@@ -24,6 +24,8 @@ def test_every_choice_composes_instantiates_and_trains(group, choice, compose_co
         overrides.append("optimizer.switch_step=2")
     if group == "optimizer" and choice in ("lbfgs", "adam_lbfgs"):
         overrides.append("optimizer.max_iter=2")
+    if group == "sampler" and choice in ("rad", "rar"):  # adaptive: they act at resampling steps
+        overrides += ["trainer.resample_every=2", "sampler.n_candidates=64"]
     cfg = compose_config(overrides)
     assert cfg[group]["_target_"].startswith("pinn.")
     metrics = train.run(cfg)

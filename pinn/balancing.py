@@ -1,0 +1,189 @@
+r"""Weighting the loss terms against each other, and weighting the equation causally in time.
+
+A PINN's loss :math:`L = \sum_k \lambda_k L_k` adds terms whose gradients can differ by orders of
+magnitude (an equation with large derivatives against a boundary condition), and the largest
+gradient wins. ``loss.weighting`` chooses the weights :math:`\lambda_k`:
+
+* ``fixed``: :math:`\lambda_k = 1` (multiplied, like every scheme, by ``trainer.loss_weights``).
+* ``grad_norm``: learning-rate annealing (Wang, Teng & Perdikaris 2021, as in jaxpi): every
+  ``update_every`` steps :math:`\hat\lambda_k = \sum_j \|\nabla_\theta L_j\| / \|\nabla_\theta L_k\|`,
+  smoothed as :math:`\lambda_k \leftarrow \alpha \lambda_k + (1-\alpha)\hat\lambda_k` (``momentum`` α).
+* ``ntk``: the trace of each term's neural tangent kernel (Wang, Yu & Perdikaris 2022):
+  :math:`\hat\lambda_k = \sum_j \bar K_j / \bar K_k` with
+  :math:`\bar K_k = \frac{1}{n}\sum_i \|\nabla_\theta r_k(x_i)\|^2` estimated on ``ntk_points``
+  points of each term, smoothed like ``grad_norm``.
+* ``self_adaptive``: one weight per collocation point and term (McClenny & Braga-Neto 2023),
+  :math:`L_k = \frac1{N}\sum_i \lambda_{k,i}^2 r_k(x_i)^2`, the :math:`\lambda` trained by gradient
+  *ascent* (Adam, ``sa_lr``) during the Adam phase, so that hard points weigh more. The points
+  must stay fixed (no resampling).
+
+``loss.causal=true`` (time-dependent problems; Wang, Sankaran & Perdikaris 2024) splits the time
+interval into ``causal_chunks`` chunks and weights the equation's mean residual :math:`L^{(i)}` in
+chunk :math:`i` by :math:`w_i = \exp(-\varepsilon \sum_{j<i} L^{(j)})` (no gradient through
+:math:`w`), :math:`\varepsilon` = ``causal_tolerance``: later times count only once earlier ones
+are resolved, as information flows in a time-dependent problem.
+
+The weights are logged under ``weights/`` (and ``causal/min_weight``) in TensorBoard.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from pinn.errors import ConfigError, check_choice, check_positive
+from pinn.geometry import SpaceTime
+
+WEIGHTINGS = ("fixed", "grad_norm", "ntk", "self_adaptive")
+
+
+class LossBalance(nn.Module):
+    """The loss terms' weights and how they are updated (see the module docstring).
+
+    An ``nn.Module`` so that its state (smoothed weights, self-adaptive point weights) is saved
+    in checkpoints and resumes exactly.
+    """
+
+    def __init__(self, *, weighting: str = "fixed", update_every: int = 100, momentum: float = 0.9,
+                 ntk_points: int = 16, sa_lr: float = 5e-3, causal: bool = False, causal_chunks: int = 16,
+                 causal_tolerance: float = 1.0):
+        super().__init__()
+        check_choice("loss.weighting", weighting, WEIGHTINGS)
+        check_positive("loss.update_every", update_every)
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
+            raise ConfigError(f"loss.momentum must be a number in [0, 1); got {momentum!r}")
+        check_positive("loss.ntk_points", ntk_points)
+        check_positive("loss.sa_lr", sa_lr, integer=False)
+        check_positive("loss.causal_chunks", causal_chunks)
+        check_positive("loss.causal_tolerance", causal_tolerance, integer=False)
+        self.weighting, self.update_every, self.momentum = weighting, update_every, float(momentum)
+        self.ntk_points, self.sa_lr = ntk_points, float(sa_lr)
+        self.causal, self.causal_chunks, self.causal_tolerance = causal, causal_chunks, float(causal_tolerance)
+        self.register_buffer("term_weights", torch.zeros(0, dtype=torch.float64))  # in the order of term_names
+        self.term_names: list[str] = []
+        self.point_weights = nn.ParameterDict()  # self_adaptive: one weight per point, per term
+        self._ascent: torch.optim.Optimizer | None = None
+        self.logs: dict[str, float] = {}
+
+    def extra_repr(self) -> str:
+        return f"weighting={self.weighting!r}, causal={self.causal}"
+
+    def __repr__(self) -> str:
+        return f"LossBalance({self.extra_repr()})"
+
+    # ------------------------------------------------------------------ checks
+
+    @property
+    def needs_residuals(self) -> bool:
+        """Whether the loss needs pointwise residuals (not only each term's mean square)."""
+        return self.causal or self.weighting == "self_adaptive"
+
+    def check(self, pde, resample_every: int) -> None:
+        """Refuse, before training, what cannot work with this problem and these settings."""
+        if self.causal and not isinstance(pde.domain, SpaceTime):
+            raise ConfigError(f"loss.causal=true needs a time-dependent problem; {type(pde).__name__} has no time axis")
+        if self.weighting == "self_adaptive" and resample_every:
+            raise ConfigError(
+                "loss.weighting=self_adaptive keeps one weight per collocation point, so the points must stay fixed; "
+                "set trainer.resample_every=0"
+            )
+
+    # ------------------------------------------------------------------ the loss
+
+    def weights(self) -> dict[str, float]:
+        return dict(zip(self.term_names, self.term_weights.tolist()))
+
+    def term_losses(self, residuals: dict[str, Tensor], points: dict[str, Tensor], pde) -> dict[str, Tensor]:
+        """Each term's loss from its pointwise residuals: causal for the equation's terms,
+        self-adaptive point weights where chosen, otherwise the mean square."""
+        terms = {}
+        for name, r in residuals.items():
+            square = r.square().sum(dim=1)  # (N,): the residual's components add up
+            if self.weighting == "self_adaptive" and r.shape[0] > 1:
+                if name not in self.point_weights:
+                    self.point_weights[name] = nn.Parameter(torch.ones(r.shape[0], dtype=r.dtype, device=r.device))
+                    self._ascent = None  # rebuilt below with the new weights
+                square = self.point_weights[name].square() * square
+            if self.causal and name in pde.interior_terms:
+                terms[name] = self._causal(square, points["interior"][:, -1], pde.domain) / r.shape[1]
+            else:
+                terms[name] = square.mean() / r.shape[1]
+        return terms
+
+    def _causal(self, square: Tensor, t: Tensor, domain: SpaceTime) -> Tensor:
+        m = self.causal_chunks
+        chunk = ((t - domain.t0) / (domain.t1 - domain.t0) * m).long().clamp(0, m - 1)
+        sums = torch.zeros(m, dtype=square.dtype, device=square.device).index_add(0, chunk, square)
+        counts = torch.zeros(m, dtype=square.dtype, device=square.device).index_add(0, chunk, torch.ones_like(square))
+        means = sums / counts.clamp(min=1)
+        earlier = torch.cumsum(means.detach(), 0) - means.detach()  # Σ_{j<i} L_j
+        w = torch.exp(-self.causal_tolerance * earlier)
+        occupied = counts > 0
+        self.logs["causal/min_weight"] = w[occupied].min().item()
+        return (w * means)[occupied].mean()
+
+    def combine(self, terms: dict[str, Tensor], fixed: dict[str, float]) -> Tensor:
+        """:math:`\\sum_k w_k \\lambda_k L_k` with the user's fixed weights ``w`` and this scheme's ``λ``."""
+        if self.term_names != list(terms):
+            self.term_names = list(terms)
+            self.term_weights = torch.ones(len(terms), dtype=torch.float64, device=self.term_weights.device)
+        scheme = self.weights()
+        return sum(fixed.get(k, 1.0) * scheme[k] * v for k, v in terms.items())
+
+    def get_extra_state(self) -> dict:
+        return {"term_names": list(self.term_names)}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.term_names = list(state.get("term_names", []))
+
+    def load(self, state: dict, device) -> None:
+        """Restore from :meth:`state_dict`, creating the self-adaptive point weights it holds."""
+        for key, value in state.items():
+            if key.startswith("point_weights."):
+                name = key.removeprefix("point_weights.")
+                self.point_weights[name] = nn.Parameter(torch.empty_like(value, device=device))
+        if "term_weights" in state:
+            self.term_weights = torch.empty_like(state["term_weights"], device=device)
+        self.load_state_dict(state, strict=bool(state))
+        self._ascent = None
+
+    # ------------------------------------------------------------------ updates
+
+    def due(self, step: int) -> bool:
+        return self.weighting in ("grad_norm", "ntk") and step % self.update_every == 0
+
+    def update(self, terms: dict[str, Tensor], params: list[nn.Parameter], residuals_fn) -> None:
+        """New smoothed weights from the current terms (``grad_norm``) or from pointwise residuals
+        on a few points per term (``ntk``; ``residuals_fn()`` gives them with their graph)."""
+        if self.weighting == "grad_norm":
+            sizes = [self._grad_norm(v, params) for v in terms.values()]
+        else:
+            residuals = residuals_fn()
+            sizes = []
+            for name in terms:
+                r = residuals[name].sum(dim=1)
+                picked = torch.linspace(0, len(r) - 1, min(self.ntk_points, len(r))).long().tolist()
+                sizes.append(sum(self._grad_norm(r[i], params) ** 2 for i in picked) / len(picked))
+        total = sum(sizes)
+        target = torch.tensor([total / max(s, 1e-30) for s in sizes], dtype=torch.float64, device=self.term_weights.device)
+        self.term_weights = self.momentum * self.term_weights + (1 - self.momentum) * target
+
+    @staticmethod
+    def _grad_norm(value: Tensor, params: list[nn.Parameter]) -> float:
+        grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
+        return math.sqrt(sum(float(g.square().sum()) for g in grads if g is not None))
+
+    def ascend(self) -> None:
+        """One gradient-ascent step of the self-adaptive point weights (their gradients are those
+        of the last backward pass)."""
+        if self.weighting != "self_adaptive" or not len(self.point_weights):
+            return
+        if self._ascent is None:
+            self._ascent = torch.optim.Adam(self.point_weights.parameters(), lr=self.sa_lr, maximize=True)
+        self._ascent.step()
+        self._ascent.zero_grad(set_to_none=True)
+        means = [p.detach().square().mean().item() for p in self.point_weights.values()]
+        for name, mean in zip(self.point_weights, means):
+            self.logs[f"weights/{name}_points_mean"] = mean
