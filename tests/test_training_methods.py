@@ -1,0 +1,226 @@
+"""Learning-rate schedules, the float64 L-BFGS stage, loss balancing, causal weighting and
+adaptive sampling: each does what its formula says, and refuses what cannot work."""
+
+import math
+
+import pytest
+import torch
+
+from pinn.balancing import LossBalance
+from pinn.derivatives import AutogradEngine
+from pinn.errors import ConfigError
+from pinn.loggers import NullLogger
+from pinn.models import MLP
+from pinn.optim import Adam, AdamLBFGS
+from pinn.pdes import Burgers, Heat, Poisson
+from pinn.sampling import RADSampler, RARSampler, SobolSampler, UniformSampler
+from pinn.trainer import Trainer
+
+
+class Recorder(NullLogger):
+    def __init__(self):
+        super().__init__()
+        self.scalars = {}
+
+    def scalar(self, tag, value, step):
+        self.scalars.setdefault(tag, []).append((step, value))
+
+
+def fit(run_dir, *, pde=None, plan=None, balance=None, sampler=None, max_steps=6, resample_every=0, logger=None,
+        resume=None, dtype=torch.float32):
+    torch.manual_seed(0)
+    pde = pde or Poisson(dim=2)
+    model = MLP(pde.dim, pde.n_outputs, width=8, depth=2)
+    trainer = Trainer(max_steps=max_steps, eval_every=3, log_every=1, checkpoint_every=0, n_test=64,
+                      image_resolution=8, progress=False, resample_every=resample_every)
+    metrics = trainer.fit(pde=pde, model=model, engine=AutogradEngine(), optimizer=plan or Adam(lr=1e-2),
+                          sampler=sampler or UniformSampler(n_interior=32, n_boundary=8, n_initial=8),
+                          generator=torch.Generator().manual_seed(0), run_dir=run_dir, dtype=dtype,
+                          logger=logger, balance=balance, resume=resume)
+    return model, pde, trainer, metrics
+
+
+# --------------------------------------------------------------------------- optimizers
+
+
+def test_learning_rate_schedules_follow_their_formulas():
+    constant = Adam(lr=1e-3)
+    assert [constant.lr_at(s) for s in (0, 10)] == [1e-3, 1e-3]
+    exponential = Adam(lr=1e-3, schedule="exponential", decay_rate=0.9, decay_steps=100)
+    assert exponential.lr_at(0) == 1e-3
+    assert exponential.lr_at(250) == pytest.approx(1e-3 * 0.9**2.5, rel=1e-14)
+    cosine = Adam(lr=1e-3, schedule="cosine", decay_steps=100, min_lr=1e-5)
+    assert cosine.lr_at(50) == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5), rel=1e-14)
+    assert cosine.lr_at(100) == cosine.lr_at(500) == pytest.approx(1e-5)
+    warm = Adam(lr=1e-3, warmup_steps=10)
+    assert warm.lr_at(0) == pytest.approx(1e-4) and warm.lr_at(4) == pytest.approx(5e-4) and warm.lr_at(20) == 1e-3
+    plan = AdamLBFGS(lr=1e-3, switch_step=5, schedule="exponential", decay_steps=1)
+    assert plan.lr_at(4) == pytest.approx(1e-3 * 0.9**4) and plan.lr_at(5) is None
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"schedule": "step"}, "optimizer.schedule"), ({"decay_rate": 1.5}, "decay_rate"),
+    ({"min_lr": 1.0}, "min_lr"), ({"warmup_steps": -1}, "warmup_steps"), ({"decay_steps": 0}, "decay_steps"),
+])
+def test_bad_schedules_are_refused(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        Adam(lr=1e-3, **kwargs)
+
+
+def test_the_trainer_applies_the_schedule(tmp_path):
+    logger = Recorder()
+    fit(tmp_path, plan=Adam(lr=1e-2, schedule="exponential", decay_rate=0.5, decay_steps=1), logger=logger)
+    lrs = [value for _, value in logger.scalars["lr"]]
+    assert lrs == pytest.approx([1e-2 * 0.5**s for s in range(6)], rel=1e-12)
+
+
+def test_float64_lbfgs_stage_and_its_logging(tmp_path):
+    logger = Recorder()
+    plan = AdamLBFGS(lr=1e-2, switch_step=3, max_iter=4, lbfgs_dtype="float64")
+    model, pde, _, metrics = fit(tmp_path, plan=plan, logger=logger)
+    assert all(p.dtype == torch.float64 for p in model.parameters())
+    assert math.isfinite(metrics["rel_l2"])
+    evaluations = logger.scalars["lbfgs/loss"]
+    assert len(evaluations) >= 3  # every loss evaluation of the three L-BFGS steps, numbered 1, 2, ...
+    assert [step for step, _ in evaluations] == list(range(1, len(evaluations) + 1))
+    assert evaluations[-1][1] <= evaluations[0][1]
+
+
+def test_float64_stage_resumes_in_float64(tmp_path):
+    plan = lambda: AdamLBFGS(lr=1e-2, switch_step=2, max_iter=3, lbfgs_dtype="float64")  # noqa: E731
+    whole, *_ = fit(tmp_path / "whole", plan=plan(), max_steps=6)
+    fit(tmp_path / "first", plan=plan(), max_steps=4)
+    resumed, *_ = fit(tmp_path / "second", plan=plan(), max_steps=6, resume=tmp_path / "first")
+    for a, b in zip(whole.parameters(), resumed.parameters()):
+        assert b.dtype == torch.float64 and torch.equal(a, b)
+
+
+# --------------------------------------------------------------------------- loss balancing
+
+
+def _terms_and_params(float64=True):
+    torch.manual_seed(1)
+    pde = Poisson(dim=2)
+    model = MLP(2, 1, width=8, depth=2).double()
+    points = SobolSampler(n_interior=64, n_boundary=32).sample(pde.domain, torch.Generator().manual_seed(0))
+    return pde, model, points, list(model.parameters())
+
+
+def test_grad_norm_weights_follow_the_formula(float64):
+    pde, model, points, params = _terms_and_params()
+    balance = LossBalance(weighting="grad_norm", momentum=0.0)
+    terms = pde.losses(model, points, AutogradEngine())
+    balance.combine(terms, {})
+    balance.update(terms, params, None)
+    def norm(value):  # the Laplacian does not depend on the output bias: allow unused parameters
+        grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
+        return torch.cat([g.flatten() for g in grads if g is not None]).norm().item()
+
+    norms = {k: norm(v) for k, v in terms.items()}
+    total = sum(norms.values())
+    assert balance.weights() == pytest.approx({k: total / n for k, n in norms.items()}, rel=1e-12)
+    smoothed = LossBalance(weighting="grad_norm", momentum=0.9)
+    smoothed.combine(terms, {})
+    smoothed.update(terms, params, None)
+    assert smoothed.weights() == pytest.approx({k: 0.9 + 0.1 * total / n for k, n in norms.items()}, rel=1e-12)
+
+
+def test_ntk_weights_follow_the_formula(float64):
+    pde, model, points, params = _terms_and_params()
+    balance = LossBalance(weighting="ntk", momentum=0.0, ntk_points=4)
+    engine = AutogradEngine()
+    terms = pde.losses(model, points, engine)
+    balance.combine(terms, {})
+    balance.update(terms, params, lambda: pde.residuals(model, points, engine))
+    residuals = pde.residuals(model, points, engine)
+    traces = {}
+    for name in terms:
+        r = residuals[name].sum(dim=1)
+        picked = torch.linspace(0, len(r) - 1, 4).long().tolist()
+        traces[name] = sum(sum(g.square().sum().item()
+                               for g in torch.autograd.grad(r[i], params, retain_graph=True, allow_unused=True)
+                               if g is not None) for i in picked) / 4
+    total = sum(traces.values())
+    assert balance.weights() == pytest.approx({k: total / t for k, t in traces.items()}, rel=1e-10)
+
+
+def test_weights_are_logged_and_checkpointed(tmp_path):
+    logger = Recorder()
+    balance = LossBalance(weighting="grad_norm", update_every=2)
+    fit(tmp_path / "a", balance=balance, logger=logger)
+    assert {"weights/pde", "weights/boundary"} <= logger.scalars.keys()
+    assert balance.weights()["pde"] != 1.0
+    restored = LossBalance(weighting="grad_norm", update_every=2)
+    restored.load(torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=True)["balance"], "cpu")
+    assert restored.weights() == balance.weights()
+
+
+def test_self_adaptive_weights_rise_most_where_the_residual_is_large(tmp_path):
+    balance = LossBalance(weighting="self_adaptive", sa_lr=1e-2)
+    _, pde, trainer, _ = fit(tmp_path, balance=balance, max_steps=3)
+    weights = balance.point_weights["pde"].detach()
+    assert weights.shape == (32,) and (weights > 1).all()  # ascent on λ² r² raises every weight
+    with pytest.raises(ConfigError, match="resample_every=0"):
+        fit(tmp_path / "b", balance=LossBalance(weighting="self_adaptive"), resample_every=2)
+
+
+def test_causal_weights_follow_the_formula():
+    domain = Heat().domain
+    balance = LossBalance(causal=True, causal_chunks=4, causal_tolerance=2.0)
+    t = torch.tensor([0.1, 0.2, 0.3, 0.6, 0.9, 0.95], dtype=torch.float64)
+    square = torch.tensor([1.0, 3.0, 0.5, 0.25, 4.0, 2.0], dtype=torch.float64)
+    means = torch.tensor([2.0, 0.5, 0.25, 3.0], dtype=torch.float64)  # chunks [0, .25), [.25, .5), [.5, .75), [.75, 1]
+    w = torch.exp(-2.0 * torch.tensor([0.0, 2.0, 2.5, 2.75], dtype=torch.float64))
+    assert balance._causal(square, t, domain).item() == pytest.approx((w * means).mean().item(), rel=1e-14)
+    assert balance.logs["causal/min_weight"] == pytest.approx(w.min().item())
+
+
+def test_causal_training_runs_and_is_refused_without_time(tmp_path):
+    logger = Recorder()
+    fit(tmp_path / "heat", pde=Heat(), balance=LossBalance(causal=True), logger=logger)
+    assert 0 < logger.scalars["causal/min_weight"][-1][1] <= 1
+    with pytest.raises(ConfigError, match="time-dependent"):
+        fit(tmp_path / "poisson", balance=LossBalance(causal=True))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"weighting": "softmax"}, "loss.weighting"), ({"momentum": 1.0}, "loss.momentum"),
+    ({"causal_chunks": 0}, "loss.causal_chunks"), ({"update_every": 0}, "loss.update_every"),
+])
+def test_bad_balance_settings_are_refused(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        LossBalance(**kwargs)
+
+
+# --------------------------------------------------------------------------- adaptive sampling
+
+
+def test_rar_adds_the_candidates_with_the_largest_residual():
+    sampler = RARSampler(n_interior=8, n_boundary=4, n_candidates=50, n_add=3)
+    candidates = torch.rand(50, 2, dtype=torch.float64)
+    scores = torch.rand(50, dtype=torch.float64)
+    current = {"interior": torch.zeros(8, 2, dtype=torch.float64), "boundary": torch.ones(4, 2, dtype=torch.float64)}
+    points = sampler.adapt(Poisson().domain, torch.Generator(), ("interior", "boundary"), current, candidates, scores)
+    assert torch.equal(points["interior"][:8], current["interior"]) and torch.equal(points["boundary"], current["boundary"])
+    assert torch.equal(points["interior"][8:], candidates[scores.argsort(descending=True)[:3]])
+
+
+def test_rad_concentrates_points_where_the_residual_is_large():
+    sampler = RADSampler(n_interior=200, n_boundary=4, n_candidates=2000, k=2.0, c=0.0)
+    candidates = torch.rand(2000, 2, dtype=torch.float64) * 2 - 1
+    scores = torch.exp(-50 * candidates.square().sum(dim=1))  # a residual bump at the origin
+    points = sampler.adapt(Poisson().domain, torch.Generator().manual_seed(0), ("interior", "boundary"),
+                           {}, candidates, scores)
+    assert points["interior"].shape == (200, 2) and points["boundary"].shape == (4, 2)
+    assert points["interior"].norm(dim=1).median() < 0.5 * candidates.norm(dim=1).median()
+    with pytest.raises(ConfigError, match="n_candidates"):
+        RADSampler(n_interior=100, n_candidates=50)
+
+
+@pytest.mark.parametrize("sampler", [RARSampler(n_interior=16, n_boundary=8, n_initial=8, n_candidates=64, n_add=4),
+                                     RADSampler(n_interior=16, n_boundary=8, n_initial=8, n_candidates=64)])
+def test_adaptive_samplers_train_and_need_resampling(sampler, tmp_path):
+    _, _, _, metrics = fit(tmp_path / "a", pde=Burgers(), sampler=sampler, resample_every=2, max_steps=5)
+    assert math.isfinite(metrics["loss"])
+    with pytest.raises(ConfigError, match="resample_every > 0"):
+        fit(tmp_path / "b", pde=Burgers(), sampler=sampler)
