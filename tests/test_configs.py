@@ -10,7 +10,8 @@ import train
 from pinn.errors import ConfigError
 
 GROUPS = sorted(p.name for p in CONFIGS.iterdir() if p.is_dir())
-CHOICES = [(group, yaml.stem) for group in GROUPS for yaml in sorted((CONFIGS / group).glob("*.yaml"))]
+CHOICES = [(group, yaml.stem) for group in GROUPS if group != "experiment"  # experiments: tested below
+           for yaml in sorted((CONFIGS / group).glob("*.yaml"))]
 
 
 def test_every_group_is_present():
@@ -92,3 +93,19 @@ def test_engine_is_chosen_by_group_or_key(compose_config, tmp_path):
     for overrides, kind in ((["derivatives=forward"], ForwardEngine), (["derivatives.engine=stochastic"], StochasticEngine)):
         cfg = compose_config([f"output_dir={tmp_path}", *overrides])
         assert isinstance(train._build(cfg.derivatives, "derivatives"), kind)
+
+
+EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes_and_trains(name, compose_config, tmp_path):
+    """The recipes of docs/results.md, shrunk to a few steps (the command line wins over them)."""
+    overrides = [f"experiment={name}", f"output_dir={tmp_path}", "device=cpu", "logger=none", *TINY]
+    recipe = compose_config(overrides)
+    if "switch_step" in recipe.optimizer:  # reach the L-BFGS stage within the few steps
+        overrides += ["optimizer.switch_step=2", "optimizer.max_iter=2"]
+    cfg = compose_config(overrides)
+    assert cfg.pde._target_ == recipe.pde._target_ and cfg.pde._target_.startswith("pinn.pdes.")
+    metrics = train.run(cfg)
+    assert metrics["steps"] == 4 and metrics["loss"] == metrics["loss"]
