@@ -192,7 +192,9 @@ class Trainer:
             total, terms = self._loss_fn(pde, model, engine, state.points)
             if state.phase == "adam" and balance.due(state.step) and "total" not in last:
                 params = [p for p in trainable.parameters() if p.requires_grad]
-                balance.update(terms, params, lambda: pde.residuals(model, state.points, engine))
+                few = {k: v[torch.linspace(0, len(v) - 1, min(balance.ntk_points, len(v))).long()]  # for ntk
+                       for k, v in state.points.items()}
+                balance.update(terms, params, lambda: pde.residuals(model, few, engine))
                 balance.term_weights = self._comm.average(balance.term_weights)  # the same weights on every rank
             total.backward()
             # Across ranks: the mean gradient, and the mean loss (L-BFGS decides on its value).
