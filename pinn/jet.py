@@ -244,24 +244,30 @@ class Jet(DerivativeCarrier):
     @classmethod
     def of_function(cls, f: Callable[[Tensor], Tensor], seed: Jet) -> Jet:
         """The jet of a pointwise function ``f`` of the points at the seed jet's points and
-        directions: its derivatives by ``torch.func`` (``f`` holds no trainable parameters, so
-        they are constants of the training step)."""
-        x, directions = seed.value.detach(), seed.jac  # (N, d), (N, K, d)
+        directions, by forward-mode products of ``torch.func.jvp``: ``f`` applied to the whole
+        batch with one direction per point (right because ``f`` is pointwise), nested once for the
+        second derivatives. ``f`` holds no trainable parameters, so the result is a constant of
+        the training step."""
+        x, directions = seed.value.detach(), seed.jac.detach()  # (N, d), (N, K, d)
+        k = directions.shape[1]
+        along = [directions[:, j, :].expand_as(x) for j in range(k)]
 
-        def single(p: Tensor) -> Tensor:
-            return f(p.unsqueeze(0)).squeeze(0)
+        def derivative(v: Tensor):
+            return lambda y: torch.func.jvp(f, (y,), (v,))[1]
 
         value = f(x)
-        jac = torch.func.vmap(torch.func.jacfwd(single))(x)  # (N, k, d)
-        hess = torch.func.vmap(torch.func.hessian(single))(x)  # (N, k, d, d)
-        along = torch.einsum("nkd,njd->njk", jac, directions)
+        jac = torch.stack([derivative(v)(x) for v in along], dim=1)  # (N, K, k_out)
+
+        def second(v: Tensor, w: Tensor) -> Tensor:
+            return torch.func.jvp(derivative(v), (x,), (w,))[1]  # wᵀ ∇² f v
+
         if seed.second == "laplacian":
-            sec = torch.einsum("nkde,njd,nje->nk", hess, directions, directions)
+            sec = sum(second(v, v) for v in along)
         elif seed.second == "diagonal":
-            sec = torch.einsum("nkde,njd,nje->njk", hess, directions, directions)
+            sec = torch.stack([second(v, v) for v in along], dim=1)
         else:
-            sec = torch.einsum("nkde,njd,nle->njlk", hess, directions, directions)
-        return cls(value, along, seed.second, sec, exact=seed.exact)
+            sec = torch.stack([torch.stack([second(v, w) for w in along], dim=1) for v in along], dim=1)
+        return cls(value, jac, seed.second, sec, exact=seed.exact)
 
     # ------------------------------------------------------------------ behaving like the field
 
@@ -383,6 +389,27 @@ def _modified_mlp(module: ModifiedMLP, jet: Jet) -> Jet:
     return propagate(module.head, h)
 
 
+def _transform_jets(module: OutputTransform, seed: Jet) -> tuple[Jet, Jet]:
+    """The jets of a hard constraint's scale and base at the seed's points.
+
+    They do not depend on the network's parameters, so while the points stay the same (the same
+    storage, not modified in place, the same shared directions) they are reused from the last
+    call instead of recomputed at every step. The transform keeps a reference to those points,
+    so their memory cannot be reused by other points meanwhile.
+    """
+    x = seed.value
+    shared = seed.jac.stride(0) == 0  # one set of directions for every point: comparable cheaply
+    directions = seed.jac[0] if shared else None
+    key = (x.untyped_storage().data_ptr(), x.storage_offset(), tuple(x.shape), tuple(x.stride()), x.dtype,
+           x.device, x._version, seed.second, seed.exact)
+    cached = getattr(module, "_jet_cache", None)
+    if shared and cached is not None and cached[0] == key and torch.equal(cached[1], directions):
+        return cached[3], cached[4]
+    scale, base = Jet.of_function(module.scale, seed), Jet.of_function(module.base, seed)
+    module._jet_cache = (key, directions, x, scale, base) if shared else None
+    return scale, base
+
+
 def propagate(module: nn.Module, jet: Jet) -> Jet:
     """Push ``jet`` through ``module`` (see :func:`check_supported` for what is supported)."""
     if isinstance(module, MLP):
@@ -391,7 +418,7 @@ def propagate(module: nn.Module, jet: Jet) -> Jet:
         return _modified_mlp(module, jet)
     if isinstance(module, OutputTransform):  # applied to the network's input jet, the seed
         inner = propagate(module.net, jet)
-        return inner.shifted_product(Jet.of_function(module.scale, jet), Jet.of_function(module.base, jet))
+        return inner.shifted_product(*_transform_jets(module, jet))
     if isinstance(module, nn.Sequential):
         for layer in module:
             jet = propagate(layer, jet)

@@ -12,7 +12,7 @@ from conftest import ROOT, TINY
 from pinn.derivatives import AutogradEngine, ForwardEngine, StochasticEngine
 from pinn.errors import ConfigError
 from pinn.models import MLP
-from pinn.operators import partial
+from pinn.operators import laplacian, partial
 from pinn.pdes import (AllenCahn, Burgers, Cavity, Heat, HeatInverse, Helmholtz, Kovasznay, Poisson, PoissonInverse,
                        PoissonLShape, Wave)
 from pinn.sampling import SobolSampler
@@ -185,3 +185,25 @@ def test_user_defined_pde_from_its_own_folder(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "metrics.json").is_file()
     assert "NonlinearPoisson" in done.stderr + done.stdout
+
+
+def test_hard_constraint_jets_are_reused_only_for_the_same_points(float64):
+    pde = Poisson(hard_constraint=True)
+    torch.manual_seed(0)
+    model = pde.constrain(MLP(2, 1, width=8, depth=2).double())
+    engine = ForwardEngine()
+
+    def both(x):
+        xf, uf = engine.evaluate(model, x)
+        xa, ua = AutogradEngine().evaluate(model, x)
+        return laplacian(uf, xf), laplacian(ua, xa)
+
+    x = torch.rand(20, 2, dtype=torch.float64) * 2 - 1
+    first = both(x)
+    assert torch.allclose(*first, atol=1e-12)
+    assert torch.equal(both(x)[0], first[0])  # the same points again: reused, the same numbers
+    x.mul_(0.5)  # the same tensor changed in place: recomputed
+    forward, autograd = both(x)
+    assert torch.allclose(forward, autograd, atol=1e-12) and not torch.allclose(forward, first[0])
+    y = torch.rand(20, 2, dtype=torch.float64) * 2 - 1  # other points
+    assert torch.allclose(*both(y), atol=1e-12)

@@ -109,11 +109,11 @@ class PDE(nn.Module):
 
 
 def vanishing_on_box(x: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
-    r"""``(N, 1)``: :math:`\prod_i (x_i - \mathrm{lo}_i)(\mathrm{hi}_i - x_i) / w_i^2`, zero on every
-    face of the box and positive inside (the scale of a hard Dirichlet constraint; divided by
-    the squared widths so it stays of order one)."""
+    r"""``(N, 1)``: :math:`\prod_i 4 (x_i - \mathrm{lo}_i)(\mathrm{hi}_i - x_i) / w_i^2`, zero on
+    every face of the box, one at its centre (the scale of a hard Dirichlet constraint: of order
+    one, so the network's output need not grow to make up for it)."""
     lo, hi = lo.to(x), hi.to(x)
-    return ((x - lo) * (hi - x) / (hi - lo) ** 2).prod(dim=1, keepdim=True)
+    return (4 * (x - lo) * (hi - x) / (hi - lo) ** 2).prod(dim=1, keepdim=True)
 
 
 def space_laplacian(u, x: Tensor, space_dim: int) -> Tensor:

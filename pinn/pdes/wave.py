@@ -29,7 +29,7 @@ class Wave(PDE):
     Args:
         c: wave speed.
         t_end: final time ``T``.
-        hard_constraint: ``u = u_0(x) + t^2 x(1-x) N(x, t)``: exact initial value, initial
+        hard_constraint: ``u = u_0(x) + 4 t^2 x(1-x) N(x, t)``: exact initial value, initial
             velocity and boundary values.
     """
 
@@ -67,7 +67,7 @@ class Wave(PDE):
     def constrain(self, model: nn.Module) -> nn.Module:
         if not self.hard_constraint:
             return model
-        return OutputTransform(model, self.initial_value, lambda x: x[:, 1:] ** 2 * x[:, :1] * (1 - x[:, :1]))
+        return OutputTransform(model, self.initial_value, lambda x: 4 * x[:, 1:] ** 2 * x[:, :1] * (1 - x[:, :1]))
 
     def residuals(self, model, points, engine):
         x, u = engine.evaluate(model, points["interior"])
