@@ -22,10 +22,10 @@ def test_forward_engine_reaches_the_same_accuracy(compose_config, tmp_path):
 
 @pytest.mark.slow
 def test_heat_inverse_recovers_the_diffusivity(compose_config, tmp_path):
-    # The heat_inverse recipe at half length: α from 50 observations with 1 % noise (a few minutes).
+    # The heat_inverse recipe with half the Adam steps: α from 50 observations with 1 % noise.
     metrics = train.run(compose_config([
         "experiment=heat_inverse", f"output_dir={tmp_path}", "logger=none", "trainer.progress=false",
-        "optimizer.switch_step=1000", "trainer.max_steps=1075",
+        "optimizer.switch_step=1000", "trainer.max_steps=1150",
     ]))
     assert metrics["alpha_rel_error"] <= 0.01
     assert metrics["rel_l2"] <= 1e-2
