@@ -221,6 +221,12 @@ def _check_factorization(mu: float, sigma: float) -> None:
 # --------------------------------------------------------------------------- shared options
 
 
+def _check_sizes(in_dim: int, out_dim: int, width: int, depth: int, activation: str) -> None:
+    for name, value in (("in_dim", in_dim), ("out_dim", out_dim), ("width", width), ("depth", depth)):
+        check_positive(f"model.{name}", value)
+    _check_activation(activation)
+
+
 def _check_activation(activation: str) -> None:
     if activation not in ACTIVATIONS:
         raise ConfigError(f"unknown model.activation {activation!r}; valid choices: {', '.join(ACTIVATIONS)}")
@@ -285,11 +291,7 @@ class MLP(nn.Module):
                  periods=None, fourier_features: int = 0, fourier_sigma: float = 1.0,
                  factorize: bool = False, factorize_mu: float = 1.0, factorize_sigma: float = 0.1):
         super().__init__()
-        check_positive("model.in_dim", in_dim)
-        check_positive("model.out_dim", out_dim)
-        check_positive("model.width", width)
-        check_positive("model.depth", depth)
-        _check_activation(activation)
+        _check_sizes(in_dim, out_dim, width, depth, activation)
         self.in_dim, self.out_dim, self.activation = in_dim, out_dim, activation
         layers = _embedding(in_dim, periods, fourier_features, fourier_sigma)
         sizes = [_width(in_dim, layers)] + [width] * depth + [out_dim]
@@ -333,11 +335,7 @@ class ModifiedMLP(nn.Module):
                  periods=None, fourier_features: int = 0, fourier_sigma: float = 1.0,
                  factorize: bool = False, factorize_mu: float = 1.0, factorize_sigma: float = 0.1):
         super().__init__()
-        check_positive("model.in_dim", in_dim)
-        check_positive("model.out_dim", out_dim)
-        check_positive("model.width", width)
-        check_positive("model.depth", depth)
-        _check_activation(activation)
+        _check_sizes(in_dim, out_dim, width, depth, activation)
         self.in_dim, self.out_dim, self.activation = in_dim, out_dim, activation
         self.embedding = nn.Sequential(*_embedding(in_dim, periods, fourier_features, fourier_sigma))
         fan_in = _width(in_dim, list(self.embedding))

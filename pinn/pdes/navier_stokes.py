@@ -38,7 +38,22 @@ def steady_navier_stokes(w, x: Tensor, reynolds: float) -> Tensor:
     return torch.cat([momentum_x, momentum_y, u_x + v_y], dim=1)
 
 
-class Kovasznay(PDE):
+class _SteadyFlow(PDE):
+    """Outputs ``(u, v, p)`` at points ``(x, y)``, the steady equations as two loss terms."""
+
+    n_outputs = 3
+    outputs = ("u", "v", "p")
+    needs_gradient = True
+    interior_terms = ("momentum", "continuity")
+
+    def equations(self, model, points, engine) -> tuple[dict[str, Tensor], Tensor]:
+        """The ``momentum`` and ``continuity`` residuals at the interior points, and the field there."""
+        x, w = engine.evaluate(model, points["interior"])
+        r = steady_navier_stokes(w, x, self.reynolds)
+        return {"momentum": r[:, :2], "continuity": r[:, 2:]}, w
+
+
+class Kovasznay(_SteadyFlow):
     r"""Kovasznay flow (1948), an exact steady solution behind a grid,
 
     .. math::
@@ -52,11 +67,6 @@ class Kovasznay(PDE):
     Args:
         reynolds: the Reynolds number.
     """
-
-    n_outputs = 3
-    outputs = ("u", "v", "p")
-    needs_gradient = True
-    interior_terms = ("momentum", "continuity")
 
     def __init__(self, *, reynolds: float = 20.0):
         super().__init__()
@@ -76,16 +86,11 @@ class Kovasznay(PDE):
                           0.5 * (1 - grow**2)], dim=1)
 
     def residuals(self, model, points, engine):
-        x, w = engine.evaluate(model, points["interior"])
-        r = steady_navier_stokes(w, x, self.reynolds)
-        return {
-            "momentum": r[:, :2],
-            "continuity": r[:, 2:],
-            "boundary": self.boundary.residual(model, points["boundary"], engine),
-        }
+        terms, _ = self.equations(model, points, engine)
+        return {**terms, "boundary": self.boundary.residual(model, points["boundary"], engine)}
 
 
-class Cavity(PDE):
+class Cavity(_SteadyFlow):
     r"""The lid-driven cavity: steady flow in :math:`[0, 1]^2` driven by the lid :math:`y = 1`
     moving with :math:`u = 1`; no slip (:math:`u = v = 0`) on the other walls. The pressure,
     fixed only up to a constant, is pinned by a zero mean over the interior points.
@@ -99,11 +104,6 @@ class Cavity(PDE):
     Args:
         reynolds: the Reynolds number (the Ghia comparison exists for 100 only).
     """
-
-    n_outputs = 3
-    outputs = ("u", "v", "p")
-    needs_gradient = True
-    interior_terms = ("momentum", "continuity")
 
     def __init__(self, *, reynolds: float = 100.0):
         super().__init__()
@@ -137,11 +137,9 @@ class Cavity(PDE):
         return torch.tensor(x, dtype=torch.float64), torch.tensor(ref, dtype=torch.float64)
 
     def residuals(self, model, points, engine):
-        x, w = engine.evaluate(model, points["interior"])
-        r = steady_navier_stokes(w, x, self.reynolds)
+        terms, w = self.equations(model, points, engine)
         return {
-            "momentum": r[:, :2],
-            "continuity": r[:, 2:],
+            **terms,
             "walls": self.walls.residual(model, points["boundary"], engine),
             "pressure_gauge": values(w)[:, 2:].mean().reshape(1, 1),  # the pressure's mean, pinned to 0
         }
