@@ -1,13 +1,16 @@
 """DeepXDE and pinn on the identical 2-D Poisson problem, measured in the same run.
 
     pip install -e '.[bench]'        # DeepXDE, an optional benchmark dependency
-    python benchmarks/vs_deepxde.py [--iterations 2000] [--device cpu]
+    python benchmarks/vs_deepxde.py [--iterations 1000] [--device cpu] [--interior 2000 --boundary 400]
 
 Problem: -Δu = 2π² sin(πx) sin(πy) on [-1, 1]², u = 0 on the boundary; 3x50 tanh network
 (Glorot normal), 2,000 interior + 400 boundary points, Adam with lr 1e-3, float32. Each
-variant runs in its own process for the same number of Adam iterations; the table gives
-milliseconds per iteration (wall time of the training loop divided by the iterations), the
-relative L2 error on the same 10,000 test points afterwards, and the speed-up over DeepXDE.
+variant trains for the same number of Adam iterations; the table gives milliseconds per
+iteration (wall time of the training loop divided by the iterations), the relative L2 error on
+the same 10,000 test points afterwards, and the speed-up over DeepXDE. DeepXDE runs in a process
+of its own (it changes PyTorch's default device); the pinn variants run one after another in
+another. Variants (see benchmarks/common.py): an engine with ``+compile`` (torch.compile),
+``+graph`` (the whole step as a CUDA graph) and ``+tf32`` options.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = ("deepxde", "autograd", "forward", "forward+compile")
+CPU_VARIANTS = ("deepxde", "autograd", "forward", "forward+compile")
+CUDA_VARIANTS = ("deepxde", "autograd", "forward", "forward+graph", "forward+compile", "forward+compile+graph")
 
 
 def test_points():
@@ -34,7 +38,7 @@ def test_points():
     return Trainer(n_test=10000).test_set(Poisson(dim=2), "cpu", torch.float64)
 
 
-def run_deepxde(iterations: int, device: str) -> dict:
+def run_deepxde(iterations: int, device: str, interior: int, boundary: int) -> dict:
     os.environ["DDE_BACKEND"] = "pytorch"
     import deepxde as dde
     import numpy as np
@@ -50,89 +54,104 @@ def run_deepxde(iterations: int, device: str) -> dict:
         return -dde.grad.hessian(y, x, i=0, j=0) - dde.grad.hessian(y, x, i=1, j=1) - source
 
     bc = dde.icbc.DirichletBC(geom, lambda x: 0, lambda _, on_boundary: on_boundary)
-    data = dde.data.PDE(geom, pde, bc, num_domain=2000, num_boundary=400)
+    data = dde.data.PDE(geom, pde, bc, num_domain=interior, num_boundary=boundary)
     net = dde.nn.FNN([2] + [50] * 3 + [1], "tanh", "Glorot normal")
     model = dde.Model(data, net)
     model.compile("adam", lr=1e-3)
     model.train(iterations=10, display_every=10**9, verbose=0)  # warm-up, outside the timing
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
     start = time.perf_counter()
     model.train(iterations=iterations, display_every=10**9, verbose=0)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     x, exact = test_points()
     pred = model.predict(x.numpy().astype(np.float32))
     rel = float(np.linalg.norm(pred - exact.numpy()) / np.linalg.norm(exact.numpy()))
-    return {"ms_per_iteration": 1000 * seconds / iterations, "rel_l2": rel, "version": dde.__version__}
+    return {"variant": "deepxde", "ms_per_iteration": 1000 * seconds / iterations, "rel_l2": rel,
+            "version": dde.__version__}
 
 
-def run_pinn(variant: str, iterations: int, device: str) -> dict:
+def run_pinn(variants: list[str], iterations: int, device: str, interior: int, boundary: int) -> list[dict]:
     import torch
 
     import train
-    from pinn.derivatives import AutogradEngine, ForwardEngine
+    from common import make_step, time_steps
     from pinn.models import MLP
     from pinn.pdes import Poisson
     from pinn.sampling import SobolSampler
     from pinn.trainer import Trainer
 
     train.tune_cpu_allocator()
-    torch.manual_seed(0)
-    pde, model = Poisson(dim=2), MLP(2, 1, width=50, depth=3).to(device)
-    engine = AutogradEngine() if variant == "autograd" else ForwardEngine()
-    points = {k: v.to(device=device, dtype=torch.float32)
-              for k, v in SobolSampler(n_interior=2000, n_boundary=400).sample(pde.domain, torch.Generator().manual_seed(0)).items()}
-    trainer = Trainer()
-    losses = torch.compile(trainer.losses) if variant.endswith("+compile") else trainer.losses
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        losses(pde, model, engine, points)[0].backward()
-        optimizer.step()
-
-    for _ in range(10):  # warm-up (and compilation), outside the timing as for DeepXDE
-        step()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(iterations):
-        step()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    x, exact = test_points()
-    metrics = trainer.evaluate(pde, model, x.to(device=device, dtype=torch.float32), exact.to(device=device, dtype=torch.float32))
-    return {"ms_per_iteration": 1000 * seconds / iterations, "rel_l2": metrics["rel_l2"]}
+    pde, x, exact = Poisson(dim=2), *test_points()
+    points = {k: v.to(device=device, dtype=torch.float32) for k, v in SobolSampler(
+        n_interior=interior, n_boundary=boundary).sample(pde.domain, torch.Generator().manual_seed(0)).items()}
+    results = []
+    for variant in variants:
+        torch.manual_seed(0)
+        model = MLP(2, 1, width=50, depth=3).to(device)
+        try:
+            step = make_step(variant, pde, model, points, device)
+            ms, _ = time_steps(step, device, iterations=iterations)  # after 10 warm-up steps, as for DeepXDE
+        except Exception as exc:  # noqa: BLE001 -- one failed variant must not end the table
+            results.append({"variant": variant, "error": (str(exc).strip().splitlines() or ["?"])[0][:200]})
+            continue
+        torch.backends.cuda.matmul.allow_tf32 = False  # the error is measured in plain float32
+        metrics = Trainer().evaluate(pde, model, x.to(device=device, dtype=torch.float32), exact.to(device))
+        results.append({"variant": variant, "ms_per_iteration": ms, "rel_l2": metrics["rel_l2"]})
+        print(json.dumps(results[-1]), file=sys.stderr, flush=True)  # progress, should a later variant fail
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--iterations", type=int, default=2000)
+    parser.add_argument("--iterations", type=int, default=1000)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--interior", type=int, default=2000)
+    parser.add_argument("--boundary", type=int, default=400)
+    parser.add_argument("--variants", nargs="+", help=f"default: {' '.join(CPU_VARIANTS)} on the CPU, "
+                                                       f"{' '.join(CUDA_VARIANTS)} on CUDA")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    sizes = (args.interior, args.boundary)
     if args.child:
-        run = run_deepxde if args.child == "deepxde" else lambda n, d: run_pinn(args.child, n, d)
-        print(json.dumps(run(args.iterations, args.device)))
+        if args.child == ["deepxde"]:
+            print(json.dumps([run_deepxde(args.iterations, args.device, *sizes)]))
+        else:
+            print(json.dumps(run_pinn(args.child, args.iterations, args.device, *sizes)))
         return
 
     import torch
 
-    print(f"# {time.strftime('%Y-%m-%d')}, {platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, device {args.device}, {args.iterations} Adam iterations")
-    print(f"{'variant':>16} {'ms/iter':>9} {'rel L2':>12} {'vs DeepXDE':>11}")
+    variants = args.variants or (CUDA_VARIANTS if args.device.startswith("cuda") else CPU_VARIANTS)
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{torch.get_num_threads()} threads"
+    print(f"# {time.strftime('%Y-%m-%d')}, {platform.machine()}, {where}, torch {torch.__version__}, "
+          f"device {args.device}, {args.interior} + {args.boundary} points, {args.iterations} Adam iterations")
+    print(f"{'variant':>22} {'ms/iter':>9} {'rel L2':>12} {'vs DeepXDE':>11}")
+    groups = [["deepxde"]] if "deepxde" in variants else []
+    if [v for v in variants if v != "deepxde"]:
+        groups.append([v for v in variants if v != "deepxde"])
     base = None
-    for variant in args.variants:
-        out = subprocess.run([sys.executable, __file__, "--child", variant, "--iterations", str(args.iterations),
-                              "--device", args.device], capture_output=True, text=True, cwd=ROOT,
-                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+    for group in groups:
+        out = subprocess.run([sys.executable, __file__, "--child", *group, "--iterations", str(args.iterations),
+                              "--device", args.device, "--interior", str(args.interior), "--boundary", str(args.boundary)],
+                             capture_output=True, text=True, cwd=ROOT,
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "benchmarks"), os.environ.get("PYTHONPATH", "")])})
+        if out.returncode == 0:
+            rows = json.loads(out.stdout.strip().splitlines()[-1])
+        else:  # the variants that finished before the failure
+            rows = [json.loads(line) for line in out.stderr.splitlines() if line.startswith('{"variant"')]
+        for r in rows:
+            if "error" in r:
+                print(f"{r['variant']:>22}  failed: {r['error']}", flush=True)
+                continue
+            base = r["ms_per_iteration"] if r["variant"] == "deepxde" else base
+            ratio = f"{base / r['ms_per_iteration']:.2f}x" if base else ""
+            print(f"{r['variant']:>22} {r['ms_per_iteration']:>9.3f} {r['rel_l2']:>12.5e} {ratio:>11}", flush=True)
         if out.returncode != 0:
-            print(f"{variant:>16}  failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
-            continue
-        r = json.loads(out.stdout.strip().splitlines()[-1])
-        base = r["ms_per_iteration"] if variant == "deepxde" else base
-        ratio = f"{base / r['ms_per_iteration']:.2f}x" if base else ""
-        print(f"{variant:>16} {r['ms_per_iteration']:>9.2f} {r['rel_l2']:>12.5e} {ratio:>11}", flush=True)
+            print(f"{group[len(rows)] if len(rows) < len(group) else group[-1]:>22}  failed: "
+                  f"{(out.stderr.strip().splitlines() or ['?'])[-1]}", flush=True)
 
 
 if __name__ == "__main__":

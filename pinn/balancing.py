@@ -65,7 +65,7 @@ class LossBalance(nn.Module):
         self.term_names: list[str] = []
         self.point_weights = nn.ParameterDict()  # self_adaptive: one weight per point, per term
         self._ascent: torch.optim.Optimizer | None = None
-        self.logs: dict[str, float] = {}
+        self.logs: dict[str, float | Tensor] = {}  # read on the host only when logged
 
     def extra_repr(self) -> str:
         return f"weighting={self.weighting!r}, causal={self.causal}"
@@ -121,16 +121,21 @@ class LossBalance(nn.Module):
         earlier = torch.cumsum(means.detach(), 0) - means.detach()  # Σ_{j<i} L_j
         w = torch.exp(-self.causal_tolerance * earlier)
         occupied = counts > 0
-        self.logs["causal/min_weight"] = w[occupied].min().item()
-        return (w * means)[occupied].mean()
+        # Masks by arithmetic, not indexing, so that no shape depends on the data (CUDA graphs).
+        self.logs["causal/min_weight"] = torch.where(occupied, w, torch.inf).min().detach()
+        return (w * means * occupied).sum() / occupied.sum()
 
     def combine(self, terms: dict[str, Tensor], fixed: dict[str, float]) -> Tensor:
         """:math:`\\sum_k w_k \\lambda_k L_k` with the user's fixed weights ``w`` and this scheme's ``λ``."""
         if self.term_names != list(terms):
             self.term_names = list(terms)
             self.term_weights = torch.ones(len(terms), dtype=torch.float64, device=self.term_weights.device)
-        scheme = self.weights()
-        return sum(fixed.get(k, 1.0) * scheme[k] * v for k, v in terms.items())
+        if self.weighting == "fixed":
+            return sum(fixed.get(k, 1.0) * v for k, v in terms.items())
+        # The weights as a tensor (read on the device, never on the host), so that a captured
+        # CUDA graph sees the values that update() writes into it.
+        scheme = self.term_weights.to(next(iter(terms.values())).dtype)
+        return sum(fixed.get(k, 1.0) * scheme[i] * v for i, (k, v) in enumerate(terms.items()))
 
     def get_extra_state(self) -> dict:
         return {"term_names": list(self.term_names)}
@@ -168,7 +173,7 @@ class LossBalance(nn.Module):
                 sizes.append(sum(self._grad_norm(r[i], params) ** 2 for i in picked) / len(picked))
         total = sum(sizes)
         target = torch.tensor([total / max(s, 1e-30) for s in sizes], dtype=torch.float64, device=self.term_weights.device)
-        self.term_weights = self.momentum * self.term_weights + (1 - self.momentum) * target
+        self.term_weights.mul_(self.momentum).add_((1 - self.momentum) * target)  # in place: a CUDA graph reads it
 
     @staticmethod
     def _grad_norm(value: Tensor, params: list[nn.Parameter]) -> float:

@@ -395,8 +395,12 @@ def _transform_jets(module: OutputTransform, seed: Jet) -> tuple[Jet, Jet]:
     They do not depend on the network's parameters, so while the points stay the same (the same
     storage, not modified in place, the same shared directions) they are reused from the last
     call instead of recomputed at every step. The transform keeps a reference to those points,
-    so their memory cannot be reused by other points meanwhile.
+    so their memory cannot be reused by other points meanwhile. Inside a CUDA graph capture or a
+    compiled loss they are always computed: a replay, or compiled code, must recompute them from
+    whatever points were copied in.
     """
+    if torch.compiler.is_compiling() or (seed.value.is_cuda and torch.cuda.is_current_stream_capturing()):
+        return Jet.of_function(module.scale, seed), Jet.of_function(module.base, seed)
     x = seed.value
     shared = seed.jac.stride(0) == 0  # one set of directions for every point: comparable cheaply
     directions = seed.jac[0] if shared else None

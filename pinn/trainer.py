@@ -10,10 +10,12 @@ test set; every ``checkpoint_every`` steps, and at the end, the whole state is s
 from __future__ import annotations
 
 import json
+import logging
 import math
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from tqdm.auto import tqdm
 
 from pinn.balancing import LossBalance
 from pinn.checkpoint import load_checkpoint, save_checkpoint
+from pinn.cuda_graph import WARMUP_STEPS, CapturedStep, blockers, check_mode, copy_points, prepare_adam, set_lr
 from pinn.derivatives import Engine
 from pinn.distributed import Communicator
 from pinn.errors import ConfigError, check_positive
@@ -37,6 +40,8 @@ from pinn.sampling import AdaptiveSampler, Sampler
 TEST_SEED = 20231
 
 CHECKPOINT_NAME = "last.pt"
+
+log = logging.getLogger("pinn")
 
 
 class TrainingDiverged(RuntimeError):
@@ -93,6 +98,19 @@ class _State:
     rel_l2: float = float("nan")
     dtype: torch.dtype = torch.float32  # of the current phase (L-BFGS may run in float64)
     lbfgs_evaluations: int = 0  # loss evaluations by L-BFGS so far, each logged
+    lr: float | None = None  # the learning rate last set on the optimizer
+    captured: CapturedStep | None = None  # the Adam step as a CUDA graph (trainer.cuda_graph)
+
+
+@contextmanager
+def _matmul_tf32(enabled: bool):
+    """CUDA float32 matrix products in TF32 inside the block (``trainer.tf32``), as before after it."""
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
 
 
 def _sync(device: torch.device) -> None:
@@ -136,12 +154,19 @@ class Trainer:
         compile: compile the loss with ``torch.compile`` (forward and stochastic engines only:
             the autograd engine's nested backward passes cannot be compiled). Compiling takes
             tens of seconds on a CPU and pays off in long runs.
+        cuda_graph: capture each Adam step (loss, backward pass, update) as one CUDA graph and
+            replay it (:mod:`pinn.cuda_graph`): ``auto`` where the device is a CUDA GPU and the
+            run allows it (otherwise it trains eagerly and logs why), ``true`` to insist (an
+            error where it cannot), ``false`` never. L-BFGS steps always run eagerly.
+        tf32: on a CUDA GPU, let float32 matrix products round their inputs to TF32 (10-bit
+            mantissas) for speed, during training only (the pre-flight check and the error
+            measurement stay in full float32). No effect on the CPU or in float64.
     """
 
     def __init__(self, *, max_steps: int = 3000, log_every: int = 50, eval_every: int = 500,
                  checkpoint_every: int = 1000, resample_every: int = 0, n_test: int = 10000,
                  image_resolution: int = 101, loss_weights: dict[str, float] | None = None, progress: bool = True,
-                 compile: bool = False):
+                 compile: bool = False, cuda_graph: bool | str = "auto", tf32: bool = False):
         check_positive("trainer.max_steps", max_steps)
         check_positive("trainer.log_every", log_every)
         check_positive("trainer.eval_every", eval_every)
@@ -157,6 +182,12 @@ class Trainer:
             if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
                 raise ConfigError(f"trainer.loss_weights.{name} must be a number >= 0; got {w!r}")
         self.progress, self.compile = progress, compile
+        self.cuda_graph = check_mode(cuda_graph)
+        if not isinstance(tf32, bool):
+            raise ConfigError(f"trainer.tf32 must be true or false; got {tf32!r}")
+        self.tf32 = tf32
+        self._graphs = False  # whether this run's Adam steps are captured (decided in fit)
+        self._captured_steps: list[CapturedStep] = []  # one per Adam phase entered, for inspection
         self.balance = LossBalance()  # fit() takes the configured one
         self._loss_fn = self.losses
         self._comm = Communicator()
@@ -180,38 +211,67 @@ class Trainer:
     def _step(self, pde, model, engine, state: _State, trainable: nn.Module, plan: OptimizerPlan,
               logger: Logger) -> tuple[Tensor, dict[str, Tensor]]:
         optimizer, balance = state.optimizer, self.balance
-        last: dict[str, Any] = {}
         lr = plan.lr_at(state.step)
-        if lr is not None:
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+        if lr is not None and lr != state.lr:
+            set_lr(optimizer, lr)
+            state.lr = lr
+        if state.phase == "lbfgs":
+            return self._lbfgs_step(pde, model, engine, state, trainable, logger)
+
+        if balance.due(state.step):
+            self._update_weights(pde, model, engine, state, trainable)
+
+        def step() -> Tensor:
+            return self._adam_step(pde, model, engine, state, trainable)
+
+        if state.captured is None:
+            optimizer.zero_grad(set_to_none=True)
+            balance.zero_grad(set_to_none=True)
+            values = step()
+        else:
+            values = state.captured(step)
+        balance.ascend()
+        return values[0], dict(zip(self._term_names, values[1:]))
+
+    def _update_weights(self, pde, model, engine, state: _State, trainable: nn.Module) -> None:
+        """Re-estimate the ``grad_norm``/``ntk`` loss weights at the current parameters, before the
+        step that uses them: eagerly, on a loss evaluation of its own, so that the step itself
+        never changes (and can be replayed as a CUDA graph). The weights change in place."""
+        terms = self._loss_fn(pde, model, engine, state.points)[1]
+        params = [p for p in trainable.parameters() if p.requires_grad]
+        few = {k: v[torch.linspace(0, len(v) - 1, min(self.balance.ntk_points, len(v))).long()]  # for ntk
+               for k, v in state.points.items()}
+        self.balance.update(terms, params, lambda: pde.residuals(model, few, engine))
+        self.balance.term_weights.copy_(self._comm.average(self.balance.term_weights))  # the same on every rank
+
+    def _adam_step(self, pde, model, engine, state: _State, trainable: nn.Module) -> Tensor:
+        """Loss, backward pass and Adam update; returns the total and the terms in one tensor,
+        averaged over the ranks. Captured as a CUDA graph where ``trainer.cuda_graph`` allows."""
+        total, terms = self._loss_fn(pde, model, engine, state.points)
+        self._term_names = list(terms)
+        total.backward()
+        self._comm.average_gradients(trainable)  # across ranks: the mean gradient
+        state.optimizer.step()
+        return self._comm.average(torch.stack([total.detach(), *(v.detach() for v in terms.values())]))
+
+    def _lbfgs_step(self, pde, model, engine, state: _State, trainable: nn.Module,
+                    logger: Logger) -> tuple[Tensor, dict[str, Tensor]]:
+        optimizer, last = state.optimizer, {}
 
         def closure() -> Tensor:
             optimizer.zero_grad(set_to_none=True)
-            balance.zero_grad(set_to_none=True)
+            self.balance.zero_grad(set_to_none=True)
             total, terms = self._loss_fn(pde, model, engine, state.points)
-            if state.phase == "adam" and balance.due(state.step) and "total" not in last:
-                params = [p for p in trainable.parameters() if p.requires_grad]
-                few = {k: v[torch.linspace(0, len(v) - 1, min(balance.ntk_points, len(v))).long()]  # for ntk
-                       for k, v in state.points.items()}
-                balance.update(terms, params, lambda: pde.residuals(model, few, engine))
-                balance.term_weights = self._comm.average(balance.term_weights)  # the same weights on every rank
             total.backward()
             # Across ranks: the mean gradient, and the mean loss (L-BFGS decides on its value).
             self._comm.average_gradients(trainable)
             averaged = self._comm.average(torch.stack([total.detach(), *(v.detach() for v in terms.values())]))
             last["total"], last["terms"] = averaged[0], dict(zip(terms, averaged[1:]))
-            if state.phase == "lbfgs":  # every evaluation of the line search, on its own axis
-                state.lbfgs_evaluations += 1
-                logger.scalar("lbfgs/loss", averaged[0].item(), state.lbfgs_evaluations)
+            state.lbfgs_evaluations += 1  # every evaluation of the line search, on its own axis
+            logger.scalar("lbfgs/loss", averaged[0].item(), state.lbfgs_evaluations)
             return averaged[0]
 
-        if state.phase == "lbfgs":
-            optimizer.step(closure)
-        else:
-            closure()
-            optimizer.step()
-            balance.ascend()
+        optimizer.step(closure)
         return last["total"], last["terms"]
 
     def _sample(self, sampler: Sampler, pde: PDE, generator: torch.Generator, device, dtype) -> dict[str, Tensor]:
@@ -370,6 +430,16 @@ class Trainer:
                 "curvature pairs need fixed points. Set trainer.resample_every=0, or use optimizer=adam_lbfgs "
                 "(resampling during the Adam phase)"
             )
+        reasons = blockers(device=device, processes=comm.world, sampler=sampler, balance=balance, engine=engine)
+        if self.cuda_graph is True and reasons:
+            raise ConfigError(f"trainer.cuda_graph=true, but {'; and '.join(reasons)}. "
+                              "Set trainer.cuda_graph=auto (eager where capture is impossible) or false")
+        self._graphs = self.cuda_graph is not False and not reasons
+        if self._graphs:
+            log.info("cuda_graph: each Adam step is replayed as one CUDA graph, captured after %d eager steps",
+                     WARMUP_STEPS)
+        elif self.cuda_graph == "auto" and device.type == "cuda":
+            log.info("cuda_graph: off, steps run eagerly: %s", "; and ".join(reasons))
         ckpt_path = run_dir / "checkpoints" / CHECKPOINT_NAME
         model.to(device=device, dtype=dtype)
         pde.to(device=device, dtype=dtype)
@@ -403,6 +473,7 @@ class Trainer:
         bar = tqdm(total=self.max_steps, initial=state.step, disable=not (self.progress and comm.is_main),
                    dynamic_ncols=True, desc=type(pde).__name__, mininterval=0.5)
         total = terms = None
+        start_step = state.step
         while state.step < self.max_steps:
             phase = optimizer.phase_at(state.step)
             if phase != state.phase:
@@ -413,14 +484,22 @@ class Trainer:
                     state.points = {k: v.to(dtype=target) for k, v in state.points.items()}
                     state.dtype = target
                 state.optimizer, state.phase = optimizer.build(phase, trainable.parameters()), phase
+                self._enter_phase(state, device)
+            elif state.step == start_step:  # resumed in this phase, with its restored optimizer
+                self._enter_phase(state, device)
             if self.resample_every and phase == "adam" and state.step > 0 and state.step % self.resample_every == 0:
                 if isinstance(sampler, AdaptiveSampler):
-                    state.points = self._adapt(sampler, pde, model, engine, generator, state)
+                    fresh = self._adapt(sampler, pde, model, engine, generator, state)
                 else:
-                    state.points = self._sample(sampler, pde, generator, device, state.dtype)
+                    fresh = self._sample(sampler, pde, generator, device, state.dtype)
+                if state.captured is not None:
+                    copy_points(state.points, fresh)  # the graph reads these tensors
+                else:
+                    state.points = fresh
 
             start = time.perf_counter()
-            total, terms = self._step(pde, model, engine, state, trainable, optimizer, logger)
+            with _matmul_tf32(self.tf32):
+                total, terms = self._step(pde, model, engine, state, trainable, optimizer, logger)
             _sync(device)
             clock = state.clocks.setdefault(phase, _PhaseClock())
             clock.steps, clock.seconds = clock.steps + 1, clock.seconds + time.perf_counter() - start
@@ -435,12 +514,12 @@ class Trainer:
                 for name, value in values.items():
                     if name != "total":
                         logger.scalar(f"loss/{name}", value, step)
-                logger.scalar("lr", state.optimizer.param_groups[0]["lr"], step)
+                logger.scalar("lr", float(state.optimizer.param_groups[0]["lr"]), step)
                 if self.balance.weighting != "fixed":
                     for name, weight in self.balance.weights().items():
                         logger.scalar(f"weights/{name}", weight, step)
                 for name, value in self.balance.logs.items():
-                    logger.scalar(name, value, step)
+                    logger.scalar(name, float(value), step)
                 bar.set_postfix(phase=phase, loss=f"{values['total']:.2e}", rel_l2=f"{state.rel_l2:.2e}", refresh=False)
             if (step % self.eval_every == 0 or last) and comm.is_main:
                 metrics = self.evaluate(pde, model, test_x, test_exact)
@@ -461,6 +540,25 @@ class Trainer:
                 logger.close()
                 raise TrainingInterrupted(stop.signum or signal.SIGTERM, step, ckpt_path)
         bar.close()
+
+    def _enter_phase(self, state: _State, device: torch.device) -> None:
+        """Set the phase's optimizer up for captured or eager steps."""
+        state.lr, state.captured = None, None
+        if state.phase == "adam":
+            prepare_adam(state.optimizer, device, captured=self._graphs)
+            if self._graphs:
+                optimizer = state.optimizer
+                state.captured = CapturedStep(lambda none: optimizer.zero_grad(set_to_none=none),
+                                              on_failure=self._capture_failed)
+                self._captured_steps.append(state.captured)
+        elif self._graphs:
+            log.info("cuda_graph: L-BFGS steps run eagerly (its line search decides on the host)")
+
+    def _capture_failed(self, reason: str) -> None:
+        if self.cuda_graph is True:
+            raise ConfigError(f"trainer.cuda_graph=true, but capturing the training step failed: {reason}. "
+                              "Set trainer.cuda_graph=auto (eager where capture is impossible) or false")
+        log.warning("cuda_graph: capturing the training step failed (%s); steps run eagerly", reason)
 
     def _check_finite(self, step: int, total: Tensor, terms: dict[str, Tensor], trainable: nn.Module) -> dict[str, float]:
         values = {"total": total.item(), **{k: v.item() for k, v in terms.items()}}

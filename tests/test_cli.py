@@ -144,7 +144,7 @@ def test_resume_of_a_missing_or_broken_checkpoint(tmp_path):
 
 
 def test_evaluate_command(tmp_path):
-    assert train(f"hydra.run.dir={tmp_path}", *TINY).returncode == 0
+    assert train(f"hydra.run.dir={tmp_path}", *TINY, "device=cpu").returncode == 0  # evaluated on the same device
     result = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), f"run={tmp_path}", "device=cpu"],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr

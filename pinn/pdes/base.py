@@ -112,8 +112,11 @@ def vanishing_on_box(x: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
     r"""``(N, 1)``: :math:`\prod_i 4 (x_i - \mathrm{lo}_i)(\mathrm{hi}_i - x_i) / w_i^2`, zero on
     every face of the box, one at its centre (the scale of a hard Dirichlet constraint: of order
     one, so the network's output need not grow to make up for it)."""
-    lo, hi = lo.to(x), hi.to(x)
-    return (4 * (x - lo) * (hi - x) / (hi - lo) ** 2).prod(dim=1, keepdim=True)
+    scale = None
+    for i, (a, b) in enumerate(zip(lo.tolist(), hi.tolist())):  # numbers, never copied to the device
+        factor = 4 * (x[:, i : i + 1] - a) * (b - x[:, i : i + 1]) / (b - a) ** 2
+        scale = factor if scale is None else scale * factor
+    return scale
 
 
 def space_laplacian(u, x: Tensor, space_dim: int) -> Tensor:

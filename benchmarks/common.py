@@ -1,0 +1,85 @@
+"""One training step of a benchmark variant, built from the trainer's own pieces.
+
+A variant is an engine name with options: ``forward``, ``forward+compile``, ``autograd+graph``,
+``forward+compile+graph``, ``forward+graph+tf32``... ``compile`` wraps the loss in
+``torch.compile`` (as ``trainer.compile=true``), ``graph`` replays the whole step as a CUDA graph
+(as ``trainer.cuda_graph``), ``tf32`` lets float32 matrix products use TF32 (as ``tf32=true``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+
+from pinn.cuda_graph import CapturedStep, prepare_adam
+from pinn.derivatives import AutogradEngine, ForwardEngine, StochasticEngine
+from pinn.trainer import Trainer
+
+OPTIONS = ("compile", "graph", "tf32")
+
+
+def parse(variant: str) -> tuple[str, set[str]]:
+    engine, *options = variant.split("+")
+    if engine not in ("autograd", "forward", "stochastic") or not set(options) <= set(OPTIONS):
+        raise ValueError(f"unknown variant {variant!r}: an engine (autograd, forward, stochastic) "
+                         f"with options from {OPTIONS}, joined by '+'")
+    return engine, set(options)
+
+
+def make_step(variant: str, pde, model, points, device, lr: float = 1e-3, samples: int = 16) -> Callable[[], None]:
+    """A function that runs one Adam step of ``variant`` on fixed ``points``."""
+    name, options = parse(variant)
+    if "graph" in options and torch.device(device).type != "cuda":
+        raise ValueError(f"{variant}: CUDA graphs need a CUDA device, not {device}")
+    if "graph" in options and name == "autograd":
+        raise ValueError(f"{variant}: refused, as by the trainer: nested backward passes do not capture reliably")
+    engine = {"autograd": AutogradEngine, "forward": ForwardEngine,
+              "stochastic": lambda: StochasticEngine(samples=samples)}[name]()
+    engine.check_pde(pde)
+    torch.backends.cuda.matmul.allow_tf32 = "tf32" in options
+    losses = Trainer().losses
+    if "compile" in options:
+        losses = torch.compile(losses)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+
+    def step() -> torch.Tensor:
+        total = losses(pde, model, engine, points)[0]
+        total.backward()
+        optimizer.step()
+        return total.detach()
+
+    if "graph" not in options:
+        def eager():
+            optimizer.zero_grad(set_to_none=True)
+            step()
+        return eager
+    def refuse(reason: str):  # a graph variant that ran eagerly would be mislabelled
+        raise RuntimeError(f"capture failed: {reason}")
+
+    prepare_adam(optimizer, torch.device(device), captured=True)
+    captured = CapturedStep(lambda none: optimizer.zero_grad(set_to_none=none), on_failure=refuse)
+    return lambda: captured(step)
+
+
+def sync(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_steps(step: Callable[[], None], device: str, *, iterations: int | None = None, seconds: float = 2.0,
+               warmup: int = 10) -> tuple[float, int]:
+    """Milliseconds per step after ``warmup`` steps (compilation and graph capture happen there):
+    ``iterations`` steps, or as many as fill ``seconds``. Returns (ms, steps)."""
+    for _ in range(warmup):
+        step()
+    sync(device)
+    steps, start = 0, time.perf_counter()
+    while (steps < iterations) if iterations else (steps < 5 or time.perf_counter() - start < seconds):
+        step()
+        steps += 1
+        if not iterations and steps % 10 == 0:
+            sync(device)  # a bounded queue, so the clock check sees real progress
+    sync(device)
+    return 1000 * (time.perf_counter() - start) / steps, steps

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Every GPU check and benchmark in one run (about 6 minutes on an H100):
+#
+#   bash benchmarks/gpu.sh [OUTPUT_DIR] [PART ...]     # default: outputs/gpu, every part
+#
+# Each part writes OUTPUT_DIR/PART.txt and prints its last lines; a part that fails or runs
+# past its time limit does not stop the others. Parts, in order:
+#   tests        the CUDA-graph and pre-flight tests
+#   deepxde      benchmarks/vs_deepxde.py, 2,000 + 400 points, 1,000 iterations
+#   deepxde200k  the same at 200,000 + 40,000 points, 200 iterations
+#   tf32         benchmarks/tf32.py: the loss and gradient error of TF32 matrix products
+#   engines      benchmarks/derivatives.py: every engine, eager and graphed, d = 2 ... 100
+#   stochastic   the stochastic engine at d = 10, 100, 1000
+#   suite        the whole default test suite on this machine (8 workers)
+set -u
+cd "$(dirname "$0")/.."
+out=${1:-outputs/gpu}
+shift || true
+parts=${*:-tests deepxde deepxde200k tf32 engines stochastic suite}
+mkdir -p "$out"
+export PYTHONPATH="$PWD:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+
+run() {  # run NAME SECONDS COMMAND...: only if NAME was asked for
+    local name=$1 limit=$2
+    shift 2
+    [[ " $parts " == *" $name "* ]] || return 0
+    echo "== $name: $*"
+    local start=$SECONDS
+    timeout "$limit" "$@" >"$out/$name.txt" 2>&1
+    local rc=$?
+    echo "rc=$rc after $((SECONDS - start)) s" >>"$out/$name.txt"
+    tail -n 25 "$out/$name.txt"
+}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
+python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+
+run tests 150 python -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py tests/test_preflight.py
+run deepxde 240 python benchmarks/vs_deepxde.py --device cuda --iterations 1000 --variants deepxde autograd \
+    forward forward+graph forward+compile forward+compile+graph forward+compile+graph+tf32
+run deepxde200k 200 python benchmarks/vs_deepxde.py --device cuda --iterations 200 --interior 200000 \
+    --boundary 40000 --variants deepxde autograd forward forward+graph forward+graph+tf32 forward+compile \
+    forward+compile+graph forward+compile+graph+tf32
+run tf32 90 python benchmarks/tf32.py
+run engines 180 python benchmarks/derivatives.py --device cuda --seconds 0.5
+run stochastic 90 python benchmarks/derivatives.py --device cuda --dims 10 100 1000 --points 1000 \
+    --variants stochastic stochastic+graph forward forward+graph
+run suite 300 python -m pytest -q -x -n 8 -p no:cacheprovider

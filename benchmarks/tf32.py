@@ -1,0 +1,68 @@
+"""How much TF32 matrix products change a PINN's loss and gradient (CUDA only).
+
+    python benchmarks/tf32.py [--points 2000 200000] [--steps 300]
+
+2-D Poisson, 3x50 tanh MLP, N interior + N/5 boundary points. The network is first trained
+for ``--steps`` Adam steps in float32 (so the loss is no longer dominated by its random start),
+then the loss and its gradient are evaluated in float64 (the reference), float32 and float32 with
+TF32 matrix products, for the autograd and forward engines. Prints the relative error of each
+against float64: the loss, and the gradient as ||g - g64|| / ||g64||.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from pinn.derivatives import AutogradEngine, ForwardEngine
+from pinn.models import MLP
+from pinn.pdes import Poisson
+from pinn.sampling import SobolSampler
+from pinn.trainer import Trainer
+
+
+def loss_and_gradient(model, pde, engine, points, dtype, tf32):
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    model = model.to(dtype)
+    model.zero_grad(set_to_none=True)
+    total = Trainer().losses(pde, model, engine, {k: v.to(dtype) for k, v in points.items()})[0]
+    total.backward()
+    grad = torch.cat([p.grad.reshape(-1) for p in model.parameters()]).double()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return total.item(), grad
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--points", type=int, nargs="+", default=[2000, 200000])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--device", default="cuda")
+    args = parser.parse_args()
+    device = args.device
+    where = torch.cuda.get_device_name() if device.startswith("cuda") else "CPU (TF32 has no effect)"
+    print(f"# {time.strftime('%Y-%m-%d')}, {where}, torch {torch.__version__}")
+    print(f"{'N':>7} {'engine':>9} {'mode':>8} {'loss rel err':>13} {'grad rel err':>13}")
+    pde = Poisson(dim=2)
+    for n in args.points:
+        points = {k: v.to(device) for k, v in SobolSampler(n_interior=n, n_boundary=n // 5).sample(
+            pde.domain, torch.Generator().manual_seed(0)).items()}
+        torch.manual_seed(0)
+        model = MLP(2, 1, width=50, depth=3).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        for _ in range(args.steps):
+            optimizer.zero_grad(set_to_none=True)
+            Trainer().losses(pde, model, ForwardEngine(), {k: v.float() for k, v in points.items()})[0].backward()
+            optimizer.step()
+        for engine in (AutogradEngine(), ForwardEngine()):
+            ref_loss, ref_grad = loss_and_gradient(model, pde, engine, points, torch.float64, False)
+            for mode, tf32 in (("float32", False), ("tf32", True)):
+                loss, grad = loss_and_gradient(model, pde, engine, points, torch.float32, tf32)
+                print(f"{n:>7} {engine.name:>9} {mode:>8} {abs(loss - ref_loss) / abs(ref_loss):>13.3e} "
+                      f"{((grad - ref_grad).norm() / ref_grad.norm()).item():>13.3e}", flush=True)
+            model.float()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""Whole-step CUDA graphs (``trainer.cuda_graph``): a replayed step computes what an eager step
+computes, through resampling, loss-weight updates, hard constraints, a phase switch to L-BFGS and
+a resume; and what cannot be captured is refused (``true``) or trained eagerly (``auto``).
+
+The tests that capture need a CUDA GPU and are skipped without one; the others run anywhere.
+"""
+
+import logging
+
+import pytest
+import torch
+
+import train
+from conftest import TINY
+from pinn.balancing import LossBalance
+from pinn.cuda_graph import WARMUP_STEPS, blockers, check_mode, prepare_adam
+from pinn.derivatives import AutogradEngine, ForwardEngine, StochasticEngine
+from pinn.errors import ConfigError
+from pinn.models import MLP
+from pinn.optim import Adam, AdamLBFGS
+from pinn.pdes import Heat, Poisson
+from pinn.sampling import RADSampler, RARSampler, SobolSampler, UniformSampler
+from pinn.trainer import Trainer
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def fit(run_dir, *, cuda_graph, pde=None, engine=None, plan=None, balance=None, sampler=None, max_steps=12,
+        resample_every=0, resume=None, device="cuda", dtype=torch.float64, checkpoint_every=0):
+    torch.manual_seed(0)
+    pde = pde or Poisson(dim=2)
+    model = MLP(pde.dim, pde.n_outputs, width=16, depth=2)
+    model = pde.constrain(model)
+    engine = engine or ForwardEngine()
+    trainer = Trainer(max_steps=max_steps, eval_every=4, log_every=1, checkpoint_every=checkpoint_every, n_test=64,
+                      image_resolution=8, progress=False, resample_every=resample_every, cuda_graph=cuda_graph)
+    metrics = trainer.fit(pde=pde, model=model, engine=engine, optimizer=plan or Adam(lr=1e-2),
+                          sampler=sampler or UniformSampler(n_interior=64, n_boundary=16, n_initial=16),
+                          generator=torch.Generator().manual_seed(0), run_dir=run_dir, device=device, dtype=dtype,
+                          balance=balance, resume=resume)
+    return model, trainer, metrics
+
+
+def captured(trainer) -> bool:
+    return any(step.captured for step in trainer._captured_steps)
+
+
+def assert_same_training(a, b, rtol=1e-10):
+    (model_a, _, metrics_a), (model_b, _, metrics_b) = a, b
+    for (name, p), q in zip(model_a.named_parameters(), model_b.parameters()):
+        torch.testing.assert_close(p, q, rtol=rtol, atol=rtol, msg=lambda m: f"{name}: {m}")
+    assert metrics_a["loss"] == pytest.approx(metrics_b["loss"], rel=rtol)
+
+
+# --------------------------------------------------------------------------- anywhere
+
+
+@pytest.mark.parametrize("given,expected", [("auto", "auto"), (True, True), (False, False), ("true", True), ("False", False)])
+def test_modes_are_parsed(given, expected):
+    assert check_mode(given) == expected
+
+
+@pytest.mark.parametrize("bad", ["sometimes", 1, 0, None])
+def test_unknown_modes_are_refused(bad):
+    with pytest.raises(ConfigError, match="trainer.cuda_graph must be auto, true or false"):
+        Trainer(cuda_graph=bad)
+
+
+def test_blockers_name_each_reason():
+    reasons = blockers(device=torch.device("cpu"), processes=2, sampler=RARSampler(n_interior=8, n_boundary=4),
+                       balance=LossBalance(weighting="self_adaptive"), engine=AutogradEngine())
+    text = " ".join(reasons)
+    assert len(reasons) == 5
+    for words in ("CUDA GPU", "derivatives.engine=autograd", "multi-process", "sampler=rar", "self_adaptive"):
+        assert words in text
+    for engine in (ForwardEngine(), StochasticEngine()):
+        fine = blockers(device=torch.device("cuda"), processes=1, sampler=RADSampler(n_interior=8, n_boundary=4),
+                        balance=LossBalance(weighting="grad_norm", causal=True), engine=engine)
+        assert fine == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_true_without_a_gpu_is_refused_and_auto_trains_eagerly(tmp_path):
+    with pytest.raises(ConfigError, match="trainer.cuda_graph=true, but the device is cpu"):
+        fit(tmp_path / "a", cuda_graph=True, device="cpu")
+    auto = fit(tmp_path / "b", cuda_graph="auto", device="cpu", max_steps=4)
+    off = fit(tmp_path / "c", cuda_graph=False, device="cpu", max_steps=4)
+    assert_same_training(auto, off, rtol=0)
+
+
+def test_eager_adam_state_resumes_from_a_captured_one():
+    """A checkpoint written by a captured run (step counts on the GPU, the learning rate a
+    tensor) is turned back into an eager Adam's state."""
+    p = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.Adam([p], lr=torch.tensor(1e-2), capturable=False)
+    p.grad = torch.ones(3)
+    optimizer.step()
+    optimizer.param_groups[0]["capturable"] = True
+    prepare_adam(optimizer, torch.device("cpu"), captured=False)
+    group = optimizer.param_groups[0]
+    assert group["capturable"] is False and isinstance(group["lr"], float) and group["lr"] == pytest.approx(1e-2)
+    assert optimizer.state[p]["step"].device.type == "cpu"
+    optimizer.step()  # and it still steps
+
+
+def test_config_key_reaches_the_trainer(compose_config, tmp_path):
+    cfg = compose_config([f"output_dir={tmp_path}", *TINY, "trainer.cuda_graph=false"])
+    assert train._build(cfg.trainer, "trainer").cuda_graph is False
+    assert train._build(compose_config([f"output_dir={tmp_path}"]).trainer, "trainer").cuda_graph == "auto"
+
+
+# --------------------------------------------------------------------------- on a GPU
+
+
+@pytest.fixture
+def never_captured(monkeypatch):
+    """Runs whose steps all stay warm-up steps: the same capturable Adam and step code, eager.
+    (Capturable Adam computes its bias corrections in float32 on the device, plain Adam in
+    float64 on the host, so a replay is compared with this, not with plain Adam.)"""
+    def run(*args, **kwargs):
+        with monkeypatch.context() as m:
+            m.setattr("pinn.cuda_graph.WARMUP_STEPS", 10**9)
+            return fit(*args, **kwargs)
+    return run
+
+
+@cuda
+@pytest.mark.parametrize("engine", [ForwardEngine(), ForwardEngine(second="hessian")], ids=["laplacian", "hessian"])
+def test_replayed_steps_equal_eager_steps(engine, tmp_path, never_captured):
+    graphed = fit(tmp_path / "graph", cuda_graph=True, engine=engine)
+    eager = never_captured(tmp_path / "eager", cuda_graph=True, engine=engine)
+    assert_same_training(graphed, eager)
+    assert captured(graphed[1]) and not captured(eager[1])
+    plain = fit(tmp_path / "plain", cuda_graph=False, engine=engine)  # plain Adam: its own rounding
+    assert not plain[1]._graphs
+    assert_same_training(graphed, plain, rtol=1e-4)
+
+
+@cuda
+def test_replay_follows_resampled_points_and_hard_constraints(tmp_path, never_captured):
+    """Fresh points are copied into the captured tensors, and the hard constraint's jets are
+    recomputed inside the graph (a cached copy would keep the first points' values)."""
+    kwargs = dict(pde=Poisson(dim=2, hard_constraint=True), engine=ForwardEngine(), resample_every=2,
+                  sampler=SobolSampler(n_interior=64, n_boundary=16), max_steps=14)
+    graphed = fit(tmp_path / "graph", cuda_graph=True, **kwargs)
+    assert captured(graphed[1])
+    assert_same_training(graphed, never_captured(tmp_path / "eager", cuda_graph=True, **kwargs))
+
+
+@cuda
+def test_replay_with_adaptive_points_weights_and_causality(tmp_path, never_captured):
+    kwargs = dict(pde=Heat(), engine=ForwardEngine(), resample_every=3, max_steps=14,
+                  sampler=RADSampler(n_interior=64, n_boundary=16, n_initial=16, n_candidates=256),
+                  balance=LossBalance(weighting="grad_norm", update_every=4, causal=True, causal_chunks=4))
+    graphed, eager = fit(tmp_path / "graph", cuda_graph=True, **kwargs), never_captured(tmp_path / "eager", cuda_graph=True, **kwargs)
+    assert captured(graphed[1])
+    assert_same_training(graphed, eager)
+    torch.testing.assert_close(graphed[1].balance.term_weights, eager[1].balance.term_weights, rtol=1e-10, atol=0)
+
+
+@cuda
+def test_stochastic_engine_draws_fresh_directions_in_the_graph(tmp_path, never_captured):
+    kwargs = dict(pde=Poisson(dim=6), engine=StochasticEngine(samples=4), max_steps=WARMUP_STEPS + 8)
+    graphed, eager = fit(tmp_path / "graph", cuda_graph=True, **kwargs), never_captured(tmp_path / "eager", cuda_graph=True, **kwargs)
+    assert captured(graphed[1])
+    assert_same_training(graphed, eager)  # the same random stream, replay or not
+
+
+@cuda
+def test_lbfgs_after_captured_adam_and_resume(tmp_path, never_captured):
+    plan = AdamLBFGS(lr=1e-2, switch_step=8, max_iter=5)
+    whole = fit(tmp_path / "whole", cuda_graph=True, plan=plan, max_steps=12)
+    assert captured(whole[1])
+    eager = never_captured(tmp_path / "eager", cuda_graph=True, plan=plan, max_steps=12)
+    assert_same_training(whole, eager, rtol=1e-9)  # L-BFGS amplifies round-off a little
+    fit(tmp_path / "part", cuda_graph=True, plan=plan, max_steps=6, checkpoint_every=3)
+    resumed = fit(tmp_path / "part", cuda_graph=True, plan=plan, max_steps=12, resume=tmp_path / "part")
+    assert_same_training(resumed, whole, rtol=1e-9)
+    # and a captured run's checkpoint resumes eagerly too
+    fit(tmp_path / "part2", cuda_graph=True, plan=plan, max_steps=6, checkpoint_every=3)
+    resumed_eagerly = fit(tmp_path / "part2", cuda_graph=False, plan=plan, max_steps=12, resume=tmp_path / "part2")
+    assert_same_training(resumed_eagerly, whole, rtol=1e-4)  # plain Adam for steps 6 and 7
+
+
+class HostCopyPoisson(Poisson):
+    """Copies a number from host memory at every step, which a capture forbids."""
+
+    def residuals(self, model, points, engine):
+        one = torch.ones(1, dtype=torch.float64).to(points["interior"])
+        return {name: r * one for name, r in super().residuals(model, points, engine).items()}
+
+
+@cuda
+def test_a_failed_capture_falls_back_to_eager_steps(tmp_path, caplog, never_captured):
+    with pytest.raises(ConfigError, match="capturing the training step failed"):
+        fit(tmp_path / "a", cuda_graph=True, pde=HostCopyPoisson(dim=2), engine=ForwardEngine())
+    with caplog.at_level(logging.INFO, logger="pinn"):
+        fallen = fit(tmp_path / "b", cuda_graph="auto", pde=HostCopyPoisson(dim=2), engine=ForwardEngine())
+    assert "capturing the training step failed" in caplog.text and not captured(fallen[1])
+    eager = never_captured(tmp_path / "c", cuda_graph=True, pde=HostCopyPoisson(dim=2), engine=ForwardEngine())
+    assert_same_training(fallen, eager)
+
+
+@cuda
+@pytest.mark.parametrize("setting,words", [
+    (dict(balance=LossBalance(weighting="self_adaptive")), "self_adaptive"),
+    (dict(engine=AutogradEngine()), "derivatives.engine=autograd"),
+], ids=["self_adaptive", "autograd"])
+def test_refused_runs_train_eagerly_under_auto(setting, words, tmp_path, caplog):
+    with pytest.raises(ConfigError, match=words):
+        fit(tmp_path / "a", cuda_graph=True, **setting)
+    with caplog.at_level(logging.INFO, logger="pinn"):
+        _, trainer, metrics = fit(tmp_path / "b", cuda_graph="auto", **setting)
+    assert not trainer._graphs and "cuda_graph: off" in caplog.text and words in caplog.text
+
+
+@cuda
+def test_train_py_captures_with_the_forward_engine_on_a_gpu(compose_config, tmp_path, caplog):
+    cfg = compose_config([f"output_dir={tmp_path}", *TINY, "trainer.max_steps=12", "optimizer=adam", "derivatives=forward"])
+    with caplog.at_level(logging.INFO, logger="pinn"):
+        metrics = train.run(cfg)
+    assert metrics["device"].startswith("cuda") and "replayed as one CUDA graph" in caplog.text
+    assert "capturing the training step failed" not in caplog.text
+    assert metrics["rel_l2"] == metrics["rel_l2"]  # finite, not NaN
+
+
+def test_tf32_is_a_boolean_and_is_restored_after_training(tmp_path):
+    with pytest.raises(ConfigError, match="trainer.tf32 must be true or false"):
+        Trainer(tf32="yes")
+    before = torch.backends.cuda.matmul.allow_tf32
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = MLP(2, 1, width=8, depth=2)
+    Trainer(max_steps=2, n_test=16, image_resolution=4, progress=False, tf32=not before).fit(
+        pde=Poisson(dim=2), model=model, engine=AutogradEngine(), optimizer=Adam(lr=1e-3),
+        sampler=UniformSampler(n_interior=16, n_boundary=8), generator=torch.Generator().manual_seed(0),
+        run_dir=tmp_path, device=device)
+    assert torch.backends.cuda.matmul.allow_tf32 == before
