@@ -24,32 +24,28 @@ says why, with ``true`` it is an error. A capture that fails anyway (the step co
 memory, say) falls back to eager steps the same way.
 
 The autograd engine is ruled out: on an H100 with PyTorch 2.11 (2026-11-27) capturing its nested
-backward passes failed on the Poisson problem (``operation not permitted when stream is
-capturing``) and, on a heat problem, produced a graph whose replays trained differently from
-eager steps. The forward and stochastic engines need one ordinary backward pass, and their
-replays match eager steps to 1e-10 in float64 (``tests/test_cuda_graph.py``).
+backward passes failed on the Poisson problem in every capture mode (``operation not permitted
+when stream is capturing``), and on a heat problem the capture went through but its replays
+trained differently from eager steps. The forward and stochastic engines need one ordinary
+backward pass, and there their replays matched eager steps to 1e-10 in float64
+(``tests/test_cuda_graph.py``).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from pinn.errors import ConfigError
+from pinn.sampling import RARSampler
 
 MODES = ("auto", True, False)
 
 #: Eager steps before the capture: they create Adam's state and let PyTorch set up its
 #: libraries' workspaces, which must not happen inside a capture. They are real training steps.
 WARMUP_STEPS = 3
-
-#: ``cudaStreamCaptureMode`` of the capture (``torch.cuda.graph``'s ``capture_error_mode``):
-#: which threads may not make calls that are unsafe during a capture. The variable
-#: ``PINN_CAPTURE_ERROR_MODE`` (global, thread_local or relaxed) overrides it, for diagnosis.
-CAPTURE_ERROR_MODE = "global"
 
 
 def check_mode(mode) -> bool | str:
@@ -63,8 +59,6 @@ def check_mode(mode) -> bool | str:
 
 def blockers(*, device: torch.device, processes: int, sampler, balance, engine) -> list[str]:
     """Why this run's Adam steps cannot be captured (empty: they can)."""
-    from pinn.sampling import RARSampler
-
     reasons = []
     if device.type != "cuda":
         reasons.append(f"the device is {device.type}, and CUDA graphs need a CUDA GPU")
@@ -104,10 +98,11 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 def copy_points(static: dict[str, Tensor], fresh: dict[str, Tensor]) -> None:
     """Copy freshly drawn points into the tensors a captured step reads."""
-    if static.keys() != fresh.keys() or any(static[k].shape != fresh[k].shape for k in static):
-        shapes = {k: tuple(v.shape) for k, v in fresh.items()}
-        raise RuntimeError(f"resampled point sets {shapes} differ from the captured ones; "
-                           f"{ {k: tuple(v.shape) for k, v in static.items()} }")
+    def shapes(points):
+        return {k: tuple(v.shape) for k, v in points.items()}
+
+    if shapes(static) != shapes(fresh):
+        raise RuntimeError(f"resampled point sets {shapes(fresh)} differ from the captured ones {shapes(static)}")
     for name, points in fresh.items():
         static[name].copy_(points)
 
@@ -156,9 +151,8 @@ class CapturedStep:
             # writes them afresh (no accumulation to clear between replays).
             self.zero_grad(True)
             graph = torch.cuda.CUDAGraph()
-            mode = os.environ.get("PINN_CAPTURE_ERROR_MODE", CAPTURE_ERROR_MODE)
             try:
-                with torch.cuda.graph(graph, capture_error_mode=mode):
+                with torch.cuda.graph(graph):
                     self.output = step()
             except RuntimeError as exc:  # nothing ran: a capture only records
                 self.failure = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

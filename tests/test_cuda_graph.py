@@ -13,7 +13,7 @@ import torch
 import train
 from conftest import TINY
 from pinn.balancing import LossBalance
-from pinn.cuda_graph import WARMUP_STEPS, blockers, check_mode, prepare_adam
+from pinn.cuda_graph import WARMUP_STEPS, blockers, check_mode, copy_points, prepare_adam
 from pinn.derivatives import AutogradEngine, ForwardEngine, StochasticEngine
 from pinn.errors import ConfigError
 from pinn.models import MLP
@@ -86,6 +86,15 @@ def test_true_without_a_gpu_is_refused_and_auto_trains_eagerly(tmp_path):
     auto = fit(tmp_path / "b", cuda_graph="auto", device="cpu", max_steps=4)
     off = fit(tmp_path / "c", cuda_graph=False, device="cpu", max_steps=4)
     assert_same_training(auto, off, rtol=0)
+
+
+def test_resampled_points_are_copied_into_the_captured_tensors():
+    static = {"interior": torch.zeros(4, 2), "boundary": torch.zeros(2, 2)}
+    storage = static["interior"].data_ptr()
+    copy_points(static, {"interior": torch.ones(4, 2), "boundary": torch.full((2, 2), 2.0)})
+    assert static["interior"].data_ptr() == storage and static["interior"].eq(1).all() and static["boundary"].eq(2).all()
+    with pytest.raises(RuntimeError, match="differ from the captured ones"):
+        copy_points(static, {"interior": torch.ones(5, 2), "boundary": torch.ones(2, 2)})
 
 
 def test_eager_adam_state_resumes_from_a_captured_one():
