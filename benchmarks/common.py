@@ -1,9 +1,10 @@
 """One training step of a benchmark variant, built from the trainer's own pieces.
 
-A variant is an engine name with options: ``forward``, ``forward+compile``, ``autograd+graph``,
+A variant is an engine name with options: ``forward``, ``forward+compile``, ``stochastic+graph``,
 ``forward+compile+graph``, ``forward+graph+tf32``... ``compile`` wraps the loss in
 ``torch.compile`` (as ``trainer.compile=true``), ``graph`` replays the whole step as a CUDA graph
-(as ``trainer.cuda_graph``), ``tf32`` lets float32 matrix products use TF32 (as ``tf32=true``).
+(as ``trainer.cuda_graph``; refused for the autograd engine, as there), ``tf32`` lets float32
+matrix products use TF32 (as ``trainer.tf32=true``).
 """
 
 from __future__ import annotations
