@@ -119,6 +119,39 @@ def vanishing_on_box(x: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
     return scale
 
 
+def transfinite_interpolation(f: Callable[[Tensor], Tensor], x: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    r"""The transfinite (Coons) interpolation of boundary data ``f`` into the box ``[lo, hi]``:
+    a smooth field that equals ``f`` on every face and reads ``f`` on the faces only.
+
+    With :math:`\xi_i = (x_i - \mathrm{lo}_i)/(\mathrm{hi}_i - \mathrm{lo}_i)` and the projector
+    :math:`P_i f(x) = (1 - \xi_i) f(x|_{x_i = \mathrm{lo}_i}) + \xi_i f(x|_{x_i = \mathrm{hi}_i})`,
+    the interpolant is the Boolean sum :math:`(1 - \prod_i (1 - P_i)) f`, expanded as
+    :math:`\sum_{S \neq \emptyset} (-1)^{|S|+1} \prod_{i \in S} P_i f` over the sets ``S`` of axes:
+    :math:`3^d - 1` evaluations of ``f``, each at points moved onto a face, an edge or a corner.
+    On a face :math:`x_i = \mathrm{lo}_i` the projector :math:`P_i` reproduces ``f``, so
+    :math:`(1 - P_i) f = 0` there and the sum equals ``f``: the base of a hard Dirichlet
+    constraint ``u = g + φ N`` (with ``φ`` from :func:`vanishing_on_box`) when ``f`` is continuous
+    along the edges.
+    """
+    lo_values, hi_values = lo.tolist(), hi.tolist()  # numbers, never copied to the device
+    dim = x.shape[1]
+    total = None
+    for mask in range(1, 2**dim):
+        axes = [i for i in range(dim) if mask >> i & 1]
+        sign = 1.0 if len(axes) % 2 else -1.0
+        for corner in range(2 ** len(axes)):  # each axis in S snapped to lo (bit 0) or hi (bit 1)
+            columns, weight = list(x.unbind(dim=1)), None
+            for j, i in enumerate(axes):
+                xi = (x[:, i : i + 1] - lo_values[i]) / (hi_values[i] - lo_values[i])
+                at_hi = corner >> j & 1
+                columns[i] = torch.full_like(columns[i], hi_values[i] if at_hi else lo_values[i])
+                factor = xi if at_hi else 1 - xi
+                weight = factor if weight is None else weight * factor
+            term = sign * weight * f(torch.stack(columns, dim=1))
+            total = term if total is None else total + term
+    return total
+
+
 def space_laplacian(u, x: Tensor, space_dim: int) -> Tensor:
     r"""The Laplacian over the first ``space_dim`` coordinates only (not time):
     :math:`\sum_{i < d} \partial^2 u / \partial x_i^2`, ``(N, 1)``."""

@@ -8,13 +8,14 @@ import math
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from pinn.conditions import Dirichlet, values
 from pinn.errors import check_positive
 from pinn.geometry import Box
+from pinn.models import OutputTransform
 from pinn.operators import jacobian, laplacian
-from pinn.pdes.base import PDE
+from pinn.pdes.base import PDE, transfinite_interpolation, vanishing_on_box
 
 #: Centreline velocities at Re = 100 (Ghia, Ghia & Shin, J. Comput. Phys. 48, 1982, Tables I, II).
 GHIA_RE100 = Path(__file__).resolve().parent.parent / "reference" / "ghia1982_re100.csv"
@@ -66,18 +67,23 @@ class Kovasznay(_SteadyFlow):
 
     Args:
         reynolds: the Reynolds number.
+        hard_constraint: build ``w = g(x) + φ(x) N(x)``, with ``g`` the transfinite interpolation
+            of the boundary values (it reads them on the boundary only) and ``φ`` vanishing there:
+            exact boundary values, no boundary loss.
     """
 
-    def __init__(self, *, reynolds: float = 20.0):
+    def __init__(self, *, reynolds: float = 20.0, hard_constraint: bool = False):
         super().__init__()
         check_positive("pde.reynolds", reynolds, integer=False)
-        self.reynolds = float(reynolds)
+        self.reynolds, self.hard_constraint = float(reynolds), hard_constraint
         self.lam = self.reynolds / 2 - math.sqrt(self.reynolds**2 / 4 + 4 * math.pi**2)
         self.domain = Box([-0.5, -0.5], [1.0, 1.5])
         self.boundary = Dirichlet(self.exact)
+        if hard_constraint:
+            self.point_sets = ("interior",)
 
     def __repr__(self) -> str:
-        return f"Kovasznay(reynolds={self.reynolds}, domain={self.domain})"
+        return f"Kovasznay(reynolds={self.reynolds}, domain={self.domain}, hard_constraint={self.hard_constraint})"
 
     def exact(self, x: Tensor) -> Tensor:
         grow = torch.exp(self.lam * x[:, :1])
@@ -85,8 +91,17 @@ class Kovasznay(_SteadyFlow):
         return torch.cat([1 - grow * torch.cos(angle), self.lam / (2 * math.pi) * grow * torch.sin(angle),
                           0.5 * (1 - grow**2)], dim=1)
 
+    def constrain(self, model: nn.Module) -> nn.Module:
+        if not self.hard_constraint:
+            return model
+        lo, hi = self.domain.bounds
+        return OutputTransform(model, lambda x: transfinite_interpolation(self.exact, x, lo, hi),
+                               lambda x: vanishing_on_box(x, lo, hi))
+
     def residuals(self, model, points, engine):
         terms, _ = self.equations(model, points, engine)
+        if self.hard_constraint:
+            return terms
         return {**terms, "boundary": self.boundary.residual(model, points["boundary"], engine)}
 
 
