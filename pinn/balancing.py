@@ -65,6 +65,7 @@ class LossBalance(nn.Module):
         self.term_names: list[str] = []
         self.point_weights = nn.ParameterDict()  # self_adaptive: one weight per point, per term
         self._ascent: torch.optim.Optimizer | None = None
+        self._ascent_state: dict | None = None  # a checkpoint's ascent state, until ascend() needs it
         self.logs: dict[str, float | Tensor] = {}  # read on the host only when logged
 
     def extra_repr(self) -> str:
@@ -138,10 +139,14 @@ class LossBalance(nn.Module):
         return sum(fixed.get(k, 1.0) * scheme[i] * v for i, (k, v) in enumerate(terms.items()))
 
     def get_extra_state(self) -> dict:
-        return {"term_names": list(self.term_names)}
+        state = {"term_names": list(self.term_names)}
+        if self._ascent is not None:  # the point weights' Adam moments, so that a resume continues exactly
+            state["ascent"] = self._ascent.state_dict()
+        return state
 
     def set_extra_state(self, state: dict) -> None:
         self.term_names = list(state.get("term_names", []))
+        self._ascent_state = state.get("ascent")  # loaded when ascend() rebuilds the optimizer
 
     def load(self, state: dict, device) -> None:
         """Restore from :meth:`state_dict`, creating the self-adaptive point weights it holds."""
@@ -151,8 +156,8 @@ class LossBalance(nn.Module):
                 self.point_weights[name] = nn.Parameter(torch.empty_like(value, device=device))
         if "term_weights" in state:
             self.term_weights = torch.empty_like(state["term_weights"], device=device)
-        self.load_state_dict(state, strict=bool(state))
         self._ascent = None
+        self.load_state_dict(state, strict=bool(state))
 
     # ------------------------------------------------------------------ updates
 
@@ -187,6 +192,9 @@ class LossBalance(nn.Module):
             return
         if self._ascent is None:
             self._ascent = torch.optim.Adam(self.point_weights.parameters(), lr=self.sa_lr, maximize=True)
+            if self._ascent_state is not None:
+                self._ascent.load_state_dict(self._ascent_state)
+                self._ascent_state = None
         self._ascent.step()
         self._ascent.zero_grad(set_to_none=True)
         means = [p.detach().square().mean().item() for p in self.point_weights.values()]

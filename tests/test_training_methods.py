@@ -164,6 +164,17 @@ def test_self_adaptive_weights_rise_most_where_the_residual_is_large(tmp_path):
         fit(tmp_path / "b", balance=LossBalance(weighting="self_adaptive"), resample_every=2)
 
 
+def test_self_adaptive_run_resumes_bitwise(tmp_path, float64):
+    # The point weights and their ascent optimizer's moments come back from the checkpoint.
+    whole, *_ = fit(tmp_path / "whole", balance=LossBalance(weighting="self_adaptive"), max_steps=8, dtype=torch.float64)
+    fit(tmp_path / "first", balance=LossBalance(weighting="self_adaptive"), max_steps=4, dtype=torch.float64)
+    balance = LossBalance(weighting="self_adaptive")
+    resumed, *_ = fit(tmp_path / "second", balance=balance, max_steps=8, dtype=torch.float64, resume=tmp_path / "first")
+    for a, b in zip(whole.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+    assert int(balance._ascent.state_dict()["state"][0]["step"]) == 8
+
+
 def test_causal_weights_follow_the_formula():
     domain = Heat().domain
     balance = LossBalance(causal=True, causal_chunks=4, causal_tolerance=2.0)
