@@ -133,6 +133,8 @@ def test_hard_constraint_refused_where_boundary_data_do_not_vanish():
         Poisson(k=0.5, hard_constraint=True)
     with pytest.raises(ConfigError, match="hard_constraint"):
         Poisson(solution="sum", hard_constraint=True)
+    with pytest.raises(ConfigError, match="pde.time_scale"):
+        Wave(hard_constraint=True, time_scale=0.0)
 
 
 @pytest.mark.parametrize("pde,need", [(Wave(), "diagonal"), (Burgers(), "diagonal"), (Kovasznay(), "laplacian")])
