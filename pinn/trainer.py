@@ -342,11 +342,11 @@ class Trainer:
             "dtype": str(state.dtype).removeprefix("torch."),
             "lbfgs_evaluations": state.lbfgs_evaluations,
             "optimizer": state.optimizer.state_dict() if state.optimizer is not None else {},
-            "points": {k: v.detach().cpu() for k, v in state.points.items()},
+            "points": ranks[0]["points"],  # the same tensors as rank 0's stream: saved once
             "clocks": {k: [c.steps, c.seconds] for k, c in state.clocks.items()},
             "rel_l2": state.rel_l2,
             "config": config or {},
-            **_rng_state(generator),
+            **{k: v for k, v in ranks[0].items() if k != "points"},  # rank 0's random state
         })
 
     def _restore(self, path, model, pde, plan: OptimizerPlan, generator, state: _State, device, dtype) -> None:

@@ -50,6 +50,9 @@ def test_documented_overrides_take_effect(compose_config, tmp_path):
     ckpt = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["config"]["optimizer"]["lr"] == 0.01
     assert ckpt["points"]["interior"].shape == (40, 3)
+    # The top-level points and random state are rank 0's own, stored once.
+    assert ckpt["points"]["interior"].data_ptr() == ckpt["ranks"][0]["points"]["interior"].data_ptr()
+    assert torch.equal(ckpt["generator"], ckpt["ranks"][0]["generator"])
 
 
 def test_same_seed_same_result(compose_config, tmp_path):
