@@ -135,6 +135,7 @@ def transfinite_interpolation(f: Callable[[Tensor], Tensor], x: Tensor, lo: Tens
     """
     lo_values, hi_values = lo.tolist(), hi.tolist()  # numbers, never copied to the device
     dim = x.shape[1]
+    xi = [(x[:, i : i + 1] - lo_values[i]) / (hi_values[i] - lo_values[i]) for i in range(dim)]
     total = None
     for mask in range(1, 2**dim):
         axes = [i for i in range(dim) if mask >> i & 1]
@@ -142,10 +143,9 @@ def transfinite_interpolation(f: Callable[[Tensor], Tensor], x: Tensor, lo: Tens
         for corner in range(2 ** len(axes)):  # each axis in S snapped to lo (bit 0) or hi (bit 1)
             columns, weight = list(x.unbind(dim=1)), None
             for j, i in enumerate(axes):
-                xi = (x[:, i : i + 1] - lo_values[i]) / (hi_values[i] - lo_values[i])
                 at_hi = corner >> j & 1
                 columns[i] = torch.full_like(columns[i], hi_values[i] if at_hi else lo_values[i])
-                factor = xi if at_hi else 1 - xi
+                factor = xi[i] if at_hi else 1 - xi[i]
                 weight = factor if weight is None else weight * factor
             term = sign * weight * f(torch.stack(columns, dim=1))
             total = term if total is None else total + term
