@@ -104,6 +104,38 @@ def test_hard_constraints_hold_exactly_and_engines_agree(name, float64):
         assert forward[term].item() == pytest.approx(autograd[term].item(), rel=1e-12)
 
 
+def test_allen_cahn_hard_constraint_holds_the_initial_values_and_needs_a_periodic_network(float64):
+    pde = AllenCahn(hard_constraint=True)
+    assert pde.point_sets == ("interior",)
+    with pytest.raises(ConfigError, match=r"model.periods=\{0: 2.0\}"):
+        pde.constrain(MLP(2, 1, width=16, depth=2))
+    with pytest.raises(ConfigError, match="model.periods"):  # periodic, but with the wrong period
+        pde.constrain(MLP(2, 1, width=16, depth=2, periods={0: 1.0}))
+    with pytest.raises(ConfigError, match="pde.time_scale"):
+        AllenCahn(hard_constraint=True, time_scale=-1.0)
+    torch.manual_seed(0)
+    model = pde.constrain(MLP(2, 1, width=16, depth=2, periods={0: 2.0}).double())
+    x = 2 * torch.rand(100, 1, dtype=torch.float64) - 1
+    at_start = torch.cat([x, torch.zeros_like(x)], dim=1)
+    assert (model(at_start) - x**2 * torch.cos(math.pi * x)).abs().max().item() < 1e-15
+    t = torch.rand(100, 1, dtype=torch.float64)
+    left, right = model(torch.cat([-torch.ones_like(t), t], 1)), model(torch.cat([torch.ones_like(t), t], 1))
+    assert (left - right).abs().max().item() < 1e-14  # periodic in value at every time
+    # The slope of u0 jumps by 4 across x = ±1; the constraint lets that jump fade like exp(-t/τ).
+    ends = torch.cat([torch.cat([-torch.ones_like(t), t], 1), torch.cat([torch.ones_like(t), t], 1)]).requires_grad_(True)
+    slope = partial(model(ends), ends, 0)
+    assert torch.allclose(slope[100:] - slope[:100], -4 * torch.exp(-t / pde.time_scale), rtol=0, atol=1e-12)
+    late = torch.cat([x, torch.ones_like(x)], dim=1)
+    assert (model(late) - pde.exact(late)).abs().max().item() > 1e-2  # the network still has work to do
+    points = sample(pde, n=64)
+    autograd = pde.losses(model, points, AutogradEngine())
+    engine = ForwardEngine()
+    engine.check_pde(pde)
+    forward = pde.losses(model, points, engine)
+    assert autograd.keys() == forward.keys() == {"pde"}
+    assert forward["pde"].item() == pytest.approx(autograd["pde"].item(), rel=1e-12)
+
+
 def test_transfinite_interpolation_matches_the_data_on_faces_and_reads_only_the_boundary(float64):
     lo, hi = torch.tensor([-0.5, 0.0, 1.0]), torch.tensor([1.0, 2.0, 1.5])
     calls = []
@@ -178,6 +210,13 @@ def test_reference_sets():
     assert x.shape == (34, 2) and ref.shape == (34, 3)
     assert torch.isfinite(ref).sum() == 34  # each Ghia point knows one velocity component
     assert ref[0, 0] == 1.0 and x[0].tolist() == [0.5, 1.0]  # the lid
+    x_converged, converged = Cavity(compare_with="converged").reference(0, 0)
+    assert torch.equal(x_converged, x) and torch.equal(torch.isfinite(converged), torch.isfinite(ref))
+    ghia, truth = ref.nan_to_num(0).sum(dim=1), converged.nan_to_num(0).sum(dim=1)
+    assert 1.0e-2 < ((ghia - truth).norm() / truth.norm()).item() < 1.25e-2
+    assert Cavity(reynolds=400.0).reference(0, 0) is None  # Ghia's table here is for Re = 100
+    with pytest.raises(ConfigError, match="pde.compare_with must be ghia or converged"):
+        Cavity(compare_with="experiment")
     x, ref = AllenCahn().reference(0, 0)
     assert x.shape == (512 * 201, 2) and torch.isfinite(ref).all()
     assert torch.allclose(ref[:512, 0], x[:512, 0] ** 2 * torch.cos(math.pi * x[:512, 0]), atol=1e-14)  # t = 0

@@ -1,0 +1,55 @@
+"""Tests for the finite-difference reference of the lid-driven cavity (pinn.reference.cavity)."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from pinn.pdes.navier_stokes import GHIA_RE100
+from pinn.reference import cavity
+
+
+def ghia():
+    """Ghia's Re = 100 table: (is it u on x = 0.5, coordinate, velocity) per row."""
+    rows = [r for r in GHIA_RE100.read_text().splitlines() if r and not r.startswith("#")]
+    line, coord, velocity = zip(*csv.reader(rows[1:]))
+    return np.array([name == "u_vertical" for name in line]), np.array(coord, float), np.array(velocity, float)
+
+
+def test_walls_hold_and_the_centrelines_converge_at_second_order():
+    vertical, coord, _ = ghia()
+    psi = {n: cavity.solve(n) for n in (16, 32, 64)}
+    for p in psi.values():
+        walls = np.concatenate([p[0], p[-1], p[:, 0], p[:, -1]])
+        assert np.abs(walls).max() < 1e-20  # psi = 0 on the walls, to Newton's round-off
+    values = {n: np.concatenate(cavity.centreline_velocities(p, coord[vertical], coord[~vertical])) for n, p in psi.items()}
+    order = np.log2(np.linalg.norm(values[16] - values[32]) / np.linalg.norm(values[32] - values[64]))
+    assert 1.8 < order < 2.3
+
+
+def test_creeping_flow_is_mirror_symmetric_and_inertia_breaks_the_symmetry():
+    # Stokes flow (Re -> 0) is symmetric about x = 1/2, and the asymmetry grows like Re; at
+    # Re = 100 the vortex has moved downstream.
+    stokes, inertial = cavity.solve(32, reynolds=1e-9), cavity.solve(32)
+    assert np.abs(stokes - stokes[:, ::-1]).max() < 1e-10 * np.abs(stokes).max()
+    assert np.abs(inertial - inertial[:, ::-1]).max() > 1e-2 * np.abs(inertial).max()
+
+
+def test_converged_values_are_cached_and_a_percent_from_ghia():
+    vertical, coord, published = ghia()
+    u, v = cavity.reference(coord[vertical], coord[~vertical])
+    converged = np.concatenate([u, v])
+    assert converged[0] == 1.0 and converged[16] == 0.0  # the lid and the bottom wall
+    # The two are close, but Ghia's table is 1.12e-2 away (its velocities a little weak).
+    assert 1.0e-2 < np.linalg.norm(published - converged) / np.linalg.norm(converged) < 1.25e-2
+    assert u[coord[vertical] == 0.4531] == pytest.approx(-0.21398, abs=2e-5)  # Ghia: -0.21090
+    assert np.array_equal(np.concatenate(cavity.reference(coord[vertical], coord[~vertical])), converged)
+
+
+def test_bad_grids_and_non_convergence_are_refused():
+    with pytest.raises(ValueError, match="even number of intervals"):
+        cavity.solve(33)
+    with pytest.raises(RuntimeError, match="did not converge in 1 steps"):
+        cavity.solve(16, max_steps=1)
