@@ -50,6 +50,16 @@ def test_resume_continues_bitwise(tmp_path, plan):
         assert torch.equal(a, b)
 
 
+def test_resume_inside_the_lbfgs_stage_continues_bitwise(tmp_path):
+    # L-BFGS keeps a history of steps and gradients between step() calls; the checkpoint carries it.
+    plan = lambda: AdamLBFGS(lr=1e-2, switch_step=3, max_iter=3)  # noqa: E731
+    whole, _ = fit(tmp_path / "whole", max_steps=8, plan=plan())
+    fit(tmp_path / "first", max_steps=5, plan=plan())
+    resumed, _ = fit(tmp_path / "second", max_steps=8, plan=plan(), resume=tmp_path / "first")
+    for a, b in zip(whole.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+
+
 def test_lbfgs_phase_switch_and_timing(tmp_path):
     _, metrics = fit(tmp_path, max_steps=6, plan=AdamLBFGS(switch_step=4, max_iter=2))
     assert metrics["phases"]["adam"]["steps"] == 4 and metrics["phases"]["lbfgs"]["steps"] == 2
