@@ -48,6 +48,11 @@ def test_converged_values_are_cached_and_a_percent_from_ghia():
     assert np.array_equal(np.concatenate(cavity.reference(coord[vertical], coord[~vertical])), converged)
 
 
+def test_higher_reynolds_numbers_converge_by_continuation():
+    psi = cavity.solve(64, reynolds=1000.0)  # from rest, Newton's method alone does not converge here
+    assert np.isfinite(psi).all() and -0.12 < psi.min() < -0.10  # Ghia, 129²: -0.1179
+
+
 def test_bad_grids_and_non_convergence_are_refused():
     with pytest.raises(ValueError, match="even number of intervals"):
         cavity.solve(33)
