@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,7 +39,7 @@ def test_creeping_flow_is_mirror_symmetric_and_inertia_breaks_the_symmetry():
     assert np.abs(inertial - inertial[:, ::-1]).max() > 1e-2 * np.abs(inertial).max()
 
 
-def test_converged_values_are_cached_and_a_percent_from_ghia():
+def test_converged_values_are_cached_and_a_percent_from_ghia(monkeypatch):
     vertical, coord, published = ghia()
     u, v = cavity.reference(coord[vertical], coord[~vertical])
     converged = np.concatenate([u, v])
@@ -45,6 +47,12 @@ def test_converged_values_are_cached_and_a_percent_from_ghia():
     # The two are close, but Ghia's table is 1.12e-2 away (its velocities a little weak).
     assert 1.0e-2 < np.linalg.norm(published - converged) / np.linalg.norm(converged) < 1.25e-2
     assert u[coord[vertical] == 0.4531] == pytest.approx(-0.21398, abs=2e-5)  # Ghia: -0.21090
+    assert list(Path(os.environ["PINN_CACHE"]).glob("cavity-*.npz"))  # the session's cache (conftest)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("reference() recomputed instead of loading the cache")
+
+    monkeypatch.setattr(cavity, "solve", fail)
     assert np.array_equal(np.concatenate(cavity.reference(coord[vertical], coord[~vertical])), converged)
 
 
