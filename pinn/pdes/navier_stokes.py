@@ -121,7 +121,7 @@ class Cavity(_SteadyFlow):
         compare_with: the values at those points: ``"ghia"``, Ghia's published table (shipped
             with the package; Re = 100 only), or ``"converged"``, this project's converged
             finite-difference solution (:mod:`pinn.reference.cavity`; good to about 1e-5,
-            computed once, in about 20 s at Re = 100, and cached). The two differ: at Re = 100 Ghia's table
+            computed once, in about 17 s at Re = 100, and cached). The two differ: at Re = 100 Ghia's table
             is 1.12e-2 away from the converged values, its velocities a little smaller in
             magnitude, so an error against Ghia below about 1e-2 means agreeing with the table's
             own error.

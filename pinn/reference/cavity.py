@@ -23,8 +23,8 @@ Measured at Re = 100 (Ghia's 34 centreline points, relative L2 over them as in
 :class:`pinn.pdes.Cavity`; float64, one core):
 
 * Observed order 2.03 from n = 64, 128, 256 and 2.01 from 128, 256, 512.
-* The extrapolation from n = 128, 256 (what :func:`reference` returns, 16 s) differs from the
-  one from n = 256, 512 by at most 1.9e-6 (n = 512 takes 95 s): the values are good to about
+* The extrapolation from n = 128, 256 (what :func:`reference` returns, 17 s) differs from the
+  one from n = 256, 512 by at most 1.9e-6 (n = 512 takes 119 s): the values are good to about
   1e-5. A single grid is not: n = 128 is 1.4e-3 away, n = 512 8.7e-5.
 * The minimum of :math:`u` on :math:`x = 0.5` is -0.214042 at :math:`y = 0.4581`.
 * Ghia's published table is 1.12e-2 away from these values: its velocities are smaller in
