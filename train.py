@@ -7,6 +7,7 @@ object, checks the operators on the chosen device, and hands everything to the t
 from __future__ import annotations
 
 import csv
+import inspect
 import ctypes
 import json
 import logging
@@ -20,7 +21,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pinn.checkpoint import CheckpointError, load_checkpoint
@@ -92,11 +93,25 @@ def build_problem(cfg: DictConfig) -> tuple[Any, torch.nn.Module]:
     return pde, pde.constrain(model)
 
 
+def _default_of(cfg: DictConfig, key: str) -> Any:
+    """The default of the constructor argument ``group.name`` of a group's ``_target_``
+    (``inspect.Parameter.empty`` where there is none)."""
+    group, _, name = key.partition(".")
+    target = OmegaConf.select(cfg, f"{group}._target_")
+    if target is None or "." in name:
+        return inspect.Parameter.empty
+    parameter = inspect.signature(get_object(target)).parameters.get(name)
+    return inspect.Parameter.empty if parameter is None else parameter.default
+
+
 def check_resume(cfg: DictConfig) -> None:
-    """Refuse to resume a checkpoint under settings it was not trained with."""
+    """Refuse to resume a checkpoint under settings it was not trained with. A setting added
+    since the checkpoint was written matches if it is left at its default, which is how the
+    code behaved before it existed."""
     saved = flatten_config({k: v for k, v in load_checkpoint(cfg.resume)["config"].items() if k in RESUME_MUST_MATCH})
     now = flatten_config({k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k in RESUME_MUST_MATCH})
-    differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    added = {k for k in now.keys() - saved.keys() if now[k] == _default_of(cfg, k)}
+    differ = sorted(k for k in saved.keys() | now.keys() - added if saved.get(k) != now.get(k))
     if differ:
         shown = ", ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in differ[:4])
         raise ConfigError(

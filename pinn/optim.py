@@ -9,7 +9,10 @@ One trainer step of L-BFGS is one call of ``optimizer.step(closure)``, which mak
 ``max_iter`` iterations, each with a strong-Wolfe line search. Its points must stay fixed, so
 the trainer does not resample during L-BFGS. ``lbfgs_dtype=float64`` runs that last stage in
 double precision (the network, the PDE's unknowns and the points are converted at the switch),
-where float32 round-off would otherwise end the line searches early.
+where float32 round-off would otherwise end the line searches early. ``quasi_newton`` picks
+the method of that stage: ``lbfgs`` (``torch.optim.LBFGS``, the last ``history_size`` curvature
+pairs), or dense ``bfgs`` / ``ssbfgs`` (:class:`BFGS`, every pair, plain or self-scaling), which
+costs ``n²`` memory for ``n`` parameters and can converge where L-BFGS stalls.
 
 Adam's learning rate follows a schedule, a pure function of the step (:meth:`OptimizerPlan.lr_at`),
 so a resumed run continues it exactly with nothing extra to save:
@@ -28,10 +31,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 
 import torch
+from torch.optim.lbfgs import _strong_wolfe  # the line search torch.optim.LBFGS uses
 
 from pinn.errors import ConfigError, check_choice, check_positive
 
 PHASES = ("adam", "lbfgs")
+QUASI_NEWTON = ("lbfgs", "bfgs", "ssbfgs")
+#: Dense BFGS keeps an n × n matrix; above this size it is refused in favour of L-BFGS.
+BFGS_MAX_BYTES = 16 * 2**30
 LINE_SEARCHES = ("strong_wolfe", "none")
 SCHEDULES = ("constant", "exponential", "cosine")
 LBFGS_DTYPES = (None, "float64")
@@ -40,6 +47,113 @@ LBFGS_DTYPES = (None, "float64")
 def _check_lr(lr) -> None:
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
         raise ConfigError(f"optimizer.lr must be a finite number > 0; got {lr!r}")
+
+
+class BFGS(torch.optim.LBFGS):
+    r"""BFGS with a dense inverse-Hessian approximation :math:`H` and the strong-Wolfe line
+    search of :class:`torch.optim.LBFGS`, whose interface it shares: ``step(closure)`` makes up
+    to ``max_iter`` iterations.
+
+    After a step :math:`s = x_{k+1} - x_k` with gradient change :math:`y = g_{k+1} - g_k`
+    (skipped unless :math:`y^\top s > 10^{-10}`, which keeps :math:`H` positive definite),
+
+    .. math::
+        H \leftarrow \tau \bigl(H - \rho (s\, y^\top H + H y\, s^\top)
+        + \rho^2 (y^\top H y)\, s s^\top\bigr) + \rho\, s s^\top, \qquad \rho = 1 / y^\top s,
+
+    which with :math:`\tau = 1` is the BFGS update :math:`(I - \rho s y^\top) H (I - \rho y s^\top)
+    + \rho s s^\top`. ``self_scaling=True`` takes :math:`\tau = \max(1, s^\top B s / y^\top s)`
+    with :math:`B = H^{-1}` (Al-Baali's restricted self-scaling; :math:`s^\top B s = -t\, s^\top g_k`
+    for the step :math:`s = -t H g_k`): where the model's curvature along the step exceeds the
+    measured one, the old approximation is enlarged before the new pair enters, which helps where
+    the Hessian's eigenvalues spread over many decades, as a PINN loss's do near a minimum
+    (Urbán, Stefanou & Pons 2025; Kiyani et al. 2025). :math:`H` starts as
+    :math:`(y^\top s / y^\top y)\, I` at the first update.
+
+    Unlike L-BFGS, which keeps ``history_size`` pairs, every pair ever seen shapes :math:`H`; the
+    price is :math:`n^2` numbers of memory and :math:`O(n^2)` work per iteration for ``n``
+    parameters (13,313 parameters: 1.4 GB in float64, about a loss evaluation's time on a CPU
+    core), so it suits the small networks of a final float64 stage. ``H`` is saved with the
+    optimizer's state, so a resumed run continues exactly.
+    """
+
+    def __init__(self, params, lr: float = 1.0, max_iter: int = 20, max_eval: int | None = None,
+                 tolerance_grad: float = 1e-9, tolerance_change: float = 1e-12,
+                 line_search_fn: str | None = "strong_wolfe", self_scaling: bool = False):
+        super().__init__(params, lr=lr, max_iter=max_iter, max_eval=max_eval, tolerance_grad=tolerance_grad,
+                         tolerance_change=tolerance_change, line_search_fn=line_search_fn)
+        self.self_scaling = self_scaling
+        n = self._numel()
+        size = n * n * self._params[0].element_size()
+        if size > BFGS_MAX_BYTES:
+            raise ConfigError(
+                f"optimizer.quasi_newton=bfgs keeps a {n} × {n} matrix ({size / 2**30:.1f} GiB) for this "
+                f"network's {n} parameters; use optimizer.quasi_newton=lbfgs, or a smaller network")
+
+    @torch.no_grad()
+    def step(self, closure):  # type: ignore[override]
+        closure = torch.enable_grad()(closure)
+        group = self.param_groups[0]
+        lr, max_iter = float(group["lr"]), group["max_iter"]
+        tolerance_grad, tolerance_change = group["tolerance_grad"], group["tolerance_change"]
+        state = self.state[self._params[0]]  # global state on the first parameter, as in LBFGS
+        state.setdefault("n_iter", 0)
+        state.setdefault("func_evals", 0)
+
+        orig_loss = closure()
+        loss = float(orig_loss)
+        state["func_evals"] += 1
+        evals = 1
+        flat_grad = self._gather_flat_grad()
+        if flat_grad.abs().max() <= tolerance_grad:
+            return orig_loss
+        H, d, t = state.get("H"), state.get("d"), state.get("t")
+        prev_grad = state.get("prev_flat_grad")
+
+        for n_iter in range(1, max_iter + 1):
+            state["n_iter"] += 1
+            if state["n_iter"] > 1:
+                y, s = flat_grad - prev_grad, d * t
+                ys = float(y.dot(s))
+                if ys > 1e-10:
+                    if H is None:
+                        H = torch.diag(torch.full_like(y, ys / float(y.dot(y))))
+                    elif self.self_scaling:  # s = -t H g_prev, so sᵀBs = -t sᵀg_prev with B = H⁻¹
+                        H.mul_(max(1.0, -t * float(s.dot(prev_grad)) / ys))
+                    Hy = H @ y
+                    yHy = float(y.dot(Hy))
+                    rho = 1.0 / ys
+                    H.addr_(s, Hy, alpha=-rho)
+                    H.addr_(Hy, s, alpha=-rho)
+                    H.addr_(s, s, alpha=rho * rho * yHy + rho)
+            d = -flat_grad if H is None else -(H @ flat_grad)
+            prev_grad = flat_grad.clone()
+            prev_loss = loss
+            t = min(1.0, 1.0 / flat_grad.abs().sum().item()) * lr if state["n_iter"] == 1 else lr
+            gtd = flat_grad.dot(d)
+            if gtd > -tolerance_change:
+                break
+            if group["line_search_fn"] is None:
+                self._add_grad(t, d)
+                loss = float(closure())
+                flat_grad, ls_evals = self._gather_flat_grad(), 1
+            else:
+                x_init = self._clone_param()
+
+                def directional(x, step, direction):
+                    return self._directional_evaluate(closure, x, step, direction)
+
+                loss, flat_grad, t, ls_evals = _strong_wolfe(directional, x_init, t, d, loss, flat_grad, gtd,
+                                                             max_ls=group["max_eval"] - evals)
+                self._add_grad(t, d)
+            evals += ls_evals
+            state["func_evals"] += ls_evals
+            if (n_iter == max_iter or evals >= group["max_eval"] or flat_grad.abs().max() <= tolerance_grad
+                    or d.mul(t).abs().max() <= tolerance_change or abs(loss - prev_loss) < tolerance_change):
+                break
+
+        state.update(H=H, d=d, t=t, prev_flat_grad=prev_grad)
+        return orig_loss
 
 
 class OptimizerPlan(ABC):
@@ -93,21 +207,26 @@ class _AdamSettings:
 
 class _LBFGSSettings:
     def __init__(self, lr: float, max_iter: int, history_size: int, line_search: str,
-                 tolerance_grad: float, tolerance_change: float):
+                 tolerance_grad: float, tolerance_change: float, quasi_newton: str = "lbfgs"):
         _check_lr(lr)
         check_positive("optimizer.max_iter", max_iter)
         check_positive("optimizer.history_size", history_size)
         check_choice("optimizer.line_search", line_search, LINE_SEARCHES)
         check_positive("optimizer.tolerance_grad", tolerance_grad, integer=False, allow_zero=True)
         check_positive("optimizer.tolerance_change", tolerance_change, integer=False, allow_zero=True)
-        self.lbfgs_kwargs = dict(
-            lr=float(lr), max_iter=max_iter, history_size=history_size,
-            line_search_fn=None if line_search == "none" else line_search,
+        check_choice("optimizer.quasi_newton", quasi_newton, QUASI_NEWTON)
+        self.quasi_newton = quasi_newton
+        self.kwargs = dict(
+            lr=float(lr), max_iter=max_iter, line_search_fn=None if line_search == "none" else line_search,
             tolerance_grad=float(tolerance_grad), tolerance_change=float(tolerance_change),
         )
+        self.history_size = history_size
 
     def lbfgs(self, params) -> torch.optim.Optimizer:
-        return torch.optim.LBFGS(params, **self.lbfgs_kwargs)
+        """The quasi-Newton optimizer of this stage: L-BFGS, or dense (self-scaling) BFGS."""
+        if self.quasi_newton == "lbfgs":
+            return torch.optim.LBFGS(params, history_size=self.history_size, **self.kwargs)
+        return BFGS(params, self_scaling=self.quasi_newton == "ssbfgs", **self.kwargs)
 
 
 class Adam(OptimizerPlan):
@@ -131,8 +250,10 @@ class LBFGS(OptimizerPlan):
     """L-BFGS for the whole run; ``lr`` scales its step (1 with a line search)."""
 
     def __init__(self, *, lr: float = 1.0, max_iter: int = 20, history_size: int = 50,
-                 line_search: str = "strong_wolfe", tolerance_grad: float = 1e-9, tolerance_change: float = 1e-12):
-        self.settings = _LBFGSSettings(lr, max_iter, history_size, line_search, tolerance_grad, tolerance_change)
+                 line_search: str = "strong_wolfe", tolerance_grad: float = 1e-9, tolerance_change: float = 1e-12,
+                 quasi_newton: str = "lbfgs"):
+        self.settings = _LBFGSSettings(lr, max_iter, history_size, line_search, tolerance_grad, tolerance_change,
+                                       quasi_newton)
 
     def phase_at(self, step: int) -> str:
         return "lbfgs"
@@ -149,14 +270,14 @@ class AdamLBFGS(OptimizerPlan):
                  schedule: str = "constant", warmup_steps: int = 0, decay_rate: float = 0.9, decay_steps: int = 1000,
                  min_lr: float = 0.0, lbfgs_lr: float = 1.0, max_iter: int = 20, history_size: int = 50,
                  line_search: str = "strong_wolfe", tolerance_grad: float = 1e-9, tolerance_change: float = 1e-12,
-                 lbfgs_dtype: str | None = None):
+                 lbfgs_dtype: str | None = None, quasi_newton: str = "lbfgs"):
         check_positive("optimizer.switch_step", switch_step, allow_zero=True)
         check_choice("optimizer.lbfgs_dtype", lbfgs_dtype, LBFGS_DTYPES)
         self.switch_step = switch_step
         self.lbfgs_dtype = None if lbfgs_dtype is None else getattr(torch, lbfgs_dtype)
         self.adam_settings = _AdamSettings(lr, tuple(betas), schedule, warmup_steps, decay_rate, decay_steps, min_lr)
         self.lbfgs_settings = _LBFGSSettings(lbfgs_lr, max_iter, history_size, line_search,
-                                             tolerance_grad, tolerance_change)
+                                             tolerance_grad, tolerance_change, quasi_newton)
 
     def phase_at(self, step: int) -> str:
         return "adam" if step < self.switch_step else "lbfgs"

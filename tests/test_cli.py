@@ -135,6 +135,22 @@ def test_resume_refuses_other_settings(tmp_path):
     assert "model.width: 8 in the checkpoint, 16 now" in result.stderr
 
 
+def test_resume_accepts_a_setting_added_since_at_its_default(tmp_path):
+    # A checkpoint written before optimizer.schedule existed: resuming at the default behaves as
+    # that code did, so it is allowed; any other value is refused.
+    assert train(f"hydra.run.dir={tmp_path / 'a'}", *TINY).returncode == 0
+    path = tmp_path / "a" / "checkpoints" / "last.pt"
+    payload = torch.load(path, weights_only=False)
+    del payload["config"]["optimizer"]["schedule"]
+    torch.save(payload, path)
+    result = train(f"hydra.run.dir={tmp_path / 'a'}", *TINY, "optimizer.schedule=cosine", f"resume={tmp_path / 'a'}")
+    assert result.returncode == 2
+    assert "optimizer.schedule: None in the checkpoint, 'cosine' now" in result.stderr
+    result = train(f"hydra.run.dir={tmp_path / 'a'}", *TINY, "trainer.max_steps=6", f"resume={tmp_path / 'a'}")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["steps"] == 6
+
+
 def test_resume_of_a_missing_or_broken_checkpoint(tmp_path):
     result = train(f"hydra.run.dir={tmp_path / 'b'}", *TINY, f"resume={tmp_path / 'nothing'}")
     assert result.returncode == 2 and "no checkpoint" in result.stderr

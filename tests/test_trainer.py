@@ -50,9 +50,11 @@ def test_resume_continues_bitwise(tmp_path, plan):
         assert torch.equal(a, b)
 
 
-def test_resume_inside_the_lbfgs_stage_continues_bitwise(tmp_path):
-    # L-BFGS keeps a history of steps and gradients between step() calls; the checkpoint carries it.
-    plan = lambda: AdamLBFGS(lr=1e-2, switch_step=3, max_iter=3)  # noqa: E731
+@pytest.mark.parametrize("quasi_newton", ["lbfgs", "bfgs", "ssbfgs"])
+def test_resume_inside_the_lbfgs_stage_continues_bitwise(tmp_path, quasi_newton):
+    # L-BFGS keeps a history of steps and gradients between step() calls, BFGS its inverse-Hessian
+    # approximation; the checkpoint carries them.
+    plan = lambda: AdamLBFGS(lr=1e-2, switch_step=3, max_iter=3, quasi_newton=quasi_newton)  # noqa: E731
     whole, _ = fit(tmp_path / "whole", max_steps=8, plan=plan())
     fit(tmp_path / "first", max_steps=5, plan=plan())
     resumed, _ = fit(tmp_path / "second", max_steps=8, plan=plan(), resume=tmp_path / "first")
