@@ -49,6 +49,16 @@ def _check_lr(lr) -> None:
         raise ConfigError(f"optimizer.lr must be a finite number > 0; got {lr!r}")
 
 
+def check_bfgs_size(n: int, dtype: torch.dtype) -> None:
+    """Refuse a dense BFGS matrix for ``n`` parameters that would exceed ``BFGS_MAX_BYTES``."""
+    size = n * n * dtype.itemsize
+    if size > BFGS_MAX_BYTES:
+        raise ConfigError(
+            f"optimizer.quasi_newton=bfgs/ssbfgs keeps an n × n matrix, {size / 2**30:.1f} GiB in {dtype} for this "
+            f"network's n = {n} parameters (at most {BFGS_MAX_BYTES / 2**30:.0f} GiB); use "
+            "optimizer.quasi_newton=lbfgs, or a smaller network")
+
+
 class BFGS(torch.optim.LBFGS):
     r"""BFGS with a dense inverse-Hessian approximation :math:`H` and the strong-Wolfe line
     search of :class:`torch.optim.LBFGS`, whose interface it shares: ``step(closure)`` makes up
@@ -83,12 +93,7 @@ class BFGS(torch.optim.LBFGS):
         super().__init__(params, lr=lr, max_iter=max_iter, max_eval=max_eval, tolerance_grad=tolerance_grad,
                          tolerance_change=tolerance_change, line_search_fn=line_search_fn)
         self.self_scaling = self_scaling
-        n = self._numel()
-        size = n * n * self._params[0].element_size()
-        if size > BFGS_MAX_BYTES:
-            raise ConfigError(
-                f"optimizer.quasi_newton=bfgs keeps a {n} × {n} matrix ({size / 2**30:.1f} GiB) for this "
-                f"network's {n} parameters; use optimizer.quasi_newton=lbfgs, or a smaller network")
+        check_bfgs_size(self._numel(), self._params[0].dtype)
 
     @torch.no_grad()
     def step(self, closure):  # type: ignore[override]
@@ -174,6 +179,9 @@ class OptimizerPlan(ABC):
         """The dtype a phase runs in (``None``: the run's)."""
         return None
 
+    def check(self, params: Iterable[torch.nn.Parameter], dtype: torch.dtype) -> None:
+        """Refuse at start-up what a later phase could not build for these parameters."""
+
 
 class _AdamSettings:
     def __init__(self, lr: float, betas: tuple[float, float], schedule: str = "constant", warmup_steps: int = 0,
@@ -222,6 +230,10 @@ class _LBFGSSettings:
         )
         self.history_size = history_size
 
+    def check(self, params, dtype: torch.dtype) -> None:
+        if self.quasi_newton != "lbfgs":
+            check_bfgs_size(sum(p.numel() for p in params), dtype)
+
     def lbfgs(self, params) -> torch.optim.Optimizer:
         """The quasi-Newton optimizer of this stage: L-BFGS, or dense (self-scaling) BFGS."""
         if self.quasi_newton == "lbfgs":
@@ -258,6 +270,9 @@ class LBFGS(OptimizerPlan):
     def phase_at(self, step: int) -> str:
         return "lbfgs"
 
+    def check(self, params, dtype):
+        self.settings.check(params, dtype)
+
     def build(self, phase, params):
         return self.settings.lbfgs(params)
 
@@ -287,6 +302,9 @@ class AdamLBFGS(OptimizerPlan):
 
     def dtype_of(self, phase: str) -> torch.dtype | None:
         return self.lbfgs_dtype if phase == "lbfgs" else None
+
+    def check(self, params, dtype):
+        self.lbfgs_settings.check(params, self.lbfgs_dtype or dtype)
 
     def build(self, phase, params):
         check_choice("optimizer phase", phase, PHASES)

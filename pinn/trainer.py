@@ -440,6 +440,7 @@ class Trainer:
                      WARMUP_STEPS)
         elif self.cuda_graph == "auto" and device.type == "cuda":
             log.info("cuda_graph: off, steps run eagerly: %s", "; and ".join(reasons))
+        optimizer.check(list(model.parameters()) + list(pde.parameters()), dtype)
         ckpt_path = run_dir / "checkpoints" / CHECKPOINT_NAME
         model.to(device=device, dtype=dtype)
         pde.to(device=device, dtype=dtype)

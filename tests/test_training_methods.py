@@ -179,6 +179,16 @@ def test_bfgs_settings_are_checked(monkeypatch):
     monkeypatch.setattr(optim, "BFGS_MAX_BYTES", 1000)  # 12 parameters: 1,152 bytes in float64
     with pytest.raises(ConfigError, match="quasi_newton=lbfgs"):
         BFGS([torch.zeros(12, dtype=torch.float64, requires_grad=True)])
+    BFGS([torch.zeros(11, dtype=torch.float64, requires_grad=True)])  # 968 bytes
+
+
+def test_a_bfgs_matrix_too_large_is_refused_before_training(tmp_path, monkeypatch):
+    # The 8 × 2 MLP below has 105 parameters: 88,200 bytes in float64, 44,100 in float32.
+    monkeypatch.setattr(optim, "BFGS_MAX_BYTES", 50_000)
+    fit(tmp_path / "float32", plan=AdamLBFGS(switch_step=3, quasi_newton="ssbfgs"))
+    with pytest.raises(ConfigError, match="n = 105 parameters"):
+        fit(tmp_path / "float64", plan=AdamLBFGS(switch_step=3, quasi_newton="ssbfgs", lbfgs_dtype="float64"))
+    assert not (tmp_path / "float64" / "checkpoints").exists()  # refused before the first step
 
 
 # --------------------------------------------------------------------------- loss balancing
