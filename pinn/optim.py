@@ -82,9 +82,10 @@ class BFGS(torch.optim.LBFGS):
 
     Unlike L-BFGS, which keeps ``history_size`` pairs, every pair ever seen shapes :math:`H`; the
     price is :math:`n^2` numbers of memory and :math:`O(n^2)` work per iteration for ``n``
-    parameters (13,313 parameters: 1.4 GB in float64, about a loss evaluation's time on a CPU
-    core), so it suits the small networks of a final float64 stage. ``H`` is saved with the
-    optimizer's state, so a resumed run continues exactly.
+    parameters (13,313 parameters: 1.4 GB in float64, and about 0.5 s per iteration on one CPU
+    core for the update and the two products with :math:`H`), so it suits the small networks
+    of a final float64 stage. ``H`` is saved with the optimizer's state, so a resumed run
+    continues exactly.
     """
 
     def __init__(self, params, lr: float = 1.0, max_iter: int = 20, max_eval: int | None = None,
@@ -121,16 +122,19 @@ class BFGS(torch.optim.LBFGS):
                 y, s = flat_grad - prev_grad, d * t
                 ys = float(y.dot(s))
                 if ys > 1e-10:
+                    tau = 1.0
                     if H is None:
                         H = torch.diag(torch.full_like(y, ys / float(y.dot(y))))
                     elif self.self_scaling:  # s = -t H g_prev, so sᵀBs = -t sᵀg_prev with B = H⁻¹
-                        H.mul_(max(1.0, -t * float(s.dot(prev_grad)) / ys))
-                    Hy = H @ y
+                        tau = max(1.0, -t * float(s.dot(prev_grad)) / ys)
+                    Hy = H @ y * tau  # with the scaling: (τH) y
                     yHy = float(y.dot(Hy))
                     rho = 1.0 / ys
-                    H.addr_(s, Hy, alpha=-rho)
-                    H.addr_(Hy, s, alpha=-rho)
-                    H.addr_(s, s, alpha=rho * rho * yHy + rho)
+                    # τH - ρ(s (τHy)ᵀ + τHy sᵀ) + (ρ² yᵀτHy + ρ) s sᵀ as one rank-2 product,
+                    # a single pass over H (memory traffic is the cost of the update).
+                    left = torch.stack([s, Hy], dim=1)
+                    right = torch.stack([(rho * rho * yHy + rho) * s - rho * Hy, -rho * s], dim=1)
+                    H.addmm_(left, right.T, beta=tau)
             d = -flat_grad if H is None else -(H @ flat_grad)
             prev_grad = flat_grad.clone()
             prev_loss = loss

@@ -133,16 +133,19 @@ def test_bfgs_keeps_a_symmetric_positive_definite_secant_matrix(self_scaling):
             assert (H @ (a @ s) - s).norm() <= 1e-8 * s.norm()
         if torch.equal(visited[-1], visited[-2]):
             break
-    assert (x.detach() - x_star).norm() <= 1e-8 * x_star.norm()
+    # 1e-6: the loss resolves changes of about 1e-13 (terms of 1e3), so along A's smallest
+    # eigenvalue (1) no step shorter than about 3e-7 can be seen to lower it.
+    assert (x.detach() - x_star).norm() <= 1e-6 * x_star.norm()
 
 
 def test_self_scaling_pays_off_on_an_ill_conditioned_quadratic():
     # Condition number 1e4, H₀ scaled from the first pair: plain BFGS needs many iterations to
-    # correct the scale of H, the self-scaling update far fewer (42 and 18 when written).
+    # correct the scale of H, the self-scaling update far fewer (39 and 15 when written).
     iterations = {}
     for self_scaling in (False, True):
         a, b, x_star, x = _quadratic()
-        opt = BFGS([x], max_iter=200, tolerance_grad=1e-12, tolerance_change=0, self_scaling=self_scaling)
+        opt = BFGS([x], max_iter=1, max_eval=25, tolerance_grad=1e-12, tolerance_change=0,
+                   self_scaling=self_scaling)
 
         def closure():
             opt.zero_grad()
@@ -150,9 +153,8 @@ def test_self_scaling_pays_off_on_an_ill_conditioned_quadratic():
             loss.backward()
             return loss
 
-        opt.step(closure)
-        assert (x.detach() - x_star).norm() <= 1e-7 * x_star.norm()
-        iterations[self_scaling] = opt.state[x]["n_iter"]
+        iterations[self_scaling] = next(k for k in range(1, 200) if opt.step(closure) is not None
+                                        and (x.detach() - x_star).norm() <= 1e-6 * x_star.norm())
     assert iterations[True] < 0.6 * iterations[False]
 
 
