@@ -7,8 +7,8 @@ object, checks the operators on the chosen device, and hands everything to the t
 from __future__ import annotations
 
 import csv
-import inspect
 import ctypes
+import inspect
 import json
 import logging
 import os
