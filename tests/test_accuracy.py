@@ -34,7 +34,7 @@ def test_heat_inverse_recovers_the_diffusivity(compose_config, tmp_path):
 @pytest.mark.slow
 def test_kovasznay_reaches_1e_3(compose_config, tmp_path):
     # The kovasznay recipe (hard boundary constraint) at reduced size: 1,500 points, 1,500 Adam
-    # steps, 100 L-BFGS steps.
+    # steps, 100 self-scaling BFGS steps.
     metrics = train.run(compose_config([
         "experiment=kovasznay", f"output_dir={tmp_path}", "logger=none", "trainer.progress=false",
         "sampler.n_interior=1500", "optimizer.switch_step=1500",
