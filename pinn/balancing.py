@@ -23,6 +23,14 @@ chunk :math:`i` by :math:`w_i = \exp(-\varepsilon \sum_{j<i} L^{(j)})` (no gradi
 :math:`w`), :math:`\varepsilon` = ``causal_tolerance``: later times count only once earlier ones
 are resolved, as information flows in a time-dependent problem.
 
+``loss.growth_rate`` λ (time-dependent problems; default 0, off) weights the equation's squared
+residual at time :math:`t` by :math:`e^{2\lambda(t_1 - t)}`. Where errors grow in time at a rate
+up to λ (near an unstable state; for Allen–Cahn's reaction :math:`5u - 5u^3` the rate at
+:math:`u = 0` is 5), a residual at time :math:`s` reaches the end amplified by up to
+:math:`e^{\lambda(t_1 - s)}` (Grönwall: :math:`\|e(t_1)\| \le \int e^{\lambda(t_1 - s)} \|r(s)\|\,ds`),
+so the loss charges early residuals what they cost at the end. The causal weights are computed
+from the unweighted residuals, so ``causal_tolerance`` keeps its meaning.
+
 The weights are logged under ``weights/`` (and ``causal/min_weight``) in TensorBoard.
 """
 
@@ -48,7 +56,7 @@ class LossBalance(nn.Module):
 
     def __init__(self, *, weighting: str = "fixed", update_every: int = 100, momentum: float = 0.9,
                  ntk_points: int = 16, sa_lr: float = 5e-3, causal: bool = False, causal_chunks: int = 16,
-                 causal_tolerance: float = 1.0):
+                 causal_tolerance: float = 1.0, growth_rate: float = 0.0):
         super().__init__()
         check_choice("loss.weighting", weighting, WEIGHTINGS)
         check_positive("loss.update_every", update_every)
@@ -58,9 +66,11 @@ class LossBalance(nn.Module):
         check_positive("loss.sa_lr", sa_lr, integer=False)
         check_positive("loss.causal_chunks", causal_chunks)
         check_positive("loss.causal_tolerance", causal_tolerance, integer=False)
+        check_positive("loss.growth_rate", growth_rate, integer=False, allow_zero=True)
         self.weighting, self.update_every, self.momentum = weighting, update_every, float(momentum)
         self.ntk_points, self.sa_lr = ntk_points, float(sa_lr)
         self.causal, self.causal_chunks, self.causal_tolerance = causal, causal_chunks, float(causal_tolerance)
+        self.growth_rate = float(growth_rate)
         self.register_buffer("term_weights", torch.zeros(0, dtype=torch.float64))  # in the order of term_names
         self.term_names: list[str] = []
         self.point_weights = nn.ParameterDict()  # self_adaptive: one weight per point, per term
@@ -69,7 +79,8 @@ class LossBalance(nn.Module):
         self.logs: dict[str, float | Tensor] = {}  # read on the host only when logged
 
     def extra_repr(self) -> str:
-        return f"weighting={self.weighting!r}, causal={self.causal}"
+        growth = f", growth_rate={self.growth_rate}" if self.growth_rate else ""
+        return f"weighting={self.weighting!r}, causal={self.causal}{growth}"
 
     def __repr__(self) -> str:
         return f"LossBalance({self.extra_repr()})"
@@ -79,12 +90,15 @@ class LossBalance(nn.Module):
     @property
     def needs_residuals(self) -> bool:
         """Whether the loss needs pointwise residuals (not only each term's mean square)."""
-        return self.causal or self.weighting == "self_adaptive"
+        return self.causal or self.weighting == "self_adaptive" or self.growth_rate > 0
 
     def check(self, pde, resample_every: int) -> None:
         """Refuse, before training, what cannot work with this problem and these settings."""
         if self.causal and not isinstance(pde.domain, SpaceTime):
             raise ConfigError(f"loss.causal=true needs a time-dependent problem; {type(pde).__name__} has no time axis")
+        if self.growth_rate and not isinstance(pde.domain, SpaceTime):
+            raise ConfigError(f"loss.growth_rate weights residuals by time, and {type(pde).__name__} has no time axis; "
+                              "set loss.growth_rate=0")
         if self.weighting == "self_adaptive" and resample_every:
             raise ConfigError(
                 "loss.weighting=self_adaptive keeps one weight per collocation point, so the points must stay fixed; "
@@ -97,8 +111,9 @@ class LossBalance(nn.Module):
         return dict(zip(self.term_names, self.term_weights.tolist()))
 
     def term_losses(self, residuals: dict[str, Tensor], points: dict[str, Tensor], pde) -> dict[str, Tensor]:
-        """Each term's loss from its pointwise residuals: causal for the equation's terms,
-        self-adaptive point weights where chosen, otherwise the mean square."""
+        """Each term's loss from its pointwise residuals: causal and weighted for growth in time
+        for the equation's terms where chosen, self-adaptive point weights where chosen,
+        otherwise the mean square."""
         terms = {}
         for name, r in residuals.items():
             square = r.square().sum(dim=1)  # (N,): the residual's components add up
@@ -107,13 +122,25 @@ class LossBalance(nn.Module):
                     self.point_weights[name] = nn.Parameter(torch.ones(r.shape[0], dtype=r.dtype, device=r.device))
                     self._ascent = None  # rebuilt below with the new weights
                 square = self.point_weights[name].square() * square
-            if self.causal and name in pde.interior_terms:
-                terms[name] = self._causal(square, points["interior"][:, -1], pde.domain) / r.shape[1]
+            timed = name in pde.interior_terms and (self.causal or self.growth_rate > 0)
+            if timed:
+                t = points["interior"][:, -1]
+                growth = self._growth(t, pde.domain) if self.growth_rate > 0 else None
+            if timed and self.causal:
+                terms[name] = self._causal(square, t, pde.domain, growth) / r.shape[1]
+            elif timed:
+                terms[name] = (growth * square).mean() / r.shape[1]
             else:
                 terms[name] = square.mean() / r.shape[1]
         return terms
 
-    def _causal(self, square: Tensor, t: Tensor, domain: SpaceTime) -> Tensor:
+    def _growth(self, t: Tensor, domain: SpaceTime) -> Tensor:
+        r""":math:`e^{2\lambda(t_1 - t)}`, the weight of a squared residual at time ``t``."""
+        return torch.exp(2 * self.growth_rate * (domain.t1 - t))
+
+    def _causal(self, square: Tensor, t: Tensor, domain: SpaceTime, growth: Tensor | None = None) -> Tensor:
+        """The causally weighted mean of ``square``; with ``growth``, of ``growth * square``,
+        the causal weights still coming from ``square`` alone."""
         m = self.causal_chunks
         chunk = ((t - domain.t0) / (domain.t1 - domain.t0) * m).long().clamp(0, m - 1)
         sums = torch.zeros(m, dtype=square.dtype, device=square.device).index_add(0, chunk, square)
@@ -124,6 +151,8 @@ class LossBalance(nn.Module):
         occupied = counts > 0
         # Masks by arithmetic, not indexing, so that no shape depends on the data (CUDA graphs).
         self.logs["causal/min_weight"] = torch.where(occupied, w, torch.inf).min().detach()
+        if growth is not None:
+            means = torch.zeros_like(sums).index_add(0, chunk, growth * square) / counts.clamp(min=1)
         return (w * means * occupied).sum() / occupied.sum()
 
     def combine(self, terms: dict[str, Tensor], fixed: dict[str, float]) -> Tensor:

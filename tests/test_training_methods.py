@@ -287,6 +287,37 @@ def test_causal_weights_follow_the_formula():
     assert float(balance.logs["causal/min_weight"]) == pytest.approx(w.min().item())
 
 
+def test_growth_weights_follow_the_formula_with_and_without_causality():
+    domain = Heat().domain  # t in [0, 1]
+    t = torch.tensor([0.1, 0.2, 0.3, 0.6, 0.9, 0.95], dtype=torch.float64)
+    square = torch.tensor([1.0, 3.0, 0.5, 0.25, 4.0, 2.0], dtype=torch.float64)
+    growth = torch.exp(2 * 1.5 * (1 - t))
+    causal = LossBalance(causal=True, causal_chunks=4, causal_tolerance=2.0, growth_rate=1.5)
+    # The causal weights come from the unweighted chunk means (as in the test above) ...
+    w = torch.exp(-2.0 * torch.tensor([0.0, 2.0, 2.5, 2.75], dtype=torch.float64))
+    # ... and multiply the chunk means of growth * square.
+    weighted = growth * square
+    means = torch.stack([weighted[:2].mean(), weighted[2], weighted[3], weighted[4:].mean()])
+    assert causal._causal(square, t, domain, causal._growth(t, domain)).item() == pytest.approx(
+        (w * means).mean().item(), rel=1e-14)
+    plain = LossBalance(growth_rate=1.5)
+    assert plain.needs_residuals
+    r = square.sqrt()[:, None]
+    terms = plain.term_losses({"pde": r}, {"interior": torch.stack([t, t], 1)}, Heat())
+    assert terms["pde"].item() == pytest.approx(weighted.mean().item(), rel=1e-14)
+
+
+def test_growth_weighting_trains_and_is_refused_without_time(tmp_path):
+    plain, *_ = fit(tmp_path / "plain", pde=Heat(), balance=LossBalance(causal=True), max_steps=4)
+    grown, _, trainer, metrics = fit(tmp_path / "heat", pde=Heat(), balance=LossBalance(causal=True, growth_rate=2.0),
+                                     max_steps=4)
+    assert math.isfinite(metrics["loss"])
+    # The weighting reaches the loss, and so the training.
+    assert not all(torch.equal(a, b) for a, b in zip(plain.parameters(), grown.parameters()))
+    with pytest.raises(ConfigError, match="loss.growth_rate"):
+        fit(tmp_path / "poisson", balance=LossBalance(growth_rate=1.0))
+
+
 def test_causal_training_runs_and_is_refused_without_time(tmp_path):
     logger = Recorder()
     fit(tmp_path / "heat", pde=Heat(), balance=LossBalance(causal=True), logger=logger)
@@ -298,6 +329,7 @@ def test_causal_training_runs_and_is_refused_without_time(tmp_path):
 @pytest.mark.parametrize("kwargs,match", [
     ({"weighting": "softmax"}, "loss.weighting"), ({"momentum": 1.0}, "loss.momentum"),
     ({"causal_chunks": 0}, "loss.causal_chunks"), ({"update_every": 0}, "loss.update_every"),
+    ({"growth_rate": -1.0}, "loss.growth_rate"),
 ])
 def test_bad_balance_settings_are_refused(kwargs, match):
     with pytest.raises(ConfigError, match=match):
