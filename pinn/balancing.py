@@ -45,6 +45,8 @@ from pinn.errors import ConfigError, check_choice, check_positive
 from pinn.geometry import SpaceTime
 
 WEIGHTINGS = ("fixed", "grad_norm", "ntk", "self_adaptive")
+#: Largest exponent 2λ(t1 − t0) of the growth weights: e^80 leaves float32 (overflow near e^88) room.
+MAX_GROWTH_EXPONENT = 80
 
 
 class LossBalance(nn.Module):
@@ -99,6 +101,12 @@ class LossBalance(nn.Module):
         if self.growth_rate and not isinstance(pde.domain, SpaceTime):
             raise ConfigError(f"loss.growth_rate weights residuals by time, and {type(pde).__name__} has no time axis; "
                               "set loss.growth_rate=0")
+        if self.growth_rate and 2 * self.growth_rate * (pde.domain.t1 - pde.domain.t0) > MAX_GROWTH_EXPONENT:
+            span = pde.domain.t1 - pde.domain.t0
+            raise ConfigError(
+                f"loss.growth_rate={self.growth_rate} over {type(pde).__name__}'s time span {span:g} weights the first "
+                f"residuals by e^{2 * self.growth_rate * span:.0f}, beyond e^{MAX_GROWTH_EXPONENT} (float32 overflows "
+                f"near e^88); use loss.growth_rate <= {MAX_GROWTH_EXPONENT / (2 * span):.3g}")
         if self.weighting == "self_adaptive" and resample_every:
             raise ConfigError(
                 "loss.weighting=self_adaptive keeps one weight per collocation point, so the points must stay fixed; "

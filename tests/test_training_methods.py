@@ -309,13 +309,15 @@ def test_growth_weights_follow_the_formula_with_and_without_causality():
 
 def test_growth_weighting_trains_and_is_refused_without_time(tmp_path):
     plain, *_ = fit(tmp_path / "plain", pde=Heat(), balance=LossBalance(causal=True), max_steps=4)
-    grown, _, trainer, metrics = fit(tmp_path / "heat", pde=Heat(), balance=LossBalance(causal=True, growth_rate=2.0),
-                                     max_steps=4)
+    grown, *_, metrics = fit(tmp_path / "heat", pde=Heat(), balance=LossBalance(causal=True, growth_rate=2.0),
+                             max_steps=4)
     assert math.isfinite(metrics["loss"])
     # The weighting reaches the loss, and so the training.
     assert not all(torch.equal(a, b) for a, b in zip(plain.parameters(), grown.parameters()))
     with pytest.raises(ConfigError, match="loss.growth_rate"):
         fit(tmp_path / "poisson", balance=LossBalance(growth_rate=1.0))
+    with pytest.raises(ConfigError, match=r"loss.growth_rate <= 40"):  # e^(2 λ T) would overflow float32
+        fit(tmp_path / "overflow", pde=Heat(), balance=LossBalance(growth_rate=45.0))
 
 
 def test_causal_training_runs_and_is_refused_without_time(tmp_path):
