@@ -130,14 +130,13 @@ class LossBalance(nn.Module):
                     self.point_weights[name] = nn.Parameter(torch.ones(r.shape[0], dtype=r.dtype, device=r.device))
                     self._ascent = None  # rebuilt below with the new weights
                 square = self.point_weights[name].square() * square
-            timed = name in pde.interior_terms and (self.causal or self.growth_rate > 0)
-            if timed:
+            if name in pde.interior_terms and (self.causal or self.growth_rate > 0):
                 t = points["interior"][:, -1]
                 growth = self._growth(t, pde.domain) if self.growth_rate > 0 else None
-            if timed and self.causal:
-                terms[name] = self._causal(square, t, pde.domain, growth) / r.shape[1]
-            elif timed:
-                terms[name] = (growth * square).mean() / r.shape[1]
+                if self.causal:
+                    terms[name] = self._causal(square, t, pde.domain, growth) / r.shape[1]
+                else:
+                    terms[name] = (growth * square).mean() / r.shape[1]
             else:
                 terms[name] = square.mean() / r.shape[1]
         return terms
