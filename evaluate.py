@@ -39,20 +39,24 @@ def evaluate(run: str | Path, device: str = "auto") -> dict:
     """Metrics of a saved run; also writes them and the figures into the run folder."""
     payload = load_checkpoint(run)
     cfg = OmegaConf.create(payload["config"])
-    device_, dtype = train.resolve_device(device), train.resolve_dtype(cfg.dtype)
+    # The dtype the run ended in (a float64 L-BFGS stage after float32 Adam, say), so that the
+    # trained weights are evaluated as they were trained, not rounded.
+    device_, dtype = train.resolve_device(device), train.resolve_dtype(payload.get("dtype", cfg.dtype))
     pde, model = train.build_problem(cfg)
-    model.load_state_dict(payload["model"])
+    # Converted before loading: loading float64 weights into float32 ones would round them.
     model.to(device=device_, dtype=dtype).eval()
-    pde.load_state_dict(payload.get("pde", {}))
     pde.to(device=device_, dtype=dtype)
+    model.load_state_dict(payload["model"])
+    pde.load_state_dict(payload.get("pde", {}))
 
     trainer = Trainer(n_test=cfg.trainer.n_test, image_resolution=cfg.trainer.image_resolution, progress=False)
-    test_x, test_exact = trainer.test_set(pde, device_, dtype)
+    test_x, test_exact = trainer.test_set(pde, device_)
     metrics = trainer.evaluate(pde, model, test_x, test_exact)
     points = {k: v.to(device=device_, dtype=dtype) for k, v in payload["points"].items()}
     if "loss" in cfg:  # the loss as it was trained: weights, causal and self-adaptive weighting
         trainer.balance = train._build(cfg.loss, "loss")
         trainer.balance.load(payload.get("balance", {}), device_)
+        trainer.balance.to(dtype=dtype)  # as the trainer does: weights in the network's dtype
     engine = train._build(cfg.derivatives, "derivatives")
     engine.check_pde(pde)
     total, terms = trainer.losses(pde, model, engine, points)

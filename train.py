@@ -12,6 +12,7 @@ import inspect
 import json
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from pinn.checkpoint import CheckpointError, load_checkpoint
 from pinn.distributed import init_from_env, local_rank, rank_seed
-from pinn.errors import ConfigError, PreflightError, check_choice
+from pinn.errors import ConfigError, PreflightError, check_choice, check_flag
 from pinn.preflight import preflight
-from pinn.trainer import TrainingDiverged, TrainingInterrupted, flatten_config
+from pinn.trainer import TrainingDiverged, TrainingInterrupted
 
 log = logging.getLogger("pinn")
 
@@ -44,7 +45,14 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if base == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device=cuda but no CUDA GPU is available to PyTorch; use device=auto or device=cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device={name} is not a device; use auto, cpu, cuda or cuda:<index>") from None
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device={name}, but PyTorch sees {torch.cuda.device_count()} CUDA GPU(s), "
+                          f"numbered from 0; use device=cuda or an index below {torch.cuda.device_count()}")
+    return device
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -104,13 +112,29 @@ def _default_of(cfg: DictConfig, key: str) -> Any:
     return inspect.Parameter.empty if parameter is None else parameter.default
 
 
+def _settings(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config to ``{"optimizer.betas": [0.9, 0.999], ...}``: every leaf, lists and nulls included."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_settings(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def check_resume(cfg: DictConfig) -> None:
     """Refuse to resume a checkpoint under settings it was not trained with. A setting added
     since the checkpoint was written matches if it is left at its default, which is how the
     code behaved before it existed."""
-    saved = flatten_config({k: v for k, v in load_checkpoint(cfg.resume)["config"].items() if k in RESUME_MUST_MATCH})
-    now = flatten_config({k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k in RESUME_MUST_MATCH})
-    added = {k for k in now.keys() - saved.keys() if now[k] == _default_of(cfg, k)}
+    saved = _settings({k: v for k, v in load_checkpoint(cfg.resume)["config"].items() if k in RESUME_MUST_MATCH})
+    now = _settings({k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k in RESUME_MUST_MATCH})
+
+    def default(key: str) -> Any:
+        value = _default_of(cfg, key)
+        return list(value) if isinstance(value, tuple) else value  # a YAML list arrives as a list
+
+    added = {k for k in now.keys() - saved.keys() if now[k] == default(k)}
     differ = sorted(k for k in saved.keys() | now.keys() - added if saved.get(k) != now.get(k))
     if differ:
         shown = ", ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in differ[:4])
@@ -138,8 +162,8 @@ def rank_share(sampler_cfg: DictConfig, comm) -> dict[str, int]:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Build everything from a composed config and train; return the final metrics."""
     device, dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
-    if not isinstance(cfg.seed, int):
-        raise ConfigError(f"seed must be an integer; got {cfg.seed!r}")
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**63:
+        raise ConfigError(f"seed must be an integer from 0 to 2**63 - 1; got {cfg.seed!r}")
     if cfg.resume is not None:
         check_resume(cfg)
     comm = init_from_env(device.type)  # a world of one unless launched by torchrun
@@ -150,7 +174,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if not comm.is_main:
             log.setLevel(logging.WARNING)
     run_dir = Path(cfg.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the run folder {run_dir} ({exc.strerror}); "
+                          "choose another hydra.run.dir or output_dir") from None
     torch.manual_seed(cfg.seed)  # the network's initial weights, the same on every rank
     generator = torch.Generator().manual_seed(rank_seed(cfg.seed, comm))  # this rank's collocation points
 
@@ -162,7 +190,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     balance = _build(cfg.loss, "loss")
     model.to(device=device, dtype=dtype)
 
-    if cfg.preflight:
+    if check_flag("preflight", cfg.preflight):
         report = preflight(device, dtype, model=model, in_dim=pde.dim)
         log.info("pre-flight: operators exact on %s in %s (%d checks, %.0f ms)",
                  device, cfg.dtype, len(report) - 1, 1000 * report["seconds"])
@@ -186,7 +214,7 @@ def _resume_command(run_dir: Path) -> str:
         overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("resume=", "hydra.run.dir="))]
     except ValueError:  # not inside a Hydra run
         overrides = []
-    return " ".join(["python train.py", *overrides, f"resume={run_dir}", f"hydra.run.dir={run_dir}"])
+    return shlex.join(["python", "train.py", *overrides, f"resume={run_dir}", f"hydra.run.dir={run_dir}"])
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")

@@ -41,7 +41,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from pinn.errors import ConfigError, check_choice, check_positive
+from pinn.errors import ConfigError, check_choice, check_flag, check_positive
 from pinn.geometry import SpaceTime
 
 WEIGHTINGS = ("fixed", "grad_norm", "ntk", "self_adaptive")
@@ -71,7 +71,8 @@ class LossBalance(nn.Module):
         check_positive("loss.growth_rate", growth_rate, integer=False, allow_zero=True)
         self.weighting, self.update_every, self.momentum = weighting, update_every, float(momentum)
         self.ntk_points, self.sa_lr = ntk_points, float(sa_lr)
-        self.causal, self.causal_chunks, self.causal_tolerance = causal, causal_chunks, float(causal_tolerance)
+        self.causal = check_flag("loss.causal", causal)
+        self.causal_chunks, self.causal_tolerance = causal_chunks, float(causal_tolerance)
         self.growth_rate = float(growth_rate)
         self.register_buffer("term_weights", torch.zeros(0, dtype=torch.float64))  # in the order of term_names
         self.term_names: list[str] = []

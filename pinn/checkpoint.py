@@ -9,6 +9,7 @@ is tensors, numbers, strings, lists and dicts.
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -53,8 +54,14 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         raise CheckpointError(f"no checkpoint at {path}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated files and foreign pickles fail in many ways
-        raise CheckpointError(f"{path} is not a readable pinn checkpoint ({type(exc).__name__}: {exc})") from exc
+    except pickle.UnpicklingError as exc:
+        # Not torch.load's own message: it suggests weights_only=False, which would run whatever
+        # code a foreign file holds.
+        raise CheckpointError(f"{path} is not a readable pinn checkpoint: not a file written by torch.save, or one "
+                              "holding objects other than tensors and plain data, which are not loaded") from exc
+    except Exception as exc:  # truncated files fail in many ways; the first line says which
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"{path} is not a readable pinn checkpoint ({type(exc).__name__}: {reason})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or any(k not in payload for k in REQUIRED_KEYS):
         raise CheckpointError(f"{path} is not a pinn checkpoint (expected format {FORMAT!r})")
     return payload

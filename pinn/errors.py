@@ -18,6 +18,17 @@ def check_positive(name: str, value, *, integer: bool = True, allow_zero: bool =
         raise ConfigError(f"{name} must be {kind} {bound}; got {value!r}")
 
 
+def check_flag(name: str, value) -> bool:
+    """Raise :class:`ConfigError` unless ``value`` is ``True`` or ``False``, and return it.
+
+    A YAML or command-line ``no``/``off``/``0`` arrives as a string or a number, and Python
+    would treat a non-empty string as true: a switch set to ``off`` would switch the feature on.
+    """
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false; got {value!r}")
+    return value
+
+
 def check_choice(name: str, value, choices) -> None:
     """Raise :class:`ConfigError` unless ``value`` is one of ``choices``, listing them."""
     if value not in choices:

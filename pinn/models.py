@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from pinn.errors import ConfigError, check_positive
+from pinn.errors import ConfigError, check_flag, check_positive
 
 
 class Sine(nn.Module):
@@ -253,8 +253,7 @@ def _dense(sizes: list[tuple[int, int]], factorize: bool, mu: float, sigma: floa
     """Linear layers ``(fan_in, fan_out)``, Glorot-normal with zero biases, each factorized if
     asked (the same function). All are built before any is initialised, the order that
     earlier versions used, so a seed gives the same plain MLP as before."""
-    if not isinstance(factorize, bool):
-        raise ConfigError(f"model.factorize must be true or false; got {factorize!r}")
+    check_flag("model.factorize", factorize)
     _check_factorization(mu, sigma)
     layers = [nn.Linear(fan_in, fan_out) for fan_in, fan_out in sizes]
     for layer in layers:

@@ -29,7 +29,7 @@ from pinn.checkpoint import load_checkpoint, save_checkpoint
 from pinn.cuda_graph import WARMUP_STEPS, CapturedStep, blockers, check_mode, copy_points, prepare_adam, set_lr
 from pinn.derivatives import Engine
 from pinn.distributed import Communicator
-from pinn.errors import ConfigError, check_positive
+from pinn.errors import ConfigError, check_flag, check_positive
 from pinn.loggers import Logger, NullLogger
 from pinn.optim import OptimizerPlan
 from pinn.pdes.base import PDE
@@ -181,11 +181,10 @@ class Trainer:
         for name, w in self.loss_weights.items():
             if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
                 raise ConfigError(f"trainer.loss_weights.{name} must be a number >= 0; got {w!r}")
-        self.progress, self.compile = progress, compile
+        self.progress = check_flag("trainer.progress", progress)
+        self.compile = check_flag("trainer.compile", compile)
         self.cuda_graph = check_mode(cuda_graph)
-        if not isinstance(tf32, bool):
-            raise ConfigError(f"trainer.tf32 must be true or false; got {tf32!r}")
-        self.tf32 = tf32
+        self.tf32 = check_flag("trainer.tf32", tf32)
         self._graphs = False  # whether this run's Adam steps are captured (decided in fit)
         self._captured_steps: list[CapturedStep] = []  # one per Adam phase entered, for inspection
         self.balance = LossBalance()  # fit() takes the configured one
@@ -296,14 +295,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
 
-    def test_set(self, pde: PDE, device, dtype) -> tuple[Tensor | None, Tensor | None]:
+    def test_set(self, pde: PDE, device) -> tuple[Tensor | None, Tensor | None]:
         """The PDE's reference points and values (:meth:`PDE.reference`, ``n_test`` points where
-        it samples them, seed :data:`TEST_SEED`), or ``(None, None)``."""
+        it samples them, seed :data:`TEST_SEED`), or ``(None, None)``. Both stay in float64:
+        :meth:`evaluate` rounds the points to the network's dtype, so a network trained on to
+        float64 is measured at the points the reference values belong to."""
         reference = pde.reference(self.n_test, TEST_SEED)
         if reference is None:
             return None, None
         x, values = reference
-        return x.to(device=device, dtype=dtype), values.to(device=device, dtype=torch.float64)
+        return x.to(device=device, dtype=torch.float64), values.to(device=device, dtype=torch.float64)
 
     @torch.no_grad()
     def evaluate(self, pde: PDE, model: nn.Module, x: Tensor | None, reference: Tensor | None) -> dict[str, float]:
@@ -448,9 +449,12 @@ class Trainer:
         state = _State(dtype=dtype)
         if resume is not None:
             self._restore(resume, model, pde, optimizer, generator, state, device, dtype)
+            if state.step >= self.max_steps:
+                raise ConfigError(f"resume={resume} has trained {state.step} steps already, and trainer.max_steps="
+                                  f"{self.max_steps} leaves none to train; set trainer.max_steps above {state.step}")
         else:
             state.points = self._sample(sampler, pde, generator, device, dtype)
-        test_x, test_exact = self.test_set(pde, device, dtype) if comm.is_main else (None, None)
+        test_x, test_exact = self.test_set(pde, device) if comm.is_main else (None, None)
         logger.start(state.step)
         if config and state.step == 0:
             logger.text("config", "```\n" + json.dumps(config, indent=2) + "\n```")
@@ -459,7 +463,7 @@ class Trainer:
             self._loop(pde, model, engine, sampler, optimizer, generator, device, dtype, logger, config,
                        state, test_x, test_exact, ckpt_path, stop)
 
-        metrics = self._final_metrics(pde, model, engine, state, test_x, test_exact, device, dtype)
+        metrics = self._final_metrics(pde, model, engine, state, test_x, test_exact, device)
         if comm.is_main:
             (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         hparam_metrics = {f"final/{k}": metrics[k] for k in ("rel_l2", "loss", "ms_per_step") if k in metrics}
@@ -573,7 +577,7 @@ class Trainer:
             )
         return values
 
-    def _final_metrics(self, pde, model, engine, state: _State, test_x, test_exact, device, dtype) -> dict[str, Any]:
+    def _final_metrics(self, pde, model, engine, state: _State, test_x, test_exact, device) -> dict[str, Any]:
         total, terms = self.losses(pde, model, engine, state.points)
         averaged = self._comm.average(torch.stack([total.detach(), *(v.detach() for v in terms.values())]))
         total, terms = averaged[0], dict(zip(terms, averaged[1:]))
@@ -589,7 +593,7 @@ class Trainer:
             "phases": {k: {"steps": c.steps, "seconds": c.seconds, "ms_per_step": 1000 * c.seconds / max(c.steps, 1)}
                        for k, c in state.clocks.items()},
             "device": str(device),
-            "dtype": str(dtype).removeprefix("torch."),
+            "dtype": str(state.dtype).removeprefix("torch."),  # of the last stage, which these numbers measure
             "n_parameters": sum(p.numel() for p in model.parameters()),
             "n_unknowns": sum(p.numel() for p in pde.parameters()),
             "processes": self._comm.world,

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -74,6 +75,11 @@ def test_multirun_gives_one_folder_per_job(tmp_path):
     ("dtype=float16", "unknown dtype 'float16'; valid choices: float32, float64"),
     ("device=tpu", "unknown device 'tpu'; valid choices: auto, cpu, cuda"),
     ("trainer.max_steps=0", "trainer.max_steps must be an integer > 0"),
+    ("pde.hard_constraint=no", "pde.hard_constraint must be true or false; got 'no'"),
+    ("preflight=off", "preflight must be true or false; got 'off'"),
+    ("device=cpu:abc", "device=cpu:abc is not a device"),
+    ("seed=99999999999999999999", "seed must be an integer from 0 to 2**63 - 1"),
+    ("output_dir=/dev/null/run", "cannot create the run folder /dev/null/run"),
 ])
 def test_bad_values_end_in_one_line(override, match, tmp_path):
     result = train(f"hydra.run.dir={tmp_path}", *TINY, override)
@@ -109,7 +115,8 @@ def test_lbfgs_with_resampling_is_refused(tmp_path):
 
 def test_sigint_checkpoints_and_the_printed_command_resumes(tmp_path):
     run = tmp_path / "run"
-    args = [*TINY, "trainer.max_steps=1000000", "trainer.checkpoint_every=0", "trainer.eval_every=1000"]
+    args = [*TINY, "trainer.max_steps=1000000", "trainer.checkpoint_every=0", "trainer.eval_every=1000",
+            "+trainer.loss_weights={boundary: 2.0}"]  # the printed command must quote the space and braces
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run}", *args],
                             cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -123,7 +130,8 @@ def test_sigint_checkpoints_and_the_printed_command_resumes(tmp_path):
     command = stderr.split("Resume with: ")[1].strip()
     step = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"]
     assert step > 0
-    resumed = train(*command.split()[2:], f"trainer.max_steps={step + 3}")
+    assert "'+trainer.loss_weights={boundary: 2.0}'" in command
+    resumed = train(*shlex.split(command)[2:], f"trainer.max_steps={step + 3}")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((run / "metrics.json").read_text())["steps"] == step + 3
 
@@ -133,6 +141,19 @@ def test_resume_refuses_other_settings(tmp_path):
     result = train(f"hydra.run.dir={tmp_path / 'b'}", *TINY, "model.width=16", f"resume={tmp_path / 'a'}")
     assert result.returncode == 2
     assert "model.width: 8 in the checkpoint, 16 now" in result.stderr
+    result = train(f"hydra.run.dir={tmp_path / 'b'}", *TINY, "optimizer.betas=[0.5,0.6]", f"resume={tmp_path / 'a'}")
+    assert result.returncode == 2  # lists are settings too
+    assert "optimizer.betas: [0.9, 0.999] in the checkpoint, [0.5, 0.6] now" in result.stderr
+
+
+def test_resume_with_no_steps_left_is_refused(tmp_path):
+    assert train(f"hydra.run.dir={tmp_path}", *TINY).returncode == 0  # 4 steps
+    before = (tmp_path / "checkpoints" / "last.pt").read_bytes()
+    for steps in (4, 2):
+        result = train(f"hydra.run.dir={tmp_path}", *TINY, f"trainer.max_steps={steps}", f"resume={tmp_path}")
+        assert result.returncode == 2
+        assert f"has trained 4 steps already, and trainer.max_steps={steps} leaves none to train" in result.stderr
+    assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
 
 
 def test_resume_accepts_a_setting_added_since_at_its_default(tmp_path):
@@ -157,17 +178,23 @@ def test_resume_of_a_missing_or_broken_checkpoint(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     result = train(f"hydra.run.dir={tmp_path / 'c'}", *TINY, f"resume={tmp_path / 'junk.pt'}")
     assert result.returncode == 2 and "not a readable pinn checkpoint" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "weights_only" not in result.stderr, result.stderr
 
 
-def test_evaluate_command(tmp_path):
-    assert train(f"hydra.run.dir={tmp_path}", *TINY, "device=cpu").returncode == 0  # evaluated on the same device
+@pytest.mark.parametrize("stages", [[], ["optimizer=adam_lbfgs", "optimizer.switch_step=2", "optimizer.lbfgs_dtype=float64"]],
+                         ids=["float32", "float64 last stage"])
+def test_evaluate_command(tmp_path, stages):
+    # evaluated on the same device, in the dtype the run ended in: the same numbers to the last bit
+    assert train(f"hydra.run.dir={tmp_path}", *TINY, *stages, "device=cpu").returncode == 0
     result = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), f"run={tmp_path}", "device=cpu"],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     trained = json.loads((tmp_path / "metrics.json").read_text())
     evaluated = json.loads((tmp_path / "evaluation.json").read_text())
-    assert evaluated["rel_l2"] == trained["rel_l2"]
+    assert evaluated["rel_l2"] == trained["rel_l2"] and evaluated["max_abs_error"] == trained["max_abs_error"]
+    assert evaluated["loss"] == trained["loss"]
     assert evaluated["step"] == trained["steps"]
+    assert trained["dtype"] == ("float64" if stages else "float32")
     assert "rel_l2" in result.stdout
     for name in ("solution.png", "error.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

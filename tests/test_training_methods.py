@@ -256,11 +256,13 @@ def test_weights_are_logged_and_checkpointed(tmp_path):
     assert restored.weights() == balance.weights()
 
 
-def test_self_adaptive_weights_rise_most_where_the_residual_is_large(tmp_path):
+def test_self_adaptive_weights_rise_by_ascent_and_refuse_resampling(tmp_path):
     balance = LossBalance(weighting="self_adaptive", sa_lr=1e-2)
     _, pde, trainer, _ = fit(tmp_path, balance=balance, max_steps=3)
     weights = balance.point_weights["pde"].detach()
-    assert weights.shape == (32,) and (weights > 1).all()  # ascent on λ² r² raises every weight
+    # Ascent on λ² r² raises every weight; Adam's normalised steps move each by about sa_lr per
+    # step whatever the size of its residual, so three steps raise each by about 3e-2.
+    assert weights.shape == (32,) and (weights > 1).all() and (weights < 1 + 3e-2 + 1e-3).all()
     with pytest.raises(ConfigError, match="resample_every=0"):
         fit(tmp_path / "b", balance=LossBalance(weighting="self_adaptive"), resample_every=2)
 

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from pinn.conditions import Initial, Periodic
-from pinn.errors import ConfigError, check_positive
+from pinn.errors import ConfigError, check_flag, check_positive
 from pinn.geometry import Interval, SpaceTime
 from pinn.models import OutputTransform, PeriodicEmbedding
 from pinn.operators import partial
@@ -64,7 +64,7 @@ class AllenCahn(PDE):
     def __init__(self, *, hard_constraint: bool = False, time_scale: float = 0.1):
         super().__init__()
         check_positive("pde.time_scale", time_scale, integer=False)
-        self.hard_constraint, self.time_scale = hard_constraint, float(time_scale)
+        self.hard_constraint, self.time_scale = check_flag("pde.hard_constraint", hard_constraint), float(time_scale)
         self.domain = SpaceTime(Interval(-1.0, 1.0), 0.0, 1.0)
         self.periodic = Periodic(axis=0, lo=-1.0, hi=1.0)
         self.initial = Initial(self.initial_value)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from pinn.conditions import Dirichlet, Initial, PointData
-from pinn.errors import ConfigError, check_positive
+from pinn.errors import ConfigError, check_flag, check_positive
 from pinn.geometry import Box, SpaceTime
 from pinn.models import OutputTransform
 from pinn.operators import partial
@@ -45,7 +45,8 @@ class Heat(PDE):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError(f"pde.n must be a positive integer; got {n!r}")
         check_positive("pde.t_end", t_end, integer=False)
-        self.space_dim, self.alpha, self.n, self.hard_constraint = dim, float(alpha), n, hard_constraint
+        self.space_dim, self.alpha, self.n = dim, float(alpha), n
+        self.hard_constraint = check_flag("pde.hard_constraint", hard_constraint)
         self.space = Box(0.0, 1.0, dim=dim)
         self.domain = SpaceTime(self.space, 0.0, float(t_end))
         self.boundary = Dirichlet(lambda x: torch.zeros_like(x[:, :1]))

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from pinn.conditions import Dirichlet
-from pinn.errors import ConfigError
+from pinn.errors import ConfigError, check_flag
 from pinn.geometry import Box
 from pinn.models import OutputTransform
 from pinn.operators import laplacian
@@ -38,7 +38,8 @@ class Helmholtz(PDE):
         for name, a in (("a1", a1), ("a2", a2)):
             if isinstance(a, bool) or not isinstance(a, int) or a == 0:
                 raise ConfigError(f"pde.{name} must be a non-zero integer (so the solution vanishes on the boundary); got {a!r}")
-        self.k, self.a1, self.a2, self.hard_constraint = float(k), a1, a2, hard_constraint
+        self.k, self.a1, self.a2 = float(k), a1, a2
+        self.hard_constraint = check_flag("pde.hard_constraint", hard_constraint)
         self.domain = Box(-1.0, 1.0, dim=2)
         self.boundary = Dirichlet(lambda x: torch.zeros_like(x[:, :1]))
         self.point_sets = ("interior",) if hard_constraint else ("interior", "boundary")

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from pinn.conditions import Dirichlet, values
-from pinn.errors import ConfigError, check_positive
+from pinn.errors import ConfigError, check_flag, check_positive
 from pinn.geometry import Box
 from pinn.models import OutputTransform
 from pinn.operators import jacobian, laplacian
@@ -76,7 +76,8 @@ class Kovasznay(_SteadyFlow):
     def __init__(self, *, reynolds: float = 20.0, hard_constraint: bool = False):
         super().__init__()
         check_positive("pde.reynolds", reynolds, integer=False)
-        self.reynolds, self.hard_constraint = float(reynolds), hard_constraint
+        self.reynolds = float(reynolds)
+        self.hard_constraint = check_flag("pde.hard_constraint", hard_constraint)
         self.lam = self.reynolds / 2 - math.sqrt(self.reynolds**2 / 4 + 4 * math.pi**2)
         self.domain = Box([-0.5, -0.5], [1.0, 1.5])
         self.boundary = Dirichlet(self.exact)

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from pinn.conditions import Dirichlet, PointData
 from pinn.derivatives import Engine
-from pinn.errors import ConfigError, check_choice, check_positive
+from pinn.errors import ConfigError, check_choice, check_flag, check_positive
 from pinn.geometry import Box
 from pinn.models import OutputTransform
 from pinn.operators import laplacian
@@ -59,7 +59,7 @@ class Poisson(PDE):
         self.k, self.solution = float(k), solution
         self.domain = Box(lo, hi, dim=dim)
         self.boundary = Dirichlet(self.exact)
-        self.hard_constraint = hard_constraint
+        self.hard_constraint = check_flag("pde.hard_constraint", hard_constraint)
         if hard_constraint:
             if solution != "product" or max(abs(math.sin(self.k * math.pi * c)) for c in (lo, hi)) > 1e-12:
                 raise ConfigError(

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from pinn.conditions import Dirichlet, Initial, InitialVelocity
-from pinn.errors import check_positive
+from pinn.errors import check_flag, check_positive
 from pinn.geometry import Interval, SpaceTime
 from pinn.models import OutputTransform
 from pinn.operators import partial
@@ -46,7 +46,8 @@ class Wave(PDE):
         check_positive("pde.c", c, integer=False)
         check_positive("pde.t_end", t_end, integer=False)
         check_positive("pde.time_scale", time_scale, integer=False)
-        self.c, self.hard_constraint, self.time_scale = float(c), hard_constraint, float(time_scale)
+        self.c, self.time_scale = float(c), float(time_scale)
+        self.hard_constraint = check_flag("pde.hard_constraint", hard_constraint)
         self.domain = SpaceTime(Interval(0.0, 1.0), 0.0, float(t_end))
         self.boundary = Dirichlet(lambda x: torch.zeros_like(x[:, :1]))
         self.initial = Initial(self.initial_value)
