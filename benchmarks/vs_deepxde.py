@@ -3,8 +3,13 @@
     pip install -e '.[bench]'        # DeepXDE, an optional benchmark dependency
     python benchmarks/vs_deepxde.py [--iterations 1000] [--device cpu] [--interior 2000 --boundary 400]
 
-Problem: -Δu = 2π² sin(πx) sin(πy) on [-1, 1]², u = 0 on the boundary; 3x50 tanh network
-(Glorot normal), 2,000 interior + 400 boundary points, Adam with lr 1e-3, float32. Each
+Problem: -Δu = 2π² sin(πx) sin(πy) on [-1, 1]², u = 0 on the boundary; 3x50 tanh network,
+2,000 interior + 400 boundary points, Adam with lr 1e-3, float32, the mean square of the
+equation's residual plus that of the boundary values as the loss. DeepXDE gets the very points
+and initial weights that pinn uses (the interior points as ``anchors``, the boundary values as
+a ``PointSetBC``, the weights copied in), so every variant starts from the same network on the
+same points. (DeepXDE still evaluates its second derivatives at the boundary points too, as it
+always does, before it keeps the interior ones for the loss.) Each
 variant trains for the same number of Adam iterations; the table gives milliseconds per
 iteration (wall time of the training loop divided by the iterations), the relative L2 error on
 the same 10,000 test points afterwards, and the speed-up over DeepXDE. DeepXDE runs in a process
@@ -30,12 +35,24 @@ CUDA_VARIANTS = ("deepxde", "autograd", "forward", "forward+graph", "forward+com
 
 
 def test_points():
-    import torch
-
     from pinn.pdes import Poisson
     from pinn.trainer import Trainer
 
-    return Trainer(n_test=10000).test_set(Poisson(dim=2), "cpu", torch.float64)
+    return Trainer(n_test=10000).test_set(Poisson(dim=2), "cpu")
+
+
+def problem(interior: int, boundary: int):
+    """The collocation points (float32, CPU) and the network's initial weights, shared by all variants."""
+    import torch
+
+    from pinn.models import MLP
+    from pinn.pdes import Poisson
+    from pinn.sampling import SobolSampler
+
+    points = SobolSampler(n_interior=interior, n_boundary=boundary).sample(Poisson(dim=2).domain,
+                                                                           torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    return {k: v.float() for k, v in points.items()}, MLP(2, 1, width=50, depth=3).state_dict()
 
 
 def run_deepxde(iterations: int, device: str, interior: int, boundary: int) -> dict:
@@ -48,14 +65,19 @@ def run_deepxde(iterations: int, device: str, interior: int, boundary: int) -> d
         torch.set_default_device(device)
     dde.config.set_random_seed(0)
     geom = dde.geometry.Rectangle([-1, -1], [1, 1])
+    points, weights = problem(interior, boundary)
 
     def pde(x, y):
         source = 2 * np.pi**2 * torch.sin(np.pi * x[:, 0:1]) * torch.sin(np.pi * x[:, 1:2])
         return -dde.grad.hessian(y, x, i=0, j=0) - dde.grad.hessian(y, x, i=1, j=1) - source
 
-    bc = dde.icbc.DirichletBC(geom, lambda x: 0, lambda _, on_boundary: on_boundary)
-    data = dde.data.PDE(geom, pde, bc, num_domain=interior, num_boundary=boundary)
+    bc = dde.icbc.PointSetBC(points["boundary"].numpy(), np.zeros((boundary, 1), dtype=np.float32))
+    data = dde.data.PDE(geom, pde, [bc], num_domain=0, num_boundary=0, anchors=points["interior"].numpy())
     net = dde.nn.FNN([2] + [50] * 3 + [1], "tanh", "Glorot normal")
+    ours = [weights[k] for k in weights]  # net.0.weight, net.0.bias, net.2.weight, ...: the linear layers in order
+    with torch.no_grad():
+        for target, value in zip(net.parameters(), ours, strict=True):
+            target.copy_(value)
     model = dde.Model(data, net)
     model.compile("adam", lr=1e-3)
     model.train(iterations=10, display_every=10**9, verbose=0)  # warm-up, outside the timing
@@ -80,17 +102,17 @@ def run_pinn(variants: list[str], iterations: int, device: str, interior: int, b
     from common import make_step, time_steps
     from pinn.models import MLP
     from pinn.pdes import Poisson
-    from pinn.sampling import SobolSampler
     from pinn.trainer import Trainer
 
     train.tune_cpu_allocator()
     pde, x, exact = Poisson(dim=2), *test_points()
-    points = {k: v.to(device=device, dtype=torch.float32) for k, v in SobolSampler(
-        n_interior=interior, n_boundary=boundary).sample(pde.domain, torch.Generator().manual_seed(0)).items()}
+    points, weights = problem(interior, boundary)
+    points = {k: v.to(device) for k, v in points.items()}
     results = []
     for variant in variants:
-        torch.manual_seed(0)
-        model = MLP(2, 1, width=50, depth=3).to(device)
+        model = MLP(2, 1, width=50, depth=3)
+        model.load_state_dict(weights)
+        model.to(device)
         try:
             step = make_step(variant, pde, model, points, device)
             ms, _ = time_steps(step, device, iterations=iterations)  # after 10 warm-up steps, as for DeepXDE
@@ -149,9 +171,11 @@ def main() -> None:
             base = r["ms_per_iteration"] if r["variant"] == "deepxde" else base
             ratio = f"{base / r['ms_per_iteration']:.2f}x" if base else ""
             print(f"{r['variant']:>22} {r['ms_per_iteration']:>9.3f} {r['rel_l2']:>12.5e} {ratio:>11}", flush=True)
-        if out.returncode != 0:
-            print(f"{group[len(rows)] if len(rows) < len(group) else group[-1]:>22}  failed: "
-                  f"{(out.stderr.strip().splitlines() or ['?'])[-1]}", flush=True)
+        if out.returncode != 0:  # the variant that was running, then those never started
+            unfinished = group[len(rows):] or group[-1:]
+            print(f"{unfinished[0]:>22}  failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}", flush=True)
+            for variant in unfinished[1:]:
+                print(f"{variant:>22}  not run: the process stopped at {unfinished[0]}", flush=True)
 
 
 if __name__ == "__main__":

@@ -276,12 +276,24 @@ class Jet(DerivativeCarrier):
         return self.value.shape
 
     def __getitem__(self, index) -> Jet:
-        """Select components: ``u[:, k:k+1]`` (rows are points and are always all kept)."""
+        """Select components: ``u[:, k:k+1]`` (rows are points and are always all kept).
+
+        Slices or lists of indices, not one integer: on a tensor ``u[:, k]`` drops the component
+        axis, giving ``(N,)``, which a Jet cannot mirror, and a residual that broadcast ``(N,)``
+        against ``(N, 1)`` would differ between engines. Selecting no component is an error, as
+        is an index out of range."""
         if not (isinstance(index, tuple) and len(index) == 2 and index[0] == slice(None)):
-            raise IndexError("a Jet is indexed by component only, as u[:, k] or u[:, k:k+1]")
-        cols = index[1]
+            raise IndexError("a Jet is indexed by component only, as u[:, k:k+1]")
+        cols, m = index[1], self.value.shape[1]
         if isinstance(cols, int):
-            cols = slice(cols, cols + 1 if cols != -1 else None)
+            raise IndexError(f"index a field by a slice, u[:, {cols}:{cols}+1], not u[:, {cols}]: a slice keeps the "
+                             "(N, 1) shape under every derivative engine")
+        if isinstance(cols, slice):
+            if not range(m)[cols]:
+                raise IndexError(f"u[:, {cols.start}:{cols.stop}] selects no component of a field with {m}")
+        elif not (isinstance(cols, list) and cols and all(isinstance(c, int) and -m <= c < m for c in cols)):
+            raise IndexError(f"a Jet's components are selected by a slice or a non-empty list of indices below {m}; "
+                             f"got {cols!r}")
         return Jet(self.value[:, cols], self.jac[..., cols], self.second, self.sec[..., cols], exact=self.exact)
 
     # Arithmetic treats a Jet as its value: residuals combine values with derivatives read by operators.
@@ -357,11 +369,31 @@ class Jet(DerivativeCarrier):
 SUPPORTED = (MLP, ModifiedMLP, nn.Sequential, nn.ModuleList, nn.Linear, FactorizedLinear, TrigEmbedding, OutputTransform)
 
 
+def _why_not_as_is(module: nn.Module) -> str | None:
+    """Why :func:`propagate` would not compute what a supported-looking ``module`` computes
+    (``None``: it would): forward hooks that change its output, an in-place activation (which
+    overwrites the pre-activation the derivative rules read), or a subclass that overrides the
+    supported class's ``forward``."""
+    if module._forward_hooks or module._forward_pre_hooks:
+        return "it has forward hooks"
+    if getattr(module, "inplace", False):
+        return "it works in place (inplace=True)"
+    if type(module) in RULES or any(isinstance(module, cls) and type(module).forward is cls.forward for cls in SUPPORTED):
+        return None
+    return "it overrides the forward of a supported layer"
+
+
 def check_supported(model: nn.Module) -> None:
     """Raise :class:`ConfigError` naming the first layer the forward engine cannot propagate."""
     for name, module in model.named_modules():
-        if isinstance(module, SUPPORTED) or type(module) in RULES:
-            continue
+        if type(module) in RULES or isinstance(module, SUPPORTED):
+            reason = _why_not_as_is(module)
+            if reason is None:
+                continue
+            raise ConfigError(
+                f"the forward engine cannot propagate layer {name or 'model'!r} ({type(module).__name__}): {reason}. "
+                "Change that, or use derivatives.engine=autograd for this network"
+            )
         raise ConfigError(
             f"the forward engine cannot propagate layer {name or 'model'!r} ({type(module).__name__}); "
             f"supported: Linear, FactorizedLinear, FourierFeatures, PeriodicEmbedding, "

@@ -68,9 +68,20 @@ class DerivativeCarrier(ABC):
         coordinate indices), shaped as the operator of the same name returns it."""
 
 
-def _carrier_check(u: DerivativeCarrier, name: str, *, scalar: bool = False) -> None:
+def _carrier_check(u: DerivativeCarrier, x: Tensor, name: str, *, scalar: bool = False,
+                   columns: bool = False) -> None:
+    """Validate a derivative carrier ``u`` against its points ``x``: the same rows, a scalar
+    field where asked, and one component per coordinate where asked (``columns``)."""
+    if not (isinstance(x, Tensor) and x.dim() == 2):
+        raise ValueError(f"x must have shape (N, d); got {tuple(getattr(x, 'shape', ()))}")
+    if u.shape[0] != x.shape[0]:
+        raise ValueError(f"{name} has {u.shape[0]} rows but x has {x.shape[0]} points; "
+                         "pass the points the field was computed at")
     if scalar and u.shape[1] != 1:
         raise ValueError(f"{name} must be a scalar field of shape (N, 1); got a vector field of shape {tuple(u.shape)}")
+    if columns and u.shape[1] != x.shape[1]:
+        raise ValueError(f"{name} must have one component per coordinate of x, shape (N, {x.shape[1]}); "
+                         f"got shape {tuple(u.shape)}")
 
 
 # --------------------------------------------------------------------------- checks
@@ -186,7 +197,7 @@ def grad(u: Tensor, x: Tensor) -> Tensor:
         point's own block of the block-diagonal batch Jacobian.
     """
     if isinstance(u, DerivativeCarrier):
-        _carrier_check(u, "u", scalar=True)
+        _carrier_check(u, x, "u", scalar=True)
         return u.operator("grad")
     _check_field(u, x, "u", scalar=True)
     return _first_derivatives(u, x, "u")
@@ -210,6 +221,7 @@ def div(v: Tensor, x: Tensor, *, strategy: str = "loop") -> Tensor:
     """
     _check_strategy(strategy)
     if isinstance(v, DerivativeCarrier):
+        _carrier_check(v, x, "v", columns=True)
         return torch.diagonal(v.operator("jacobian"), dim1=1, dim2=2).sum(dim=1, keepdim=True)
     _check_field(v, x, "v", columns=x.shape[1])
     return _diagonal(v, x, strategy).sum(dim=1, keepdim=True)
@@ -231,6 +243,7 @@ def laplacian(u: Tensor, x: Tensor, *, strategy: str = "loop") -> Tensor:
     """
     _check_strategy(strategy)
     if isinstance(u, DerivativeCarrier):
+        _carrier_check(u, x, "u")
         return u.operator("laplacian")
     _check_field(u, x, "u")
     columns = []
@@ -255,6 +268,7 @@ def jacobian(v: Tensor, x: Tensor, *, strategy: str = "loop") -> Tensor:
     if strategy not in ("loop", "batched"):
         raise ValueError(f"unknown strategy {strategy!r} for jacobian; valid strategies: loop, batched")
     if isinstance(v, DerivativeCarrier):
+        _carrier_check(v, x, "v")
         return v.operator("jacobian")
     _check_field(v, x, "v")
     return _rows(v, x, strategy)
@@ -284,7 +298,7 @@ def hessian(u: Tensor, x: Tensor, *, strategy: str = "loop") -> Tensor:
     if strategy not in ("loop", "batched"):
         raise ValueError(f"unknown strategy {strategy!r} for hessian; valid strategies: loop, batched")
     if isinstance(u, DerivativeCarrier):
-        _carrier_check(u, "u", scalar=True)
+        _carrier_check(u, x, "u", scalar=True)
         return u.operator("hessian")
     _check_field(u, x, "u", scalar=True)
     return _rows(_first_derivatives(u, x, "u"), x, strategy)
@@ -303,7 +317,9 @@ def curl(v: Tensor, x: Tensor) -> Tensor:
     d = x.shape[1] if isinstance(x, Tensor) and x.dim() == 2 else None
     if d not in (2, 3):
         raise ValueError(f"curl is defined for points (N, 2) or (N, 3); x has shape {tuple(getattr(x, 'shape', ()))}")
-    if not isinstance(v, DerivativeCarrier):
+    if isinstance(v, DerivativeCarrier):
+        _carrier_check(v, x, "v", columns=True)
+    else:
         _check_field(v, x, "v", columns=d)
     J = jacobian(v, x)  # J[:, k, j] = ∂v_k/∂x_j
     if d == 2:
@@ -328,8 +344,7 @@ def partial(u: Tensor, x: Tensor, *indices: int) -> Tensor:
         columns, rather than repeating the first pass.
     """
     if isinstance(u, DerivativeCarrier):
-        if not (isinstance(x, Tensor) and x.dim() == 2):
-            raise ValueError(f"x must have shape (N, d); got {tuple(getattr(x, 'shape', ()))}")
+        _carrier_check(u, x, "u", scalar=True)
     else:
         _check_points(x)
     d = x.shape[1]
@@ -339,7 +354,6 @@ def partial(u: Tensor, x: Tensor, *indices: int) -> Tensor:
         if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < d:
             raise ValueError(f"partial: coordinate index {i!r} is not an integer in [0, {d}) for x of shape {tuple(x.shape)}")
     if isinstance(u, DerivativeCarrier):
-        _carrier_check(u, "u", scalar=True)
         return u.operator("partial", *indices)
     _check_field(u, x, "u", scalar=True)
     out = _first_derivatives(u, x, "u")[:, indices[0] : indices[0] + 1]

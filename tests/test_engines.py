@@ -88,6 +88,52 @@ def test_unsupported_layer_is_refused_at_start(engine, tmp_path):
         ForwardEngine().evaluate(nn.Sequential(nn.Linear(2, 3), nn.GELU(approximate="tanh")), torch.randn(4, 2))
 
 
+class ScaledMLP(MLP):
+    def forward(self, x):
+        return 10 * super().forward(x)
+
+
+class SquaringLinear(nn.Linear):
+    def forward(self, x):
+        return super().forward(x**2)
+
+
+def _hooked():
+    model = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1))
+    model[1].register_forward_hook(lambda module, inputs, output: 2 * output)
+    return model
+
+
+@pytest.mark.parametrize("model,match", [
+    (lambda: nn.Sequential(nn.Linear(2, 3), nn.SiLU(inplace=True), nn.Linear(3, 1)),
+     r"layer '1' \(SiLU\): it works in place"),
+    (lambda: ScaledMLP(2, 1, width=4, depth=1), r"layer 'model' \(ScaledMLP\): it overrides the forward"),
+    (lambda: nn.Sequential(SquaringLinear(2, 3), nn.Tanh(), nn.Linear(3, 1)), r"layer '0' \(SquaringLinear\): it overrides"),
+    (_hooked, r"layer '1' \(Tanh\): it has forward hooks"),
+], ids=["in place", "overridden MLP", "overridden Linear", "hook"])
+def test_layers_that_do_not_run_as_propagated_are_refused(model, match):
+    # Each would otherwise give the value or the derivatives of another network than the one that runs.
+    with pytest.raises(ConfigError, match=match):
+        ForwardEngine().check(model())
+
+
+def test_operators_check_a_jet_against_its_points():
+    x, u = ForwardEngine().evaluate(MLP(2, 3, width=8, depth=1), torch.randn(5, 2))
+    with pytest.raises(ValueError, match="one component per coordinate"):
+        div(u, x)  # three components, two coordinates
+    with pytest.raises(ValueError, match="one component per coordinate"):
+        curl(u, x)
+    with pytest.raises(ValueError, match="u has 5 rows but x has 4 points"):
+        laplacian(u, x[:4])
+    with pytest.raises(ValueError, match="u has 5 rows but x has 4 points"):
+        grad(u[:, :1], x[:4])
+    with pytest.raises(IndexError, match=r"by a slice, u\[:, 0:0\+1\]"):
+        u[:, 0]
+    with pytest.raises(IndexError, match="selects no component"):
+        u[:, 5:6]
+    assert u[:, 1:3].shape == (5, 2) and u[:, [0, 2]].shape == (5, 2)
+
+
 def test_asking_for_what_is_not_carried_names_the_fix():
     model = MLP(2, 1, width=8, depth=1)
     x, u = ForwardEngine(second="laplacian").evaluate(model, torch.randn(5, 2))

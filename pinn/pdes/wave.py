@@ -33,7 +33,7 @@ class Wave(PDE):
             value, initial velocity and boundary values.
         time_scale: ``τ`` of the hard constraint. The time factor grows like :math:`(t/τ)^2`
             and levels off at one after a few ``τ``, so that ``N`` stays of moderate size: with
-            the factor :math:`4t^2` instead, ``N`` would have to reach
+            the time factor :math:`t^2` instead, ``N`` would have to reach
             :math:`u_{tt} / (8x(1-x))` near ``t = 0``, up to about 500 here.
     """
 

@@ -1,0 +1,35 @@
+"""The benchmark scripts run as documented (tiny sizes; timings are printed, never asserted)."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def run(script, *args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT,
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_vs_deepxde_trains_every_variant_on_the_same_problem():
+    variants = ["autograd", "forward"] + (["deepxde"] if importlib.util.find_spec("deepxde") else [])
+    out = run("vs_deepxde.py", "--iterations", "3", "--interior", "32", "--boundary", "8", "--variants", *variants)
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split() and line.split()[0] in variants}
+    assert set(rows) == set(variants), out
+    # The same initial weights, points and optimizer: after 13 Adam steps every variant holds the
+    # same network, to float32 round-off.
+    errors = [float(row[2]) for row in rows.values()]
+    assert max(errors) - min(errors) <= 1e-5 * max(errors), out
+
+
+def test_derivatives_benchmark_prints_a_row_per_variant():
+    out = run("derivatives.py", "--dims", "2", "--points", "64", "--variants", "autograd", "forward", "stochastic",
+              "--seconds", "0.05")
+    rows = [line.split() for line in out.splitlines() if line.split()[:2] == ["2", "64"]]
+    assert [r[2] for r in rows] == ["autograd", "forward", "stochastic"], out
+    assert all(float(r[3]) > 0 for r in rows) and rows[1][5].endswith("x"), out
