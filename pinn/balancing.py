@@ -10,8 +10,12 @@ gradient wins. ``loss.weighting`` chooses the weights :math:`\lambda_k`:
   smoothed as :math:`\lambda_k \leftarrow \alpha \lambda_k + (1-\alpha)\hat\lambda_k` (``momentum`` α).
 * ``ntk``: the trace of each term's neural tangent kernel (Wang, Yu & Perdikaris 2022):
   :math:`\hat\lambda_k = \sum_j \bar K_j / \bar K_k` with
-  :math:`\bar K_k = \frac{1}{n}\sum_i \|\nabla_\theta r_k(x_i)\|^2` estimated on ``ntk_points``
-  points of each term, smoothed like ``grad_norm``.
+  :math:`\bar K_k = \frac{1}{n}\sum_i \sum_c \|\nabla_\theta r_{k,c}(x_i)\|^2` estimated on
+  ``ntk_points`` points of each term (the sum over a residual's components ``c``, for a term
+  with several), smoothed like ``grad_norm``.
+
+In both, a term whose size comes out zero (it does not depend on the parameters at that moment)
+keeps its weight rather than getting an unbounded one.
 * ``self_adaptive``: one weight per collocation point and term (McClenny & Braga-Neto 2023),
   :math:`L_k = \frac1{N}\sum_i \lambda_{k,i}^2 r_k(x_i)^2`, the :math:`\lambda` trained by gradient
   *ascent* (Adam, ``sa_lr``) during the Adam phase, so that hard points weigh more. The points
@@ -210,15 +214,20 @@ class LossBalance(nn.Module):
             residuals = residuals_fn()
             sizes = []
             for name in terms:
-                r = residuals[name].sum(dim=1)
+                r = residuals[name]  # (N, components)
                 picked = torch.linspace(0, len(r) - 1, min(self.ntk_points, len(r))).long().tolist()
-                sizes.append(sum(self._grad_norm(r[i], params) ** 2 for i in picked) / len(picked))
+                trace = sum(self._grad_norm(r[i, c], params) ** 2 for i in picked for c in range(r.shape[1]))
+                sizes.append(trace / len(picked))
         total = sum(sizes)
-        target = torch.tensor([total / max(s, 1e-30) for s in sizes], dtype=torch.float64, device=self.term_weights.device)
+        current = self.term_weights.tolist()
+        target = torch.tensor([total / s if s > 0 else w for s, w in zip(sizes, current)],
+                              dtype=torch.float64, device=self.term_weights.device)
         self.term_weights.mul_(self.momentum).add_((1 - self.momentum) * target)  # in place: a CUDA graph reads it
 
     @staticmethod
     def _grad_norm(value: Tensor, params: list[nn.Parameter]) -> float:
+        if not value.requires_grad:  # depends on no parameter
+            return 0.0
         grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
         return math.sqrt(sum(float(g.square().sum()) for g in grads if g is not None))
 

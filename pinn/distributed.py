@@ -4,7 +4,11 @@ Each process (rank) samples its own share of the collocation points from its own
 stream and computes the loss on them; after every backward pass the gradients are averaged
 over the ranks with one all-reduce, and so is the loss value, so that every rank takes the
 identical optimizer step (including L-BFGS's line-search decisions). With equal shares the
-averaged gradient is exactly the gradient of the loss over the union of all ranks' points.
+averaged gradient is exactly the gradient of the loss over the union of all ranks' points for
+every term that is a mean over its points: the equation's residual and most conditions. It is
+not for terms that are not such a mean, which each rank computes on its own points: causal
+weights (from each rank's mean residual per time chunk), the cavity's pressure gauge (the
+square of a mean), and periodic conditions, whose number of face points may differ by rank.
 
 The gradients are all-reduced here rather than by wrapping the network in
 ``DistributedDataParallel``: a PINN's loss evaluates the network several times per step (the

@@ -54,9 +54,11 @@ class Domain(ABC):
 
     @property
     def tolerance(self) -> float:
-        """How far outside a point may lie and still count as on the boundary: round-off of the domain's size."""
+        """How far outside a point may lie and still count as on the boundary: round-off of the
+        domain's size and of its coordinates (a disk of radius 1 centred at x = 1e5 has boundary
+        points that float64 places 1e-11 off it)."""
         lo, hi = self.bounds
-        return 1e-12 * max(1.0, float((hi - lo).abs().max()))
+        return 1e-12 * max(1.0, float((hi - lo).abs().max()), float(lo.abs().max()), float(hi.abs().max()))
 
     @property
     def interior_unit_dim(self) -> int:

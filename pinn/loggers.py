@@ -14,6 +14,9 @@ class Logger(ABC):
     @abstractmethod
     def scalar(self, tag: str, value: float, step: int) -> None: ...
 
+    def evaluation_scalar(self, tag: str, value: float, evaluation: int) -> None:
+        """A scalar on the axis of loss evaluations (L-BFGS's line search) instead of steps."""
+
     @abstractmethod
     def image(self, tag: str, image: np.ndarray, step: int) -> None:
         """``image`` is ``(H, W, 3)`` uint8."""
@@ -25,8 +28,9 @@ class Logger(ABC):
     def hparams(self, hparams: dict[str, float | int | str | bool], metrics: dict[str, float]) -> None:
         """Record a run's settings beside its final metrics, so a sweep compares in one view."""
 
-    def start(self, step: int) -> None:
-        """Called once before training; ``step`` > 0 when a run resumes from a checkpoint."""
+    def start(self, step: int, evaluations: int = 0) -> None:
+        """Called once before training; ``step`` > 0 (and ``evaluations``, the loss evaluations
+        logged so far) when a run resumes from a checkpoint."""
 
     def flush(self) -> None:
         pass
@@ -60,6 +64,10 @@ class NullLogger(Logger):
 class TensorBoardLogger(Logger):
     """Writes event files under ``log_dir`` (``tensorboard --logdir outputs``).
 
+    Scalars on the axis of loss evaluations go to the subfolder ``evaluations`` (a run of its own
+    in TensorBoard): each axis needs its own writer, since a resumed run drops what the
+    interrupted one logged after its checkpoint by step number, and the two axes' numbers differ.
+
     Args:
         log_dir: the run folder (passed by ``train.py``).
         subdir: folder inside it for the event files.
@@ -67,13 +75,15 @@ class TensorBoardLogger(Logger):
 
     def __init__(self, log_dir: str | Path, *, subdir: str = "tensorboard"):
         self.log_dir = Path(log_dir) / subdir
-        self._writer = None
+        self._writer = self._evaluation_writer = None
         self._purge_step: int | None = None
+        self._purge_evaluation: int | None = None
 
-    def start(self, step: int) -> None:
+    def start(self, step: int, evaluations: int = 0) -> None:
         # Resuming at step s: events with step > s left in this folder by the interrupted run
         # are dropped, so the curves continue without duplicated steps.
         self._purge_step = step + 1 if step > 0 else None
+        self._purge_evaluation = evaluations + 1 if step > 0 else None
 
     @property
     def writer(self):
@@ -86,6 +96,14 @@ class TensorBoardLogger(Logger):
     def scalar(self, tag, value, step):
         self.writer.add_scalar(tag, value, step)
 
+    def evaluation_scalar(self, tag, value, evaluation):
+        if self._evaluation_writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._evaluation_writer = SummaryWriter(log_dir=str(self.log_dir / "evaluations"),
+                                                    purge_step=self._purge_evaluation)
+        self._evaluation_writer.add_scalar(tag, value, evaluation)
+
     def image(self, tag, image, step):
         self.writer.add_image(tag, image, step, dataformats="HWC")
 
@@ -97,13 +115,15 @@ class TensorBoardLogger(Logger):
         self.writer.add_hparams(hparams, metrics, run_name=".")
 
     def flush(self):
-        if self._writer is not None:
-            self._writer.flush()
+        for writer in (self._writer, self._evaluation_writer):
+            if writer is not None:
+                writer.flush()
 
     def close(self):
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        for writer in (self._writer, self._evaluation_writer):
+            if writer is not None:
+                writer.close()
+        self._writer = self._evaluation_writer = None
 
     def __repr__(self) -> str:
         return f"TensorBoardLogger({str(self.log_dir)!r})"

@@ -21,7 +21,8 @@ so a resumed run continues it exactly with nothing extra to save:
 * ``exponential``: :math:`\mathrm{lr}\cdot \mathrm{decay\_rate}^{\,s/\mathrm{decay\_steps}}`;
 * ``cosine``: from ``lr`` down to ``min_lr`` over ``decay_steps`` steps, then ``min_lr``;
 
-each after an optional linear warm-up over ``warmup_steps`` steps from ``lr / warmup_steps``.
+each after an optional linear warm-up over ``warmup_steps`` steps from ``lr / warmup_steps`` up
+to ``lr``: the schedule's step ``s`` counts from the end of the warm-up.
 """
 
 from __future__ import annotations
@@ -152,8 +153,12 @@ class BFGS(torch.optim.LBFGS):
                 def directional(x, step, direction):
                     return self._directional_evaluate(closure, x, step, direction)
 
+                # The evaluations left in this step's budget; the first search of a step gets at
+                # least torch's L-BFGS allowance of 25, so a small max_iter (max_iter=1 leaves none)
+                # cannot end every step at t = 0 and stall for good.
+                budget = group["max_eval"] - evals
                 loss, flat_grad, t, ls_evals = _strong_wolfe(directional, x_init, t, d, loss, flat_grad, gtd,
-                                                             max_ls=group["max_eval"] - evals)
+                                                             max_ls=max(budget, 25) if n_iter == 1 else budget)
                 self._add_grad(t, d)
             evals += ls_evals
             state["func_evals"] += ls_evals
@@ -208,13 +213,15 @@ class _AdamSettings:
         return torch.optim.Adam(params, lr=self.lr_at(0), betas=self.betas)
 
     def lr_at(self, step: int) -> float:
-        warm = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        step -= self.warmup_steps  # the schedule starts at lr when the warm-up ends
         if self.schedule == "exponential":
-            return warm * self.lr * self.decay_rate ** (step / self.decay_steps)
+            return self.lr * self.decay_rate ** (step / self.decay_steps)
         if self.schedule == "cosine":
             progress = min(step / self.decay_steps, 1.0)
-            return warm * (self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * progress)))
-        return warm * self.lr
+            return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * progress))
+        return self.lr
 
 
 class _LBFGSSettings:

@@ -267,7 +267,7 @@ class Trainer:
             averaged = self._comm.average(torch.stack([total.detach(), *(v.detach() for v in terms.values())]))
             last["total"], last["terms"] = averaged[0], dict(zip(terms, averaged[1:]))
             state.lbfgs_evaluations += 1  # every evaluation of the line search, on its own axis
-            logger.scalar("lbfgs/loss", averaged[0].item(), state.lbfgs_evaluations)
+            logger.evaluation_scalar("lbfgs/loss", averaged[0].item(), state.lbfgs_evaluations)
             return averaged[0]
 
         optimizer.step(closure)
@@ -281,6 +281,10 @@ class Trainer:
     def _adapt(self, sampler: AdaptiveSampler, pde: PDE, model, engine, generator, state: _State) -> dict[str, Tensor]:
         """Score fresh candidates by the equation's squared residual and let the sampler place points."""
         candidates = sampler.candidates(pde.domain, generator)
+        # The candidates are the only new points, checked in float64 as _sample checks fresh ones;
+        # the points kept from the current sets were checked when drawn (rounded to the training
+        # dtype since, those on a boundary may lie a rounding error outside it).
+        pde.check_inside("adaptive sampling candidates", candidates)
         like = state.points["interior"]
         scores = torch.zeros(len(candidates), dtype=torch.float64)
         for chunk in torch.arange(len(candidates)).split(4096):  # bounded memory for many candidates
@@ -290,7 +294,6 @@ class Trainer:
             scores[chunk] = score.double().cpu()
         current = {k: v.detach().double().cpu() for k, v in state.points.items()}
         points = sampler.adapt(pde.domain, generator, pde.point_sets, current, candidates, scores)
-        pde.check_points(points)
         return {name: p.to(like) for name, p in points.items()}
 
     # ------------------------------------------------------------------ evaluation
@@ -455,20 +458,22 @@ class Trainer:
         else:
             state.points = self._sample(sampler, pde, generator, device, dtype)
         test_x, test_exact = self.test_set(pde, device) if comm.is_main else (None, None)
-        logger.start(state.step)
+        logger.start(state.step, state.lbfgs_evaluations)
         if config and state.step == 0:
             logger.text("config", "```\n" + json.dumps(config, indent=2) + "\n```")
 
-        with _StopOnSignal() as stop:
-            self._loop(pde, model, engine, sampler, optimizer, generator, device, dtype, logger, config,
-                       state, test_x, test_exact, ckpt_path, stop)
+        try:  # a run that diverges or fails still writes out everything logged up to then
+            with _StopOnSignal() as stop:
+                self._loop(pde, model, engine, sampler, optimizer, generator, device, dtype, logger, config,
+                           state, test_x, test_exact, ckpt_path, stop)
 
-        metrics = self._final_metrics(pde, model, engine, state, test_x, test_exact, device)
-        if comm.is_main:
-            (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        hparam_metrics = {f"final/{k}": metrics[k] for k in ("rel_l2", "loss", "ms_per_step") if k in metrics}
-        logger.hparams(flatten_config(config or {}), hparam_metrics)
-        logger.close()
+            metrics = self._final_metrics(pde, model, engine, state, test_x, test_exact, device)
+            if comm.is_main:
+                (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            hparam_metrics = {f"final/{k}": metrics[k] for k in ("rel_l2", "loss", "ms_per_step") if k in metrics}
+            logger.hparams(flatten_config(config or {}), hparam_metrics)
+        finally:
+            logger.close()
         return metrics
 
     def _loop(self, pde, model, engine, sampler, optimizer, generator, device, dtype, logger, config,

@@ -446,3 +446,12 @@ def test_nested_csg_boundary_points_are_distinct():
     b = shape.sample("boundary", 1000, make_draw(0))
     assert shape.signed_distance(b).abs().max() <= 1e-12  # they are on the boundary ...
     assert len(torch.unique(b, dim=0)) == len(b)  # ... but not all distinct
+
+
+def test_a_shape_far_from_the_origin_contains_its_own_boundary_points():
+    # Coordinates of 1e5 carry round-off of 1e-11: the tolerance scales with them, not only
+    # with the shape's size.
+    disk = Disk((1e5, 0.0), 1.0)
+    points = disk.sample("boundary", 500, lambda m, k: torch.rand(m, k, dtype=torch.float64))
+    assert disk.contains(points).all()
+    assert not disk.contains(torch.tensor([[1e5 + 1.001, 0.0]], dtype=torch.float64)).any()

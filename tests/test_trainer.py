@@ -8,6 +8,7 @@ import torch
 
 from pinn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pinn.derivatives import AutogradEngine
+from pinn.loggers import NullLogger
 from pinn.models import MLP
 from pinn.optim import Adam, AdamLBFGS
 from pinn.pdes import Poisson
@@ -92,6 +93,24 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert kept["step"] == 2
     assert all(torch.isfinite(v).all() for v in kept["model"].values())
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_a_diverged_run_closes_its_logger(tmp_path):
+    # The scalars logged up to the divergence are what one looks at to see why it diverged.
+    closed = []
+
+    class Recording(NullLogger):
+        def close(self):
+            closed.append(True)
+
+    torch.manual_seed(0)
+    trainer = Trainer(max_steps=5, checkpoint_every=1, log_every=1, eval_every=5, n_test=50, progress=False)
+    with pytest.raises(TrainingDiverged):
+        trainer.fit(pde=PoissonThatBlowsUp(dim=2), model=MLP(2, 1, width=8, depth=2), engine=AutogradEngine(),
+                    sampler=UniformSampler(n_interior=32, n_boundary=8), optimizer=Adam(),
+                    generator=torch.Generator().manual_seed(0), run_dir=tmp_path, dtype=torch.float64,
+                    logger=Recording())
+    assert closed
 
 
 def test_checkpoint_errors_are_clear(tmp_path):

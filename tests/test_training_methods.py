@@ -13,7 +13,7 @@ from pinn.loggers import NullLogger
 from pinn.models import MLP
 from pinn import optim
 from pinn.optim import BFGS, Adam, AdamLBFGS
-from pinn.pdes import Burgers, Heat, Poisson
+from pinn.pdes import Burgers, Heat, Kovasznay, Poisson
 from pinn.sampling import RADSampler, RARSampler, SobolSampler, UniformSampler
 from pinn.trainer import Trainer
 
@@ -25,6 +25,8 @@ class Recorder(NullLogger):
 
     def scalar(self, tag, value, step):
         self.scalars.setdefault(tag, []).append((step, value))
+
+    evaluation_scalar = scalar
 
 
 def fit(run_dir, *, pde=None, plan=None, balance=None, sampler=None, max_steps=6, resample_every=0, logger=None,
@@ -55,6 +57,12 @@ def test_learning_rate_schedules_follow_their_formulas():
     assert cosine.lr_at(100) == cosine.lr_at(500) == pytest.approx(1e-5)
     warm = Adam(lr=1e-3, warmup_steps=10)
     assert warm.lr_at(0) == pytest.approx(1e-4) and warm.lr_at(4) == pytest.approx(5e-4) and warm.lr_at(20) == 1e-3
+    # After the warm-up the schedule starts at lr: it decays from there, not from step 0.
+    warm_cosine = Adam(lr=1e-3, warmup_steps=1000, schedule="cosine", decay_steps=1000)
+    assert warm_cosine.lr_at(999) == warm_cosine.lr_at(1000) == 1e-3
+    assert warm_cosine.lr_at(1500) == pytest.approx(0.5e-3, rel=1e-14) and warm_cosine.lr_at(2000) == 0.0
+    warm_exponential = Adam(lr=1e-3, warmup_steps=10, schedule="exponential", decay_rate=0.5, decay_steps=10)
+    assert warm_exponential.lr_at(30) == pytest.approx(0.25e-3, rel=1e-14)
     plan = AdamLBFGS(lr=1e-3, switch_step=5, schedule="exponential", decay_steps=1)
     assert plan.lr_at(4) == pytest.approx(1e-3 * 0.9**4) and plan.lr_at(5) is None
 
@@ -85,6 +93,32 @@ def test_float64_lbfgs_stage_and_its_logging(tmp_path):
     assert len(evaluations) >= 3  # every loss evaluation of the three L-BFGS steps, numbered 1, 2, ...
     assert [step for step, _ in evaluations] == list(range(1, len(evaluations) + 1))
     assert evaluations[-1][1] <= evaluations[0][1]
+
+
+def test_resumed_lbfgs_curve_continues_without_losses_or_repeats(tmp_path):
+    # Checkpoint at step 4, train on to step 6, then "crash" back to the step-4 checkpoint and
+    # resume: TensorBoard must show every L-BFGS evaluation once, those before the checkpoint
+    # included (they are numbered by evaluation, not by step).
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from pinn.loggers import TensorBoardLogger
+
+    def run(steps, resume=None):
+        fit(tmp_path, plan=AdamLBFGS(lr=1e-2, switch_step=2, max_iter=3), max_steps=steps, resume=resume,
+            logger=TensorBoardLogger(tmp_path))
+
+    run(4)
+    checkpoint = (tmp_path / "checkpoints" / "last.pt").read_bytes()
+    run(6, resume=tmp_path)
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(checkpoint)
+    run(6, resume=tmp_path)
+    events = EventAccumulator(str(tmp_path / "tensorboard" / "evaluations"))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("lbfgs/loss")]
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) > 6
+    losses = EventAccumulator(str(tmp_path / "tensorboard"))
+    losses.Reload()
+    assert [e.step for e in losses.Scalars("loss/total")] == [1, 2, 3, 4, 5, 6]
 
 
 def test_float64_stage_resumes_in_float64(tmp_path):
@@ -178,6 +212,27 @@ def test_bfgs_minimises_rosenbrock(quasi_newton):
     assert (x.detach() - 1).abs().max() < 1e-6
 
 
+@pytest.mark.parametrize("self_scaling", [False, True])
+def test_bfgs_with_one_iteration_per_step_keeps_making_progress(self_scaling):
+    # max_iter=1 leaves no evaluations in the step's budget for the line search; it still gets
+    # some, so steps do not end at t = 0 from some step on (they did, at an error of 1e-2).
+    torch.manual_seed(0)
+    q = torch.randn(6, 6, dtype=torch.float64)
+    matrix, b = q @ q.T + 0.5 * torch.eye(6, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    x = torch.nn.Parameter(torch.zeros(6, dtype=torch.float64))
+    opt = BFGS([x], max_iter=1, self_scaling=self_scaling, tolerance_grad=1e-14, tolerance_change=0)
+
+    def closure():
+        opt.zero_grad()
+        loss = 0.5 * x @ matrix @ x - b @ x
+        loss.backward()
+        return loss
+
+    for _ in range(40):
+        opt.step(closure)
+    assert (x.detach() - torch.linalg.solve(matrix, b)).norm() < 1e-6  # round-off of the loss ends it near 1e-8
+
+
 def test_bfgs_settings_are_checked(monkeypatch):
     with pytest.raises(ConfigError, match="optimizer.quasi_newton"):
         AdamLBFGS(quasi_newton="newton")
@@ -199,10 +254,10 @@ def test_a_bfgs_matrix_too_large_is_refused_before_training(tmp_path, monkeypatc
 # --------------------------------------------------------------------------- loss balancing
 
 
-def _terms_and_params(float64=True):
+def _terms_and_params(pde=None):
     torch.manual_seed(1)
-    pde = Poisson(dim=2)
-    model = MLP(2, 1, width=8, depth=2).double()
+    pde = pde or Poisson(dim=2)
+    model = MLP(pde.dim, pde.n_outputs, width=8, depth=2).double()
     points = SobolSampler(n_interior=64, n_boundary=32).sample(pde.domain, torch.Generator().manual_seed(0))
     return pde, model, points, list(model.parameters())
 
@@ -226,8 +281,11 @@ def test_grad_norm_weights_follow_the_formula(float64):
     assert smoothed.weights() == pytest.approx({k: 0.9 + 0.1 * total / n for k, n in norms.items()}, rel=1e-12)
 
 
-def test_ntk_weights_follow_the_formula(float64):
-    pde, model, points, params = _terms_and_params()
+@pytest.mark.parametrize("pde", [Poisson(dim=2), Kovasznay()], ids=["scalar residuals", "vector residuals"])
+def test_ntk_weights_follow_the_formula(float64, pde):
+    # The NTK trace of a term sums over the points and over the residual's components: for
+    # Kovasznay's two-component momentum residual, Σ_c ‖∇θ r_c‖², not ‖∇θ Σ_c r_c‖².
+    pde, model, points, params = _terms_and_params(pde)
     balance = LossBalance(weighting="ntk", momentum=0.0, ntk_points=4)
     engine = AutogradEngine()
     terms = pde.losses(model, points, engine)
@@ -236,13 +294,24 @@ def test_ntk_weights_follow_the_formula(float64):
     residuals = pde.residuals(model, points, engine)
     traces = {}
     for name in terms:
-        r = residuals[name].sum(dim=1)
+        r = residuals[name]
         picked = torch.linspace(0, len(r) - 1, 4).long().tolist()
         traces[name] = sum(sum(g.square().sum().item()
-                               for g in torch.autograd.grad(r[i], params, retain_graph=True, allow_unused=True)
-                               if g is not None) for i in picked) / 4
+                               for g in torch.autograd.grad(r[i, c], params, retain_graph=True, allow_unused=True)
+                               if g is not None) for i in picked for c in range(r.shape[1])) / 4
     total = sum(traces.values())
     assert balance.weights() == pytest.approx({k: total / t for k, t in traces.items()}, rel=1e-10)
+
+
+def test_a_term_of_size_zero_keeps_its_weight(float64):
+    pde, model, points, params = _terms_and_params()
+    balance = LossBalance(weighting="grad_norm", momentum=0.0)
+    terms = pde.losses(model, points, AutogradEngine())
+    terms["constant"] = torch.tensor(3.0, dtype=torch.float64)  # no gradient: size zero
+    balance.combine(terms, {})
+    balance.update(terms, params, None)
+    weights = balance.weights()
+    assert weights["constant"] == 1.0 and all(math.isfinite(w) for w in weights.values())
 
 
 def test_weights_are_logged_and_checkpointed(tmp_path):
@@ -363,6 +432,14 @@ def test_rad_concentrates_points_where_the_residual_is_large():
     assert points["interior"].norm(dim=1).median() < 0.5 * candidates.norm(dim=1).median()
     with pytest.raises(ConfigError, match="n_candidates"):
         RADSampler(n_interior=100, n_candidates=50)
+
+
+def test_rar_keeps_float32_points_on_a_boundary_float32_cannot_represent(tmp_path):
+    # x = 0.3 rounds to a float32 just outside [0, 0.3]: the kept boundary points must not be
+    # re-checked after rounding (only the new float64 candidates are).
+    sampler = RARSampler(n_interior=16, n_boundary=32, n_candidates=64, n_add=4)
+    _, _, trainer, metrics = fit(tmp_path, pde=Poisson(lo=0.0, hi=0.3), sampler=sampler, resample_every=2, max_steps=5)
+    assert math.isfinite(metrics["loss"])
 
 
 @pytest.mark.parametrize("sampler", [RARSampler(n_interior=16, n_boundary=8, n_initial=8, n_candidates=64, n_add=4),
