@@ -77,6 +77,9 @@ def test_reference_is_bounded_symmetric_and_cached(tmp_path, monkeypatch):
     assert np.abs(u - u[:, mirror]).max() < 1e-12  # the initial data are even
     # The benchmark's final state: plateaus near -1 at the ends, fronts, and a maximum near 0.99.
     assert u[-1, 0] == pytest.approx(-1, abs=1e-5) and 0.98 < u[-1].max() < 1.0
+    # A value that pins the equation's coefficients: with eps = 2e-4 instead of 1e-4 the
+    # solution moves by 6e-3; the solver's own error is about 1e-11.
+    assert u[-1, 256] == pytest.approx(0.0295797, abs=1e-6)  # u(0, 1)
     # The requested grid is a subset of the solver's; the same values as a direct coarse solve
     # to the coarse solve's accuracy.
     _, _, coarse = solve(n=512, snapshots=201)

@@ -80,3 +80,14 @@ def test_steepest_slope_matches_the_literature_value():
     slopes = [(solution(h, t) - solution(-h, t)) / (2 * h) for h in (1e-4, 5e-5)]
     slope = slopes[1] + (slopes[1] - slopes[0]) / 3  # Richardson: removes the h^2 term
     assert slope == pytest.approx(-152.00516, abs=2e-4)
+
+
+def test_quadrature_scales_with_the_viscosity():
+    # 160 nodes serve the benchmark viscosity; at a thirtieth of it the default grows with
+    # nu^(-1/2) and stays at round-off (160 nodes there: 2e-3 at t = 1).
+    x = np.linspace(-1, 1, 401)
+    t = np.ones_like(x)
+    nu = 0.0003 / np.pi
+    fine = solution(x, t, nu=nu, nodes=8000)
+    assert np.abs(solution(x, t, nu=nu) - fine).max() < 1e-12
+    assert np.abs(solution(x, t, nu=nu, nodes=NODES) - fine).max() > 1e-4

@@ -170,3 +170,24 @@ def test_reference_is_cached_on_disk(tmp_path, monkeypatch):
     monkeypatch.setenv("PINN_CACHE", str(tmp_path))
     lshape.reference(8)
     assert len(list(tmp_path.glob("lshape-*.npz"))) == 2
+
+
+def test_an_edited_solver_does_not_reuse_its_predecessors_cache(tmp_path, monkeypatch):
+    import importlib.util
+
+    from pinn.reference.cache import cached
+
+    monkeypatch.setenv("PINN_CACHE", str(tmp_path / "cache"))
+
+    def solver(version: int):  # a solver module, as edited over time
+        path = tmp_path / f"solver{version}.py"
+        path.write_text(f"import numpy as np\n\ndef compute():\n    return {{'u': np.full(3, {version}.0)}}\n")
+        spec = importlib.util.spec_from_file_location(f"solver{version}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.compute
+
+    assert cached("demo", {"n": 3}, solver(1))["u"].tolist() == [1.0, 1.0, 1.0]
+    assert cached("demo", {"n": 3}, solver(1))["u"].tolist() == [1.0, 1.0, 1.0]
+    assert cached("demo", {"n": 3}, solver(2))["u"].tolist() == [2.0, 2.0, 2.0]
+    assert len(list((tmp_path / "cache").glob("demo-*.npz"))) == 2

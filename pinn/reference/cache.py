@@ -1,7 +1,8 @@
 """A small on-disk cache for reference solutions that take seconds to compute.
 
 Arrays are stored as ``.npz`` files under ``$PINN_CACHE`` (default ``~/.cache/pinn``), named
-after the solver and its parameters; a file is written to a temporary name and renamed, so an
+after the solver, its parameters and the source of the module that computes them (so an edited
+solver never serves its predecessor's results); a file is written to a temporary name and renamed, so an
 interrupted write never leaves a half-written cache entry. Where the folder cannot be written
 the result is simply recomputed next time.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-#: Bump to invalidate every cached file when a solver changes.
+#: Bump to invalidate every cached file when something a solver uses outside its own module changes.
 VERSION = 1
 
 
@@ -27,7 +28,8 @@ def cache_dir() -> Path:
 
 def cached(name: str, params: dict, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """``compute()`` once per (``name``, ``params``); later calls load the saved arrays."""
-    key = json.dumps({"name": name, "params": params, "version": VERSION}, sort_keys=True)
+    source = hashlib.sha256(Path(compute.__code__.co_filename).read_bytes()).hexdigest()
+    key = json.dumps({"name": name, "params": params, "version": VERSION, "source": source}, sort_keys=True)
     path = cache_dir() / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
     if path.is_file():
         try:
