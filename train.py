@@ -22,6 +22,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -179,6 +180,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot create the run folder {run_dir} ({exc.strerror}); "
                           "choose another hydra.run.dir or output_dir") from None
+    for stale in (METRICS, FAILURE):  # a reused folder's outcome must not pass for this run's
+        (run_dir / stale).unlink(missing_ok=True)
     torch.manual_seed(cfg.seed)  # the network's initial weights, the same on every rank
     generator = torch.Generator().manual_seed(rank_seed(cfg.seed, comm))  # this rank's collocation points
 
@@ -209,6 +212,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
+#: What a finished run leaves in its folder: its metrics, or the one-line reason it failed.
+METRICS, FAILURE = "metrics.json", "error.txt"
+
+
+def _multirun() -> bool:
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:  # not inside a Hydra run
+        return False
+
+
 def _resume_command(run_dir: Path) -> str:
     try:
         overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("resume=", "hydra.run.dir="))]
@@ -222,6 +236,11 @@ def main(cfg: DictConfig) -> None:
     tune_cpu_allocator()
     try:
         run(cfg)
+        if torch.distributed.is_initialized():
+            # Every rank finishes together: rank 0 evaluates and writes after the last step, and
+            # a rank that tears its process group down while a peer still holds the connection
+            # can abort.
+            torch.distributed.barrier()
     except TrainingInterrupted as exc:
         print(f"{exc}.\nResume with: {_resume_command(Path(cfg.output_dir))}", file=sys.stderr)
         sys.exit(128 + exc.signum)
@@ -231,6 +250,12 @@ def main(cfg: DictConfig) -> None:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"error: {exc}", file=sys.stderr)
+        if _multirun():  # the sweep goes on; its summary lists this job as failed, and the sweep exits 2
+            try:
+                (Path(cfg.output_dir) / FAILURE).write_text(f"{exc}\n")
+            except OSError:  # the run folder itself was the problem: the summary says to see the log
+                pass
+            return
         sys.exit(2)
     finally:
         if torch.distributed.is_initialized():
@@ -238,26 +263,30 @@ def main(cfg: DictConfig) -> None:
 
 
 class SweepSummary(Callback):
-    """After ``python train.py -m ...``: one row per job (its overrides, rel L2, time), printed
-    and saved as ``summary.csv`` in the sweep folder."""
+    """After ``python train.py -m ...``: one row per job of this sweep (its overrides, rel L2,
+    time, and the reason where it failed), printed and saved as ``summary.csv`` in the sweep
+    folder. A sweep with a failed job exits with status 2 once the table is out."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
+        # Job folders left by an earlier sweep into the same folder predate this sweep's record.
+        started = (sweep_dir / "multirun.yaml").stat().st_mtime if (sweep_dir / "multirun.yaml").is_file() else 0.0
         rows = []
         for job_dir in sorted((p for p in sweep_dir.iterdir() if p.is_dir()), key=lambda p: (len(p.name), p.name)):
             overrides_file = job_dir / ".hydra" / "overrides.yaml"
-            if not overrides_file.is_file():
+            if not overrides_file.is_file() or overrides_file.stat().st_mtime < started:
                 continue
             overrides = " ".join(OmegaConf.load(overrides_file))
-            metrics_file = job_dir / "metrics.json"
+            metrics_file, failure_file = job_dir / METRICS, job_dir / FAILURE
             metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+            failure = failure_file.read_text().strip() if failure_file.is_file() else "no metrics.json (see its log)"
             rows.append({
                 "job": job_dir.name,
                 "overrides": overrides,
                 "rel_l2": metrics.get("rel_l2", ""),
                 "loss": metrics.get("loss", ""),
                 "train_seconds": metrics.get("train_seconds", ""),
-                "status": "done" if metrics else "failed",
+                "status": "done" if metrics else f"failed: {failure}",
             })
         if not rows:
             return
@@ -272,6 +301,10 @@ class SweepSummary(Callback):
             sec = f"{r['train_seconds']:.1f}" if r["train_seconds"] != "" else "-"
             lines.append(f"{r['job']:>4}  {r['overrides']:<{width}}  {rel:>10}  {sec:>8}  {r['status']}")
         print("\n".join(lines) + f"\nsummary saved to {sweep_dir / 'summary.csv'}")
+        failed = sum(r["status"] != "done" for r in rows)
+        if failed:
+            print(f"error: {failed} of {len(rows)} jobs failed", file=sys.stderr)
+            sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -83,8 +83,8 @@ def main() -> None:
     where = torch.cuda.get_device_name() if cuda else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     print(f"# {time.strftime('%Y-%m-%d')}, {where}, torch {torch.__version__}, device {args.device}, {args.dtype}")
     print(f"{'d':>5} {'N':>7} {'variant':>22} {'ms/step':>9} {'peak MB':>8} {'vs autograd':>12}")
-    if cuda:
-        sys.path.insert(0, str(ROOT / "benchmarks"))
+    if cuda:  # measured in this process, which imports train (the root) and common (benchmarks/)
+        sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
     for dim in args.dims:
         for points in args.points:
             base = None

@@ -16,7 +16,11 @@ set -u
 cd "$(dirname "$0")/.."
 out=${1:-outputs/gpu}
 shift || true
-parts=${*:-tests deepxde deepxde200k tf32 engines stochastic suite}
+all="tests deepxde deepxde200k tf32 engines stochastic suite"
+parts=${*:-$all}
+for part in $parts; do
+    [[ " $all " == *" $part "* ]] || { echo "unknown part '$part'; parts: $all" >&2; exit 2; }
+done
 mkdir -p "$out"
 export PYTHONPATH="$PWD:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
@@ -45,4 +49,6 @@ run tf32 90 python benchmarks/tf32.py
 run engines 180 python benchmarks/derivatives.py --device cuda --seconds 0.5
 run stochastic 90 python benchmarks/derivatives.py --device cuda --dims 10 100 1000 --points 1000 \
     --variants stochastic stochastic+graph forward forward+graph
-run suite 300 python -m pytest -q -x -n 8 -p no:cacheprovider
+# Eight workers where pytest-xdist is installed, one otherwise.
+workers=$(python -c "import xdist" 2>/dev/null && echo "-n 8")
+run suite 300 python -m pytest -q -x $workers -p no:cacheprovider

@@ -1,5 +1,7 @@
 """Exceptions that carry a message meant for the user, not a traceback."""
 
+import math
+
 
 class ConfigError(ValueError):
     """An invalid setting: the message names the setting, what was wrong, and the valid choices."""
@@ -11,8 +13,8 @@ class PreflightError(RuntimeError):
 
 def check_positive(name: str, value, *, integer: bool = True, allow_zero: bool = False) -> None:
     """Raise :class:`ConfigError` unless ``value`` is a positive (or non-negative) number."""
-    kind = "an integer" if integer else "a number"
-    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    kind = "an integer" if integer else "a finite number"
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float)) and math.isfinite(value)
     if isinstance(value, bool) or not ok_type or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{name} must be {kind} {bound}; got {value!r}")

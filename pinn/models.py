@@ -53,9 +53,10 @@ class TrigEmbedding(nn.Module):
     through unchanged, then cosines and sines of fixed linear combinations of the coordinates.
 
     ``B`` ``(F, d)`` is a buffer, not a parameter: it is saved in the ``state_dict`` and moves
-    with the model, but the optimizer never changes it. It is stored in float64 whatever the
-    default dtype, and used in the dtype of the points (so a period of 2 stays exactly
-    :math:`2\pi / 2` in a float64 run even when the model was built under float32).
+    with the model, but the optimizer never changes it. It stays in float64 whatever the
+    default dtype and whatever dtype the model is moved to, and is used in the dtype of the
+    points (so a period of 2 stays exactly :math:`2\pi / 2` in the float64 stage of a run that
+    began in float32, instead of the float32 rounding of it).
     ``(N, d) -> (N, len(passthrough) + 2F)``.
     """
 
@@ -67,7 +68,14 @@ class TrigEmbedding(nn.Module):
         self.out_dim = len(self.passthrough) + 2 * B.shape[0]
 
     def frequencies(self, dtype: torch.dtype) -> Tensor:
-        return self.B.to(dtype)  # a no-op once the model has the points' dtype
+        return self.B.to(dtype)
+
+    def _apply(self, fn, recurse=True):
+        # model.to(dtype=...) casts every floating buffer; B follows the device only.
+        exact = self.B
+        super()._apply(fn, recurse)
+        self.B = exact.to(device=self.B.device)
+        return self
 
     def forward(self, x: Tensor) -> Tensor:
         z = nn.functional.linear(x, self.frequencies(x.dtype))  # (N, F); the forward engine computes it the same way
@@ -156,8 +164,8 @@ def _parse_periods(in_dim: int, periods) -> dict[int, float]:
             axis = int(axis)  # Hydra's `+model.periods.1=3.0` makes the key a string
         if isinstance(axis, bool) or not isinstance(axis, int) or not 0 <= axis < in_dim:
             raise ConfigError(f"model.periods: axis {axis!r} is out of range; the points have axes 0..{in_dim - 1}")
-        if isinstance(period, bool) or not isinstance(period, (int, float)) or not period > 0:
-            raise ConfigError(f"model.periods: the period of axis {axis} must be a number > 0; got {period!r}")
+        if isinstance(period, bool) or not isinstance(period, (int, float)) or not 0 < period < math.inf:
+            raise ConfigError(f"model.periods: the period of axis {axis} must be a finite number > 0; got {period!r}")
         parsed[axis] = float(period)
     if not parsed:
         raise ConfigError("model.periods names no periodic axis; give {axis: period}, or null for no periodic embedding")
@@ -213,8 +221,10 @@ class FactorizedLinear(nn.Module):
 
 
 def _check_factorization(mu: float, sigma: float) -> None:
-    if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not math.isfinite(mu):
-        raise ConfigError(f"model.factorize_mu must be a finite number; got {mu!r}")
+    # exp(s) scales the weights, s ~ N(mu, sigma): beyond |mu| = 20 (a factor of 5e8) float32
+    # weights and activations overflow long before training could bring them back.
+    if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not -20 <= mu <= 20:
+        raise ConfigError(f"model.factorize_mu must be a number in [-20, 20] (the paper uses 0.5 to 1); got {mu!r}")
     check_positive("model.factorize_sigma", sigma, integer=False, allow_zero=True)
 
 

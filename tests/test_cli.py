@@ -69,6 +69,21 @@ def test_multirun_gives_one_folder_per_job(tmp_path):
     assert "summary saved to" in result.stdout
 
 
+def test_a_failed_job_does_not_stop_the_sweep(tmp_path):
+    result = train("-m", *TINY, "model.width=-1,8", f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 2, result.stderr  # the sweep reports its failure after the table
+    with open(tmp_path / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["status"] for r in rows] == ["failed: model.width must be an integer > 0; got -1", "done"]
+    assert (tmp_path / "1" / "metrics.json").is_file() and "1 of 2 jobs failed" in result.stderr
+    # A later sweep into the same folder lists its own jobs only, not the earlier sweep's.
+    result = train("-m", *TINY, "model.width=4", f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["job"], r["status"]) for r in rows] == [("0", "done")] and "model.width=4" in rows[0]["overrides"]
+
+
 @pytest.mark.parametrize("override,match", [
     ("model.activation=relu", "unknown model.activation 'relu'; valid choices: tanh"),
     ("sampler.n_interior=-5", "sampler.n_interior must be an integer > 0"),

@@ -112,3 +112,16 @@ def test_every_experiment_composes_and_trains(name, compose_config, tmp_path):
     assert cfg.pde._target_ == recipe.pde._target_ and cfg.pde._target_.startswith("pinn.pdes.")
     metrics = train.run(cfg)
     assert metrics["steps"] == 4 and metrics["loss"] == metrics["loss"]
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "model").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_model_file_lists_every_option_of_its_network(path):
+    # So that any option can be set on any choice (model=rwf model.fourier_features=16), without `+`.
+    import inspect
+
+    from hydra.utils import get_object
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.load(path)
+    options = set(inspect.signature(get_object(node._target_)).parameters) - {"in_dim", "out_dim"}
+    assert options <= set(node.keys()), f"{path.name} lacks {sorted(options - set(node.keys()))}"

@@ -256,10 +256,12 @@ def test_factorized_linear_starts_as_the_linear_it_factorizes():
 @pytest.mark.parametrize("kwargs,match", [
     ({"activation": "relu"}, "unknown model.activation 'relu'; valid choices: tanh"),
     ({"fourier_features": -1}, "model.fourier_features must be an integer >= 0"),
-    ({"fourier_features": 8, "fourier_sigma": -1.0}, "model.fourier_sigma must be an? number > 0"),
-    ({"fourier_sigma": 0.0}, "model.fourier_sigma must be an? number > 0"),
-    ({"periods": {0: 0.0}}, "period of axis 0 must be a number > 0"),
-    ({"periods": {1: -2.0}}, "period of axis 1 must be a number > 0"),
+    ({"fourier_features": 8, "fourier_sigma": -1.0}, "model.fourier_sigma must be a finite number > 0"),
+    ({"fourier_sigma": 0.0}, "model.fourier_sigma must be a finite number > 0"),
+    ({"fourier_features": 8, "fourier_sigma": float("nan")}, "model.fourier_sigma must be a finite number > 0"),
+    ({"periods": {0: 0.0}}, "period of axis 0 must be a finite number > 0"),
+    ({"periods": {1: -2.0}}, "period of axis 1 must be a finite number > 0"),
+    ({"periods": {0: float("inf")}}, "period of axis 0 must be a finite number > 0"),
     ({"periods": {2: 1.0}}, r"axis 2 is out of range; the points have axes 0..1"),
     ({"periods": {-1: 1.0}}, "axis -1 is out of range"),
     ({"periods": [1.0]}, "one entry per coordinate"),
@@ -267,8 +269,10 @@ def test_factorized_linear_starts_as_the_linear_it_factorizes():
     ({"periods": "x"}, r"\{axis: period\} or a list"),
     ({"periods": {"x": 1.0}}, "axis 'x' is out of range"),
     ({"factorize": "yes"}, "model.factorize must be true or false"),
-    ({"factorize": True, "factorize_sigma": -0.1}, "model.factorize_sigma must be an? number >= 0"),
-    ({"factorize_mu": float("nan")}, "model.factorize_mu must be a finite number"),
+    ({"factorize": True, "factorize_sigma": -0.1}, "model.factorize_sigma must be a finite number >= 0"),
+    ({"factorize": True, "factorize_sigma": float("inf")}, "model.factorize_sigma must be a finite number >= 0"),
+    ({"factorize_mu": float("nan")}, r"model.factorize_mu must be a number in \[-20, 20\]"),
+    ({"factorize_mu": 90.0}, r"model.factorize_mu must be a number in \[-20, 20\]"),
     ({"width": 0}, "model.width"),
 ])
 @pytest.mark.parametrize("trunk", [MLP, ModifiedMLP])
@@ -320,3 +324,16 @@ def test_stochastic_engine_trains_a_fourier_network(tmp_path):
         sampler=SobolSampler(n_interior=32, n_boundary=8), optimizer=Adam(lr=1e-2),
         generator=torch.Generator().manual_seed(0), run_dir=tmp_path, dtype=torch.float64)
     assert math.isfinite(metrics["loss"])
+
+
+def test_frequencies_stay_float64_through_dtype_changes():
+    # A run trains in float32, then its quasi-Newton stage in float64: the period must not have
+    # been rounded to float32 on the way (B[0, 0] = 2π/2 = π exactly, to float64 round-off).
+    model = MLP(2, 1, width=8, depth=1, periods={0: 2.0})
+    model.to(dtype=torch.float32)
+    model.to(dtype=torch.float64)
+    embedding = model.net[0]
+    assert embedding.B.dtype == torch.float64 and embedding.B[0, 0].item() == math.pi
+    x = torch.rand(50, 2, dtype=torch.float64)
+    shifted = x + torch.tensor([2.0, 0.0], dtype=torch.float64)
+    assert (model(x) - model(shifted)).abs().max() < 1e-14
