@@ -180,8 +180,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot create the run folder {run_dir} ({exc.strerror}); "
                           "choose another hydra.run.dir or output_dir") from None
-    for stale in (METRICS, FAILURE):  # a reused folder's outcome must not pass for this run's
-        (run_dir / stale).unlink(missing_ok=True)
+    if _multirun():  # a sweep folder reused: an earlier job's outcome must not pass for this one's
+        for stale in (METRICS, FAILURE):
+            (run_dir / stale).unlink(missing_ok=True)
     torch.manual_seed(cfg.seed)  # the network's initial weights, the same on every rank
     generator = torch.Generator().manual_seed(rank_seed(cfg.seed, comm))  # this rank's collocation points
 
@@ -286,7 +287,7 @@ class SweepSummary(Callback):
                 "rel_l2": metrics.get("rel_l2", ""),
                 "loss": metrics.get("loss", ""),
                 "train_seconds": metrics.get("train_seconds", ""),
-                "status": "done" if metrics else f"failed: {failure}",
+                "status": "done" if metrics and not failure_file.is_file() else f"failed: {failure}",
             })
         if not rows:
             return

@@ -164,11 +164,14 @@ def test_resume_refuses_other_settings(tmp_path):
 def test_resume_with_no_steps_left_is_refused(tmp_path):
     assert train(f"hydra.run.dir={tmp_path}", *TINY).returncode == 0  # 4 steps
     before = (tmp_path / "checkpoints" / "last.pt").read_bytes()
+    metrics = (tmp_path / "metrics.json").read_bytes()
     for steps in (4, 2):
         result = train(f"hydra.run.dir={tmp_path}", *TINY, f"trainer.max_steps={steps}", f"resume={tmp_path}")
         assert result.returncode == 2
         assert f"has trained 4 steps already, and trainer.max_steps={steps} leaves none to train" in result.stderr
+    # nothing lost
     assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
+    assert (tmp_path / "metrics.json").read_bytes() == metrics
 
 
 def test_resume_accepts_a_setting_added_since_at_its_default(tmp_path):
