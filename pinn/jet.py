@@ -286,7 +286,8 @@ class Jet(DerivativeCarrier):
             raise IndexError("a Jet is indexed by component only, as u[:, k:k+1]")
         cols, m = index[1], self.value.shape[1]
         if isinstance(cols, int):
-            raise IndexError(f"index a field by a slice, u[:, {cols}:{cols}+1], not u[:, {cols}]: a slice keeps the "
+            wanted = f"{cols}:" if cols == -1 else f"{cols}:{cols + 1}"
+            raise IndexError(f"index a field by a slice, u[:, {wanted}], not u[:, {cols}]: a slice keeps the "
                              "(N, 1) shape under every derivative engine")
         if isinstance(cols, slice):
             if not range(m)[cols]:

@@ -127,8 +127,10 @@ def test_operators_check_a_jet_against_its_points():
         laplacian(u, x[:4])
     with pytest.raises(ValueError, match="u has 5 rows but x has 4 points"):
         grad(u[:, :1], x[:4])
-    with pytest.raises(IndexError, match=r"by a slice, u\[:, 0:0\+1\]"):
+    with pytest.raises(IndexError, match=r"by a slice, u\[:, 0:1\]"):
         u[:, 0]
+    with pytest.raises(IndexError, match=r"by a slice, u\[:, -1:\]"):
+        u[:, -1]
     with pytest.raises(IndexError, match="selects no component"):
         u[:, 5:6]
     assert u[:, 1:3].shape == (5, 2) and u[:, [0, 2]].shape == (5, 2)
