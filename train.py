@@ -30,7 +30,7 @@ from pinn.checkpoint import CheckpointError, load_checkpoint
 from pinn.distributed import init_from_env, local_rank, rank_seed
 from pinn.errors import ConfigError, PreflightError, check_choice, check_flag
 from pinn.preflight import preflight
-from pinn.trainer import TrainingDiverged, TrainingInterrupted
+from pinn.trainer import METRICS_NAME, TrainingDiverged, TrainingInterrupted
 
 log = logging.getLogger("pinn")
 
@@ -160,6 +160,17 @@ def rank_share(sampler_cfg: DictConfig, comm) -> dict[str, int]:
     return share
 
 
+#: Where a sweep job that failed leaves its one-line reason (one that finished leaves METRICS_NAME).
+FAILURE = "error.txt"
+
+
+def _multirun() -> bool:
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:  # not inside a Hydra run
+        return False
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Build everything from a composed config and train; return the final metrics."""
     device, dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
@@ -181,7 +192,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"cannot create the run folder {run_dir} ({exc.strerror}); "
                           "choose another hydra.run.dir or output_dir") from None
     if _multirun():  # a sweep folder reused: an earlier job's outcome must not pass for this one's
-        for stale in (METRICS, FAILURE):
+        for stale in (METRICS_NAME, FAILURE):
             (run_dir / stale).unlink(missing_ok=True)
     torch.manual_seed(cfg.seed)  # the network's initial weights, the same on every rank
     generator = torch.Generator().manual_seed(rank_seed(cfg.seed, comm))  # this rank's collocation points
@@ -211,17 +222,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
              metrics.get("rel_l2", float("nan")), metrics["loss"], metrics["steps"], metrics["train_seconds"],
              metrics["ms_per_step"], run_dir / "metrics.json")
     return metrics
-
-
-#: What a finished run leaves in its folder: its metrics, or the one-line reason it failed.
-METRICS, FAILURE = "metrics.json", "error.txt"
-
-
-def _multirun() -> bool:
-    try:
-        return HydraConfig.get().mode == RunMode.MULTIRUN
-    except ValueError:  # not inside a Hydra run
-        return False
 
 
 def _resume_command(run_dir: Path) -> str:
@@ -278,7 +278,7 @@ class SweepSummary(Callback):
             if not overrides_file.is_file() or overrides_file.stat().st_mtime < started:
                 continue
             overrides = " ".join(OmegaConf.load(overrides_file))
-            metrics_file, failure_file = job_dir / METRICS, job_dir / FAILURE
+            metrics_file, failure_file = job_dir / METRICS_NAME, job_dir / FAILURE
             metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
             failure = failure_file.read_text().strip() if failure_file.is_file() else "no metrics.json (see its log)"
             rows.append({

@@ -56,7 +56,7 @@ class Domain(ABC):
     def tolerance(self) -> float:
         """How far outside a point may lie and still count as on the boundary: round-off of the
         domain's size and of its coordinates (a disk of radius 1 centred at x = 1e5 has boundary
-        points that float64 places 1e-11 off it)."""
+        points that float64 places up to 7e-12 off it)."""
         lo, hi = self.bounds
         return 1e-12 * max(1.0, float((hi - lo).abs().max()), float(lo.abs().max()), float(hi.abs().max()))
 

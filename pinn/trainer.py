@@ -40,6 +40,7 @@ from pinn.sampling import AdaptiveSampler, Sampler
 TEST_SEED = 20231
 
 CHECKPOINT_NAME = "last.pt"
+METRICS_NAME = "metrics.json"  # in the run folder, once training has finished
 
 log = logging.getLogger("pinn")
 
@@ -469,7 +470,7 @@ class Trainer:
 
             metrics = self._final_metrics(pde, model, engine, state, test_x, test_exact, device)
             if comm.is_main:
-                (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+                (run_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2) + "\n")
             hparam_metrics = {f"final/{k}": metrics[k] for k in ("rel_l2", "loss", "ms_per_step") if k in metrics}
             logger.hparams(flatten_config(config or {}), hparam_metrics)
         finally:
