@@ -66,7 +66,10 @@ class BFGS(torch.optim.LBFGS):
     to ``max_iter`` iterations.
 
     After a step :math:`s = x_{k+1} - x_k` with gradient change :math:`y = g_{k+1} - g_k`
-    (skipped unless :math:`y^\top s > 10^{-10}`, which keeps :math:`H` positive definite),
+    (skipped unless :math:`y^\top s > 10^{-10}\, \lVert y\rVert \lVert s\rVert`, which keeps
+    :math:`H` positive definite; relative, because near a PINN's minimum, with losses of 1e-8 to
+    1e-10, :math:`y^\top s` falls far below the absolute :math:`10^{-10}` of
+    :class:`torch.optim.LBFGS`, which skipped every pair there and froze :math:`H`),
 
     .. math::
         H \leftarrow \tau \bigl(H - \rho (s\, y^\top H + H y\, s^\top)
@@ -90,7 +93,7 @@ class BFGS(torch.optim.LBFGS):
     """
 
     def __init__(self, params, lr: float = 1.0, max_iter: int = 20, max_eval: int | None = None,
-                 tolerance_grad: float = 1e-9, tolerance_change: float = 1e-12,
+                 tolerance_grad: float = 1e-9, tolerance_change: float = 0.0,
                  line_search_fn: str | None = "strong_wolfe", self_scaling: bool = False):
         super().__init__(params, lr=lr, max_iter=max_iter, max_eval=max_eval, tolerance_grad=tolerance_grad,
                          tolerance_change=tolerance_change, line_search_fn=line_search_fn)
@@ -122,7 +125,7 @@ class BFGS(torch.optim.LBFGS):
             if state["n_iter"] > 1:
                 y, s = flat_grad - prev_grad, d * t
                 ys = float(y.dot(s))
-                if ys > 1e-10:
+                if ys > 1e-10 * float(y.norm() * s.norm()):  # relative: see the class docstring
                     tau = 1.0
                     if H is None:
                         H = torch.diag(torch.full_like(y, ys / float(y.dot(y))))
@@ -273,7 +276,7 @@ class LBFGS(OptimizerPlan):
     """L-BFGS for the whole run; ``lr`` scales its step (1 with a line search)."""
 
     def __init__(self, *, lr: float = 1.0, max_iter: int = 20, history_size: int = 50,
-                 line_search: str = "strong_wolfe", tolerance_grad: float = 1e-9, tolerance_change: float = 1e-12,
+                 line_search: str = "strong_wolfe", tolerance_grad: float = 1e-9, tolerance_change: float = 0.0,
                  quasi_newton: str = "lbfgs"):
         self.settings = _LBFGSSettings(lr, max_iter, history_size, line_search, tolerance_grad, tolerance_change,
                                        quasi_newton)
@@ -295,7 +298,7 @@ class AdamLBFGS(OptimizerPlan):
     def __init__(self, *, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), switch_step: int = 1000,
                  schedule: str = "constant", warmup_steps: int = 0, decay_rate: float = 0.9, decay_steps: int = 1000,
                  min_lr: float = 0.0, lbfgs_lr: float = 1.0, max_iter: int = 20, history_size: int = 50,
-                 line_search: str = "strong_wolfe", tolerance_grad: float = 1e-9, tolerance_change: float = 1e-12,
+                 line_search: str = "strong_wolfe", tolerance_grad: float = 1e-9, tolerance_change: float = 0.0,
                  lbfgs_dtype: str | None = None, quasi_newton: str = "lbfgs"):
         check_positive("optimizer.switch_step", switch_step, allow_zero=True)
         check_choice("optimizer.lbfgs_dtype", lbfgs_dtype, LBFGS_DTYPES)

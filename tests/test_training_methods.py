@@ -195,6 +195,34 @@ def test_self_scaling_pays_off_on_an_ill_conditioned_quadratic():
     assert iterations[True] < 0.6 * iterations[False]
 
 
+@pytest.mark.parametrize("self_scaling", [False, True])
+def test_bfgs_converges_alike_on_a_loss_scaled_down(self_scaling):
+    # A PINN's loss ends near 1e-8 to 1e-10, where yᵀs falls far below any fixed threshold: with
+    # the test yᵀs > 1e-10 (torch's L-BFGS has it) every pair was skipped and H froze. The
+    # curvature test is relative, so a loss scaled by 2⁻⁴⁰ (exactly, ~1e-12) converges too, about
+    # as fast (with the scaling 15 and 24 iterations when written: the first step, t = 1/|g|₁
+    # capped at 1, is not scale-invariant).
+    iterations = {}
+    for scale in (1.0, 2.0**-40):
+        a, b, x_star, x = _quadratic()
+        opt = BFGS([x], max_iter=1, max_eval=25, tolerance_grad=0, tolerance_change=0,
+                   self_scaling=self_scaling)
+
+        def closure():
+            opt.zero_grad()
+            loss = scale * (0.5 * x @ a @ x - b @ x)
+            loss.backward()
+            return loss
+
+        for iteration in range(1, 200):  # one iteration per step()
+            opt.step(closure)
+            if (x.detach() - x_star).norm() <= 1e-6 * x_star.norm():
+                break
+        assert (x.detach() - x_star).norm() <= 1e-6 * x_star.norm(), f"scale {scale}: no convergence"
+        iterations[scale] = iteration
+    assert iterations[2.0**-40] <= 2 * iterations[1.0]
+
+
 @pytest.mark.parametrize("quasi_newton", ["bfgs", "ssbfgs"])
 def test_bfgs_minimises_rosenbrock(quasi_newton):
     x = torch.nn.Parameter(torch.full((8,), -1.0, dtype=torch.float64))
