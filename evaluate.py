@@ -2,7 +2,8 @@
 
 Loads the checkpoint and the configuration stored in it, rebuilds the PDE and the network,
 prints the error against the exact solution and the loss terms on the run's own points, and
-writes ``evaluation.json``, ``solution.png`` and ``error.png`` into the run folder.
+writes ``evaluation.json``, ``solution.png`` (every output) and, where an exact solution is known,
+``error.png`` into the run folder (beside the checkpoint, for a file outside a run folder).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from omegaconf import OmegaConf
 
 import train
-from pinn.checkpoint import CheckpointError, load_checkpoint
+from pinn.checkpoint import CheckpointError, load_checkpoint, write_text_atomically
 from pinn.errors import ConfigError
 from pinn.plotting import save_figures, solution_slice
 from pinn.trainer import Trainer
@@ -35,6 +36,14 @@ def parse(argv: list[str]) -> dict[str, str]:
     return options
 
 
+def output_folder(run: Path) -> Path:
+    """Where the results go: the run folder, also for its ``checkpoints/*.pt``; beside any other
+    checkpoint file."""
+    if run.is_dir():
+        return run
+    return run.parent.parent if run.parent.name == "checkpoints" else run.parent
+
+
 def evaluate(run: str | Path, device: str = "auto") -> dict:
     """Metrics of a saved run; also writes them and the figures into the run folder."""
     payload = load_checkpoint(run)
@@ -49,7 +58,8 @@ def evaluate(run: str | Path, device: str = "auto") -> dict:
     model.load_state_dict(payload["model"])
     pde.load_state_dict(payload.get("pde", {}))
 
-    trainer = Trainer(n_test=cfg.trainer.n_test, image_resolution=cfg.trainer.image_resolution, progress=False)
+    trainer = Trainer(n_test=cfg.trainer.n_test, image_resolution=cfg.trainer.image_resolution, progress=False,
+                      loss_weights=cfg.trainer.get("loss_weights"))  # the total as it was trained
     test_x, test_exact = trainer.test_set(pde, device_)
     metrics = trainer.evaluate(pde, model, test_x, test_exact)
     points = {k: v.to(device=device_, dtype=dtype) for k, v in payload["points"].items()}
@@ -62,9 +72,9 @@ def evaluate(run: str | Path, device: str = "auto") -> dict:
     total, terms = trainer.losses(pde, model, engine, points)
     metrics.update(loss=total.item(), **{f"loss_{k}": v.item() for k, v in terms.items()}, step=int(payload["step"]))
 
-    folder = Path(run) if Path(run).is_dir() else Path(run).parent.parent
-    (folder / "evaluation.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    metrics["figures"] = [str(p) for p in save_figures(*solution_slice(pde, model, 201, device_, dtype), folder)]
+    folder = output_folder(Path(run))
+    write_text_atomically(folder / "evaluation.json", json.dumps(metrics, indent=2) + "\n")
+    metrics["figures"] = [str(p) for p in save_figures(solution_slice(pde, model, 201, device_, dtype), folder)]
     return metrics
 
 

@@ -26,7 +26,7 @@ from hydra.types import RunMode
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from pinn.checkpoint import CheckpointError, load_checkpoint
+from pinn.checkpoint import CheckpointError, load_checkpoint, write_text_atomically
 from pinn.distributed import init_from_env, local_rank, rank_seed
 from pinn.errors import ConfigError, PreflightError, check_choice, check_flag
 from pinn.preflight import preflight
@@ -253,7 +253,7 @@ def main(cfg: DictConfig) -> None:
         print(f"error: {exc}", file=sys.stderr)
         if _multirun():  # the sweep goes on; its summary lists this job as failed, and the sweep exits 2
             try:
-                (Path(cfg.output_dir) / FAILURE).write_text(f"{exc}\n")
+                write_text_atomically(Path(cfg.output_dir) / FAILURE, f"{exc}\n")
             except OSError:  # the run folder itself was the problem: the summary says to see the log
                 pass
             return

@@ -1,36 +1,58 @@
-"""Figures of a solution and its error, rendered to arrays for the logger (no pyplot, no display)."""
+"""Figures of a solution and its error, rendered to arrays for the logger or written as PNG files
+(no pyplot, no display). Every output of the PDE gets its own panel, titled with its name."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import nn
 
+from .checkpoint import write_atomically
+from .geometry import SpaceTime
 
-def _render(fig: Figure) -> np.ndarray:
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+@dataclass
+class Slice:
+    """A solution sampled on a line (d = 1) or a plane slice (d > 1).
+
+    ``coords`` is ``(R,)`` on a line and ``(2, R, R)`` on a slice; ``predicted`` and ``exact``
+    (``None`` where no exact solution is known) are ``(R, C)`` or ``(R, R, C)`` for ``C``
+    outputs, NaN outside the domain. ``labels`` name the two axes, and ``aspect`` is ``"equal"``
+    where both are space and ``"auto"`` where one is time (seconds and metres share no scale).
+    """
+
+    coords: np.ndarray
+    predicted: np.ndarray
+    exact: np.ndarray | None
+    names: tuple[str, ...]
+    labels: tuple[str, str] = ("x0", "x1")
+    aspect: str = "equal"
+
+    @property
+    def error(self) -> np.ndarray | None:
+        return None if self.exact is None else np.abs(self.predicted - self.exact)
 
 
 @torch.no_grad()
-def solution_slice(pde, model: nn.Module, resolution: int, device, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def solution_slice(pde, model: nn.Module, resolution: int, device, dtype) -> Slice:
     """Prediction and exact solution on a line (d = 1) or on the (x0, x1) slice through the
     point a quarter of the way along every other axis (d > 1), where the usual manufactured
-    solutions are far from zero. Points outside the domain are NaN.
-
-    Returns ``(coords, predicted, exact)``: ``(R,)`` and ``(R,)`` arrays in 1-D, ``(2, R, R)``
-    and ``(R, R)`` in more; ``exact`` is ``None`` when the PDE has no exact solution.
-    """
+    solutions are far from zero. ``resolution`` (at least 2) points per axis, edges included."""
     lo, hi = pde.domain.bounds
     r = resolution
+    labels, aspect = ("x0", "x1"), "equal"
+    if isinstance(pde.domain, SpaceTime) and pde.domain.space.dim == 1:
+        labels, aspect = ("x", "t"), "auto"  # (x, t): the slice is the whole space-time domain
     if pde.dim == 1:
         coords = torch.linspace(lo[0], hi[0], r, dtype=torch.float64)
         x, shape = coords.reshape(-1, 1), (r,)
+        labels = ("x0", "")
     else:
         a = torch.linspace(lo[0], hi[0], r, dtype=torch.float64)
         b = torch.linspace(lo[1], hi[1], r, dtype=torch.float64)
@@ -39,69 +61,77 @@ def solution_slice(pde, model: nn.Module, resolution: int, device, dtype) -> tup
         x[:, 0], x[:, 1] = coords[0].reshape(-1), coords[1].reshape(-1)
         shape = (r, r)
     outside = ~pde.domain.contains(x)
-    predicted = model(x.to(device=device, dtype=dtype))[:, 0].double().cpu()
+    predicted = model(x.to(device=device, dtype=dtype)).double().cpu()
     predicted[outside] = float("nan")
     exact = pde.exact(x)
     if exact is not None:
-        exact = exact[:, 0].clone()
+        exact = exact.clone()
         exact[outside] = float("nan")
-        exact = exact.reshape(shape).numpy()
-    return coords.numpy(), predicted.reshape(shape).numpy(), exact
+        exact = exact.reshape(*shape, -1).numpy()
+    names = tuple(getattr(pde, "outputs", ())) or tuple(f"u{k}" for k in range(predicted.shape[1]))
+    return Slice(coords.numpy(), predicted.reshape(*shape, -1).numpy(), exact, names, labels, aspect)
 
 
-def save_figures(coords: np.ndarray, predicted: np.ndarray, exact: np.ndarray | None, folder: str | Path) -> list[Path]:
-    """Write ``solution.png`` (and ``error.png`` where the exact solution is known) into ``folder``."""
+def _draw(fig: Figure, ax: Axes, s: Slice, values: np.ndarray, title: str, cmap: str, *,
+          log: bool = False, overlay: np.ndarray | None = None) -> None:
+    """One panel: a curve on a line, an image on a slice (``log``: a logarithmic y axis on a line;
+    ``overlay``: the exact curve, dashed)."""
+    if s.coords.ndim == 1:
+        plot = ax.semilogy if log else ax.plot
+        plot(s.coords, values + 1e-300 if log else values, label="predicted")
+        if overlay is not None:
+            ax.plot(s.coords, overlay, "--", label="exact")
+            ax.legend()
+        ax.set_xlabel(s.labels[0])
+    else:
+        # Each value sits at a grid point, edges included, so pixels reach half a step beyond.
+        a, b = s.coords[0][:, 0], s.coords[1][0, :]
+        da, db = (a[-1] - a[0]) / (len(a) - 1), (b[-1] - b[0]) / (len(b) - 1)
+        extent = (a[0] - da / 2, a[-1] + da / 2, b[0] - db / 2, b[-1] + db / 2)
+        image = ax.imshow(values.T, origin="lower", extent=extent, cmap=cmap, aspect=s.aspect)
+        fig.colorbar(image, ax=ax)
+        ax.set_xlabel(s.labels[0])
+        ax.set_ylabel(s.labels[1])
+    ax.set_title(title)
+
+
+def _grid(rows: int, cols: int, dpi: int) -> tuple[Figure, np.ndarray]:
+    fig = Figure(figsize=(5 * cols, 4 * rows), dpi=dpi)
+    return fig, fig.subplots(rows, cols, squeeze=False)
+
+
+def save_figures(s: Slice, folder: str | Path) -> list[Path]:
+    """Write ``solution.png`` (every output) and, where the exact solution is known,
+    ``error.png`` (every output's pointwise error) into ``folder``, each atomically."""
     folder = Path(folder)
+    figures = {"solution.png": [(name, s.predicted[..., k], "viridis", False) for k, name in enumerate(s.names)]}
+    if s.error is not None:
+        figures["error.png"] = [(f"|{name} - {name}_exact|", s.error[..., k], "magma", True)
+                                for k, name in enumerate(s.names)]
     written = []
-    panels = [("solution.png", "predicted u", predicted, "viridis")]
-    if exact is not None:
-        panels.append(("error.png", "|u - u_exact|", np.abs(predicted - exact), "magma"))
-    for name, title, values, cmap in panels:
-        fig = Figure(figsize=(5, 4), dpi=100)
-        ax = fig.subplots()
-        if coords.ndim == 1:
-            ax.plot(coords, values)
-            ax.set_xlabel("x0")
-        else:
-            extent = (coords[0].min(), coords[0].max(), coords[1].min(), coords[1].max())
-            fig.colorbar(ax.imshow(values.T, origin="lower", extent=extent, cmap=cmap), ax=ax)
-            ax.set_xlabel("x0")
-            ax.set_ylabel("x1")
-        ax.set_title(title)
+    for file_name, panels in figures.items():
+        fig, axes = _grid(1, len(panels), 100)
+        for ax, (title, values, cmap, log) in zip(axes[0], panels):
+            _draw(fig, ax, s, values, title, cmap, log=log)
         fig.tight_layout()
-        FigureCanvasAgg(fig).print_png(str(folder / name))
-        written.append(folder / name)
+        path = write_atomically(folder / file_name, lambda f, fig=fig: FigureCanvasAgg(fig).print_png(f))
+        written.append(path)
     return written
 
 
-def solution_figure(coords: np.ndarray, predicted: np.ndarray, exact: np.ndarray | None, *,
-                    labels: tuple[str, str] = ("x0", "x1"), title: str = "") -> np.ndarray:
-    """Predicted field and pointwise error on a line (``coords`` ``(R,)``) or a slice
-    (``coords`` ``(2, R, R)``, fields ``(R, R)``); returns an ``(H, W, 3)`` uint8 image."""
-    panels = 1 if exact is None else 2
-    fig = Figure(figsize=(5 * panels, 4), dpi=80)
-    axes = fig.subplots(1, panels, squeeze=False)[0]
-    if coords.ndim == 1:
-        axes[0].plot(coords, predicted, label="predicted")
-        if exact is not None:
-            axes[0].plot(coords, exact, "--", label="exact")
-            axes[1].semilogy(coords, np.abs(predicted - exact) + 1e-300)
-            axes[1].set_title("|error|")
-        axes[0].legend()
-        axes[0].set_title("u")
-    else:
-        extent = (coords[0].min(), coords[0].max(), coords[1].min(), coords[1].max())
-        im = axes[0].imshow(predicted.T, origin="lower", extent=extent, cmap="viridis")
-        fig.colorbar(im, ax=axes[0])
-        axes[0].set_title("predicted u")
-        if exact is not None:
-            im = axes[1].imshow(np.abs(predicted - exact).T, origin="lower", extent=extent, cmap="magma")
-            fig.colorbar(im, ax=axes[1])
-            axes[1].set_title("|error|")
-        for ax in axes:
-            ax.set_xlabel(labels[0])
-            ax.set_ylabel(labels[1])
+def solution_figure(s: Slice, *, title: str = "") -> np.ndarray:
+    """Every output's prediction (with the exact curve on a line) and, where the exact solution
+    is known, its pointwise error, one row per output; an ``(H, W, 3)`` uint8 image."""
+    error = s.error
+    fig, axes = _grid(len(s.names), 1 if error is None else 2, 80)
+    for k, name in enumerate(s.names):
+        exact = None if s.exact is None else s.exact[..., k]
+        _draw(fig, axes[k, 0], s, s.predicted[..., k], f"predicted {name}", "viridis", overlay=exact)
+        if error is not None:
+            _draw(fig, axes[k, 1], s, error[..., k], f"|{name} - {name}_exact|", "magma", log=True)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _render(fig)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from pinn.balancing import LossBalance
-from pinn.checkpoint import load_checkpoint, save_checkpoint
+from pinn.checkpoint import load_checkpoint, save_checkpoint, write_text_atomically
 from pinn.cuda_graph import WARMUP_STEPS, CapturedStep, blockers, check_mode, copy_points, prepare_adam, set_lr
 from pinn.derivatives import Engine
 from pinn.distributed import Communicator
@@ -175,6 +175,9 @@ class Trainer:
         check_positive("trainer.resample_every", resample_every, allow_zero=True)
         check_positive("trainer.n_test", n_test)
         check_positive("trainer.image_resolution", image_resolution)
+        if image_resolution < 2:
+            raise ConfigError(f"trainer.image_resolution must be at least 2 (points per axis, edges included); "
+                              f"got {image_resolution}")
         self.max_steps, self.log_every, self.eval_every = max_steps, log_every, eval_every
         self.checkpoint_every, self.resample_every = checkpoint_every, resample_every
         self.n_test, self.image_resolution = n_test, image_resolution
@@ -328,7 +331,7 @@ class Trainer:
         return metrics
 
     def _solution_image(self, pde: PDE, model: nn.Module, device, dtype):
-        return solution_figure(*solution_slice(pde, model, self.image_resolution, device, dtype))
+        return solution_figure(solution_slice(pde, model, self.image_resolution, device, dtype))
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -470,7 +473,7 @@ class Trainer:
 
             metrics = self._final_metrics(pde, model, engine, state, test_x, test_exact, device)
             if comm.is_main:
-                (run_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2) + "\n")
+                write_text_atomically(run_dir / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")
             hparam_metrics = {f"final/{k}": metrics[k] for k in ("rel_l2", "loss", "ms_per_step") if k in metrics}
             logger.hparams(flatten_config(config or {}), hparam_metrics)
         finally:

@@ -202,8 +202,10 @@ def test_resume_of_a_missing_or_broken_checkpoint(tmp_path):
 @pytest.mark.parametrize("stages", [[], ["optimizer=adam_lbfgs", "optimizer.switch_step=2", "optimizer.lbfgs_dtype=float64"]],
                          ids=["float32", "float64 last stage"])
 def test_evaluate_command(tmp_path, stages):
-    # evaluated on the same device, in the dtype the run ended in: the same numbers to the last bit
-    assert train(f"hydra.run.dir={tmp_path}", *TINY, *stages, "device=cpu").returncode == 0
+    # evaluated on the same device, in the dtype the run ended in: the same numbers to the last bit,
+    # the loss with the weights it was trained with
+    assert train(f"hydra.run.dir={tmp_path}", *TINY, *stages, "device=cpu",
+                 "trainer.loss_weights={boundary: 10.0}").returncode == 0
     result = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), f"run={tmp_path}", "device=cpu"],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -216,6 +218,14 @@ def test_evaluate_command(tmp_path, stages):
     assert "rel_l2" in result.stdout
     for name in ("solution.png", "error.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a checkpoint file outside a run folder: the results go beside it, not two folders up
+    elsewhere = tmp_path / "kept" / "step_final.pt"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes((tmp_path / "checkpoints" / "last.pt").read_bytes())
+    result = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), f"run={elsewhere}", "device=cpu"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((elsewhere.parent / "evaluation.json").read_text())["loss"] == trained["loss"]
     bad = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), f"run={tmp_path / 'nope'}"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and bad.stderr.startswith("error: no checkpoint")

@@ -1,0 +1,88 @@
+"""Figures: every output drawn, at the right coordinates, on readable axes, written atomically."""
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from pinn.checkpoint import write_atomically
+from pinn.errors import ConfigError
+from pinn.models import MLP
+from pinn.pdes import Cavity, Heat, Kovasznay, Poisson
+from pinn.plotting import _draw, save_figures, solution_figure, solution_slice
+from pinn.trainer import Trainer
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _slice(pde, resolution=9):
+    torch.manual_seed(0)
+    model = MLP(pde.dim, pde.n_outputs, width=8, depth=2).double()
+    return solution_slice(pde, model, resolution, "cpu", torch.float64)
+
+
+def test_every_output_is_drawn_and_named(tmp_path):
+    s = _slice(Kovasznay())
+    assert s.names == ("u", "v", "p")
+    assert s.predicted.shape == (9, 9, 3) and s.exact.shape == (9, 9, 3)
+    assert not np.allclose(s.predicted[..., 0], s.predicted[..., 1])  # not one field three times
+    one = _slice(Poisson(dim=2))
+    assert one.predicted.shape == (9, 9, 1)
+    # one row per output in TensorBoard's image
+    assert solution_figure(s).shape[0] == 3 * solution_figure(one).shape[0]
+    written = save_figures(s, tmp_path)
+    assert [p.name for p in written] == ["solution.png", "error.png"]
+    assert all(p.read_bytes()[:8] == PNG for p in written)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_reference_without_a_closed_form_gets_no_error_figure(tmp_path):
+    s = _slice(Cavity())
+    assert s.exact is None and s.error is None
+    assert [p.name for p in save_figures(s, tmp_path)] == ["solution.png"]
+
+
+def test_space_time_slices_are_labelled_x_t_and_not_squashed():
+    s = _slice(Heat(t_end=10.0))
+    assert s.labels == ("x", "t") and s.aspect == "auto"
+    fig = Figure()
+    ax = fig.subplots()
+    _draw(fig, ax, s, s.predicted[..., 0], "u", "viridis")
+    assert ax.get_aspect() == "auto" and ax.get_ylabel() == "t"
+    assert s.coords[1].max() == pytest.approx(10.0)
+    spatial = _slice(Poisson(dim=3))
+    assert spatial.labels == ("x0", "x1") and spatial.aspect == "equal"
+
+
+def test_pixels_are_centred_on_the_grid_points():
+    s = _slice(Poisson(dim=2), resolution=5)  # grid points -1, -0.5, 0, 0.5, 1 on each axis
+    fig = Figure()
+    ax = fig.subplots()
+    _draw(fig, ax, s, s.predicted[..., 0], "u", "viridis")
+    assert ax.images[0].get_extent() == pytest.approx([-1.25, 1.25, -1.25, 1.25])
+
+
+def test_one_dimensional_problems_draw_every_output_as_a_curve(tmp_path):
+    s = _slice(Poisson(dim=1))
+    assert s.coords.shape == (9,) and s.predicted.shape == (9, 1)
+    assert solution_figure(s).ndim == 3
+    assert [p.name for p in save_figures(s, tmp_path)] == ["solution.png", "error.png"]
+
+
+def test_a_failed_write_keeps_the_previous_file(tmp_path):
+    target = tmp_path / "solution.png"
+    target.write_bytes(b"the good one")
+
+    def fails_midway(f):
+        f.write(b"half of a new")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        write_atomically(target, fails_midway)
+    assert target.read_bytes() == b"the good one"
+    assert list(tmp_path.iterdir()) == [target]  # no temporary file left behind
+
+
+def test_image_resolution_below_two_is_refused():
+    with pytest.raises(ConfigError, match="image_resolution must be at least 2"):
+        Trainer(image_resolution=1)
