@@ -139,9 +139,12 @@ def check_resume(cfg: DictConfig) -> None:
     differ = sorted(k for k in saved.keys() | now.keys() - added if saved.get(k) != now.get(k))
     if differ:
         shown = ", ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in differ[:4])
+        # The overrides that restore the checkpoint's values (also where a default has changed since).
+        restore = shlex.join(f"{k}={json.dumps(saved[k])}" for k in differ if k in saved)
         raise ConfigError(
             f"resume={cfg.resume} was trained with other settings ({shown}). Repeat the run's own overrides "
-            "(its .hydra/overrides.yaml); only trainer.*, logger, device and preflight may change"
+            f"(its .hydra/overrides.yaml){f', here {restore},' if restore else ''} and change only trainer.*, "
+            "logger, device and preflight"
         )
 
 

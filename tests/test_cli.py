@@ -156,6 +156,7 @@ def test_resume_refuses_other_settings(tmp_path):
     result = train(f"hydra.run.dir={tmp_path / 'b'}", *TINY, "model.width=16", f"resume={tmp_path / 'a'}")
     assert result.returncode == 2
     assert "model.width: 8 in the checkpoint, 16 now" in result.stderr
+    assert "here model.width=8," in result.stderr  # the override that continues it as trained
     result = train(f"hydra.run.dir={tmp_path / 'b'}", *TINY, "optimizer.betas=[0.5,0.6]", f"resume={tmp_path / 'a'}")
     assert result.returncode == 2  # lists are settings too
     assert "optimizer.betas: [0.9, 0.999] in the checkpoint, [0.5, 0.6] now" in result.stderr
