@@ -172,26 +172,30 @@ def test_bfgs_keeps_a_symmetric_positive_definite_secant_matrix(self_scaling):
     assert (x.detach() - x_star).norm() <= 1e-6 * x_star.norm()
 
 
+def _iterations_to_solve(self_scaling, scale=1.0, tolerance_grad=1e-12):
+    """BFGS iterations (one per step(), at most 199) until ``scale`` times :func:`_quadratic` is
+    solved to 1e-6, and whether it was."""
+    a, b, x_star, x = _quadratic()
+    opt = BFGS([x], max_iter=1, max_eval=25, tolerance_grad=tolerance_grad, tolerance_change=0,
+               self_scaling=self_scaling)
+
+    def closure():
+        opt.zero_grad()
+        loss = scale * (0.5 * x @ a @ x - b @ x)
+        loss.backward()
+        return loss
+
+    for iteration in range(1, 200):
+        opt.step(closure)
+        if (x.detach() - x_star).norm() <= 1e-6 * x_star.norm():
+            return iteration, True
+    return iteration, False
+
+
 def test_self_scaling_pays_off_on_an_ill_conditioned_quadratic():
     # Condition number 1e4, H₀ scaled from the first pair: plain BFGS needs many iterations to
     # correct the scale of H, the self-scaling update far fewer (39 and 15 when written).
-    iterations = {}
-    for self_scaling in (False, True):
-        a, b, x_star, x = _quadratic()
-        opt = BFGS([x], max_iter=1, max_eval=25, tolerance_grad=1e-12, tolerance_change=0,
-                   self_scaling=self_scaling)
-
-        def closure():
-            opt.zero_grad()
-            loss = 0.5 * x @ a @ x - b @ x
-            loss.backward()
-            return loss
-
-        for iteration in range(1, 200):  # one iteration per step()
-            opt.step(closure)
-            if (x.detach() - x_star).norm() <= 1e-6 * x_star.norm():
-                break
-        iterations[self_scaling] = iteration
+    iterations = {self_scaling: _iterations_to_solve(self_scaling)[0] for self_scaling in (False, True)}
     assert iterations[True] < 0.6 * iterations[False]
 
 
@@ -204,22 +208,8 @@ def test_bfgs_converges_alike_on_a_loss_scaled_down(self_scaling):
     # capped at 1, is not scale-invariant).
     iterations = {}
     for scale in (1.0, 2.0**-40):
-        a, b, x_star, x = _quadratic()
-        opt = BFGS([x], max_iter=1, max_eval=25, tolerance_grad=0, tolerance_change=0,
-                   self_scaling=self_scaling)
-
-        def closure():
-            opt.zero_grad()
-            loss = scale * (0.5 * x @ a @ x - b @ x)
-            loss.backward()
-            return loss
-
-        for iteration in range(1, 200):  # one iteration per step()
-            opt.step(closure)
-            if (x.detach() - x_star).norm() <= 1e-6 * x_star.norm():
-                break
-        assert (x.detach() - x_star).norm() <= 1e-6 * x_star.norm(), f"scale {scale}: no convergence"
-        iterations[scale] = iteration
+        iterations[scale], solved = _iterations_to_solve(self_scaling, scale, tolerance_grad=0)
+        assert solved, f"scale {scale}: no convergence"
     assert iterations[2.0**-40] <= 2 * iterations[1.0]
 
 
