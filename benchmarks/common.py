@@ -4,7 +4,9 @@ A variant is an engine name with options: ``forward``, ``forward+compile``, ``st
 ``forward+compile+graph``, ``forward+graph+tf32``... ``compile`` wraps the loss in
 ``torch.compile`` (as ``trainer.compile=true``), ``graph`` replays the whole step as a CUDA graph
 (as ``trainer.cuda_graph``; refused for the autograd engine, as there), ``tf32`` lets float32
-matrix products use TF32 (as ``trainer.tf32=true``).
+matrix products use TF32 (as ``trainer.tf32=true``), ``fused`` takes Adam's fused update (one
+kernel for every parameter, ``torch.optim.Adam(fused=True)``) instead of the trainer's default
+multi-tensor one (about a dozen kernels), a candidate for graphed steps, where each kernel counts.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pinn.cuda_graph import CapturedStep, prepare_adam
 from pinn.derivatives import AutogradEngine, ForwardEngine, StochasticEngine
 from pinn.trainer import Trainer
 
-OPTIONS = ("compile", "graph", "tf32")
+OPTIONS = ("compile", "graph", "tf32", "fused")
 
 
 def parse(variant: str) -> tuple[str, set[str]]:
@@ -43,7 +45,7 @@ def make_step(variant: str, pde, model, points, device, lr: float = 1e-3, sample
     losses = Trainer().losses
     if "compile" in options:
         losses = torch.compile(losses)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True if "fused" in options else None)
 
     def step() -> torch.Tensor:
         total = losses(pde, model, engine, points)[0]

@@ -41,7 +41,8 @@ python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version
 
 run tests 150 python -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py tests/test_preflight.py
 run deepxde 240 python benchmarks/vs_deepxde.py --device cuda --iterations 1000 --variants deepxde autograd \
-    forward forward+graph forward+compile forward+compile+graph forward+compile+graph+tf32
+    forward forward+graph forward+graph+fused forward+compile forward+compile+graph forward+compile+graph+fused \
+    forward+compile+graph+tf32
 run deepxde200k 200 python benchmarks/vs_deepxde.py --device cuda --iterations 200 --interior 200000 \
     --boundary 40000 --variants deepxde autograd forward forward+graph forward+graph+tf32 forward+compile \
     forward+compile+graph forward+compile+graph+tf32
