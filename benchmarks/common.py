@@ -5,8 +5,9 @@ A variant is an engine name with options: ``forward``, ``forward+compile``, ``st
 ``torch.compile`` (as ``trainer.compile=true``), ``graph`` replays the whole step as a CUDA graph
 (as ``trainer.cuda_graph``; refused for the autograd engine, as there), ``tf32`` lets float32
 matrix products use TF32 (as ``trainer.tf32=true``), ``fused`` takes Adam's fused update (one
-kernel for every parameter, ``torch.optim.Adam(fused=True)``) instead of the trainer's default
-multi-tensor one (about a dozen kernels), a candidate for graphed steps, where each kernel counts.
+kernel for every parameter, ``torch.optim.Adam(fused=True)``, and one for the step counts)
+instead of the trainer's default multi-tensor one (17 multi-tensor operations per step in its
+capturable form, in torch's source), a candidate for graphed steps, where each kernel counts.
 """
 
 from __future__ import annotations
