@@ -114,24 +114,42 @@ class _ActivateLaplacian(torch.autograd.Function):
         G_J^{in} = \sigma' G_J + 2 \sigma'' g_L J, \quad g_L^{in} = \sigma' g_L.
 
     Written out by hand it keeps six tensors instead of the dozen intermediate nodes autograd
-    would record, which is where a small network's time goes.
+    would record, which is where a small network's time goes. ``lap`` is ``None`` where it is
+    known to be zero (the first layer's), and the terms with it are skipped.
     """
 
     @staticmethod
     def forward(ctx, h, jac, lap, module, rule):
         value = module(h)
         d1, d2, d3 = rule(module, h, value)
-        sq = jac.square().sum(dim=1)
+        sq = _sum_of_squares(jac)
         ctx.save_for_backward(jac, lap, d1, d2, d3, sq)
-        return value, d1.unsqueeze(1) * jac, d1 * lap + d2 * sq
+        return value, d1.unsqueeze(1) * jac, d2 * sq if lap is None else d1 * lap + d2 * sq
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_value, g_jac, g_lap):
-        jac, lap, d1, d2, d3, sq = ctx.saved_tensors
-        g_h = d1 * g_value + d2 * (g_jac * jac).sum(dim=1) + g_lap * (d2 * lap + d3 * sq)
+        jac, lap, d1, d2, d3, sq = ctx.saved_tensors  # lap is None when it is known to be zero
+        curvature = d3 * sq if lap is None else d2 * lap + d3 * sq
+        g_h = d1 * g_value + d2 * (g_jac * jac).sum(dim=1) + g_lap * curvature
         g_jac_in = d1.unsqueeze(1) * g_jac + (2 * d2 * g_lap).unsqueeze(1) * jac
-        return g_h, g_jac_in, d1 * g_lap, None, None
+        return g_h, g_jac_in, None if lap is None else d1 * g_lap, None, None
+
+
+def _sum_of_squares(jac: Tensor) -> Tensor:
+    r""":math:`\sum_k J_k^2`, ``(N, m)``. For directions shared by every point (``jac`` broadcast
+    along the points, as the first layer's are) it is computed once and broadcast likewise."""
+    if jac.stride(0) == 0:
+        return jac[0].square().sum(dim=0).expand(jac.shape[0], -1)
+    return jac.square().sum(dim=1)
+
+
+def _zeros_like_second(value: Tensor, jac: Tensor, second: str) -> Tensor:
+    """Zero second derivatives for a field ``value`` ``(N, m)`` along ``jac``'s ``K`` directions,
+    as a broadcast scalar that holds no memory."""
+    n, k, m = jac.shape
+    shape = {"laplacian": (n, m), "diagonal": (n, k, m), "hessian": (n, k, k, m)}[second]
+    return value.new_zeros(()).expand(shape)
 
 
 RULES: dict[type, Rule] = {
@@ -155,10 +173,17 @@ class Jet(DerivativeCarrier):
             ``"hessian"`` (``hess``, ``(N, K, K, m)``).
         exact: whether the directions are the coordinate axes (``False`` for random directions,
             whose ``lap`` is an estimate and whose ``jac`` is not the gradient).
+        zero_second: whether ``sec`` is known to be zero: the seed's, and what linear maps make of
+            it. ``sec`` is then a broadcast zero that holds no memory, and the first layer skips
+            mapping it by its weight (one matrix product forward and one backward, of ``N×d``
+            by ``d×width``: as large as the value's own product, so at high ``d`` it is half the
+            first layer's work) and adding it to the activation's second derivatives.
     """
 
-    def __init__(self, value: Tensor, jac: Tensor, second: str, sec: Tensor, *, exact: bool = True):
+    def __init__(self, value: Tensor, jac: Tensor, second: str, sec: Tensor, *, exact: bool = True,
+                 zero_second: bool = False):
         self.value, self.jac, self.second, self.sec, self.exact = value, jac, second, sec, exact
+        self.zero_second = zero_second
 
     # ------------------------------------------------------------------ construction
 
@@ -173,9 +198,7 @@ class Jet(DerivativeCarrier):
             jac = torch.eye(d, dtype=x.dtype, device=x.device).expand(n, d, d)
         else:
             jac = directions.expand(n, -1, -1) if directions.dim() == 2 else directions
-        k = jac.shape[1]
-        shape = {"laplacian": (n, d), "diagonal": (n, k, d), "hessian": (n, k, k, d)}[second]
-        return cls(x, jac, second, x.new_zeros(shape), exact=directions is None)
+        return cls(x, jac, second, _zeros_like_second(x, jac, second), exact=directions is None, zero_second=True)
 
     # ------------------------------------------------------------------ propagation
 
@@ -188,18 +211,22 @@ class Jet(DerivativeCarrier):
             jac = (self.jac[0] @ weight.T).expand(self.jac.shape[0], -1, -1)
         else:
             jac = self.jac @ weight.T
+        if self.zero_second:
+            return Jet(value, jac, self.second, _zeros_like_second(value, jac, self.second), exact=self.exact,
+                       zero_second=True)
         return Jet(value, jac, self.second, self.sec @ weight.T, exact=self.exact)
 
     def activate(self, d0: Tensor, d1: Tensor, d2: Tensor) -> Jet:
         """``a = σ(h)`` given ``σ(h), σ'(h), σ''(h)`` at this jet's value: the chain rule to second order."""
         jac = d1.unsqueeze(1) * self.jac
         if self.second == "laplacian":
-            sec = d1 * self.sec + d2 * self.jac.square().sum(dim=1)
+            d1_, curvature = d1, d2 * _sum_of_squares(self.jac)
         elif self.second == "diagonal":
-            sec = d1.unsqueeze(1) * self.sec + d2.unsqueeze(1) * self.jac.square()
+            d1_, curvature = d1.unsqueeze(1), d2.unsqueeze(1) * self.jac.square()
         else:
             outer = self.jac.unsqueeze(2) * self.jac.unsqueeze(1)  # (N, K, K, m)
-            sec = d1[:, None, None, :] * self.sec + d2[:, None, None, :] * outer
+            d1_, curvature = d1[:, None, None, :], d2[:, None, None, :] * outer
+        sec = curvature if self.zero_second else d1_ * self.sec + curvature
         return Jet(d0, jac, self.second, sec, exact=self.exact)
 
     # Jet-valued arithmetic. (The operators + - * below treat a Jet as its value, for residuals;
@@ -295,7 +322,8 @@ class Jet(DerivativeCarrier):
         elif not (isinstance(cols, list) and cols and all(isinstance(c, int) and -m <= c < m for c in cols)):
             raise IndexError(f"a Jet's components are selected by a slice or a non-empty list of indices below {m}; "
                              f"got {cols!r}")
-        return Jet(self.value[:, cols], self.jac[..., cols], self.second, self.sec[..., cols], exact=self.exact)
+        return Jet(self.value[:, cols], self.jac[..., cols], self.second, self.sec[..., cols], exact=self.exact,
+                   zero_second=self.zero_second)
 
     # Arithmetic treats a Jet as its value: residuals combine values with derivatives read by operators.
     def __add__(self, other): return self.value + other
@@ -470,7 +498,8 @@ def propagate(module: nn.Module, jet: Jet) -> Jet:
         raise ConfigError(f"the forward engine cannot run a {type(module).__name__} on its own; "
                           "it holds layers for the network that owns it")
     if jet.second == "laplacian":
-        value, jac, lap = _ActivateLaplacian.apply(jet.value, jet.jac, jet.sec, module, rule)
+        known_zero = None if jet.zero_second else jet.sec
+        value, jac, lap = _ActivateLaplacian.apply(jet.value, jet.jac, known_zero, module, rule)
         return Jet(value, jac, "laplacian", lap, exact=jet.exact)
     value = module(jet.value)
     return jet.activate(value, *rule(module, jet.value, value)[:2])

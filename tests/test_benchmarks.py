@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 
@@ -34,3 +36,16 @@ def test_derivatives_benchmark_prints_a_row_per_variant():
     rows = [line.split() for line in out.splitlines() if line.split()[:2] == ["2", "64"]]
     assert [r[2] for r in rows] == ["autograd", "forward", "stochastic"], out
     assert all(float(r[3]) > 0 for r in rows) and rows[1][5].endswith("x"), out
+
+
+def test_jet_revisions_compares_with_a_git_revision():
+    if subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout: there is no revision to compare with")
+    out = run("jet_revisions.py", "--rev", "HEAD", "--cases", "forward:2:16", "stochastic:3:16", "--repeats", "1",
+              "--seconds", "0.01")
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["forward:2:16"], ["stochastic:3:16"])]
+    assert [r[0] for r in rows] == ["forward:2:16", "stochastic:3:16"], out
+    assert all(float(r[1]) > 0 and float(r[3]) > 0 and r[5].endswith("x") for r in rows), out
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "jet_revisions.py"), "--rev", "no-such-revision"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "cannot read pinn/jet.py at revision 'no-such-revision'" in bad.stderr

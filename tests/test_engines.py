@@ -234,3 +234,43 @@ def test_fused_laplacian_step_gradients(activation):
     jac = torch.randn(5, 3, 4, requires_grad=True)
     lap = torch.randn(5, 4, requires_grad=True)
     assert torch.autograd.gradcheck(lambda h, j, l: _ActivateLaplacian.apply(h, j, l, module, rule), (h, jac, lap))
+    # The first layer's step: second derivatives known to be zero (None), directions shared by
+    # every point (jac broadcast along the points, so its sum of squares is taken once).
+    shared = torch.randn(3, 4, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda h, j: _ActivateLaplacian.apply(h, j.expand(5, -1, -1), None, module, rule), (h, shared))
+
+
+@pytest.mark.parametrize("second, random", [("laplacian", False), ("laplacian", True), ("diagonal", False),
+                                            ("hessian", False)])
+def test_known_zero_second_derivatives_skip_the_first_layers_product(second, random):
+    # The seed's second derivatives are zero: propagating them as a known zero must give what
+    # propagating a tensor of zeros gives, and skip the first layer's product with them,
+    # forward (N x d by d x width) and backward (the same again, for the weight's gradient).
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pinn.jet import Jet, propagate
+
+    torch.manual_seed(0)
+    n, d, width = 64, 5, 16
+    model = MLP(d, 1, width=width, depth=2)
+    x = torch.randn(n, d)
+    v = torch.randn(3, d) if random else None  # the stochastic engine's directions, shared by every point
+    results, flops = [], []
+    for known in (True, False):
+        seed = Jet.seed(x, second, directions=v)
+        assert seed.zero_second and seed.sec.untyped_storage().nbytes() == x.element_size()  # one scalar
+        if not known:
+            seed = Jet(seed.value, seed.jac, second, seed.sec.contiguous(), exact=seed.exact)
+        model.zero_grad()
+        with FlopCounterMode(display=False) as counter:
+            out = propagate(model, seed)
+            loss = (out.value.square().sum() + out.jac.square().sum() + out.operator("laplacian").square().sum())
+            loss.backward()
+        results.append([out.value, out.jac, out.sec] + [p.grad.clone() for p in model.parameters()])
+        flops.append(counter.get_total_flops())
+    for a, b in zip(*results):
+        assert close(a, b)
+    k = d if v is None else v.shape[0]
+    carried = {"laplacian": 1, "diagonal": k, "hessian": k * k}[second]
+    assert flops[1] - flops[0] == 2 * (2 * n * carried * d * width)

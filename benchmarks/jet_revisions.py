@@ -1,0 +1,107 @@
+"""Milliseconds per training step of the forward-mode engines under this checkout's
+``pinn/jet.py`` against the one of another git revision, in the same process.
+
+    python benchmarks/jet_revisions.py --rev c5c9612 [--cases forward:2:2000 stochastic:1000:2000 ...]
+                                       [--repeats 7] [--seconds 0.3]
+
+For a change to the propagation rules alone: the other revision's ``pinn/jet.py`` is loaded
+beside the current one (it imports the rest of ``pinn`` from this checkout, so it must still
+fit it). Each case is ``engine:d:N``: a 3x50 tanh MLP on ``N`` points in ``d`` dimensions, the
+loss ``mean((Δu + 1)²)`` with ``Δu`` exact (``forward``) or estimated from 16 random directions
+shared by the points (``stochastic``), backward, one Adam step. The two versions take turns in
+blocks of steps lasting about ``--seconds``; the printed times are the medians over
+``--repeats`` blocks, so that a load that comes and goes on the machine falls on both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import pinn.jet  # noqa: E402
+from pinn.models import MLP  # noqa: E402
+
+DEFAULT_CASES = ("forward:2:2000", "forward:2:20000", "forward:10:2000", "forward:10:20000", "forward:100:2000",
+                 "stochastic:100:2000", "stochastic:1000:2000", "stochastic:1000:20000")
+
+
+def load_revision(rev: str):
+    """``pinn/jet.py`` as of ``rev``, imported as a module of its own."""
+    source = subprocess.run(["git", "show", f"{rev}:pinn/jet.py"], cwd=ROOT, capture_output=True, text=True)
+    if source.returncode != 0:
+        sys.exit(f"error: cannot read pinn/jet.py at revision {rev!r}: {source.stderr.strip()}")
+    path = Path(tempfile.mkdtemp()) / "jet_at_revision.py"
+    path.write_text(source.stdout)
+    spec = importlib.util.spec_from_file_location("jet_at_revision", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_step(jet_module, model, x, optimizer, directions):
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        out = jet_module.propagate(model, jet_module.Jet.seed(x, "laplacian", directions=directions))
+        (out.sec + 1.0).square().mean().backward()
+        optimizer.step()
+    return step
+
+
+def compare(case: str, modules: dict, repeats: int, seconds: float) -> dict:
+    engine, d, n = case.split(":")
+    d, n = int(d), int(n)
+    if engine not in ("forward", "stochastic"):
+        sys.exit(f"error: case {case!r}: the engine must be forward or stochastic")
+    torch.manual_seed(0)
+    model = MLP(d, 1, width=50, depth=3)
+    x = torch.rand(n, d)
+    directions = (2 * torch.randint(0, 2, (16, d)).float() - 1) / 4 if engine == "stochastic" else None
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-9)  # the weights stay (nearly) where they are
+    steps = {name: make_step(m, model, x, optimizer, directions) for name, m in modules.items()}
+    for step in steps.values():  # warm up
+        for _ in range(3):
+            step()
+    start = time.perf_counter()
+    next(iter(steps.values()))()
+    block = max(1, round(seconds / (time.perf_counter() - start)))
+    times = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            for _ in range(block):
+                step()
+            times[name].append((time.perf_counter() - start) / block * 1e3)
+    return {"case": case, **{name: statistics.median(t) for name, t in times.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rev", required=True, help="the git revision to compare with (a commit, tag or branch)")
+    parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), help="engine:d:N, e.g. forward:2:2000")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--seconds", type=float, default=0.3, help="length of one block of steps")
+    args = parser.parse_args()
+    modules = {args.rev: load_revision(args.rev), "current": pinn.jet}
+    print(f"# {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} thread(s), float32, median of {args.repeats} blocks")
+    print(f"{'engine:d:N':>22} {args.rev[:12]:>12} {'current':>12} {'ratio':>7}")
+    for case in args.cases:
+        row = compare(case, modules, args.repeats, args.seconds)
+        print(f"{case:>22} {row[args.rev]:>9.3f} ms {row['current']:>9.3f} ms {row[args.rev] / row['current']:>6.2f}x",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
