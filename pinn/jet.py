@@ -220,13 +220,13 @@ class Jet(DerivativeCarrier):
         """``a = σ(h)`` given ``σ(h), σ'(h), σ''(h)`` at this jet's value: the chain rule to second order."""
         jac = d1.unsqueeze(1) * self.jac
         if self.second == "laplacian":
-            d1_, curvature = d1, d2 * _sum_of_squares(self.jac)
+            slope, curvature = d1, d2 * _sum_of_squares(self.jac)
         elif self.second == "diagonal":
-            d1_, curvature = d1.unsqueeze(1), d2.unsqueeze(1) * self.jac.square()
+            slope, curvature = d1.unsqueeze(1), d2.unsqueeze(1) * self.jac.square()
         else:
             outer = self.jac.unsqueeze(2) * self.jac.unsqueeze(1)  # (N, K, K, m)
-            d1_, curvature = d1[:, None, None, :], d2[:, None, None, :] * outer
-        sec = curvature if self.zero_second else d1_ * self.sec + curvature
+            slope, curvature = d1[:, None, None, :], d2[:, None, None, :] * outer
+        sec = curvature if self.zero_second else slope * self.sec + curvature
         return Jet(d0, jac, self.second, sec, exact=self.exact)
 
     # Jet-valued arithmetic. (The operators + - * below treat a Jet as its value, for residuals;
@@ -498,8 +498,8 @@ def propagate(module: nn.Module, jet: Jet) -> Jet:
         raise ConfigError(f"the forward engine cannot run a {type(module).__name__} on its own; "
                           "it holds layers for the network that owns it")
     if jet.second == "laplacian":
-        known_zero = None if jet.zero_second else jet.sec
-        value, jac, lap = _ActivateLaplacian.apply(jet.value, jet.jac, known_zero, module, rule)
+        lap = None if jet.zero_second else jet.sec
+        value, jac, lap = _ActivateLaplacian.apply(jet.value, jet.jac, lap, module, rule)
         return Jet(value, jac, "laplacian", lap, exact=jet.exact)
     value = module(jet.value)
     return jet.activate(value, *rule(module, jet.value, value)[:2])
