@@ -122,7 +122,7 @@ class _ActivateLaplacian(torch.autograd.Function):
     def forward(ctx, h, jac, lap, module, rule):
         value = module(h)
         d1, d2, d3 = rule(module, h, value)
-        sq = _sum_of_squares(jac)
+        sq = _distinct_rows(jac).square().sum(dim=1)  # (N, m), or (1, m) for shared directions
         ctx.save_for_backward(jac, lap, d1, d2, d3, sq)
         return value, d1.unsqueeze(1) * jac, d2 * sq if lap is None else d1 * lap + d2 * sq
 
@@ -136,12 +136,11 @@ class _ActivateLaplacian(torch.autograd.Function):
         return g_h, g_jac_in, None if lap is None else d1 * g_lap, None, None
 
 
-def _sum_of_squares(jac: Tensor) -> Tensor:
-    r""":math:`\sum_k J_k^2`, ``(N, m)``. For directions shared by every point (``jac`` broadcast
-    along the points, as the first layer's are) it is computed once and broadcast likewise."""
-    if jac.stride(0) == 0:
-        return jac[0].square().sum(dim=0).expand(jac.shape[0], -1)
-    return jac.square().sum(dim=1)
+def _distinct_rows(jac: Tensor) -> Tensor:
+    """``jac`` ``(N, K, m)``, or its first row ``(1, K, m)`` where it is broadcast along the points
+    (directions shared by every point, as the first layer's are): products of it are then taken
+    once and broadcast, not once per point."""
+    return jac[:1] if jac.stride(0) == 0 else jac
 
 
 def _zeros_like_second(value: Tensor, jac: Tensor, second: str) -> Tensor:
@@ -219,12 +218,13 @@ class Jet(DerivativeCarrier):
     def activate(self, d0: Tensor, d1: Tensor, d2: Tensor) -> Jet:
         """``a = σ(h)`` given ``σ(h), σ'(h), σ''(h)`` at this jet's value: the chain rule to second order."""
         jac = d1.unsqueeze(1) * self.jac
+        rows = _distinct_rows(self.jac)
         if self.second == "laplacian":
-            slope, curvature = d1, d2 * _sum_of_squares(self.jac)
+            slope, curvature = d1, d2 * rows.square().sum(dim=1)
         elif self.second == "diagonal":
-            slope, curvature = d1.unsqueeze(1), d2.unsqueeze(1) * self.jac.square()
+            slope, curvature = d1.unsqueeze(1), d2.unsqueeze(1) * rows.square()
         else:
-            outer = self.jac.unsqueeze(2) * self.jac.unsqueeze(1)  # (N, K, K, m)
+            outer = rows.unsqueeze(2) * rows.unsqueeze(1)  # (N or 1, K, K, m)
             slope, curvature = d1[:, None, None, :], d2[:, None, None, :] * outer
         sec = curvature if self.zero_second else slope * self.sec + curvature
         return Jet(d0, jac, self.second, sec, exact=self.exact)
