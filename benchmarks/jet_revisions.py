@@ -59,11 +59,19 @@ def make_step(jet_module, model, x, optimizer, directions):
     return step
 
 
-def compare(case: str, modules: dict, repeats: int, seconds: float) -> dict:
-    engine, d, n = case.split(":")
-    d, n = int(d), int(n)
-    if engine not in ("forward", "stochastic"):
-        sys.exit(f"error: case {case!r}: the engine must be forward or stochastic")
+def parse_case(case: str) -> tuple[str, int, int]:
+    try:
+        engine, d, n = case.split(":")
+        d, n = int(d), int(n)
+    except ValueError:
+        sys.exit(f"error: case {case!r} is not engine:d:N, e.g. forward:2:2000")
+    if engine not in ("forward", "stochastic") or d < 1 or n < 1:
+        sys.exit(f"error: case {case!r}: the engine must be forward or stochastic, and d and N positive")
+    return engine, d, n
+
+
+def compare(engine: str, d: int, n: int, modules: dict, repeats: int, seconds: float) -> dict:
+    """Median milliseconds per step of each module in ``modules`` on one case."""
     torch.manual_seed(0)
     model = MLP(d, 1, width=50, depth=3)
     x = torch.rand(n, d)
@@ -83,7 +91,7 @@ def compare(case: str, modules: dict, repeats: int, seconds: float) -> dict:
             for _ in range(block):
                 step()
             times[name].append((time.perf_counter() - start) / block * 1e3)
-    return {"case": case, **{name: statistics.median(t) for name, t in times.items()}}
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -93,13 +101,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=0.3, help="length of one block of steps")
     args = parser.parse_args()
-    modules = {args.rev: load_revision(args.rev), "current": pinn.jet}
+    cases = [parse_case(case) for case in args.cases]
+    modules = {"revision": load_revision(args.rev), "current": pinn.jet}
     print(f"# {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s), float32, median of {args.repeats} blocks")
     print(f"{'engine:d:N':>22} {args.rev[:12]:>12} {'current':>12} {'ratio':>7}")
-    for case in args.cases:
-        row = compare(case, modules, args.repeats, args.seconds)
-        print(f"{case:>22} {row[args.rev]:>9.3f} ms {row['current']:>9.3f} ms {row[args.rev] / row['current']:>6.2f}x",
+    for case, parsed in zip(args.cases, cases):
+        row = compare(*parsed, modules, args.repeats, args.seconds)
+        print(f"{case:>22} {row['revision']:>9.3f} ms {row['current']:>9.3f} ms {row['revision'] / row['current']:>6.2f}x",
               flush=True)
 
 

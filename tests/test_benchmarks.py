@@ -46,6 +46,8 @@ def test_jet_revisions_compares_with_a_git_revision():
     rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["forward:2:16"], ["stochastic:3:16"])]
     assert [r[0] for r in rows] == ["forward:2:16", "stochastic:3:16"], out
     assert all(float(r[1]) > 0 and float(r[3]) > 0 and r[5].endswith("x") for r in rows), out
-    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "jet_revisions.py"), "--rev", "no-such-revision"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert bad.returncode != 0 and "cannot read pinn/jet.py at revision 'no-such-revision'" in bad.stderr
+    for args, message in ((["--rev", "no-such-revision"], "cannot read pinn/jet.py at revision 'no-such-revision'"),
+                          (["--rev", "HEAD", "--cases", "forward:2"], "case 'forward:2' is not engine:d:N")):
+        bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "jet_revisions.py"), *args],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert bad.returncode != 0 and message in bad.stderr and not bad.stdout, bad.stdout + bad.stderr
