@@ -16,13 +16,12 @@ blocks of steps lasting about ``--seconds``; the printed times are the medians o
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
+import types
 from pathlib import Path
 
 import torch
@@ -42,11 +41,9 @@ def load_revision(rev: str):
     source = subprocess.run(["git", "show", f"{rev}:pinn/jet.py"], cwd=ROOT, capture_output=True, text=True)
     if source.returncode != 0:
         sys.exit(f"error: cannot read pinn/jet.py at revision {rev!r}: {source.stderr.strip()}")
-    path = Path(tempfile.mkdtemp()) / "jet_at_revision.py"
-    path.write_text(source.stdout)
-    spec = importlib.util.spec_from_file_location("jet_at_revision", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = types.ModuleType("jet_at_revision")
+    sys.modules[module.__name__] = module
+    exec(compile(source.stdout, f"{rev}:pinn/jet.py", "exec"), module.__dict__)
     return module
 
 

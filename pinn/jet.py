@@ -113,9 +113,10 @@ class _ActivateLaplacian(torch.autograd.Function):
         g_h = \sigma' g_a + \sigma'' \sum_k G_{J,k} J_k + g_L (\sigma'' L + \sigma''' S), \quad
         G_J^{in} = \sigma' G_J + 2 \sigma'' g_L J, \quad g_L^{in} = \sigma' g_L.
 
-    Written out by hand it keeps six tensors instead of the dozen intermediate nodes autograd
-    would record, which is where a small network's time goes. ``lap`` is ``None`` where it is
-    known to be zero (the first layer's), and the terms with it are skipped.
+    Written out by hand it keeps six tensors (five when ``lap`` is zero) instead of the dozen
+    intermediate nodes autograd would record, which is where a small network's time goes.
+    ``lap`` is ``None`` where it is known to be zero (the first layer's), and the terms with it
+    are skipped.
     """
 
     @staticmethod
@@ -137,15 +138,15 @@ class _ActivateLaplacian(torch.autograd.Function):
 
 
 def _distinct_rows(jac: Tensor) -> Tensor:
-    """``jac`` ``(N, K, m)``, or its first row ``(1, K, m)`` where it is broadcast along the points
-    (directions shared by every point, as the first layer's are): products of it are then taken
-    once and broadcast, not once per point."""
+    """``jac`` ``(N, K, m)``, or the first point's ``(1, K, m)`` where it is broadcast along the
+    points (directions shared by every point, as the seed's and the first linear layer's are):
+    products of it are then taken once and broadcast, not once per point."""
     return jac[:1] if jac.stride(0) == 0 else jac
 
 
-def _zeros_like_second(value: Tensor, jac: Tensor, second: str) -> Tensor:
-    """Zero second derivatives for a field ``value`` ``(N, m)`` along ``jac``'s ``K`` directions,
-    as a broadcast scalar that holds no memory."""
+def _shared_zero_second(value: Tensor, jac: Tensor, second: str) -> Tensor:
+    """Zero second derivatives for a field ``value`` ``(N, m)`` along ``jac``'s ``K`` directions:
+    one zero broadcast to their shape (read-only; it takes the memory of one number)."""
     n, k, m = jac.shape
     shape = {"laplacian": (n, m), "diagonal": (n, k, m), "hessian": (n, k, k, m)}[second]
     return value.new_zeros(()).expand(shape)
@@ -173,10 +174,11 @@ class Jet(DerivativeCarrier):
         exact: whether the directions are the coordinate axes (``False`` for random directions,
             whose ``lap`` is an estimate and whose ``jac`` is not the gradient).
         zero_second: whether ``sec`` is known to be zero: the seed's, and what linear maps make of
-            it. ``sec`` is then a broadcast zero that holds no memory, and the first layer skips
-            mapping it by its weight (one matrix product forward and one backward, of ``N×d``
-            by ``d×width``: as large as the value's own product, so at high ``d`` it is half the
-            first layer's work) and adding it to the activation's second derivatives.
+            it. ``sec`` is then one read-only zero broadcast to its shape, and the first layer
+            skips mapping it by its weight (one matrix product forward, and one backward for the
+            weight's gradient; in ``laplacian`` mode each is as large as the value's own, ``K``
+            and ``K²`` times larger in the other modes) and adding it to the activation's second
+            derivatives.
     """
 
     def __init__(self, value: Tensor, jac: Tensor, second: str, sec: Tensor, *, exact: bool = True,
@@ -197,7 +199,7 @@ class Jet(DerivativeCarrier):
             jac = torch.eye(d, dtype=x.dtype, device=x.device).expand(n, d, d)
         else:
             jac = directions.expand(n, -1, -1) if directions.dim() == 2 else directions
-        return cls(x, jac, second, _zeros_like_second(x, jac, second), exact=directions is None, zero_second=True)
+        return cls(x, jac, second, _shared_zero_second(x, jac, second), exact=directions is None, zero_second=True)
 
     # ------------------------------------------------------------------ propagation
 
@@ -211,7 +213,7 @@ class Jet(DerivativeCarrier):
         else:
             jac = self.jac @ weight.T
         if self.zero_second:
-            return Jet(value, jac, self.second, _zeros_like_second(value, jac, self.second), exact=self.exact,
+            return Jet(value, jac, self.second, _shared_zero_second(value, jac, self.second), exact=self.exact,
                        zero_second=True)
         return Jet(value, jac, self.second, self.sec @ weight.T, exact=self.exact)
 
@@ -359,12 +361,14 @@ class Jet(DerivativeCarrier):
     def operator(self, name: str, *indices: int) -> Tensor:
         """The operator ``name`` of this field, read off the carried derivatives (see
         :mod:`pinn.operators` for the shapes)."""
+        # A network with no activation leaves the seed's shared zero: give out a tensor of its own.
+        sec = self.sec.clone() if self.zero_second else self.sec
         if name == "laplacian":
             if self.second == "laplacian":
-                return self.sec
+                return sec
             if self.second == "diagonal":
-                return self.sec.sum(dim=1)
-            return torch.diagonal(self.sec, dim1=1, dim2=2).sum(dim=-1)
+                return sec.sum(dim=1)
+            return torch.diagonal(sec, dim1=1, dim2=2).sum(dim=-1)
         self._require_exact(name)
         if name == "grad":
             return self.jac[..., 0]
@@ -373,16 +377,16 @@ class Jet(DerivativeCarrier):
         if name == "hessian":
             if self.second != "hessian":
                 raise self._missing("the full Hessian", "hessian")
-            return self.sec[..., 0]
+            return sec[..., 0]
         if name == "partial":
             if len(indices) == 1:
                 return self.jac[:, indices[0], :1]
             if len(indices) == 2:
                 i, j = indices
                 if self.second == "hessian":
-                    return self.sec[:, i, j, :1]
+                    return sec[:, i, j, :1]
                 if i == j and self.second == "diagonal":
-                    return self.sec[:, i, :1]
+                    return sec[:, i, :1]
                 need = "diagonal" if i == j else "hessian"
                 raise self._missing(f"the second derivative d2u/dx{i}dx{j}", need)
             raise ConfigError(
@@ -498,8 +502,8 @@ def propagate(module: nn.Module, jet: Jet) -> Jet:
         raise ConfigError(f"the forward engine cannot run a {type(module).__name__} on its own; "
                           "it holds layers for the network that owns it")
     if jet.second == "laplacian":
-        lap = None if jet.zero_second else jet.sec
-        value, jac, lap = _ActivateLaplacian.apply(jet.value, jet.jac, lap, module, rule)
+        lap_in = None if jet.zero_second else jet.sec
+        value, jac, lap = _ActivateLaplacian.apply(jet.value, jet.jac, lap_in, module, rule)
         return Jet(value, jac, "laplacian", lap, exact=jet.exact)
     value = module(jet.value)
     return jet.activate(value, *rule(module, jet.value, value)[:2])

@@ -274,3 +274,12 @@ def test_known_zero_second_derivatives_skip_the_first_layers_product(second, ran
     k = d if v is None else v.shape[0]
     carried = {"laplacian": 1, "diagonal": k, "hessian": k * k}[second]
     assert flops[1] - flops[0] == 2 * (2 * n * carried * d * width)
+
+
+def test_a_network_without_activation_gives_writable_zero_second_derivatives():
+    # Nothing turns the seed's shared zero into a tensor of its own: operators must still hand
+    # out ordinary tensors, which a residual may modify in place.
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    x, u = ForwardEngine(second="hessian").evaluate(model, torch.randn(6, 3))
+    for derivative in (laplacian(u, x), hessian(u[:, :1], x), partial(u[:, 1:], x, 0, 2)):
+        assert torch.equal(derivative.mul_(2), torch.zeros_like(derivative))
