@@ -144,12 +144,12 @@ def _distinct_rows(jac: Tensor) -> Tensor:
     return jac[:1] if jac.stride(0) == 0 else jac
 
 
-def _shared_zero_second(value: Tensor, jac: Tensor, second: str) -> Tensor:
-    """Zero second derivatives for a field ``value`` ``(N, m)`` along ``jac``'s ``K`` directions:
+def _shared_zero_second(jac: Tensor, second: str) -> Tensor:
+    """Zero second derivatives of the field whose first derivatives are ``jac`` ``(N, K, m)``:
     one zero broadcast to their shape (read-only; it takes the memory of one number)."""
     n, k, m = jac.shape
     shape = {"laplacian": (n, m), "diagonal": (n, k, m), "hessian": (n, k, k, m)}[second]
-    return value.new_zeros(()).expand(shape)
+    return jac.new_zeros(()).expand(shape)
 
 
 RULES: dict[type, Rule] = {
@@ -199,7 +199,7 @@ class Jet(DerivativeCarrier):
             jac = torch.eye(d, dtype=x.dtype, device=x.device).expand(n, d, d)
         else:
             jac = directions.expand(n, -1, -1) if directions.dim() == 2 else directions
-        return cls(x, jac, second, _shared_zero_second(x, jac, second), exact=directions is None, zero_second=True)
+        return cls(x, jac, second, _shared_zero_second(jac, second), exact=directions is None, zero_second=True)
 
     # ------------------------------------------------------------------ propagation
 
@@ -213,8 +213,8 @@ class Jet(DerivativeCarrier):
         else:
             jac = self.jac @ weight.T
         if self.zero_second:
-            return Jet(value, jac, self.second, _shared_zero_second(value, jac, self.second), exact=self.exact,
-                       zero_second=True)
+            zero = _shared_zero_second(jac, self.second)
+            return Jet(value, jac, self.second, zero, exact=self.exact, zero_second=True)
         return Jet(value, jac, self.second, self.sec @ weight.T, exact=self.exact)
 
     def activate(self, d0: Tensor, d1: Tensor, d2: Tensor) -> Jet:
