@@ -239,6 +239,31 @@ def test_fused_laplacian_step_gradients(activation):
     shared = torch.randn(3, 4, requires_grad=True)
     assert torch.autograd.gradcheck(
         lambda h, j: _ActivateLaplacian.apply(h, j.expand(5, -1, -1), None, module, rule), (h, shared))
+    # Outputs the loss does not reach get no gradient (None, not zeros): every subset of them.
+    for used in ([0], [1], [2], [0, 1], [0, 2], [1, 2]):
+        assert torch.autograd.gradcheck(
+            lambda h, j, l: [_ActivateLaplacian.apply(h, j, l, module, rule)[i] for i in used], (h, jac, lap))
+
+
+@pytest.mark.parametrize("reads", [("value",), ("grad",), ("laplacian",), ("value", "laplacian"), ("grad", "laplacian")])
+def test_parameter_gradients_when_the_loss_reads_some_derivatives(reads):
+    # A residual that reads the Laplacian but not the gradient (Poisson) leaves the last layer's
+    # first derivatives without a gradient, and one that reads the gradient leaves every
+    # Laplacian without one; the parameter gradients must still be autograd's.
+    torch.manual_seed(0)
+    model = MLP(3, 1, width=8, depth=3)
+    x = torch.randn(10, 3)
+    grads = []
+    for engine in (AutogradEngine(), ForwardEngine(second="laplacian")):
+        xe, u = engine.evaluate(model, x)
+        parts = {"value": lambda: (u * 1).square().sum(), "grad": lambda: grad(u, xe).square().sum(),
+                 "laplacian": lambda: laplacian(u, xe).sin().sum()}
+        model.zero_grad()
+        sum(parts[name]() for name in reads).backward()
+        # (the gradient does not depend on the output's bias: no gradient for it, under either engine)
+        grads.append([torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        assert close(b, a)
 
 
 @pytest.mark.parametrize("second, random", [("laplacian", False), ("laplacian", True), ("diagonal", False),
