@@ -128,7 +128,7 @@ class _ActivateLaplacian(torch.autograd.Function):
         # An output the loss does not reach (the last layer's derivatives, when the residual reads
         # only the Laplacian) gets no gradient: None, not a tensor of zeros to multiply.
         ctx.set_materialize_grads(False)
-        return value, d1.unsqueeze(1) * jac, d2 * sq if lap is None else d1 * lap + d2 * sq
+        return value, d1.unsqueeze(1) * jac, d2 * sq if lap is None else torch.addcmul(d1 * lap, d2, sq)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -138,19 +138,19 @@ class _ActivateLaplacian(torch.autograd.Function):
         if g_value is not None:
             g_h = d1 * g_value
         if g_jac is not None:
-            g_h = _add(g_h, d2 * (g_jac * jac).sum(dim=1))
+            g_h = _add(g_h, d2, (g_jac * jac).sum(dim=1))
             g_jac_in = d1.unsqueeze(1) * g_jac
         if g_lap is not None:
-            curvature = d3 * sq if lap is None else d2 * lap + d3 * sq
-            g_h = _add(g_h, g_lap * curvature)
-            g_jac_in = _add(g_jac_in, (2 * d2 * g_lap).unsqueeze(1) * jac)
+            curvature = d3 * sq if lap is None else torch.addcmul(d2 * lap, d3, sq)
+            g_h = _add(g_h, g_lap, curvature)
+            g_jac_in = _add(g_jac_in, (2 * d2 * g_lap).unsqueeze(1), jac)
             g_lap_in = None if lap is None else d1 * g_lap
         return g_h, g_jac_in, g_lap_in, None, None
 
 
-def _add(total: Tensor | None, term: Tensor) -> Tensor:
-    """``total + term``, where ``None`` is a zero not computed."""
-    return term if total is None else total + term
+def _add(total: Tensor | None, a: Tensor, b: Tensor) -> Tensor:
+    """``total + a * b`` in one operation (``addcmul``), where ``None`` is a zero not computed."""
+    return a * b if total is None else torch.addcmul(total, a, b)
 
 
 def _distinct_rows(jac: Tensor) -> Tensor:
