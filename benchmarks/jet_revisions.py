@@ -8,7 +8,8 @@ For a change to the propagation rules alone: the other revision's ``pinn/jet.py`
 beside the current one (it imports the rest of ``pinn`` from this checkout, so it must still
 fit it). Each case is ``engine:d:N``: a 3x50 tanh MLP on ``N`` points in ``d`` dimensions, the
 loss ``mean((Δu + 1)²)`` with ``Δu`` exact (``forward``) or estimated from 16 random directions
-shared by the points (``stochastic``), backward, one Adam step. The two versions take turns in
+shared by the points (``stochastic``), or the heat-like ``mean((u_dd - u_1 + 1)²)`` from
+per-coordinate second derivatives (``diagonal``), backward, one Adam step. The two versions take turns in
 blocks of steps lasting about ``--seconds``; the printed times are the medians over
 ``--repeats`` blocks, so that a load that comes and goes on the machine falls on both.
 """
@@ -47,11 +48,12 @@ def load_revision(rev: str):
     return module
 
 
-def make_step(jet_module, model, x, optimizer, directions):
+def make_step(jet_module, model, x, optimizer, directions, second):
     def step():
         optimizer.zero_grad(set_to_none=True)
-        out = jet_module.propagate(model, jet_module.Jet.seed(x, "laplacian", directions=directions))
-        (out.sec + 1.0).square().mean().backward()
+        out = jet_module.propagate(model, jet_module.Jet.seed(x, second, directions=directions))
+        residual = out.sec + 1.0 if second == "laplacian" else out.sec[:, -1] - out.jac[:, 0] + 1.0
+        residual.square().mean().backward()
         optimizer.step()
     return step
 
@@ -62,8 +64,8 @@ def parse_case(case: str) -> tuple[str, int, int]:
         d, n = int(d), int(n)
     except ValueError:
         sys.exit(f"error: case {case!r} is not engine:d:N, e.g. forward:2:2000")
-    if engine not in ("forward", "stochastic") or d < 1 or n < 1:
-        sys.exit(f"error: case {case!r}: the engine must be forward or stochastic, and d and N positive")
+    if engine not in ("forward", "stochastic", "diagonal") or d < 1 or n < 1:
+        sys.exit(f"error: case {case!r}: the engine must be forward, stochastic or diagonal, and d and N positive")
     return engine, d, n
 
 
@@ -74,7 +76,8 @@ def compare(engine: str, d: int, n: int, modules: dict, repeats: int, seconds: f
     x = torch.rand(n, d)
     directions = (2 * torch.randint(0, 2, (16, d)).float() - 1) / 4 if engine == "stochastic" else None
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-9)  # the weights stay (nearly) where they are
-    steps = {name: make_step(m, model, x, optimizer, directions) for name, m in modules.items()}
+    second = "diagonal" if engine == "diagonal" else "laplacian"
+    steps = {name: make_step(m, model, x, optimizer, directions, second) for name, m in modules.items()}
     for step in steps.values():  # warm up
         for _ in range(3):
             step()

@@ -57,7 +57,7 @@ SECOND_ORDER = ("laplacian", "diagonal", "hessian")
 
 # σ', σ'' and σ‴ of each supported activation, from h and the module's own value σ(h) (the
 # value comes from the module itself, so it matches the autograd engine bit for bit). σ‴ is
-# needed by the backward pass of the fused Laplacian step below.
+# needed by the backward pass of the fused activation step below.
 Rule = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
 
 
@@ -103,49 +103,65 @@ def _gelu(module, h, value):
     return cdf + h * pdf, pdf * (2 - h * h), pdf * (h * h * h - 4 * h)
 
 
-class _ActivateLaplacian(torch.autograd.Function):
-    r"""The Laplacian-mode activation step as one autograd node.
+class _Activate(torch.autograd.Function):
+    r"""The activation step of the ``laplacian`` and ``diagonal`` modes as one autograd node.
 
-    Forward: :math:`a = \sigma(h)`, :math:`J_a = \sigma' J`, :math:`L_a = \sigma' L + \sigma'' S`
-    with :math:`S = \sum_k J_k^2`. Backward, for incoming gradients :math:`(g_a, G_J, g_L)`:
+    Write :math:`D` for the carried second derivatives: per direction, :math:`D_k`
+    (``diagonal``), or their sum :math:`L` (``laplacian``), and :math:`S` for the matching
+    :math:`J_k^2` or :math:`\sum_k J_k^2`. Forward: :math:`a = \sigma(h)`,
+    :math:`J_a = \sigma' J`, :math:`D_a = \sigma' D + \sigma'' S`. Backward, for incoming
+    gradients :math:`(g_a, G_J, G_D)`:
 
     .. math::
-        g_h = \sigma' g_a + \sigma'' \sum_k G_{J,k} J_k + g_L (\sigma'' L + \sigma''' S), \quad
-        G_J^{in} = \sigma' G_J + 2 \sigma'' g_L J, \quad g_L^{in} = \sigma' g_L.
+        g_h = \sigma' g_a + \sigma'' \sum_k G_{J,k} J_k + \sum G_D (\sigma'' D + \sigma''' S), \quad
+        G_J^{in} = \sigma' G_J + 2 \sigma'' G_D J, \quad G_D^{in} = \sigma' G_D,
 
-    Written out by hand it keeps six tensors (five when ``lap`` is zero) instead of the dozen
+    where the last sum in :math:`g_h` runs over the directions in ``diagonal`` mode, and in
+    ``laplacian`` mode :math:`G_D` is one number per point and component, broadcast over the
+    directions in :math:`G_D J`.
+
+    Written out by hand it keeps six tensors (five when ``sec`` is zero) instead of the dozen
     intermediate nodes autograd would record, which is where a small network's time goes.
-    ``lap`` is ``None`` where it is known to be zero (the first layer's), and the terms with it
-    are skipped.
+    ``sec`` is ``None`` where it is known to be zero (the first layer's), and the terms with it
+    are skipped; so are the terms of an output the loss does not reach.
     """
 
     @staticmethod
-    def forward(ctx, h, jac, lap, module, rule):
+    def forward(ctx, h, jac, sec, module, rule, summed):
         value = module(h)
         d1, d2, d3 = rule(module, h, value)
-        sq = _distinct_rows(jac).square().sum(dim=1)  # (N, m), or (1, m) for shared directions
-        ctx.save_for_backward(jac, lap, d1, d2, d3, sq)
+        sq = _distinct_rows(jac).square()  # (N, K, m), or (1, K, m) for shared directions
+        sq = sq.sum(dim=1) if summed else sq
+        ctx.save_for_backward(jac, sec, d1, d2, d3, sq)
+        ctx.summed = summed
         # An output the loss does not reach (the last layer's derivatives, when the residual reads
-        # only the Laplacian) gets no gradient: None, not a tensor of zeros to multiply.
+        # only second derivatives) gets no gradient: None, not a tensor of zeros to multiply.
         ctx.set_materialize_grads(False)
-        return value, d1.unsqueeze(1) * jac, d2 * sq if lap is None else torch.addcmul(d1 * lap, d2, sq)
+        c1, c2 = (d1, d2) if summed else (d1.unsqueeze(1), d2.unsqueeze(1))
+        return value, d1.unsqueeze(1) * jac, c2 * sq if sec is None else torch.addcmul(c1 * sec, c2, sq)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, g_value, g_jac, g_lap):
-        jac, lap, d1, d2, d3, sq = ctx.saved_tensors  # lap is None when it is known to be zero
-        g_h = g_jac_in = g_lap_in = None
+    def backward(ctx, g_value, g_jac, g_sec):
+        jac, sec, d1, d2, d3, sq = ctx.saved_tensors  # sec is None when it is known to be zero
+        summed = ctx.summed
+        c1, c2, c3 = (d1, d2, d3) if summed else (d1.unsqueeze(1), d2.unsqueeze(1), d3.unsqueeze(1))
+        g_h = g_jac_in = g_sec_in = None
         if g_value is not None:
             g_h = d1 * g_value
         if g_jac is not None:
             g_h = _add(g_h, d2, (g_jac * jac).sum(dim=1))
             g_jac_in = d1.unsqueeze(1) * g_jac
-        if g_lap is not None:
-            curvature = d3 * sq if lap is None else torch.addcmul(d2 * lap, d3, sq)
-            g_h = _add(g_h, g_lap, curvature)
-            g_jac_in = _add(g_jac_in, (2 * d2 * g_lap).unsqueeze(1), jac)
-            g_lap_in = None if lap is None else d1 * g_lap
-        return g_h, g_jac_in, g_lap_in, None, None
+        if g_sec is not None:
+            if summed:  # g_L (σ'' L + σ''' S), all (N, m)
+                g_h = _add(g_h, g_sec, c3 * sq if sec is None else torch.addcmul(c3 * sq, c2, sec))
+                g_jac_in = _add(g_jac_in, (2 * d2 * g_sec).unsqueeze(1), jac)
+            else:  # σ'' Σ_k G_D,k D_k + σ''' Σ_k G_D,k S_k: the sums over the directions first
+                g_h = _add(g_h, d3, (g_sec * sq).sum(dim=1))
+                g_h = g_h if sec is None else _add(g_h, d2, (g_sec * sec).sum(dim=1))
+                g_jac_in = _add(g_jac_in, 2 * c2 * g_sec, jac)
+            g_sec_in = None if sec is None else c1 * g_sec
+        return g_h, g_jac_in, g_sec_in, None, None, None
 
 
 def _add(total: Tensor | None, a: Tensor, b: Tensor) -> Tensor:
@@ -517,9 +533,9 @@ def propagate(module: nn.Module, jet: Jet) -> Jet:
         check_supported(module)  # raises with the layer's name
         raise ConfigError(f"the forward engine cannot run a {type(module).__name__} on its own; "
                           "it holds layers for the network that owns it")
-    if jet.second == "laplacian":
-        lap_in = None if jet.zero_second else jet.sec
-        value, jac, lap = _ActivateLaplacian.apply(jet.value, jet.jac, lap_in, module, rule)
-        return Jet(value, jac, "laplacian", lap, exact=jet.exact)
+    if jet.second in ("laplacian", "diagonal"):
+        sec_in = None if jet.zero_second else jet.sec
+        value, jac, sec = _Activate.apply(jet.value, jet.jac, sec_in, module, rule, jet.second == "laplacian")
+        return Jet(value, jac, jet.second, sec, exact=jet.exact)
     value = module(jet.value)
     return jet.activate(value, *rule(module, jet.value, value)[:2])

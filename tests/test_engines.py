@@ -9,7 +9,7 @@ from pinn.errors import ConfigError
 from pinn.models import ACTIVATIONS, MLP
 from pinn.operators import curl, div, grad, hessian, jacobian, laplacian, partial
 from pinn.optim import Adam
-from pinn.pdes import Poisson
+from pinn.pdes import Burgers, Poisson
 from pinn.sampling import SobolSampler
 from pinn.trainer import Trainer
 
@@ -202,12 +202,13 @@ def test_stochastic_laplacian_is_exact_for_a_separable_field():
     assert close(estimate, exact)
 
 
-def test_compiled_loss_matches_eager(tmp_path):
+@pytest.mark.parametrize("pde", [Poisson(dim=2), Burgers()], ids=["laplacian", "diagonal"])
+def test_compiled_loss_matches_eager(pde, tmp_path):
     losses = []
     for compile in (False, True):
         torch.manual_seed(0)
         metrics = Trainer(max_steps=3, eval_every=3, n_test=50, progress=False, compile=compile).fit(
-            pde=Poisson(dim=2), model=MLP(2, 1, width=8, depth=1), engine=ForwardEngine(),
+            pde=pde, model=MLP(2, 1, width=8, depth=1), engine=ForwardEngine(),
             sampler=SobolSampler(n_interior=32, n_boundary=8), optimizer=Adam(lr=1e-2),
             generator=torch.Generator().manual_seed(0), run_dir=tmp_path / str(compile), dtype=torch.float64)
         losses.append(metrics["loss"])
@@ -222,42 +223,45 @@ def test_compile_with_autograd_is_refused(tmp_path):
             generator=torch.Generator().manual_seed(0), run_dir=tmp_path)
 
 
+@pytest.mark.parametrize("second", ["laplacian", "diagonal"])
 @pytest.mark.parametrize("activation", list(ACTIVATIONS) + ["softplus_linear_region"])
-def test_fused_laplacian_step_gradients(activation):
+def test_fused_activation_step_gradients(activation, second):
     # The hand-written backward (with each activation's third derivative) against finite differences.
-    from pinn.jet import RULES, _ActivateLaplacian
+    from pinn.jet import RULES, _Activate
 
     module = nn.Softplus(beta=2.0, threshold=1.0) if activation == "softplus_linear_region" else ACTIVATIONS[activation]()
     rule = RULES[type(module)]
+    summed = second == "laplacian"
     torch.manual_seed(0)
     h = torch.randn(5, 4, requires_grad=True)
     jac = torch.randn(5, 3, 4, requires_grad=True)
-    lap = torch.randn(5, 4, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda h, j, l: _ActivateLaplacian.apply(h, j, l, module, rule), (h, jac, lap))
+    sec = torch.randn(5, 4, requires_grad=True) if summed else torch.randn(5, 3, 4, requires_grad=True)
+    step = lambda h, j, s: _Activate.apply(h, j, s, module, rule, summed)  # noqa: E731
+    assert torch.autograd.gradcheck(step, (h, jac, sec))
     # The first layer's step: second derivatives known to be zero (None), directions shared by
-    # every point (jac broadcast along the points, so its sum of squares is taken once).
+    # every point (jac broadcast along the points, so its squares are taken once).
     shared = torch.randn(3, 4, requires_grad=True)
-    assert torch.autograd.gradcheck(
-        lambda h, j: _ActivateLaplacian.apply(h, j.expand(5, -1, -1), None, module, rule), (h, shared))
+    assert torch.autograd.gradcheck(lambda h, j: step(h, j.expand(5, -1, -1), None), (h, shared))
     # Outputs the loss does not reach get no gradient (None, not zeros): every subset of them.
     for used in ([0], [1], [2], [0, 1], [0, 2], [1, 2]):
-        assert torch.autograd.gradcheck(
-            lambda h, j, l: [_ActivateLaplacian.apply(h, j, l, module, rule)[i] for i in used], (h, jac, lap))
+        assert torch.autograd.gradcheck(lambda h, j, s: [step(h, j, s)[i] for i in used], (h, jac, sec))
 
 
-@pytest.mark.parametrize("reads", [("value",), ("grad",), ("laplacian",), ("value", "laplacian"), ("grad", "laplacian")])
-def test_parameter_gradients_when_the_loss_reads_some_derivatives(reads):
-    # A residual that reads the Laplacian but not the gradient (Poisson) leaves the last layer's
-    # first derivatives without a gradient, and one that reads the gradient leaves every
-    # Laplacian without one; the parameter gradients must still be autograd's.
+@pytest.mark.parametrize("second", ["laplacian", "diagonal"])
+@pytest.mark.parametrize("reads", [("value",), ("grad",), ("second",), ("value", "second"), ("grad", "second")])
+def test_parameter_gradients_when_the_loss_reads_some_derivatives(reads, second):
+    # A residual that reads second derivatives but not the gradient (Poisson) leaves the last
+    # layer's first derivatives without a gradient, and one that reads the gradient leaves every
+    # second derivative without one; the parameter gradients must still be autograd's.
     torch.manual_seed(0)
     model = MLP(3, 1, width=8, depth=3)
     x = torch.randn(10, 3)
     grads = []
-    for engine in (AutogradEngine(), ForwardEngine(second="laplacian")):
+    for engine in (AutogradEngine(), ForwardEngine(second=second)):
         xe, u = engine.evaluate(model, x)
-        parts = {"value": lambda: (u * 1).square().sum(), "grad": lambda: grad(u, xe).square().sum(),
-                 "laplacian": lambda: laplacian(u, xe).sin().sum()}
+        seconds = (lambda: laplacian(u, xe).sin().sum()) if second == "laplacian" else (
+            lambda: (partial(u, xe, 2, 2) * partial(u, xe, 0, 0).cos()).sum())
+        parts = {"value": lambda: (u * 1).square().sum(), "grad": lambda: grad(u, xe).square().sum(), "second": seconds}
         model.zero_grad()
         sum(parts[name]() for name in reads).backward()
         # (the gradient does not depend on the output's bias: no gradient for it, under either engine)
