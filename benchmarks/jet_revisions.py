@@ -6,10 +6,11 @@
 
 For a change to the propagation rules alone: the other revision's ``pinn/jet.py`` is loaded
 beside the current one (it imports the rest of ``pinn`` from this checkout, so it must still
-fit it). Each case is ``engine:d:N``: a 3x50 tanh MLP on ``N`` points in ``d`` dimensions, the
-loss ``mean((Δu + 1)²)`` with ``Δu`` exact (``forward``) or estimated from 16 random directions
-shared by the points (``stochastic``), or the heat-like ``mean((u_dd - u_1 + 1)²)`` from
-per-coordinate second derivatives (``diagonal``), backward, one Adam step. The two versions take turns in
+fit it). Each case is ``kind:d:N``: a 3x50 tanh MLP on ``N`` points in ``d`` dimensions, the
+loss ``mean((Δu + 1)²)`` with ``Δu`` exact (``forward``: the forward engine's Laplacian) or
+estimated from 16 random directions shared by the points (``stochastic``), or the heat-like
+``mean((u_dd - u_1 + 1)²)`` from the forward engine's per-coordinate second derivatives
+(``diagonal``), backward, one Adam step. The two versions take turns in
 blocks of steps lasting about ``--seconds``; the printed times are the medians over
 ``--repeats`` blocks, so that a load that comes and goes on the machine falls on both.
 """
@@ -60,23 +61,23 @@ def make_step(jet_module, model, x, optimizer, directions, second):
 
 def parse_case(case: str) -> tuple[str, int, int]:
     try:
-        engine, d, n = case.split(":")
+        kind, d, n = case.split(":")
         d, n = int(d), int(n)
     except ValueError:
-        sys.exit(f"error: case {case!r} is not engine:d:N, e.g. forward:2:2000")
-    if engine not in ("forward", "stochastic", "diagonal") or d < 1 or n < 1:
-        sys.exit(f"error: case {case!r}: the engine must be forward, stochastic or diagonal, and d and N positive")
-    return engine, d, n
+        sys.exit(f"error: case {case!r} is not kind:d:N, e.g. forward:2:2000")
+    if kind not in ("forward", "stochastic", "diagonal") or d < 1 or n < 1:
+        sys.exit(f"error: case {case!r}: the kind must be forward, stochastic or diagonal, and d and N positive")
+    return kind, d, n
 
 
-def compare(engine: str, d: int, n: int, modules: dict, repeats: int, seconds: float) -> dict:
+def compare(kind: str, d: int, n: int, modules: dict, repeats: int, seconds: float) -> dict:
     """Median milliseconds per step of each module in ``modules`` on one case."""
     torch.manual_seed(0)
     model = MLP(d, 1, width=50, depth=3)
     x = torch.rand(n, d)
-    directions = (2 * torch.randint(0, 2, (16, d)).float() - 1) / 4 if engine == "stochastic" else None
+    directions = (2 * torch.randint(0, 2, (16, d)).float() - 1) / 4 if kind == "stochastic" else None
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-9)  # the weights stay (nearly) where they are
-    second = "diagonal" if engine == "diagonal" else "laplacian"
+    second = "diagonal" if kind == "diagonal" else "laplacian"
     steps = {name: make_step(m, model, x, optimizer, directions, second) for name, m in modules.items()}
     for step in steps.values():  # warm up
         for _ in range(3):
@@ -97,7 +98,7 @@ def compare(engine: str, d: int, n: int, modules: dict, repeats: int, seconds: f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rev", required=True, help="the git revision to compare with (a commit, tag or branch)")
-    parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), help="engine:d:N, e.g. forward:2:2000")
+    parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), help="kind:d:N, e.g. forward:2:2000")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=0.3, help="length of one block of steps")
     args = parser.parse_args()
@@ -105,7 +106,7 @@ def main() -> None:
     modules = {"revision": load_revision(args.rev), "current": pinn.jet}
     print(f"# {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s), float32, median of {args.repeats} blocks")
-    print(f"{'engine:d:N':>22} {args.rev[:12]:>12} {'current':>12} {'ratio':>7}")
+    print(f"{'kind:d:N':>22} {args.rev[:12]:>12} {'current':>12} {'ratio':>7}")
     for case, parsed in zip(args.cases, cases):
         row = compare(*parsed, modules, args.repeats, args.seconds)
         print(f"{case:>22} {row['revision']:>9.3f} ms {row['current']:>9.3f} ms {row['revision'] / row['current']:>6.2f}x",

@@ -134,33 +134,33 @@ class _Activate(torch.autograd.Function):
         sq = sq.sum(dim=1) if summed else sq
         ctx.save_for_backward(jac, sec, d1, d2, d3, sq)
         ctx.summed = summed
-        # An output the loss does not reach (the last layer's derivatives, when the residual reads
-        # only second derivatives) gets no gradient: None, not a tensor of zeros to multiply.
+        # An output the loss does not reach gets no gradient: None, not a tensor of zeros to
+        # multiply. So it is with the last activation's first derivatives when the residual reads
+        # only second derivatives (Poisson), and with every second derivative when it reads only
+        # values and gradients.
         ctx.set_materialize_grads(False)
-        c1, c2 = (d1, d2) if summed else (d1.unsqueeze(1), d2.unsqueeze(1))
+        c1, c2 = (d1, d2) if summed else (d1.unsqueeze(1), d2.unsqueeze(1))  # per point, or per direction
         return value, d1.unsqueeze(1) * jac, c2 * sq if sec is None else torch.addcmul(c1 * sec, c2, sq)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_value, g_jac, g_sec):
         jac, sec, d1, d2, d3, sq = ctx.saved_tensors  # sec is None when it is known to be zero
-        summed = ctx.summed
-        c1, c2, c3 = (d1, d2, d3) if summed else (d1.unsqueeze(1), d2.unsqueeze(1), d3.unsqueeze(1))
         g_h = g_jac_in = g_sec_in = None
         if g_value is not None:
             g_h = d1 * g_value
         if g_jac is not None:
             g_h = _add(g_h, d2, (g_jac * jac).sum(dim=1))
             g_jac_in = d1.unsqueeze(1) * g_jac
-        if g_sec is not None:
-            if summed:  # g_L (σ'' L + σ''' S), all (N, m)
-                g_h = _add(g_h, g_sec, c3 * sq if sec is None else torch.addcmul(c3 * sq, c2, sec))
-                g_jac_in = _add(g_jac_in, (2 * d2 * g_sec).unsqueeze(1), jac)
-            else:  # σ'' Σ_k G_D,k D_k + σ''' Σ_k G_D,k S_k: the sums over the directions first
-                g_h = _add(g_h, d3, (g_sec * sq).sum(dim=1))
-                g_h = g_h if sec is None else _add(g_h, d2, (g_sec * sec).sum(dim=1))
-                g_jac_in = _add(g_jac_in, 2 * c2 * g_sec, jac)
-            g_sec_in = None if sec is None else c1 * g_sec
+        if g_sec is not None and ctx.summed:  # g_L (σ'' L + σ''' S): one number per point and component
+            g_h = _add(g_h, g_sec, d3 * sq if sec is None else torch.addcmul(d3 * sq, d2, sec))
+            g_jac_in = _add(g_jac_in, (2 * d2 * g_sec).unsqueeze(1), jac)
+            g_sec_in = None if sec is None else d1 * g_sec
+        elif g_sec is not None:  # σ'' Σ_k G_D,k D_k + σ''' Σ_k G_D,k S_k: the sums over the directions first
+            g_h = _add(g_h, d3, (g_sec * sq).sum(dim=1))
+            g_h = g_h if sec is None else _add(g_h, d2, (g_sec * sec).sum(dim=1))
+            g_jac_in = _add(g_jac_in, 2 * d2.unsqueeze(1) * g_sec, jac)
+            g_sec_in = None if sec is None else d1.unsqueeze(1) * g_sec
         return g_h, g_jac_in, g_sec_in, None, None, None
 
 

@@ -242,9 +242,19 @@ def test_fused_activation_step_gradients(activation, second):
     # every point (jac broadcast along the points, so its squares are taken once).
     shared = torch.randn(3, 4, requires_grad=True)
     assert torch.autograd.gradcheck(lambda h, j: step(h, j.expand(5, -1, -1), None), (h, shared))
-    # Outputs the loss does not reach get no gradient (None, not zeros): every subset of them.
+    # Outputs the loss does not reach get no gradient (None, not zeros): every subset of one
+    # step's outputs, with and without known-zero second derivatives and shared directions.
+    def some_outputs(used, shared_directions, zero_second):
+        def f(h, j, s):
+            out = step(h, j.expand(5, -1, -1) if shared_directions else j, None if zero_second else s)
+            return [out[i] for i in used]
+        return f
+
     for used in ([0], [1], [2], [0, 1], [0, 2], [1, 2]):
-        assert torch.autograd.gradcheck(lambda h, j, s: [step(h, j, s)[i] for i in used], (h, jac, sec))
+        for shared_directions in (False, True):
+            for zero_second in (False, True):
+                inputs = (h, shared if shared_directions else jac, sec)
+                assert torch.autograd.gradcheck(some_outputs(used, shared_directions, zero_second), inputs)
 
 
 @pytest.mark.parametrize("second", ["laplacian", "diagonal"])
@@ -264,7 +274,8 @@ def test_parameter_gradients_when_the_loss_reads_some_derivatives(reads, second)
         parts = {"value": lambda: (u * 1).square().sum(), "grad": lambda: grad(u, xe).square().sum(), "second": seconds}
         model.zero_grad()
         sum(parts[name]() for name in reads).backward()
-        # (the gradient does not depend on the output's bias: no gradient for it, under either engine)
+        # (a loss that does not read the value does not depend on the output's bias: no gradient
+        # for it, under either engine)
         grads.append([torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in model.parameters()])
     for a, b in zip(*grads):
         assert close(b, a)
