@@ -360,6 +360,14 @@ class Jet(DerivativeCarrier):
                    zero_second=self.zero_second)
 
     # Arithmetic treats a Jet as its value: residuals combine values with derivatives read by operators.
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        """Torch functions, and tensor arithmetic with a Jet on the right (``u_x * u``), see a Jet
+        as its value. (It also lets ``torch.compile`` trace ``u * u_x``, which it otherwise
+        cannot put in its graph.)"""
+        value = lambda a: a.value if isinstance(a, Jet) else a  # noqa: E731
+        return func(*torch.utils._pytree.tree_map(value, args), **torch.utils._pytree.tree_map(value, kwargs or {}))
+
     def __add__(self, other): return self.value + other
     def __radd__(self, other): return other + self.value
     def __sub__(self, other): return self.value - other

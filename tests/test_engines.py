@@ -9,7 +9,7 @@ from pinn.errors import ConfigError
 from pinn.models import ACTIVATIONS, MLP
 from pinn.operators import curl, div, grad, hessian, jacobian, laplacian, partial
 from pinn.optim import Adam
-from pinn.pdes import Burgers, Poisson
+from pinn.pdes import Burgers, Cavity, Poisson
 from pinn.sampling import SobolSampler
 from pinn.trainer import Trainer
 
@@ -213,6 +213,28 @@ def test_compiled_loss_matches_eager(pde, tmp_path):
             generator=torch.Generator().manual_seed(0), run_dir=tmp_path / str(compile), dtype=torch.float64)
         losses.append(metrics["loss"])
     assert losses[0] == pytest.approx(losses[1], rel=1e-10)
+
+
+@pytest.mark.parametrize("pde", [Poisson(dim=2), Burgers(), Cavity()], ids=["poisson", "burgers", "cavity"])
+def test_forward_engine_losses_compile_into_one_graph(pde):
+    # Residuals multiply a Jet by tensors (Burgers' u u_x, the Navier-Stokes convection terms):
+    # torch.compile must trace them, not break the loss into pieces run one by one.
+    torch.manual_seed(0)
+    points = SobolSampler(n_interior=16, n_boundary=8, n_initial=8).sample(
+        pde.domain, torch.Generator().manual_seed(0), pde.point_sets)
+    model = MLP(points["interior"].shape[1], pde.n_outputs, width=8, depth=2)
+    engine = ForwardEngine()
+    engine.check_pde(pde)
+    explained = torch._dynamo.explain(Trainer().losses)(pde, model, engine, points)
+    torch._dynamo.reset()
+    assert explained.graph_break_count == 0, [r.reason for r in explained.break_reasons]
+
+
+def test_torch_functions_see_a_jet_as_its_value():
+    x, u = ForwardEngine().evaluate(MLP(2, 1, width=8, depth=1), torch.randn(5, 2))
+    t = torch.randn(5, 1)
+    assert torch.equal(t * u, t * u.value) and torch.equal(u * t, u.value * t)
+    assert torch.equal(torch.sin(u), torch.sin(u.value)) and torch.equal(torch.cat([u, t], dim=1), torch.cat([u.value, t], dim=1))
 
 
 def test_compile_with_autograd_is_refused(tmp_path):
