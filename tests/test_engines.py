@@ -266,6 +266,10 @@ def test_fused_activation_step_gradients(activation, second):
     assert torch.autograd.gradcheck(lambda h, j: step(h, j.expand(5, -1, -1), None), (h, shared))
     # Outputs the loss does not reach get no gradient (None, not zeros): every subset of one
     # step's outputs, with and without known-zero second derivatives and shared directions.
+    # Which terms are skipped does not depend on the activation: one is enough.
+    if activation != "tanh":
+        return
+
     def some_outputs(used, shared_directions, zero_second):
         def f(h, j, s):
             out = step(h, j.expand(5, -1, -1) if shared_directions else j, None if zero_second else s)
