@@ -48,7 +48,8 @@ def test_jet_revisions_compares_with_a_git_revision():
     assert all(float(r[1]) > 0 and float(r[3]) > 0 and r[5].endswith("x") for r in rows), out
     for args, message in ((["--rev", "no-such-revision"], "cannot read pinn/jet.py at revision 'no-such-revision'"),
                           (["--rev", "HEAD", "--cases", "forward:2"], "case 'forward:2' is not kind:d:N"),
-                          (["--rev", "HEAD", "--cases", "hessian:2:16"], "the kind must be forward, stochastic or diagonal")):
+                          (["--rev", "HEAD", "--cases", "hessian:2:16"],
+                           "the kind must be forward, stochastic or diagonal")):
         bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "jet_revisions.py"), *args],
                              cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert bad.returncode != 0 and message in bad.stderr and not bad.stdout, bad.stdout + bad.stderr

@@ -234,7 +234,8 @@ def test_torch_functions_see_a_jet_as_its_value():
     x, u = ForwardEngine().evaluate(MLP(2, 1, width=8, depth=1), torch.randn(5, 2))
     t = torch.randn(5, 1)
     assert torch.equal(t * u, t * u.value) and torch.equal(u * t, u.value * t)
-    assert torch.equal(torch.sin(u), torch.sin(u.value)) and torch.equal(torch.cat([u, t], dim=1), torch.cat([u.value, t], dim=1))
+    assert torch.equal(torch.sin(u), torch.sin(u.value))
+    assert torch.equal(torch.cat([u, t], dim=1), torch.cat([u.value, t], dim=1))
 
 
 def test_compile_with_autograd_is_refused(tmp_path):
