@@ -11,7 +11,7 @@
 #   tf32         benchmarks/tf32.py: the loss and gradient error of TF32 matrix products
 #   engines      benchmarks/derivatives.py: every engine, eager and graphed, d = 2 ... 100
 #   stochastic   the stochastic engine at d = 10, 100, 1000
-#   suite        the whole default test suite on this machine (8 workers)
+#   suite        the whole default test suite on this machine (8 workers where pytest-xdist is installed)
 set -u
 cd "$(dirname "$0")/.."
 out=${1:-outputs/gpu}
@@ -39,7 +39,10 @@ run() {  # run NAME SECONDS COMMAND...: only if NAME was asked for
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
 python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 
-run tests 150 python -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py tests/test_preflight.py
+# pyproject.toml's options run the tests on pytest-xdist workers (-n auto); where it is not
+# installed, the same options without -n, in one process.
+if python -c "import xdist" 2>/dev/null; then serial=(-n 0); suite=(-n 8); else serial=(-o "addopts=-m 'not slow'"); suite=("${serial[@]}"); fi
+run tests 150 python -m pytest -q "${serial[@]}" -p no:cacheprovider tests/test_cuda_graph.py tests/test_preflight.py
 run deepxde 240 python benchmarks/vs_deepxde.py --device cuda --iterations 1000 --variants deepxde autograd \
     forward forward+graph forward+graph+fused forward+compile forward+compile+graph forward+compile+graph+fused \
     forward+compile+graph+tf32
@@ -50,6 +53,4 @@ run tf32 90 python benchmarks/tf32.py
 run engines 180 python benchmarks/derivatives.py --device cuda --seconds 0.5
 run stochastic 90 python benchmarks/derivatives.py --device cuda --dims 10 100 1000 --points 1000 \
     --variants stochastic stochastic+graph forward forward+graph
-# Eight workers where pytest-xdist is installed, one otherwise.
-workers=$(python -c "import xdist" 2>/dev/null && echo "-n 8")
-run suite 300 python -m pytest -q -x $workers -p no:cacheprovider
+run suite 300 python -m pytest -q -x "${suite[@]}" -p no:cacheprovider

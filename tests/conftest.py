@@ -1,11 +1,18 @@
+import os
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
 sys.path.insert(0, str(ROOT))  # train.py lives at the top level, beside pinn/
+
+# pytest-xdist runs the tests in several worker processes: share the cores among them instead
+# of giving each worker's torch all of them (subprocesses started by the tests keep the default).
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 #: Overrides that make any configuration train in well under a second.
 TINY = [
@@ -30,8 +37,6 @@ def compose_config():
 @pytest.fixture
 def float64():
     """Make float64 the default dtype for one test."""
-    import torch
-
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     yield
@@ -40,11 +45,15 @@ def float64():
 
 @pytest.fixture(autouse=True, scope="session")
 def reference_cache(tmp_path_factory):
-    """Reference solutions are cached in a folder of the test session, not the user's home."""
-    import os
-
+    """Reference solutions are cached in a folder of the test session, not the user's home
+    (one folder for all of the session's workers: a cache entry is written atomically)."""
+    root = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        root = root.parent  # the run's own folder, above each worker's
+    cache = root / "pinn-cache"
+    cache.mkdir(exist_ok=True)
     previous = os.environ.get("PINN_CACHE")
-    os.environ["PINN_CACHE"] = str(tmp_path_factory.mktemp("pinn-cache"))
+    os.environ["PINN_CACHE"] = str(cache)
     yield
     if previous is None:
         os.environ.pop("PINN_CACHE", None)
