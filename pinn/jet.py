@@ -398,17 +398,20 @@ class Jet(DerivativeCarrier):
                 "use derivatives.engine=forward or autograd"
             )
 
+    def _own(self, second: Tensor) -> Tensor:
+        """``second``, read off ``sec``, as a tensor of its own where ``sec`` is the seed's shared
+        read-only zero (left so by a network with no activation)."""
+        return second.clone() if self.zero_second else second
+
     def operator(self, name: str, *indices: int) -> Tensor:
         """The operator ``name`` of this field, read off the carried derivatives (see
         :mod:`pinn.operators` for the shapes)."""
-        # A network with no activation leaves the seed's shared zero: give out a tensor of its own.
-        sec = self.sec.clone() if self.zero_second else self.sec
         if name == "laplacian":
             if self.second == "laplacian":
-                return sec
+                return self._own(self.sec)
             if self.second == "diagonal":
-                return sec.sum(dim=1)
-            return torch.diagonal(sec, dim1=1, dim2=2).sum(dim=-1)
+                return self.sec.sum(dim=1)
+            return torch.diagonal(self.sec, dim1=1, dim2=2).sum(dim=-1)
         self._require_exact(name)
         if name == "grad":
             return self.jac[..., 0]
@@ -417,16 +420,16 @@ class Jet(DerivativeCarrier):
         if name == "hessian":
             if self.second != "hessian":
                 raise self._missing("the full Hessian", "hessian")
-            return sec[..., 0]
+            return self._own(self.sec[..., 0])
         if name == "partial":
             if len(indices) == 1:
                 return self.jac[:, indices[0], :1]
             if len(indices) == 2:
                 i, j = indices
                 if self.second == "hessian":
-                    return sec[:, i, j, :1]
+                    return self._own(self.sec[:, i, j, :1])
                 if i == j and self.second == "diagonal":
-                    return sec[:, i, :1]
+                    return self._own(self.sec[:, i, :1])
                 need = "diagonal" if i == j else "hessian"
                 raise self._missing(f"the second derivative d2u/dx{i}dx{j}", need)
             raise ConfigError(

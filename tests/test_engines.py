@@ -347,6 +347,12 @@ def test_a_network_without_activation_gives_writable_zero_second_derivatives():
     # Nothing turns the seed's shared zero into a tensor of its own: operators must still hand
     # out ordinary tensors, which a residual may modify in place.
     model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
-    x, u = ForwardEngine(second="hessian").evaluate(model, torch.randn(6, 3))
-    for derivative in (laplacian(u, x), hessian(u[:, :1], x), partial(u[:, 1:], x, 0, 2)):
-        assert torch.equal(derivative.mul_(2), torch.zeros_like(derivative))
+    for second in ("laplacian", "diagonal", "hessian"):
+        x, u = ForwardEngine(second=second).evaluate(model, torch.randn(6, 3))
+        derivatives = [laplacian(u, x)]
+        if second != "laplacian":
+            derivatives.append(partial(u[:, 1:], x, 2, 2))
+        if second == "hessian":
+            derivatives += [hessian(u[:, :1], x), partial(u[:, 1:], x, 0, 2)]
+        for derivative in derivatives:
+            assert torch.equal(derivative.mul_(2), torch.zeros_like(derivative))
