@@ -8,6 +8,9 @@ matrix products use TF32 (as ``trainer.tf32=true``), ``fused`` takes Adam's fuse
 kernel for every parameter, ``torch.optim.Adam(fused=True)``, and one for the step counts)
 instead of the trainer's default multi-tensor one (17 multi-tensor operations per step in its
 capturable form, in torch's source), a candidate for graphed steps, where each kernel counts.
+``gram`` makes the forward engine carry Gram matrices of the first derivatives instead of the
+first derivatives (``derivatives.gram=true``); plain ``forward`` carries first derivatives
+(``derivatives.gram=false``), whatever the dimension.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pinn.cuda_graph import CapturedStep, prepare_adam
 from pinn.derivatives import AutogradEngine, ForwardEngine, StochasticEngine
 from pinn.trainer import Trainer
 
-OPTIONS = ("compile", "graph", "tf32", "fused")
+OPTIONS = ("compile", "graph", "tf32", "fused", "gram")
 
 
 def parse(variant: str) -> tuple[str, set[str]]:
@@ -39,7 +42,9 @@ def make_step(variant: str, pde, model, points, device, lr: float = 1e-3, sample
         raise ValueError(f"{variant}: CUDA graphs need a CUDA device, not {device}")
     if "graph" in options and name == "autograd":
         raise ValueError(f"{variant}: refused, as by the trainer: nested backward passes do not capture reliably")
-    engine = {"autograd": AutogradEngine, "forward": ForwardEngine,
+    if "gram" in options and name != "forward":
+        raise ValueError(f"{variant}: gram is an option of the forward engine")
+    engine = {"autograd": AutogradEngine, "forward": lambda: ForwardEngine(gram="gram" in options),
               "stochastic": lambda: StochasticEngine(samples=samples)}[name]()
     engine.check_pde(pde)
     torch.backends.cuda.matmul.allow_tf32 = "tf32" in options

@@ -5,8 +5,9 @@
 
 One Adam step on Poisson's equation (3x50 tanh MLP, the PDE loss on N interior points and the
 boundary loss on N/5 boundary points), for the engines autograd (nested reverse mode), forward
-(forward-mode Laplacian) and stochastic (16 random directions), optionally with ``+compile``,
-``+graph`` (CUDA) or ``+tf32`` (CUDA) as in benchmarks/common.py. On the CPU each variant runs
+(forward-mode Laplacian carrying first derivatives; ``forward+gram``: carrying their Gram
+matrices) and stochastic (16 random directions), optionally with ``+compile``, ``+graph`` (CUDA)
+or ``+tf32`` (CUDA) as in benchmarks/common.py. On the CPU each variant runs
 in its own process, so that peak memory (growth of the resident set) is its own; on CUDA they
 run in one process, and peak memory is the allocator's peak for that variant. Prints a table
 with the ratio of each variant's step time to nested autograd's (eager) at the same d and N.

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from pinn.errors import ConfigError, check_choice, check_positive
-from pinn.jet import SECOND_ORDER, Jet, check_supported, propagate
+from pinn.jet import SECOND_ORDER, Jet, check_supported, gram_laplacian, linear_chain, propagate
 
 
 class Engine(ABC):
@@ -69,17 +69,36 @@ class ForwardEngine(Engine):
             ``diagonal`` (each ``∂²u/∂x_i²``), ``hessian`` (every mixed partial), or ``auto``:
             what the PDE asks for (its ``second_order``), set by :meth:`check_pde`; until then
             ``laplacian``.
+        gram: for a PDE that reads only values and Laplacians, on a network of alternating
+            linear layers and activations, carry the Gram matrices of the first derivatives
+            (``width × width`` per point) instead of the first derivatives (``d × width``), so
+            that the cost stops growing with the dimension ``d`` (:func:`pinn.jet.gram_laplacian`).
+            ``auto``: where that is cheaper, ``d`` at least twice the widest hidden layer;
+            ``True``: always (an error where it cannot apply); ``False``: never.
     """
 
     name = "forward"
 
-    def __init__(self, *, second: str = "auto"):
+    def __init__(self, *, second: str = "auto", gram: str | bool = "auto"):
         check_choice("derivatives.second", second, ("auto", *SECOND_ORDER))
+        if gram not in ("auto", True, False):
+            raise ConfigError(f"derivatives.gram must be auto, true or false; got {gram!r}")
+        if gram is True and second not in ("auto", "laplacian"):
+            raise ConfigError(f"derivatives.gram=true carries Laplacians only, not second derivatives as {second!r}; "
+                              "set derivatives.gram=false or derivatives.second=laplacian")
         self.requested = second
         self.second = "laplacian" if second == "auto" else second
+        self.gram = gram
+        self.values_and_laplacians = False  # whether the PDE reads nothing else (set by check_pde)
 
     def check(self, model):
         check_supported(model)
+        if self.gram is True and linear_chain(model) is None:
+            raise ConfigError(
+                f"derivatives.gram=true needs a network of alternating linear layers and elementwise activations "
+                f"(model=mlp without Fourier features or a periodic embedding, and no hard constraint); this "
+                f"{type(model).__name__} is not one. Set derivatives.gram=auto or false"
+            )
 
     def check_pde(self, pde):
         need = pde.second_order if pde.second_order in SECOND_ORDER else "laplacian"
@@ -90,13 +109,31 @@ class ForwardEngine(Engine):
                 f"{type(pde).__name__} needs second derivatives as {need!r} but derivatives.second={self.second} "
                 f"carries less; set derivatives.second={need} (or auto)"
             )
+        self.values_and_laplacians = self.second == "laplacian" and not pde.needs_gradient
+        if self.gram is True and not self.values_and_laplacians:
+            wants = "exact first derivatives" if pde.needs_gradient else f"second derivatives as {self.second!r}"
+            raise ConfigError(f"derivatives.gram=true gives values and Laplacians only, but {type(pde).__name__} also "
+                              f"needs {wants}; set derivatives.gram=auto or false")
+
+    def gram_layers(self, model, dim: int) -> list[nn.Module] | None:
+        """The layers to propagate Gram matrices through, or ``None`` to carry first derivatives."""
+        if self.gram is False or self.second != "laplacian":
+            return None
+        layers = linear_chain(model)
+        if layers is None or self.gram is True:
+            return layers
+        hidden = [layer.weight.shape[0] for layer in layers[0::2] if layer is not layers[-1]]
+        return layers if self.values_and_laplacians and hidden and dim >= 2 * max(hidden) else None
 
     def evaluate(self, model, x):
         x = x.detach()
+        layers = self.gram_layers(model, x.shape[1])
+        if layers is not None:
+            return x, gram_laplacian(layers, x)
         return x, propagate(model, Jet.seed(x, self.second))
 
     def __repr__(self) -> str:
-        return f"ForwardEngine(second={self.second!r})"
+        return f"ForwardEngine(second={self.second!r}, gram={self.gram!r})"
 
 
 class StochasticEngine(Engine):
@@ -137,12 +174,13 @@ class StochasticEngine(Engine):
 ENGINES = {"autograd": AutogradEngine, "forward": ForwardEngine, "stochastic": StochasticEngine}
 
 
-def make_engine(engine: str = "autograd", *, second: str = "auto", samples: int = 16) -> Engine:
-    """The engine named ``engine`` (``derivatives.engine`` in the config); ``second`` applies to
-    the forward engine and ``samples`` to the stochastic one."""
+def make_engine(engine: str = "autograd", *, second: str = "auto", samples: int = 16,
+                gram: str | bool = "auto") -> Engine:
+    """The engine named ``engine`` (``derivatives.engine`` in the config); ``second`` and ``gram``
+    apply to the forward engine and ``samples`` to the stochastic one."""
     check_choice("derivatives.engine", engine, ENGINES)
     if engine == "forward":
-        return ForwardEngine(second=second)
+        return ForwardEngine(second=second, gram=gram)
     if engine == "stochastic":
         return StochasticEngine(samples=samples)
     return AutogradEngine()

@@ -356,6 +356,9 @@ class Jet(DerivativeCarrier):
         elif not (isinstance(cols, list) and cols and all(isinstance(c, int) and -m <= c < m for c in cols)):
             raise IndexError(f"a Jet's components are selected by a slice or a non-empty list of indices below {m}; "
                              f"got {cols!r}")
+        return self._select(cols)
+
+    def _select(self, cols) -> Jet:
         return Jet(self.value[:, cols], self.jac[..., cols], self.second, self.sec[..., cols], exact=self.exact,
                    zero_second=self.zero_second)
 
@@ -550,3 +553,97 @@ def propagate(module: nn.Module, jet: Jet) -> Jet:
         return Jet(value, jac, jet.second, sec, exact=jet.exact)
     value = module(jet.value)
     return jet.activate(value, *rule(module, jet.value, value)[:2])
+
+
+# ---------------------------------------------------------------------- Laplacians from Gram matrices
+
+
+class GramLaplacian(Jet):
+    """A field's values and exact Laplacians, without first derivatives: what
+    :func:`gram_laplacian` computes. It behaves like a :class:`Jet` whose only operator is the
+    Laplacian."""
+
+    def __init__(self, value: Tensor, lap: Tensor):
+        super().__init__(value, None, "laplacian", lap)
+
+    def describe(self) -> str:
+        return "values and exact Laplacians (computed from Gram matrices, derivatives.gram), no first derivatives"
+
+    def _select(self, cols) -> GramLaplacian:
+        return GramLaplacian(self.value[:, cols], self.sec[:, cols])
+
+    def operator(self, name: str, *indices: int) -> Tensor:
+        if name == "laplacian":
+            return self.sec
+        if name not in ("grad", "jacobian", "hessian", "partial"):
+            raise ValueError(f"unknown operator {name!r}")
+        raise ConfigError(
+            f"the forward engine computed this field's Laplacian from Gram matrices and carries {self.describe()}, "
+            f"so it cannot give {name}; set derivatives.gram=false (and, for a PDE of your own whose residual "
+            "reads first derivatives, declare needs_gradient = True so that auto keeps them)"
+        )
+
+
+def linear_chain(model: nn.Module) -> list[nn.Module] | None:
+    """The layers of ``model`` in order, if it is an alternation of linear layers and elementwise
+    activations that starts with a linear layer (an :class:`~pinn.models.MLP` without
+    embeddings, or ``nn.Sequential`` of such layers); ``None`` otherwise."""
+    def flatten(module: nn.Module) -> list[nn.Module] | None:
+        if _why_not_as_is(module) is not None:
+            return None
+        if isinstance(module, MLP):
+            return flatten(module.net)
+        if isinstance(module, nn.Sequential):
+            parts = [flatten(layer) for layer in module]
+            return None if any(part is None for part in parts) else [layer for part in parts for layer in part]
+        if isinstance(module, (nn.Linear, FactorizedLinear)) or type(module) in RULES:
+            return [module]
+        return None
+
+    layers = flatten(model)
+    if not layers:
+        return None
+    linear = [isinstance(layer, (nn.Linear, FactorizedLinear)) for layer in layers]
+    return layers if all(is_linear == (i % 2 == 0) for i, is_linear in enumerate(linear)) else None
+
+
+def gram_laplacian(layers: list[nn.Module], x: Tensor) -> GramLaplacian:
+    r"""The values and exact Laplacians of the network made of ``layers`` (see :func:`linear_chain`)
+    at the points ``x`` ``(N, d)``, at a cost that does not grow with ``d`` past the first layer.
+
+    Write :math:`J` for the first derivatives of a layer's pre-activation :math:`h` (one row per
+    coordinate, ``d × m``). The Laplacian rule :math:`L_a = \sigma' L + \sigma'' \sum_i J_i^2`
+    needs only :math:`\sum_i J_i^2`, the diagonal of the Gram matrix :math:`G = J^\top J`
+    (``m × m``), and the Gram matrices follow from one another without :math:`J`:
+
+    .. math::
+        G_1 = W_1 W_1^\top, \qquad
+        G_{l+1} = W_{l+1} \operatorname{diag}(\sigma'_l)\, G_l \operatorname{diag}(\sigma'_l) W_{l+1}^\top .
+
+    Each layer then costs about :math:`2 m^3` products per point instead of :math:`d\, m^2`:
+    less once ``d`` exceeds about one and a half times the width. The first layer's Gram matrix
+    is the same at every point; the last hidden layer needs only the diagonal,
+    :math:`\operatorname{diag}(W S W^\top) = \sum_j W_{\cdot j} (S W^\top)_{j \cdot}`.
+    """
+    first = layers[0]
+    h = nn.functional.linear(x, first.weight, first.bias)
+    lap = None  # the points' own Laplacians are zero
+    # The Gram matrix of h is kept as (p, w) with G = w p, p = S wᵀ (S: the input's Gram matrix;
+    # for the points, the identity): its diagonal costs m² per point, the full matrix m³.
+    p, w = first.weight.T, first.weight
+    for i in range(1, len(layers), 2):
+        activation = layers[i]
+        a = activation(h)
+        d1, d2, _ = RULES[type(activation)](activation, h, a)
+        squares = (p * w.T).sum(dim=-2)  # diag(G) = Σ_i (∂h/∂x_i)²: (m,) for the first layer, else (N, m)
+        lap = d2 * squares if lap is None else torch.addcmul(d2 * squares, d1, lap)
+        if i + 1 == len(layers):
+            return GramLaplacian(a, lap)
+        linear = layers[i + 1]
+        h = nn.functional.linear(a, linear.weight, linear.bias)
+        lap = lap @ linear.weight.T
+        if i + 2 < len(layers):  # an activation follows, which needs this layer's Gram matrix
+            gram = torch.matmul(w, p)  # (m, m), or (N, m, m)
+            scaled = d1.unsqueeze(-1) * gram * d1.unsqueeze(-2)  # the Gram matrix of a: diag(σ') G diag(σ')
+            p, w = scaled @ linear.weight.T, linear.weight
+    return GramLaplacian(h, lap if lap is not None else torch.zeros_like(h))

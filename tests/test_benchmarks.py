@@ -31,10 +31,10 @@ def test_vs_deepxde_trains_every_variant_on_the_same_problem():
 
 
 def test_derivatives_benchmark_prints_a_row_per_variant():
-    out = run("derivatives.py", "--dims", "2", "--points", "64", "--variants", "autograd", "forward", "stochastic",
-              "--seconds", "0.05")
+    variants = ["autograd", "forward", "forward+gram", "stochastic"]
+    out = run("derivatives.py", "--dims", "2", "--points", "64", "--variants", *variants, "--seconds", "0.05")
     rows = [line.split() for line in out.splitlines() if line.split()[:2] == ["2", "64"]]
-    assert [r[2] for r in rows] == ["autograd", "forward", "stochastic"], out
+    assert [r[2] for r in rows] == variants, out
     assert all(float(r[3]) > 0 for r in rows) and rows[1][5].endswith("x"), out
 
 

@@ -9,7 +9,7 @@ from pinn.errors import ConfigError
 from pinn.models import ACTIVATIONS, MLP
 from pinn.operators import curl, div, grad, hessian, jacobian, laplacian, partial
 from pinn.optim import Adam
-from pinn.pdes import Burgers, Cavity, Poisson
+from pinn.pdes import Burgers, Cavity, Heat, Poisson
 from pinn.sampling import SobolSampler
 from pinn.trainer import Trainer
 
@@ -202,28 +202,30 @@ def test_stochastic_laplacian_is_exact_for_a_separable_field():
     assert close(estimate, exact)
 
 
-@pytest.mark.parametrize("pde", [Poisson(dim=2), Burgers()], ids=["laplacian", "diagonal"])
-def test_compiled_loss_matches_eager(pde, tmp_path):
+@pytest.mark.parametrize("pde, gram", [(Poisson(dim=2), False), (Burgers(), False), (Poisson(dim=2), True)],
+                         ids=["laplacian", "diagonal", "gram"])
+def test_compiled_loss_matches_eager(pde, gram, tmp_path):
     losses = []
     for compile in (False, True):
         torch.manual_seed(0)
         metrics = Trainer(max_steps=3, eval_every=3, n_test=50, progress=False, compile=compile).fit(
-            pde=pde, model=MLP(2, 1, width=8, depth=1), engine=ForwardEngine(),
+            pde=pde, model=MLP(2, 1, width=8, depth=1), engine=ForwardEngine(gram=gram),
             sampler=SobolSampler(n_interior=32, n_boundary=8), optimizer=Adam(lr=1e-2),
             generator=torch.Generator().manual_seed(0), run_dir=tmp_path / str(compile), dtype=torch.float64)
         losses.append(metrics["loss"])
     assert losses[0] == pytest.approx(losses[1], rel=1e-10)
 
 
-@pytest.mark.parametrize("pde", [Poisson(dim=2), Burgers(), Cavity()], ids=["poisson", "burgers", "cavity"])
-def test_forward_engine_losses_compile_into_one_graph(pde):
+@pytest.mark.parametrize("pde, gram", [(Poisson(dim=2), False), (Burgers(), False), (Cavity(), False),
+                                       (Poisson(dim=20), "auto")], ids=["poisson", "burgers", "cavity", "gram"])
+def test_forward_engine_losses_compile_into_one_graph(pde, gram):
     # Residuals multiply a Jet by tensors (Burgers' u u_x, the Navier-Stokes convection terms):
     # torch.compile must trace them, not break the loss into pieces run one by one.
     torch.manual_seed(0)
     points = SobolSampler(n_interior=16, n_boundary=8, n_initial=8).sample(
         pde.domain, torch.Generator().manual_seed(0), pde.point_sets)
     model = MLP(points["interior"].shape[1], pde.n_outputs, width=8, depth=2)
-    engine = ForwardEngine()
+    engine = ForwardEngine(gram=gram)
     engine.check_pde(pde)
     explained = torch._dynamo.explain(Trainer().losses)(pde, model, engine, points)
     torch._dynamo.reset()
@@ -356,3 +358,79 @@ def test_a_network_without_activation_gives_writable_zero_second_derivatives():
             derivatives += [hessian(u[:, :1], x), partial(u[:, 1:], x, 0, 2)]
         for derivative in derivatives:
             assert torch.equal(derivative.mul_(2), torch.zeros_like(derivative))
+
+
+# ---------------------------------------------------------------- Laplacians from Gram matrices
+
+
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+@pytest.mark.parametrize("d, depth", [(1, 1), (3, 2), (7, 3), (40, 4)])
+def test_gram_laplacian_agrees_with_the_other_engines(activation, d, depth):
+    from pinn.jet import GramLaplacian
+
+    torch.manual_seed(0)
+    for model in (MLP(d, 2, width=9, depth=depth, activation=activation),
+                  MLP(d, 2, width=9, depth=depth, activation=activation, factorize=True)):
+        x = 2 * torch.randn(30, d)
+        xg, ug = ForwardEngine(gram=True).evaluate(model, x)
+        xf, uf = ForwardEngine(gram=False).evaluate(model, x)
+        xa, ua = AutogradEngine().evaluate(model, x)
+        assert isinstance(ug, GramLaplacian) and not isinstance(uf, GramLaplacian)
+        assert torch.equal(ug.value, uf.value)
+        assert close(laplacian(ug, xg), laplacian(uf, xf)) and close(laplacian(ug, xg), laplacian(ua, xa))
+        assert close(laplacian(ug[:, 1:], xg), laplacian(ua[:, 1:], xa))
+
+
+def test_gram_laplacian_parameter_gradients_are_autograds():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Sequential(nn.Linear(8, 5), nn.SiLU()), nn.Linear(5, 1))
+    x = torch.randn(20, 6)
+    grads = []
+    for engine in (AutogradEngine(), ForwardEngine(gram=True)):
+        xe, u = engine.evaluate(model, x)
+        model.zero_grad()
+        ((laplacian(u, xe) + torch.sin(u)).square().mean() + (u * 1).sum()).backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        assert close(b, a)
+
+
+def test_gram_auto_carries_gram_matrices_where_they_are_cheaper():
+    from pinn.jet import GramLaplacian
+
+    def carried(pde, model, d, **options):
+        engine = ForwardEngine(**options)
+        engine.check(model)
+        engine.check_pde(pde)
+        return type(engine.evaluate(model, torch.randn(4, d))[1])
+
+    wide, narrow = MLP(20, 1, width=10, depth=2), MLP(20, 1, width=11, depth=2)
+    assert carried(Poisson(dim=20), wide, 20) is GramLaplacian  # d = 20 >= 2 x 10
+    assert carried(Poisson(dim=20), narrow, 20) is not GramLaplacian
+    assert carried(Poisson(dim=20), wide, 20, gram=False) is not GramLaplacian
+    assert carried(Poisson(dim=20), narrow, 20, gram=True) is GramLaplacian
+    heat = Heat()  # reads u_t: first derivatives are needed
+    assert carried(heat, MLP(heat.dim, 1, width=1, depth=2), heat.dim) is not GramLaplacian
+    with_features = MLP(20, 1, width=4, depth=2, fourier_features=4)  # not a chain of linear layers
+    assert carried(Poisson(dim=20), with_features, 20) is not GramLaplacian
+
+
+def test_gram_is_refused_where_it_cannot_apply():
+    from pinn.jet import linear_chain
+
+    with pytest.raises(ConfigError, match="derivatives.gram must be auto, true or false; got 'yes'"):
+        ForwardEngine(gram="yes")
+    with pytest.raises(ConfigError, match="carries Laplacians only.*derivatives.second=laplacian"):
+        ForwardEngine(gram=True, second="diagonal")
+    with pytest.raises(ConfigError, match="alternating linear layers.*derivatives.gram=auto or false"):
+        ForwardEngine(gram=True).check(MLP(2, 1, width=4, depth=2, fourier_features=4))
+    with pytest.raises(ConfigError, match="Burgers also needs exact first derivatives; set derivatives.gram"):
+        ForwardEngine(gram=True).check_pde(Burgers())
+    assert linear_chain(nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))) is None  # two linear layers in a row
+    assert linear_chain(nn.Sequential(nn.Tanh(), nn.Linear(2, 1))) is None
+    assert linear_chain(nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))) is None
+    # A Gram field gives its Laplacian only; asking for more names the setting.
+    x, u = ForwardEngine(gram=True).evaluate(MLP(3, 1, width=4, depth=2), torch.randn(5, 3))
+    for read in (lambda: grad(u, x), lambda: hessian(u, x), lambda: partial(u, x, 0), lambda: partial(u, x, 1, 1)):
+        with pytest.raises(ConfigError, match="computed this field's Laplacian from Gram matrices.*derivatives.gram=false"):
+            read()
