@@ -46,3 +46,18 @@ def test_preflight_refuses_a_model_that_is_not_pointwise():
 def test_preflight_cross_checks_supported_networks_by_forward_mode():
     report = preflight("cpu", torch.float64, model=MLP(2, 1, width=8, depth=2).double(), in_dim=2)
     assert report["laplacian(model): reverse mode == forward mode"] <= 1e-12
+    # a chain of linear layers and activations is also checked by its Laplacian from Gram matrices
+    assert report["laplacian(model): reverse mode == Gram matrices"] <= 1e-12
+
+
+def test_preflight_catches_a_wrong_gram_laplacian(monkeypatch):
+    import pinn.preflight
+    from pinn.jet import GramLaplacian, gram_laplacian
+
+    def off_by_one(layers, x):
+        u = gram_laplacian(layers, x)
+        return GramLaplacian(u.value, u.operator("laplacian") + 1)
+
+    monkeypatch.setattr(pinn.preflight, "gram_laplacian", off_by_one)
+    with pytest.raises(PreflightError, match=r"reverse mode == Gram matrices: error 1.0.*> tolerance"):
+        preflight("cpu", torch.float64, model=MLP(2, 1, width=8, depth=2).double(), in_dim=2)
