@@ -10,7 +10,9 @@ underneath it (``derivatives`` in the config).
 * ``forward`` (networks of supported layers, see :mod:`pinn.jet`): ``u`` is a
   :class:`~pinn.jet.Jet` carrying the value, the exact first derivatives and the second
   derivatives named by ``second`` (``laplacian``, ``diagonal`` or ``hessian``) from one forward
-  pass; the operators read them off.
+  pass; the operators read them off. For a PDE that reads only values and Laplacians it can
+  carry Gram matrices of the first derivatives instead (``gram``), whose cost does not grow
+  with the dimension.
 * ``stochastic``: as ``forward``, but along ``samples`` random Rademacher directions, drawn
   afresh at every evaluation from PyTorch's (seeded, checkpointed) random state and shared by
   the points of that evaluation. Each point's Laplacian is then an unbiased estimate whose cost

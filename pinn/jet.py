@@ -15,6 +15,12 @@ the full Hessian (``second="hessian"``) carries :math:`H_a = \sigma' H' + \sigma
 No backward pass is nested inside another, so a training step needs one ordinary backward
 pass for the parameter gradients, and nothing prevents compiling the step.
 
+Only :math:`\sum_i (J'_i)^2` enters the Laplacian: the diagonal of the Gram matrix
+:math:`G = J^\top J`. Where nothing else is read, :func:`gram_laplacian` carries :math:`G`
+(``m × m`` per point) instead of :math:`J` (``d × m``), with
+:math:`G' = W \operatorname{diag}(\sigma') G \operatorname{diag}(\sigma') W^\top`: exact, at a
+cost that no longer grows with the dimension ``d``.
+
 The tracked directions are the coordinate axes ``e_1 … e_d`` for exact derivatives, or ``K``
 random directions :math:`v_k` for the stochastic Laplacian estimate
 :math:`\frac1K \sum_k v_k^\top \nabla^2 u\, v_k` (Hutchinson), which is unbiased when
@@ -621,7 +627,8 @@ def gram_laplacian(layers: list[nn.Module], x: Tensor) -> GramLaplacian:
         G_{l+1} = W_{l+1} \operatorname{diag}(\sigma'_l)\, G_l \operatorname{diag}(\sigma'_l) W_{l+1}^\top .
 
     Each layer then costs about :math:`2 m^3` products per point instead of :math:`d\, m^2`:
-    less once ``d`` exceeds about one and a half times the width. The first layer's Gram matrix
+    fewer once ``d`` exceeds about one and a half times the width (faster in practice from about
+    twice the width, see ``benchmarks/RESULTS.md``). The first layer's Gram matrix
     is the same at every point; the last hidden layer needs only the diagonal,
     :math:`\operatorname{diag}(W S W^\top) = \sum_j W_{\cdot j} (S W^\top)_{j \cdot}`.
     """

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from pinn.balancing import LossBalance
 from pinn.checkpoint import load_checkpoint, save_checkpoint, write_text_atomically
 from pinn.cuda_graph import WARMUP_STEPS, CapturedStep, blockers, check_mode, copy_points, prepare_adam, set_lr
-from pinn.derivatives import Engine
+from pinn.derivatives import Engine, ForwardEngine
 from pinn.distributed import Communicator
 from pinn.errors import ConfigError, check_flag, check_positive
 from pinn.loggers import Logger, NullLogger
@@ -412,6 +412,9 @@ class Trainer:
         logger = (logger or NullLogger()) if comm.is_main else NullLogger()
         engine.check(model)
         engine.check_pde(pde)
+        if comm.is_main and isinstance(engine, ForwardEngine) and engine.gram_layers(model, pde.dim) is not None:
+            log.info("derivatives: Laplacians from Gram matrices (derivatives.gram=%s, d = %d): values and Laplacians "
+                     "only, no first derivatives", str(engine.gram).lower(), pde.dim)
         self.balance = balance = balance or LossBalance()
         balance.check(pde, self.resample_every)
         if isinstance(sampler, AdaptiveSampler):

@@ -434,3 +434,18 @@ def test_gram_is_refused_where_it_cannot_apply():
     for read in (lambda: grad(u, x), lambda: hessian(u, x), lambda: partial(u, x, 0), lambda: partial(u, x, 1, 1)):
         with pytest.raises(ConfigError, match="computed this field's Laplacian from Gram matrices.*derivatives.gram=false"):
             read()
+
+
+def test_training_with_gram_matrices_says_so_and_matches_first_derivatives(tmp_path, caplog):
+    losses = []
+    for gram in ("auto", False):
+        torch.manual_seed(0)
+        with caplog.at_level("INFO", logger="pinn"):
+            caplog.clear()
+            metrics = Trainer(max_steps=3, eval_every=3, n_test=50, progress=False).fit(
+                pde=Poisson(dim=20), model=MLP(20, 1, width=8, depth=2), engine=ForwardEngine(gram=gram),
+                sampler=SobolSampler(n_interior=32, n_boundary=8), optimizer=Adam(lr=1e-2),
+                generator=torch.Generator().manual_seed(0), run_dir=tmp_path / str(gram), dtype=torch.float64)
+        assert ("Laplacians from Gram matrices (derivatives.gram=auto, d = 20)" in caplog.text) == (gram == "auto")
+        losses.append(metrics["loss"])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-10)
