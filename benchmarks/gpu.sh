@@ -10,7 +10,7 @@
 #   deepxde200k  the same at 200,000 + 40,000 points, 200 iterations
 #   tf32         benchmarks/tf32.py: the loss and gradient error of TF32 matrix products
 #   engines      benchmarks/derivatives.py: every engine, eager and graphed, d = 2 ... 100
-#   stochastic   the stochastic engine at d = 10, 100, 1000
+#   stochastic   the stochastic engine and the forward one (with and without Gram matrices) at d = 10, 100, 1000
 #   suite        the whole default test suite on this machine (8 workers where pytest-xdist is installed)
 set -u
 cd "$(dirname "$0")/.."
@@ -51,6 +51,6 @@ run deepxde200k 200 python benchmarks/vs_deepxde.py --device cuda --iterations 2
     forward+compile+graph forward+compile+graph+tf32
 run tf32 90 python benchmarks/tf32.py
 run engines 180 python benchmarks/derivatives.py --device cuda --seconds 0.5
-run stochastic 90 python benchmarks/derivatives.py --device cuda --dims 10 100 1000 --points 1000 \
-    --variants stochastic stochastic+graph forward forward+graph
+run stochastic 120 python benchmarks/derivatives.py --device cuda --dims 10 100 1000 --points 1000 \
+    --variants stochastic stochastic+graph forward forward+graph forward+gram forward+gram+graph
 run suite 300 python -m pytest -q -x "${suite[@]}" -p no:cacheprovider
