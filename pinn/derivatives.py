@@ -83,7 +83,7 @@ class ForwardEngine(Engine):
 
     def __init__(self, *, second: str = "auto", gram: str | bool = "auto"):
         check_choice("derivatives.second", second, ("auto", *SECOND_ORDER))
-        if gram not in ("auto", True, False):
+        if not (gram is True or gram is False or gram == "auto"):  # not 0 or 1, which equal False and True
             raise ConfigError(f"derivatives.gram must be auto, true or false; got {gram!r}")
         if gram is True and second not in ("auto", "laplacian"):
             raise ConfigError(f"derivatives.gram=true carries Laplacians only, not second derivatives as {second!r}; "
@@ -96,11 +96,7 @@ class ForwardEngine(Engine):
     def check(self, model):
         check_supported(model)
         if self.gram is True and linear_chain(model) is None:
-            raise ConfigError(
-                f"derivatives.gram=true needs a network of alternating linear layers and elementwise activations "
-                f"(model=mlp without Fourier features or a periodic embedding, and no hard constraint); this "
-                f"{type(model).__name__} is not one. Set derivatives.gram=auto or false"
-            )
+            raise _not_a_chain(model)
 
     def check_pde(self, pde):
         need = pde.second_order if pde.second_order in SECOND_ORDER else "laplacian"
@@ -122,9 +118,13 @@ class ForwardEngine(Engine):
         if self.gram is False or self.second != "laplacian":
             return None
         layers = linear_chain(model)
-        if layers is None or self.gram is True:
+        if self.gram is True:
+            if layers is None:
+                raise _not_a_chain(model)
             return layers
-        hidden = [layer.weight.shape[0] for layer in layers[0::2] if layer is not layers[-1]]
+        if layers is None:
+            return None
+        hidden = [layer.out_features for layer in layers[0::2] if layer is not layers[-1]]
         return layers if self.values_and_laplacians and hidden and dim >= 2 * max(hidden) else None
 
     def evaluate(self, model, x):
@@ -136,6 +136,14 @@ class ForwardEngine(Engine):
 
     def __repr__(self) -> str:
         return f"ForwardEngine(second={self.second!r}, gram={self.gram!r})"
+
+
+def _not_a_chain(model: nn.Module) -> ConfigError:
+    return ConfigError(
+        f"derivatives.gram=true needs a network of alternating linear layers and elementwise activations "
+        f"(model=mlp without Fourier features or a periodic embedding, and no hard constraint); this "
+        f"{type(model).__name__} is not one. Set derivatives.gram=auto or false"
+    )
 
 
 class StochasticEngine(Engine):

@@ -633,11 +633,12 @@ def gram_laplacian(layers: list[nn.Module], x: Tensor) -> GramLaplacian:
     :math:`\operatorname{diag}(W S W^\top) = \sum_j W_{\cdot j} (S W^\top)_{j \cdot}`.
     """
     first = layers[0]
-    h = nn.functional.linear(x, first.weight, first.bias)
+    w = first.weight  # read once per layer: a factorized layer computes it on each read
+    h = nn.functional.linear(x, w, first.bias)
     lap = None  # the points' own Laplacians are zero
     # The Gram matrix of h is kept as (p, w) with G = w p, p = S wᵀ (S: the input's Gram matrix;
     # for the points, the identity): its diagonal costs m² per point, the full matrix m³.
-    p, w = first.weight.T, first.weight
+    p = w.T
     for i in range(1, len(layers), 2):
         activation = layers[i]
         a = activation(h)
@@ -647,10 +648,11 @@ def gram_laplacian(layers: list[nn.Module], x: Tensor) -> GramLaplacian:
         if i + 1 == len(layers):
             return GramLaplacian(a, lap)
         linear = layers[i + 1]
-        h = nn.functional.linear(a, linear.weight, linear.bias)
-        lap = lap @ linear.weight.T
+        weight = linear.weight
+        h = nn.functional.linear(a, weight, linear.bias)
+        lap = lap @ weight.T
         if i + 2 < len(layers):  # an activation follows, which needs this layer's Gram matrix
             gram = torch.matmul(w, p)  # (m, m), or (N, m, m)
             scaled = d1.unsqueeze(-1) * gram * d1.unsqueeze(-2)  # the Gram matrix of a: diag(σ') G diag(σ')
-            p, w = scaled @ linear.weight.T, linear.weight
+            p, w = scaled @ weight.T, weight
     return GramLaplacian(h, lap if lap is not None else torch.zeros_like(h))

@@ -381,6 +381,19 @@ def test_gram_laplacian_agrees_with_the_other_engines(activation, d, depth):
         assert close(laplacian(ug[:, 1:], xg), laplacian(ua[:, 1:], xa))
 
 
+@pytest.mark.parametrize("make", [lambda: nn.Linear(3, 2), lambda: nn.Sequential(nn.Linear(3, 4), nn.Tanh()),
+                                  lambda: nn.Sequential(nn.Linear(3, 6), nn.Softplus(beta=2.0, threshold=1.0),
+                                                        nn.Linear(6, 1))],
+                         ids=["linear", "ends-with-activation", "softplus-linear-region"])
+def test_gram_laplacian_of_short_chains(make):
+    torch.manual_seed(0)
+    model = make()  # in float64 (the fixture applies when the test runs, not when it is collected)
+    x = 2 * torch.randn(30, 3)
+    xg, ug = ForwardEngine(gram=True).evaluate(model, x)
+    xa, ua = AutogradEngine().evaluate(model, x)
+    assert torch.equal(ug.value, ua.detach()) and close(laplacian(ug, xg), laplacian(ua, xa))
+
+
 def test_gram_laplacian_parameter_gradients_are_autograds():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Sequential(nn.Linear(8, 5), nn.SiLU()), nn.Linear(5, 1))
@@ -411,6 +424,11 @@ def test_gram_auto_carries_gram_matrices_where_they_are_cheaper():
     assert carried(Poisson(dim=20), narrow, 20, gram=True) is GramLaplacian
     heat = Heat()  # reads u_t: first derivatives are needed
     assert carried(heat, MLP(heat.dim, 1, width=1, depth=2), heat.dim) is not GramLaplacian
+
+    class PoissonWithFlux(Poisson):  # Laplacians only, but its (imagined) conditions read a gradient
+        needs_gradient = True
+
+    assert carried(PoissonWithFlux(dim=20), wide, 20) is not GramLaplacian
     with_features = MLP(20, 1, width=4, depth=2, fourier_features=4)  # not a chain of linear layers
     assert carried(Poisson(dim=20), with_features, 20) is not GramLaplacian
 
@@ -429,9 +447,19 @@ def test_gram_is_refused_where_it_cannot_apply():
     assert linear_chain(nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))) is None  # two linear layers in a row
     assert linear_chain(nn.Sequential(nn.Tanh(), nn.Linear(2, 1))) is None
     assert linear_chain(nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))) is None
+    assert linear_chain(nn.Sequential(nn.Linear(2, 3), nn.SiLU(inplace=True), nn.Linear(3, 1))) is None
+    hooked = MLP(2, 1, width=4, depth=2)
+    hooked.net[1].register_forward_hook(lambda module, inputs, output: 2 * output)
+    assert linear_chain(hooked) is None and linear_chain(MLP(2, 1, width=4, depth=2)) is not None
+    for flag in (0, 1, "true"):  # YAML's true and false arrive as booleans; numbers and strings are refused
+        with pytest.raises(ConfigError, match="derivatives.gram must be auto, true or false"):
+            ForwardEngine(gram=flag)
+    with pytest.raises(ConfigError, match="alternating linear layers"):  # also where check() was not called
+        ForwardEngine(gram=True).evaluate(MLP(2, 1, width=4, depth=2, fourier_features=4), torch.randn(3, 2))
     # A Gram field gives its Laplacian only; asking for more names the setting.
-    x, u = ForwardEngine(gram=True).evaluate(MLP(3, 1, width=4, depth=2), torch.randn(5, 3))
-    for read in (lambda: grad(u, x), lambda: hessian(u, x), lambda: partial(u, x, 0), lambda: partial(u, x, 1, 1)):
+    x, u = ForwardEngine(gram=True).evaluate(MLP(3, 3, width=4, depth=2), torch.randn(5, 3))
+    for read in (lambda: grad(u[:, :1], x), lambda: hessian(u[:, :1], x), lambda: partial(u[:, :1], x, 0),
+                 lambda: partial(u[:, :1], x, 1, 1), lambda: jacobian(u, x), lambda: div(u, x), lambda: curl(u, x)):
         with pytest.raises(ConfigError, match="computed this field's Laplacian from Gram matrices.*derivatives.gram=false"):
             read()
 
