@@ -422,7 +422,7 @@ def test_gram_auto_carries_gram_matrices_where_they_are_cheaper():
     assert carried(Poisson(dim=20), narrow, 20) is not GramLaplacian
     assert carried(Poisson(dim=20), wide, 20, gram=False) is not GramLaplacian
     assert carried(Poisson(dim=20), narrow, 20, gram=True) is GramLaplacian
-    heat = Heat()  # reads u_t: first derivatives are needed
+    heat = Heat()  # reads u_t, and u_xx apart from the other second derivatives
     assert carried(heat, MLP(heat.dim, 1, width=1, depth=2), heat.dim) is not GramLaplacian
 
     class PoissonWithFlux(Poisson):  # Laplacians only, but its (imagined) conditions read a gradient
