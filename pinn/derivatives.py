@@ -92,6 +92,7 @@ class ForwardEngine(Engine):
         self.second = "laplacian" if second == "auto" else second
         self.gram = gram
         self.values_and_laplacians = False  # whether the PDE reads nothing else (set by check_pde)
+        self._chain: tuple[nn.Module, list[nn.Module] | None] | None = None  # (network, its linear_chain)
 
     def check(self, model):
         check_supported(model)
@@ -117,7 +118,9 @@ class ForwardEngine(Engine):
         """The layers to propagate Gram matrices through, or ``None`` to carry first derivatives."""
         if self.gram is False or self.second != "laplacian":
             return None
-        layers = linear_chain(model)
+        if self._chain is None or self._chain[0] is not model:  # walk the network once, not at every step
+            self._chain = (model, linear_chain(model))
+        layers = self._chain[1]
         if self.gram is True:
             if layers is None:
                 raise _not_a_chain(model)
