@@ -13,8 +13,8 @@ from pinn.derivatives import AutogradEngine, ForwardEngine, StochasticEngine
 from pinn.errors import ConfigError
 from pinn.models import MLP
 from pinn.operators import laplacian, partial
-from pinn.pdes import (AllenCahn, Burgers, Cavity, Heat, HeatInverse, Helmholtz, Kovasznay, Poisson, PoissonInverse,
-                       PoissonLShape, Wave)
+from pinn.pdes import (AllenCahn, Burgers, Cavity, Heat, HeatInverse, Helmholtz, Kovasznay, Poisson, PoissonBall,
+                       PoissonInverse, PoissonLShape, Wave)
 from pinn.pdes.base import transfinite_interpolation
 from pinn.sampling import SobolSampler
 
@@ -28,6 +28,8 @@ CLOSED_FORM = {
     "wave": lambda: Wave(),
     "kovasznay": lambda: Kovasznay(),
     "kovasznay_re40": lambda: Kovasznay(reynolds=40.0),
+    "poisson_ball_2d": lambda: PoissonBall(dim=2, hard_constraint=False),
+    "poisson_ball_7d": lambda: PoissonBall(dim=7, coefficient_seed=3, hard_constraint=False),
     "poisson_inverse": lambda: PoissonInverse(noise=0.0, kappa_init=2.0),
     "heat_inverse": lambda: HeatInverse(noise=0.0, alpha_init=0.1),
 }
@@ -49,11 +51,33 @@ def test_exact_solution_makes_every_residual_vanish(name, float64):
         assert value.item() < 1e-24, (term, value.item())
 
 
-@pytest.mark.parametrize("name", ["helmholtz", "heat_1d", "wave", "kovasznay"])
+@pytest.mark.parametrize("name", ["helmholtz", "heat_1d", "wave", "kovasznay", "poisson_ball_7d"])
 def test_a_wrong_solution_leaves_a_residual(name, float64):
     pde = CLOSED_FORM[name]()
     losses = pde.losses(lambda x: 1.01 * pde.exact(x) + 0.01 * x[:, :1], sample(pde), AutogradEngine())
     assert max(v.item() for v in losses.values()) > 1e-6
+
+
+def test_poisson_ball_source_is_minus_the_laplacian_of_its_solution_in_many_dimensions(float64):
+    """The closed-form source against nested autograd, where the cost of d backward passes is
+    still small; the solution vanishes on the sphere and its coefficients follow their seed."""
+    pde = PoissonBall(dim=40)
+    x = pde.domain.sample("interior", 64, lambda n, k: torch.rand(n, k, dtype=torch.float64)).requires_grad_(True)
+    source = pde.source(x)
+    assert torch.allclose(-laplacian(pde.exact(x), x), source, rtol=1e-13, atol=1e-13 * source.abs().max().item())
+    sphere = pde.domain.sample("boundary", 64, lambda n, k: torch.rand(n, k, dtype=torch.float64))
+    assert pde.exact(sphere).abs().max().item() < 1e-13
+    assert torch.equal(PoissonBall(dim=40).coefficients, pde.coefficients)
+    assert not torch.equal(PoissonBall(dim=40, coefficient_seed=1).coefficients, pde.coefficients)
+    assert pde.coefficients.shape == (39,)
+    with pytest.raises(ConfigError, match="pde.dim must be at least 2"):
+        PoissonBall(dim=1)
+    with pytest.raises(ConfigError, match="pde.dim"):
+        PoissonBall(dim=0)
+    with pytest.raises(ConfigError, match="pde.hard_constraint"):
+        PoissonBall(hard_constraint="yes")
+    with pytest.raises(ConfigError, match="pde.coefficient_seed"):
+        PoissonBall(coefficient_seed=-1)
 
 
 def test_inverse_problems_report_their_coefficient(float64):
@@ -75,6 +99,7 @@ HARD = {
     "heat": lambda: Heat(hard_constraint=True),
     "wave": lambda: Wave(hard_constraint=True),
     "kovasznay": lambda: Kovasznay(hard_constraint=True),
+    "poisson_ball": lambda: PoissonBall(dim=6),
 }
 
 
@@ -227,7 +252,7 @@ def test_reference_sets():
     assert torch.allclose(burgers.exact(at_start), -torch.sin(math.pi * at_start[:, :1]), atol=1e-15)
 
 
-@pytest.mark.parametrize("pde", ["poisson", "poisson_lshape", "helmholtz", "heat", "wave", "burgers", "allen_cahn",
+@pytest.mark.parametrize("pde", ["poisson", "poisson_ball", "poisson_lshape", "helmholtz", "heat", "wave", "burgers", "allen_cahn",
                                  "kovasznay", "cavity", "poisson_inverse", "heat_inverse"])
 def test_every_pde_config_trains_a_few_steps(pde, compose_config, tmp_path):
     import train

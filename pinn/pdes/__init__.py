@@ -6,8 +6,8 @@ from pinn.pdes.burgers import Burgers
 from pinn.pdes.heat import Heat, HeatInverse
 from pinn.pdes.helmholtz import Helmholtz
 from pinn.pdes.navier_stokes import Cavity, Kovasznay
-from pinn.pdes.poisson import Poisson, PoissonInverse, PoissonLShape
+from pinn.pdes.poisson import Poisson, PoissonBall, PoissonInverse, PoissonLShape
 from pinn.pdes.wave import Wave
 
 __all__ = ["PDE", "AllenCahn", "Burgers", "Cavity", "Heat", "HeatInverse", "Helmholtz", "Kovasznay", "Poisson",
-           "PoissonInverse", "PoissonLShape", "Wave"]
+           "PoissonBall", "PoissonInverse", "PoissonLShape", "Wave"]
