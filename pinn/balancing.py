@@ -123,13 +123,16 @@ class LossBalance(nn.Module):
     def weights(self) -> dict[str, float]:
         return dict(zip(self.term_names, self.term_weights.tolist()))
 
-    def term_losses(self, residuals: dict[str, Tensor], points: dict[str, Tensor], pde) -> dict[str, Tensor]:
+    def term_losses(self, residuals: dict[str, Tensor], points: dict[str, Tensor], pde,
+                    independent: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         """Each term's loss from its pointwise residuals: causal and weighted for growth in time
         for the equation's terms where chosen, self-adaptive point weights where chosen,
-        otherwise the mean square."""
+        otherwise the mean square. With ``independent`` (the same residuals from an independent
+        stochastic estimate) each square is the product of the two instead: unbiased."""
         terms = {}
         for name, r in residuals.items():
-            square = r.square().sum(dim=1)  # (N,): the residual's components add up
+            # (N,): the residual's components add up
+            square = r.square().sum(dim=1) if independent is None else (r * independent[name]).sum(dim=1)
             if self.weighting == "self_adaptive" and r.shape[0] > 1:
                 if name not in self.point_weights:
                     self.point_weights[name] = nn.Parameter(torch.ones(r.shape[0], dtype=r.dtype, device=r.device))

@@ -17,7 +17,8 @@ underneath it (``derivatives`` in the config).
   afresh at every evaluation from PyTorch's (seeded, checkpointed) random state and shared by
   the points of that evaluation. Each point's Laplacian is then an unbiased estimate whose cost
   grows with ``samples``, not with the dimension: the engine for Laplacians in hundreds or
-  thousands of dimensions.
+  thousands of dimensions. The square of an unbiased estimate is not an unbiased estimate of
+  the square: with ``unbiased`` the trainer multiplies two independent estimates instead.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from pinn.errors import ConfigError, check_choice, check_positive
+from pinn.errors import ConfigError, check_choice, check_flag, check_positive
 from pinn.jet import SECOND_ORDER, Jet, check_supported, gram_laplacian, linear_chain, propagate
 
 
@@ -155,13 +156,26 @@ class StochasticEngine(Engine):
 
     The estimate is unbiased, with variance :math:`\frac{2}{K}\sum_{i \ne j} (\partial_{ij} u)^2`:
     zero for a separable field, larger the more the coordinates interact.
+
+    A squared residual built on it is biased upwards by that variance, and training then also
+    shrinks the variance, away from the solution where the solution's own mixed partials do not
+    vanish. With ``unbiased`` the trainer evaluates every residual twice, with independent
+    directions, and takes the mean of the products :math:`r_1 r_2` as each term's loss, whose
+    expectation is the mean square of the exact residual (for a residual linear in the
+    Laplacian, as all of the library's are; for one that is not, the bias is smaller but not
+    zero). It costs two evaluations.
+
+    Args:
+        samples: directions per evaluation, ``K``.
+        unbiased: multiply two independent estimates instead of squaring one.
     """
 
     name = "stochastic"
 
-    def __init__(self, *, samples: int = 16):
+    def __init__(self, *, samples: int = 16, unbiased: bool = False):
         check_positive("derivatives.samples", samples)
         self.samples = samples
+        self.unbiased = check_flag("derivatives.unbiased", unbiased)
 
     def check(self, model):
         check_supported(model)
@@ -181,19 +195,22 @@ class StochasticEngine(Engine):
         return x, propagate(model, Jet.seed(x, "laplacian", directions=directions))
 
     def __repr__(self) -> str:
-        return f"StochasticEngine(samples={self.samples})"
+        return f"StochasticEngine(samples={self.samples}{', unbiased=True' if self.unbiased else ''})"
 
 
 ENGINES = {"autograd": AutogradEngine, "forward": ForwardEngine, "stochastic": StochasticEngine}
 
 
 def make_engine(engine: str = "autograd", *, second: str = "auto", samples: int = 16,
-                gram: str | bool = "auto") -> Engine:
+                gram: str | bool = "auto", unbiased: bool = False) -> Engine:
     """The engine named ``engine`` (``derivatives.engine`` in the config); ``second`` and ``gram``
-    apply to the forward engine and ``samples`` to the stochastic one."""
+    apply to the forward engine, ``samples`` and ``unbiased`` to the stochastic one."""
     check_choice("derivatives.engine", engine, ENGINES)
+    if engine == "stochastic":
+        return StochasticEngine(samples=samples, unbiased=unbiased)
+    if check_flag("derivatives.unbiased", unbiased):
+        raise ConfigError(f"derivatives.unbiased=true applies to the stochastic engine, whose Laplacians are estimates; "
+                          f"the {engine} engine's are exact. Set derivatives.unbiased=false or derivatives=stochastic")
     if engine == "forward":
         return ForwardEngine(second=second, gram=gram)
-    if engine == "stochastic":
-        return StochasticEngine(samples=samples)
     return AutogradEngine()

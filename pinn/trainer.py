@@ -200,7 +200,10 @@ class Trainer:
     def losses(self, pde: PDE, model: nn.Module, engine: Engine, points: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """The weighted total and each term's loss (see :mod:`pinn.balancing` for the weights)."""
         balance = self.balance
-        if balance.needs_residuals:
+        if getattr(engine, "unbiased", False):  # two independent estimates, multiplied (pinn.derivatives)
+            first, second = pde.residuals(model, points, engine), pde.residuals(model, points, engine)
+            terms = balance.term_losses(first, points, pde, second)
+        elif balance.needs_residuals:
             terms = balance.term_losses(pde.residuals(model, points, engine), points, pde)
         else:
             terms = pde.losses(model, points, engine)
@@ -427,6 +430,9 @@ class Trainer:
         if balance.needs_residuals and type(pde).residuals is PDE.residuals:
             raise ConfigError(f"{balance} needs pointwise residuals, and {type(pde).__name__} defines only losses(); "
                               "give it a residuals() method")
+        if getattr(engine, "unbiased", False) and type(pde).residuals is PDE.residuals:
+            raise ConfigError(f"derivatives.unbiased=true multiplies pointwise residuals, and {type(pde).__name__} "
+                              "defines only losses(); give it a residuals() method or set derivatives.unbiased=false")
         self._loss_fn = self.losses
         if self.compile:
             if engine.name == "autograd":

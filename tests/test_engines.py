@@ -178,6 +178,54 @@ def test_stochastic_laplacian_is_unbiased():
     assert ((mean - exact.detach().squeeze(1)).abs() <= 5 * stderr).all()
 
 
+def test_unbiased_loss_multiplies_two_independent_estimates():
+    """Squaring an estimate overshoots the exact loss by the estimate's variance,
+    (2/K) Σ_{i≠j} (∂ᵢⱼu)² averaged over the points; the product of two independent estimates
+    (derivatives.unbiased=true) does not. Boundary terms hold no estimate and stay exact."""
+    torch.manual_seed(0)
+    pde = Poisson(dim=4, k=0.1)  # a small source: the residual is mostly the network's own Laplacian
+    model = MLP(4, 1, width=16, depth=2)
+    points = SobolSampler(n_interior=8, n_boundary=8).sample(pde.domain, torch.Generator().manual_seed(0),
+                                                             pde.point_sets)
+    exact = pde.losses(model, points, ForwardEngine())
+    hessians = torch.func.vmap(torch.func.hessian(lambda y: model(y[None])[0, 0]))(points["interior"])
+    off_diagonal = hessians.square().sum((1, 2)) - hessians.diagonal(dim1=1, dim2=2).square().sum(1)
+    samples, draws = 2, 3000
+    variance = (2 / samples * off_diagonal).mean()
+    assert variance > 0.05 * exact["pde"]  # large enough for the bias to show
+    trainer = Trainer(progress=False)
+    for unbiased, expected in ((False, exact["pde"] + variance), (True, exact["pde"])):
+        engine = StochasticEngine(samples=samples, unbiased=unbiased)
+        terms = [trainer.losses(pde, model, engine, points)[1] for _ in range(draws)]
+        pde_terms = torch.stack([t["pde"].detach() for t in terms])
+        stderr = pde_terms.std() / draws**0.5
+        assert variance > 10 * stderr  # the test can tell the two apart
+        assert (pde_terms.mean() - expected).abs() <= 5 * stderr, (unbiased, pde_terms.mean(), expected, stderr)
+        assert all(close(t["boundary"], exact["boundary"]) for t in terms[:5])
+
+
+def test_unbiased_loss_is_refused_where_it_means_nothing(tmp_path):
+    from pinn.derivatives import make_engine
+
+    with pytest.raises(ConfigError, match="derivatives.unbiased=true applies to the stochastic engine"):
+        make_engine("forward", unbiased=True)
+    with pytest.raises(ConfigError, match="derivatives.unbiased must be true or false"):
+        make_engine("stochastic", unbiased="yes")
+    assert make_engine("stochastic", unbiased=True).unbiased
+
+    class OnlyLosses(Poisson):
+        residuals = Poisson.__mro__[1].residuals  # the base class's: this PDE defines losses() only
+
+        def losses(self, model, points, engine):
+            return Poisson.residuals(self, model, points, engine)
+
+    with pytest.raises(ConfigError, match="derivatives.unbiased=true multiplies pointwise residuals"):
+        Trainer(max_steps=1, progress=False).fit(
+            pde=OnlyLosses(dim=2), model=MLP(2, 1, width=8, depth=2), engine=StochasticEngine(unbiased=True),
+            sampler=SobolSampler(n_interior=16, n_boundary=8), optimizer=Adam(),
+            generator=torch.Generator().manual_seed(0), run_dir=tmp_path)
+
+
 def test_stochastic_laplacian_is_exact_for_a_separable_field():
     # Rademacher v has v_i² = 1, so vᵀHv = tr H whenever H is diagonal.
     class Separable(nn.Module):
