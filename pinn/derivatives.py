@@ -161,9 +161,9 @@ class StochasticEngine(Engine):
     shrinks the variance, away from the solution where the solution's own mixed partials do not
     vanish. With ``unbiased`` the trainer evaluates every residual twice, with independent
     directions, and takes the mean of the products :math:`r_1 r_2` as each term's loss, whose
-    expectation is the mean square of the exact residual (for a residual linear in the
-    Laplacian, as all of the library's are; for one that is not, the bias is smaller but not
-    zero). It costs two evaluations.
+    expectation is the mean square of the exact residual for a residual affine in the
+    Laplacian, as all of the library's are (for one that is not, the mean of an estimated
+    residual is not the exact residual, and some bias remains). It costs two evaluations.
 
     Args:
         samples: directions per evaluation, ``K``.

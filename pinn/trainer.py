@@ -441,6 +441,11 @@ class Trainer:
                     "cannot compile the nested backward passes of the autograd engine"
                 )
             self._loss_fn = torch.compile(self.losses)
+        if getattr(engine, "unbiased", False) and optimizer.phase_at(self.max_steps - 1) == "lbfgs":
+            raise ConfigError(
+                "derivatives.unbiased=true gives a loss that changes at every evaluation and can be negative, which "
+                "an L-BFGS line search cannot use. Use optimizer=adam, or optimizer.switch_step >= trainer.max_steps"
+            )
         if self.resample_every and optimizer.phase_at(0) == "lbfgs":
             raise ConfigError(
                 "trainer.resample_every > 0 cannot work with L-BFGS from the first step: its line search and "

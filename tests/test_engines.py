@@ -8,7 +8,7 @@ from pinn.derivatives import AutogradEngine, ForwardEngine, StochasticEngine
 from pinn.errors import ConfigError
 from pinn.models import ACTIVATIONS, MLP
 from pinn.operators import curl, div, grad, hessian, jacobian, laplacian, partial
-from pinn.optim import Adam
+from pinn.optim import Adam, AdamLBFGS
 from pinn.pdes import Burgers, Cavity, Heat, Poisson
 from pinn.sampling import SobolSampler
 from pinn.trainer import Trainer
@@ -219,11 +219,18 @@ def test_unbiased_loss_is_refused_where_it_means_nothing(tmp_path):
         def losses(self, model, points, engine):
             return Poisson.residuals(self, model, points, engine)
 
-    with pytest.raises(ConfigError, match="derivatives.unbiased=true multiplies pointwise residuals"):
-        Trainer(max_steps=1, progress=False).fit(
-            pde=OnlyLosses(dim=2), model=MLP(2, 1, width=8, depth=2), engine=StochasticEngine(unbiased=True),
-            sampler=SobolSampler(n_interior=16, n_boundary=8), optimizer=Adam(),
+    def fit(pde, optimizer):
+        Trainer(max_steps=4, progress=False).fit(
+            pde=pde, model=MLP(2, 1, width=8, depth=2), engine=StochasticEngine(unbiased=True),
+            sampler=SobolSampler(n_interior=16, n_boundary=8), optimizer=optimizer,
             generator=torch.Generator().manual_seed(0), run_dir=tmp_path)
+
+    with pytest.raises(ConfigError, match="derivatives.unbiased=true multiplies pointwise residuals"):
+        fit(OnlyLosses(dim=2), Adam())
+    # A line search compares loss values, which here change at every evaluation and may be negative.
+    with pytest.raises(ConfigError, match="L-BFGS line search cannot use.*optimizer=adam"):
+        fit(Poisson(dim=2), AdamLBFGS(switch_step=3))
+    fit(Poisson(dim=2), AdamLBFGS(switch_step=4))  # L-BFGS never reached: fine
 
 
 def test_stochastic_laplacian_is_exact_for_a_separable_field():

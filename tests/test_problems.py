@@ -67,6 +67,11 @@ def test_poisson_ball_source_is_minus_the_laplacian_of_its_solution_in_many_dime
     assert torch.allclose(-laplacian(pde.exact(x), x), source, rtol=1e-13, atol=1e-13 * source.abs().max().item())
     sphere = pde.domain.sample("boundary", 64, lambda n, k: torch.rand(n, k, dtype=torch.float64))
     assert pde.exact(sphere).abs().max().item() < 1e-13
+    # The formula itself, term by term in plain Python, at one point:
+    point, c = x[0].tolist(), pde.coefficients.tolist()
+    g = sum(c[i] * math.sin(point[i] + math.cos(point[i + 1]) + point[i + 1] * math.cos(point[i])) for i in range(39))
+    assert pde.exact(x[:1]).item() == pytest.approx((1 - sum(p * p for p in point)) * g, rel=1e-13)
+    assert (pde.coefficients < 0).any() and abs(pde.coefficients.mean().item()) < 0.5  # c_i ~ N(0, 1)
     assert torch.equal(PoissonBall(dim=40).coefficients, pde.coefficients)
     assert not torch.equal(PoissonBall(dim=40, coefficient_seed=1).coefficients, pde.coefficients)
     assert pde.coefficients.shape == (39,)

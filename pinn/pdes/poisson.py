@@ -189,7 +189,9 @@ class PoissonBall(PDE):
         self.domain = Ball(center=[0.0] * dim, radius=1.0)
         self.boundary = Dirichlet(lambda x: torch.zeros_like(x[:, :1]))
         gen = torch.Generator().manual_seed(coefficient_seed)
-        self.coefficients = torch.randn(dim - 1, generator=gen, dtype=torch.float64)
+        # A buffer, so that it moves to the training device with the PDE (no copy in a CUDA graph).
+        self.register_buffer("coefficients", torch.randn(dim - 1, generator=gen, dtype=torch.float64),
+                             persistent=False)
         self.hard_constraint = check_flag("pde.hard_constraint", hard_constraint)
         self.point_sets = ("interior",) if hard_constraint else ("interior", "boundary")
 
