@@ -43,7 +43,7 @@ activations of :mod:`pinn.models`, the embeddings :class:`~pinn.models.FourierFe
 :class:`~pinn.models.PeriodicEmbedding`, and ``nn.Sequential`` / :class:`~pinn.models.MLP` /
 :class:`~pinn.models.ModifiedMLP` made of them, optionally wrapped in a hard-constraint
 :class:`pinn.models.OutputTransform` (product rule, with the transform's own derivatives from
-``torch.func``). Anything else is refused by
+``torch.func``, or in closed form where its functions give them, see :meth:`Jet.of_function`). Anything else is refused by
 :func:`check_supported` before training, never answered with wrong numbers.
 """
 
@@ -310,11 +310,20 @@ class Jet(DerivativeCarrier):
 
     @classmethod
     def of_function(cls, f: Callable[[Tensor], Tensor], seed: Jet) -> Jet:
-        """The jet of a pointwise function ``f`` of the points at the seed jet's points and
-        directions, by forward-mode products of ``torch.func.jvp``: ``f`` applied to the whole
-        batch with one direction per point (right because ``f`` is pointwise), nested once for the
-        second derivatives. ``f`` holds no trainable parameters, so the result is a constant of
-        the training step."""
+        r"""The jet of a pointwise function ``f`` of the points at the seed jet's points and
+        directions. ``f`` holds no trainable parameters, so the result is a constant of the
+        training step.
+
+        A function with a ``jet`` method (such as :class:`~pinn.pdes.base.VanishingOnBall`)
+        gives its derivatives in closed form: ``f.jet(seed)``. Otherwise they come from
+        forward-mode products of ``torch.func.jvp``: ``f`` applied to the whole batch with one
+        direction per point (right because ``f`` is pointwise), nested once, so that one pass
+        along ``(v, w)`` returns both :math:`\partial_v f` and :math:`w^\top \nabla^2 f\, v`.
+        Each direction then costs a few passes over the ``(N, d)`` points, which is what a
+        closed form saves in many dimensions."""
+        closed_form = getattr(f, "jet", None)
+        if closed_form is not None:
+            return closed_form(seed)
         x, directions = seed.value.detach(), seed.jac.detach()  # (N, d), (N, K, d)
         k = directions.shape[1]
         along = [directions[:, j, :].expand_as(x) for j in range(k)]
@@ -322,18 +331,21 @@ class Jet(DerivativeCarrier):
         def derivative(v: Tensor):
             return lambda y: torch.func.jvp(f, (y,), (v,))[1]
 
+        def pair(v: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+            return torch.func.jvp(derivative(v), (x,), (w,))  # ∂_v f and wᵀ ∇² f v
+
         value = f(x)
-        jac = torch.stack([derivative(v)(x) for v in along], dim=1)  # (N, K, k_out)
-
-        def second(v: Tensor, w: Tensor) -> Tensor:
-            return torch.func.jvp(derivative(v), (x,), (w,))[1]  # wᵀ ∇² f v
-
+        if seed.second == "hessian":
+            rows = [[pair(v, w) for w in along] for v in along]
+            jac = torch.stack([rows[j][j][0] for j in range(k)], dim=1)  # (N, K, k_out)
+            sec = torch.stack([torch.stack([p[1] for p in row], dim=1) for row in rows], dim=1)
+            return cls(value, jac, seed.second, sec, exact=seed.exact)
+        pairs = [pair(v, v) for v in along]
+        jac = torch.stack([p[0] for p in pairs], dim=1)
         if seed.second == "laplacian":
-            sec = sum(second(v, v) for v in along)
-        elif seed.second == "diagonal":
-            sec = torch.stack([second(v, v) for v in along], dim=1)
+            sec = sum(p[1] for p in pairs)
         else:
-            sec = torch.stack([torch.stack([second(v, w) for w in along], dim=1) for v in along], dim=1)
+            sec = torch.stack([p[1] for p in pairs], dim=1)
         return cls(value, jac, seed.second, sec, exact=seed.exact)
 
     # ------------------------------------------------------------------ behaving like the field

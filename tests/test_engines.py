@@ -257,6 +257,84 @@ def test_stochastic_laplacian_is_exact_for_a_separable_field():
     assert close(estimate, exact)
 
 
+def _directions(kind, n, d):
+    """The seed's directions: the coordinate axes, random ones shared by every point (the
+    stochastic engine's), or random ones per point."""
+    if kind == "axes":
+        return None
+    shape = (3, d) if kind == "shared" else (n, 3, d)
+    return torch.randn(shape)
+
+
+def _closed_form_second(f, x, directions, second):
+    """``f``'s second derivatives along the directions, from ``torch.func.hessian`` point by point."""
+    hess = torch.func.vmap(torch.func.hessian(lambda p: f(p[None])[0]))(x)  # (N, m, d, d)
+    n, d = x.shape
+    v = torch.eye(d).expand(n, -1, -1) if directions is None else directions.expand(n, -1, -1)
+    full = torch.einsum("nkd,nmde,nle->nklm", v, hess, v)  # (N, K, K, m)
+    if second == "hessian":
+        return full
+    diagonal = torch.diagonal(full, dim1=1, dim2=2).movedim(-1, 1)  # (N, K, m)
+    return diagonal if second == "diagonal" else diagonal.sum(dim=1)
+
+
+@pytest.mark.parametrize("second", ["laplacian", "diagonal", "hessian"])
+@pytest.mark.parametrize("kind", ["axes", "shared", "per_point"])
+def test_jet_of_a_function_matches_torch_func(second, kind):
+    # The general path of Jet.of_function (a hard constraint's base and scale), on a function
+    # with mixed second derivatives and two components.
+    from pinn.jet import Jet
+
+    def f(x):
+        return torch.cat([torch.sin(x[:, :1]) * x[:, 1:2].square() + torch.exp(x[:, 2:3]),
+                          x.square().sum(dim=1, keepdim=True) * x[:, :1]], dim=1)
+
+    torch.manual_seed(0)
+    x = torch.randn(7, 4)
+    directions = _directions(kind, 7, 4)
+    jet = Jet.of_function(f, Jet.seed(x, second, directions=directions))
+    v = torch.eye(4).expand(7, -1, -1) if directions is None else directions.expand(7, -1, -1)
+    jac = torch.einsum("nkd,nmd->nkm", v, torch.func.vmap(torch.func.jacrev(lambda p: f(p[None])[0]))(x))
+    assert close(jet.value, f(x)) and close(jet.jac, jac)
+    assert close(jet.sec, _closed_form_second(f, x, directions, second))
+
+
+@pytest.mark.parametrize("second", ["laplacian", "diagonal", "hessian"])
+@pytest.mark.parametrize("kind", ["axes", "shared", "per_point"])
+@pytest.mark.parametrize("center, radius", [([0.0] * 5, 1.0), ([0.3, -1.0, 0.0, 2.0, 0.5], 2.5)])
+def test_ball_factor_derivatives_in_closed_form(second, kind, center, radius):
+    from pinn.jet import Jet
+    from pinn.pdes.base import VanishingOnBall
+
+    factor = VanishingOnBall(center, radius)
+    torch.manual_seed(1)
+    x = torch.randn(9, 5)
+    seed = Jet.seed(x, second, directions=_directions(kind, 9, 5))
+    closed = factor.jet(seed)
+    general = Jet.of_function(lambda y: factor(y), seed)  # a plain function: torch.func's path
+    for name in ("value", "jac", "sec"):
+        a, b = getattr(closed, name), getattr(general, name)
+        assert a.shape == b.shape and close(a, b, rtol=1e-14), name
+    assert close(factor(x), 1 - (x - torch.tensor(center)).square().sum(dim=1, keepdim=True) / radius**2)
+    on_sphere = torch.tensor(center) + radius * nn.functional.normalize(torch.randn(20, 5), dim=1)
+    assert factor(on_sphere).abs().max().item() < 1e-14
+    with pytest.raises(ConfigError, match="radius"):
+        VanishingOnBall(center, 0.0)
+
+
+def test_jet_of_function_takes_a_closed_form_where_a_function_gives_one():
+    from pinn.jet import Jet
+
+    class Known:
+        def __call__(self, x):
+            raise AssertionError("of_function differentiated the function instead of asking for its jet")
+
+        def jet(self, seed):
+            return "its own jet"
+
+    assert Jet.of_function(Known(), Jet.seed(torch.randn(3, 2))) == "its own jet"
+
+
 @pytest.mark.parametrize("pde, gram", [(Poisson(dim=2), False), (Burgers(), False), (Poisson(dim=2), True)],
                          ids=["laplacian", "diagonal", "gram"])
 def test_compiled_loss_matches_eager(pde, gram, tmp_path):

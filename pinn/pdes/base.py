@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from pinn.derivatives import Engine
 from pinn.errors import ConfigError
 from pinn.geometry import Domain
+from pinn.jet import Jet
 
 Model = Callable[[Tensor], Tensor]
 
@@ -111,6 +112,70 @@ class PDE(nn.Module):
                 f"{what}: {int(outside.sum())} of {len(x)} points lie outside {self.domain} "
                 f"(the first at {first}); points must come from the PDE's own domain"
             )
+
+
+class VanishingOnBall:
+    r"""``(N, 1)``: :math:`q(x) = (r^2 - |x - c|^2) / r^2`, zero on the sphere of centre ``c``
+    and radius ``r``, one at its centre (the scale of a hard Dirichlet constraint on a ball).
+
+    It gives its own derivatives to the forward and stochastic engines (:meth:`jet`), in closed
+    form: along directions :math:`v, w`,
+
+    .. math::
+        \partial_v q = -2\, (x - c) \cdot v / r^2, \qquad \partial^2_{vw} q = -2\, v \cdot w / r^2,
+
+    so ``K`` directions cost one ``(N, d)`` by ``(d, K)`` product, where ``torch.func`` would
+    pass over the ``(N, d)`` points several times for each direction (in 1,000 dimensions with
+    16 random directions, or in 100 with the exact engine's 100, that was most of a step).
+
+    Args:
+        center: the centre ``c``, ``d`` numbers.
+        radius: ``r > 0``.
+    """
+
+    def __init__(self, center: Sequence[float], radius: float = 1.0):
+        self.center = tuple(float(c) for c in center)
+        self.radius = float(radius)
+        if not self.radius > 0:
+            raise ConfigError(f"the radius of a ball must be positive; got {radius}")
+        self._at_origin = not any(self.center)
+        self._centers: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+
+    def _offset(self, x: Tensor) -> Tensor:
+        """``x - c``. The centre is copied to the points' device once, not at every call (a copy
+        from the host inside a CUDA graph capture would be an error)."""
+        if self._at_origin:
+            return x
+        key = (x.device, x.dtype)
+        if key not in self._centers:
+            self._centers[key] = torch.tensor(self.center, dtype=x.dtype, device=x.device)
+        return x - self._centers[key]
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return 1 - self._offset(x).square().sum(dim=1, keepdim=True) / self.radius**2
+
+    def jet(self, seed: Jet) -> Jet:
+        """The jet of :math:`q` at the seed's points along its directions (``seed`` is the
+        identity's jet: its second derivatives are zero)."""
+        x, directions = seed.value.detach(), seed.jac.detach()  # (N, d), (N, K, d)
+        y, n = self._offset(x), x.shape[0]
+        c = -2 / self.radius**2
+        shared = directions.stride(0) == 0  # one set of directions for every point
+        v = directions[0] if shared else directions  # (K, d) or (N, K, d)
+        jac = (y @ v.T if shared else torch.einsum("nkd,nd->nk", v, y)).mul(c).unsqueeze(-1)  # (N, K, 1)
+        if seed.second == "hessian":
+            gram = v @ v.transpose(-1, -2)  # v_k · v_j: (K, K) or (N, K, K)
+            sec = (c * gram).unsqueeze(-1).expand(n, -1, -1, 1)  # (N, K, K, 1)
+        else:
+            sq = v.square().sum(dim=-1)  # |v_k|²: (K,) or (N, K)
+            if seed.second == "laplacian":
+                sec = (c * sq.sum(dim=-1)).reshape(-1, 1).expand(n, 1)  # (N, 1)
+            else:
+                sec = (c * sq).unsqueeze(-1).expand(n, -1, 1)  # (N, K, 1)
+        return Jet(self(x), jac, seed.second, sec, exact=seed.exact)
+
+    def __repr__(self) -> str:
+        return f"VanishingOnBall(radius={self.radius})"
 
 
 def vanishing_on_box(x: Tensor, lo: Tensor, hi: Tensor) -> Tensor:

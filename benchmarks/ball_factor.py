@@ -1,0 +1,122 @@
+"""Milliseconds per training step of `pde=poisson_ball` with the hard constraint's factor
+``1 - |x|²`` differentiated in closed form (``VanishingOnBall.jet``, what the PDE uses) against
+the same function differentiated by ``torch.func`` (the general path of ``Jet.of_function``),
+in the same process.
+
+    python benchmarks/ball_factor.py [--cases stochastic:1000:500 forward:100:500 ...]
+                                     [--repeats 5] [--seconds 1]
+
+Each case is ``engine:d:N``: the network of ``experiment=poisson_ball`` (3×128 gelu) inside
+``u = (1 - |x|²) N(x)`` on ``N`` fixed points of the unit ball in ``d`` dimensions, the loss of
+the trainer (the Laplacian exact under ``forward``, from 16 random directions drawn at every
+step under ``stochastic``), backward, one Adam step, with the points changed at every step (as
+with ``trainer.resample_every=1``: the factor's derivatives are cached while the points stay). The two versions take turns in blocks of
+about ``--seconds``; the printed times are medians over ``--repeats`` blocks, so that a load
+that comes and goes on the machine falls on both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+from common import make_step  # noqa: E402
+from pinn.derivatives import ForwardEngine, StochasticEngine  # noqa: E402
+from pinn.models import MLP, OutputTransform  # noqa: E402
+from pinn.pdes import PoissonBall  # noqa: E402
+from pinn.trainer import Trainer  # noqa: E402
+
+DEFAULT_CASES = ("stochastic:100:500", "stochastic:1000:500", "forward:10:500", "forward:100:500")
+
+
+def parse_case(case: str) -> tuple[str, int, int]:
+    try:
+        engine, d, n = case.split(":")
+        d, n = int(d), int(n)
+    except ValueError:
+        sys.exit(f"error: case {case!r} is not engine:d:N, e.g. stochastic:1000:500")
+    if engine not in ("forward", "stochastic") or d < 2 or n < 1:
+        sys.exit(f"error: case {case!r}: the engine must be forward or stochastic, d at least 2 and N positive")
+    return engine, d, n
+
+
+def check_same_loss(engine: str, pde, models: dict, points: dict) -> None:
+    """Both versions must compute the same loss (the same random directions for each)."""
+    engine = {"forward": ForwardEngine, "stochastic": StochasticEngine}[engine]()
+    losses = {}
+    for name, model in models.items():
+        torch.manual_seed(1)
+        losses[name] = Trainer().losses(pde, model, engine, points)[0].item()
+    a, b = losses.values()
+    if abs(a - b) > 1e-4 * abs(b):
+        sys.exit(f"error: the two versions disagree: losses {losses}")
+
+
+def compare(engine: str, d: int, n: int, repeats: int, seconds: float) -> dict[str, float]:
+    """Median milliseconds per step of the closed form and of torch.func on one case."""
+    pde = PoissonBall(dim=d)
+    torch.manual_seed(0)
+    draws = [pde.domain.interior(torch.rand(n, pde.domain.interior_unit_dim)) for _ in range(2)]
+    points = {"interior": draws[0].clone()}
+    steps, models = {}, {}
+    for name in ("torch.func", "closed form"):
+        torch.manual_seed(0)
+        model = pde.constrain(MLP(d, 1, width=128, depth=3, activation="gelu"))
+        if name == "torch.func":  # the same factor, seen as a plain function
+            factor = model.scale
+            model = OutputTransform(model.net, model.base, lambda x, factor=factor: factor(x))
+        models[name] = model
+        step = make_step(engine, pde, model, points, "cpu", lr=1e-9)  # the weights stay (nearly) put
+
+        def resampled(step=step, count=[0]):
+            # New points at every step, as in training (trainer.resample_every=1): the factor's
+            # jet is cached while the points stay the same, so with fixed points it would be free.
+            count[0] += 1
+            points["interior"].copy_(draws[count[0] % 2])
+            step()
+        steps[name] = resampled
+    check_same_loss(engine, pde, models, points)
+    for step in steps.values():  # warm up
+        for _ in range(2):
+            step()
+    start = time.perf_counter()
+    next(iter(steps.values()))()
+    block = max(1, round(seconds / (time.perf_counter() - start)))
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            for _ in range(block):
+                step()
+            times[name].append((time.perf_counter() - start) / block * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES),
+                        help="engine:d:N, e.g. stochastic:1000:500")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=1.0, help="length of one block of steps")
+    args = parser.parse_args()
+    cases = [parse_case(case) for case in args.cases]
+    print(f"# {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} thread(s), float32, median of {args.repeats} blocks")
+    print(f"{'engine:d:N':>22} {'torch.func':>12} {'closed form':>12} {'ratio':>7}")
+    for case, parsed in zip(args.cases, cases):
+        row = compare(*parsed, args.repeats, args.seconds)
+        print(f"{case:>22} {row['torch.func']:>9.2f} ms {row['closed form']:>9.2f} ms "
+              f"{row['torch.func'] / row['closed form']:>6.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
