@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import ROOT
 
@@ -66,3 +67,30 @@ def test_ball_factor_benchmark_compares_the_closed_form_with_torch_func():
         bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ball_factor.py"), "--cases", case],
                              cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert bad.returncode != 0 and message in bad.stderr and not bad.stdout, bad.stdout + bad.stderr
+
+
+def test_ball_baselines_fit_the_solution_better_with_each_kind_of_term():
+    out = run("ball_baselines.py", "--dims", "6", "--ranks", "2", "4", "--n-test", "400")
+    errors = {" ".join(line.split()[3:-1]): float(line.split()[-1]) for line in out.splitlines() if line.startswith("d =")}
+    assert list(errors) == ["constant", "linear", "linear + quadratic", "rank 2", "rank 4"], out
+    assert errors["constant"] > errors["linear"] > errors["rank 2"] > errors["linear + quadratic"], out
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ball_baselines.py"), "--dims", "1"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "at least 2" in bad.stderr and not bad.stdout
+
+
+def test_ball_baselines_quadratic_term_is_the_taylor_term():
+    # g(εx) = g(0) + ε ∇g(0)·x + ε² xᵀAx + O(ε³): the remainder shrinks 8-fold when ε halves.
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from ball_baselines import quadratic_term
+    from pinn.pdes import PoissonBall
+
+    pde = PoissonBall(dim=5, coefficient_seed=2)
+    a = quadratic_term(pde)
+    g = lambda x: pde._terms(x)[0]  # noqa: E731
+    x = torch.randn(3, 5, dtype=torch.float64)
+    zero = torch.zeros(1, 5, dtype=torch.float64)
+    gradient = torch.func.jacrev(lambda p: g(p[None])[0, 0])(zero[0])
+    remainders = [(g(eps * x) - g(zero) - eps * x @ gradient[:, None] - eps**2 * ((x @ a) * x).sum(1, keepdim=True))
+                  .abs().max().item() for eps in (1e-2, 5e-3)]
+    assert 6 < remainders[0] / remainders[1] < 10
