@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from common import make_step  # noqa: E402
+from common import alternate, make_step  # noqa: E402
 from pinn.derivatives import ForwardEngine, StochasticEngine  # noqa: E402
 from pinn.models import MLP, OutputTransform  # noqa: E402
 from pinn.pdes import PoissonBall  # noqa: E402
@@ -85,20 +84,7 @@ def compare(engine: str, d: int, n: int, repeats: int, seconds: float) -> dict[s
             step()
         steps[name] = resampled
     check_same_loss(engine, pde, models, points)
-    for step in steps.values():  # warm up
-        for _ in range(2):
-            step()
-    start = time.perf_counter()
-    next(iter(steps.values()))()
-    block = max(1, round(seconds / (time.perf_counter() - start)))
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            for _ in range(block):
-                step()
-            times[name].append((time.perf_counter() - start) / block * 1e3)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return alternate(steps, repeats, seconds, warmup=2)
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ first derivatives (``derivatives.gram=true``); plain ``forward`` carries first d
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 
@@ -92,3 +93,23 @@ def time_steps(step: Callable[[], None], device: str, *, iterations: int | None 
             sync(device)  # a bounded queue, so the clock check sees real progress
     sync(device)
     return 1000 * (time.perf_counter() - start) / steps, steps
+
+
+def alternate(steps: dict[str, Callable[[], None]], repeats: int, seconds: float, warmup: int = 3) -> dict[str, float]:
+    """Median milliseconds per step of each of ``steps`` (CPU), timed in turns: ``repeats`` rounds
+    of one block of about ``seconds`` per step function, so that a load that comes and goes on
+    the machine falls on all of them."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    start = time.perf_counter()
+    next(iter(steps.values()))()
+    block = max(1, round(seconds / (time.perf_counter() - start)))
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            for _ in range(block):
+                step()
+            times[name].append((time.perf_counter() - start) / block * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}

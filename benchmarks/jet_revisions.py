@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import pinn.jet  # noqa: E402
+from common import alternate  # noqa: E402
 from pinn.models import MLP  # noqa: E402
 
 DEFAULT_CASES = ("forward:2:2000", "forward:2:20000", "forward:10:2000", "forward:10:20000", "forward:100:2000",
@@ -79,20 +79,7 @@ def compare(kind: str, d: int, n: int, modules: dict, repeats: int, seconds: flo
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-9)  # the weights stay (nearly) where they are
     second = "diagonal" if kind == "diagonal" else "laplacian"
     steps = {name: make_step(m, model, x, optimizer, directions, second) for name, m in modules.items()}
-    for step in steps.values():  # warm up
-        for _ in range(3):
-            step()
-    start = time.perf_counter()
-    next(iter(steps.values()))()
-    block = max(1, round(seconds / (time.perf_counter() - start)))
-    times = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            for _ in range(block):
-                step()
-            times[name].append((time.perf_counter() - start) / block * 1e3)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return alternate(steps, repeats, seconds)
 
 
 def main() -> None:
