@@ -10,7 +10,11 @@ fit it). Each case is ``kind:d:N``: a 3x50 tanh MLP on ``N`` points in ``d`` dim
 loss ``mean((Δu + 1)²)`` with ``Δu`` exact (``forward``: the forward engine's Laplacian) or
 estimated from 16 random directions shared by the points (``stochastic``), or the heat-like
 ``mean((u_dd - u_1 + 1)²)`` from the forward engine's per-coordinate second derivatives
-(``diagonal``), backward, one Adam step. The two versions take turns in
+(``diagonal``), backward, one Adam step. ``hard`` and ``hard_stochastic`` are ``forward`` and
+``stochastic`` with the hard constraint ``u = (1 - |x|²) N(x)`` of ``pde=poisson_ball``, its
+factor a plain function (derivatives from ``torch.func``, ``Jet.of_function``'s general path)
+and new points at every step (the factor's derivatives are cached while the points stay the
+same). The two versions take turns in
 blocks of steps lasting about ``--seconds``; the printed times are the medians over
 ``--repeats`` blocks, so that a load that comes and goes on the machine falls on both.
 """
@@ -32,8 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 import pinn.jet  # noqa: E402
 from common import alternate  # noqa: E402
-from pinn.models import MLP  # noqa: E402
+from pinn.models import MLP, OutputTransform  # noqa: E402
 
+KINDS = ("forward", "stochastic", "diagonal", "hard", "hard_stochastic")
 DEFAULT_CASES = ("forward:2:2000", "forward:2:20000", "forward:10:2000", "forward:10:20000", "forward:100:2000",
                  "stochastic:100:2000", "stochastic:1000:2000", "stochastic:1000:20000")
 
@@ -49,8 +54,14 @@ def load_revision(rev: str):
     return module
 
 
-def make_step(jet_module, model, x, optimizer, directions, second):
+def make_step(jet_module, model, x, optimizer, directions, second, draws=None):
+    count = 0
+
     def step():
+        nonlocal count
+        if draws is not None:  # new points, as with trainer.resample_every=1
+            count += 1
+            x.copy_(draws[count % 2])
         optimizer.zero_grad(set_to_none=True)
         out = jet_module.propagate(model, jet_module.Jet.seed(x, second, directions=directions))
         residual = out.sec + 1.0 if second == "laplacian" else out.sec[:, -1] - out.jac[:, 0] + 1.0
@@ -65,8 +76,9 @@ def parse_case(case: str) -> tuple[str, int, int]:
         d, n = int(d), int(n)
     except ValueError:
         sys.exit(f"error: case {case!r} is not kind:d:N, e.g. forward:2:2000")
-    if kind not in ("forward", "stochastic", "diagonal") or d < 1 or n < 1:
-        sys.exit(f"error: case {case!r}: the kind must be forward, stochastic or diagonal, and d and N positive")
+    if kind not in KINDS or d < 1 or n < 1:
+        sys.exit(f"error: case {case!r}: the kind must be {', '.join(KINDS[:-1])} or {KINDS[-1]}, "
+                 "and d and N positive")
     return kind, d, n
 
 
@@ -75,10 +87,16 @@ def compare(kind: str, d: int, n: int, modules: dict, repeats: int, seconds: flo
     torch.manual_seed(0)
     model = MLP(d, 1, width=50, depth=3)
     x = torch.rand(n, d)
-    directions = (2 * torch.randint(0, 2, (16, d)).float() - 1) / 4 if kind == "stochastic" else None
+    draws = None
+    if kind.startswith("hard"):
+        model = OutputTransform(model, lambda y: torch.zeros_like(y[:, :1]),
+                                lambda y: 1 - y.square().sum(dim=1, keepdim=True))
+        draws = [torch.rand(n, d), torch.rand(n, d)]
+    stochastic = kind in ("stochastic", "hard_stochastic")
+    directions = (2 * torch.randint(0, 2, (16, d)).float() - 1) / 4 if stochastic else None
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-9)  # the weights stay (nearly) where they are
     second = "diagonal" if kind == "diagonal" else "laplacian"
-    steps = {name: make_step(m, model, x, optimizer, directions, second) for name, m in modules.items()}
+    steps = {name: make_step(m, model, x, optimizer, directions, second, draws) for name, m in modules.items()}
     return alternate(steps, repeats, seconds)
 
 

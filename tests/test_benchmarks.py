@@ -42,7 +42,7 @@ def test_derivatives_benchmark_prints_a_row_per_variant():
 def test_jet_revisions_compares_with_a_git_revision():
     if subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True).returncode != 0:
         pytest.skip("not a git checkout: there is no revision to compare with")
-    cases = ["forward:2:16", "stochastic:3:16", "diagonal:2:16"]
+    cases = ["forward:2:16", "stochastic:3:16", "diagonal:2:16", "hard:3:16", "hard_stochastic:3:16"]
     out = run("jet_revisions.py", "--rev", "HEAD", "--cases", *cases, "--repeats", "1", "--seconds", "0.01")
     rows = [line.split() for line in out.splitlines() if line.split()[:1] in [[c] for c in cases]]
     assert [r[0] for r in rows] == cases, out
@@ -50,7 +50,7 @@ def test_jet_revisions_compares_with_a_git_revision():
     for args, message in ((["--rev", "no-such-revision"], "cannot read pinn/jet.py at revision 'no-such-revision'"),
                           (["--rev", "HEAD", "--cases", "forward:2"], "case 'forward:2' is not kind:d:N"),
                           (["--rev", "HEAD", "--cases", "hessian:2:16"],
-                           "the kind must be forward, stochastic or diagonal")):
+                           "the kind must be forward, stochastic, diagonal, hard or hard_stochastic")):
         bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "jet_revisions.py"), *args],
                              cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert bad.returncode != 0 and message in bad.stderr and not bad.stdout, bad.stdout + bad.stderr
