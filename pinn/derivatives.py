@@ -31,7 +31,9 @@ import torch
 from torch import Tensor, nn
 
 from pinn.errors import ConfigError, check_choice, check_flag, check_positive
-from pinn.jet import SECOND_ORDER, Jet, check_supported, gram_laplacian, linear_chain, propagate
+from pinn.jet import (SECOND_ORDER, Jet, check_supported, gram_laplacian, gram_laplacian_of_transform, linear_chain,
+                      propagate)
+from pinn.models import OutputTransform
 
 
 class Engine(ABC):
@@ -75,8 +77,8 @@ class ForwardEngine(Engine):
         gram: for a PDE that reads only values and Laplacians, on a network of alternating
             linear layers and activations, carry the Gram matrices of the first derivatives
             (``width × width`` per point) instead of the first derivatives (``d × width``), so
-            that the cost stops growing with the dimension ``d`` (:func:`pinn.jet.gram_laplacian`).
-            ``auto``: where that is cheaper, ``d`` at least twice the widest hidden layer;
+            that the cost stops growing with the dimension ``d`` (:func:`pinn.jet.gram_laplacian`;
+            inside a hard constraint, :func:`pinn.jet.gram_laplacian_of_transform`). ``auto``: where that is cheaper, ``d`` at least twice the widest hidden layer;
             ``True``: always (an error where it cannot apply); ``False``: never.
     """
 
@@ -97,7 +99,7 @@ class ForwardEngine(Engine):
 
     def check(self, model):
         check_supported(model)
-        if self.gram is True and linear_chain(model) is None:
+        if self.gram is True and linear_chain(_network(model)) is None:
             raise _not_a_chain(model)
 
     def check_pde(self, pde):
@@ -120,7 +122,7 @@ class ForwardEngine(Engine):
         if self.gram is False or self.second != "laplacian":
             return None
         if self._chain is None or self._chain[0] is not model:  # walk the network once, not at every step
-            self._chain = (model, linear_chain(model))
+            self._chain = (model, linear_chain(_network(model)))
         layers = self._chain[1]
         if self.gram is True:
             if layers is None:
@@ -135,6 +137,8 @@ class ForwardEngine(Engine):
         x = x.detach()
         layers = self.gram_layers(model, x.shape[1])
         if layers is not None:
+            if isinstance(model, OutputTransform):
+                return x, gram_laplacian_of_transform(model, layers, x)
             return x, gram_laplacian(layers, x)
         return x, propagate(model, Jet.seed(x, self.second))
 
@@ -142,11 +146,16 @@ class ForwardEngine(Engine):
         return f"ForwardEngine(second={self.second!r}, gram={self.gram!r})"
 
 
+def _network(model: nn.Module) -> nn.Module:
+    """The network itself: inside a hard constraint, the network it wraps."""
+    return model.net if isinstance(model, OutputTransform) else model
+
+
 def _not_a_chain(model: nn.Module) -> ConfigError:
     return ConfigError(
         f"derivatives.gram=true needs a network of alternating linear layers and elementwise activations "
-        f"(model=mlp without Fourier features or a periodic embedding, and no hard constraint); this "
-        f"{type(model).__name__} is not one. Set derivatives.gram=auto or false"
+        f"(model=mlp without Fourier features or a periodic embedding, inside a hard constraint or not); this "
+        f"{type(_network(model)).__name__} is not one. Set derivatives.gram=auto or false"
     )
 
 

@@ -644,10 +644,18 @@ def gram_laplacian(layers: list[nn.Module], x: Tensor) -> GramLaplacian:
     is the same at every point; the last hidden layer needs only the diagonal,
     :math:`\operatorname{diag}(W S W^\top) = \sum_j W_{\cdot j} (S W^\top)_{j \cdot}`.
     """
+    value, lap, _ = _gram_chain(layers, x)
+    return GramLaplacian(value, lap)
+
+
+def _gram_chain(layers: list[nn.Module], x: Tensor, along: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Values and Laplacians of the chain at ``x`` by :func:`gram_laplacian`'s rule, and, given
+    per-point directions ``along`` ``(N, k, d)``, the derivatives along them ``(N, k, m)``."""
     first = layers[0]
     w = first.weight  # read once per layer: a factorized layer computes it on each read
     h = nn.functional.linear(x, w, first.bias)
     lap = None  # the points' own Laplacians are zero
+    slope = None if along is None else along @ w.T  # ∂h along each direction: (N, k, m)
     # The Gram matrix of h is kept as (p, w) with G = w p, p = S wᵀ (S: the input's Gram matrix;
     # for the points, the identity): its diagonal costs m² per point, the full matrix m³.
     p = w.T
@@ -657,14 +665,39 @@ def gram_laplacian(layers: list[nn.Module], x: Tensor) -> GramLaplacian:
         d1, d2, _ = RULES[type(activation)](activation, h, a)
         squares = (p * w.T).sum(dim=-2)  # diag(G) = Σ_i (∂h/∂x_i)²: (m,) for the first layer, else (N, m)
         lap = d2 * squares if lap is None else torch.addcmul(d2 * squares, d1, lap)
+        if slope is not None:
+            slope = d1.unsqueeze(1) * slope
         if i + 1 == len(layers):
-            return GramLaplacian(a, lap)
+            return a, lap, slope
         linear = layers[i + 1]
         weight = linear.weight
         h = nn.functional.linear(a, weight, linear.bias)
         lap = lap @ weight.T
+        if slope is not None:
+            slope = slope @ weight.T
         if i + 2 < len(layers):  # an activation follows, which needs this layer's Gram matrix
             gram = torch.matmul(w, p)  # (m, m), or (N, m, m)
             scaled = d1.unsqueeze(-1) * gram * d1.unsqueeze(-2)  # the Gram matrix of a: diag(σ') G diag(σ')
             p, w = scaled @ weight.T, weight
-    return GramLaplacian(h, lap if lap is not None else torch.zeros_like(h))
+    return h, lap if lap is not None else torch.zeros_like(h), slope
+
+
+def gram_laplacian_of_transform(module: OutputTransform, layers: list[nn.Module], x: Tensor) -> GramLaplacian:
+    r"""Values and exact Laplacians of a hard constraint :math:`u = b + s N` whose network ``N``
+    is the chain ``layers`` (see :func:`gram_laplacian`), at the points ``x`` ``(N, d)``:
+
+    .. math::
+        \Delta u = \Delta b + s\, \Delta N + 2\, \nabla s \cdot \nabla N + N\, \Delta s .
+
+    :math:`\Delta N` comes from the Gram matrices, and :math:`\nabla s \cdot \nabla N` is the
+    derivative of ``N`` along :math:`\nabla s`: one more direction per point through the chain
+    (per component of ``s``), at about the cost of the values. :math:`b` and :math:`s` with
+    their gradients and Laplacians come from :meth:`Jet.of_function` along the coordinate axes:
+    cheap where they are given in closed form (a ``jet`` method), ``d`` forward-mode passes over
+    the points otherwise."""
+    scale, base = _transform_jets(module, Jet.seed(x, "laplacian"))
+    value, lap, slope = _gram_chain(layers, x, along=scale.jac.transpose(1, 2))  # along ∇s: (N, k, d)
+    # One component of s scales every output; k components scale one output each.
+    slope = slope[:, 0, :] if slope.shape[1] == 1 else torch.diagonal(slope, dim1=1, dim2=2)
+    u = base.value + scale.value * value
+    return GramLaplacian(u, base.sec + scale.value * lap + 2 * slope + value * scale.sec)

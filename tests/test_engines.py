@@ -9,7 +9,7 @@ from pinn.errors import ConfigError
 from pinn.models import ACTIVATIONS, MLP
 from pinn.operators import curl, div, grad, hessian, jacobian, laplacian, partial
 from pinn.optim import Adam, AdamLBFGS
-from pinn.pdes import PDE, Burgers, Cavity, Heat, Poisson
+from pinn.pdes import PDE, Burgers, Cavity, Heat, Helmholtz, Poisson, PoissonBall
 from pinn.sampling import SobolSampler
 from pinn.trainer import Trainer
 
@@ -322,6 +322,19 @@ def test_ball_factor_derivatives_in_closed_form(second, kind, center, radius):
         VanishingOnBall(center, 0.0)
 
 
+@pytest.mark.parametrize("second", ["laplacian", "diagonal", "hessian"])
+def test_zero_values_have_zero_derivatives_in_closed_form(second):
+    from pinn.jet import Jet
+    from pinn.pdes.base import ZeroValues
+
+    zero = ZeroValues(2)
+    seed = Jet.seed(torch.randn(5, 3), second, directions=torch.randn(4, 3))
+    closed, general = zero.jet(seed), Jet.of_function(lambda y: zero(y), seed)
+    for name in ("value", "jac", "sec"):
+        a, b = getattr(closed, name), getattr(general, name)
+        assert a.shape == b.shape and not a.any() and not b.any(), name
+
+
 def test_jet_of_function_takes_a_closed_form_where_a_function_gives_one():
     from pinn.jet import Jet
 
@@ -541,6 +554,31 @@ def test_gram_laplacian_parameter_gradients_are_autograds():
         assert close(b, a)
 
 
+@pytest.mark.parametrize("pde", [PoissonBall(dim=6), PoissonBall(dim=3, hard_constraint=False), Poisson(dim=3, hard_constraint=True),
+                                 Helmholtz(hard_constraint=True)], ids=["ball", "ball-soft", "box", "helmholtz"])
+def test_gram_laplacian_inside_a_hard_constraint_agrees_with_autograd(pde):
+    # Δ(b + sN) = Δb + sΔN + 2∇s·∇N + NΔs, with ∇s·∇N carried along the chain as one more direction.
+    from pinn.jet import GramLaplacian
+
+    torch.manual_seed(0)
+    model = pde.constrain(MLP(pde.dim, 1, width=7, depth=3, activation="gelu"))
+    x = pde.domain.sample("interior", 40, lambda n, k: torch.rand(n, k, dtype=torch.float64))
+    grads = []
+    for engine in (AutogradEngine(), ForwardEngine(gram=True)):
+        engine.check(model)
+        engine.check_pde(pde)
+        xe, u = engine.evaluate(model, x)
+        assert isinstance(u, GramLaplacian) == isinstance(engine, ForwardEngine)
+        lap = laplacian(u, xe)
+        model.zero_grad()
+        (lap + torch.sin(u)).square().mean().backward()
+        grads.append((lap.detach(), [p.grad.clone() for p in model.parameters()]))
+    (lap_a, grads_a), (lap_g, grads_g) = grads
+    assert close(lap_g, lap_a)
+    for a, b in zip(grads_a, grads_g):
+        assert close(b, a)
+
+
 def test_gram_auto_carries_gram_matrices_where_they_are_cheaper():
     from pinn.jet import GramLaplacian
 
@@ -555,6 +593,9 @@ def test_gram_auto_carries_gram_matrices_where_they_are_cheaper():
     assert carried(Poisson(dim=20), narrow, 20) is not GramLaplacian
     assert carried(Poisson(dim=20), wide, 20, gram=False) is not GramLaplacian
     assert carried(Poisson(dim=20), narrow, 20, gram=True) is GramLaplacian
+    ball = PoissonBall(dim=20)  # inside a hard constraint: the network decides
+    assert carried(ball, ball.constrain(wide), 20) is GramLaplacian
+    assert carried(ball, ball.constrain(narrow), 20) is not GramLaplacian
     heat = Heat()  # reads u_t, and u_xx apart from the other second derivatives
     assert carried(heat, MLP(heat.dim, 1, width=1, depth=2), heat.dim) is not GramLaplacian
 

@@ -162,7 +162,10 @@ class VanishingOnBall:
         c = -2 / self.radius**2
         shared = directions.stride(0) == 0  # one set of directions for every point
         v = directions[0] if shared else directions  # (K, d) or (N, K, d)
-        jac = (y @ v.T if shared else torch.einsum("nkd,nd->nk", v, y)).mul(c).unsqueeze(-1)  # (N, K, 1)
+        if seed.exact:  # the coordinate axes: the gradient itself
+            jac = (c * y).unsqueeze(-1)
+        else:
+            jac = (y @ v.T if shared else torch.einsum("nkd,nd->nk", v, y)).mul(c).unsqueeze(-1)  # (N, K, 1)
         if seed.second == "hessian":
             gram = v @ v.transpose(-1, -2)  # v_k · v_j: (K, K) or (N, K, K)
             sec = (c * gram).unsqueeze(-1).expand(n, -1, -1, 1)  # (N, K, K, 1)
@@ -176,6 +179,28 @@ class VanishingOnBall:
 
     def __repr__(self) -> str:
         return f"VanishingOnBall(radius={self.radius})"
+
+
+class ZeroValues:
+    """``(N, m)`` zeros: the base of a hard constraint whose prescribed values are zero, with its
+    derivatives (zero too) in closed form, so the forward engines need not differentiate it."""
+
+    def __init__(self, components: int = 1):
+        self.components = components
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return x.new_zeros(x.shape[0], self.components)
+
+    def jet(self, seed: Jet) -> Jet:
+        n, k, _ = seed.jac.shape
+        zero = seed.value.new_zeros(())
+        shape = {"laplacian": (n, self.components), "diagonal": (n, k, self.components),
+                 "hessian": (n, k, k, self.components)}[seed.second]
+        return Jet(self(seed.value), zero.expand(n, k, self.components), seed.second, zero.expand(shape),
+                   exact=seed.exact)
+
+    def __repr__(self) -> str:
+        return f"ZeroValues({self.components})"
 
 
 def vanishing_on_box(x: Tensor, lo: Tensor, hi: Tensor) -> Tensor:

@@ -14,7 +14,7 @@ from pinn.errors import ConfigError, check_choice, check_flag, check_positive
 from pinn.geometry import Ball, Box
 from pinn.models import OutputTransform
 from pinn.operators import laplacian
-from pinn.pdes.base import PDE, Model, VanishingOnBall, relative_error, vanishing_on_box
+from pinn.pdes.base import PDE, Model, VanishingOnBall, ZeroValues, relative_error, vanishing_on_box
 from pinn.reference import lshape
 
 
@@ -226,8 +226,9 @@ class PoissonBall(PDE):
     def constrain(self, model: nn.Module) -> nn.Module:
         if not self.hard_constraint:
             return model
-        # 1 - |x|², with its derivatives in closed form for the forward and stochastic engines
-        return OutputTransform(model, lambda x: torch.zeros_like(x[:, :1]), VanishingOnBall([0.0] * self.dim))
+        # u = (1 - |x|²) N(x), with the derivatives of 0 and 1 - |x|² in closed form for the
+        # forward and stochastic engines
+        return OutputTransform(model, ZeroValues(), VanishingOnBall([0.0] * self.dim))
 
     # The same terms as on the box: the equation inside, the boundary unless built in.
     residuals = Poisson.residuals
