@@ -7,9 +7,10 @@ in the same process.
                                      [--repeats 5] [--seconds 1]
 
 Each case is ``engine:d:N``: the network of ``experiment=poisson_ball`` (3×128 gelu) inside
-``u = (1 - |x|²) N(x)`` on ``N`` fixed points of the unit ball in ``d`` dimensions, the loss of
-the trainer (the Laplacian exact under ``forward``, from 16 random directions drawn at every
-step under ``stochastic``), backward, one Adam step, with the points changed at every step (as
+``u = (1 - |x|²) N(x)`` on ``N`` points of the unit ball in ``d`` dimensions, the loss of the
+trainer (the Laplacian exact under ``forward``, carrying first derivatives, and under
+``forward+gram``, carrying Gram matrices; from 16 random directions drawn at every step under
+``stochastic``), backward, one Adam step, with the points changed at every step (as
 with ``trainer.resample_every=1``: the factor's derivatives are cached while the points stay). The two versions take turns in blocks of
 about ``--seconds``; the printed times are medians over ``--repeats`` blocks, so that a load
 that comes and goes on the machine falls on both.
@@ -34,6 +35,7 @@ from pinn.models import MLP, OutputTransform  # noqa: E402
 from pinn.pdes import PoissonBall  # noqa: E402
 from pinn.trainer import Trainer  # noqa: E402
 
+ENGINES = ("forward", "forward+gram", "stochastic")
 DEFAULT_CASES = ("stochastic:100:500", "stochastic:1000:500", "forward:10:500", "forward:100:500")
 
 
@@ -43,14 +45,16 @@ def parse_case(case: str) -> tuple[str, int, int]:
         d, n = int(d), int(n)
     except ValueError:
         sys.exit(f"error: case {case!r} is not engine:d:N, e.g. stochastic:1000:500")
-    if engine not in ("forward", "stochastic") or d < 2 or n < 1:
-        sys.exit(f"error: case {case!r}: the engine must be forward or stochastic, d at least 2 and N positive")
+    if engine not in ENGINES or d < 2 or n < 1:
+        sys.exit(f"error: case {case!r}: the engine must be forward, forward+gram or stochastic, d at least 2 "
+                 "and N positive")
     return engine, d, n
 
 
 def check_same_loss(engine: str, pde, models: dict, points: dict) -> None:
     """Both versions must compute the same loss (the same random directions for each)."""
-    engine = {"forward": ForwardEngine, "stochastic": StochasticEngine}[engine]()
+    engine = {"forward": lambda: ForwardEngine(gram=False), "forward+gram": lambda: ForwardEngine(gram=True),
+              "stochastic": StochasticEngine}[engine]()
     losses = {}
     for name, model in models.items():
         torch.manual_seed(1)
