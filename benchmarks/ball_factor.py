@@ -19,6 +19,7 @@ that comes and goes on the machine falls on both.
 from __future__ import annotations
 
 import argparse
+import itertools
 import platform
 import sys
 import time
@@ -80,11 +81,10 @@ def compare(engine: str, d: int, n: int, repeats: int, seconds: float) -> dict[s
         models[name] = model
         step = make_step(engine, pde, model, points, "cpu", lr=1e-9)  # the weights stay (nearly) put
 
-        def resampled(step=step, count=[0]):
+        def resampled(step=step, count=itertools.count(1)):
             # New points at every step, as in training (trainer.resample_every=1): the factor's
             # jet is cached while the points stay the same, so with fixed points it would be free.
-            count[0] += 1
-            points["interior"].copy_(draws[count[0] % 2])
+            points["interior"].copy_(draws[next(count) % 2])
             step()
         steps[name] = resampled
     check_same_loss(engine, pde, models, points)

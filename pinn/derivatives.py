@@ -78,8 +78,9 @@ class ForwardEngine(Engine):
             linear layers and activations, carry the Gram matrices of the first derivatives
             (``width × width`` per point) instead of the first derivatives (``d × width``), so
             that the cost stops growing with the dimension ``d`` (:func:`pinn.jet.gram_laplacian`;
-            inside a hard constraint, :func:`pinn.jet.gram_laplacian_of_transform`). ``auto``: where that is cheaper, ``d`` at least twice the widest hidden layer;
-            ``True``: always (an error where it cannot apply); ``False``: never.
+            inside a hard constraint, :func:`pinn.jet.gram_laplacian_of_transform`). ``auto``:
+            where that is cheaper, ``d`` at least twice the widest hidden layer; ``True``:
+            always (an error where it cannot apply); ``False``: never.
     """
 
     name = "forward"

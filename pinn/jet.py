@@ -43,8 +43,9 @@ activations of :mod:`pinn.models`, the embeddings :class:`~pinn.models.FourierFe
 :class:`~pinn.models.PeriodicEmbedding`, and ``nn.Sequential`` / :class:`~pinn.models.MLP` /
 :class:`~pinn.models.ModifiedMLP` made of them, optionally wrapped in a hard-constraint
 :class:`pinn.models.OutputTransform` (product rule, with the transform's own derivatives from
-``torch.func``, or in closed form where its functions give them, see :meth:`Jet.of_function`). Anything else is refused by
-:func:`check_supported` before training, never answered with wrong numbers.
+``torch.func``, or in closed form where its functions give them, see :meth:`Jet.of_function`).
+Anything else is refused by :func:`check_supported` before training, never answered with wrong
+numbers.
 """
 
 from __future__ import annotations
@@ -648,7 +649,8 @@ def gram_laplacian(layers: list[nn.Module], x: Tensor) -> GramLaplacian:
     return GramLaplacian(value, lap)
 
 
-def _gram_chain(layers: list[nn.Module], x: Tensor, along: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+def _gram_chain(layers: list[nn.Module], x: Tensor,
+                along: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
     """Values and Laplacians of the chain at ``x`` by :func:`gram_laplacian`'s rule, and, given
     per-point directions ``along`` ``(N, k, d)``, the derivatives along them ``(N, k, m)``."""
     first = layers[0]

@@ -178,7 +178,8 @@ class VanishingOnBall:
         return Jet(self(x), jac, seed.second, sec, exact=seed.exact)
 
     def __repr__(self) -> str:
-        return f"VanishingOnBall(radius={self.radius})"
+        center = "origin" if self._at_origin else list(self.center)
+        return f"VanishingOnBall(center={center}, radius={self.radius})"
 
 
 class ZeroValues:
