@@ -699,7 +699,17 @@ def gram_laplacian_of_transform(module: OutputTransform, layers: list[nn.Module]
     the points otherwise."""
     scale, base = _transform_jets(module, Jet.seed(x, "laplacian"))
     value, lap, slope = _gram_chain(layers, x, along=scale.jac.transpose(1, 2))  # along ∇s: (N, k, d)
-    # One component of s scales every output; k components scale one output each.
-    slope = slope[:, 0, :] if slope.shape[1] == 1 else torch.diagonal(slope, dim1=1, dim2=2)
+    # s and N broadcast as in u = b + s N: one component of either scales every component of
+    # the other, and k components of both pair up one by one.
+    k, m = slope.shape[1:]
+    if k == 1:
+        slope = slope[:, 0, :]
+    elif m == 1:
+        slope = slope[:, :, 0]
+    elif k == m:
+        slope = torch.diagonal(slope, dim1=1, dim2=2)
+    else:
+        raise ConfigError(f"a hard constraint's scale has {k} components and its network {m} outputs; "
+                          "give the scale one component or as many as the network has outputs")
     u = base.value + scale.value * value
     return GramLaplacian(u, base.sec + scale.value * lap + 2 * slope + value * scale.sec)

@@ -382,8 +382,9 @@ class OutputTransform(nn.Module):
     with ``N`` the wrapped network, ``b`` a field that meets the prescribed values and ``s`` a
     factor that vanishes where they are prescribed (a distance-like function of the boundary,
     or :math:`t - t_0` for initial values). ``b`` and ``s`` are pointwise functions of the points
-    ``(N, d) -> (N, m)`` or ``(N, 1)``, written with torch operations (the forward engine takes
-    their derivatives with ``torch.func``).
+    ``(N, d) -> (N, m)`` or ``(N, 1)``, written with torch operations. The forward and
+    stochastic engines take their derivatives with ``torch.func``, or from the function's own
+    ``jet(seed)`` method where it has one (:meth:`pinn.jet.Jet.of_function`).
     """
 
     def __init__(self, net: nn.Module, base, scale):

@@ -348,14 +348,15 @@ def test_jet_of_function_takes_a_closed_form_where_a_function_gives_one():
     assert Jet.of_function(Known(), Jet.seed(torch.randn(3, 2))) == "its own jet"
 
 
-@pytest.mark.parametrize("pde, gram", [(Poisson(dim=2), False), (Burgers(), False), (Poisson(dim=2), True)],
-                         ids=["laplacian", "diagonal", "gram"])
+@pytest.mark.parametrize("pde, gram", [(Poisson(dim=2), False), (Burgers(), False), (Poisson(dim=2), True),
+                                       (PoissonBall(dim=2), True)],
+                         ids=["laplacian", "diagonal", "gram", "gram-hard-constraint"])
 def test_compiled_loss_matches_eager(pde, gram, tmp_path):
     losses = []
     for compile in (False, True):
         torch.manual_seed(0)
         metrics = Trainer(max_steps=3, eval_every=3, n_test=50, progress=False, compile=compile).fit(
-            pde=pde, model=MLP(2, 1, width=8, depth=1), engine=ForwardEngine(gram=gram),
+            pde=pde, model=pde.constrain(MLP(2, 1, width=8, depth=1)), engine=ForwardEngine(gram=gram),
             sampler=SobolSampler(n_interior=32, n_boundary=8), optimizer=Adam(lr=1e-2),
             generator=torch.Generator().manual_seed(0), run_dir=tmp_path / str(compile), dtype=torch.float64)
         losses.append(metrics["loss"])
@@ -554,29 +555,73 @@ def test_gram_laplacian_parameter_gradients_are_autograds():
         assert close(b, a)
 
 
-@pytest.mark.parametrize("pde", [PoissonBall(dim=6), PoissonBall(dim=3, hard_constraint=False), Poisson(dim=3, hard_constraint=True),
-                                 Helmholtz(hard_constraint=True)], ids=["ball", "ball-soft", "box", "helmholtz"])
-def test_gram_laplacian_inside_a_hard_constraint_agrees_with_autograd(pde):
+def _transform(kind: str):
+    """A hard constraint ``u = b + s N`` on a chain network, for the Gram-matrix tests: the
+    constraints of the problem library, and variants of each part (a nonzero base, several
+    components of the scale or the network, chains that end in an activation, a single linear
+    layer, factorized layers)."""
+    from pinn.models import OutputTransform
+    from pinn.pdes.base import VanishingOnBall, vanishing_on_box
+
+    if kind in ("ball", "box", "helmholtz"):
+        pde = {"ball": lambda: PoissonBall(dim=6), "box": lambda: Poisson(dim=3, hard_constraint=True),
+               "helmholtz": lambda: Helmholtz(hard_constraint=True)}[kind]()
+        return pde.dim, pde.constrain(MLP(pde.dim, 1, width=7, depth=3, activation="gelu"))
+    d = 4
+    ball = VanishingOnBall([0.3, -0.2, 0.0, 0.5], 2.0)
+    base = lambda x: torch.cat([x[:, :1] ** 3, torch.sin(x[:, 1:2]) * x[:, 2:3]], dim=1)  # noqa: E731
+    lo, hi = torch.full((d,), -1.0), torch.full((d,), 1.0)
+    two_scales = lambda x: torch.cat([ball(x), vanishing_on_box(x, lo, hi)], dim=1)  # noqa: E731
+    net = {"base-two-outputs": lambda: MLP(d, 2, width=6, depth=2, activation="tanh"),
+           "two-scales-two-outputs": lambda: MLP(d, 2, width=6, depth=2, activation="silu"),
+           "two-scales-one-output": lambda: MLP(d, 1, width=6, depth=2, activation="softplus"),
+           "ends-with-activation": lambda: nn.Sequential(nn.Linear(d, 5), nn.Tanh(), nn.Linear(5, 2), nn.Tanh()),
+           "one-linear-layer": lambda: nn.Linear(d, 2),
+           "factorized": lambda: MLP(d, 2, width=6, depth=2, activation="sin", factorize=True)}[kind]()
+    scale = two_scales if kind.startswith("two-scales") else ball
+    return d, OutputTransform(net, base if kind != "two-scales-one-output" else ZeroValuesOf(2), scale)
+
+
+class ZeroValuesOf:  # a plain function (no jet): zeros of a given width
+    def __init__(self, m):
+        self.m = m
+
+    def __call__(self, x):
+        return torch.zeros(x.shape[0], self.m, dtype=x.dtype)
+
+
+@pytest.mark.parametrize("kind", ["ball", "box", "helmholtz", "base-two-outputs", "two-scales-two-outputs",
+                                  "two-scales-one-output", "ends-with-activation", "one-linear-layer", "factorized"])
+def test_gram_laplacian_inside_a_hard_constraint_agrees_with_autograd(kind):
     # Δ(b + sN) = Δb + sΔN + 2∇s·∇N + NΔs, with ∇s·∇N carried along the chain as one more direction.
     from pinn.jet import GramLaplacian
 
     torch.manual_seed(0)
-    model = pde.constrain(MLP(pde.dim, 1, width=7, depth=3, activation="gelu"))
-    x = pde.domain.sample("interior", 40, lambda n, k: torch.rand(n, k, dtype=torch.float64))
-    grads = []
+    d, model = _transform(kind)
+    x = torch.rand(40, d) * 1.2 - 0.6
+    results = []
     for engine in (AutogradEngine(), ForwardEngine(gram=True)):
         engine.check(model)
-        engine.check_pde(pde)
         xe, u = engine.evaluate(model, x)
         assert isinstance(u, GramLaplacian) == isinstance(engine, ForwardEngine)
-        lap = laplacian(u, xe)
+        laps = torch.cat([laplacian(u[:, j : j + 1], xe) for j in range(u.shape[1])], dim=1)
         model.zero_grad()
-        (lap + torch.sin(u)).square().mean().backward()
-        grads.append((lap.detach(), [p.grad.clone() for p in model.parameters()]))
-    (lap_a, grads_a), (lap_g, grads_g) = grads
-    assert close(lap_g, lap_a)
+        (laps + torch.sin(u)).square().mean().backward()
+        results.append((u.detach() if isinstance(u, torch.Tensor) else u.value, laps.detach(),
+                        [p.grad.clone() for p in model.parameters()]))
+    (value_a, lap_a, grads_a), (value_g, lap_g, grads_g) = results
+    assert close(value_g, value_a) and close(lap_g, lap_a)
     for a, b in zip(grads_a, grads_g):
         assert close(b, a)
+
+
+def test_gram_inside_a_hard_constraint_refuses_mismatched_components():
+    from pinn.models import OutputTransform
+
+    model = OutputTransform(MLP(3, 2, width=4, depth=1), lambda x: torch.zeros(x.shape[0], 3),
+                            lambda x: torch.ones(x.shape[0], 3))
+    with pytest.raises(ConfigError, match="scale has 3 components and its network 2 outputs"):
+        ForwardEngine(gram=True).evaluate(model, torch.randn(5, 3))
 
 
 def test_gram_auto_carries_gram_matrices_where_they_are_cheaper():
@@ -588,21 +633,21 @@ def test_gram_auto_carries_gram_matrices_where_they_are_cheaper():
         engine.check_pde(pde)
         return type(engine.evaluate(model, torch.randn(4, d))[1])
 
-    wide, narrow = MLP(20, 1, width=10, depth=2), MLP(20, 1, width=11, depth=2)
-    assert carried(Poisson(dim=20), wide, 20) is GramLaplacian  # d = 20 >= 2 x 10
-    assert carried(Poisson(dim=20), narrow, 20) is not GramLaplacian
-    assert carried(Poisson(dim=20), wide, 20, gram=False) is not GramLaplacian
-    assert carried(Poisson(dim=20), narrow, 20, gram=True) is GramLaplacian
+    width10, width11 = MLP(20, 1, width=10, depth=2), MLP(20, 1, width=11, depth=2)
+    assert carried(Poisson(dim=20), width10, 20) is GramLaplacian  # d = 20 >= 2 x 10
+    assert carried(Poisson(dim=20), width11, 20) is not GramLaplacian
+    assert carried(Poisson(dim=20), width10, 20, gram=False) is not GramLaplacian
+    assert carried(Poisson(dim=20), width11, 20, gram=True) is GramLaplacian
     ball = PoissonBall(dim=20)  # inside a hard constraint: the network decides
-    assert carried(ball, ball.constrain(wide), 20) is GramLaplacian
-    assert carried(ball, ball.constrain(narrow), 20) is not GramLaplacian
+    assert carried(ball, ball.constrain(width10), 20) is GramLaplacian
+    assert carried(ball, ball.constrain(width11), 20) is not GramLaplacian
     heat = Heat()  # reads u_t, and u_xx apart from the other second derivatives
     assert carried(heat, MLP(heat.dim, 1, width=1, depth=2), heat.dim) is not GramLaplacian
 
     class PoissonWithFlux(Poisson):  # Laplacians only, but its (imagined) conditions read a gradient
         needs_gradient = True
 
-    assert carried(PoissonWithFlux(dim=20), wide, 20) is not GramLaplacian
+    assert carried(PoissonWithFlux(dim=20), width10, 20) is not GramLaplacian
     with_features = MLP(20, 1, width=4, depth=2, fourier_features=4)  # not a chain of linear layers
     assert carried(Poisson(dim=20), with_features, 20) is not GramLaplacian
 

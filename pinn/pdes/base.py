@@ -167,7 +167,8 @@ class VanishingOnBall:
         else:
             jac = (y @ v.T if shared else torch.einsum("nkd,nd->nk", v, y)).mul(c).unsqueeze(-1)  # (N, K, 1)
         if seed.second == "hessian":
-            gram = v @ v.transpose(-1, -2)  # v_k · v_j: (K, K) or (N, K, K)
+            # v_k · v_j: (K, K) or (N, K, K); for the axes, the identity
+            gram = torch.eye(x.shape[1], dtype=x.dtype, device=x.device) if seed.exact else v @ v.transpose(-1, -2)
             sec = (c * gram).unsqueeze(-1).expand(n, -1, -1, 1)  # (N, K, K, 1)
         else:
             sq = v.square().sum(dim=-1)  # |v_k|²: (K,) or (N, K)
