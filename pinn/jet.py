@@ -537,7 +537,9 @@ def _transform_jets(module: OutputTransform, seed: Jet) -> tuple[Jet, Jet]:
     key = (x.untyped_storage().data_ptr(), x.storage_offset(), tuple(x.shape), tuple(x.stride()), x.dtype,
            x.device, x._version, seed.second, seed.exact)
     cached = getattr(module, "_jet_cache", None)
-    if shared and cached is not None and cached[0] == key and torch.equal(cached[1], directions):
+    # An exact seed's directions are the coordinate axes (exact is in the key): no need to compare
+    # them, which on a GPU would wait for the device.
+    if shared and cached is not None and cached[0] == key and (seed.exact or torch.equal(cached[1], directions)):
         return cached[3], cached[4]
     scale, base = Jet.of_function(module.scale, seed), Jet.of_function(module.base, seed)
     module._jet_cache = (key, directions, x, scale, base) if shared else None

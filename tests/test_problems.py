@@ -287,11 +287,12 @@ def test_user_defined_pde_from_its_own_folder(tmp_path):
     assert "NonlinearPoisson" in done.stderr + done.stdout
 
 
-def test_hard_constraint_jets_are_reused_only_for_the_same_points(float64):
+@pytest.mark.parametrize("gram", [False, True])
+def test_hard_constraint_jets_are_reused_only_for_the_same_points(float64, gram):
     pde = Poisson(hard_constraint=True)
     torch.manual_seed(0)
     model = pde.constrain(MLP(2, 1, width=8, depth=2).double())
-    engine = ForwardEngine()
+    engine = ForwardEngine(gram=gram)
 
     def both(x):
         xf, uf = engine.evaluate(model, x)
