@@ -10,10 +10,10 @@ Each case is ``engine:d:N``: the network of ``experiment=poisson_ball`` (3×128 
 ``u = (1 - |x|²) N(x)`` on ``N`` points of the unit ball in ``d`` dimensions, the loss of the
 trainer (the Laplacian exact under ``forward``, carrying first derivatives, and under
 ``forward+gram``, carrying Gram matrices; from 16 random directions drawn at every step under
-``stochastic``), backward, one Adam step, with the points changed at every step (as
-with ``trainer.resample_every=1``: the factor's derivatives are cached while the points stay). The two versions take turns in blocks of
-about ``--seconds``; the printed times are medians over ``--repeats`` blocks, so that a load
-that comes and goes on the machine falls on both.
+``stochastic``), backward, one Adam step, with the points changed at every step (as with
+``trainer.resample_every=1``: the factor's derivatives are cached while the points stay). The
+two versions take turns in blocks of about ``--seconds``; the printed times are medians over
+``--repeats`` blocks, so that a load that comes and goes on the machine falls on both.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from common import alternate, make_step  # noqa: E402
+from common import alternate, make_step, parse_case  # noqa: E402
 from pinn.derivatives import ForwardEngine, StochasticEngine  # noqa: E402
 from pinn.models import MLP, OutputTransform  # noqa: E402
 from pinn.pdes import PoissonBall  # noqa: E402
@@ -38,18 +38,6 @@ from pinn.trainer import Trainer  # noqa: E402
 
 ENGINES = ("forward", "forward+gram", "stochastic")
 DEFAULT_CASES = ("stochastic:100:500", "stochastic:1000:500", "forward:10:500", "forward:100:500")
-
-
-def parse_case(case: str) -> tuple[str, int, int]:
-    try:
-        engine, d, n = case.split(":")
-        d, n = int(d), int(n)
-    except ValueError:
-        sys.exit(f"error: case {case!r} is not engine:d:N, e.g. stochastic:1000:500")
-    if engine not in ENGINES or d < 2 or n < 1:
-        sys.exit(f"error: case {case!r}: the engine must be forward, forward+gram or stochastic, d at least 2 "
-                 "and N positive")
-    return engine, d, n
 
 
 def check_same_loss(engine: str, pde, models: dict, points: dict) -> None:
@@ -98,7 +86,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=1.0, help="length of one block of steps")
     args = parser.parse_args()
-    cases = [parse_case(case) for case in args.cases]
+    cases = [parse_case(case, ENGINES, name="engine", example="stochastic:1000:500", min_dim=2)
+             for case in args.cases]
     print(f"# {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s), float32, median of {args.repeats} blocks")
     print(f"{'engine:d:N':>22} {'torch.func':>12} {'closed form':>12} {'ratio':>7}")

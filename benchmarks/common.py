@@ -16,6 +16,7 @@ first derivatives (``derivatives.gram=true``); plain ``forward`` carries first d
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -113,3 +114,17 @@ def alternate(steps: dict[str, Callable[[], None]], repeats: int, seconds: float
                 step()
             times[name].append((time.perf_counter() - start) / block * 1e3)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def parse_case(case: str, choices: tuple[str, ...], *, name: str, example: str,
+               min_dim: int = 1) -> tuple[str, int, int]:
+    """``name:d:N`` (``forward:2:2000``) as ``(name, d, N)``; a clear exit for anything else."""
+    try:
+        label, d, n = case.split(":")
+        d, n = int(d), int(n)
+    except ValueError:
+        sys.exit(f"error: case {case!r} is not {name}:d:N, e.g. {example}")
+    if label not in choices or d < min_dim or n < 1:
+        sys.exit(f"error: case {case!r}: the {name} must be {', '.join(choices[:-1])} or {choices[-1]}, "
+                 f"d at least {min_dim} and N positive")
+    return label, d, n

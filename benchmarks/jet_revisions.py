@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import pinn.jet  # noqa: E402
-from common import alternate  # noqa: E402
+from common import alternate, parse_case  # noqa: E402
 from pinn.models import MLP, OutputTransform  # noqa: E402
 
 KINDS = ("forward", "stochastic", "diagonal", "hard", "hard_stochastic")
@@ -70,18 +70,6 @@ def make_step(jet_module, model, x, optimizer, directions, second, draws=None):
     return step
 
 
-def parse_case(case: str) -> tuple[str, int, int]:
-    try:
-        kind, d, n = case.split(":")
-        d, n = int(d), int(n)
-    except ValueError:
-        sys.exit(f"error: case {case!r} is not kind:d:N, e.g. forward:2:2000")
-    if kind not in KINDS or d < 1 or n < 1:
-        sys.exit(f"error: case {case!r}: the kind must be {', '.join(KINDS[:-1])} or {KINDS[-1]}, "
-                 "and d and N positive")
-    return kind, d, n
-
-
 def compare(kind: str, d: int, n: int, modules: dict, repeats: int, seconds: float) -> dict:
     """Median milliseconds per step of each module in ``modules`` on one case."""
     torch.manual_seed(0)
@@ -107,7 +95,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=0.3, help="length of one block of steps")
     args = parser.parse_args()
-    cases = [parse_case(case) for case in args.cases]
+    cases = [parse_case(case, KINDS, name="kind", example="forward:2:2000") for case in args.cases]
     modules = {"revision": load_revision(args.rev), "current": pinn.jet}
     print(f"# {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s), float32, median of {args.repeats} blocks")

@@ -183,7 +183,7 @@ def _distinct_rows(jac: Tensor) -> Tensor:
     return jac[:1] if jac.stride(0) == 0 else jac
 
 
-def _shared_zero_second(jac: Tensor, second: str) -> Tensor:
+def shared_zero_second(jac: Tensor, second: str) -> Tensor:
     """Zero second derivatives of the field whose first derivatives are ``jac`` ``(N, K, m)``:
     one zero broadcast to their shape (read-only; it takes the memory of one number)."""
     n, k, m = jac.shape
@@ -238,7 +238,7 @@ class Jet(DerivativeCarrier):
             jac = torch.eye(d, dtype=x.dtype, device=x.device).expand(n, d, d)
         else:
             jac = directions.expand(n, -1, -1) if directions.dim() == 2 else directions
-        return cls(x, jac, second, _shared_zero_second(jac, second), exact=directions is None, zero_second=True)
+        return cls(x, jac, second, shared_zero_second(jac, second), exact=directions is None, zero_second=True)
 
     # ------------------------------------------------------------------ propagation
 
@@ -252,7 +252,7 @@ class Jet(DerivativeCarrier):
         else:
             jac = self.jac @ weight.T
         if self.zero_second:
-            zero = _shared_zero_second(jac, self.second)
+            zero = shared_zero_second(jac, self.second)
             return Jet(value, jac, self.second, zero, exact=self.exact, zero_second=True)
         return Jet(value, jac, self.second, self.sec @ weight.T, exact=self.exact)
 

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from pinn.derivatives import Engine
 from pinn.errors import ConfigError
 from pinn.geometry import Domain
-from pinn.jet import Jet
+from pinn.jet import Jet, shared_zero_second
 
 Model = Callable[[Tensor], Tensor]
 
@@ -195,11 +195,8 @@ class ZeroValues:
 
     def jet(self, seed: Jet) -> Jet:
         n, k, _ = seed.jac.shape
-        zero = seed.value.new_zeros(())
-        shape = {"laplacian": (n, self.components), "diagonal": (n, k, self.components),
-                 "hessian": (n, k, k, self.components)}[seed.second]
-        return Jet(self(seed.value), zero.expand(n, k, self.components), seed.second, zero.expand(shape),
-                   exact=seed.exact)
+        jac = seed.value.new_zeros(()).expand(n, k, self.components)
+        return Jet(self(seed.value), jac, seed.second, shared_zero_second(jac, seed.second), exact=seed.exact)
 
     def __repr__(self) -> str:
         return f"ZeroValues({self.components})"
