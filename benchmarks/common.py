@@ -10,7 +10,8 @@ instead of the trainer's default multi-tensor one (17 multi-tensor operations pe
 capturable form, in torch's source), a candidate for graphed steps, where each kernel counts.
 ``gram`` makes the forward engine carry Gram matrices of the first derivatives instead of the
 first derivatives (``derivatives.gram=true``); plain ``forward`` carries first derivatives
-(``derivatives.gram=false``), whatever the dimension.
+(``derivatives.gram=false``), whatever the dimension. ``triton`` runs each hidden layer after
+the first as one Triton kernel, forward and backward (``derivatives.triton=true``, a CUDA GPU).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pinn.cuda_graph import CapturedStep, prepare_adam
 from pinn.derivatives import AutogradEngine, ForwardEngine, StochasticEngine
 from pinn.trainer import Trainer
 
-OPTIONS = ("compile", "graph", "tf32", "fused", "gram")
+OPTIONS = ("compile", "graph", "tf32", "fused", "gram", "triton")
 
 
 def parse(variant: str) -> tuple[str, set[str]]:
@@ -46,9 +47,13 @@ def make_step(variant: str, pde, model, points, device, lr: float = 1e-3, sample
         raise ValueError(f"{variant}: refused, as by the trainer: nested backward passes do not capture reliably")
     if "gram" in options and name != "forward":
         raise ValueError(f"{variant}: gram is an option of the forward engine")
-    engine = {"autograd": AutogradEngine, "forward": lambda: ForwardEngine(gram="gram" in options),
-              "stochastic": lambda: StochasticEngine(samples=samples)}[name]()
+    if "triton" in options and name == "autograd":
+        raise ValueError(f"{variant}: triton is an option of the forward and stochastic engines")
+    triton = "triton" in options
+    engine = {"autograd": AutogradEngine, "forward": lambda: ForwardEngine(gram="gram" in options, triton=triton),
+              "stochastic": lambda: StochasticEngine(samples=samples, triton=triton)}[name]()
     engine.check_pde(pde)
+    engine.check_device(torch.device(device))
     torch.backends.cuda.matmul.allow_tf32 = "tf32" in options
     losses = Trainer().losses
     if "compile" in options:

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Every GPU check and benchmark in one run (about 6 minutes on an H100):
+# Every GPU check and benchmark in one run (about 8 minutes on an H100):
 #
 #   bash benchmarks/gpu.sh [OUTPUT_DIR] [PART ...]     # default: outputs/gpu, every part
 #
 # Each part writes OUTPUT_DIR/PART.txt and prints its last lines; a part that fails or runs
 # past its time limit does not stop the others. Parts, in order:
-#   tests        the CUDA-graph and pre-flight tests
+#   tests        the CUDA-graph, pre-flight and fused-kernel (derivatives.triton) tests
 #   deepxde      benchmarks/vs_deepxde.py, 2,000 + 400 points, 1,000 iterations
 #   deepxde200k  the same at 200,000 + 40,000 points, 200 iterations
+#   triton       benchmarks/triton_blocks.py: block sizes and warps of the fused layer, 2,000 and 200,000 points
 #   tf32         benchmarks/tf32.py: the loss and gradient error of TF32 matrix products
 #   engines      benchmarks/derivatives.py: every engine, eager and graphed, d = 2 ... 100
 #   stochastic   the stochastic engine and the forward one (with and without Gram matrices) at d = 10, 100, 1000
@@ -16,7 +17,7 @@ set -u
 cd "$(dirname "$0")/.."
 out=${1:-outputs/gpu}
 shift || true
-all="tests deepxde deepxde200k tf32 engines stochastic suite"
+all="tests deepxde deepxde200k triton tf32 engines stochastic suite"
 parts=${*:-$all}
 for part in $parts; do
     [[ " $all " == *" $part "* ]] || { echo "unknown part '$part'; parts: $all" >&2; exit 2; }
@@ -42,15 +43,18 @@ python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version
 # pyproject.toml's options run the tests on pytest-xdist workers (-n auto); where it is not
 # installed, the same options without -n, in one process.
 if python -c "import xdist" 2>/dev/null; then serial=(-n 0); suite=(-n 8); else serial=(-o "addopts=-m 'not slow'"); suite=("${serial[@]}"); fi
-run tests 150 python -m pytest -q "${serial[@]}" -p no:cacheprovider tests/test_cuda_graph.py tests/test_preflight.py
+run tests 150 python -m pytest -q "${serial[@]}" -p no:cacheprovider tests/test_cuda_graph.py tests/test_preflight.py tests/test_fused.py
 run deepxde 240 python benchmarks/vs_deepxde.py --device cuda --iterations 1000 --variants deepxde autograd \
     forward forward+graph forward+graph+fused forward+compile forward+compile+graph forward+compile+graph+fused \
-    forward+compile+graph+tf32
+    forward+compile+graph+tf32 forward+triton forward+triton+graph forward+triton+graph+fused \
+    forward+triton+compile+graph+fused
 run deepxde200k 200 python benchmarks/vs_deepxde.py --device cuda --iterations 200 --interior 200000 \
     --boundary 40000 --variants deepxde autograd forward forward+graph forward+graph+tf32 forward+compile \
-    forward+compile+graph forward+compile+graph+tf32
+    forward+compile+graph forward+compile+graph+tf32 forward+triton forward+triton+graph forward+triton+graph+tf32 \
+    forward+triton+compile+graph
+run triton 180 python benchmarks/triton_blocks.py --device cuda
 run tf32 90 python benchmarks/tf32.py
 run engines 180 python benchmarks/derivatives.py --device cuda --seconds 0.5
 run stochastic 120 python benchmarks/derivatives.py --device cuda --dims 10 100 1000 --points 1000 \
-    --variants stochastic stochastic+graph forward forward+graph forward+gram forward+gram+graph
+    --variants stochastic stochastic+graph stochastic+triton+graph forward forward+graph forward+gram forward+gram+graph
 run suite 300 python -m pytest -q -x "${suite[@]}" -p no:cacheprovider

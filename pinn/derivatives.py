@@ -30,6 +30,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from pinn import fused
 from pinn.errors import ConfigError, check_choice, check_flag, check_positive
 from pinn.jet import (SECOND_ORDER, Jet, check_supported, gram_laplacian, gram_laplacian_of_transform, linear_chain,
                       propagate)
@@ -47,6 +48,9 @@ class Engine(ABC):
     def check_pde(self, pde) -> None:
         """Raise before training if this engine cannot give what ``pde``'s residuals ask for
         (its ``second_order`` and ``needs_gradient``); adapt to it where the engine's settings allow."""
+
+    def check_device(self, device: torch.device) -> None:
+        """Raise before training if this engine cannot run on ``device``."""
 
     @abstractmethod
     def evaluate(self, model: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, Tensor | Jet]:
@@ -79,19 +83,26 @@ class ForwardEngine(Engine):
             (``width × width`` per point) instead of the first derivatives (``d × width``), so
             that the cost stops growing with the dimension ``d`` (:func:`pinn.jet.gram_laplacian`;
             inside a hard constraint, :func:`pinn.jet.gram_laplacian_of_transform`). ``auto``:
-            where that is cheaper, ``d`` at least twice the widest hidden layer; ``True``:
-            always (an error where it cannot apply); ``False``: never.
+            where that is cheaper, ``d`` at least twice the widest hidden layer (not with
+            ``triton``); ``True``: always (an error where it cannot apply); ``False``: never.
+        triton: run each hidden layer of an MLP (linear map and activation) as one Triton
+            kernel, forward and backward (:mod:`pinn.fused`): less memory traffic on a GPU.
+            ``laplacian`` mode only; needs a CUDA device and Triton.
     """
 
     name = "forward"
 
-    def __init__(self, *, second: str = "auto", gram: str | bool = "auto"):
+    def __init__(self, *, second: str = "auto", gram: str | bool = "auto", triton: bool = False):
         check_choice("derivatives.second", second, ("auto", *SECOND_ORDER))
         if not (gram is True or gram is False or gram == "auto"):  # not 0 or 1, which equal False and True
             raise ConfigError(f"derivatives.gram must be auto, true or false; got {gram!r}")
         if gram is True and second not in ("auto", "laplacian"):
             raise ConfigError(f"derivatives.gram=true carries Laplacians only, not second derivatives as {second!r}; "
                               "set derivatives.gram=false or derivatives.second=laplacian")
+        self.triton = _check_triton(triton)
+        if self.triton and gram is True:
+            raise ConfigError("derivatives.triton=true fuses the layers that carry first derivatives, which "
+                              "derivatives.gram=true does not; set one of them to false")
         self.requested = second
         self.second = "laplacian" if second == "auto" else second
         self.gram = gram
@@ -113,6 +124,9 @@ class ForwardEngine(Engine):
                 f"carries less; set derivatives.second={need} (or auto)"
             )
         self.values_and_laplacians = self.second == "laplacian" and not pde.needs_gradient
+        if self.triton and self.second != "laplacian":
+            raise ConfigError(f"derivatives.triton=true fuses the laplacian mode only, but {type(pde).__name__} needs "
+                              f"second derivatives as {self.second!r}; set derivatives.triton=false")
         if self.gram is True and not self.values_and_laplacians:
             wants = "exact first derivatives" if pde.needs_gradient else f"second derivatives as {self.second!r}"
             raise ConfigError(f"derivatives.gram=true gives values and Laplacians only, but {type(pde).__name__} also "
@@ -120,7 +134,7 @@ class ForwardEngine(Engine):
 
     def gram_layers(self, model, dim: int) -> list[nn.Module] | None:
         """The layers to propagate Gram matrices through, or ``None`` to carry first derivatives."""
-        if self.gram is False or self.second != "laplacian":
+        if self.gram is False or self.second != "laplacian" or self.triton:
             return None
         if self._chain is None or self._chain[0] is not model:  # walk the network once, not at every step
             self._chain = (model, linear_chain(_network(model)))
@@ -141,10 +155,22 @@ class ForwardEngine(Engine):
             if isinstance(model, OutputTransform):
                 return x, gram_laplacian_of_transform(model, layers, x)
             return x, gram_laplacian(layers, x)
-        return x, propagate(model, Jet.seed(x, self.second))
+        return x, propagate(model, Jet.seed(x, self.second), triton=self.triton)
+
+    def check_device(self, device):
+        if self.triton:
+            fused.check_available(device)
 
     def __repr__(self) -> str:
-        return f"ForwardEngine(second={self.second!r}, gram={self.gram!r})"
+        return f"ForwardEngine(second={self.second!r}, gram={self.gram!r}{', triton=True' if self.triton else ''})"
+
+
+def _check_triton(triton) -> bool:
+    """``derivatives.triton`` as a bool, refused where Triton is not installed."""
+    if check_flag("derivatives.triton", triton) and fused.triton is None:
+        raise ConfigError("derivatives.triton=true needs Triton, which is not installed (pip install triton; "
+                          "CUDA builds of PyTorch bring it). Set derivatives.triton=false")
+    return bool(triton)
 
 
 def _network(model: nn.Module) -> nn.Module:
@@ -182,10 +208,11 @@ class StochasticEngine(Engine):
 
     name = "stochastic"
 
-    def __init__(self, *, samples: int = 16, unbiased: bool = False):
+    def __init__(self, *, samples: int = 16, unbiased: bool = False, triton: bool = False):
         check_positive("derivatives.samples", samples)
         self.samples = samples
         self.unbiased = check_flag("derivatives.unbiased", unbiased)
+        self.triton = _check_triton(triton)
 
     def check(self, model):
         check_supported(model)
@@ -202,25 +229,34 @@ class StochasticEngine(Engine):
         x = x.detach()
         signs = torch.randint(0, 2, (self.samples, x.shape[1]), device=x.device).to(x.dtype)
         directions = (2 * signs - 1) / math.sqrt(self.samples)  # (K, d), shared by all points
-        return x, propagate(model, Jet.seed(x, "laplacian", directions=directions))
+        return x, propagate(model, Jet.seed(x, "laplacian", directions=directions), triton=self.triton)
+
+    def check_device(self, device):
+        if self.triton:
+            fused.check_available(device)
 
     def __repr__(self) -> str:
-        return f"StochasticEngine(samples={self.samples}{', unbiased=True' if self.unbiased else ''})"
+        return (f"StochasticEngine(samples={self.samples}{', unbiased=True' if self.unbiased else ''}"
+                f"{', triton=True' if self.triton else ''})")
 
 
 ENGINES = {"autograd": AutogradEngine, "forward": ForwardEngine, "stochastic": StochasticEngine}
 
 
 def make_engine(engine: str = "autograd", *, second: str = "auto", samples: int = 16,
-                gram: str | bool = "auto", unbiased: bool = False) -> Engine:
+                gram: str | bool = "auto", unbiased: bool = False, triton: bool = False) -> Engine:
     """The engine named ``engine`` (``derivatives.engine`` in the config); ``second`` and ``gram``
-    apply to the forward engine, ``samples`` and ``unbiased`` to the stochastic one."""
+    apply to the forward engine, ``samples`` and ``unbiased`` to the stochastic one, ``triton``
+    to both."""
     check_choice("derivatives.engine", engine, ENGINES)
     if engine == "stochastic":
-        return StochasticEngine(samples=samples, unbiased=unbiased)
+        return StochasticEngine(samples=samples, unbiased=unbiased, triton=triton)
     if check_flag("derivatives.unbiased", unbiased):
         raise ConfigError(f"derivatives.unbiased=true applies to the stochastic engine, whose Laplacians are estimates; "
                           f"the {engine} engine's are exact. Set derivatives.unbiased=false or derivatives=stochastic")
     if engine == "forward":
-        return ForwardEngine(second=second, gram=gram)
+        return ForwardEngine(second=second, gram=gram, triton=triton)
+    if check_flag("derivatives.triton", triton):
+        raise ConfigError("derivatives.triton=true fuses the layers of the forward and stochastic engines; the "
+                          "autograd engine has none to fuse. Set derivatives.triton=false or derivatives=forward")
     return AutogradEngine()

@@ -56,6 +56,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from pinn import fused
 from pinn.errors import ConfigError
 from pinn.models import MLP, FactorizedLinear, ModifiedMLP, OutputTransform, Sine, TrigEmbedding
 from pinn.operators import DerivativeCarrier
@@ -546,18 +547,28 @@ def _transform_jets(module: OutputTransform, seed: Jet) -> tuple[Jet, Jet]:
     return scale, base
 
 
-def propagate(module: nn.Module, jet: Jet) -> Jet:
-    """Push ``jet`` through ``module`` (see :func:`check_supported` for what is supported)."""
+def propagate(module: nn.Module, jet: Jet, *, triton: bool = False) -> Jet:
+    """Push ``jet`` through ``module`` (see :func:`check_supported` for what is supported).
+
+    With ``triton``, each linear layer of an ``nn.Sequential`` (an MLP) that is followed by an
+    activation runs together with it as one Triton kernel where :func:`pinn.fused.applies`
+    (``laplacian`` mode, hidden layers, tanh or sine, a CUDA GPU), and as below elsewhere."""
     if isinstance(module, MLP):
-        return propagate(module.net, jet)
+        return propagate(module.net, jet, triton=triton)
     if isinstance(module, ModifiedMLP):
         return _modified_mlp(module, jet)
     if isinstance(module, OutputTransform):  # applied to the network's input jet, the seed
-        inner = propagate(module.net, jet)
+        inner = propagate(module.net, jet, triton=triton)
         return inner.shifted_product(*_transform_jets(module, jet))
     if isinstance(module, nn.Sequential):
-        for layer in module:
-            jet = propagate(layer, jet)
+        layers, i = list(module), 0
+        while i < len(layers):
+            if (triton and i + 1 < len(layers) and jet.second == "laplacian" and not jet.zero_second
+                    and fused.applies(layers[i], layers[i + 1], jet.value, jet.jac, jet.sec)):
+                value, jac, sec = fused.linear_activate(layers[i], layers[i + 1], jet.value, jet.jac, jet.sec)
+                jet, i = Jet(value, jac, "laplacian", sec, exact=jet.exact), i + 2
+            else:
+                jet, i = propagate(layers[i], jet, triton=triton), i + 1
         return jet
     if isinstance(module, (nn.Linear, FactorizedLinear)):
         return jet.linear(module.weight, module.bias)  # FactorizedLinear.weight is diag(exp(s)) V

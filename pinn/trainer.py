@@ -415,6 +415,7 @@ class Trainer:
         logger = (logger or NullLogger()) if comm.is_main else NullLogger()
         engine.check(model)
         engine.check_pde(pde)
+        engine.check_device(device)
         if comm.is_main and isinstance(engine, ForwardEngine) and engine.gram_layers(model, pde.dim) is not None:
             log.info("derivatives: Laplacians from Gram matrices (derivatives.gram=%s, d = %d): values and Laplacians "
                      "only, no first derivatives", str(engine.gram).lower(), pde.dim)

@@ -21,6 +21,7 @@ def run(script, *args):
 
 def test_vs_deepxde_trains_every_variant_on_the_same_problem():
     variants = ["autograd", "forward", "forward+fused"] + (["deepxde"] if importlib.util.find_spec("deepxde") else [])
+    variants += ["forward+triton"] if importlib.util.find_spec("triton") and os.environ.get("TRITON_INTERPRET") == "1" else []
     out = run("vs_deepxde.py", "--iterations", "3", "--interior", "32", "--boundary", "8", "--variants", *variants)
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split() and line.split()[0] in variants}
     assert set(rows) == set(variants), out
@@ -37,6 +38,15 @@ def test_derivatives_benchmark_prints_a_row_per_variant():
     rows = [line.split() for line in out.splitlines() if line.split()[:2] == ["2", "64"]]
     assert [r[2] for r in rows] == variants, out
     assert all(float(r[3]) > 0 for r in rows) and rows[1][5].endswith("x"), out
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("triton") or os.environ.get("TRITON_INTERPRET") != "1",
+                    reason="needs Triton's interpreter (a GPU run times the settings: benchmarks/gpu.sh)")
+def test_triton_blocks_runs_every_setting():
+    out = run("triton_blocks.py", "--points", "16", "--device", "cpu")
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] == ["16"]]
+    assert [r[1] for r in rows] == ["forward"] + ["forward+triton"] * 5, out
+    assert all(float(r[4]) > 0 for r in rows), out
 
 
 def test_jet_revisions_compares_with_a_git_revision():

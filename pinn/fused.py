@@ -1,0 +1,273 @@
+r"""One Triton kernel for a hidden layer of the forward engine: the linear map and the activation's
+chain rule in one pass over the points, and one for its backward pass (``derivatives.triton``).
+
+A hidden layer of a Laplacian jet (:mod:`pinn.jet`) maps the incoming value :math:`a`, first
+derivatives :math:`J_k` (``K`` directions) and Laplacian :math:`L` by the weight, then applies
+the activation:
+
+.. math::
+    h = W a + b, \quad h_k = W J_k, \quad h_L = W L, \qquad
+    a' = \sigma(h), \quad J'_k = \sigma'(h)\, h_k, \quad
+    L' = \sigma'(h)\, h_L + \sigma''(h) \textstyle\sum_k h_k^2 .
+
+Unfused, each of these is a kernel of its own that reads and writes ``K + 2`` rows of width
+``m`` per point through memory, and the backward pass reads tensors saved for it. On a large
+point set that memory traffic, not the arithmetic, sets the step's time. Here each block of
+points is read once, multiplied by the weight in registers, and written once; nothing of the
+pre-activation is saved. The backward pass recomputes :math:`h, h_k, h_L` from the layer's
+inputs (which the previous layer's backward pass needs anyway) and, with
+:math:`(g_a, G_k, g_L)` the gradients arriving for :math:`(a', J'_k, L')`,
+
+.. math::
+    g_h = \sigma' g_a + \sigma'' \textstyle\sum_k G_k h_k + g_L (\sigma'' h_L + \sigma''' \sum_k h_k^2),
+    \quad g_{h_k} = \sigma' G_k + 2 \sigma'' g_L h_k, \quad g_{h_L} = \sigma' g_L,
+
+then the inputs' gradients :math:`g_h W`, :math:`g_{h_k} W`, :math:`g_{h_L} W` and the weight's
+:math:`g_h^\top a + \sum_k g_{h_k}^\top J_k + g_{h_L}^\top L` (summed over its blocks by a fixed
+number of programs, each writing one partial sum, so the result does not depend on timing).
+
+Supported: the ``laplacian`` mode of the forward and stochastic engines, activations tanh and
+sine, float32 and float64, on a CUDA GPU with Triton installed. The matrix products follow
+``torch.backends.cuda.matmul.allow_tf32`` (``trainer.tf32``): IEEE float32 unless TF32 is allowed.
+Everywhere else a layer falls back to the unfused path. With ``TRITON_INTERPRET=1`` set before
+Triton is first imported, the kernels run on the CPU in Triton's interpreter (slowly): that is
+how the tests check them on a machine without a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor, nn
+
+from pinn.errors import ConfigError
+from pinn.models import Sine
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # the fused kernels are optional; derivatives.triton=true says what is missing
+    triton = None
+
+#: activations with a kernel: their number in the kernels' ``ACT`` switch
+ACTIVATIONS = {nn.Tanh: 0, Sine: 1}
+FORWARD_BLOCK, BACKWARD_BLOCK, WARPS = 32, 32, 4
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def why_unavailable(device: torch.device) -> str | None:
+    """Why the kernels cannot run on ``device`` (``None``: they can)."""
+    if triton is None:
+        return "Triton is not installed (pip install triton, or a CUDA build of PyTorch, which brings it)"
+    if device.type == "cuda" or (device.type == "cpu" and interpreting()):
+        return None
+    return f"they run on a CUDA GPU, not on {device.type} (TRITON_INTERPRET=1 runs them on the CPU, for tests only)"
+
+
+def applies(layer: nn.Module, activation: nn.Module, value: Tensor, jac: Tensor, sec: Tensor | None) -> bool:
+    """Whether the fused layer computes ``activation(layer(...))`` of this jet: a plain linear
+    layer, a supported activation, first derivatives stored per point (not one set shared by
+    every point, as the first layer's are) and second derivatives that are not the seed's zero,
+    all small enough for the kernels' 32-bit offsets."""
+    return (type(layer) is nn.Linear and type(activation) in ACTIVATIONS and sec is not None
+            and jac.stride(0) != 0 and value.dtype in (torch.float32, torch.float64)
+            and jac.shape[0] * jac.shape[1] * max(layer.in_features, layer.out_features) < 2**31
+            and why_unavailable(value.device) is None)
+
+
+def _pad(n: int) -> int:
+    return max(16, triton.next_power_of_2(n))  # tl.dot needs every dimension of at least 16
+
+
+def _precision(dtype: torch.dtype) -> str:
+    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
+        return "tf32"
+    return "ieee"
+
+
+if triton is not None:
+
+    @triton.jit
+    def _activation(h, ACT: tl.constexpr):
+        """σ(h), σ', σ'', σ‴ (tanh from exp, which every Triton backend and its interpreter have)."""
+        if ACT == 0:
+            e = tl.exp(-2.0 * tl.abs(h))
+            t = (1.0 - e) / (1.0 + e)
+            t = tl.where(h < 0, -t, t)
+            d1 = 1.0 - t * t
+            return t, d1, -2.0 * t * d1, -2.0 * d1 * (1.0 - 3.0 * t * t)
+        else:
+            s = tl.sin(h)
+            c = tl.cos(h)
+            return s, c, -s, -c
+
+    @triton.jit
+    def _forward_kernel(v_ptr, j_ptr, s_ptr, w_ptr, b_ptr, ov_ptr, oj_ptr, os_ptr, n,
+                        sv, sj0, sj1, ss,
+                        MI: tl.constexpr, MO: tl.constexpr, MI_P: tl.constexpr, MO_P: tl.constexpr,
+                        K: tl.constexpr, BLOCK: tl.constexpr, ACT: tl.constexpr, HAS_BIAS: tl.constexpr,
+                        PRECISION: tl.constexpr):
+        rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        cin, cout = tl.arange(0, MI_P), tl.arange(0, MO_P)
+        in_mask = (rows[:, None] < n) & (cin[None, :] < MI)
+        out_mask = (rows[:, None] < n) & (cout[None, :] < MO)
+        # Wᵀ, (MI_P, MO_P), zero-padded
+        wt = tl.load(w_ptr + cout[None, :] * MI + cin[:, None], mask=(cin[:, None] < MI) & (cout[None, :] < MO),
+                     other=0.0)
+        h = tl.dot(tl.load(v_ptr + rows[:, None] * sv + cin[None, :], mask=in_mask, other=0.0), wt,
+                   input_precision=PRECISION)
+        if HAS_BIAS:
+            h += tl.load(b_ptr + cout, mask=cout < MO, other=0.0)[None, :]
+        a, d1, d2, d3 = _activation(h, ACT)
+        tl.store(ov_ptr + rows[:, None] * MO + cout[None, :], a, mask=out_mask)
+        square_sum = tl.zeros((BLOCK, MO_P), dtype=h.dtype)
+        for k in tl.static_range(K):
+            hk = tl.dot(tl.load(j_ptr + rows[:, None] * sj0 + k * sj1 + cin[None, :], mask=in_mask, other=0.0), wt,
+                        input_precision=PRECISION)
+            square_sum += hk * hk
+            tl.store(oj_ptr + rows[:, None] * (K * MO) + k * MO + cout[None, :], d1 * hk, mask=out_mask)
+        hl = tl.dot(tl.load(s_ptr + rows[:, None] * ss + cin[None, :], mask=in_mask, other=0.0), wt,
+                    input_precision=PRECISION)
+        tl.store(os_ptr + rows[:, None] * MO + cout[None, :], d1 * hl + d2 * square_sum, mask=out_mask)
+
+    @triton.jit
+    def _backward_kernel(v_ptr, j_ptr, s_ptr, w_ptr, b_ptr, gv_ptr, gj_ptr, gs_ptr,
+                         dv_ptr, dj_ptr, ds_ptr, dw_ptr, db_ptr, n,
+                         sv, sj0, sj1, ss,
+                         MI: tl.constexpr, MO: tl.constexpr, MI_P: tl.constexpr, MO_P: tl.constexpr,
+                         K: tl.constexpr, BLOCK: tl.constexpr, PROGRAMS: tl.constexpr, ACT: tl.constexpr,
+                         HAS_BIAS: tl.constexpr, HAS_GV: tl.constexpr, HAS_GJ: tl.constexpr, HAS_GS: tl.constexpr,
+                         PRECISION: tl.constexpr):
+        pid = tl.program_id(0)
+        cin, cout = tl.arange(0, MI_P), tl.arange(0, MO_P)
+        w_mask = (cin[:, None] < MI) & (cout[None, :] < MO)
+        wt = tl.load(w_ptr + cout[None, :] * MI + cin[:, None], mask=w_mask, other=0.0)  # Wᵀ (MI_P, MO_P)
+        w = tl.trans(wt)  # W (MO_P, MI_P)
+        if HAS_BIAS:
+            bias = tl.load(b_ptr + cout, mask=cout < MO, other=0.0)
+        dw = tl.zeros((MO_P, MI_P), dtype=wt.dtype)
+        db = tl.zeros((MO_P,), dtype=wt.dtype)
+        for block in range(pid, tl.cdiv(n, BLOCK), PROGRAMS):
+            rows = block * BLOCK + tl.arange(0, BLOCK)
+            in_mask = (rows[:, None] < n) & (cin[None, :] < MI)
+            out_mask = (rows[:, None] < n) & (cout[None, :] < MO)
+            value = tl.load(v_ptr + rows[:, None] * sv + cin[None, :], mask=in_mask, other=0.0)
+            h = tl.dot(value, wt, input_precision=PRECISION)
+            if HAS_BIAS:
+                h += bias[None, :]
+            a, d1, d2, d3 = _activation(h, ACT)
+            sec = tl.load(s_ptr + rows[:, None] * ss + cin[None, :], mask=in_mask, other=0.0)
+            hl = tl.dot(sec, wt, input_precision=PRECISION)
+            if HAS_GS:
+                gl = tl.load(gs_ptr + rows[:, None] * MO + cout[None, :], mask=out_mask, other=0.0)
+            # g_h, accumulated term by term; rows past n carry zero gradients and so add nothing
+            gh = tl.zeros((BLOCK, MO_P), dtype=h.dtype)
+            if HAS_GV:
+                gh += d1 * tl.load(gv_ptr + rows[:, None] * MO + cout[None, :], mask=out_mask, other=0.0)
+            square_sum = tl.zeros((BLOCK, MO_P), dtype=h.dtype)
+            for k in tl.static_range(K):
+                jk = tl.load(j_ptr + rows[:, None] * sj0 + k * sj1 + cin[None, :], mask=in_mask, other=0.0)
+                hk = tl.dot(jk, wt, input_precision=PRECISION)
+                square_sum += hk * hk
+                ghk = tl.zeros((BLOCK, MO_P), dtype=h.dtype)
+                if HAS_GJ:
+                    gk = tl.load(gj_ptr + rows[:, None] * (K * MO) + k * MO + cout[None, :], mask=out_mask, other=0.0)
+                    gh += d2 * gk * hk
+                    ghk += d1 * gk
+                if HAS_GS:
+                    ghk += 2.0 * d2 * gl * hk
+                if HAS_GJ or HAS_GS:
+                    tl.store(dj_ptr + rows[:, None] * (K * MI) + k * MI + cin[None, :],
+                             tl.dot(ghk, w, input_precision=PRECISION), mask=in_mask)
+                    dw += tl.dot(tl.trans(ghk), jk, input_precision=PRECISION)
+            if HAS_GS:
+                gh += gl * (d2 * hl + d3 * square_sum)
+                ghl = d1 * gl
+                tl.store(ds_ptr + rows[:, None] * MI + cin[None, :], tl.dot(ghl, w, input_precision=PRECISION),
+                         mask=in_mask)
+                dw += tl.dot(tl.trans(ghl), sec, input_precision=PRECISION)
+            tl.store(dv_ptr + rows[:, None] * MI + cin[None, :], tl.dot(gh, w, input_precision=PRECISION),
+                     mask=in_mask)
+            dw += tl.dot(tl.trans(gh), value, input_precision=PRECISION)
+            db += tl.sum(gh, axis=0)
+        tl.store(dw_ptr + pid * MO_P * MI_P + cout[:, None] * MI_P + cin[None, :], dw)
+        tl.store(db_ptr + pid * MO_P + cout, db)
+
+
+def _programs(device: torch.device, blocks: int) -> int:
+    """Programs of the backward kernel: each loops over blocks of points and writes one partial
+    sum of the weight's gradient; a few per multiprocessor keep the GPU busy."""
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
+    return max(1, min(blocks, 4 * sms))
+
+
+class _FusedLayer(torch.autograd.Function):
+    """``activation(Linear(...))`` of a Laplacian jet, by the kernels above (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx, value, jac, sec, weight, bias, act):
+        value, jac, sec = (t if t.stride(-1) == 1 else t.contiguous() for t in (value, jac, sec))
+        weight = weight.contiguous()
+        n, k, mi = jac.shape
+        mo = weight.shape[0]
+        out_value = value.new_empty(n, mo)
+        out_jac = value.new_empty(n, k, mo)
+        out_sec = value.new_empty(n, mo)
+        shape = dict(MI=mi, MO=mo, MI_P=_pad(mi), MO_P=_pad(mo), K=k, ACT=act, HAS_BIAS=bias is not None,
+                     PRECISION=_precision(value.dtype))
+        _forward_kernel[(triton.cdiv(n, FORWARD_BLOCK),)](
+            value, jac, sec, weight, bias if bias is not None else weight, out_value, out_jac, out_sec, n,
+            value.stride(0), jac.stride(0), jac.stride(1), sec.stride(0), BLOCK=FORWARD_BLOCK, num_warps=WARPS,
+            **shape)
+        ctx.save_for_backward(value, jac, sec, weight, bias)
+        ctx.shape = shape
+        ctx.set_materialize_grads(False)  # an output the loss does not reach gets None, skipped below
+        return out_value, out_jac, out_sec
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_value, g_jac, g_sec):
+        value, jac, sec, weight, bias = ctx.saved_tensors
+        shape = ctx.shape
+        n, k, mi = jac.shape
+        if g_value is None and g_jac is None and g_sec is None:
+            return None, None, None, None, None, None
+        blocks = triton.cdiv(n, BACKWARD_BLOCK)
+        programs = _programs(value.device, blocks)
+        d_value = value.new_empty(n, mi)
+        d_jac = value.new_empty(n, k, mi) if (g_jac is not None or g_sec is not None) else None
+        d_sec = value.new_empty(n, mi) if g_sec is not None else None
+        dw = value.new_empty(programs, shape["MO_P"], shape["MI_P"])
+        db = value.new_empty(programs, shape["MO_P"])
+        g_value, g_jac, g_sec = (None if g is None else g.contiguous() for g in (g_value, g_jac, g_sec))
+        dummy = value  # pointer arguments the kernel never reads (their HAS_ flag is off)
+        _backward_kernel[(programs,)](
+            value, jac, sec, weight, bias if bias is not None else dummy,
+            g_value if g_value is not None else dummy, g_jac if g_jac is not None else dummy,
+            g_sec if g_sec is not None else dummy,
+            d_value, d_jac if d_jac is not None else dummy, d_sec if d_sec is not None else dummy, dw, db, n,
+            value.stride(0), jac.stride(0), jac.stride(1), sec.stride(0),
+            BLOCK=BACKWARD_BLOCK, PROGRAMS=programs, HAS_GV=g_value is not None, HAS_GJ=g_jac is not None,
+            HAS_GS=g_sec is not None, num_warps=WARPS, **shape)
+        mo = weight.shape[0]
+        d_weight = dw.sum(dim=0)[:mo, :mi]
+        d_bias = db.sum(dim=0)[:mo] if bias is not None else None
+        return d_value, d_jac, d_sec, d_weight, d_bias, None
+
+
+def linear_activate(layer: nn.Linear, activation: nn.Module, value: Tensor, jac: Tensor,
+                    sec: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The value, first derivatives and Laplacian of ``activation(layer(.))`` (see :func:`applies`)."""
+    return _FusedLayer.apply(value, jac, sec, layer.weight, layer.bias, ACTIVATIONS[type(activation)])
+
+
+def check_available(device: torch.device) -> None:
+    """Raise :class:`ConfigError` where ``derivatives.triton=true`` cannot run on ``device``."""
+    reason = why_unavailable(device)
+    if reason is not None:
+        raise ConfigError(f"derivatives.triton=true needs the Triton kernels, but {reason}. "
+                          "Set derivatives.triton=false")

@@ -1,0 +1,158 @@
+"""derivatives.triton: the fused Triton layer (pinn.fused) against the unfused forward engine.
+
+On a machine without an NVIDIA GPU the kernels run in Triton's CPU interpreter (conftest.py
+sets TRITON_INTERPRET=1), on one with a GPU on the GPU, in float64, where both paths agree to
+round-off.
+"""
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from pinn import fused
+from pinn.derivatives import ForwardEngine, StochasticEngine, make_engine
+from pinn.errors import ConfigError
+from pinn.jet import RULES, Jet, _Activate, propagate
+from pinn.models import MLP, Sine
+from pinn.pdes import Poisson
+from pinn.trainer import Trainer
+
+pytestmark = pytest.mark.skipif(fused.triton is None, reason="Triton is not installed")
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+if DEVICE.type == "cpu" and not fused.interpreting():
+    pytestmark = pytest.mark.skip(reason="no GPU, and Triton's interpreter is off (TRITON_INTERPRET)")
+F64 = dict(dtype=torch.float64, device=DEVICE)
+
+
+def unfused(layer, activation, value, jac, sec):
+    """The same layer by the engine's own path: three linear maps, then the activation node."""
+    return _Activate.apply(layer(value), jac @ layer.weight.T, sec @ layer.weight.T, activation,
+                           RULES[type(activation)], True)
+
+
+@pytest.mark.parametrize("activation", [nn.Tanh(), Sine()], ids=["tanh", "sine"])
+@pytest.mark.parametrize("directions,bias", [(1, True), (3, False)])
+def test_layer_matches_unfused_path_values_and_every_gradient(activation, directions, bias):
+    """Outputs and the gradients of the inputs, weight and bias, for every subset of outputs the
+    loss reads (an output it does not read gets no gradient). 70 points (not a multiple of the
+    block) and widths 20 -> 24 (not powers of two, padded inside the kernels)."""
+    torch.manual_seed(0)
+    layer = nn.Linear(20, 24, bias=bias).to(**F64)
+    inputs = [torch.randn(70, 20, **F64), torch.randn(70, directions, 20, **F64), torch.randn(70, 20, **F64)]
+    inputs = [t.requires_grad_() for t in inputs]
+    weights = [torch.randn(70, 24, **F64), torch.randn(70, directions, 24, **F64), torch.randn(70, 24, **F64)]
+    params = [*inputs, *layer.parameters()]
+    expected_out, got_out = unfused(layer, activation, *inputs), fused.linear_activate(layer, activation, *inputs)
+    for expected, got in zip(expected_out, got_out):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    for used in itertools.chain.from_iterable(itertools.combinations(range(3), r) for r in (1, 2, 3)):
+        def gradients(outputs):
+            loss = sum((outputs[i] * weights[i]).sum() for i in used)
+            return torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+
+        for name, expected, got in zip(["value", "jac", "sec", "weight", "bias"], gradients(expected_out),
+                                       gradients(got_out)):
+            assert (expected is None) == (got is None), (used, name)
+            if expected is not None:
+                torch.testing.assert_close(got, expected, rtol=1e-11, atol=1e-11, msg=f"{name}, outputs {used}")
+
+
+def count_fused_calls(monkeypatch):
+    calls = []
+    original = fused.linear_activate
+
+    def counted(*args):
+        calls.append(args[0])
+        return original(*args)
+
+    monkeypatch.setattr(fused, "linear_activate", counted)
+    return calls
+
+
+@pytest.mark.parametrize("engine", ["forward", "stochastic"])
+def test_network_and_training_steps_match_unfused_engine(engine, monkeypatch):
+    """Whole MLPs: the loss of Poisson's equation and its parameter gradients, then three Adam
+    steps, with and without the kernels; every hidden layer after the first is fused (the first
+    one's derivatives are the seed's, shared by every point, and stay unfused)."""
+    calls = count_fused_calls(monkeypatch)
+    pde = Poisson(dim=3)
+    x = {"interior": torch.rand(50, 3, **F64), "boundary": torch.rand(10, 3, **F64)}
+    results = []
+    for triton in (False, True):
+        torch.manual_seed(0)
+        model = MLP(3, 1, width=20, depth=3).to(**F64)
+        derivatives = make_engine(engine, triton=triton, samples=4)
+        derivatives.check(model)
+        derivatives.check_pde(pde)
+        derivatives.check_device(DEVICE)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+        torch.manual_seed(1)  # the stochastic engine's directions
+        losses = []
+        for _ in range(3):
+            optimizer.zero_grad()
+            total = Trainer().losses(pde, model, derivatives, x)[0]
+            total.backward()
+            losses.append(total.item())
+            optimizer.step()
+        results.append((losses, [p.detach().clone() for p in model.parameters()]))
+    assert len(calls) == 2 * 3 * 1, "two fused hidden layers per evaluation of the interior points, three steps"
+    assert all(type(layer) is nn.Linear and layer.in_features == 20 for layer in calls)
+    (losses, params), (fused_losses, fused_params) = results
+    assert fused_losses == pytest.approx(losses, rel=1e-12)
+    for p, q in zip(params, fused_params):
+        torch.testing.assert_close(q, p, rtol=1e-10, atol=1e-12)
+
+
+def test_unsupported_layers_fall_back_within_one_network(monkeypatch):
+    """A gelu layer (no kernel) beside tanh layers: the tanh pair is fused, the rest is not, and
+    the Laplacian is the unfused engine's."""
+    calls = count_fused_calls(monkeypatch)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 16), nn.GELU(), nn.Linear(16, 16), nn.Tanh(),
+                          nn.Linear(16, 1)).to(**F64)
+    x = torch.rand(40, 2, **F64)
+    plain = propagate(model, Jet.seed(x))
+    mixed = propagate(model, Jet.seed(x), triton=True)
+    assert calls == [model[4]]
+    torch.testing.assert_close(mixed.sec, plain.sec, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(mixed.jac, plain.jac, rtol=1e-12, atol=1e-12)
+
+
+def test_applies_only_where_the_kernel_computes_the_layer():
+    layer, x = nn.Linear(8, 8).to(**F64), torch.rand(5, 8, **F64)
+    per_point = torch.rand(5, 2, 8, **F64)
+    shared = torch.rand(2, 8, **F64).expand(5, -1, -1)
+    assert fused.applies(layer, nn.Tanh(), x, per_point, x)
+    assert not fused.applies(layer, nn.Tanh(), x, shared, x), "the first layer's shared directions"
+    assert not fused.applies(layer, nn.Tanh(), x, per_point, None), "the seed's zero second derivatives"
+    assert not fused.applies(layer, nn.SiLU(), x, per_point, x)
+    assert not fused.applies(layer, nn.Tanh(), x.half(), per_point.half(), x.half()), "float16"
+
+
+def test_refusals():
+    with pytest.raises(ConfigError, match="autograd engine has none to fuse"):
+        make_engine("autograd", triton=True)
+    with pytest.raises(ConfigError, match="set one of them to false"):
+        ForwardEngine(gram=True, triton=True)
+    with pytest.raises(ConfigError, match="derivatives.triton must be true or false"):
+        ForwardEngine(triton="yes")
+    engine = ForwardEngine(second="diagonal", triton=True)
+    with pytest.raises(ConfigError, match="laplacian mode only"):
+        engine.check_pde(Poisson(dim=2))
+    auto = ForwardEngine(triton=True)
+    auto.check_pde(Poisson(dim=2))
+    assert auto.gram_layers(MLP(300, 1, width=8, depth=2), 300) is None, "gram=auto gives way to the kernels"
+    assert "triton=True" in repr(auto) and "triton=True" in repr(StochasticEngine(triton=True))
+
+
+def test_refused_where_the_kernels_cannot_run(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ConfigError, match="run on a CUDA GPU, not on cpu.*derivatives.triton=false"):
+        ForwardEngine(triton=True).check_device(torch.device("cpu"))
+    ForwardEngine(triton=False).check_device(torch.device("cpu"))
+    monkeypatch.setattr(fused, "triton", None)
+    with pytest.raises(ConfigError, match="needs Triton, which is not installed"):
+        StochasticEngine(triton=True)
+    assert fused.why_unavailable(torch.device("cuda")).startswith("Triton is not installed")
