@@ -198,6 +198,80 @@ if triton is not None:
         tl.store(db_ptr + pid * MO_P + cout, db)
 
 
+    @triton.jit
+    def _first_forward_kernel(x_ptr, dir_ptr, w_ptr, b_ptr, ov_ptr, oj_ptr, os_ptr, n, sx,
+                              D: tl.constexpr, MO: tl.constexpr, D_P: tl.constexpr, MO_P: tl.constexpr,
+                              K: tl.constexpr, BLOCK: tl.constexpr, ACT: tl.constexpr, HAS_BIAS: tl.constexpr,
+                              PRECISION: tl.constexpr):
+        rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        cin, cout = tl.arange(0, D_P), tl.arange(0, MO_P)
+        out_mask = (rows[:, None] < n) & (cout[None, :] < MO)
+        wt = tl.load(w_ptr + cout[None, :] * D + cin[:, None], mask=(cin[:, None] < D) & (cout[None, :] < MO),
+                     other=0.0)
+        x = tl.load(x_ptr + rows[:, None] * sx + cin[None, :], mask=(rows[:, None] < n) & (cin[None, :] < D), other=0.0)
+        h = tl.dot(x, wt, input_precision=PRECISION)
+        if HAS_BIAS:
+            h += tl.load(b_ptr + cout, mask=cout < MO, other=0.0)[None, :]
+        a, d1, d2, d3 = _activation(h, ACT)
+        tl.store(ov_ptr + rows[:, None] * MO + cout[None, :], a, mask=out_mask)
+        square_sum = tl.zeros((MO_P,), dtype=h.dtype)
+        for k in tl.static_range(K):
+            hk = tl.sum(tl.load(dir_ptr + k * D + cin, mask=cin < D, other=0.0)[:, None] * wt, axis=0)  # W v_k
+            square_sum += hk * hk
+            tl.store(oj_ptr + rows[:, None] * (K * MO) + k * MO + cout[None, :], d1 * hk[None, :], mask=out_mask)
+        tl.store(os_ptr + rows[:, None] * MO + cout[None, :], d2 * square_sum[None, :], mask=out_mask)
+
+    @triton.jit
+    def _first_backward_kernel(x_ptr, dir_ptr, w_ptr, b_ptr, gv_ptr, gj_ptr, gs_ptr, dw_ptr, dk_ptr, db_ptr, n, sx,
+                               D: tl.constexpr, MO: tl.constexpr, D_P: tl.constexpr, MO_P: tl.constexpr,
+                               K: tl.constexpr, BLOCK: tl.constexpr, PROGRAMS: tl.constexpr, ACT: tl.constexpr,
+                               HAS_BIAS: tl.constexpr, HAS_GV: tl.constexpr, HAS_GJ: tl.constexpr,
+                               HAS_GS: tl.constexpr, PRECISION: tl.constexpr):
+        pid = tl.program_id(0)
+        cin, cout = tl.arange(0, D_P), tl.arange(0, MO_P)
+        wt = tl.load(w_ptr + cout[None, :] * D + cin[:, None], mask=(cin[:, None] < D) & (cout[None, :] < MO),
+                     other=0.0)
+        if HAS_BIAS:
+            bias = tl.load(b_ptr + cout, mask=cout < MO, other=0.0)
+        square_sum = tl.zeros((MO_P,), dtype=wt.dtype)
+        for k in tl.static_range(K):
+            hk = tl.sum(tl.load(dir_ptr + k * D + cin, mask=cin < D, other=0.0)[:, None] * wt, axis=0)
+            square_sum += hk * hk
+        dw = tl.zeros((MO_P, D_P), dtype=wt.dtype)
+        db = tl.zeros((MO_P,), dtype=wt.dtype)
+        for block in range(pid, tl.cdiv(n, BLOCK), PROGRAMS):
+            rows = block * BLOCK + tl.arange(0, BLOCK)
+            out_mask = (rows[:, None] < n) & (cout[None, :] < MO)
+            x = tl.load(x_ptr + rows[:, None] * sx + cin[None, :], mask=(rows[:, None] < n) & (cin[None, :] < D),
+                        other=0.0)
+            h = tl.dot(x, wt, input_precision=PRECISION)
+            if HAS_BIAS:
+                h += bias[None, :]
+            a, d1, d2, d3 = _activation(h, ACT)
+            gh = tl.zeros((BLOCK, MO_P), dtype=h.dtype)
+            if HAS_GV:
+                gh += d1 * tl.load(gv_ptr + rows[:, None] * MO + cout[None, :], mask=out_mask, other=0.0)
+            if HAS_GS:
+                gl = tl.load(gs_ptr + rows[:, None] * MO + cout[None, :], mask=out_mask, other=0.0)
+                gh += d3 * gl * square_sum[None, :]
+            for k in tl.static_range(K):
+                hk = tl.sum(tl.load(dir_ptr + k * D + cin, mask=cin < D, other=0.0)[:, None] * wt, axis=0)
+                ghk = tl.zeros((BLOCK, MO_P), dtype=h.dtype)
+                if HAS_GJ:
+                    gk = tl.load(gj_ptr + rows[:, None] * (K * MO) + k * MO + cout[None, :], mask=out_mask, other=0.0)
+                    gh += d2 * gk * hk[None, :]
+                    ghk += d1 * gk
+                if HAS_GS:
+                    ghk += 2.0 * d2 * gl * hk[None, :]
+                if HAS_GJ or HAS_GS:  # Σ over the points of g_{h_k}; times v_k it is W's gradient through h_k
+                    dk_ptrs = dk_ptr + pid * K * MO_P + k * MO_P + cout
+                    tl.store(dk_ptrs, tl.load(dk_ptrs) + tl.sum(ghk, axis=0))
+            dw += tl.dot(tl.trans(gh), x, input_precision=PRECISION)
+            db += tl.sum(gh, axis=0)
+        tl.store(dw_ptr + pid * MO_P * D_P + cout[:, None] * D_P + cin[None, :], dw)
+        tl.store(db_ptr + pid * MO_P + cout, db)
+
+
 def _programs(device: torch.device, blocks: int) -> int:
     """Programs of the backward kernel: each loops over blocks of points and writes one partial
     sum of the weight's gradient; a few per multiprocessor keep the GPU busy."""
@@ -257,6 +331,75 @@ class _FusedLayer(torch.autograd.Function):
         d_weight = dw.sum(dim=0)[:mo, :mi]
         d_bias = db.sum(dim=0)[:mo] if bias is not None else None
         return d_value, d_jac, d_sec, d_weight, d_bias, None
+
+
+class _FirstLayer(torch.autograd.Function):
+    r"""``activation(Linear(...))`` of the seed jet: points ``x`` ``(N, d)`` with the same
+    directions ``v_k`` (``(K, d)``: the coordinate axes, or random ones) at every point and zero
+    second derivatives. Then :math:`h_k = W v_k` is the same at every point, and
+    :math:`J'_k = \sigma'(h) h_k`, :math:`L' = \sigma''(h) \sum_k h_k^2`. Backward, as for a
+    hidden layer with :math:`h_L = 0`, the weight's gradient through :math:`h_k` is
+    :math:`(\sum_{\text{points}} g_{h_k}) v_k^\top`; neither ``x`` nor the directions get one."""
+
+    @staticmethod
+    def forward(ctx, x, directions, weight, bias, act):
+        x = x if x.stride(-1) == 1 else x.contiguous()
+        directions, weight = directions.contiguous(), weight.contiguous()
+        n, d = x.shape
+        k, mo = directions.shape[0], weight.shape[0]
+        out_value, out_jac, out_sec = x.new_empty(n, mo), x.new_empty(n, k, mo), x.new_empty(n, mo)
+        shape = dict(D=d, MO=mo, D_P=_pad(d), MO_P=_pad(mo), K=k, ACT=act, HAS_BIAS=bias is not None,
+                     PRECISION=_precision(x.dtype))
+        _first_forward_kernel[(triton.cdiv(n, FORWARD_BLOCK),)](
+            x, directions, weight, bias if bias is not None else weight, out_value, out_jac, out_sec, n, x.stride(0),
+            BLOCK=FORWARD_BLOCK, num_warps=WARPS, **shape)
+        ctx.save_for_backward(x, directions, weight, bias)
+        ctx.shape = shape
+        ctx.set_materialize_grads(False)
+        return out_value, out_jac, out_sec
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_value, g_jac, g_sec):
+        x, directions, weight, bias = ctx.saved_tensors
+        if g_value is None and g_jac is None and g_sec is None:
+            return None, None, None, None, None
+        shape = ctx.shape
+        n, d = x.shape
+        k, mo = directions.shape[0], weight.shape[0]
+        programs = _programs(x.device, triton.cdiv(n, BACKWARD_BLOCK))
+        dw = x.new_empty(programs, shape["MO_P"], shape["D_P"])
+        dk = x.new_zeros(programs, k, shape["MO_P"])  # accumulated into, block by block
+        db = x.new_empty(programs, shape["MO_P"])
+        g_value, g_jac, g_sec = (None if g is None else g.contiguous() for g in (g_value, g_jac, g_sec))
+        dummy = x
+        _first_backward_kernel[(programs,)](
+            x, directions, weight, bias if bias is not None else dummy,
+            g_value if g_value is not None else dummy, g_jac if g_jac is not None else dummy,
+            g_sec if g_sec is not None else dummy, dw, dk, db, n, x.stride(0),
+            BLOCK=BACKWARD_BLOCK, PROGRAMS=programs, HAS_GV=g_value is not None, HAS_GJ=g_jac is not None,
+            HAS_GS=g_sec is not None, num_warps=WARPS, **shape)
+        d_weight = dw.sum(dim=0)[:mo, :d]
+        if g_jac is not None or g_sec is not None:
+            d_weight = torch.addmm(d_weight, dk.sum(dim=0)[:, :mo].T, directions)  # Σ_k (Σ g_{h_k}) v_kᵀ
+        d_bias = db.sum(dim=0)[:mo] if bias is not None else None
+        return None, None, d_weight, d_bias, None
+
+
+def first_layer_applies(layer: nn.Module, activation: nn.Module, value: Tensor, jac: Tensor) -> bool:
+    """Whether :class:`_FirstLayer` computes ``activation(layer(...))`` of this jet: a plain linear
+    layer and a supported activation applied to points that need no gradient, with one set of
+    directions shared by every point and zero second derivatives (the caller checks those)."""
+    return (type(layer) is nn.Linear and type(activation) in ACTIVATIONS and jac.stride(0) == 0
+            and not value.requires_grad and value.dtype in (torch.float32, torch.float64)
+            and jac.shape[0] * jac.shape[1] * layer.out_features < 2**31 and why_unavailable(value.device) is None)
+
+
+def first_linear_activate(layer: nn.Linear, activation: nn.Module, x: Tensor,
+                          directions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The value, first derivatives and Laplacian of ``activation(layer(x))`` along ``directions``
+    ``(K, d)``, the same at every point (see :func:`first_layer_applies`)."""
+    return _FirstLayer.apply(x, directions, layer.weight, layer.bias, ACTIVATIONS[type(activation)])
 
 
 def linear_activate(layer: nn.Linear, activation: nn.Module, value: Tensor, jac: Tensor,

@@ -59,23 +59,49 @@ def test_layer_matches_unfused_path_values_and_every_gradient(activation, direct
                 torch.testing.assert_close(got, expected, rtol=1e-11, atol=1e-11, msg=f"{name}, outputs {used}")
 
 
+@pytest.mark.parametrize("activation", [nn.Tanh(), Sine()], ids=["tanh", "sine"])
+@pytest.mark.parametrize("dim,directions", [(3, None), (5, 4)], ids=["axes", "random"])
+def test_first_layer_matches_unfused_path(activation, dim, directions):
+    """The first layer, whose directions (the axes, or random ones) are shared by every point and
+    whose second derivatives are zero: outputs, and the weight's and bias's gradients for every
+    subset of outputs the loss reads, against the engine's unfused path."""
+    torch.manual_seed(0)
+    layer = nn.Linear(dim, 20).to(**F64)
+    x = torch.rand(70, dim, **F64)
+    along = None if directions is None else torch.randn(directions, dim, **F64)
+    seed = Jet.seed(x, "laplacian", directions=along)
+    plain = propagate(activation, propagate(layer, seed))
+    got = fused.first_linear_activate(layer, activation, x, seed.jac[0])
+    expected = (plain.value, plain.jac, plain.sec)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
+    weights = [torch.randn_like(t) for t in expected]
+    for used in itertools.chain.from_iterable(itertools.combinations(range(3), r) for r in (1, 2, 3)):
+        def gradients(outputs):
+            loss = sum((outputs[i] * weights[i]).sum() for i in used)
+            return torch.autograd.grad(loss, list(layer.parameters()), retain_graph=True)
+
+        for name, e, g in zip(["weight", "bias"], gradients(expected), gradients(got)):
+            torch.testing.assert_close(g, e, rtol=1e-11, atol=1e-11, msg=f"{name}, outputs {used}")
+
+
 def count_fused_calls(monkeypatch):
+    """The linear layers run by the fused kernels, first layers and hidden ones, in order."""
     calls = []
-    original = fused.linear_activate
+    for name in ("linear_activate", "first_linear_activate"):
+        def counted(*args, original=getattr(fused, name)):
+            calls.append(args[0])
+            return original(*args)
 
-    def counted(*args):
-        calls.append(args[0])
-        return original(*args)
-
-    monkeypatch.setattr(fused, "linear_activate", counted)
+        monkeypatch.setattr(fused, name, counted)
     return calls
 
 
 @pytest.mark.parametrize("engine", ["forward", "stochastic"])
 def test_network_and_training_steps_match_unfused_engine(engine, monkeypatch):
     """Whole MLPs: the loss of Poisson's equation and its parameter gradients, then three Adam
-    steps, with and without the kernels; every hidden layer after the first is fused (the first
-    one's derivatives are the seed's, shared by every point, and stay unfused)."""
+    steps, with and without the kernels; every layer but the last (which has no activation)
+    runs in a kernel."""
     calls = count_fused_calls(monkeypatch)
     pde = Poisson(dim=3)
     x = {"interior": torch.rand(50, 3, **F64), "boundary": torch.rand(10, 3, **F64)}
@@ -97,8 +123,7 @@ def test_network_and_training_steps_match_unfused_engine(engine, monkeypatch):
             losses.append(total.item())
             optimizer.step()
         results.append((losses, [p.detach().clone() for p in model.parameters()]))
-    assert len(calls) == 2 * 3 * 1, "two fused hidden layers per evaluation of the interior points, three steps"
-    assert all(type(layer) is nn.Linear and layer.in_features == 20 for layer in calls)
+    assert [layer.in_features for layer in calls] == [3, 20, 20] * 3, "three fused layers per evaluation, three steps"
     (losses, params), (fused_losses, fused_params) = results
     assert fused_losses == pytest.approx(losses, rel=1e-12)
     for p, q in zip(params, fused_params):
@@ -106,8 +131,8 @@ def test_network_and_training_steps_match_unfused_engine(engine, monkeypatch):
 
 
 def test_unsupported_layers_fall_back_within_one_network(monkeypatch):
-    """A gelu layer (no kernel) beside tanh layers: the tanh pair is fused, the rest is not, and
-    the Laplacian is the unfused engine's."""
+    """A gelu layer (no kernel) beside tanh layers: the tanh pairs are fused, the rest is not,
+    and the Laplacian is the unfused engine's."""
     calls = count_fused_calls(monkeypatch)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 16), nn.GELU(), nn.Linear(16, 16), nn.Tanh(),
@@ -115,9 +140,20 @@ def test_unsupported_layers_fall_back_within_one_network(monkeypatch):
     x = torch.rand(40, 2, **F64)
     plain = propagate(model, Jet.seed(x))
     mixed = propagate(model, Jet.seed(x), triton=True)
-    assert calls == [model[4]]
+    assert calls == [model[0], model[4]]
     torch.testing.assert_close(mixed.sec, plain.sec, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(mixed.jac, plain.jac, rtol=1e-12, atol=1e-12)
+
+
+def test_first_layer_needs_points_without_gradient(monkeypatch):
+    """Points that require a gradient (which the first kernel does not give) take the unfused path."""
+    calls = count_fused_calls(monkeypatch)
+    model = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 1)).to(**F64)
+    x = torch.rand(10, 2, **F64, requires_grad=True)
+    plain = propagate(model, Jet.seed(x))
+    jet = propagate(model, Jet.seed(x), triton=True)
+    assert calls == []
+    torch.testing.assert_close(jet.sec, plain.sec)
 
 
 def test_applies_only_where_the_kernel_computes_the_layer():
