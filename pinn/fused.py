@@ -53,6 +53,7 @@ except ImportError:  # the fused kernels are optional; derivatives.triton=true s
 #: activations with a kernel: their number in the kernels' ``ACT`` switch
 ACTIVATIONS = {nn.Tanh: 0, Sine: 1}
 FORWARD_BLOCK, BACKWARD_BLOCK, WARPS = 32, 32, 4
+MAX_FIRST_DIRECTIONS = 64
 
 
 def interpreting() -> bool:
@@ -125,7 +126,7 @@ if triton is not None:
         a, d1, d2, d3 = _activation(h, ACT)
         tl.store(ov_ptr + rows[:, None] * MO + cout[None, :], a, mask=out_mask)
         square_sum = tl.zeros((BLOCK, MO_P), dtype=h.dtype)
-        for k in tl.static_range(K):
+        for k in range(K):
             hk = tl.dot(tl.load(j_ptr + rows[:, None] * sj0 + k * sj1 + cin[None, :], mask=in_mask, other=0.0), wt,
                         input_precision=PRECISION)
             square_sum += hk * hk
@@ -136,7 +137,7 @@ if triton is not None:
 
     @triton.jit
     def _backward_kernel(v_ptr, j_ptr, s_ptr, w_ptr, b_ptr, gv_ptr, gj_ptr, gs_ptr,
-                         dv_ptr, dj_ptr, ds_ptr, dw_ptr, db_ptr, n,
+                         dv_ptr, dj_ptr, ds_ptr, partial_ptr, n,
                          sv, sj0, sj1, ss,
                          MI: tl.constexpr, MO: tl.constexpr, MI_P: tl.constexpr, MO_P: tl.constexpr,
                          K: tl.constexpr, BLOCK: tl.constexpr, PROGRAMS: tl.constexpr, ACT: tl.constexpr,
@@ -169,7 +170,7 @@ if triton is not None:
             if HAS_GV:
                 gh += d1 * tl.load(gv_ptr + rows[:, None] * MO + cout[None, :], mask=out_mask, other=0.0)
             square_sum = tl.zeros((BLOCK, MO_P), dtype=h.dtype)
-            for k in tl.static_range(K):
+            for k in range(K):
                 jk = tl.load(j_ptr + rows[:, None] * sj0 + k * sj1 + cin[None, :], mask=in_mask, other=0.0)
                 hk = tl.dot(jk, wt, input_precision=PRECISION)
                 square_sum += hk * hk
@@ -194,8 +195,9 @@ if triton is not None:
                      mask=in_mask)
             dw += tl.dot(tl.trans(gh), value, input_precision=PRECISION)
             db += tl.sum(gh, axis=0)
-        tl.store(dw_ptr + pid * MO_P * MI_P + cout[:, None] * MI_P + cin[None, :], dw)
-        tl.store(db_ptr + pid * MO_P + cout, db)
+        row = partial_ptr + pid * (MO_P * MI_P + MO_P)  # this program's [dW, db]
+        tl.store(row + cout[:, None] * MI_P + cin[None, :], dw)
+        tl.store(row + MO_P * MI_P + cout, db)
 
 
     @triton.jit
@@ -215,30 +217,33 @@ if triton is not None:
         a, d1, d2, d3 = _activation(h, ACT)
         tl.store(ov_ptr + rows[:, None] * MO + cout[None, :], a, mask=out_mask)
         square_sum = tl.zeros((MO_P,), dtype=h.dtype)
-        for k in tl.static_range(K):
+        for k in range(K):
             hk = tl.sum(tl.load(dir_ptr + k * D + cin, mask=cin < D, other=0.0)[:, None] * wt, axis=0)  # W v_k
             square_sum += hk * hk
             tl.store(oj_ptr + rows[:, None] * (K * MO) + k * MO + cout[None, :], d1 * hk[None, :], mask=out_mask)
         tl.store(os_ptr + rows[:, None] * MO + cout[None, :], d2 * square_sum[None, :], mask=out_mask)
 
     @triton.jit
-    def _first_backward_kernel(x_ptr, dir_ptr, w_ptr, b_ptr, gv_ptr, gj_ptr, gs_ptr, dw_ptr, dk_ptr, db_ptr, n, sx,
+    def _first_backward_kernel(x_ptr, dir_ptr, w_ptr, b_ptr, gv_ptr, gj_ptr, gs_ptr, partial_ptr, n, sx,
                                D: tl.constexpr, MO: tl.constexpr, D_P: tl.constexpr, MO_P: tl.constexpr,
-                               K: tl.constexpr, BLOCK: tl.constexpr, PROGRAMS: tl.constexpr, ACT: tl.constexpr,
-                               HAS_BIAS: tl.constexpr, HAS_GV: tl.constexpr, HAS_GJ: tl.constexpr,
+                               K: tl.constexpr, K_P: tl.constexpr, BLOCK: tl.constexpr, PROGRAMS: tl.constexpr,
+                               ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_GV: tl.constexpr, HAS_GJ: tl.constexpr,
                                HAS_GS: tl.constexpr, PRECISION: tl.constexpr):
         pid = tl.program_id(0)
         cin, cout = tl.arange(0, D_P), tl.arange(0, MO_P)
+        row = partial_ptr + pid * (MO_P * D_P + MO_P + K * MO_P)  # this program's [dW, db, Σ g_{h_k}]
         wt = tl.load(w_ptr + cout[None, :] * D + cin[:, None], mask=(cin[:, None] < D) & (cout[None, :] < MO),
                      other=0.0)
         if HAS_BIAS:
             bias = tl.load(b_ptr + cout, mask=cout < MO, other=0.0)
         square_sum = tl.zeros((MO_P,), dtype=wt.dtype)
-        for k in tl.static_range(K):
+        for k in range(K):
             hk = tl.sum(tl.load(dir_ptr + k * D + cin, mask=cin < D, other=0.0)[:, None] * wt, axis=0)
             square_sum += hk * hk
         dw = tl.zeros((MO_P, D_P), dtype=wt.dtype)
         db = tl.zeros((MO_P,), dtype=wt.dtype)
+        directions = tl.arange(0, K_P)
+        dk = tl.zeros((K_P, MO_P), dtype=wt.dtype)  # row k: Σ over the points of g_{h_k}
         for block in range(pid, tl.cdiv(n, BLOCK), PROGRAMS):
             rows = block * BLOCK + tl.arange(0, BLOCK)
             out_mask = (rows[:, None] < n) & (cout[None, :] < MO)
@@ -254,7 +259,7 @@ if triton is not None:
             if HAS_GS:
                 gl = tl.load(gs_ptr + rows[:, None] * MO + cout[None, :], mask=out_mask, other=0.0)
                 gh += d3 * gl * square_sum[None, :]
-            for k in tl.static_range(K):
+            for k in range(K):
                 hk = tl.sum(tl.load(dir_ptr + k * D + cin, mask=cin < D, other=0.0)[:, None] * wt, axis=0)
                 ghk = tl.zeros((BLOCK, MO_P), dtype=h.dtype)
                 if HAS_GJ:
@@ -263,13 +268,13 @@ if triton is not None:
                     ghk += d1 * gk
                 if HAS_GS:
                     ghk += 2.0 * d2 * gl * hk[None, :]
-                if HAS_GJ or HAS_GS:  # Σ over the points of g_{h_k}; times v_k it is W's gradient through h_k
-                    dk_ptrs = dk_ptr + pid * K * MO_P + k * MO_P + cout
-                    tl.store(dk_ptrs, tl.load(dk_ptrs) + tl.sum(ghk, axis=0))
+                if HAS_GJ or HAS_GS:  # times v_k, Σ over the points of g_{h_k} is W's gradient through h_k
+                    dk += tl.where(directions[:, None] == k, tl.sum(ghk, axis=0)[None, :], 0.0)
             dw += tl.dot(tl.trans(gh), x, input_precision=PRECISION)
             db += tl.sum(gh, axis=0)
-        tl.store(dw_ptr + pid * MO_P * D_P + cout[:, None] * D_P + cin[None, :], dw)
-        tl.store(db_ptr + pid * MO_P + cout, db)
+        tl.store(row + cout[:, None] * D_P + cin[None, :], dw)
+        tl.store(row + MO_P * D_P + cout, db)
+        tl.store(row + MO_P * D_P + MO_P + directions[:, None] * MO_P + cout[None, :], dk, mask=directions[:, None] < K)
 
 
 def _programs(device: torch.device, blocks: int) -> int:
@@ -315,21 +320,21 @@ class _FusedLayer(torch.autograd.Function):
         d_value = value.new_empty(n, mi)
         d_jac = value.new_empty(n, k, mi) if (g_jac is not None or g_sec is not None) else None
         d_sec = value.new_empty(n, mi) if g_sec is not None else None
-        dw = value.new_empty(programs, shape["MO_P"], shape["MI_P"])
-        db = value.new_empty(programs, shape["MO_P"])
+        mo, mi_p, mo_p = weight.shape[0], shape["MI_P"], shape["MO_P"]
+        partial = value.new_empty(programs, mo_p * mi_p + mo_p)  # each program's partial [dW, db]
         g_value, g_jac, g_sec = (None if g is None else g.contiguous() for g in (g_value, g_jac, g_sec))
         dummy = value  # pointer arguments the kernel never reads (their HAS_ flag is off)
         _backward_kernel[(programs,)](
             value, jac, sec, weight, bias if bias is not None else dummy,
             g_value if g_value is not None else dummy, g_jac if g_jac is not None else dummy,
             g_sec if g_sec is not None else dummy,
-            d_value, d_jac if d_jac is not None else dummy, d_sec if d_sec is not None else dummy, dw, db, n,
+            d_value, d_jac if d_jac is not None else dummy, d_sec if d_sec is not None else dummy, partial, n,
             value.stride(0), jac.stride(0), jac.stride(1), sec.stride(0),
             BLOCK=BACKWARD_BLOCK, PROGRAMS=programs, HAS_GV=g_value is not None, HAS_GJ=g_jac is not None,
             HAS_GS=g_sec is not None, num_warps=WARPS, **shape)
-        mo = weight.shape[0]
-        d_weight = dw.sum(dim=0)[:mo, :mi]
-        d_bias = db.sum(dim=0)[:mo] if bias is not None else None
+        total = partial.sum(dim=0)  # one reduction over the programs for both
+        d_weight = total[:mo_p * mi_p].view(mo_p, mi_p)[:mo, :mi]
+        d_bias = total[mo_p * mi_p:mo_p * mi_p + mo] if bias is not None else None
         return d_value, d_jac, d_sec, d_weight, d_bias, None
 
 
@@ -368,29 +373,31 @@ class _FirstLayer(torch.autograd.Function):
         n, d = x.shape
         k, mo = directions.shape[0], weight.shape[0]
         programs = _programs(x.device, triton.cdiv(n, BACKWARD_BLOCK))
-        dw = x.new_empty(programs, shape["MO_P"], shape["D_P"])
-        dk = x.new_zeros(programs, k, shape["MO_P"])  # accumulated into, block by block
-        db = x.new_empty(programs, shape["MO_P"])
+        d_p, mo_p = shape["D_P"], shape["MO_P"]
+        partial = x.new_empty(programs, mo_p * d_p + mo_p + k * mo_p)  # each program's [dW, db, Σ g_{h_k}]
         g_value, g_jac, g_sec = (None if g is None else g.contiguous() for g in (g_value, g_jac, g_sec))
         dummy = x
         _first_backward_kernel[(programs,)](
             x, directions, weight, bias if bias is not None else dummy,
             g_value if g_value is not None else dummy, g_jac if g_jac is not None else dummy,
-            g_sec if g_sec is not None else dummy, dw, dk, db, n, x.stride(0),
-            BLOCK=BACKWARD_BLOCK, PROGRAMS=programs, HAS_GV=g_value is not None, HAS_GJ=g_jac is not None,
-            HAS_GS=g_sec is not None, num_warps=WARPS, **shape)
-        d_weight = dw.sum(dim=0)[:mo, :d]
-        if g_jac is not None or g_sec is not None:
-            d_weight = torch.addmm(d_weight, dk.sum(dim=0)[:, :mo].T, directions)  # Σ_k (Σ g_{h_k}) v_kᵀ
-        d_bias = db.sum(dim=0)[:mo] if bias is not None else None
+            g_sec if g_sec is not None else dummy, partial, n, x.stride(0),
+            K_P=triton.next_power_of_2(k), BLOCK=BACKWARD_BLOCK, PROGRAMS=programs, HAS_GV=g_value is not None,
+            HAS_GJ=g_jac is not None, HAS_GS=g_sec is not None, num_warps=WARPS, **shape)
+        total = partial.sum(dim=0)  # one reduction over the programs for all three
+        d_weight = total[:mo_p * d_p].view(mo_p, d_p)[:mo, :d]
+        if g_jac is not None or g_sec is not None:  # Σ_k (Σ g_{h_k}) v_kᵀ
+            d_weight = torch.addmm(d_weight, total[mo_p * d_p + mo_p:].view(k, mo_p)[:, :mo].T, directions)
+        d_bias = total[mo_p * d_p:mo_p * d_p + mo] if bias is not None else None
         return None, None, d_weight, d_bias, None
 
 
 def first_layer_applies(layer: nn.Module, activation: nn.Module, value: Tensor, jac: Tensor) -> bool:
     """Whether :class:`_FirstLayer` computes ``activation(layer(...))`` of this jet: a plain linear
     layer and a supported activation applied to points that need no gradient, with one set of
-    directions shared by every point and zero second derivatives (the caller checks those)."""
+    at most 64 directions (its backward kernel keeps a sum per direction in registers) shared
+    by every point and zero second derivatives (the caller checks those)."""
     return (type(layer) is nn.Linear and type(activation) in ACTIVATIONS and jac.stride(0) == 0
+            and jac.shape[1] <= MAX_FIRST_DIRECTIONS
             and not value.requires_grad and value.dtype in (torch.float32, torch.float64)
             and jac.shape[0] * jac.shape[1] * layer.out_features < 2**31 and why_unavailable(value.device) is None)
 

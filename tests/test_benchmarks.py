@@ -49,6 +49,17 @@ def test_triton_blocks_runs_every_setting():
     assert all(float(r[4]) > 0 for r in rows), out
 
 
+def test_step_kernels_counts_fewer_operations_with_the_triton_kernels():
+    variants = ["forward+fused"] + (["forward+triton+fused"] if importlib.util.find_spec("triton")
+                                    and os.environ.get("TRITON_INTERPRET") == "1" else [])
+    out = run("step_kernels.py", "--points", "16", "--variants", *variants)
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split()[:1] and line.split()[0] in variants}
+    assert set(rows) == set(variants), out
+    assert int(rows["forward+fused"][1]) > 100 and rows["forward+fused"][2] == "0", out
+    if len(variants) == 2:  # six kernel launches (three layers, forward and backward) replace most of them
+        assert rows["forward+triton+fused"][2] == "6" and int(rows["forward+triton+fused"][1]) < 100, out
+
+
 def test_jet_revisions_compares_with_a_git_revision():
     if subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True).returncode != 0:
         pytest.skip("not a git checkout: there is no revision to compare with")

@@ -156,6 +156,16 @@ def test_first_layer_needs_points_without_gradient(monkeypatch):
     torch.testing.assert_close(jet.sec, plain.sec)
 
 
+def test_first_layer_with_many_directions_is_left_unfused(monkeypatch):
+    calls = count_fused_calls(monkeypatch)
+    model = nn.Sequential(nn.Linear(fused.MAX_FIRST_DIRECTIONS + 1, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(),
+                          nn.Linear(16, 1)).to(**F64)
+    x = torch.rand(10, fused.MAX_FIRST_DIRECTIONS + 1, **F64)
+    plain, jet = propagate(model, Jet.seed(x)), propagate(model, Jet.seed(x), triton=True)
+    assert calls == [model[2]], "the hidden layer only"
+    torch.testing.assert_close(jet.sec, plain.sec, rtol=1e-12, atol=1e-12)
+
+
 def test_applies_only_where_the_kernel_computes_the_layer():
     layer, x = nn.Linear(8, 8).to(**F64), torch.rand(5, 8, **F64)
     per_point = torch.rand(5, 2, 8, **F64)

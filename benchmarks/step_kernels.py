@@ -1,0 +1,112 @@
+"""Operations per training step of each variant: what a CUDA graph replays, counted on any device.
+
+    python benchmarks/step_kernels.py [--variants forward+fused forward+triton+fused] [--dim 2] [--points 2000]
+
+A replayed CUDA graph of a small PINN's step costs about a few microseconds per kernel it holds
+(benchmarks/RESULTS.md: 0.54 ms for the forward engine's step on an H100), so the number of
+kernels is what a step of 2,000 points comes down to. This counts, for one Adam step of the 2-D
+Poisson problem of benchmarks/vs_deepxde.py (3x50 tanh MLP), every PyTorch operation that does
+work (views, allocations and profiler markers left out) and every Triton kernel launched, in
+eager mode, which is what capture records. Use ``+fused`` variants (Adam's one-kernel update, on
+the CPU as on a GPU): the default multi-tensor Adam runs per parameter on the CPU but as about 17
+multi-tensor kernels on a GPU. On the CPU, Triton's kernels run in its interpreter
+(``TRITON_INTERPRET=1``); the operations inside them are not counted, only their launches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from common import make_step
+from pinn import fused
+from pinn.models import MLP
+from pinn.pdes import Poisson
+from pinn.sampling import SobolSampler
+
+#: operations that launch no kernel
+NO_WORK = {"empty", "empty_strided", "new_empty", "new_empty_strided", "set_", "detach", "_record_function_enter_new",
+           "_record_function_exit", "_local_scalar_dense", "lift_fresh"}
+KERNELS = ("_forward_kernel", "_backward_kernel", "_first_forward_kernel", "_first_backward_kernel")
+
+
+class Counter(TorchDispatchMode):
+    """Counts operations by name; paused while a Triton kernel runs (the interpreter's own work)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops: collections.Counter[str] = collections.Counter()
+        self.paused = False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if not (self.paused or func.is_view or name in NO_WORK):
+            self.ops[name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+class CountedKernel:
+    """A Triton kernel whose launches are counted as one operation each."""
+
+    def __init__(self, kernel, name: str, counter: Counter):
+        self.kernel, self.name, self.counter = kernel, name, counter
+
+    def __getitem__(self, grid):
+        launch = self.kernel[grid]
+
+        def counted(*args, **kwargs):
+            self.counter.ops[f"triton:{self.name}"] += 1
+            self.counter.paused = True
+            try:
+                return launch(*args, **kwargs)
+            finally:
+                self.counter.paused = False
+
+        return counted
+
+
+def count(variant: str, dim: int, points: int, device: str) -> collections.Counter[str]:
+    pde = Poisson(dim=dim)
+    sample = SobolSampler(n_interior=points, n_boundary=max(points // 5, 1)).sample(pde.domain,
+                                                                                    torch.Generator().manual_seed(0))
+    sample = {k: v.to(device=device, dtype=torch.float32) for k, v in sample.items()}
+    torch.manual_seed(0)
+    step = make_step(variant, pde, MLP(dim, 1, width=50, depth=3).to(device), sample, device)
+    for _ in range(2):  # the optimizer's state is created on the first steps
+        step()
+    counter = Counter()
+    originals = {name: getattr(fused, name) for name in KERNELS if hasattr(fused, name)}
+    try:
+        for name, kernel in originals.items():
+            setattr(fused, name, CountedKernel(kernel, name, counter))
+        with counter:
+            step()
+    finally:
+        for name, kernel in originals.items():
+            setattr(fused, name, kernel)
+    return counter.ops
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", nargs="+", default=["forward+fused", "stochastic+fused", "forward+triton+fused",
+                                                          "stochastic+triton+fused"])
+    parser.add_argument("--dim", type=int, default=2)
+    parser.add_argument("--points", type=int, default=2000)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    print(f"# d = {args.dim}, {args.points} + {max(args.points // 5, 1)} points, 3x50 tanh, one Adam step, "
+          f"device {args.device}")
+    print(f"{'variant':>26} {'operations':>10} {'of them Triton':>14}  most frequent")
+    for variant in args.variants:
+        ops = count(variant, args.dim, args.points, args.device)
+        total, triton = sum(ops.values()), sum(v for k, v in ops.items() if k.startswith("triton:"))
+        common = ", ".join(f"{k} {v}" for k, v in ops.most_common(6))
+        print(f"{variant:>26} {total:>10} {triton:>14}  {common}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
