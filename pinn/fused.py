@@ -402,6 +402,9 @@ def first_layer_applies(layer: nn.Module, activation: nn.Module, value: Tensor, 
             and jac.shape[0] * jac.shape[1] * layer.out_features < 2**31 and why_unavailable(value.device) is None)
 
 
+# torch.compile leaves the kernels as they are: it runs these two functions eagerly, compiling
+# the work before and after them (a graph break at each fused layer).
+@torch.compiler.disable
 def first_linear_activate(layer: nn.Linear, activation: nn.Module, x: Tensor,
                           directions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The value, first derivatives and Laplacian of ``activation(layer(x))`` along ``directions``
@@ -409,6 +412,7 @@ def first_linear_activate(layer: nn.Linear, activation: nn.Module, x: Tensor,
     return _FirstLayer.apply(x, directions, layer.weight, layer.bias, ACTIVATIONS[type(activation)])
 
 
+@torch.compiler.disable
 def linear_activate(layer: nn.Linear, activation: nn.Module, value: Tensor, jac: Tensor,
                     sec: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The value, first derivatives and Laplacian of ``activation(layer(.))`` (see :func:`applies`)."""
