@@ -225,3 +225,41 @@ def test_compiled_loss_runs_the_kernels_and_matches_eager(monkeypatch):
     torch.testing.assert_close(compiled, eager, rtol=1e-12, atol=0)
     for g, h in zip(compiled_grads, eager_grads):
         torch.testing.assert_close(g, h, rtol=1e-10, atol=1e-12)
+
+
+def test_float32_network_matches_unfused_engine(monkeypatch):
+    """In float32 (IEEE products: TF32 is off unless trainer.tf32 turns it on) the Laplacian and
+    the parameter gradients agree with the unfused engine's to float32 round-off."""
+    calls = count_fused_calls(monkeypatch)
+    torch.manual_seed(0)
+    model = MLP(2, 1, width=50, depth=3).to(DEVICE)
+    x = torch.rand(300, 2, device=DEVICE)
+    results = []
+    for triton in (False, True):
+        model.zero_grad()
+        jet = propagate(model, Jet.seed(x), triton=triton)
+        (jet.sec.square().mean() + jet.value.square().mean()).backward()
+        results.append((jet.sec.detach(), [p.grad.clone() for p in model.parameters()]))
+    assert len(calls) == 3
+    (lap, grads), (fused_lap, fused_grads) = results
+    torch.testing.assert_close(fused_lap, lap, rtol=1e-4, atol=1e-5)
+    for g, h in zip(fused_grads, grads):
+        torch.testing.assert_close(g, h, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("engine", ["forward", "stochastic"])
+def test_replayed_steps_with_kernels_equal_eager_steps(engine, tmp_path, monkeypatch):
+    """A CUDA graph of the whole step replays the kernels as the eager steps run them (float64),
+    with fresh points copied in every other step."""
+    from test_cuda_graph import assert_same_training, captured, fit
+
+    kwargs = dict(engine=make_engine(engine, triton=True), resample_every=2, max_steps=14)
+    calls = count_fused_calls(monkeypatch)
+    graphed = fit(tmp_path / "graph", cuda_graph=True, **kwargs)
+    assert captured(graphed[1]) and calls
+    with monkeypatch.context() as m:
+        m.setattr("pinn.cuda_graph.WARMUP_STEPS", 10**9)  # every step eager, with the same capturable Adam
+        eager = fit(tmp_path / "eager", cuda_graph=True, **kwargs)
+    assert not captured(eager[1])
+    assert_same_training(graphed, eager)
