@@ -54,6 +54,9 @@ except ImportError:  # the fused kernels are optional; derivatives.triton=true s
 ACTIVATIONS = {nn.Tanh: 0, Sine: 1}
 FORWARD_BLOCK, BACKWARD_BLOCK, WARPS = 32, 32, 4
 MAX_FIRST_DIRECTIONS = 64
+#: float32 matrix products inside the kernels: ``None`` follows ``trainer.tf32`` ("tf32" or "ieee");
+#: benchmarks/triton_blocks.py also times "tf32x3" (three TF32 products, about float32's accuracy)
+FLOAT32_PRODUCTS: str | None = None
 
 
 def interpreting() -> bool:
@@ -85,9 +88,11 @@ def _pad(n: int) -> int:
 
 
 def _precision(dtype: torch.dtype) -> str:
-    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
-        return "tf32"
-    return "ieee"
+    if dtype != torch.float32:
+        return "ieee"
+    if FLOAT32_PRODUCTS is not None:
+        return FLOAT32_PRODUCTS
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
 
 
 if triton is not None:
