@@ -4,9 +4,11 @@
 
 One Adam step of the 2-D Poisson problem of benchmarks/vs_deepxde.py (3x50 tanh MLP, N
 interior + N/5 boundary points, float32), replayed as a CUDA graph (``forward+triton+graph``),
-for each setting of ``pinn.fused``'s FORWARD_BLOCK, BACKWARD_BLOCK, WARPS and FLOAT32_PRODUCTS
-(IEEE float32, three TF32 products, or one, which loses about three digits), beside the unfused
-``forward+graph`` step. Prints milliseconds per step and the ratio to the unfused step.
+for each setting of ``pinn.fused``'s block sizes, warps, backward pipeline stages and float32
+products (``None``: IEEE float32; three TF32 products; or one, which loses about three digits),
+beside the unfused ``forward+graph`` step. Prints milliseconds per step, the ratio to the
+unfused step, and the registers and spilled bytes per thread of the hidden layers' forward and
+backward kernels as compiled.
 On the CPU (Triton's interpreter, ``TRITON_INTERPRET=1``, no graph) it only checks that every
 setting runs.
 """
@@ -24,9 +26,26 @@ from pinn.models import MLP
 from pinn.pdes import Poisson
 from pinn.sampling import SobolSampler
 
-#: (forward block, backward block, warps, float32 products)
-SETTINGS = [(32, 32, 4, "ieee"), (64, 32, 4, "ieee"), (32, 32, 8, "ieee"), (64, 64, 8, "ieee"), (16, 16, 4, "ieee"),
-            (32, 32, 4, "tf32x3"), (32, 32, 4, "tf32")]
+#: the settings of pinn.fused that are varied, and their values in each run (the first is the default)
+NAMES = ("FORWARD_BLOCK", "FORWARD_WARPS", "BACKWARD_BLOCK", "BACKWARD_WARPS", "BACKWARD_STAGES", "FLOAT32_PRODUCTS")
+SETTINGS = [(32, 8, 32, 8, 1, None), (32, 4, 32, 4, 1, None), (16, 4, 16, 4, 1, None), (64, 8, 64, 8, 1, None),
+            (32, 8, 32, 8, 2, None), (32, 8, 64, 8, 1, None), (32, 8, 32, 8, 1, "tf32x3"), (32, 8, 32, 8, 1, "tf32")]
+KERNELS = ("_forward_kernel", "_backward_kernel", "_first_forward_kernel", "_first_backward_kernel")
+
+
+class Recorded:
+    """A Triton kernel that keeps the registers and spills of its last compiled launch."""
+
+    def __init__(self, kernel, log: dict):
+        self.kernel, self.log = kernel, log
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            compiled = self.kernel[grid](*args, **kwargs)
+            if hasattr(compiled, "n_regs"):  # not in the interpreter
+                self.log[self.kernel.fn.__name__] = (compiled.n_regs, compiled.n_spills)
+            return compiled
+        return launch
 
 
 def main() -> None:
@@ -39,7 +58,8 @@ def main() -> None:
     graph = "+graph" if cuda else ""
     where = torch.cuda.get_device_name() if cuda else "CPU, Triton's interpreter"
     print(f"# {time.strftime('%Y-%m-%d')}, {where}, torch {torch.__version__}")
-    print(f"{'N':>7} {'variant':>22} {'blocks':>10} {'warps':>5} {'products':>8} {'ms/step':>9} {'vs unfused':>10}")
+    print(f"# settings: {', '.join(NAMES)}")
+    print(f"{'N':>7} {'variant':>22} {'settings':>28} {'ms/step':>9} {'vs unfused':>10}  registers/spills")
     pde = Poisson(dim=2)
     for n in args.points:
         points = SobolSampler(n_interior=n, n_boundary=max(n // 5, 1)).sample(pde.domain, torch.Generator().manual_seed(0))
@@ -47,20 +67,28 @@ def main() -> None:
         runs = [("forward" + graph, None)] + [("forward+triton" + graph, s) for s in SETTINGS]
         base = None
         for variant, setting in runs:
-            if setting is not None:
-                fused.FORWARD_BLOCK, fused.BACKWARD_BLOCK, fused.WARPS, fused.FLOAT32_PRODUCTS = setting
+            for name, value in zip(NAMES, setting or SETTINGS[0]):
+                setattr(fused, name, value)
+            log: dict = {}
             torch.manual_seed(0)
             model = MLP(2, 1, width=50, depth=3).to(args.device)
+            label = "-" if setting is None else " ".join(str(v) for v in setting)
+            originals = {name: getattr(fused, name) for name in KERNELS}
             try:
+                for name, kernel in originals.items():
+                    setattr(fused, name, Recorded(kernel, log))
                 ms, _ = time_steps(make_step(variant, pde, model, points, args.device), args.device,
                                    seconds=args.seconds if cuda else 0.0, warmup=5 if cuda else 1)
             except Exception as exc:  # noqa: BLE001 -- one failed setting must not end the table
-                print(f"{n:>7} {variant:>22} {str(setting):>10}  failed: {str(exc).splitlines()[0][:200]}", flush=True)
+                print(f"{n:>7} {variant:>22} {label:>28}  failed: {str(exc).splitlines()[0][:200]}", flush=True)
                 continue
+            finally:
+                for name, kernel in originals.items():
+                    setattr(fused, name, kernel)
             base = ms if setting is None else base
-            blocks, warps, products = ("-", "-", "-") if setting is None else (f"{setting[0]}/{setting[1]}", *setting[2:])
             ratio = f"{base / ms:.2f}x" if base and setting is not None else ""
-            print(f"{n:>7} {variant:>22} {blocks:>10} {warps:>5} {products:>8} {ms:>9.3f} {ratio:>10}", flush=True)
+            usage = " ".join(f"{k.strip('_').replace('_kernel', '')} {r}/{sp}" for k, (r, sp) in sorted(log.items()))
+            print(f"{n:>7} {variant:>22} {label:>28} {ms:>9.3f} {ratio:>10}  {usage}", flush=True)
 
 
 if __name__ == "__main__":

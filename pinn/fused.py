@@ -52,7 +52,15 @@ except ImportError:  # the fused kernels are optional; derivatives.triton=true s
 
 #: activations with a kernel: their number in the kernels' ``ACT`` switch
 ACTIVATIONS = {nn.Tanh: 0, Sine: 1}
-FORWARD_BLOCK, BACKWARD_BLOCK, WARPS = 32, 32, 4
+# Launch settings (benchmarks/triton_blocks.py times others). Compiled for an H100 (sm_90,
+# Triton 3.5-3.9, width 50 padded to 64, float32): 8 warps keep the forward kernel's tiles in
+# registers, and one pipeline stage lets several backward programs share a multiprocessor.
+FORWARD_BLOCK, FORWARD_WARPS = 32, 8
+BACKWARD_BLOCK, BACKWARD_WARPS, BACKWARD_STAGES, PROGRAMS_PER_SM = 32, 8, 1, 4
+#: the widest layer, and the most first-layer directions, the kernels take: each keeps a
+#: weight tile of up to 64 x 64 in registers and shared memory (128 x 128 needs more shared
+#: memory than an H100 has per program); wider layers stay unfused
+MAX_WIDTH = 64
 MAX_FIRST_DIRECTIONS = 64
 #: float32 matrix products inside the kernels: ``None`` follows ``trainer.tf32`` ("tf32" or "ieee");
 #: benchmarks/triton_blocks.py also times "tf32x3" (three TF32 products, about float32's accuracy)
@@ -72,15 +80,21 @@ def why_unavailable(device: torch.device) -> str | None:
     return f"they run on a CUDA GPU, not on {device.type} (TRITON_INTERPRET=1 runs them on the CPU, for tests only)"
 
 
+def _small(layer: nn.Linear, *tensors: Tensor) -> bool:
+    """Widths the kernels take, and offsets (rows times row strides, and the outputs') that fit 32 bits."""
+    n, k = tensors[1].shape[:2]
+    rows = [t.shape[0] * t.stride(0) for t in tensors] + [n * k * layer.out_features]
+    return max(layer.in_features, layer.out_features) <= MAX_WIDTH and max(rows) < 2**31
+
+
 def applies(layer: nn.Module, activation: nn.Module, value: Tensor, jac: Tensor, sec: Tensor | None) -> bool:
     """Whether the fused layer computes ``activation(layer(...))`` of this jet: a plain linear
-    layer, a supported activation, first derivatives stored per point (not one set shared by
-    every point, as the first layer's are) and second derivatives that are not the seed's zero,
-    all small enough for the kernels' 32-bit offsets."""
+    layer of at most ``MAX_WIDTH`` inputs and outputs, a supported activation, first derivatives
+    stored per point (not one set shared by every point, as the first layer's are) and second
+    derivatives that are not the seed's zero, all small enough for the kernels' 32-bit offsets."""
     return (type(layer) is nn.Linear and type(activation) in ACTIVATIONS and sec is not None
             and jac.stride(0) != 0 and value.dtype in (torch.float32, torch.float64)
-            and jac.shape[0] * jac.shape[1] * max(layer.in_features, layer.out_features) < 2**31
-            and why_unavailable(value.device) is None)
+            and _small(layer, value, jac, sec) and why_unavailable(value.device) is None)
 
 
 def _pad(n: int) -> int:
@@ -145,7 +159,7 @@ if triton is not None:
                          dv_ptr, dj_ptr, ds_ptr, partial_ptr, n,
                          sv, sj0, sj1, ss,
                          MI: tl.constexpr, MO: tl.constexpr, MI_P: tl.constexpr, MO_P: tl.constexpr,
-                         K: tl.constexpr, BLOCK: tl.constexpr, PROGRAMS: tl.constexpr, ACT: tl.constexpr,
+                         K: tl.constexpr, BLOCK: tl.constexpr, ACT: tl.constexpr,
                          HAS_BIAS: tl.constexpr, HAS_GV: tl.constexpr, HAS_GJ: tl.constexpr, HAS_GS: tl.constexpr,
                          PRECISION: tl.constexpr):
         pid = tl.program_id(0)
@@ -157,7 +171,7 @@ if triton is not None:
             bias = tl.load(b_ptr + cout, mask=cout < MO, other=0.0)
         dw = tl.zeros((MO_P, MI_P), dtype=wt.dtype)
         db = tl.zeros((MO_P,), dtype=wt.dtype)
-        for block in range(pid, tl.cdiv(n, BLOCK), PROGRAMS):
+        for block in range(pid, tl.cdiv(n, BLOCK), tl.num_programs(0)):
             rows = block * BLOCK + tl.arange(0, BLOCK)
             in_mask = (rows[:, None] < n) & (cin[None, :] < MI)
             out_mask = (rows[:, None] < n) & (cout[None, :] < MO)
@@ -206,7 +220,7 @@ if triton is not None:
 
 
     @triton.jit
-    def _first_forward_kernel(x_ptr, dir_ptr, w_ptr, b_ptr, ov_ptr, oj_ptr, os_ptr, n, sx,
+    def _first_forward_kernel(x_ptr, along_ptr, w_ptr, b_ptr, ov_ptr, oj_ptr, os_ptr, n, sx,
                               D: tl.constexpr, MO: tl.constexpr, D_P: tl.constexpr, MO_P: tl.constexpr,
                               K: tl.constexpr, BLOCK: tl.constexpr, ACT: tl.constexpr, HAS_BIAS: tl.constexpr,
                               PRECISION: tl.constexpr):
@@ -223,15 +237,15 @@ if triton is not None:
         tl.store(ov_ptr + rows[:, None] * MO + cout[None, :], a, mask=out_mask)
         square_sum = tl.zeros((MO_P,), dtype=h.dtype)
         for k in range(K):
-            hk = tl.sum(tl.load(dir_ptr + k * D + cin, mask=cin < D, other=0.0)[:, None] * wt, axis=0)  # W v_k
+            hk = tl.load(along_ptr + k * MO + cout, mask=cout < MO, other=0.0)  # W v_k
             square_sum += hk * hk
             tl.store(oj_ptr + rows[:, None] * (K * MO) + k * MO + cout[None, :], d1 * hk[None, :], mask=out_mask)
         tl.store(os_ptr + rows[:, None] * MO + cout[None, :], d2 * square_sum[None, :], mask=out_mask)
 
     @triton.jit
-    def _first_backward_kernel(x_ptr, dir_ptr, w_ptr, b_ptr, gv_ptr, gj_ptr, gs_ptr, partial_ptr, n, sx,
+    def _first_backward_kernel(x_ptr, along_ptr, w_ptr, b_ptr, gv_ptr, gj_ptr, gs_ptr, partial_ptr, n, sx,
                                D: tl.constexpr, MO: tl.constexpr, D_P: tl.constexpr, MO_P: tl.constexpr,
-                               K: tl.constexpr, K_P: tl.constexpr, BLOCK: tl.constexpr, PROGRAMS: tl.constexpr,
+                               K: tl.constexpr, K_P: tl.constexpr, BLOCK: tl.constexpr,
                                ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_GV: tl.constexpr, HAS_GJ: tl.constexpr,
                                HAS_GS: tl.constexpr, PRECISION: tl.constexpr):
         pid = tl.program_id(0)
@@ -243,13 +257,13 @@ if triton is not None:
             bias = tl.load(b_ptr + cout, mask=cout < MO, other=0.0)
         square_sum = tl.zeros((MO_P,), dtype=wt.dtype)
         for k in range(K):
-            hk = tl.sum(tl.load(dir_ptr + k * D + cin, mask=cin < D, other=0.0)[:, None] * wt, axis=0)
+            hk = tl.load(along_ptr + k * MO + cout, mask=cout < MO, other=0.0)
             square_sum += hk * hk
         dw = tl.zeros((MO_P, D_P), dtype=wt.dtype)
         db = tl.zeros((MO_P,), dtype=wt.dtype)
         directions = tl.arange(0, K_P)
         dk = tl.zeros((K_P, MO_P), dtype=wt.dtype)  # row k: Σ over the points of g_{h_k}
-        for block in range(pid, tl.cdiv(n, BLOCK), PROGRAMS):
+        for block in range(pid, tl.cdiv(n, BLOCK), tl.num_programs(0)):
             rows = block * BLOCK + tl.arange(0, BLOCK)
             out_mask = (rows[:, None] < n) & (cout[None, :] < MO)
             x = tl.load(x_ptr + rows[:, None] * sx + cin[None, :], mask=(rows[:, None] < n) & (cin[None, :] < D),
@@ -265,7 +279,7 @@ if triton is not None:
                 gl = tl.load(gs_ptr + rows[:, None] * MO + cout[None, :], mask=out_mask, other=0.0)
                 gh += d3 * gl * square_sum[None, :]
             for k in range(K):
-                hk = tl.sum(tl.load(dir_ptr + k * D + cin, mask=cin < D, other=0.0)[:, None] * wt, axis=0)
+                hk = tl.load(along_ptr + k * MO + cout, mask=cout < MO, other=0.0)
                 ghk = tl.zeros((BLOCK, MO_P), dtype=h.dtype)
                 if HAS_GJ:
                     gk = tl.load(gj_ptr + rows[:, None] * (K * MO) + k * MO + cout[None, :], mask=out_mask, other=0.0)
@@ -286,7 +300,7 @@ def _programs(device: torch.device, blocks: int) -> int:
     """Programs of the backward kernel: each loops over blocks of points and writes one partial
     sum of the weight's gradient; a few per multiprocessor keep the GPU busy."""
     sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
-    return max(1, min(blocks, 4 * sms))
+    return max(1, min(blocks, PROGRAMS_PER_SM * sms))
 
 
 class _FusedLayer(torch.autograd.Function):
@@ -305,7 +319,7 @@ class _FusedLayer(torch.autograd.Function):
                      PRECISION=_precision(value.dtype))
         _forward_kernel[(triton.cdiv(n, FORWARD_BLOCK),)](
             value, jac, sec, weight, bias if bias is not None else weight, out_value, out_jac, out_sec, n,
-            value.stride(0), jac.stride(0), jac.stride(1), sec.stride(0), BLOCK=FORWARD_BLOCK, num_warps=WARPS,
+            value.stride(0), jac.stride(0), jac.stride(1), sec.stride(0), BLOCK=FORWARD_BLOCK, num_warps=FORWARD_WARPS,
             **shape)
         ctx.save_for_backward(value, jac, sec, weight, bias)
         ctx.shape = shape
@@ -335,8 +349,8 @@ class _FusedLayer(torch.autograd.Function):
             g_sec if g_sec is not None else dummy,
             d_value, d_jac if d_jac is not None else dummy, d_sec if d_sec is not None else dummy, partial, n,
             value.stride(0), jac.stride(0), jac.stride(1), sec.stride(0),
-            BLOCK=BACKWARD_BLOCK, PROGRAMS=programs, HAS_GV=g_value is not None, HAS_GJ=g_jac is not None,
-            HAS_GS=g_sec is not None, num_warps=WARPS, **shape)
+            BLOCK=BACKWARD_BLOCK, HAS_GV=g_value is not None, HAS_GJ=g_jac is not None,
+            HAS_GS=g_sec is not None, num_warps=BACKWARD_WARPS, num_stages=BACKWARD_STAGES, **shape)
         total = partial.sum(dim=0)  # one reduction over the programs for both
         d_weight = total[:mo_p * mi_p].view(mo_p, mi_p)[:mo, :mi]
         d_bias = total[mo_p * mi_p:mo_p * mi_p + mo] if bias is not None else None
@@ -358,12 +372,13 @@ class _FirstLayer(torch.autograd.Function):
         n, d = x.shape
         k, mo = directions.shape[0], weight.shape[0]
         out_value, out_jac, out_sec = x.new_empty(n, mo), x.new_empty(n, k, mo), x.new_empty(n, mo)
+        along = directions @ weight.T  # h_k = W v_k, (K, MO): the same at every point
         shape = dict(D=d, MO=mo, D_P=_pad(d), MO_P=_pad(mo), K=k, ACT=act, HAS_BIAS=bias is not None,
                      PRECISION=_precision(x.dtype))
         _first_forward_kernel[(triton.cdiv(n, FORWARD_BLOCK),)](
-            x, directions, weight, bias if bias is not None else weight, out_value, out_jac, out_sec, n, x.stride(0),
-            BLOCK=FORWARD_BLOCK, num_warps=WARPS, **shape)
-        ctx.save_for_backward(x, directions, weight, bias)
+            x, along, weight, bias if bias is not None else weight, out_value, out_jac, out_sec, n, x.stride(0),
+            BLOCK=FORWARD_BLOCK, num_warps=FORWARD_WARPS, **shape)
+        ctx.save_for_backward(x, directions, along, weight, bias)
         ctx.shape = shape
         ctx.set_materialize_grads(False)
         return out_value, out_jac, out_sec
@@ -371,7 +386,7 @@ class _FirstLayer(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_value, g_jac, g_sec):
-        x, directions, weight, bias = ctx.saved_tensors
+        x, directions, along, weight, bias = ctx.saved_tensors
         if g_value is None and g_jac is None and g_sec is None:
             return None, None, None, None, None
         shape = ctx.shape
@@ -383,11 +398,12 @@ class _FirstLayer(torch.autograd.Function):
         g_value, g_jac, g_sec = (None if g is None else g.contiguous() for g in (g_value, g_jac, g_sec))
         dummy = x
         _first_backward_kernel[(programs,)](
-            x, directions, weight, bias if bias is not None else dummy,
+            x, along, weight, bias if bias is not None else dummy,
             g_value if g_value is not None else dummy, g_jac if g_jac is not None else dummy,
             g_sec if g_sec is not None else dummy, partial, n, x.stride(0),
-            K_P=triton.next_power_of_2(k), BLOCK=BACKWARD_BLOCK, PROGRAMS=programs, HAS_GV=g_value is not None,
-            HAS_GJ=g_jac is not None, HAS_GS=g_sec is not None, num_warps=WARPS, **shape)
+            K_P=triton.next_power_of_2(k), BLOCK=BACKWARD_BLOCK, HAS_GV=g_value is not None,
+            HAS_GJ=g_jac is not None, HAS_GS=g_sec is not None, num_warps=BACKWARD_WARPS,
+            num_stages=BACKWARD_STAGES, **shape)
         total = partial.sum(dim=0)  # one reduction over the programs for all three
         d_weight = total[:mo_p * d_p].view(mo_p, d_p)[:mo, :d]
         if g_jac is not None or g_sec is not None:  # Σ_k (Σ g_{h_k}) v_kᵀ
@@ -402,9 +418,9 @@ def first_layer_applies(layer: nn.Module, activation: nn.Module, value: Tensor, 
     at most 64 directions (its backward kernel keeps a sum per direction in registers) shared
     by every point and zero second derivatives (the caller checks those)."""
     return (type(layer) is nn.Linear and type(activation) in ACTIVATIONS and jac.stride(0) == 0
-            and jac.shape[1] <= MAX_FIRST_DIRECTIONS
-            and not value.requires_grad and value.dtype in (torch.float32, torch.float64)
-            and jac.shape[0] * jac.shape[1] * layer.out_features < 2**31 and why_unavailable(value.device) is None)
+            and jac.shape[1] <= MAX_FIRST_DIRECTIONS and not value.requires_grad
+            and value.dtype in (torch.float32, torch.float64) and _small(layer, value, jac)
+            and why_unavailable(value.device) is None)
 
 
 # torch.compile leaves the kernels as they are: it runs these two functions eagerly, compiling

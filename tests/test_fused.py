@@ -166,6 +166,17 @@ def test_first_layer_with_many_directions_is_left_unfused(monkeypatch):
     torch.testing.assert_close(jet.sec, plain.sec, rtol=1e-12, atol=1e-12)
 
 
+def test_layers_wider_than_the_kernels_take_are_left_unfused(monkeypatch):
+    calls = count_fused_calls(monkeypatch)
+    wide = fused.MAX_WIDTH + 1
+    model = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, wide), nn.Tanh(), nn.Linear(wide, 16),
+                          nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 1)).to(**F64)
+    x = torch.rand(10, 2, **F64)
+    plain, jet = propagate(model, Jet.seed(x)), propagate(model, Jet.seed(x), triton=True)
+    assert calls == [model[0], model[6]], "the layers into and out of the wide one stay unfused"
+    torch.testing.assert_close(jet.sec, plain.sec, rtol=1e-12, atol=1e-12)
+
+
 def test_applies_only_where_the_kernel_computes_the_layer():
     layer, x = nn.Linear(8, 8).to(**F64), torch.rand(5, 8, **F64)
     per_point = torch.rand(5, 2, 8, **F64)
