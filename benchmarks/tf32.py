@@ -5,8 +5,10 @@
 2-D Poisson, 3x50 tanh MLP, N interior + N/5 boundary points. The network is first trained
 for ``--steps`` Adam steps in float32 (so the loss is no longer dominated by its random start),
 then the loss and its gradient are evaluated in float64 (the reference), float32 and float32 with
-TF32 matrix products, for the autograd and forward engines. Prints the relative error of each
-against float64: the loss, and the gradient as ||g - g64|| / ||g64||.
+TF32 matrix products, for the autograd and forward engines, and for the forward engine with the
+fused Triton layers (``triton``, where Triton runs: their float32 products are three TF32
+products each, or one under TF32). Prints the relative error of each against float64: the loss,
+and the gradient as ||g - g64|| / ||g64||.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 
 import torch
 
+from pinn import fused
 from pinn.derivatives import AutogradEngine, ForwardEngine
 from pinn.models import MLP
 from pinn.pdes import Poisson
@@ -44,6 +47,9 @@ def main() -> None:
     where = torch.cuda.get_device_name() if device.startswith("cuda") else "CPU (TF32 has no effect)"
     print(f"# {time.strftime('%Y-%m-%d')}, {where}, torch {torch.__version__}")
     print(f"{'N':>7} {'engine':>9} {'mode':>8} {'loss rel err':>13} {'grad rel err':>13}")
+    engines = [("autograd", AutogradEngine()), ("forward", ForwardEngine())]
+    if fused.why_unavailable(torch.device(device)) is None:
+        engines.append(("triton", ForwardEngine(triton=True)))
     pde = Poisson(dim=2)
     for n in args.points:
         points = {k: v.to(device) for k, v in SobolSampler(n_interior=n, n_boundary=n // 5).sample(
@@ -55,11 +61,12 @@ def main() -> None:
             optimizer.zero_grad(set_to_none=True)
             Trainer().losses(pde, model, ForwardEngine(), {k: v.float() for k, v in points.items()})[0].backward()
             optimizer.step()
-        for engine in (AutogradEngine(), ForwardEngine()):
+        for name, engine in engines:
+            engine.check_pde(pde)
             ref_loss, ref_grad = loss_and_gradient(model, pde, engine, points, torch.float64, False)
             for mode, tf32 in (("float32", False), ("tf32", True)):
                 loss, grad = loss_and_gradient(model, pde, engine, points, torch.float32, tf32)
-                print(f"{n:>7} {engine.name:>9} {mode:>8} {abs(loss - ref_loss) / abs(ref_loss):>13.3e} "
+                print(f"{n:>7} {name:>9} {mode:>8} {abs(loss - ref_loss) / abs(ref_loss):>13.3e} "
                       f"{((grad - ref_grad).norm() / ref_grad.norm()).item():>13.3e}", flush=True)
             model.float()
 

@@ -27,8 +27,9 @@ then the inputs' gradients :math:`g_h W`, :math:`g_{h_k} W`, :math:`g_{h_L} W` a
 number of programs, each writing one partial sum, so the result does not depend on timing).
 
 Supported: the ``laplacian`` mode of the forward and stochastic engines, activations tanh and
-sine, float32 and float64, on a CUDA GPU with Triton installed. The matrix products follow
-``torch.backends.cuda.matmul.allow_tf32`` (``trainer.tf32``): IEEE float32 unless TF32 is allowed.
+sine, layers up to 64 wide, float32 and float64, on a CUDA GPU with Triton installed. Float32
+matrix products are three TF32 tensor-core products each (as accurate as float32 ones, see
+``FLOAT32_PRODUCTS``), or one where ``trainer.tf32`` allows TF32.
 Everywhere else a layer falls back to the unfused path. With ``TRITON_INTERPRET=1`` set before
 Triton is first imported, the kernels run on the CPU in Triton's interpreter (slowly): that is
 how the tests check them on a machine without a GPU.
@@ -62,9 +63,12 @@ BACKWARD_BLOCK, BACKWARD_WARPS, BACKWARD_STAGES, PROGRAMS_PER_SM = 32, 8, 1, 4
 #: memory than an H100 has per program); wider layers stay unfused
 MAX_WIDTH = 64
 MAX_FIRST_DIRECTIONS = 64
-#: float32 matrix products inside the kernels: ``None`` follows ``trainer.tf32`` ("tf32" or "ieee");
-#: benchmarks/triton_blocks.py also times "tf32x3" (three TF32 products, about float32's accuracy)
-FLOAT32_PRODUCTS: str | None = None
+#: float32 matrix products inside the kernels, unless trainer.tf32 asks for single TF32 ones:
+#: "tf32x3" splits each factor into two TF32 numbers and adds three tensor-core products, as
+#: accurate as float32 products (emulated: 8e-8 relative error against float32's 1.3e-7, for
+#: 50-wide layers); "ieee" multiplies in float32 on the ordinary cores, where the backward
+#: kernel's tiles do not fit in registers (2.9 KB spilled per thread, as compiled for sm_90)
+FLOAT32_PRODUCTS = "tf32x3"
 
 
 def interpreting() -> bool:
@@ -104,9 +108,7 @@ def _pad(n: int) -> int:
 def _precision(dtype: torch.dtype) -> str:
     if dtype != torch.float32:
         return "ieee"
-    if FLOAT32_PRODUCTS is not None:
-        return FLOAT32_PRODUCTS
-    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else FLOAT32_PRODUCTS
 
 
 if triton is not None:
