@@ -60,6 +60,16 @@ def test_step_kernels_counts_fewer_operations_with_the_triton_kernels():
         assert rows["forward+triton+fused"][2] == "6" and int(rows["forward+triton+fused"][1]) < 100, out
 
 
+def test_tf32_benchmark_emulates_the_products_and_runs_each_engine():
+    """Three TF32 products per float32 one are as accurate as float32's; one loses three digits."""
+    out = run("tf32.py", "--device", "cpu", "--points", "20", "--steps", "1")
+    emulated = dict(part.rsplit(" ", 1) for part in out.splitlines()[1].split(": ")[1].split(", "))
+    errors = {name: float(err) for name, err in emulated.items()}
+    assert errors["3 x tf32"] < 2 * errors["float32"] < 1e-6 and errors["tf32"] > 100 * errors["float32"], out
+    engines = {line.split()[1] for line in out.splitlines() if line.split()[:1] == ["20"]}
+    assert {"autograd", "forward"} <= engines, out
+
+
 def test_jet_revisions_compares_with_a_git_revision():
     if subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True).returncode != 0:
         pytest.skip("not a git checkout: there is no revision to compare with")
