@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every GPU check and benchmark in one run (about 8 minutes on an H100):
+# Every GPU check and benchmark (all parts: about 20 minutes on an H100; the parts that
+# measure the step-time targets, "tests deepxde deepxde200k triton", about 8):
 #
 #   bash benchmarks/gpu.sh [OUTPUT_DIR] [PART ...]     # default: outputs/gpu, every part
 #
@@ -44,14 +45,14 @@ python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version
 # installed, the same options without -n, in one process.
 if python -c "import xdist" 2>/dev/null; then serial=(-n 0); suite=(-n 8); else serial=(-o "addopts=-m 'not slow'"); suite=("${serial[@]}"); fi
 run tests 150 python -m pytest -q "${serial[@]}" -p no:cacheprovider tests/test_cuda_graph.py tests/test_preflight.py tests/test_fused.py
+# The variants below are those the targets turn on (each torch.compile variant compiles for
+# tens of seconds); benchmarks/RESULTS.md has the others from 2026-11-27.
 run deepxde 240 python benchmarks/vs_deepxde.py --device cuda --iterations 1000 --variants deepxde autograd \
-    forward forward+graph forward+graph+fused forward+compile forward+compile+graph forward+compile+graph+fused \
-    forward+compile+graph+tf32 forward+triton forward+triton+graph forward+triton+graph+fused \
-    forward+triton+compile+graph+fused
-run deepxde200k 200 python benchmarks/vs_deepxde.py --device cuda --iterations 200 --interior 200000 \
-    --boundary 40000 --variants deepxde autograd forward forward+graph forward+graph+tf32 forward+compile \
-    forward+compile+graph forward+compile+graph+tf32 forward+triton forward+triton+graph forward+triton+graph+tf32 \
-    forward+triton+compile+graph
+    forward forward+graph forward+graph+fused forward+compile+graph+fused forward+triton+graph \
+    forward+triton+graph+fused forward+triton+compile+graph+fused
+run deepxde200k 240 python benchmarks/vs_deepxde.py --device cuda --iterations 200 --interior 200000 \
+    --boundary 40000 --variants deepxde forward forward+compile+graph forward+compile+graph+tf32 forward+triton+graph \
+    forward+triton+graph+tf32 forward+triton+compile+graph
 run triton 180 python benchmarks/triton_blocks.py --device cuda
 run tf32 90 python benchmarks/tf32.py
 run engines 180 python benchmarks/derivatives.py --device cuda --seconds 0.5

@@ -113,6 +113,8 @@ class ForwardEngine(Engine):
         check_supported(model)
         if self.gram is True and linear_chain(_network(model)) is None:
             raise _not_a_chain(model)
+        if self.triton:
+            fused.check_fusable(model)
 
     def check_pde(self, pde):
         need = pde.second_order if pde.second_order in SECOND_ORDER else "laplacian"
@@ -216,6 +218,8 @@ class StochasticEngine(Engine):
 
     def check(self, model):
         check_supported(model)
+        if self.triton:
+            fused.check_fusable(model)
 
     def check_pde(self, pde):
         if pde.second_order not in ("none", "laplacian") or pde.needs_gradient:

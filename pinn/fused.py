@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from pinn.errors import ConfigError
-from pinn.models import Sine
+from pinn.models import MLP, OutputTransform, Sine
 
 try:
     import triton
@@ -440,6 +440,34 @@ def linear_activate(layer: nn.Linear, activation: nn.Module, value: Tensor, jac:
                     sec: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The value, first derivatives and Laplacian of ``activation(layer(.))`` (see :func:`applies`)."""
     return _FusedLayer.apply(value, jac, sec, layer.weight, layer.bias, ACTIVATIONS[type(activation)])
+
+
+def fusable_layers(model: nn.Module) -> int:
+    """How many linear layers of ``model`` the kernels can run with the activation after them:
+    in an MLP (inside a hard constraint or not), at most ``MAX_WIDTH`` wide, followed by tanh
+    or sine. (Whether they do at a step also depends on the points, see :func:`applies`.)"""
+    if isinstance(model, (MLP, OutputTransform)):
+        return fusable_layers(model.net)
+    if not isinstance(model, nn.Sequential):
+        return 0
+    layers, count, i = list(model), 0, 0
+    while i < len(layers):
+        layer = layers[i]
+        if (i + 1 < len(layers) and type(layer) is nn.Linear and type(layers[i + 1]) in ACTIVATIONS
+                and max(layer.in_features, layer.out_features) <= MAX_WIDTH):
+            count, i = count + 1, i + 2
+        else:
+            count, i = count + fusable_layers(layer), i + 1
+    return count
+
+
+def check_fusable(model: nn.Module) -> None:
+    """Raise :class:`ConfigError` where ``derivatives.triton=true`` would fuse nothing of ``model``."""
+    if fusable_layers(model) == 0:
+        raise ConfigError(
+            f"derivatives.triton=true, but no layer of this {type(model).__name__} can run in the kernels: they take a "
+            f"linear layer of at most {MAX_WIDTH} inputs and outputs followed by tanh or sin, in an MLP (model=mlp, "
+            "model=fourier). Set derivatives.triton=false, or narrow the network")
 
 
 def check_available(device: torch.device) -> None:

@@ -188,6 +188,20 @@ def test_applies_only_where_the_kernel_computes_the_layer():
     assert not fused.applies(layer, nn.Tanh(), x.half(), per_point.half(), x.half()), "float16"
 
 
+def test_networks_with_nothing_to_fuse_are_refused():
+    from pinn.models import ModifiedMLP
+
+    assert fused.fusable_layers(MLP(2, 1, width=50, depth=3)) == 3
+    assert fused.fusable_layers(Poisson(dim=2, hard_constraint=True).constrain(MLP(2, 1, width=50, depth=3))) == 3
+    assert fused.fusable_layers(MLP(2, 1, width=50, depth=3, activation="gelu")) == 0
+    for model in (MLP(2, 1, width=128, depth=3), MLP(2, 1, width=16, depth=2, activation="gelu"),
+                  ModifiedMLP(2, 1, width=16, depth=2)):
+        for engine in (ForwardEngine(triton=True), StochasticEngine(triton=True)):
+            with pytest.raises(ConfigError, match="no layer of this .* can run in the kernels.*derivatives.triton=false"):
+                engine.check(model)
+    ForwardEngine(triton=True).check(MLP(2, 1, width=64, depth=2))
+
+
 def test_refusals():
     with pytest.raises(ConfigError, match="autograd engine has none to fuse"):
         make_engine("autograd", triton=True)
