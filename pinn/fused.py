@@ -128,6 +128,12 @@ if triton is not None:
             return s, c, -s, -c
 
     @triton.jit
+    def _weight_transposed(w_ptr, cin, cout, MI: tl.constexpr, MO: tl.constexpr):
+        """Wᵀ of the (MO, MI) weight, as a zero-padded (MI_P, MO_P) tile."""
+        return tl.load(w_ptr + cout[None, :] * MI + cin[:, None], mask=(cin[:, None] < MI) & (cout[None, :] < MO),
+                       other=0.0)
+
+    @triton.jit
     def _forward_kernel(v_ptr, j_ptr, s_ptr, w_ptr, b_ptr, ov_ptr, oj_ptr, os_ptr, n,
                         sv, sj0, sj1, ss,
                         MI: tl.constexpr, MO: tl.constexpr, MI_P: tl.constexpr, MO_P: tl.constexpr,
@@ -137,9 +143,7 @@ if triton is not None:
         cin, cout = tl.arange(0, MI_P), tl.arange(0, MO_P)
         in_mask = (rows[:, None] < n) & (cin[None, :] < MI)
         out_mask = (rows[:, None] < n) & (cout[None, :] < MO)
-        # Wᵀ, (MI_P, MO_P), zero-padded
-        wt = tl.load(w_ptr + cout[None, :] * MI + cin[:, None], mask=(cin[:, None] < MI) & (cout[None, :] < MO),
-                     other=0.0)
+        wt = _weight_transposed(w_ptr, cin, cout, MI, MO)
         h = tl.dot(tl.load(v_ptr + rows[:, None] * sv + cin[None, :], mask=in_mask, other=0.0), wt,
                    input_precision=PRECISION)
         if HAS_BIAS:
@@ -166,8 +170,7 @@ if triton is not None:
                          PRECISION: tl.constexpr):
         pid = tl.program_id(0)
         cin, cout = tl.arange(0, MI_P), tl.arange(0, MO_P)
-        w_mask = (cin[:, None] < MI) & (cout[None, :] < MO)
-        wt = tl.load(w_ptr + cout[None, :] * MI + cin[:, None], mask=w_mask, other=0.0)  # Wᵀ (MI_P, MO_P)
+        wt = _weight_transposed(w_ptr, cin, cout, MI, MO)
         w = tl.trans(wt)  # W (MO_P, MI_P)
         if HAS_BIAS:
             bias = tl.load(b_ptr + cout, mask=cout < MO, other=0.0)
@@ -220,7 +223,6 @@ if triton is not None:
         tl.store(row + cout[:, None] * MI_P + cin[None, :], dw)
         tl.store(row + MO_P * MI_P + cout, db)
 
-
     @triton.jit
     def _first_forward_kernel(x_ptr, along_ptr, w_ptr, b_ptr, ov_ptr, oj_ptr, os_ptr, n, sx,
                               D: tl.constexpr, MO: tl.constexpr, D_P: tl.constexpr, MO_P: tl.constexpr,
@@ -229,8 +231,7 @@ if triton is not None:
         rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         cin, cout = tl.arange(0, D_P), tl.arange(0, MO_P)
         out_mask = (rows[:, None] < n) & (cout[None, :] < MO)
-        wt = tl.load(w_ptr + cout[None, :] * D + cin[:, None], mask=(cin[:, None] < D) & (cout[None, :] < MO),
-                     other=0.0)
+        wt = _weight_transposed(w_ptr, cin, cout, D, MO)
         x = tl.load(x_ptr + rows[:, None] * sx + cin[None, :], mask=(rows[:, None] < n) & (cin[None, :] < D), other=0.0)
         h = tl.dot(x, wt, input_precision=PRECISION)
         if HAS_BIAS:
@@ -253,8 +254,7 @@ if triton is not None:
         pid = tl.program_id(0)
         cin, cout = tl.arange(0, D_P), tl.arange(0, MO_P)
         row = partial_ptr + pid * (MO_P * D_P + MO_P + K * MO_P)  # this program's [dW, db, Σ g_{h_k}]
-        wt = tl.load(w_ptr + cout[None, :] * D + cin[:, None], mask=(cin[:, None] < D) & (cout[None, :] < MO),
-                     other=0.0)
+        wt = _weight_transposed(w_ptr, cin, cout, D, MO)
         if HAS_BIAS:
             bias = tl.load(b_ptr + cout, mask=cout < MO, other=0.0)
         square_sum = tl.zeros((MO_P,), dtype=wt.dtype)
