@@ -1,0 +1,101 @@
+"""Compile the fused layer's Triton kernels for an H100 without one, and print what each uses.
+
+    python benchmarks/kernel_resources.py [--arch 90] [--width 50] [--directions 2 16]
+
+Triton compiles for a named GPU architecture without a GPU present (its own ``ptxas`` comes
+with the package). For each kernel of ``pinn/fused.py`` at the default launch settings, in
+float32 (three TF32 products, one, and IEEE float32 products) and float64, this prints the registers per thread, the
+bytes spilled to each thread's stack, the shared memory per program and whether it fits the
+H100's 227 KB, as read from the compiled binary with ``cuobjdump``. Catches what Triton's CPU
+interpreter lets through: code the compiler rejects, tiles that do not fit. Run it without
+``TRITON_INTERPRET`` set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from pinn import fused
+
+SHARED_MEMORY_PER_PROGRAM = 232448  # bytes, an H100's (sm_90) most for one thread block
+POINTERS = {
+    "_forward_kernel": "v_ptr j_ptr s_ptr w_ptr b_ptr ov_ptr oj_ptr os_ptr",
+    "_backward_kernel": "v_ptr j_ptr s_ptr w_ptr b_ptr gv_ptr gj_ptr gs_ptr dv_ptr dj_ptr ds_ptr partial_ptr",
+    "_first_forward_kernel": "x_ptr along_ptr w_ptr b_ptr ov_ptr oj_ptr os_ptr",
+    "_first_backward_kernel": "x_ptr along_ptr w_ptr b_ptr gv_ptr gj_ptr gs_ptr partial_ptr",
+}
+
+
+def compile_kernel(name: str, dtype: str, fan_in: int, width: int, directions: int, precision: str,
+                   arch: int) -> dict:
+    """Compile one kernel for sm_``arch``; its registers, spills and shared memory."""
+    pad = fused._pad
+    if name.startswith("_first"):
+        constants = dict(D=fan_in, MO=width, D_P=pad(fan_in), MO_P=pad(width))
+    else:
+        constants = dict(MI=fan_in, MO=width, MI_P=pad(fan_in), MO_P=pad(width))
+    constants.update(K=directions, ACT=0, HAS_BIAS=True, PRECISION=precision)
+    if "backward" in name:
+        constants.update(BLOCK=fused.BACKWARD_BLOCK, HAS_GV=True, HAS_GJ=True, HAS_GS=True)
+        options = dict(num_warps=fused.BACKWARD_WARPS, num_stages=fused.BACKWARD_STAGES)
+        if name.startswith("_first"):
+            constants.update(K_P=triton.next_power_of_2(directions))
+    else:
+        constants.update(BLOCK=fused.FORWARD_BLOCK)
+        options = dict(num_warps=fused.FORWARD_WARPS)
+    kernel = getattr(fused, name)
+    pointers = POINTERS[name].split()
+    signature, attributes = {}, {}
+    for i, arg in enumerate(kernel.arg_names):
+        if arg in constants:
+            signature[arg] = "constexpr"
+        elif arg in pointers:
+            signature[arg] = "*" + dtype
+            attributes[(i,)] = [["tt.divisibility", 16]]  # as Triton specializes torch's aligned tensors
+        else:
+            signature[arg] = "i32"
+    compiled = triton.compile(ASTSource(kernel, signature, constexprs=constants, attrs=attributes),
+                              target=GPUTarget("cuda", arch, 32), options=options)
+    with tempfile.TemporaryDirectory() as folder:
+        binary = Path(folder) / "kernel.cubin"
+        binary.write_bytes(compiled.asm["cubin"])
+        cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+        usage = subprocess.run([str(cuobjdump), "-res-usage", str(binary)], capture_output=True, text=True,
+                               check=True).stdout
+    registers, stack = (int(re.search(rf"{key}:(\d+)", usage).group(1)) for key in ("REG", "STACK"))
+    return {"registers": registers, "spilled": stack, "shared": compiled.metadata.shared}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", type=int, default=90, help="compute capability times ten (90: H100)")
+    parser.add_argument("--width", type=int, default=50)
+    parser.add_argument("--inputs", type=int, default=2, help="the first layer's inputs (the dimension d)")
+    parser.add_argument("--directions", type=int, nargs="+", default=[2, 16])
+    args = parser.parse_args()
+    if fused.interpreting():
+        raise SystemExit("error: TRITON_INTERPRET is set: Triton then interprets instead of compiling; unset it")
+    print(f"# triton {triton.__version__}, sm_{args.arch}, width {args.width}, first layer's inputs {args.inputs}; "
+          f"blocks {fused.FORWARD_BLOCK}/{fused.BACKWARD_BLOCK}, warps {fused.FORWARD_WARPS}/{fused.BACKWARD_WARPS}, "
+          f"backward stages {fused.BACKWARD_STAGES}")
+    print(f"{'kernel':>23} {'dtype':>6} {'products':>8} {'K':>3} {'registers':>9} {'spilled':>8} {'shared':>8}  fits")
+    for directions in args.directions:
+        for dtype, precision in (("fp32", fused.FLOAT32_PRODUCTS), ("fp32", "tf32"), ("fp32", "ieee"), ("fp64", "ieee")):
+            for name in POINTERS:
+                fan_in = args.inputs if name.startswith("_first") else args.width
+                r = compile_kernel(name, dtype, fan_in, args.width, directions, precision, args.arch)
+                fits = "yes" if r["shared"] <= SHARED_MEMORY_PER_PROGRAM else "NO"
+                print(f"{name.strip('_'):>23} {dtype:>6} {precision:>8} {directions:>3} {r['registers']:>9} "
+                      f"{r['spilled']:>8} {r['shared']:>8}  {fits}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
