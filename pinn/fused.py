@@ -1,5 +1,5 @@
-r"""One Triton kernel for a hidden layer of the forward engine: the linear map and the activation's
-chain rule in one pass over the points, and one for its backward pass (``derivatives.triton``).
+r"""Triton kernels for the forward engine's layers (``derivatives.triton``): a linear map and the
+activation's chain rule in one pass over the points, and its backward pass in another.
 
 A hidden layer of a Laplacian jet (:mod:`pinn.jet`) maps the incoming value :math:`a`, first
 derivatives :math:`J_k` (``K`` directions) and Laplacian :math:`L` by the weight, then applies
@@ -25,14 +25,16 @@ inputs (which the previous layer's backward pass needs anyway) and, with
 then the inputs' gradients :math:`g_h W`, :math:`g_{h_k} W`, :math:`g_{h_L} W` and the weight's
 :math:`g_h^\top a + \sum_k g_{h_k}^\top J_k + g_{h_L}^\top L` (summed over its blocks by a fixed
 number of programs, each writing one partial sum, so the result does not depend on timing).
+The first layer has a pair of its own (:class:`_FirstLayer`): there the directions are the
+same at every point and the second derivatives zero.
 
 Supported: the ``laplacian`` mode of the forward and stochastic engines, activations tanh and
-sine, layers up to 64 wide, float32 and float64, on a CUDA GPU with Triton installed. Float32
-matrix products are three TF32 tensor-core products each (as accurate as float32 ones, see
-``FLOAT32_PRODUCTS``), or one where ``trainer.tf32`` allows TF32.
-Everywhere else a layer falls back to the unfused path. With ``TRITON_INTERPRET=1`` set before
-Triton is first imported, the kernels run on the CPU in Triton's interpreter (slowly): that is
-how the tests check them on a machine without a GPU.
+sine, layers up to 64 wide (and first layers of up to 64 directions), float32 and float64, on a
+CUDA GPU with Triton installed. Float32 matrix products are three TF32 tensor-core products
+each (as accurate as float32 ones, see ``FLOAT32_PRODUCTS``), or one where ``trainer.tf32``
+allows TF32. Everywhere else a layer falls back to the unfused path. With
+``TRITON_INTERPRET=1`` set before Triton is first imported, the kernels run on the CPU in
+Triton's interpreter (slowly): that is how the tests check them on a machine without a GPU.
 """
 
 from __future__ import annotations
@@ -98,7 +100,8 @@ def applies(layer: nn.Module, activation: nn.Module, value: Tensor, jac: Tensor,
     derivatives that are not the seed's zero, all small enough for the kernels' 32-bit offsets."""
     return (type(layer) is nn.Linear and type(activation) in ACTIVATIONS and sec is not None
             and jac.stride(0) != 0 and value.dtype in (torch.float32, torch.float64)
-            and _small(layer, value, jac, sec) and why_unavailable(value.device) is None)
+            and layer.weight.dtype == value.dtype and _small(layer, value, jac, sec)
+            and why_unavailable(value.device) is None)
 
 
 def _pad(n: int) -> int:
@@ -421,7 +424,8 @@ def first_layer_applies(layer: nn.Module, activation: nn.Module, value: Tensor, 
     by every point and zero second derivatives (the caller checks those)."""
     return (type(layer) is nn.Linear and type(activation) in ACTIVATIONS and jac.stride(0) == 0
             and jac.shape[1] <= MAX_FIRST_DIRECTIONS and not value.requires_grad
-            and value.dtype in (torch.float32, torch.float64) and _small(layer, value, jac)
+            and value.dtype in (torch.float32, torch.float64) and layer.weight.dtype == value.dtype
+            and _small(layer, value, jac)
             and why_unavailable(value.device) is None)
 
 
