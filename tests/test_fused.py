@@ -97,18 +97,19 @@ def count_fused_calls(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("engine", ["forward", "stochastic"])
-def test_network_and_training_steps_match_unfused_engine(engine, monkeypatch):
+@pytest.mark.parametrize("engine,hard", [("forward", False), ("stochastic", False), ("forward", True)],
+                         ids=["forward", "stochastic", "forward-hard-constraint"])
+def test_network_and_training_steps_match_unfused_engine(engine, hard, monkeypatch):
     """Whole MLPs: the loss of Poisson's equation and its parameter gradients, then three Adam
     steps, with and without the kernels; every layer but the last (which has no activation)
-    runs in a kernel."""
+    runs in a kernel, also inside a hard constraint u = s N."""
     calls = count_fused_calls(monkeypatch)
-    pde = Poisson(dim=3)
+    pde = Poisson(dim=3, hard_constraint=hard)
     x = {"interior": torch.rand(50, 3, **F64), "boundary": torch.rand(10, 3, **F64)}
     results = []
     for triton in (False, True):
         torch.manual_seed(0)
-        model = MLP(3, 1, width=20, depth=3).to(**F64)
+        model = pde.constrain(MLP(3, 1, width=20, depth=3).to(**F64))
         derivatives = make_engine(engine, triton=triton, samples=4)
         derivatives.check(model)
         derivatives.check_pde(pde)
