@@ -4,7 +4,8 @@
 
 Triton compiles for a named GPU architecture without a GPU present (its own ``ptxas`` comes
 with the package). For each kernel of ``pinn/fused.py`` at the default launch settings, in
-float32 (three TF32 products, one, and IEEE float32 products) and float64, this prints the registers per thread, the
+float32 (three TF32 products, one, and IEEE float32 products) and float64, and in the
+diagonal mode, this prints the registers per thread, the
 bytes spilled to each thread's stack, the shared memory per program and whether it fits the
 H100's 227 KB, as read from the compiled binary with ``cuobjdump``. Catches what Triton's CPU
 interpreter lets through: code the compiler rejects, tiles that do not fit. Run it without
@@ -35,14 +36,14 @@ POINTERS = {
 
 
 def compile_kernel(name: str, dtype: str, fan_in: int, width: int, directions: int, precision: str,
-                   arch: int) -> dict:
+                   arch: int, mode: str = "laplacian") -> dict:
     """Compile one kernel for sm_``arch``; its registers, spills and shared memory."""
     pad = fused._pad
     if name.startswith("_first"):
         constants = dict(D=fan_in, MO=width, D_P=pad(fan_in), MO_P=pad(width))
     else:
         constants = dict(MI=fan_in, MO=width, MI_P=pad(fan_in), MO_P=pad(width))
-    constants.update(K=directions, ACT=0, HAS_BIAS=True, PRECISION=precision)
+    constants.update(K=directions, ACT=0, HAS_BIAS=True, DIAGONAL=mode == "diagonal", PRECISION=precision)
     if "backward" in name:
         constants.update(BLOCK=fused.BACKWARD_BLOCK, HAS_GV=True, HAS_GJ=True, HAS_GS=True)
         options = dict(num_warps=fused.BACKWARD_WARPS, num_stages=fused.BACKWARD_STAGES)
@@ -86,14 +87,17 @@ def main() -> None:
     print(f"# triton {triton.__version__}, sm_{args.arch}, width {args.width}, first layer's inputs {args.inputs}; "
           f"blocks {fused.FORWARD_BLOCK}/{fused.BACKWARD_BLOCK}, warps {fused.FORWARD_WARPS}/{fused.BACKWARD_WARPS}, "
           f"backward stages {fused.BACKWARD_STAGES}")
-    print(f"{'kernel':>23} {'dtype':>6} {'products':>8} {'K':>3} {'registers':>9} {'spilled':>8} {'shared':>8}  fits")
+    print(f"{'kernel':>23} {'mode':>9} {'dtype':>6} {'products':>8} {'K':>3} {'registers':>9} {'spilled':>8} "
+          f"{'shared':>8}  fits")
+    cases = [("laplacian", "fp32", fused.FLOAT32_PRODUCTS), ("laplacian", "fp32", "tf32"), ("laplacian", "fp32", "ieee"),
+             ("laplacian", "fp64", "ieee"), ("diagonal", "fp32", fused.FLOAT32_PRODUCTS)]
     for directions in args.directions:
-        for dtype, precision in (("fp32", fused.FLOAT32_PRODUCTS), ("fp32", "tf32"), ("fp32", "ieee"), ("fp64", "ieee")):
+        for mode, dtype, precision in cases:
             for name in POINTERS:
                 fan_in = args.inputs if name.startswith("_first") else args.width
-                r = compile_kernel(name, dtype, fan_in, args.width, directions, precision, args.arch)
+                r = compile_kernel(name, dtype, fan_in, args.width, directions, precision, args.arch, mode)
                 fits = "yes" if r["shared"] <= SHARED_MEMORY_PER_PROGRAM else "NO"
-                print(f"{name.strip('_'):>23} {dtype:>6} {precision:>8} {directions:>3} {r['registers']:>9} "
+                print(f"{name.strip('_'):>23} {mode:>9} {dtype:>6} {precision:>8} {directions:>3} {r['registers']:>9} "
                       f"{r['spilled']:>8} {r['shared']:>8}  {fits}", flush=True)
 
 

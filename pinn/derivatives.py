@@ -85,9 +85,9 @@ class ForwardEngine(Engine):
             inside a hard constraint, :func:`pinn.jet.gram_laplacian_of_transform`). ``auto``:
             where that is cheaper, ``d`` at least twice the widest hidden layer (not with
             ``triton``); ``True``: always (an error where it cannot apply); ``False``: never.
-        triton: run each hidden layer of an MLP (linear map and activation) as one Triton
-            kernel, forward and backward (:mod:`pinn.fused`): less memory traffic on a GPU.
-            ``laplacian`` mode only; needs a CUDA device and Triton.
+        triton: run each layer of an MLP but the last (linear map and activation) as one Triton
+            kernel, forward and backward (:mod:`pinn.fused`): fewer kernels and less memory
+            traffic on a GPU. ``laplacian`` and ``diagonal`` modes; needs a CUDA device and Triton.
     """
 
     name = "forward"
@@ -126,9 +126,9 @@ class ForwardEngine(Engine):
                 f"carries less; set derivatives.second={need} (or auto)"
             )
         self.values_and_laplacians = self.second == "laplacian" and not pde.needs_gradient
-        if self.triton and self.second != "laplacian":
-            raise ConfigError(f"derivatives.triton=true fuses the laplacian mode only, but {type(pde).__name__} needs "
-                              f"second derivatives as {self.second!r}; set derivatives.triton=false")
+        if self.triton and self.second not in fused.MODES:
+            raise ConfigError(f"derivatives.triton=true fuses the laplacian and diagonal modes, but {type(pde).__name__} "
+                              f"needs second derivatives as {self.second!r}; set derivatives.triton=false")
         if self.gram is True and not self.values_and_laplacians:
             wants = "exact first derivatives" if pde.needs_gradient else f"second derivatives as {self.second!r}"
             raise ConfigError(f"derivatives.gram=true gives values and Laplacians only, but {type(pde).__name__} also "

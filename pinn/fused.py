@@ -55,6 +55,8 @@ except ImportError:  # the fused kernels are optional; derivatives.triton=true s
 
 #: activations with a kernel: their number in the kernels' ``ACT`` switch
 ACTIVATIONS = {nn.Tanh: 0, Sine: 1}
+#: the forward engine's modes the kernels carry (not ``hessian``)
+MODES = ("laplacian", "diagonal")
 # Launch settings (benchmarks/triton_blocks.py times others). Compiled for an H100 (sm_90,
 # Triton 3.5-3.9, width 50 padded to 64, float32): 8 warps keep the forward kernel's tiles in
 # registers, and one pipeline stage lets several backward programs share a multiprocessor.
@@ -138,10 +140,10 @@ if triton is not None:
 
     @triton.jit
     def _forward_kernel(v_ptr, j_ptr, s_ptr, w_ptr, b_ptr, ov_ptr, oj_ptr, os_ptr, n,
-                        sv, sj0, sj1, ss,
+                        sv, sj0, sj1, ss0, ss1,
                         MI: tl.constexpr, MO: tl.constexpr, MI_P: tl.constexpr, MO_P: tl.constexpr,
                         K: tl.constexpr, BLOCK: tl.constexpr, ACT: tl.constexpr, HAS_BIAS: tl.constexpr,
-                        PRECISION: tl.constexpr):
+                        DIAGONAL: tl.constexpr, PRECISION: tl.constexpr):
         rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         cin, cout = tl.arange(0, MI_P), tl.arange(0, MO_P)
         in_mask = (rows[:, None] < n) & (cin[None, :] < MI)
@@ -157,20 +159,27 @@ if triton is not None:
         for k in range(K):
             hk = tl.dot(tl.load(j_ptr + rows[:, None] * sj0 + k * sj1 + cin[None, :], mask=in_mask, other=0.0), wt,
                         input_precision=PRECISION)
-            square_sum += hk * hk
             tl.store(oj_ptr + rows[:, None] * (K * MO) + k * MO + cout[None, :], d1 * hk, mask=out_mask)
-        hl = tl.dot(tl.load(s_ptr + rows[:, None] * ss + cin[None, :], mask=in_mask, other=0.0), wt,
-                    input_precision=PRECISION)
-        tl.store(os_ptr + rows[:, None] * MO + cout[None, :], d1 * hl + d2 * square_sum, mask=out_mask)
+            if DIAGONAL:  # D'_k = σ' W D_k + σ'' h_k², one per direction
+                hdk = tl.dot(tl.load(s_ptr + rows[:, None] * ss0 + k * ss1 + cin[None, :], mask=in_mask, other=0.0),
+                             wt, input_precision=PRECISION)
+                tl.store(os_ptr + rows[:, None] * (K * MO) + k * MO + cout[None, :], d1 * hdk + d2 * hk * hk,
+                         mask=out_mask)
+            else:
+                square_sum += hk * hk
+        if not DIAGONAL:
+            hl = tl.dot(tl.load(s_ptr + rows[:, None] * ss0 + cin[None, :], mask=in_mask, other=0.0), wt,
+                        input_precision=PRECISION)
+            tl.store(os_ptr + rows[:, None] * MO + cout[None, :], d1 * hl + d2 * square_sum, mask=out_mask)
 
     @triton.jit
     def _backward_kernel(v_ptr, j_ptr, s_ptr, w_ptr, b_ptr, gv_ptr, gj_ptr, gs_ptr,
                          dv_ptr, dj_ptr, ds_ptr, partial_ptr, n,
-                         sv, sj0, sj1, ss,
+                         sv, sj0, sj1, ss0, ss1,
                          MI: tl.constexpr, MO: tl.constexpr, MI_P: tl.constexpr, MO_P: tl.constexpr,
                          K: tl.constexpr, BLOCK: tl.constexpr, ACT: tl.constexpr,
                          HAS_BIAS: tl.constexpr, HAS_GV: tl.constexpr, HAS_GJ: tl.constexpr, HAS_GS: tl.constexpr,
-                         PRECISION: tl.constexpr):
+                         DIAGONAL: tl.constexpr, PRECISION: tl.constexpr):
         pid = tl.program_id(0)
         cin, cout = tl.arange(0, MI_P), tl.arange(0, MO_P)
         wt = _weight_transposed(w_ptr, cin, cout, MI, MO)
@@ -188,9 +197,7 @@ if triton is not None:
             if HAS_BIAS:
                 h += bias[None, :]
             a, d1, d2, d3 = _activation(h, ACT)
-            sec = tl.load(s_ptr + rows[:, None] * ss + cin[None, :], mask=in_mask, other=0.0)
-            hl = tl.dot(sec, wt, input_precision=PRECISION)
-            if HAS_GS:
+            if HAS_GS and not DIAGONAL:
                 gl = tl.load(gs_ptr + rows[:, None] * MO + cout[None, :], mask=out_mask, other=0.0)
             # g_h, accumulated term by term; rows past n carry zero gradients and so add nothing
             gh = tl.zeros((BLOCK, MO_P), dtype=h.dtype)
@@ -206,13 +213,25 @@ if triton is not None:
                     gk = tl.load(gj_ptr + rows[:, None] * (K * MO) + k * MO + cout[None, :], mask=out_mask, other=0.0)
                     gh += d2 * gk * hk
                     ghk += d1 * gk
-                if HAS_GS:
+                if HAS_GS and DIAGONAL:  # this direction's D'_k = σ' W D_k + σ'' h_k²
+                    gdk = tl.load(gs_ptr + rows[:, None] * (K * MO) + k * MO + cout[None, :], mask=out_mask, other=0.0)
+                    sk = tl.load(s_ptr + rows[:, None] * ss0 + k * ss1 + cin[None, :], mask=in_mask, other=0.0)
+                    hdk = tl.dot(sk, wt, input_precision=PRECISION)
+                    gh += gdk * (d2 * hdk + d3 * hk * hk)
+                    ghk += 2.0 * d2 * gdk * hk
+                    ghdk = d1 * gdk
+                    tl.store(ds_ptr + rows[:, None] * (K * MI) + k * MI + cin[None, :],
+                             tl.dot(ghdk, w, input_precision=PRECISION), mask=in_mask)
+                    dw += tl.dot(tl.trans(ghdk), sk, input_precision=PRECISION)
+                elif HAS_GS:
                     ghk += 2.0 * d2 * gl * hk
                 if HAS_GJ or HAS_GS:
                     tl.store(dj_ptr + rows[:, None] * (K * MI) + k * MI + cin[None, :],
                              tl.dot(ghk, w, input_precision=PRECISION), mask=in_mask)
                     dw += tl.dot(tl.trans(ghk), jk, input_precision=PRECISION)
-            if HAS_GS:
+            if HAS_GS and not DIAGONAL:
+                sec = tl.load(s_ptr + rows[:, None] * ss0 + cin[None, :], mask=in_mask, other=0.0)
+                hl = tl.dot(sec, wt, input_precision=PRECISION)
                 gh += gl * (d2 * hl + d3 * square_sum)
                 ghl = d1 * gl
                 tl.store(ds_ptr + rows[:, None] * MI + cin[None, :], tl.dot(ghl, w, input_precision=PRECISION),
@@ -230,7 +249,7 @@ if triton is not None:
     def _first_forward_kernel(x_ptr, along_ptr, w_ptr, b_ptr, ov_ptr, oj_ptr, os_ptr, n, sx,
                               D: tl.constexpr, MO: tl.constexpr, D_P: tl.constexpr, MO_P: tl.constexpr,
                               K: tl.constexpr, BLOCK: tl.constexpr, ACT: tl.constexpr, HAS_BIAS: tl.constexpr,
-                              PRECISION: tl.constexpr):
+                              DIAGONAL: tl.constexpr, PRECISION: tl.constexpr):
         rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         cin, cout = tl.arange(0, D_P), tl.arange(0, MO_P)
         out_mask = (rows[:, None] < n) & (cout[None, :] < MO)
@@ -246,14 +265,18 @@ if triton is not None:
             hk = tl.load(along_ptr + k * MO + cout, mask=cout < MO, other=0.0)  # W v_k
             square_sum += hk * hk
             tl.store(oj_ptr + rows[:, None] * (K * MO) + k * MO + cout[None, :], d1 * hk[None, :], mask=out_mask)
-        tl.store(os_ptr + rows[:, None] * MO + cout[None, :], d2 * square_sum[None, :], mask=out_mask)
+            if DIAGONAL:
+                tl.store(os_ptr + rows[:, None] * (K * MO) + k * MO + cout[None, :], d2 * (hk * hk)[None, :],
+                         mask=out_mask)
+        if not DIAGONAL:
+            tl.store(os_ptr + rows[:, None] * MO + cout[None, :], d2 * square_sum[None, :], mask=out_mask)
 
     @triton.jit
     def _first_backward_kernel(x_ptr, along_ptr, w_ptr, b_ptr, gv_ptr, gj_ptr, gs_ptr, partial_ptr, n, sx,
                                D: tl.constexpr, MO: tl.constexpr, D_P: tl.constexpr, MO_P: tl.constexpr,
                                K: tl.constexpr, K_P: tl.constexpr, BLOCK: tl.constexpr,
                                ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_GV: tl.constexpr, HAS_GJ: tl.constexpr,
-                               HAS_GS: tl.constexpr, PRECISION: tl.constexpr):
+                               HAS_GS: tl.constexpr, DIAGONAL: tl.constexpr, PRECISION: tl.constexpr):
         pid = tl.program_id(0)
         cin, cout = tl.arange(0, D_P), tl.arange(0, MO_P)
         row = partial_ptr + pid * (MO_P * D_P + MO_P + K * MO_P)  # this program's [dW, db, Σ g_{h_k}]
@@ -280,7 +303,7 @@ if triton is not None:
             gh = tl.zeros((BLOCK, MO_P), dtype=h.dtype)
             if HAS_GV:
                 gh += d1 * tl.load(gv_ptr + rows[:, None] * MO + cout[None, :], mask=out_mask, other=0.0)
-            if HAS_GS:
+            if HAS_GS and not DIAGONAL:
                 gl = tl.load(gs_ptr + rows[:, None] * MO + cout[None, :], mask=out_mask, other=0.0)
                 gh += d3 * gl * square_sum[None, :]
             for k in range(K):
@@ -290,7 +313,11 @@ if triton is not None:
                     gk = tl.load(gj_ptr + rows[:, None] * (K * MO) + k * MO + cout[None, :], mask=out_mask, other=0.0)
                     gh += d2 * gk * hk[None, :]
                     ghk += d1 * gk
-                if HAS_GS:
+                if HAS_GS and DIAGONAL:  # D'_k = σ'' h_k²
+                    gdk = tl.load(gs_ptr + rows[:, None] * (K * MO) + k * MO + cout[None, :], mask=out_mask, other=0.0)
+                    gh += d3 * gdk * (hk * hk)[None, :]
+                    ghk += 2.0 * d2 * gdk * hk[None, :]
+                elif HAS_GS:
                     ghk += 2.0 * d2 * gl * hk[None, :]
                 if HAS_GJ or HAS_GS:  # times v_k, Σ over the points of g_{h_k} is W's gradient through h_k
                     dk += tl.where(directions[:, None] == k, tl.sum(ghk, axis=0)[None, :], 0.0)
@@ -317,15 +344,16 @@ class _FusedLayer(torch.autograd.Function):
         weight = weight.contiguous()
         n, k, mi = jac.shape
         mo = weight.shape[0]
+        diagonal = sec.dim() == 3  # (N, K, m): one second derivative per direction
         out_value = value.new_empty(n, mo)
         out_jac = value.new_empty(n, k, mo)
-        out_sec = value.new_empty(n, mo)
+        out_sec = value.new_empty(n, k, mo) if diagonal else value.new_empty(n, mo)
         shape = dict(MI=mi, MO=mo, MI_P=_pad(mi), MO_P=_pad(mo), K=k, ACT=act, HAS_BIAS=bias is not None,
-                     PRECISION=_precision(value.dtype))
+                     DIAGONAL=diagonal, PRECISION=_precision(value.dtype))
         _forward_kernel[(triton.cdiv(n, FORWARD_BLOCK),)](
             value, jac, sec, weight, bias if bias is not None else weight, out_value, out_jac, out_sec, n,
-            value.stride(0), jac.stride(0), jac.stride(1), sec.stride(0), BLOCK=FORWARD_BLOCK, num_warps=FORWARD_WARPS,
-            **shape)
+            value.stride(0), jac.stride(0), jac.stride(1), sec.stride(0), sec.stride(1) if diagonal else 0,
+            BLOCK=FORWARD_BLOCK, num_warps=FORWARD_WARPS, **shape)
         ctx.save_for_backward(value, jac, sec, weight, bias)
         ctx.shape = shape
         ctx.set_materialize_grads(False)  # an output the loss does not reach gets None, skipped below
@@ -343,7 +371,7 @@ class _FusedLayer(torch.autograd.Function):
         programs = _programs(value.device, blocks)
         d_value = value.new_empty(n, mi)
         d_jac = value.new_empty(n, k, mi) if (g_jac is not None or g_sec is not None) else None
-        d_sec = value.new_empty(n, mi) if g_sec is not None else None
+        d_sec = None if g_sec is None else value.new_empty(sec.shape)
         mo, mi_p, mo_p = weight.shape[0], shape["MI_P"], shape["MO_P"]
         partial = value.new_empty(programs, mo_p * mi_p + mo_p)  # each program's partial [dW, db]
         g_value, g_jac, g_sec = (None if g is None else g.contiguous() for g in (g_value, g_jac, g_sec))
@@ -353,7 +381,7 @@ class _FusedLayer(torch.autograd.Function):
             g_value if g_value is not None else dummy, g_jac if g_jac is not None else dummy,
             g_sec if g_sec is not None else dummy,
             d_value, d_jac if d_jac is not None else dummy, d_sec if d_sec is not None else dummy, partial, n,
-            value.stride(0), jac.stride(0), jac.stride(1), sec.stride(0),
+            value.stride(0), jac.stride(0), jac.stride(1), sec.stride(0), sec.stride(1) if shape["DIAGONAL"] else 0,
             BLOCK=BACKWARD_BLOCK, HAS_GV=g_value is not None, HAS_GJ=g_jac is not None,
             HAS_GS=g_sec is not None, num_warps=BACKWARD_WARPS, num_stages=BACKWARD_STAGES, **shape)
         total = partial.sum(dim=0)  # one reduction over the programs for both
@@ -371,15 +399,16 @@ class _FirstLayer(torch.autograd.Function):
     :math:`(\sum_{\text{points}} g_{h_k}) v_k^\top`; neither ``x`` nor the directions get one."""
 
     @staticmethod
-    def forward(ctx, x, directions, weight, bias, act):
+    def forward(ctx, x, directions, weight, bias, act, diagonal):
         x = x if x.stride(-1) == 1 else x.contiguous()
         directions, weight = directions.contiguous(), weight.contiguous()
         n, d = x.shape
         k, mo = directions.shape[0], weight.shape[0]
-        out_value, out_jac, out_sec = x.new_empty(n, mo), x.new_empty(n, k, mo), x.new_empty(n, mo)
+        out_value, out_jac = x.new_empty(n, mo), x.new_empty(n, k, mo)
+        out_sec = x.new_empty(n, k, mo) if diagonal else x.new_empty(n, mo)
         along = directions @ weight.T  # h_k = W v_k, (K, MO): the same at every point
         shape = dict(D=d, MO=mo, D_P=_pad(d), MO_P=_pad(mo), K=k, ACT=act, HAS_BIAS=bias is not None,
-                     PRECISION=_precision(x.dtype))
+                     DIAGONAL=diagonal, PRECISION=_precision(x.dtype))
         _first_forward_kernel[(triton.cdiv(n, FORWARD_BLOCK),)](
             x, along, weight, bias if bias is not None else weight, out_value, out_jac, out_sec, n, x.stride(0),
             BLOCK=FORWARD_BLOCK, num_warps=FORWARD_WARPS, **shape)
@@ -393,7 +422,7 @@ class _FirstLayer(torch.autograd.Function):
     def backward(ctx, g_value, g_jac, g_sec):
         x, directions, along, weight, bias = ctx.saved_tensors
         if g_value is None and g_jac is None and g_sec is None:
-            return None, None, None, None, None
+            return None, None, None, None, None, None
         shape = ctx.shape
         n, d = x.shape
         k, mo = directions.shape[0], weight.shape[0]
@@ -414,7 +443,7 @@ class _FirstLayer(torch.autograd.Function):
         if g_jac is not None or g_sec is not None:  # Σ_k (Σ g_{h_k}) v_kᵀ
             d_weight = torch.addmm(d_weight, total[mo_p * d_p + mo_p:].view(k, mo_p)[:, :mo].T, directions)
         d_bias = total[mo_p * d_p:mo_p * d_p + mo] if bias is not None else None
-        return None, None, d_weight, d_bias, None
+        return None, None, d_weight, d_bias, None, None
 
 
 def first_layer_applies(layer: nn.Module, activation: nn.Module, value: Tensor, jac: Tensor) -> bool:
@@ -432,17 +461,19 @@ def first_layer_applies(layer: nn.Module, activation: nn.Module, value: Tensor, 
 # torch.compile leaves the kernels as they are: it runs these two functions eagerly, compiling
 # the work before and after them (a graph break at each fused layer).
 @torch.compiler.disable
-def first_linear_activate(layer: nn.Linear, activation: nn.Module, x: Tensor,
-                          directions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The value, first derivatives and Laplacian of ``activation(layer(x))`` along ``directions``
-    ``(K, d)``, the same at every point (see :func:`first_layer_applies`)."""
-    return _FirstLayer.apply(x, directions, layer.weight, layer.bias, ACTIVATIONS[type(activation)])
+def first_linear_activate(layer: nn.Linear, activation: nn.Module, x: Tensor, directions: Tensor,
+                          diagonal: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """The value, first derivatives and Laplacian (``diagonal``: the second derivative along each
+    direction) of ``activation(layer(x))`` along ``directions`` ``(K, d)``, the same at every
+    point (see :func:`first_layer_applies`)."""
+    return _FirstLayer.apply(x, directions, layer.weight, layer.bias, ACTIVATIONS[type(activation)], diagonal)
 
 
 @torch.compiler.disable
 def linear_activate(layer: nn.Linear, activation: nn.Module, value: Tensor, jac: Tensor,
                     sec: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The value, first derivatives and Laplacian of ``activation(layer(.))`` (see :func:`applies`)."""
+    """The value, first derivatives and second derivatives of ``activation(layer(.))``: their sum
+    (``sec`` ``(N, m)``) or one per direction (``(N, K, m)``); see :func:`applies`."""
     return _FusedLayer.apply(value, jac, sec, layer.weight, layer.bias, ACTIVATIONS[type(activation)])
 
 

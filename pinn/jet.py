@@ -552,8 +552,8 @@ def propagate(module: nn.Module, jet: Jet, *, triton: bool = False) -> Jet:
 
     With ``triton``, each linear layer of an ``nn.Sequential`` (an MLP) that is followed by an
     activation runs together with it as one Triton kernel where :func:`pinn.fused.applies`, or
-    for the first layer :func:`pinn.fused.first_layer_applies` (``laplacian`` mode, tanh or
-    sine, a CUDA GPU), and as below elsewhere."""
+    for the first layer :func:`pinn.fused.first_layer_applies` (``laplacian`` and ``diagonal``
+    modes, tanh or sine, a CUDA GPU), and as below elsewhere."""
     if isinstance(module, MLP):
         return propagate(module.net, jet, triton=triton)
     if isinstance(module, ModifiedMLP):
@@ -564,13 +564,14 @@ def propagate(module: nn.Module, jet: Jet, *, triton: bool = False) -> Jet:
     if isinstance(module, nn.Sequential):
         layers, i = list(module), 0
         while i < len(layers):
-            pair = triton and i + 1 < len(layers) and jet.second == "laplacian"
+            pair = triton and i + 1 < len(layers) and jet.second in fused.MODES
             if pair and not jet.zero_second and fused.applies(layers[i], layers[i + 1], jet.value, jet.jac, jet.sec):
                 value, jac, sec = fused.linear_activate(layers[i], layers[i + 1], jet.value, jet.jac, jet.sec)
-                jet, i = Jet(value, jac, "laplacian", sec, exact=jet.exact), i + 2
+                jet, i = Jet(value, jac, jet.second, sec, exact=jet.exact), i + 2
             elif pair and jet.zero_second and fused.first_layer_applies(layers[i], layers[i + 1], jet.value, jet.jac):
-                value, jac, sec = fused.first_linear_activate(layers[i], layers[i + 1], jet.value, jet.jac[0])
-                jet, i = Jet(value, jac, "laplacian", sec, exact=jet.exact), i + 2
+                value, jac, sec = fused.first_linear_activate(layers[i], layers[i + 1], jet.value, jet.jac[0],
+                                                              diagonal=jet.second == "diagonal")
+                jet, i = Jet(value, jac, jet.second, sec, exact=jet.exact), i + 2
             else:
                 jet, i = propagate(layers[i], jet, triton=triton), i + 1
         return jet

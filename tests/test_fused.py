@@ -16,7 +16,7 @@ from pinn.derivatives import ForwardEngine, StochasticEngine, make_engine
 from pinn.errors import ConfigError
 from pinn.jet import RULES, Jet, _Activate, propagate
 from pinn.models import MLP, Sine
-from pinn.pdes import Poisson
+from pinn.pdes import Heat, Poisson
 from pinn.trainer import Trainer
 
 pytestmark = pytest.mark.skipif(fused.triton is None, reason="Triton is not installed")
@@ -29,20 +29,25 @@ F64 = dict(dtype=torch.float64, device=DEVICE)
 def unfused(layer, activation, value, jac, sec):
     """The same layer by the engine's own path: three linear maps, then the activation node."""
     return _Activate.apply(layer(value), jac @ layer.weight.T, sec @ layer.weight.T, activation,
-                           RULES[type(activation)], True)
+                           RULES[type(activation)], sec.dim() == 2)
 
 
+@pytest.mark.parametrize("mode", ["laplacian", "diagonal"])
 @pytest.mark.parametrize("activation", [nn.Tanh(), Sine()], ids=["tanh", "sine"])
 @pytest.mark.parametrize("directions,bias", [(1, True), (3, False)])
-def test_layer_matches_unfused_path_values_and_every_gradient(activation, directions, bias):
+def test_layer_matches_unfused_path_values_and_every_gradient(mode, activation, directions, bias):
     """Outputs and the gradients of the inputs, weight and bias, for every subset of outputs the
     loss reads (an output it does not read gets no gradient). 70 points (not a multiple of the
-    block) and widths 20 -> 24 (not powers of two, padded inside the kernels)."""
+    block) and widths 20 -> 24 (not powers of two, padded inside the kernels). The second
+    derivatives are summed (laplacian) or one per direction (diagonal)."""
     torch.manual_seed(0)
     layer = nn.Linear(20, 24, bias=bias).to(**F64)
-    inputs = [torch.randn(70, 20, **F64), torch.randn(70, directions, 20, **F64), torch.randn(70, 20, **F64)]
+    per_direction = (directions,) if mode == "diagonal" else ()
+    inputs = [torch.randn(70, 20, **F64), torch.randn(70, directions, 20, **F64),
+              torch.randn(70, *per_direction, 20, **F64)]
     inputs = [t.requires_grad_() for t in inputs]
-    weights = [torch.randn(70, 24, **F64), torch.randn(70, directions, 24, **F64), torch.randn(70, 24, **F64)]
+    weights = [torch.randn(70, 24, **F64), torch.randn(70, directions, 24, **F64),
+               torch.randn(70, *per_direction, 24, **F64)]
     params = [*inputs, *layer.parameters()]
     expected_out, got_out = unfused(layer, activation, *inputs), fused.linear_activate(layer, activation, *inputs)
     for expected, got in zip(expected_out, got_out):
@@ -59,9 +64,10 @@ def test_layer_matches_unfused_path_values_and_every_gradient(activation, direct
                 torch.testing.assert_close(got, expected, rtol=1e-11, atol=1e-11, msg=f"{name}, outputs {used}")
 
 
+@pytest.mark.parametrize("mode", ["laplacian", "diagonal"])
 @pytest.mark.parametrize("activation", [nn.Tanh(), Sine()], ids=["tanh", "sine"])
 @pytest.mark.parametrize("dim,directions", [(3, None), (5, 4)], ids=["axes", "random"])
-def test_first_layer_matches_unfused_path(activation, dim, directions):
+def test_first_layer_matches_unfused_path(mode, activation, dim, directions):
     """The first layer, whose directions (the axes, or random ones) are shared by every point and
     whose second derivatives are zero: outputs, and the weight's and bias's gradients for every
     subset of outputs the loss reads, against the engine's unfused path."""
@@ -69,9 +75,9 @@ def test_first_layer_matches_unfused_path(activation, dim, directions):
     layer = nn.Linear(dim, 20).to(**F64)
     x = torch.rand(70, dim, **F64)
     along = None if directions is None else torch.randn(directions, dim, **F64)
-    seed = Jet.seed(x, "laplacian", directions=along)
+    seed = Jet.seed(x, mode, directions=along)
     plain = propagate(activation, propagate(layer, seed))
-    got = fused.first_linear_activate(layer, activation, x, seed.jac[0])
+    got = fused.first_linear_activate(layer, activation, x, seed.jac[0], diagonal=mode == "diagonal")
     expected = (plain.value, plain.jac, plain.sec)
     for e, g in zip(expected, got):
         torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
@@ -89,23 +95,25 @@ def count_fused_calls(monkeypatch):
     """The linear layers run by the fused kernels, first layers and hidden ones, in order."""
     calls = []
     for name in ("linear_activate", "first_linear_activate"):
-        def counted(*args, original=getattr(fused, name)):
+        def counted(*args, original=getattr(fused, name), **kwargs):
             calls.append(args[0])
-            return original(*args)
+            return original(*args, **kwargs)
 
         monkeypatch.setattr(fused, name, counted)
     return calls
 
 
-@pytest.mark.parametrize("engine,hard", [("forward", False), ("stochastic", False), ("forward", True)],
-                         ids=["forward", "stochastic", "forward-hard-constraint"])
-def test_network_and_training_steps_match_unfused_engine(engine, hard, monkeypatch):
-    """Whole MLPs: the loss of Poisson's equation and its parameter gradients, then three Adam
-    steps, with and without the kernels; every layer but the last (which has no activation)
-    runs in a kernel, also inside a hard constraint u = s N."""
+@pytest.mark.parametrize("engine,problem", [("forward", "poisson"), ("stochastic", "poisson"),
+                                            ("forward", "poisson-hard"), ("forward", "heat")])
+def test_network_and_training_steps_match_unfused_engine(engine, problem, monkeypatch):
+    """Whole MLPs: a PDE's loss and its parameter gradients, then three Adam steps, with and
+    without the kernels; every layer but the last (which has no activation) runs in a kernel,
+    also inside a hard constraint u = s N, and in the diagonal mode (the heat equation's u_xx
+    beside its u_t)."""
     calls = count_fused_calls(monkeypatch)
-    pde = Poisson(dim=3, hard_constraint=hard)
-    x = {"interior": torch.rand(50, 3, **F64), "boundary": torch.rand(10, 3, **F64)}
+    pde = Heat(dim=2) if problem == "heat" else Poisson(dim=3, hard_constraint=problem == "poisson-hard")
+    x = {"interior": torch.rand(50, 3, **F64), "boundary": torch.rand(10, 3, **F64),
+         "initial": torch.rand(10, 3, **F64)}
     results = []
     for triton in (False, True):
         torch.manual_seed(0)
@@ -210,8 +218,8 @@ def test_refusals():
         ForwardEngine(gram=True, triton=True)
     with pytest.raises(ConfigError, match="derivatives.triton must be true or false"):
         ForwardEngine(triton="yes")
-    engine = ForwardEngine(second="diagonal", triton=True)
-    with pytest.raises(ConfigError, match="laplacian mode only"):
+    engine = ForwardEngine(second="hessian", triton=True)
+    with pytest.raises(ConfigError, match="fuses the laplacian and diagonal modes.*'hessian'"):
         engine.check_pde(Poisson(dim=2))
     auto = ForwardEngine(triton=True)
     auto.check_pde(Poisson(dim=2))
