@@ -25,12 +25,14 @@ inputs (which the previous layer's backward pass needs anyway) and, with
 then the inputs' gradients :math:`g_h W`, :math:`g_{h_k} W`, :math:`g_{h_L} W` and the weight's
 :math:`g_h^\top a + \sum_k g_{h_k}^\top J_k + g_{h_L}^\top L` (summed over its blocks by a fixed
 number of programs, each writing one partial sum, so the result does not depend on timing).
-The first layer has a pair of its own (:class:`_FirstLayer`): there the directions are the
-same at every point and the second derivatives zero.
+The ``diagonal`` mode carries one second derivative per direction instead of their sum,
+:math:`D'_k = \sigma' W D_k + \sigma'' h_k^2`, with the same terms per direction in the
+backward pass. The first layer has a pair of its own (:class:`_FirstLayer`): there the
+directions are the same at every point and the second derivatives zero.
 
-Supported: the ``laplacian`` mode of the forward and stochastic engines, activations tanh and
-sine, layers up to 64 wide (and first layers of up to 64 directions), float32 and float64, on a
-CUDA GPU with Triton installed. Float32 matrix products are three TF32 tensor-core products
+Supported: the ``laplacian`` and ``diagonal`` modes of the forward and stochastic engines,
+activations tanh and sine, layers up to 64 wide (and first layers of up to 64 directions),
+float32 and float64, on a CUDA GPU with Triton installed. Float32 matrix products are three TF32 tensor-core products
 each (as accurate as float32 ones, see ``FLOAT32_PRODUCTS``), or one where ``trainer.tf32``
 allows TF32. Everywhere else a layer falls back to the unfused path. With
 ``TRITON_INTERPRET=1`` set before Triton is first imported, the kernels run on the CPU in
