@@ -338,7 +338,8 @@ def _programs(device: torch.device, blocks: int) -> int:
 
 
 class _FusedLayer(torch.autograd.Function):
-    """``activation(Linear(...))`` of a Laplacian jet, by the kernels above (see the module docstring)."""
+    """``activation(Linear(...))`` of a jet (laplacian or diagonal mode), by the kernels above (see the
+    module docstring)."""
 
     @staticmethod
     def forward(ctx, value, jac, sec, weight, bias, act):
