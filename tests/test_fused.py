@@ -297,3 +297,29 @@ def test_replayed_steps_with_kernels_equal_eager_steps(engine, tmp_path, monkeyp
         eager = fit(tmp_path / "eager", cuda_graph=True, **kwargs)
     assert not captured(eager[1])
     assert_same_training(graphed, eager)
+
+
+def test_train_py_takes_the_setting(tmp_path):
+    """derivatives.triton reaches the engine from the command line: a run trains with the kernels
+    (here in the interpreter) and is refused with one line where they cannot run."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT, TINY
+
+    def train(run, *overrides, interpret):
+        env = {**os.environ, "HYDRA_FULL_ERROR": "0", "TRITON_INTERPRET": "1" if interpret else "0"}
+        return subprocess.run([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run}", *TINY,
+                               "derivatives=forward", "derivatives.triton=true", *overrides], cwd=ROOT,
+                              capture_output=True, text=True, env=env, timeout=300)
+
+    ran = train(tmp_path / "heat", "pde=heat", interpret=DEVICE.type == "cpu")
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads((tmp_path / "heat" / "metrics.json").read_text())["steps"] == 4
+    if DEVICE.type == "cpu":
+        refused = train(tmp_path / "refused", interpret=False)
+        errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+        assert refused.returncode == 2 and len(errors) == 1, refused.stderr
+        assert "run on a CUDA GPU, not on cpu" in errors[0] and "derivatives.triton=false" in errors[0]
