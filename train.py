@@ -209,7 +209,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     model.to(device=device, dtype=dtype)
 
     if check_flag("preflight", cfg.preflight):
-        report = preflight(device, dtype, model=model, in_dim=pde.dim)
+        report = preflight(device, dtype, model=model, in_dim=pde.dim, triton=getattr(engine, "triton", False))
         log.info("pre-flight: operators exact on %s in %s (%d checks, %.0f ms)",
                  device, cfg.dtype, len(report) - 1, 1000 * report["seconds"])
 

@@ -5,7 +5,10 @@ in float32, with a different PyTorch build. Before training, :func:`preflight` r
 checks that must hold bit for bit in any IEEE arithmetic (derivatives of ``sin``, of a
 polynomial, ``∇·∇(x·x)`` by every strategy) and cross-checks the Laplacian of the user's own
 network against an independent forward-mode computation (or ``torch.func`` for networks the
-forward engine does not support) to round-off of the dtype. It takes milliseconds.
+forward engine does not support) to round-off of the dtype. With ``derivatives.triton`` it also
+checks the fused Triton kernels on that device against the unfused forward engine: values,
+derivatives and the parameters' gradients. It takes milliseconds (plus, with the kernels, their
+compilation, which the first training step would otherwise do).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from pinn import fused
 from pinn.errors import ConfigError, PreflightError
 from pinn.jet import Jet, check_supported, gram_laplacian, linear_chain, propagate
 from pinn.operators import STRATEGIES, grad, laplacian, partial
@@ -82,13 +86,41 @@ def _model_checks(model: Callable[[Tensor], Tensor], in_dim: int, device, dtype,
     return checks
 
 
+def _fused_checks(model: torch.nn.Module, in_dim: int, device, dtype, n_points: int) -> list[tuple[str, float, float]]:
+    """(name, largest relative error, tolerance): in each mode the kernels carry, the network's
+    value, first and second derivatives, and the parameters' gradients of a fixed random
+    combination of all three, with the fused kernels against without them. Empty where the
+    kernels cannot run here or would fuse nothing of this network (training then says why)."""
+    if fused.why_unavailable(device) is not None or fused.fusable_layers(model) == 0:
+        return []
+    gen = torch.Generator().manual_seed(1)
+    x = (2 * torch.rand(n_points, in_dim, generator=gen, dtype=torch.float64) - 1).to(device=device, dtype=dtype)
+    params = [p for p in model.parameters() if p.requires_grad]
+    checks = []
+    for mode in fused.MODES:
+        results, weights = [], None
+        for triton in (False, True):
+            jet = propagate(model, Jet.seed(x, mode), triton=triton)
+            outputs = (jet.value, jet.jac, jet.sec)
+            if weights is None:  # the same combination with the kernels
+                weights = [torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o) for o in outputs]
+            total = sum((o * w).sum() for o, w in zip(outputs, weights))
+            gradients = torch.autograd.grad(total, params, allow_unused=True)
+            results.append([t.detach() for t in outputs] + [g for g in gradients if g is not None])
+        error = max(((a - b).abs().max() / (b.abs().max() + 1)).item() for a, b in zip(results[1], results[0]))
+        checks.append((f"derivatives.triton [{mode}]: kernels == unfused forward engine", error,
+                       1000 * torch.finfo(dtype).eps))
+    return checks
+
+
 def preflight(device: torch.device | str, dtype: torch.dtype, *, model: Callable[[Tensor], Tensor] | None = None,
-              in_dim: int | None = None, n_points: int = 16) -> dict[str, float]:
+              in_dim: int | None = None, n_points: int = 16, triton: bool = False) -> dict[str, float]:
     """Run the checks; raise :class:`PreflightError` naming every failed one.
 
     Args:
         device, dtype: where and in what precision training will run.
         model: optionally the network to be trained, with ``in_dim`` input coordinates.
+        triton: also check the fused kernels (``derivatives.triton``) on ``model``.
 
     Returns:
         Each check's largest error, and the time taken (``seconds``).
@@ -103,15 +135,20 @@ def preflight(device: torch.device | str, dtype: torch.dtype, *, model: Callable
     if model is not None:
         if in_dim is None:
             raise ValueError("preflight: give in_dim together with model")
-        for name, err, tol in _model_checks(model, in_dim, device, dtype, n_points):
+        checks = _model_checks(model, in_dim, device, dtype, n_points)
+        if triton:
+            checks += _fused_checks(model, in_dim, device, dtype, n_points)
+        for name, err, tol in checks:
             report[name] = err
             if not err <= tol:  # also catches NaN
                 failures.append(f"{name}: error {err:.3e} > tolerance {tol:.3e}")
     report["seconds"] = time.perf_counter() - start
     if failures:
+        kernels = any(f.startswith("derivatives.triton") for f in failures)
         raise PreflightError(
             f"operator pre-flight check failed on {device} in {str(dtype).removeprefix('torch.')}: " + "; ".join(failures)
-            + ". Training would use wrong derivatives. Try dtype=float64 or device=cpu, "
-            "or set preflight=false to train anyway."
+            + ". Training would use wrong derivatives. "
+            + ("Set derivatives.triton=false to train without the fused kernels, " if kernels else "")
+            + "Try dtype=float64 or device=cpu, or set preflight=false to train anyway."
         )
     return report

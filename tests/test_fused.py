@@ -323,3 +323,32 @@ def test_train_py_takes_the_setting(tmp_path):
         errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
         assert refused.returncode == 2 and len(errors) == 1, refused.stderr
         assert "run on a CUDA GPU, not on cpu" in errors[0] and "derivatives.triton=false" in errors[0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_preflight_checks_the_kernels_on_the_device(dtype):
+    from pinn.preflight import preflight
+
+    model = MLP(2, 1, width=20, depth=3).to(device=DEVICE, dtype=dtype)
+    report = preflight(DEVICE, dtype, model=model, in_dim=2, triton=True)
+    for mode in fused.MODES:
+        assert report[f"derivatives.triton [{mode}]: kernels == unfused forward engine"] < 1000 * torch.finfo(dtype).eps
+    assert not any(key.startswith("derivatives.triton") for key in preflight(DEVICE, dtype, model=model, in_dim=2))
+
+
+def test_preflight_catches_wrong_kernels(monkeypatch):
+    """A kernel whose Laplacian is off by one part in a thousand stops the run before training,
+    with the setting that avoids it."""
+    from pinn.errors import PreflightError
+    from pinn.preflight import preflight
+
+    original = fused.linear_activate
+
+    def off(*args, **kwargs):
+        value, jac, sec = original(*args, **kwargs)
+        return value, jac, sec * 1.001
+
+    monkeypatch.setattr(fused, "linear_activate", off)
+    model = MLP(2, 1, width=20, depth=3).to(**F64)
+    with pytest.raises(PreflightError, match=r"derivatives.triton \[laplacian\].*Set derivatives.triton=false"):
+        preflight(DEVICE, torch.float64, model=model, in_dim=2, triton=True)
