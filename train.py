@@ -208,6 +208,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     balance = _build(cfg.loss, "loss")
     model.to(device=device, dtype=dtype)
 
+    # What the engine refuses (a setting, the network, the device) is said before the pre-flight
+    # check, which runs the engine's kernels with derivatives.triton.
+    engine.check(model)
+    engine.check_pde(pde)
+    engine.check_device(device)
     if check_flag("preflight", cfg.preflight):
         report = preflight(device, dtype, model=model, in_dim=pde.dim, triton=getattr(engine, "triton", False))
         log.info("pre-flight: operators exact on %s in %s (%d checks, %.0f ms)",

@@ -10,8 +10,8 @@ instead of the trainer's default multi-tensor one (17 multi-tensor operations pe
 capturable form, in torch's source), a candidate for graphed steps, where each kernel counts.
 ``gram`` makes the forward engine carry Gram matrices of the first derivatives instead of the
 first derivatives (``derivatives.gram=true``); plain ``forward`` carries first derivatives
-(``derivatives.gram=false``), whatever the dimension. ``triton`` runs each hidden layer after
-the first as one Triton kernel, forward and backward (``derivatives.triton=true``, a CUDA GPU).
+(``derivatives.gram=false``), whatever the dimension. ``triton`` runs each layer of the MLP but
+the last as one Triton kernel, forward and backward (``derivatives.triton=true``, a CUDA GPU).
 """
 
 from __future__ import annotations

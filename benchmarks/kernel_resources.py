@@ -7,7 +7,7 @@ with the package). For each kernel of ``pinn/fused.py`` at the default launch se
 float32 (three TF32 products, one, and IEEE float32 products) and float64, and in the
 diagonal mode, this prints the registers per thread, the
 bytes spilled to each thread's stack, the shared memory per program and whether it fits the
-H100's 227 KB, as read from the compiled binary with ``cuobjdump``. Catches what Triton's CPU
+architecture's limit (227 KB on an H100), as read from the compiled binary with ``cuobjdump``. Catches what Triton's CPU
 interpreter lets through: code the compiler rejects, tiles that do not fit. Run it without
 ``TRITON_INTERPRET`` set.
 """
@@ -26,7 +26,8 @@ from triton.compiler import ASTSource
 
 from pinn import fused
 
-SHARED_MEMORY_PER_PROGRAM = 232448  # bytes, an H100's (sm_90) most for one thread block
+#: the most shared memory one program (thread block) may use, in bytes, by compute capability
+SHARED_MEMORY_PER_PROGRAM = {90: 232448, 89: 101376, 86: 101376, 80: 166912, 75: 65536}
 POINTERS = {
     "_forward_kernel": "v_ptr j_ptr s_ptr w_ptr b_ptr ov_ptr oj_ptr os_ptr",
     "_backward_kernel": "v_ptr j_ptr s_ptr w_ptr b_ptr gv_ptr gj_ptr gs_ptr dv_ptr dj_ptr ds_ptr partial_ptr",
@@ -84,6 +85,9 @@ def main() -> None:
     args = parser.parse_args()
     if fused.interpreting():
         raise SystemExit("error: TRITON_INTERPRET is set: Triton then interprets instead of compiling; unset it")
+    if args.arch not in SHARED_MEMORY_PER_PROGRAM:
+        raise SystemExit(f"error: --arch {args.arch}: known are {', '.join(map(str, SHARED_MEMORY_PER_PROGRAM))}")
+    limit = SHARED_MEMORY_PER_PROGRAM[args.arch]
     print(f"# triton {triton.__version__}, sm_{args.arch}, width {args.width}, first layer's inputs {args.inputs}; "
           f"blocks {fused.FORWARD_BLOCK}/{fused.BACKWARD_BLOCK}, warps {fused.FORWARD_WARPS}/{fused.BACKWARD_WARPS}, "
           f"backward stages {fused.BACKWARD_STAGES}")
@@ -96,7 +100,7 @@ def main() -> None:
             for name in POINTERS:
                 fan_in = args.inputs if name.startswith("_first") else args.width
                 r = compile_kernel(name, dtype, fan_in, args.width, directions, precision, args.arch, mode)
-                fits = "yes" if r["shared"] <= SHARED_MEMORY_PER_PROGRAM else "NO"
+                fits = "yes" if r["shared"] <= limit else "NO"
                 print(f"{name.strip('_'):>23} {mode:>9} {dtype:>6} {precision:>8} {directions:>3} {r['registers']:>9} "
                       f"{r['spilled']:>8} {r['shared']:>8}  {fits}", flush=True)
 

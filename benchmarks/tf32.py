@@ -13,7 +13,7 @@ and the gradient as ||g - g64|| / ||g64||.
 First, on any device, the same for one product of a 2,000 x 50 matrix by a 50 x 50 one with
 the products emulated on the CPU: float32, one TF32 product (each factor rounded to TF32's 10
 mantissa bits) and three (each factor split into a TF32 number and a TF32 remainder, the
-remainders' product left out), summed in float32.
+remainders' product left out), each summed term by term in float32, the float32 product too.
 """
 
 from __future__ import annotations
@@ -42,13 +42,17 @@ def emulated_products() -> dict[str, float]:
     a, w = torch.randn(2000, 50, generator=generator), torch.randn(50, 50, generator=generator) / 50**0.5
     exact = a.double() @ w.double()
 
-    def product(x, y):  # each product exact in float64, then rounded to float32, as the tensor cores sum
-        return (x.double() @ y.double()).float()
+    def summed(*pairs):  # Σ_k of the products x[:, k] y[k, :] of each pair, added one by one in float32
+        total = torch.zeros(a.shape[0], w.shape[1])
+        for k in range(a.shape[1]):
+            for x, y in pairs:  # exact in float32 for two TF32 numbers (11 significant bits each)
+                total += x[:, k:k + 1] * y[k:k + 1, :]
+        return total
 
     a_hi, w_hi = _tf32(a), _tf32(w)
     a_lo, w_lo = _tf32(a - a_hi), _tf32(w - w_hi)
-    results = {"float32": a @ w, "tf32": product(a_hi, w_hi),
-               "3 x tf32": product(a_hi, w_lo) + product(a_lo, w_hi) + product(a_hi, w_hi)}
+    results = {"float32": summed((a, w)), "tf32": summed((a_hi, w_hi)),
+               "3 x tf32": summed((a_lo, w_hi), (a_hi, w_lo), (a_hi, w_hi))}
     return {name: ((r.double() - exact).norm() / exact.norm()).item() for name, r in results.items()}
 
 

@@ -4,10 +4,10 @@
 
 One Adam step of the 2-D Poisson problem of benchmarks/vs_deepxde.py (3x50 tanh MLP, N
 interior + N/5 boundary points, float32), replayed as a CUDA graph (``forward+triton+graph``),
-for each setting of ``pinn.fused``'s block sizes, warps, backward pipeline stages and float32
-products (three TF32 products, the default; IEEE float32; or one TF32 product, which loses
-about three digits),
-beside the unfused ``forward+graph`` step. Prints milliseconds per step, the ratio to the
+for each setting of ``pinn.fused``'s block sizes, warps, backward pipeline stages, backward
+programs per multiprocessor and float32 products (three TF32 products, the default; IEEE
+float32; or one TF32 product, which loses about three digits), beside the unfused
+``forward+graph`` step. Prints milliseconds per step, the ratio to the
 unfused step, and the registers and spilled bytes per thread of the hidden layers' forward and
 backward kernels as compiled.
 On the CPU (Triton's interpreter, ``TRITON_INTERPRET=1``, no graph) it only checks that every
@@ -28,10 +28,11 @@ from pinn.pdes import Poisson
 from pinn.sampling import SobolSampler
 
 #: the settings of pinn.fused that are varied, and their values in each run (the first is the default)
-NAMES = ("FORWARD_BLOCK", "FORWARD_WARPS", "BACKWARD_BLOCK", "BACKWARD_WARPS", "BACKWARD_STAGES", "FLOAT32_PRODUCTS")
-SETTINGS = [(32, 8, 32, 8, 1, "tf32x3"), (32, 4, 32, 4, 1, "tf32x3"), (16, 4, 16, 4, 1, "tf32x3"),
-            (64, 8, 64, 8, 1, "tf32x3"), (32, 8, 32, 8, 2, "tf32x3"), (32, 8, 64, 8, 1, "tf32x3"),
-            (32, 8, 32, 8, 1, "ieee"), (32, 8, 32, 8, 1, "tf32")]
+NAMES = ("FORWARD_BLOCK", "FORWARD_WARPS", "BACKWARD_BLOCK", "BACKWARD_WARPS", "BACKWARD_STAGES", "PROGRAMS_PER_SM",
+         "FLOAT32_PRODUCTS")
+SETTINGS = [(32, 8, 32, 8, 1, 1, "tf32x3"), (32, 4, 32, 4, 1, 1, "tf32x3"), (16, 4, 16, 4, 1, 1, "tf32x3"),
+            (64, 8, 64, 8, 1, 1, "tf32x3"), (32, 8, 32, 8, 2, 1, "tf32x3"), (32, 8, 64, 8, 1, 1, "tf32x3"),
+            (32, 8, 32, 8, 1, 4, "tf32x3"), (32, 8, 32, 8, 1, 1, "ieee"), (32, 8, 32, 8, 1, 1, "tf32")]
 KERNELS = ("_forward_kernel", "_backward_kernel", "_first_forward_kernel", "_first_backward_kernel")
 
 
@@ -61,7 +62,7 @@ def main() -> None:
     where = torch.cuda.get_device_name() if cuda else "CPU, Triton's interpreter"
     print(f"# {time.strftime('%Y-%m-%d')}, {where}, torch {torch.__version__}")
     print(f"# settings: {', '.join(NAMES)}")
-    print(f"{'N':>7} {'variant':>22} {'settings':>28} {'ms/step':>9} {'vs unfused':>10}  registers/spills")
+    print(f"{'N':>7} {'variant':>22} {'settings':>30} {'ms/step':>9} {'vs unfused':>10}  registers/spills")
     pde = Poisson(dim=2)
     for n in args.points:
         points = SobolSampler(n_interior=n, n_boundary=max(n // 5, 1)).sample(pde.domain, torch.Generator().manual_seed(0))
@@ -82,7 +83,7 @@ def main() -> None:
                 ms, _ = time_steps(make_step(variant, pde, model, points, args.device), args.device,
                                    seconds=args.seconds if cuda else 0.0, warmup=5 if cuda else 1)
             except Exception as exc:  # noqa: BLE001 -- one failed setting must not end the table
-                print(f"{n:>7} {variant:>22} {label:>28}  failed: {str(exc).splitlines()[0][:200]}", flush=True)
+                print(f"{n:>7} {variant:>22} {label:>30}  failed: {str(exc).splitlines()[0][:200]}", flush=True)
                 continue
             finally:
                 for name, kernel in originals.items():
@@ -90,7 +91,7 @@ def main() -> None:
             base = ms if setting is None else base
             ratio = f"{base / ms:.2f}x" if base and setting is not None else ""
             usage = " ".join(f"{k.strip('_').replace('_kernel', '')} {r}/{sp}" for k, (r, sp) in sorted(log.items()))
-            print(f"{n:>7} {variant:>22} {label:>28} {ms:>9.3f} {ratio:>10}  {usage}", flush=True)
+            print(f"{n:>7} {variant:>22} {label:>30} {ms:>9.3f} {ratio:>10}  {usage}", flush=True)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ directions are the same at every point and the second derivatives zero.
 Supported: the ``laplacian`` and ``diagonal`` modes of the forward and stochastic engines,
 activations tanh and sine, layers up to 64 wide (and first layers of up to 64 directions),
 float32 and float64, on a CUDA GPU with Triton installed. Float32 matrix products are three TF32 tensor-core products
-each (as accurate as float32 ones, see ``FLOAT32_PRODUCTS``), or one where ``trainer.tf32``
+each (close to float32's accuracy, see ``FLOAT32_PRODUCTS``), or one where ``trainer.tf32``
 allows TF32. Everywhere else a layer falls back to the unfused path. With
 ``TRITON_INTERPRET=1`` set before Triton is first imported, the kernels run on the CPU in
 Triton's interpreter (slowly): that is how the tests check them on a machine without a GPU.
@@ -52,6 +52,7 @@ from pinn.models import MLP, OutputTransform, Sine
 try:
     import triton
     import triton.language as tl
+    from triton.runtime.errors import OutOfResources
 except ImportError:  # the fused kernels are optional; derivatives.triton=true says what is missing
     triton = None
 
@@ -60,25 +61,41 @@ ACTIVATIONS = {nn.Tanh: 0, Sine: 1}
 #: the forward engine's modes the kernels carry (not ``hessian``)
 MODES = ("laplacian", "diagonal")
 # Launch settings (benchmarks/triton_blocks.py times others). Compiled for an H100 (sm_90,
-# Triton 3.5-3.9, width 50 padded to 64, float32): 8 warps keep the forward kernel's tiles in
-# registers, and one pipeline stage lets several backward programs share a multiprocessor.
+# Triton 3.5-3.9, width 50 padded to 64, float32; benchmarks/kernel_resources.py): 8 warps keep
+# the forward kernel's tiles in registers, and one pipeline stage keeps the backward kernel's
+# shared memory under 100 KB. The backward kernel takes 255 registers in each of its 256
+# threads, the whole register file of a multiprocessor: one program runs on each at a time,
+# looping over blocks of points.
 FORWARD_BLOCK, FORWARD_WARPS = 32, 8
-BACKWARD_BLOCK, BACKWARD_WARPS, BACKWARD_STAGES, PROGRAMS_PER_SM = 32, 8, 1, 4
+BACKWARD_BLOCK, BACKWARD_WARPS, BACKWARD_STAGES, PROGRAMS_PER_SM = 32, 8, 1, 1
 #: the widest layer, and the most first-layer directions, the kernels take: each keeps a
 #: weight tile of up to 64 x 64 in registers and shared memory (128 x 128 needs more shared
 #: memory than an H100 has per program); wider layers stay unfused
 MAX_WIDTH = 64
 MAX_FIRST_DIRECTIONS = 64
 #: float32 matrix products inside the kernels, unless trainer.tf32 asks for single TF32 ones:
-#: "tf32x3" splits each factor into two TF32 numbers and adds three tensor-core products, as
-#: accurate as float32 products (emulated: 8e-8 relative error against float32's 1.3e-7, for
-#: 50-wide layers); "ieee" multiplies in float32 on the ordinary cores, where the backward
-#: kernel's tiles do not fit in registers (2.9 KB spilled per thread, as compiled for sm_90)
+#: "tf32x3" splits each factor into two TF32 numbers and adds three tensor-core products, within
+#: a factor of two of float32's rounding error (emulated by benchmarks/tf32.py for 50-wide
+#: layers: relative error 2.3e-7 against float32's 1.3e-7, and 3.0e-4 for one TF32 product);
+#: "ieee" multiplies in float32 on the ordinary cores, where the backward kernel spills (984
+#: bytes per thread)
 FLOAT32_PRODUCTS = "tf32x3"
 
 
+def _interpret_setting() -> bool:
+    knobs = getattr(triton, "knobs", None)
+    if knobs is not None:
+        return bool(knobs.runtime.interpret)
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
+
+
+# Triton fixes this when it is imported (its kernels become interpreted ones or compiled ones).
+_INTERPRETING = triton is not None and _interpret_setting()
+
+
 def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    """Whether Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET`` when it was imported)."""
+    return _INTERPRETING
 
 
 def why_unavailable(device: torch.device) -> str | None:
@@ -91,10 +108,12 @@ def why_unavailable(device: torch.device) -> str | None:
 
 
 def _small(layer: nn.Linear, *tensors: Tensor) -> bool:
-    """Widths the kernels take, and offsets (rows times row strides, and the outputs') that fit 32 bits."""
+    """Widths the kernels take, and element offsets that fit 32 bits: the largest in each input
+    tensor, and in the largest output or gradient, ``(N, K, width)``."""
     n, k = tensors[1].shape[:2]
-    rows = [t.shape[0] * t.stride(0) for t in tensors] + [n * k * layer.out_features]
-    return max(layer.in_features, layer.out_features) <= MAX_WIDTH and max(rows) < 2**31
+    offsets = [sum((size - 1) * stride for size, stride in zip(t.shape, t.stride())) for t in tensors]
+    offsets.append(n * k * max(layer.in_features, layer.out_features))
+    return max(layer.in_features, layer.out_features) <= MAX_WIDTH and max(offsets) < 2**31
 
 
 def applies(layer: nn.Module, activation: nn.Module, value: Tensor, jac: Tensor, sec: Tensor | None) -> bool:
@@ -330,6 +349,16 @@ if triton is not None:
         tl.store(row + MO_P * D_P + MO_P + directions[:, None] * MO_P + cout[None, :], dk, mask=directions[:, None] < K)
 
 
+def _launch(kernel, grid: tuple[int], *args, **kwargs) -> None:
+    """``kernel[grid](...)``; a GPU with less shared memory or fewer registers per program than
+    the kernel was built for (an H100's) is a configuration error, not a traceback."""
+    try:
+        kernel[grid](*args, **kwargs)
+    except OutOfResources as error:
+        raise ConfigError(f"derivatives.triton=true, but this GPU cannot run the kernels ({error}; they are sized "
+                          "for an H100). Set derivatives.triton=false") from error
+
+
 def _programs(device: torch.device, blocks: int) -> int:
     """Programs of the backward kernel: each loops over blocks of points and writes one partial
     sum of the weight's gradient; a few per multiprocessor keep the GPU busy."""
@@ -353,7 +382,7 @@ class _FusedLayer(torch.autograd.Function):
         out_sec = value.new_empty(n, k, mo) if diagonal else value.new_empty(n, mo)
         shape = dict(MI=mi, MO=mo, MI_P=_pad(mi), MO_P=_pad(mo), K=k, ACT=act, HAS_BIAS=bias is not None,
                      DIAGONAL=diagonal, PRECISION=_precision(value.dtype))
-        _forward_kernel[(triton.cdiv(n, FORWARD_BLOCK),)](
+        _launch(_forward_kernel, (triton.cdiv(n, FORWARD_BLOCK),),
             value, jac, sec, weight, bias if bias is not None else weight, out_value, out_jac, out_sec, n,
             value.stride(0), jac.stride(0), jac.stride(1), sec.stride(0), sec.stride(1) if diagonal else 0,
             BLOCK=FORWARD_BLOCK, num_warps=FORWARD_WARPS, **shape)
@@ -379,7 +408,7 @@ class _FusedLayer(torch.autograd.Function):
         partial = value.new_empty(programs, mo_p * mi_p + mo_p)  # each program's partial [dW, db]
         g_value, g_jac, g_sec = (None if g is None else g.contiguous() for g in (g_value, g_jac, g_sec))
         dummy = value  # pointer arguments the kernel never reads (their HAS_ flag is off)
-        _backward_kernel[(programs,)](
+        _launch(_backward_kernel, (programs,),
             value, jac, sec, weight, bias if bias is not None else dummy,
             g_value if g_value is not None else dummy, g_jac if g_jac is not None else dummy,
             g_sec if g_sec is not None else dummy,
@@ -412,7 +441,7 @@ class _FirstLayer(torch.autograd.Function):
         along = directions @ weight.T  # h_k = W v_k, (K, MO): the same at every point
         shape = dict(D=d, MO=mo, D_P=_pad(d), MO_P=_pad(mo), K=k, ACT=act, HAS_BIAS=bias is not None,
                      DIAGONAL=diagonal, PRECISION=_precision(x.dtype))
-        _first_forward_kernel[(triton.cdiv(n, FORWARD_BLOCK),)](
+        _launch(_first_forward_kernel, (triton.cdiv(n, FORWARD_BLOCK),),
             x, along, weight, bias if bias is not None else weight, out_value, out_jac, out_sec, n, x.stride(0),
             BLOCK=FORWARD_BLOCK, num_warps=FORWARD_WARPS, **shape)
         ctx.save_for_backward(x, directions, along, weight, bias)
@@ -434,7 +463,7 @@ class _FirstLayer(torch.autograd.Function):
         partial = x.new_empty(programs, mo_p * d_p + mo_p + k * mo_p)  # each program's [dW, db, Σ g_{h_k}]
         g_value, g_jac, g_sec = (None if g is None else g.contiguous() for g in (g_value, g_jac, g_sec))
         dummy = x
-        _first_backward_kernel[(programs,)](
+        _launch(_first_backward_kernel, (programs,),
             x, along, weight, bias if bias is not None else dummy,
             g_value if g_value is not None else dummy, g_jac if g_jac is not None else dummy,
             g_sec if g_sec is not None else dummy, partial, n, x.stride(0),
@@ -451,11 +480,11 @@ class _FirstLayer(torch.autograd.Function):
 
 def first_layer_applies(layer: nn.Module, activation: nn.Module, value: Tensor, jac: Tensor) -> bool:
     """Whether :class:`_FirstLayer` computes ``activation(layer(...))`` of this jet: a plain linear
-    layer and a supported activation applied to points that need no gradient, with one set of
-    at most 64 directions (its backward kernel keeps a sum per direction in registers) shared
-    by every point and zero second derivatives (the caller checks those)."""
+    layer and a supported activation applied to points (and directions) that need no gradient,
+    with one set of at most 64 directions (its backward kernel keeps a sum per direction in
+    registers) shared by every point and zero second derivatives (the caller checks those)."""
     return (type(layer) is nn.Linear and type(activation) in ACTIVATIONS and jac.stride(0) == 0
-            and jac.shape[1] <= MAX_FIRST_DIRECTIONS and not value.requires_grad
+            and jac.shape[1] <= MAX_FIRST_DIRECTIONS and not value.requires_grad and not jac.requires_grad
             and value.dtype in (torch.float32, torch.float64) and layer.weight.dtype == value.dtype
             and _small(layer, value, jac)
             and why_unavailable(value.device) is None)
@@ -504,8 +533,8 @@ def check_fusable(model: nn.Module) -> None:
     if fusable_layers(model) == 0:
         raise ConfigError(
             f"derivatives.triton=true, but no layer of this {type(model).__name__} can run in the kernels: they take a "
-            f"linear layer of at most {MAX_WIDTH} inputs and outputs followed by tanh or sin, in an MLP (model=mlp, "
-            "model=fourier). Set derivatives.triton=false, or narrow the network")
+            f"plain linear layer (not a factorized one) of at most {MAX_WIDTH} inputs and outputs followed by tanh or "
+            "sin, in an MLP (model=mlp, model=fourier). Set derivatives.triton=false")
 
 
 def check_available(device: torch.device) -> None:

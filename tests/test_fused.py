@@ -64,6 +64,29 @@ def test_layer_matches_unfused_path_values_and_every_gradient(mode, activation, 
                 torch.testing.assert_close(got, expected, rtol=1e-11, atol=1e-11, msg=f"{name}, outputs {used}")
 
 
+@pytest.mark.parametrize("fan_in,width,programs", [(10, 50, 1), (50, 10, 3)])
+def test_layer_with_unequal_widths_and_programs_looping_over_blocks(fan_in, width, programs, monkeypatch):
+    """Padded input and output widths that differ (16 and 64), and 300 points on one or three
+    backward programs, each looping over several blocks and summing their weight gradients (on
+    an H100 that starts above about 17,000 points), both modes; one input not contiguous."""
+    monkeypatch.setattr(fused, "_programs", lambda device, blocks: min(blocks, programs))
+    torch.manual_seed(0)
+    layer = nn.Linear(fan_in, width).to(**F64)
+    for mode in ("laplacian", "diagonal"):
+        extra = (2,) if mode == "diagonal" else ()
+        jac = torch.randn(300, fan_in, 2, **F64).transpose(1, 2)  # (300, 2, fan_in), not contiguous
+        inputs = [t.requires_grad_() for t in (torch.randn(300, fan_in, **F64), jac.detach().clone().transpose(1, 2)
+                                               .contiguous().transpose(1, 2), torch.randn(300, *extra, fan_in, **F64))]
+        assert not inputs[1].is_contiguous()
+        expected, got = unfused(layer, nn.Tanh(), *inputs), fused.linear_activate(layer, nn.Tanh(), *inputs)
+        weights = [torch.randn_like(t) for t in expected]
+        params = [*inputs, *layer.parameters()]
+        grads = [torch.autograd.grad(sum((o * w).sum() for o, w in zip(outs, weights)), params)
+                 for outs in (expected, got)]
+        for e, g in zip([*expected, *grads[0]], [*got, *grads[1]]):
+            torch.testing.assert_close(g, e, rtol=1e-11, atol=1e-11, msg=mode)
+
+
 @pytest.mark.parametrize("mode", ["laplacian", "diagonal"])
 @pytest.mark.parametrize("activation", [nn.Tanh(), Sine()], ids=["tanh", "sine"])
 @pytest.mark.parametrize("dim,directions", [(3, None), (5, 4)], ids=["axes", "random"])
@@ -104,7 +127,8 @@ def count_fused_calls(monkeypatch):
 
 
 @pytest.mark.parametrize("engine,problem", [("forward", "poisson"), ("stochastic", "poisson"),
-                                            ("forward", "poisson-hard"), ("forward", "heat")])
+                                            ("forward", "poisson-hard"), ("forward", "heat"),
+                                            ("forward", "poisson-sine")])
 def test_network_and_training_steps_match_unfused_engine(engine, problem, monkeypatch):
     """Whole MLPs: a PDE's loss and its parameter gradients, then three Adam steps, with and
     without the kernels; every layer but the last (which has no activation) runs in a kernel,
@@ -117,7 +141,8 @@ def test_network_and_training_steps_match_unfused_engine(engine, problem, monkey
     results = []
     for triton in (False, True):
         torch.manual_seed(0)
-        model = pde.constrain(MLP(3, 1, width=20, depth=3).to(**F64))
+        activation = "sin" if problem == "poisson-sine" else "tanh"
+        model = pde.constrain(MLP(3, 1, width=20, depth=3, activation=activation).to(**F64))
         derivatives = make_engine(engine, triton=triton, samples=4)
         derivatives.check(model)
         derivatives.check_pde(pde)
@@ -195,6 +220,8 @@ def test_applies_only_where_the_kernel_computes_the_layer():
     assert not fused.applies(layer, nn.Tanh(), x, per_point, None), "the seed's zero second derivatives"
     assert not fused.applies(layer, nn.SiLU(), x, per_point, x)
     assert not fused.applies(layer, nn.Tanh(), x.half(), per_point.half(), x.half()), "float16"
+    assert not fused.applies(layer.float(), nn.Tanh(), x, per_point, x), "float32 weights, float64 points"
+    assert not fused.first_layer_applies(layer, nn.Tanh(), x, shared.clone().requires_grad_()), "directions need a gradient"
 
 
 def test_networks_with_nothing_to_fuse_are_refused():
@@ -228,7 +255,7 @@ def test_refusals():
 
 
 def test_refused_where_the_kernels_cannot_run(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.setattr(fused, "interpreting", lambda: False)
     with pytest.raises(ConfigError, match="run on a CUDA GPU, not on cpu.*derivatives.triton=false"):
         ForwardEngine(triton=True).check_device(torch.device("cpu"))
     ForwardEngine(triton=False).check_device(torch.device("cpu"))
@@ -262,8 +289,9 @@ def test_compiled_loss_runs_the_kernels_and_matches_eager(monkeypatch):
 
 
 def test_float32_network_matches_unfused_engine(monkeypatch):
-    """In float32 (IEEE products: TF32 is off unless trainer.tf32 turns it on) the Laplacian and
-    the parameter gradients agree with the unfused engine's to float32 round-off."""
+    """In float32 (three TF32 products per float32 one on a GPU, float32 products in the
+    interpreter) the Laplacian and the parameter gradients agree with the unfused engine's to
+    float32 round-off."""
     calls = count_fused_calls(monkeypatch)
     torch.manual_seed(0)
     model = MLP(2, 1, width=50, depth=3).to(DEVICE)
