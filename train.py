@@ -214,7 +214,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     engine.check_pde(pde)
     engine.check_device(device)
     if check_flag("preflight", cfg.preflight):
-        report = preflight(device, dtype, model=model, in_dim=pde.dim, triton=getattr(engine, "triton", False))
+        report = preflight(device, dtype, model=model, in_dim=pde.dim, triton=engine.triton)
         log.info("pre-flight: operators exact on %s in %s (%d checks, %.0f ms)",
                  device, cfg.dtype, len(report) - 1, 1000 * report["seconds"])
 

@@ -16,13 +16,15 @@ the last as one Triton kernel, forward and backward (``derivatives.triton=true``
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
+from pinn import fused
 from pinn.cuda_graph import CapturedStep, prepare_adam
 from pinn.derivatives import AutogradEngine, ForwardEngine, StochasticEngine
 from pinn.trainer import Trainer
@@ -77,6 +79,20 @@ def make_step(variant: str, pde, model, points, device, lr: float = 1e-3, sample
     prepare_adam(optimizer, torch.device(device), captured=True)
     captured = CapturedStep(lambda none: optimizer.zero_grad(set_to_none=none), on_failure=refuse)
     return lambda: captured(step)
+
+
+@contextlib.contextmanager
+def wrapped_kernels(wrap: Callable[[object, str], object]) -> Iterator[None]:
+    """Replace each of ``pinn.fused``'s Triton kernels by ``wrap(kernel, name)`` (indexed by a
+    grid, as a kernel is) meanwhile: to count or inspect their launches."""
+    originals = {name: getattr(fused, name) for name in fused.KERNELS if hasattr(fused, name)}
+    try:
+        for name, kernel in originals.items():
+            setattr(fused, name, wrap(kernel, name))
+        yield
+    finally:
+        for name, kernel in originals.items():
+            setattr(fused, name, kernel)
 
 
 def sync(device: str) -> None:

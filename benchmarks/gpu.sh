@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Every GPU check and benchmark. All parts take about 20 minutes on an H100; the parts that
-# measure the step-time targets, "tests deepxde deepxde200k triton", about 8, within limits
-# that add up to 17 (the Triton kernels compile on the first run: a cold cache costs minutes).
+# Every GPU check and benchmark. All parts are estimated at about 20 minutes on an H100 (not
+# timed since the Triton kernels were added); the parts that measure the step-time targets,
+# "tests deepxde deepxde200k triton", at about 8, within limits that add up to 17 (the kernels
+# compile on the first run: a cold cache costs minutes).
 #
 #   bash benchmarks/gpu.sh [OUTPUT_DIR] [PART ...]     # default: outputs/gpu, every part
 #

@@ -28,12 +28,6 @@ from pinn import fused
 
 #: the most shared memory one program (thread block) may use, in bytes, by compute capability
 SHARED_MEMORY_PER_PROGRAM = {90: 232448, 89: 101376, 86: 101376, 80: 166912, 75: 65536}
-POINTERS = {
-    "_forward_kernel": "v_ptr j_ptr s_ptr w_ptr b_ptr ov_ptr oj_ptr os_ptr",
-    "_backward_kernel": "v_ptr j_ptr s_ptr w_ptr b_ptr gv_ptr gj_ptr gs_ptr dv_ptr dj_ptr ds_ptr partial_ptr",
-    "_first_forward_kernel": "x_ptr along_ptr w_ptr b_ptr ov_ptr oj_ptr os_ptr",
-    "_first_backward_kernel": "x_ptr along_ptr w_ptr b_ptr gv_ptr gj_ptr gs_ptr partial_ptr",
-}
 
 
 def compile_kernel(name: str, dtype: str, fan_in: int, width: int, directions: int, precision: str,
@@ -54,12 +48,11 @@ def compile_kernel(name: str, dtype: str, fan_in: int, width: int, directions: i
         constants.update(BLOCK=fused.FORWARD_BLOCK)
         options = dict(num_warps=fused.FORWARD_WARPS)
     kernel = getattr(fused, name)
-    pointers = POINTERS[name].split()
     signature, attributes = {}, {}
     for i, arg in enumerate(kernel.arg_names):
         if arg in constants:
             signature[arg] = "constexpr"
-        elif arg in pointers:
+        elif arg.endswith("_ptr"):
             signature[arg] = "*" + dtype
             attributes[(i,)] = [["tt.divisibility", 16]]  # as Triton specializes torch's aligned tensors
         else:
@@ -97,7 +90,7 @@ def main() -> None:
              ("laplacian", "fp64", "ieee"), ("diagonal", "fp32", fused.FLOAT32_PRODUCTS)]
     for directions in args.directions:
         for mode, dtype, precision in cases:
-            for name in POINTERS:
+            for name in fused.KERNELS:
                 fan_in = args.inputs if name.startswith("_first") else args.width
                 r = compile_kernel(name, dtype, fan_in, args.width, directions, precision, args.arch, mode)
                 fits = "yes" if r["shared"] <= limit else "NO"

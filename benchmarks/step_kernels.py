@@ -21,8 +21,7 @@ import collections
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from common import make_step
-from pinn import fused
+from common import make_step, wrapped_kernels
 from pinn.models import MLP
 from pinn.pdes import Poisson
 from pinn.sampling import SobolSampler
@@ -30,7 +29,6 @@ from pinn.sampling import SobolSampler
 #: operations that launch no kernel
 NO_WORK = {"empty", "empty_strided", "new_empty", "new_empty_strided", "set_", "detach", "_record_function_enter_new",
            "_record_function_exit", "_local_scalar_dense", "lift_fresh"}
-KERNELS = ("_forward_kernel", "_backward_kernel", "_first_forward_kernel", "_first_backward_kernel")
 
 
 class Counter(TorchDispatchMode):
@@ -78,15 +76,8 @@ def count(variant: str, dim: int, points: int, device: str) -> collections.Count
     for _ in range(2):  # the optimizer's state is created on the first steps
         step()
     counter = Counter()
-    originals = {name: getattr(fused, name) for name in KERNELS if hasattr(fused, name)}
-    try:
-        for name, kernel in originals.items():
-            setattr(fused, name, CountedKernel(kernel, name, counter))
-        with counter:
-            step()
-    finally:
-        for name, kernel in originals.items():
-            setattr(fused, name, kernel)
+    with wrapped_kernels(lambda kernel, name: CountedKernel(kernel, name, counter)), counter:
+        step()
     return counter.ops
 
 

@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from common import make_step, time_steps
+from common import make_step, time_steps, wrapped_kernels
 from pinn import fused
 from pinn.models import MLP
 from pinn.pdes import Poisson
@@ -33,20 +33,17 @@ NAMES = ("FORWARD_BLOCK", "FORWARD_WARPS", "BACKWARD_BLOCK", "BACKWARD_WARPS", "
 SETTINGS = [(32, 8, 32, 8, 1, 1, "tf32x3"), (32, 4, 32, 4, 1, 1, "tf32x3"), (16, 4, 16, 4, 1, 1, "tf32x3"),
             (64, 8, 64, 8, 1, 1, "tf32x3"), (32, 8, 32, 8, 2, 1, "tf32x3"), (32, 8, 64, 8, 1, 1, "tf32x3"),
             (32, 8, 32, 8, 1, 4, "tf32x3"), (32, 8, 32, 8, 1, 1, "ieee"), (32, 8, 32, 8, 1, 1, "tf32")]
-KERNELS = ("_forward_kernel", "_backward_kernel", "_first_forward_kernel", "_first_backward_kernel")
-
-
 class Recorded:
     """A Triton kernel that keeps the registers and spills of its last compiled launch."""
 
-    def __init__(self, kernel, log: dict):
-        self.kernel, self.log = kernel, log
+    def __init__(self, kernel, name: str, log: dict):
+        self.kernel, self.name, self.log = kernel, name, log
 
     def __getitem__(self, grid):
         def launch(*args, **kwargs):
             compiled = self.kernel[grid](*args, **kwargs)
             if hasattr(compiled, "n_regs"):  # not in the interpreter
-                self.log[self.kernel.fn.__name__] = (compiled.n_regs, compiled.n_spills)
+                self.log[self.name] = (compiled.n_regs, compiled.n_spills)
             return compiled
         return launch
 
@@ -76,18 +73,13 @@ def main() -> None:
             torch.manual_seed(0)
             model = MLP(2, 1, width=50, depth=3).to(args.device)
             label = "-" if setting is None else " ".join(str(v) for v in setting)
-            originals = {name: getattr(fused, name) for name in KERNELS}
             try:
-                for name, kernel in originals.items():
-                    setattr(fused, name, Recorded(kernel, log))
-                ms, _ = time_steps(make_step(variant, pde, model, points, args.device), args.device,
-                                   seconds=args.seconds if cuda else 0.0, warmup=5 if cuda else 1)
+                with wrapped_kernels(lambda kernel, name: Recorded(kernel, name, log)):
+                    ms, _ = time_steps(make_step(variant, pde, model, points, args.device), args.device,
+                                       seconds=args.seconds if cuda else 0.0, warmup=5 if cuda else 1)
             except Exception as exc:  # noqa: BLE001 -- one failed setting must not end the table
                 print(f"{n:>7} {variant:>22} {label:>30}  failed: {str(exc).splitlines()[0][:200]}", flush=True)
                 continue
-            finally:
-                for name, kernel in originals.items():
-                    setattr(fused, name, kernel)
             base = ms if setting is None else base
             ratio = f"{base / ms:.2f}x" if base and setting is not None else ""
             usage = " ".join(f"{k.strip('_').replace('_kernel', '')} {r}/{sp}" for k, (r, sp) in sorted(log.items()))

@@ -41,6 +41,7 @@ class Engine(ABC):
     """Evaluates a pointwise network so that operators can be applied to the result."""
 
     name: str
+    triton = False  # whether layers run as the fused Triton kernels (derivatives.triton)
 
     def check(self, model: nn.Module) -> None:
         """Raise before training if this engine cannot differentiate ``model``."""
@@ -51,6 +52,8 @@ class Engine(ABC):
 
     def check_device(self, device: torch.device) -> None:
         """Raise before training if this engine cannot run on ``device``."""
+        if self.triton:
+            fused.check_available(device)
 
     @abstractmethod
     def evaluate(self, model: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, Tensor | Jet]:
@@ -159,10 +162,6 @@ class ForwardEngine(Engine):
             return x, gram_laplacian(layers, x)
         return x, propagate(model, Jet.seed(x, self.second), triton=self.triton)
 
-    def check_device(self, device):
-        if self.triton:
-            fused.check_available(device)
-
     def __repr__(self) -> str:
         return f"ForwardEngine(second={self.second!r}, gram={self.gram!r}{', triton=True' if self.triton else ''})"
 
@@ -234,10 +233,6 @@ class StochasticEngine(Engine):
         signs = torch.randint(0, 2, (self.samples, x.shape[1]), device=x.device).to(x.dtype)
         directions = (2 * signs - 1) / math.sqrt(self.samples)  # (K, d), shared by all points
         return x, propagate(model, Jet.seed(x, "laplacian", directions=directions), triton=self.triton)
-
-    def check_device(self, device):
-        if self.triton:
-            fused.check_available(device)
 
     def __repr__(self) -> str:
         return (f"StochasticEngine(samples={self.samples}{', unbiased=True' if self.unbiased else ''}"

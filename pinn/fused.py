@@ -60,6 +60,8 @@ except ImportError:  # the fused kernels are optional; derivatives.triton=true s
 ACTIVATIONS = {nn.Tanh: 0, Sine: 1}
 #: the forward engine's modes the kernels carry (not ``hessian``)
 MODES = ("laplacian", "diagonal")
+#: the module's Triton kernels, by name
+KERNELS = ("_forward_kernel", "_backward_kernel", "_first_forward_kernel", "_first_backward_kernel")
 # Launch settings (benchmarks/triton_blocks.py times others). Compiled for an H100 (sm_90,
 # Triton 3.5-3.9, width 50 padded to 64, float32; benchmarks/kernel_resources.py): 8 warps keep
 # the forward kernel's tiles in registers, and one pipeline stage keeps the backward kernel's

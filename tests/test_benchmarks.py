@@ -11,6 +11,10 @@ import torch
 from conftest import ROOT
 
 
+#: the benchmarks' Triton variants run here (in Triton's interpreter, which conftest.py turns on)
+INTERPRETED_TRITON = bool(importlib.util.find_spec("triton")) and os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def run(script, *args):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT,
@@ -21,7 +25,7 @@ def run(script, *args):
 
 def test_vs_deepxde_trains_every_variant_on_the_same_problem():
     variants = ["autograd", "forward", "forward+fused"] + (["deepxde"] if importlib.util.find_spec("deepxde") else [])
-    variants += ["forward+triton"] if importlib.util.find_spec("triton") and os.environ.get("TRITON_INTERPRET") == "1" else []
+    variants += ["forward+triton"] if INTERPRETED_TRITON else []
     out = run("vs_deepxde.py", "--iterations", "3", "--interior", "32", "--boundary", "8", "--variants", *variants)
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split() and line.split()[0] in variants}
     assert set(rows) == set(variants), out
@@ -40,7 +44,7 @@ def test_derivatives_benchmark_prints_a_row_per_variant():
     assert all(float(r[3]) > 0 for r in rows) and rows[1][5].endswith("x"), out
 
 
-@pytest.mark.skipif(not importlib.util.find_spec("triton") or os.environ.get("TRITON_INTERPRET") != "1",
+@pytest.mark.skipif(not INTERPRETED_TRITON,
                     reason="needs Triton's interpreter (a GPU run times the settings: benchmarks/gpu.sh)")
 def test_triton_blocks_runs_every_setting():
     out = run("triton_blocks.py", "--points", "16", "--device", "cpu")
@@ -50,8 +54,7 @@ def test_triton_blocks_runs_every_setting():
 
 
 def test_step_kernels_counts_fewer_operations_with_the_triton_kernels():
-    variants = ["forward+fused"] + (["forward+triton+fused"] if importlib.util.find_spec("triton")
-                                    and os.environ.get("TRITON_INTERPRET") == "1" else [])
+    variants = ["forward+fused"] + (["forward+triton+fused"] if INTERPRETED_TRITON else [])
     out = run("step_kernels.py", "--points", "16", "--variants", *variants)
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split()[:1] and line.split()[0] in variants}
     assert set(rows) == set(variants), out
