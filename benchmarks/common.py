@@ -6,8 +6,9 @@ A variant is an engine name with options: ``forward``, ``forward+compile``, ``st
 (as ``trainer.cuda_graph``; refused for the autograd engine, as there), ``tf32`` lets float32
 matrix products use TF32 (as ``trainer.tf32=true``), ``fused`` takes Adam's fused update (one
 kernel for every parameter, ``torch.optim.Adam(fused=True)``, and one for the step counts)
-instead of the trainer's default multi-tensor one (17 multi-tensor operations per step in its
-capturable form, in torch's source), a candidate for graphed steps, where each kernel counts.
+instead of the multi-tensor one (17 multi-tensor operations per step in its capturable form, in
+torch's source). The trainer's captured steps take the fused update (``graph+fused``); eager
+ones, the multi-tensor update (plain ``graph`` keeps it, to compare the two).
 ``gram`` makes the forward engine carry Gram matrices of the first derivatives instead of the
 first derivatives (``derivatives.gram=true``); plain ``forward`` carries first derivatives
 (``derivatives.gram=false``), whatever the dimension. ``triton`` runs each layer of the MLP but
@@ -76,7 +77,7 @@ def make_step(variant: str, pde, model, points, device, lr: float = 1e-3, sample
     def refuse(reason: str):  # a graph variant that ran eagerly would be mislabelled
         raise RuntimeError(f"capture failed: {reason}")
 
-    prepare_adam(optimizer, torch.device(device), captured=True)
+    prepare_adam(optimizer, torch.device(device), captured=True, fused="fused" in options)
     captured = CapturedStep(lambda none: optimizer.zero_grad(set_to_none=none), on_failure=refuse)
     return lambda: captured(step)
 

@@ -8,8 +8,8 @@ kernels is what a step of 2,000 points comes down to. This counts, for one Adam 
 Poisson problem of benchmarks/vs_deepxde.py (3x50 tanh MLP), every PyTorch operation that does
 work (views, allocations and profiler markers left out) and every Triton kernel launched, in
 eager mode, which is what capture records. Use ``+fused`` variants (Adam's one-kernel update, on
-the CPU as on a GPU): the default multi-tensor Adam runs per parameter on the CPU but as about 17
-multi-tensor kernels on a GPU. On the CPU, Triton's kernels run in its interpreter
+the CPU as on a GPU, and what the trainer's captured steps take): the multi-tensor Adam runs per
+parameter on the CPU but as 17 multi-tensor operations on a GPU. On the CPU, Triton's kernels run in its interpreter
 (``TRITON_INTERPRET=1``); the operations inside them are not counted, only their launches.
 """
 

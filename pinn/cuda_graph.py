@@ -15,6 +15,8 @@ fixed tensors and must never wait for the host:
   (:func:`copy_points`);
 * Adam runs with ``capturable=True`` (its step count on the GPU) and its learning rate is a GPU
   tensor that the trainer fills when the schedule changes it (:func:`prepare_adam`, :func:`set_lr`);
+  it takes torch's fused update, one kernel for every parameter and one for the step counts,
+  where the multi-tensor form replays 17 multi-tensor operations (counted in torch's source);
 * the loss values come back in one tensor that every replay overwrites;
 * nothing in the step reads a value on the host (``.item()``, shapes that depend on data).
 
@@ -76,12 +78,18 @@ def blockers(*, device: torch.device, processes: int, sampler, balance, engine) 
     return reasons
 
 
-def prepare_adam(optimizer: torch.optim.Optimizer, device: torch.device, captured: bool) -> None:
+def prepare_adam(optimizer: torch.optim.Optimizer, device: torch.device, captured: bool, fused: bool = True) -> None:
     """Set a freshly built or restored Adam up for captured steps (step counts on the GPU, the
-    learning rate a GPU tensor filled by :func:`set_lr`) or for eager ones (a checkpoint written
-    by a captured run resumes eagerly, on any device)."""
+    learning rate a GPU tensor filled by :func:`set_lr`, and with ``fused`` torch's fused update)
+    or for eager ones (a checkpoint written by a captured run resumes eagerly, on any device).
+
+    In a replayed graph every kernel costs a few microseconds whatever it does, so captured steps
+    take the fused update (``torch.optim.Adam(fused=True)``, which PyTorch tests under graph
+    capture): two kernels per step instead of the multi-tensor form's 17. ``fused=False`` keeps
+    the multi-tensor form, which the benchmarks compare it with."""
     for group in optimizer.param_groups:
         group["capturable"] = captured
+        group["fused"] = True if captured and fused else None  # None: torch's own default
         lr = float(group["lr"])
         group["lr"] = torch.tensor(lr, dtype=torch.float32, device=device) if captured else lr
     for state in optimizer.state.values():

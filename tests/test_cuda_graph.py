@@ -5,6 +5,7 @@ a resume; and what cannot be captured is refused (``true``) or trained eagerly (
 The tests that capture need a CUDA GPU and are skipped without one; the others run anywhere.
 """
 
+import importlib
 import logging
 
 import pytest
@@ -110,6 +111,34 @@ def test_eager_adam_state_resumes_from_a_captured_one():
     assert group["capturable"] is False and isinstance(group["lr"], float) and group["lr"] == pytest.approx(1e-2)
     assert optimizer.state[p]["step"].device.type == "cpu"
     optimizer.step()  # and it still steps
+
+
+def test_captured_adam_takes_the_fused_update_and_steps_as_plain_adam(monkeypatch):
+    """Captured steps take torch's fused Adam (two kernels a step); its updates are plain Adam's
+    to round-off (the learning rate is a float32 tensor), here on the CPU, where the fused
+    update runs too. Back to eager steps, it is torch's default update again."""
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(4, 3, dtype=torch.float64))
+    q = torch.nn.Parameter(p.detach().clone())
+    prepared, plain = torch.optim.Adam([p], lr=1e-2), torch.optim.Adam([q], lr=1e-2)
+    fused_calls = []
+    adam_module = importlib.import_module("torch.optim.adam")  # the module, not the class it exports
+    fused_update = adam_module._fused_adam
+    monkeypatch.setattr(adam_module, "_fused_adam", lambda *a, **k: fused_calls.append(1) or fused_update(*a, **k))
+    prepare_adam(prepared, torch.device("cpu"), captured=True)
+    group = prepared.param_groups[0]
+    assert group["fused"] is True and group["capturable"] is True and isinstance(group["lr"], torch.Tensor)
+    for _ in range(5):
+        g = torch.randn(4, 3, dtype=torch.float64)
+        p.grad, q.grad = g.clone(), g.clone()
+        prepared.step()
+        plain.step()
+    assert len(fused_calls) == 5  # the prepared optimizer's steps, and only those
+    torch.testing.assert_close(p, q, rtol=1e-7, atol=1e-9)
+    prepare_adam(prepared, torch.device("cpu"), captured=False)
+    assert group["fused"] is None and group["capturable"] is False
+    prepare_adam(plain, torch.device("cpu"), captured=True, fused=False)
+    assert plain.param_groups[0]["fused"] is None and plain.param_groups[0]["capturable"] is True
 
 
 def test_config_key_reaches_the_trainer(compose_config, tmp_path):
