@@ -27,7 +27,7 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pinn.checkpoint import CheckpointError, load_checkpoint, write_text_atomically
-from pinn.distributed import init_from_env, local_rank, rank_seed
+from pinn.distributed import TORCH_STREAM, init_from_env, local_rank, rank_seed
 from pinn.errors import ConfigError, PreflightError, check_choice, check_flag
 from pinn.preflight import preflight
 from pinn.trainer import METRICS_NAME, TrainingDiverged, TrainingInterrupted
@@ -207,6 +207,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     trainer = _build(cfg.trainer, "trainer")
     balance = _build(cfg.loss, "loss")
     model.to(device=device, dtype=dtype)
+    if comm.active:  # the weights are built, the same on every rank; what is drawn from here on
+        torch.manual_seed(rank_seed(cfg.seed, comm, TORCH_STREAM))  # (random directions) is not
 
     # What the engine refuses (a setting, the network, the device) is said before the pre-flight
     # check, which runs the engine's kernels with derivatives.triton.

@@ -104,9 +104,17 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", 0))
 
 
-def rank_seed(seed: int, comm: Communicator) -> int:
-    """The seed of this rank's collocation-point stream: ``seed`` itself in a single process,
-    otherwise one of ``world`` independent streams spawned from it."""
+#: The random streams each rank draws from, as indices into :func:`rank_seed`.
+POINTS_STREAM, TORCH_STREAM = 0, 1
+
+
+def rank_seed(seed: int, comm: Communicator, stream: int = POINTS_STREAM) -> int:
+    """The seed of one of this rank's random streams: ``seed`` itself in a single process,
+    otherwise one of ``2 * world`` independent streams spawned from it, rank ``r`` taking child
+    ``r`` for its collocation points (:data:`POINTS_STREAM`) and child ``world + r`` for torch's
+    global generator once the network is built (:data:`TORCH_STREAM`: the stochastic engine's
+    random directions, which must differ between ranks for their estimates to average out)."""
     if not comm.active:
         return seed
-    return int(np.random.SeedSequence(seed).spawn(comm.world)[comm.rank].generate_state(1, dtype=np.uint64)[0] >> 1)
+    child = np.random.SeedSequence(seed).spawn(2 * comm.world)[stream * comm.world + comm.rank]
+    return int(child.generate_state(1, dtype=np.uint64)[0] >> 1)

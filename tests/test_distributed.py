@@ -9,6 +9,8 @@ import torch
 from conftest import ROOT, TINY
 from ddp_worker import gradients, union_points
 
+from pinn.distributed import POINTS_STREAM, TORCH_STREAM, Communicator, rank_seed
+
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
@@ -40,6 +42,8 @@ def test_two_processes_train_and_rank_0_writes(tmp_path):
     shares = [r["points"]["interior"] for r in ckpt["ranks"]]
     assert [s.shape for s in shares] == [(16, 2), (16, 2)]
     assert not torch.equal(shares[0], shares[1])  # distinct streams from one seed
+    states = [r["torch"] for r in ckpt["ranks"]]  # torch's generator: reseeded per rank after the weights
+    assert not torch.equal(states[0], states[1])
     assert len(list((run / "tensorboard").glob("events.*"))) >= 1
 
     resumed = torchrun("train.py", *overrides, "trainer.max_steps=6", f"resume={run}")
@@ -49,6 +53,14 @@ def test_two_processes_train_and_rank_0_writes(tmp_path):
     alone = subprocess.run([sys.executable, "train.py", *overrides, "trainer.max_steps=8", f"resume={run}"],
                            cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert alone.returncode == 2 and "written by 2 process(es)" in alone.stderr
+
+
+def test_each_rank_has_its_own_streams_and_one_process_keeps_the_seed():
+    seeds = [rank_seed(7, Communicator(rank=r, world=3), stream) for stream in (POINTS_STREAM, TORCH_STREAM)
+             for r in range(3)]
+    assert len(set(seeds)) == 6 and all(0 <= s < 2**63 for s in seeds)
+    alone = Communicator()
+    assert rank_seed(7, alone) == rank_seed(7, alone, TORCH_STREAM) == 7
 
 
 def test_uneven_split_is_refused(tmp_path):
