@@ -6,6 +6,9 @@
 #
 #   bash benchmarks/gpu.sh [OUTPUT_DIR] [PART ...]     # default: outputs/gpu, every part
 #
+# Packages the GPU machine lacks (Hydra, DeepXDE) travel as wheels: run
+# `bash benchmarks/gpu_wheels.sh` here first, carry .whl, and this script installs them.
+#
 # Each part writes OUTPUT_DIR/PART.txt and prints its last lines; a part that fails or runs
 # past its time limit does not stop the others. Parts, in order:
 #   tests        the CUDA-graph, pre-flight and fused-kernel (derivatives.triton) tests
@@ -27,6 +30,11 @@ for part in $parts; do
 done
 mkdir -p "$out"
 export PYTHONPATH="$PWD:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+if compgen -G ".whl/*.whl" >/dev/null; then  # benchmarks/gpu_wheels.sh's wheels, for a machine without network
+    python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        || { echo "installing .whl/ failed" >&2; exit 2; }
+    export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
 
 run() {  # run NAME SECONDS COMMAND...: only if NAME was asked for
     local name=$1 limit=$2
