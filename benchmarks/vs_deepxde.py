@@ -34,6 +34,14 @@ CPU_VARIANTS = ("deepxde", "autograd", "forward", "forward+compile")
 CUDA_VARIANTS = ("deepxde", "autograd", "forward", "forward+graph", "forward+compile", "forward+compile+graph")
 
 
+#: How a child process reports a finished variant: one JSON line on its standard error.
+ROW = '{"variant"'
+
+
+def report(row: dict) -> None:
+    print(json.dumps(row), file=sys.stderr, flush=True)
+
+
 def test_points():
     from pinn.pdes import Poisson
     from pinn.trainer import Trainer
@@ -95,7 +103,7 @@ def run_deepxde(iterations: int, device: str, interior: int, boundary: int) -> d
             "version": dde.__version__}
 
 
-def run_pinn(variants: list[str], iterations: int, device: str, interior: int, boundary: int) -> list[dict]:
+def run_pinn(variants: list[str], iterations: int, device: str, interior: int, boundary: int) -> None:
     import torch
 
     import train
@@ -108,7 +116,6 @@ def run_pinn(variants: list[str], iterations: int, device: str, interior: int, b
     pde, x, exact = Poisson(dim=2), *test_points()
     points, weights = problem(interior, boundary)
     points = {k: v.to(device) for k, v in points.items()}
-    results = []
     for variant in variants:
         model = MLP(2, 1, width=50, depth=3)
         model.load_state_dict(weights)
@@ -117,13 +124,11 @@ def run_pinn(variants: list[str], iterations: int, device: str, interior: int, b
             step = make_step(variant, pde, model, points, device)
             ms, _ = time_steps(step, device, iterations=iterations)  # after 10 warm-up steps, as for DeepXDE
         except Exception as exc:  # noqa: BLE001 -- one failed variant must not end the table
-            results.append({"variant": variant, "error": (str(exc).strip().splitlines() or ["?"])[0][:200]})
+            report({"variant": variant, "error": (str(exc).strip().splitlines() or ["?"])[0][:200]})
             continue
         torch.backends.cuda.matmul.allow_tf32 = False  # the error is measured in plain float32
         metrics = Trainer().evaluate(pde, model, x.to(device=device, dtype=torch.float32), exact.to(device))
-        results.append({"variant": variant, "ms_per_iteration": ms, "rel_l2": metrics["rel_l2"]})
-        print(json.dumps(results[-1]), file=sys.stderr, flush=True)  # progress, should a later variant fail
-    return results
+        report({"variant": variant, "ms_per_iteration": ms, "rel_l2": metrics["rel_l2"]})
 
 
 def main() -> None:
@@ -139,9 +144,9 @@ def main() -> None:
     sizes = (args.interior, args.boundary)
     if args.child:
         if args.child == ["deepxde"]:
-            print(json.dumps([run_deepxde(args.iterations, args.device, *sizes)]))
+            report(run_deepxde(args.iterations, args.device, *sizes))
         else:
-            print(json.dumps(run_pinn(args.child, args.iterations, args.device, *sizes)))
+            run_pinn(args.child, args.iterations, args.device, *sizes)
         return
 
     import torch
@@ -156,24 +161,29 @@ def main() -> None:
         groups.append([v for v in variants if v != "deepxde"])
     base = None
     for group in groups:
-        out = subprocess.run([sys.executable, __file__, "--child", *group, "--iterations", str(args.iterations),
-                              "--device", args.device, "--interior", str(args.interior), "--boundary", str(args.boundary)],
-                             capture_output=True, text=True, cwd=ROOT,
-                             env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "benchmarks"), os.environ.get("PYTHONPATH", "")])})
-        if out.returncode == 0:
-            rows = json.loads(out.stdout.strip().splitlines()[-1])
-        else:  # the variants that finished before the failure
-            rows = [json.loads(line) for line in out.stderr.splitlines() if line.startswith('{"variant"')]
-        for r in rows:
+        # Each row is printed as its variant finishes, so that a run stopped by a time limit
+        # keeps the rows it measured.
+        child = subprocess.Popen([sys.executable, __file__, "--child", *group, "--iterations", str(args.iterations),
+                                  "--device", args.device, "--interior", str(args.interior), "--boundary",
+                                  str(args.boundary)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                 cwd=ROOT, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                     [str(ROOT), str(ROOT / "benchmarks"), os.environ.get("PYTHONPATH", "")])})
+        rows, last_line = [], "?"
+        for line in child.stderr:
+            if not line.startswith(ROW):
+                last_line = line.strip() or last_line
+                continue
+            r = json.loads(line)
+            rows.append(r)
             if "error" in r:
                 print(f"{r['variant']:>22}  failed: {r['error']}", flush=True)
                 continue
             base = r["ms_per_iteration"] if r["variant"] == "deepxde" else base
             ratio = f"{base / r['ms_per_iteration']:.2f}x" if base else ""
             print(f"{r['variant']:>22} {r['ms_per_iteration']:>9.3f} {r['rel_l2']:>12.5e} {ratio:>11}", flush=True)
-        if out.returncode != 0:  # the variant that was running, then those never started
+        if child.wait() != 0:  # the variant that was running, then those never started
             unfinished = group[len(rows):] or group[-1:]
-            print(f"{unfinished[0]:>22}  failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}", flush=True)
+            print(f"{unfinished[0]:>22}  failed: {last_line}", flush=True)
             for variant in unfinished[1:]:
                 print(f"{variant:>22}  not run: the process stopped at {unfinished[0]}", flush=True)
 

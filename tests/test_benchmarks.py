@@ -36,6 +36,15 @@ def test_vs_deepxde_trains_every_variant_on_the_same_problem():
     assert max(errors) - min(errors) <= 1e-5 * max(errors), out
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a variant that fails needs a machine without CUDA")
+def test_vs_deepxde_reports_a_failed_variant_and_goes_on():
+    out = run("vs_deepxde.py", "--iterations", "2", "--interior", "16", "--boundary", "4", "--variants",
+              "forward+graph", "forward")
+    lines = [line.split() for line in out.splitlines()]
+    assert ["forward+graph", "failed:"] in [line[:2] for line in lines], out
+    assert any(line[0] == "forward" and float(line[1]) > 0 for line in lines if line), out
+
+
 def test_derivatives_benchmark_prints_a_row_per_variant():
     variants = ["autograd", "forward", "forward+gram", "stochastic"]
     out = run("derivatives.py", "--dims", "2", "--points", "64", "--variants", *variants, "--seconds", "0.05")
