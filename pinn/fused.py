@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -104,8 +105,10 @@ def why_unavailable(device: torch.device) -> str | None:
     """Why the kernels cannot run on ``device`` (``None``: they can)."""
     if triton is None:
         return "Triton is not installed (pip install triton, or a CUDA build of PyTorch, which brings it)"
-    if device.type == "cuda" or (device.type == "cpu" and interpreting()):
+    if device.type == "cuda":
         return None
+    if device.type == "cpu" and interpreting():
+        return interpreter_problem()
     return f"they run on a CUDA GPU, not on {device.type} (TRITON_INTERPRET=1 runs them on the CPU, for tests only)"
 
 
@@ -364,6 +367,45 @@ if triton is not None:
         tl.store(row + cout[:, None] * D_P + cin[None, :], dw)
         tl.store(row + MO_P * D_P + cout, db)
         tl.store(row + MO_P * D_P + MO_P + directions[:, None] * MO_P + cout[None, :], dk, mask=directions[:, None] < K)
+
+    @triton.jit
+    def _loop_probe_kernel(out_ptr, n):
+        """Each program sums the indices below ``n`` it visits, looping as the backward kernels do."""
+        pid = tl.program_id(0)
+        total = 0
+        for i in range(pid, n, tl.num_programs(0)):
+            total += i
+        tl.store(out_ptr + pid, total)
+
+
+#: interpreter_problem's answer once found (a list rather than functools.cache, which
+#: torch.compile would trace through: applies() asks inside compiled code)
+_interpreter_verdict: list[str | None] = []
+
+
+def interpreter_problem() -> str | None:
+    """Why Triton's CPU interpreter cannot run the kernels here (``None``: it can, or it is off).
+
+    Triton 3.6 and earlier take a loop's bounds from one-element numpy arrays, which numpy 2.4
+    and later refuse to turn into numbers; a small kernel that loops as the backward kernels do
+    finds out, once."""
+    if not interpreting():
+        return None
+    if not _interpreter_verdict:
+        _interpreter_verdict.append(_probe_interpreter())
+    return _interpreter_verdict[0]
+
+
+def _probe_interpreter() -> str | None:
+    sums = torch.zeros(2, dtype=torch.int32)
+    try:
+        _loop_probe_kernel[(2,)](sums, 5)
+    except Exception as error:  # noqa: BLE001 -- whatever stops the interpreter is the reason
+        return (f"Triton {triton.__version__}'s CPU interpreter fails with numpy {np.__version__} ({error}); "
+                "Triton 3.7 or later, or numpy older than 2.4, runs it")
+    if sums.tolist() != [0 + 2 + 4, 1 + 3]:
+        return f"Triton {triton.__version__}'s CPU interpreter loops wrongly (sums {sums.tolist()}, not [6, 4])"
+    return None
 
 
 def _launch(kernel, grid: tuple[int], *args, **kwargs) -> None:

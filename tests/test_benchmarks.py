@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from conftest import ROOT
+from pinn import fused
 
 
 #: the benchmarks' Triton variants run here (in Triton's interpreter, which conftest.py turns on)
-INTERPRETED_TRITON = bool(importlib.util.find_spec("triton")) and os.environ.get("TRITON_INTERPRET") == "1"
+INTERPRETED_TRITON = (bool(importlib.util.find_spec("triton")) and os.environ.get("TRITON_INTERPRET") == "1"
+                      and fused.interpreter_problem() is None)
 
 
 def run(script, *args):

@@ -23,6 +23,8 @@ pytestmark = pytest.mark.skipif(fused.triton is None, reason="Triton is not inst
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 if DEVICE.type == "cpu" and not fused.interpreting():
     pytestmark = pytest.mark.skip(reason="no GPU, and Triton's interpreter is off (TRITON_INTERPRET)")
+elif DEVICE.type == "cpu" and fused.interpreter_problem():
+    pytestmark = pytest.mark.skip(reason=f"no GPU, and {fused.interpreter_problem()}")
 F64 = dict(dtype=torch.float64, device=DEVICE)
 
 
@@ -264,6 +266,25 @@ def test_refused_where_the_kernels_cannot_run(monkeypatch):
     with pytest.raises(ConfigError, match="needs Triton, which is not installed"):
         StochasticEngine(triton=True)
     assert fused.why_unavailable(torch.device("cuda")).startswith("Triton is not installed")
+
+
+@pytest.mark.skipif(not fused.interpreting(), reason="checks Triton's CPU interpreter")
+def test_an_interpreter_that_cannot_loop_is_named(monkeypatch):
+    """Triton 3.6's interpreter with numpy 2.4 fails on the backward kernels' loop: the engine
+    says so at start-up (and these tests skip) instead of failing inside a kernel."""
+    assert fused.interpreter_problem() is None  # this one runs the probe right
+
+    class Broken:
+        def __getitem__(self, grid):
+            def launch(*args):
+                raise TypeError("only 0-dimensional arrays can be converted to Python scalars")
+            return launch
+
+    monkeypatch.setattr(fused, "_loop_probe_kernel", Broken())
+    monkeypatch.setattr(fused, "_interpreter_verdict", [])  # probe again
+    assert "numpy" in fused.interpreter_problem() and "Triton 3.7 or later" in fused.interpreter_problem()
+    with pytest.raises(ConfigError, match="CPU interpreter fails .*0-dimensional.*derivatives.triton=false"):
+        ForwardEngine(triton=True).check_device(torch.device("cpu"))
 
 
 def test_compiled_loss_runs_the_kernels_and_matches_eager(monkeypatch):
