@@ -31,7 +31,8 @@ backward pass. The first layer has a pair of its own (:class:`_FirstLayer`): the
 directions are the same at every point and the second derivatives zero.
 
 Supported: the ``laplacian`` and ``diagonal`` modes of the forward and stochastic engines,
-activations tanh and sine, layers up to 64 wide (and first layers of up to 64 directions),
+activations tanh and sine, layers up to 64 wide (and first layers of up to 64 directions) of
+an MLP or of a modified MLP's encoders and gates (whose gating stays unfused),
 float32 and float64, on a CUDA GPU with Triton installed. Float32 matrix products are three TF32 tensor-core products
 each (close to float32's accuracy, see ``FLOAT32_PRODUCTS``), or one where ``trainer.tf32``
 allows TF32. Everywhere else a layer falls back to the unfused path. With
@@ -48,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from pinn.errors import ConfigError
-from pinn.models import MLP, OutputTransform, Sine
+from pinn.models import MLP, ModifiedMLP, OutputTransform, Sine
 
 try:
     import triton
@@ -570,10 +571,14 @@ def linear_activate(layer: nn.Linear, activation: nn.Module, value: Tensor, jac:
 
 def fusable_layers(model: nn.Module) -> int:
     """How many linear layers of ``model`` the kernels can run with the activation after them:
-    in an MLP (inside a hard constraint or not), at most ``MAX_WIDTH`` wide, followed by tanh
-    or sine. (Whether they do at a step also depends on the points, see :func:`applies`.)"""
+    in an MLP or as a modified MLP's encoders and gates (inside a hard constraint or not), at
+    most ``MAX_WIDTH`` wide, followed by tanh or sine. (Whether they do at a step also depends
+    on the points, see :func:`applies`.)"""
     if isinstance(model, (MLP, OutputTransform)):
         return fusable_layers(model.net)
+    if isinstance(model, ModifiedMLP):
+        parts = (model.embedding, model.encoder_u, model.encoder_v, *model.gates)
+        return sum(fusable_layers(part) for part in parts)
     if not isinstance(model, nn.Sequential):
         return 0
     layers, count, i = list(model), 0, 0
@@ -593,7 +598,8 @@ def check_fusable(model: nn.Module) -> None:
         raise ConfigError(
             f"derivatives.triton=true, but no layer of this {type(model).__name__} can run in the kernels: they take a "
             f"plain linear layer (not a factorized one) of at most {MAX_WIDTH} inputs and outputs followed by tanh or "
-            "sin, in an MLP (model=mlp, model=fourier). Set derivatives.triton=false")
+            "sin, in an MLP or a modified MLP (model=mlp, fourier, periodic, modified_mlp). "
+            "Set derivatives.triton=false")
 
 
 def check_available(device: torch.device) -> None:

@@ -510,13 +510,15 @@ def _trig_embedding(module: TrigEmbedding, jet: Jet) -> Jet:
     return Jet.cat(parts + [z.activate(cos, -sin, -cos), z.activate(sin, cos, -sin)])
 
 
-def _modified_mlp(module: ModifiedMLP, jet: Jet) -> Jet:
-    """The modified MLP's forward pass, step by step, on jets (see :class:`ModifiedMLP`)."""
-    h = propagate(module.embedding, jet)
-    u, v = propagate(module.encoder_u, h), propagate(module.encoder_v, h)
+def _modified_mlp(module: ModifiedMLP, jet: Jet, triton: bool = False) -> Jet:
+    """The modified MLP's forward pass, step by step, on jets (see :class:`ModifiedMLP`). With
+    ``triton`` the encoders and gates (each a linear layer and its activation) run in the fused
+    kernels where they apply; the gating itself does not."""
+    h = propagate(module.embedding, jet, triton=triton)
+    u, v = propagate(module.encoder_u, h, triton=triton), propagate(module.encoder_v, h, triton=triton)
     v_minus_u = v.minus(u)
     for gate in module.gates:
-        h = u.plus(propagate(gate, h).times(v_minus_u))  # U + Z (V - U)
+        h = u.plus(propagate(gate, h, triton=triton).times(v_minus_u))  # U + Z (V - U)
     return propagate(module.head, h)
 
 
@@ -550,14 +552,15 @@ def _transform_jets(module: OutputTransform, seed: Jet) -> tuple[Jet, Jet]:
 def propagate(module: nn.Module, jet: Jet, *, triton: bool = False) -> Jet:
     """Push ``jet`` through ``module`` (see :func:`check_supported` for what is supported).
 
-    With ``triton``, each linear layer of an ``nn.Sequential`` (an MLP) that is followed by an
-    activation runs together with it as one Triton kernel where :func:`pinn.fused.applies`, or
+    With ``triton``, each linear layer of an ``nn.Sequential`` (an MLP, or the encoders and
+    gates of a modified MLP) that is followed by an activation runs together with it as one
+    Triton kernel where :func:`pinn.fused.applies`, or
     for the first layer :func:`pinn.fused.first_layer_applies` (``laplacian`` and ``diagonal``
     modes, tanh or sine, a CUDA GPU), and as below elsewhere."""
     if isinstance(module, MLP):
         return propagate(module.net, jet, triton=triton)
     if isinstance(module, ModifiedMLP):
-        return _modified_mlp(module, jet)
+        return _modified_mlp(module, jet, triton)
     if isinstance(module, OutputTransform):  # applied to the network's input jet, the seed
         inner = propagate(module.net, jet, triton=triton)
         return inner.shifted_product(*_transform_jets(module, jet))

@@ -15,7 +15,7 @@ from pinn import fused
 from pinn.derivatives import ForwardEngine, StochasticEngine, make_engine
 from pinn.errors import ConfigError
 from pinn.jet import RULES, Jet, _Activate, propagate
-from pinn.models import MLP, Sine
+from pinn.models import MLP, ModifiedMLP, Sine
 from pinn.pdes import Heat, Poisson
 from pinn.trainer import Trainer
 
@@ -129,14 +129,27 @@ def count_fused_calls(monkeypatch):
     return calls
 
 
+def network(problem: str) -> nn.Module:
+    """A 3-input network of width 20 for ``problem`` (its name's suffix picks the kind)."""
+    if "modified" in problem:  # gated by two encoders; with an exact periodic embedding of x_0 first
+        return ModifiedMLP(3, 1, width=20, depth=3, periods={0: 2.0} if problem.endswith("periodic") else None)
+    return MLP(3, 1, width=20, depth=3, activation="sin" if problem.endswith("sine") else "tanh")
+
+
+#: the input widths of the layers the kernels run in one evaluation of each network
+FUSED_INPUTS = {"mlp": [3, 20, 20], "modified": [3, 3, 3, 20, 20], "modified-periodic": [4, 4, 4, 20, 20]}
+
+
 @pytest.mark.parametrize("engine,problem", [("forward", "poisson"), ("stochastic", "poisson"),
                                             ("forward", "poisson-hard"), ("forward", "heat"),
-                                            ("forward", "poisson-sine")])
+                                            ("forward", "poisson-sine"), ("forward", "poisson-modified"),
+                                            ("stochastic", "poisson-modified-periodic")])
 def test_network_and_training_steps_match_unfused_engine(engine, problem, monkeypatch):
-    """Whole MLPs: a PDE's loss and its parameter gradients, then three Adam steps, with and
-    without the kernels; every layer but the last (which has no activation) runs in a kernel,
-    also inside a hard constraint u = s N, and in the diagonal mode (the heat equation's u_xx
-    beside its u_t)."""
+    """Whole networks: a PDE's loss and its parameter gradients, then three Adam steps, with and
+    without the kernels. Every layer of an MLP but the last (which has no activation) runs in a
+    kernel, also inside a hard constraint u = s N, and in the diagonal mode (the heat equation's
+    u_xx beside its u_t); so do a modified MLP's encoders and gates, on the seed's shared
+    directions (the first-layer kernel) or after a periodic embedding (the hidden one)."""
     calls = count_fused_calls(monkeypatch)
     pde = Heat(dim=2) if problem == "heat" else Poisson(dim=3, hard_constraint=problem == "poisson-hard")
     x = {"interior": torch.rand(50, 3, **F64), "boundary": torch.rand(10, 3, **F64),
@@ -144,8 +157,7 @@ def test_network_and_training_steps_match_unfused_engine(engine, problem, monkey
     results = []
     for triton in (False, True):
         torch.manual_seed(0)
-        activation = "sin" if problem == "poisson-sine" else "tanh"
-        model = pde.constrain(MLP(3, 1, width=20, depth=3, activation=activation).to(**F64))
+        model = pde.constrain(network(problem).to(**F64))
         derivatives = make_engine(engine, triton=triton, samples=4)
         derivatives.check(model)
         derivatives.check_pde(pde)
@@ -160,7 +172,8 @@ def test_network_and_training_steps_match_unfused_engine(engine, problem, monkey
             losses.append(total.item())
             optimizer.step()
         results.append((losses, [p.detach().clone() for p in model.parameters()]))
-    assert [layer.in_features for layer in calls] == [3, 20, 20] * 3, "three fused layers per evaluation, three steps"
+    kind = problem.split("poisson-")[-1] if "modified" in problem else "mlp"
+    assert [layer.in_features for layer in calls] == FUSED_INPUTS[kind] * 3, "every fused layer, three steps"
     (losses, params), (fused_losses, fused_params) = results
     assert fused_losses == pytest.approx(losses, rel=1e-12)
     for p, q in zip(params, fused_params):
@@ -228,13 +241,12 @@ def test_applies_only_where_the_kernel_computes_the_layer():
 
 
 def test_networks_with_nothing_to_fuse_are_refused():
-    from pinn.models import ModifiedMLP
-
     assert fused.fusable_layers(MLP(2, 1, width=50, depth=3)) == 3
     assert fused.fusable_layers(Poisson(dim=2, hard_constraint=True).constrain(MLP(2, 1, width=50, depth=3))) == 3
     assert fused.fusable_layers(MLP(2, 1, width=50, depth=3, activation="gelu")) == 0
+    assert fused.fusable_layers(ModifiedMLP(2, 1, width=16, depth=2)) == 4  # two encoders, two gates
     for model in (MLP(2, 1, width=128, depth=3), MLP(2, 1, width=16, depth=2, activation="gelu"),
-                  ModifiedMLP(2, 1, width=16, depth=2)):
+                  ModifiedMLP(2, 1, width=16, depth=2, activation="gelu"), ModifiedMLP(2, 1, width=128, depth=2)):
         for engine in (ForwardEngine(triton=True), StochasticEngine(triton=True)):
             with pytest.raises(ConfigError, match="no layer of this .* can run in the kernels.*derivatives.triton=false"):
                 engine.check(model)
