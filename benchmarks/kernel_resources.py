@@ -1,6 +1,6 @@
 """Compile the fused layer's Triton kernels for an H100 without one, and print what each uses.
 
-    python benchmarks/kernel_resources.py [--arch 90] [--width 50] [--directions 2 16]
+    python benchmarks/kernel_resources.py [--arch 90] [--width 50] [--directions 2 16] [--activations tanh gelu]
 
 Triton compiles for a named GPU architecture without a GPU present (its own ``ptxas`` comes
 with the package). For each kernel of ``pinn/fused.py`` at the default launch settings, in
@@ -30,15 +30,19 @@ from pinn import fused
 SHARED_MEMORY_PER_PROGRAM = {90: 232448, 89: 101376, 86: 101376, 80: 166912, 75: 65536}
 
 
+#: the kernels' activations by name (model.activation's names)
+ACTIVATION_CODES = {"tanh": 0, "sin": 1, "sigmoid": 2, "silu": 3, "gelu": 4}
+
+
 def compile_kernel(name: str, dtype: str, fan_in: int, width: int, directions: int, precision: str,
-                   arch: int, mode: str = "laplacian") -> dict:
+                   arch: int, mode: str = "laplacian", activation: str = "tanh") -> dict:
     """Compile one kernel for sm_``arch``; its registers, spills and shared memory."""
     pad = fused._pad
     if name.startswith("_first"):
         constants = dict(D=fan_in, MO=width, D_P=pad(fan_in), MO_P=pad(width))
     else:
         constants = dict(MI=fan_in, MO=width, MI_P=pad(fan_in), MO_P=pad(width))
-    constants.update(K=directions, ACT=0, HAS_BIAS=True, DIAGONAL=mode == "diagonal", PRECISION=precision)
+    constants.update(K=directions, ACT=ACTIVATION_CODES[activation], HAS_BIAS=True, DIAGONAL=mode == "diagonal", PRECISION=precision)
     if "backward" in name:
         constants.update(BLOCK=fused.BACKWARD_BLOCK, HAS_GV=True, HAS_GJ=True, HAS_GS=True)
         options = dict(num_warps=fused.BACKWARD_WARPS, num_stages=fused.BACKWARD_STAGES)
@@ -75,6 +79,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=50)
     parser.add_argument("--inputs", type=int, default=2, help="the first layer's inputs (the dimension d)")
     parser.add_argument("--directions", type=int, nargs="+", default=[2, 16])
+    parser.add_argument("--activations", nargs="+", default=["tanh"], choices=list(ACTIVATION_CODES),
+                        help="each compiled in every case (the default products only for all but the first)")
     args = parser.parse_args()
     if fused.interpreting():
         raise SystemExit("error: TRITON_INTERPRET is set: Triton then interprets instead of compiling; unset it")
@@ -84,18 +90,20 @@ def main() -> None:
     print(f"# triton {triton.__version__}, sm_{args.arch}, width {args.width}, first layer's inputs {args.inputs}; "
           f"blocks {fused.FORWARD_BLOCK}/{fused.BACKWARD_BLOCK}, warps {fused.FORWARD_WARPS}/{fused.BACKWARD_WARPS}, "
           f"backward stages {fused.BACKWARD_STAGES}")
-    print(f"{'kernel':>23} {'mode':>9} {'dtype':>6} {'products':>8} {'K':>3} {'registers':>9} {'spilled':>8} "
-          f"{'shared':>8}  fits")
+    print(f"{'kernel':>23} {'activation':>10} {'mode':>9} {'dtype':>6} {'products':>8} {'K':>3} {'registers':>9} "
+          f"{'spilled':>8} {'shared':>8}  fits")
     cases = [("laplacian", "fp32", fused.FLOAT32_PRODUCTS), ("laplacian", "fp32", "tf32"), ("laplacian", "fp32", "ieee"),
              ("laplacian", "fp64", "ieee"), ("diagonal", "fp32", fused.FLOAT32_PRODUCTS)]
-    for directions in args.directions:
-        for mode, dtype, precision in cases:
-            for name in fused.KERNELS:
-                fan_in = args.inputs if name.startswith("_first") else args.width
-                r = compile_kernel(name, dtype, fan_in, args.width, directions, precision, args.arch, mode)
-                fits = "yes" if r["shared"] <= limit else "NO"
-                print(f"{name.strip('_'):>23} {mode:>9} {dtype:>6} {precision:>8} {directions:>3} {r['registers']:>9} "
-                      f"{r['spilled']:>8} {r['shared']:>8}  {fits}", flush=True)
+    for activation in args.activations:
+        for directions in args.directions:
+            for mode, dtype, precision in cases if activation == args.activations[0] else cases[:1]:
+                for name in fused.KERNELS:
+                    fan_in = args.inputs if name.startswith("_first") else args.width
+                    r = compile_kernel(name, dtype, fan_in, args.width, directions, precision, args.arch, mode,
+                                       activation)
+                    fits = "yes" if r["shared"] <= limit else "NO"
+                    print(f"{name.strip('_'):>23} {activation:>10} {mode:>9} {dtype:>6} {precision:>8} {directions:>3} "
+                          f"{r['registers']:>9} {r['spilled']:>8} {r['shared']:>8}  {fits}", flush=True)
 
 
 if __name__ == "__main__":

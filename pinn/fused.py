@@ -30,12 +30,12 @@ The ``diagonal`` mode carries one second derivative per direction instead of the
 backward pass. The first layer has a pair of its own (:class:`_FirstLayer`): there the
 directions are the same at every point and the second derivatives zero.
 
-Supported: the ``laplacian`` and ``diagonal`` modes of the forward and stochastic engines,
-activations tanh and sine, layers up to 64 wide (and first layers of up to 64 directions) of
-an MLP or of a modified MLP's encoders and gates (whose gating stays unfused),
-float32 and float64, on a CUDA GPU with Triton installed. Float32 matrix products are three TF32 tensor-core products
-each (close to float32's accuracy, see ``FLOAT32_PRODUCTS``), or one where ``trainer.tf32``
-allows TF32. Everywhere else a layer falls back to the unfused path. With
+Supported: the ``laplacian`` and ``diagonal`` modes of the forward and stochastic engines;
+activations tanh, sine, sigmoid, silu and gelu (not softplus); layers up to 64 wide (and first
+layers of up to 64 directions) of an MLP or of a modified MLP's encoders and gates (whose
+gating stays unfused); float32 and float64; on a CUDA GPU with Triton installed. Float32
+matrix products are three TF32 tensor-core products each (close to float32's accuracy, see
+``FLOAT32_PRODUCTS``), or one where ``trainer.tf32`` allows TF32. Everywhere else a layer falls back to the unfused path. With
 ``TRITON_INTERPRET=1`` set before Triton is first imported, the kernels run on the CPU in
 Triton's interpreter (slowly): that is how the tests check them on a machine without a GPU.
 """
@@ -58,8 +58,9 @@ try:
 except ImportError:  # the fused kernels are optional; derivatives.triton=true says what is missing
     triton = None
 
-#: activations with a kernel: their number in the kernels' ``ACT`` switch
-ACTIVATIONS = {nn.Tanh: 0, Sine: 1}
+#: activations with a kernel: their number in the kernels' ``ACT`` switch (gelu in its exact,
+#: erf form only, as the forward engine takes it)
+ACTIVATIONS = {nn.Tanh: 0, Sine: 1, nn.Sigmoid: 2, nn.SiLU: 3, nn.GELU: 4}
 #: the forward engine's modes the kernels carry (not ``hessian``)
 MODES = ("laplacian", "diagonal")
 #: the module's Triton kernels, by name
@@ -113,6 +114,13 @@ def why_unavailable(device: torch.device) -> str | None:
     return f"they run on a CUDA GPU, not on {device.type} (TRITON_INTERPRET=1 runs them on the CPU, for tests only)"
 
 
+def activation_code(module: nn.Module) -> int | None:
+    """The kernels' number for ``module``'s activation (``None``: they have none for it)."""
+    if isinstance(module, nn.GELU) and module.approximate != "none":
+        return None
+    return ACTIVATIONS.get(type(module))
+
+
 def _small(layer: nn.Linear, *tensors: Tensor) -> bool:
     """Widths the kernels take, and element offsets that fit 32 bits: the largest in each input
     tensor, and in the largest output or gradient, ``(N, K, width)``."""
@@ -127,7 +135,7 @@ def applies(layer: nn.Module, activation: nn.Module, value: Tensor, jac: Tensor,
     layer of at most ``MAX_WIDTH`` inputs and outputs, a supported activation, first derivatives
     stored per point (not one set shared by every point, as the first layer's are) and second
     derivatives that are not the seed's zero, all small enough for the kernels' 32-bit offsets."""
-    return (type(layer) is nn.Linear and type(activation) in ACTIVATIONS and sec is not None
+    return (type(layer) is nn.Linear and activation_code(activation) is not None and sec is not None
             and jac.stride(0) != 0 and value.dtype in (torch.float32, torch.float64)
             and layer.weight.dtype == value.dtype and _small(layer, value, jac, sec)
             and why_unavailable(value.device) is None)
@@ -163,16 +171,37 @@ if triton is not None:
         return tl.where(h < 0, -t, t)
 
     @triton.jit
+    def _sigmoid(h):
+        """σ(h) and 1 - σ(h), each from e = exp(-|h|) without cancellation: 1 / (1 + e) and
+        e / (1 + e) are σ(|h|) and 1 - σ(|h|)."""
+        e = tl.exp(-tl.abs(h))
+        above, below = 1.0 / (1.0 + e), e / (1.0 + e)
+        return tl.where(h >= 0, above, below), tl.where(h >= 0, below, above)
+
+    @triton.jit
     def _activation(h, ACT: tl.constexpr):
-        """σ(h), σ', σ'', σ‴."""
-        if ACT == 0:
+        """σ(h), σ', σ'', σ‴ (the forward engine's rules, pinn/jet.py, with 1 - 2σ = r - σ)."""
+        if ACT == 0:  # tanh
             t = _tanh(h)
             d1 = 1.0 - t * t
             return t, d1, -2.0 * t * d1, -2.0 * d1 * (1.0 - 3.0 * t * t)
-        else:
+        elif ACT == 1:  # sine
             s = tl.sin(h)
             c = tl.cos(h)
             return s, c, -s, -c
+        elif ACT == 2:  # sigmoid
+            s, r = _sigmoid(h)
+            q = s * r
+            return s, q, q * (r - s), q * ((r - s) * (r - s) - 2.0 * q)
+        elif ACT == 3:  # silu, h σ(h)
+            s, r = _sigmoid(h)
+            q = s * r
+            u = 2.0 + h * (r - s)
+            return h * s, s * (1.0 + h * r), q * u, q * (r - s) * u + q * (r - s - 2.0 * h * q)
+        else:  # gelu, h Φ(h) with Φ from erf
+            cdf = 0.5 * (1.0 + tl.math.erf(h * 0.7071067811865476))  # 1/√2
+            pdf = tl.exp(-0.5 * h * h) * 0.3989422804014327  # 1/√(2π)
+            return h * cdf, cdf + h * pdf, pdf * (2.0 - h * h), pdf * (h * h * h - 4.0 * h)
 
     @triton.jit
     def _weight_transposed(w_ptr, cin, cout, MI: tl.constexpr, MO: tl.constexpr):
@@ -543,7 +572,7 @@ def first_layer_applies(layer: nn.Module, activation: nn.Module, value: Tensor, 
     layer and a supported activation applied to points (and directions) that need no gradient,
     with one set of at most 64 directions (its backward kernel keeps a sum per direction in
     registers) shared by every point and zero second derivatives (the caller checks those)."""
-    return (type(layer) is nn.Linear and type(activation) in ACTIVATIONS and jac.stride(0) == 0
+    return (type(layer) is nn.Linear and activation_code(activation) is not None and jac.stride(0) == 0
             and jac.shape[1] <= MAX_FIRST_DIRECTIONS and not value.requires_grad and not jac.requires_grad
             and value.dtype in (torch.float32, torch.float64) and layer.weight.dtype == value.dtype
             and _small(layer, value, jac)
@@ -558,7 +587,7 @@ def first_linear_activate(layer: nn.Linear, activation: nn.Module, x: Tensor, di
     """The value, first derivatives and Laplacian (``diagonal``: the second derivative along each
     direction) of ``activation(layer(x))`` along ``directions`` ``(K, d)``, the same at every
     point (see :func:`first_layer_applies`)."""
-    return _FirstLayer.apply(x, directions, layer.weight, layer.bias, ACTIVATIONS[type(activation)], diagonal)
+    return _FirstLayer.apply(x, directions, layer.weight, layer.bias, activation_code(activation), diagonal)
 
 
 @torch.compiler.disable
@@ -566,13 +595,13 @@ def linear_activate(layer: nn.Linear, activation: nn.Module, value: Tensor, jac:
                     sec: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The value, first derivatives and second derivatives of ``activation(layer(.))``: their sum
     (``sec`` ``(N, m)``) or one per direction (``(N, K, m)``); see :func:`applies`."""
-    return _FusedLayer.apply(value, jac, sec, layer.weight, layer.bias, ACTIVATIONS[type(activation)])
+    return _FusedLayer.apply(value, jac, sec, layer.weight, layer.bias, activation_code(activation))
 
 
 def fusable_layers(model: nn.Module) -> int:
     """How many linear layers of ``model`` the kernels can run with the activation after them:
     in an MLP or as a modified MLP's encoders and gates (inside a hard constraint or not), at
-    most ``MAX_WIDTH`` wide, followed by tanh or sine. (Whether they do at a step also depends
+    most ``MAX_WIDTH`` wide, followed by an activation with a kernel (:data:`ACTIVATIONS`). (Whether they do at a step also depends
     on the points, see :func:`applies`.)"""
     if isinstance(model, (MLP, OutputTransform)):
         return fusable_layers(model.net)
@@ -584,7 +613,7 @@ def fusable_layers(model: nn.Module) -> int:
     layers, count, i = list(model), 0, 0
     while i < len(layers):
         layer = layers[i]
-        if (i + 1 < len(layers) and type(layer) is nn.Linear and type(layers[i + 1]) in ACTIVATIONS
+        if (i + 1 < len(layers) and type(layer) is nn.Linear and activation_code(layers[i + 1]) is not None
                 and max(layer.in_features, layer.out_features) <= MAX_WIDTH):
             count, i = count + 1, i + 2
         else:
@@ -597,8 +626,8 @@ def check_fusable(model: nn.Module) -> None:
     if fusable_layers(model) == 0:
         raise ConfigError(
             f"derivatives.triton=true, but no layer of this {type(model).__name__} can run in the kernels: they take a "
-            f"plain linear layer (not a factorized one) of at most {MAX_WIDTH} inputs and outputs followed by tanh or "
-            "sin, in an MLP or a modified MLP (model=mlp, fourier, periodic, modified_mlp). "
+            f"plain linear layer (not a factorized one) of at most {MAX_WIDTH} inputs and outputs followed by tanh, "
+            "sin, sigmoid, silu or gelu, in an MLP or a modified MLP (model=mlp, fourier, periodic, modified_mlp). "
             "Set derivatives.triton=false")
 
 

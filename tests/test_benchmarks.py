@@ -88,14 +88,17 @@ def test_tf32_benchmark_emulates_the_products_and_runs_each_engine():
 @pytest.mark.skipif(not importlib.util.find_spec("triton"), reason="needs Triton")
 def test_fused_kernels_compile_for_an_h100_and_fit_it():
     """What the interpreter cannot tell: every kernel compiles for sm_90 in both dtypes and both
-    modes, and its shared memory fits an H100's."""
+    modes, with every activation, and its shared memory fits an H100's."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "kernel_resources.py"), "--directions", "2"],
+    activations = ["tanh", "sin", "sigmoid", "silu", "gelu"]
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "kernel_resources.py"), "--directions", "2",
+                             "--activations", *activations],
                             cwd=ROOT, capture_output=True, text=True, env={**env, "OMP_NUM_THREADS": "1"}, timeout=600)
     assert result.returncode == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines() if line.split()[:1]
             and line.split()[0].endswith("_kernel")]
-    assert len(rows) == 20 and all(r[-1] == "yes" for r in rows), result.stdout
+    assert [r[1] for r in rows] == ["tanh"] * 20 + [a for a in activations[1:] for _ in range(4)], result.stdout
+    assert all(r[-1] == "yes" for r in rows), result.stdout
 
 
 def test_jet_revisions_compares_with_a_git_revision():

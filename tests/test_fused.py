@@ -28,6 +28,10 @@ elif DEVICE.type == "cpu" and fused.interpreter_problem():
 F64 = dict(dtype=torch.float64, device=DEVICE)
 
 
+#: one module of each activation the kernels have
+KERNEL_ACTIVATIONS = [nn.Tanh(), Sine(), nn.Sigmoid(), nn.SiLU(), nn.GELU()]
+
+
 def unfused(layer, activation, value, jac, sec):
     """The same layer by the engine's own path: three linear maps, then the activation node."""
     return _Activate.apply(layer(value), jac @ layer.weight.T, sec @ layer.weight.T, activation,
@@ -35,7 +39,7 @@ def unfused(layer, activation, value, jac, sec):
 
 
 @pytest.mark.parametrize("mode", ["laplacian", "diagonal"])
-@pytest.mark.parametrize("activation", [nn.Tanh(), Sine()], ids=["tanh", "sine"])
+@pytest.mark.parametrize("activation", KERNEL_ACTIVATIONS, ids=lambda a: type(a).__name__.lower())
 @pytest.mark.parametrize("directions,bias", [(1, True), (3, False)])
 def test_layer_matches_unfused_path_values_and_every_gradient(mode, activation, directions, bias):
     """Outputs and the gradients of the inputs, weight and bias, for every subset of outputs the
@@ -91,7 +95,7 @@ def test_layer_with_unequal_widths_and_programs_looping_over_blocks(fan_in, widt
 
 
 @pytest.mark.parametrize("mode", ["laplacian", "diagonal"])
-@pytest.mark.parametrize("activation", [nn.Tanh(), Sine()], ids=["tanh", "sine"])
+@pytest.mark.parametrize("activation", KERNEL_ACTIVATIONS, ids=lambda a: type(a).__name__.lower())
 @pytest.mark.parametrize("dim,directions", [(3, None), (5, 4)], ids=["axes", "random"])
 def test_first_layer_matches_unfused_path(mode, activation, dim, directions):
     """The first layer, whose directions (the axes, or random ones) are shared by every point and
@@ -133,7 +137,8 @@ def network(problem: str) -> nn.Module:
     """A 3-input network of width 20 for ``problem`` (its name's suffix picks the kind)."""
     if "modified" in problem:  # gated by two encoders; with an exact periodic embedding of x_0 first
         return ModifiedMLP(3, 1, width=20, depth=3, periods={0: 2.0} if problem.endswith("periodic") else None)
-    return MLP(3, 1, width=20, depth=3, activation="sin" if problem.endswith("sine") else "tanh")
+    activation = {"sine": "sin", "gelu": "gelu", "silu": "silu"}.get(problem.split("-")[-1], "tanh")
+    return MLP(3, 1, width=20, depth=3, activation=activation)
 
 
 #: the input widths of the layers the kernels run in one evaluation of each network
@@ -142,7 +147,8 @@ FUSED_INPUTS = {"mlp": [3, 20, 20], "modified": [3, 3, 3, 20, 20], "modified-per
 
 @pytest.mark.parametrize("engine,problem", [("forward", "poisson"), ("stochastic", "poisson"),
                                             ("forward", "poisson-hard"), ("forward", "heat"),
-                                            ("forward", "poisson-sine"), ("forward", "poisson-modified"),
+                                            ("forward", "poisson-sine"), ("stochastic", "poisson-gelu"),
+                                            ("forward", "poisson-silu"), ("forward", "poisson-modified"),
                                             ("stochastic", "poisson-modified-periodic")])
 def test_network_and_training_steps_match_unfused_engine(engine, problem, monkeypatch):
     """Whole networks: a PDE's loss and its parameter gradients, then three Adam steps, with and
@@ -181,11 +187,11 @@ def test_network_and_training_steps_match_unfused_engine(engine, problem, monkey
 
 
 def test_unsupported_layers_fall_back_within_one_network(monkeypatch):
-    """A gelu layer (no kernel) beside tanh layers: the tanh pairs are fused, the rest is not,
-    and the Laplacian is the unfused engine's."""
+    """A softplus layer (no kernel) beside tanh layers: the tanh pairs are fused, the rest is
+    not, and the Laplacian is the unfused engine's."""
     calls = count_fused_calls(monkeypatch)
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 16), nn.GELU(), nn.Linear(16, 16), nn.Tanh(),
+    model = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 16), nn.Softplus(), nn.Linear(16, 16), nn.Tanh(),
                           nn.Linear(16, 1)).to(**F64)
     x = torch.rand(40, 2, **F64)
     plain = propagate(model, Jet.seed(x))
@@ -234,7 +240,9 @@ def test_applies_only_where_the_kernel_computes_the_layer():
     assert fused.applies(layer, nn.Tanh(), x, per_point, x)
     assert not fused.applies(layer, nn.Tanh(), x, shared, x), "the first layer's shared directions"
     assert not fused.applies(layer, nn.Tanh(), x, per_point, None), "the seed's zero second derivatives"
-    assert not fused.applies(layer, nn.SiLU(), x, per_point, x)
+    assert not fused.applies(layer, nn.Softplus(), x, per_point, x)
+    assert not fused.applies(layer, nn.GELU(approximate="tanh"), x, per_point, x), "gelu's tanh approximation"
+    assert fused.applies(layer, nn.GELU(), x, per_point, x) and fused.applies(layer, nn.SiLU(), x, per_point, x)
     assert not fused.applies(layer, nn.Tanh(), x.half(), per_point.half(), x.half()), "float16"
     assert not fused.applies(layer.float(), nn.Tanh(), x, per_point, x), "float32 weights, float64 points"
     assert not fused.first_layer_applies(layer, nn.Tanh(), x, shared.clone().requires_grad_()), "directions need a gradient"
@@ -243,10 +251,11 @@ def test_applies_only_where_the_kernel_computes_the_layer():
 def test_networks_with_nothing_to_fuse_are_refused():
     assert fused.fusable_layers(MLP(2, 1, width=50, depth=3)) == 3
     assert fused.fusable_layers(Poisson(dim=2, hard_constraint=True).constrain(MLP(2, 1, width=50, depth=3))) == 3
-    assert fused.fusable_layers(MLP(2, 1, width=50, depth=3, activation="gelu")) == 0
+    assert fused.fusable_layers(MLP(2, 1, width=50, depth=3, activation="softplus")) == 0
+    assert fused.fusable_layers(MLP(2, 1, width=50, depth=3, activation="gelu")) == 3
     assert fused.fusable_layers(ModifiedMLP(2, 1, width=16, depth=2)) == 4  # two encoders, two gates
-    for model in (MLP(2, 1, width=128, depth=3), MLP(2, 1, width=16, depth=2, activation="gelu"),
-                  ModifiedMLP(2, 1, width=16, depth=2, activation="gelu"), ModifiedMLP(2, 1, width=128, depth=2)):
+    for model in (MLP(2, 1, width=128, depth=3), MLP(2, 1, width=16, depth=2, activation="softplus"),
+                  ModifiedMLP(2, 1, width=16, depth=2, activation="softplus"), ModifiedMLP(2, 1, width=128, depth=2)):
         for engine in (ForwardEngine(triton=True), StochasticEngine(triton=True)):
             with pytest.raises(ConfigError, match="no layer of this .* can run in the kernels.*derivatives.triton=false"):
                 engine.check(model)
@@ -414,6 +423,36 @@ def test_preflight_catches_wrong_kernels(monkeypatch):
     model = MLP(2, 1, width=20, depth=3).to(**F64)
     with pytest.raises(PreflightError, match=r"derivatives.triton \[laplacian\].*Set derivatives.triton=false"):
         preflight(DEVICE, torch.float64, model=model, in_dim=2, triton=True)
+
+
+@pytest.mark.parametrize("activation", KERNEL_ACTIVATIONS, ids=lambda a: type(a).__name__.lower())
+def test_activation_and_its_three_derivatives_match_the_engines_rules(activation):
+    """σ, σ', σ'' and σ‴ in the kernels against the module's value and the forward engine's
+    rules (pinn/jet.py, tested against autograd), from -30 to 30, in float32 and float64;
+    the kernels' sigmoid avoids the cancellation in 1 - σ that the rules have far out."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def activation_kernel(h_ptr, out_ptr, n, ACT: tl.constexpr, BLOCK: tl.constexpr):
+        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        a, d1, d2, d3 = fused._activation(tl.load(h_ptr + i, mask=i < n), ACT)
+        tl.store(out_ptr + i, a, mask=i < n)
+        tl.store(out_ptr + n + i, d1, mask=i < n)
+        tl.store(out_ptr + 2 * n + i, d2, mask=i < n)
+        tl.store(out_ptr + 3 * n + i, d3, mask=i < n)
+
+    points = torch.cat([torch.linspace(-30, 30, 3001, dtype=torch.float64), torch.tensor([0.0, 1e-8, -1e-8])])
+    for dtype in (torch.float32, torch.float64):
+        h = points.to(device=DEVICE, dtype=dtype)
+        exact = h.double().cpu()  # the rules at the very inputs the kernel gets, in float64
+        value = activation(exact)
+        expected = torch.stack([value, *RULES[type(activation)](activation, exact, value)])
+        out = torch.empty(4, h.numel(), device=DEVICE, dtype=dtype)
+        activation_kernel[(triton.cdiv(h.numel(), 128),)](h, out, h.numel(), ACT=fused.activation_code(activation),
+                                                          BLOCK=128)
+        eps = torch.finfo(dtype).eps
+        torch.testing.assert_close(out.double().cpu(), expected, rtol=16 * eps, atol=16 * eps, msg=str(dtype))
 
 
 def test_tanh_in_the_kernels_is_accurate_to_a_few_units_in_the_last_place():
