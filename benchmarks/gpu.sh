@@ -41,6 +41,10 @@ if compgen -G ".whl/*.whl" >/dev/null; then  # benchmarks/gpu_wheels.sh's wheels
         || { echo "installing .whl/ failed" >&2; exit 2; }
     export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
+# What the parts import (the wheels are installed without their dependencies): said at once, not
+# as a traceback minutes into a part.
+python -c "import hydra, omegaconf, yaml, packaging, sklearn, matplotlib, deepxde, pytest" \
+    || { echo "a package gpu.sh needs is missing (above); bash benchmarks/gpu_wheels.sh makes its wheel" >&2; exit 2; }
 
 run() {  # run NAME SECONDS COMMAND...: only if NAME was asked for
     local name=$1 limit=$2

@@ -24,14 +24,15 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from pinn import fused
+from pinn import fused, models
 
 #: the most shared memory one program (thread block) may use, in bytes, by compute capability
 SHARED_MEMORY_PER_PROGRAM = {90: 232448, 89: 101376, 86: 101376, 80: 166912, 75: 65536}
 
 
-#: the kernels' activations by name (model.activation's names)
-ACTIVATION_CODES = {"tanh": 0, "sin": 1, "sigmoid": 2, "silu": 3, "gelu": 4}
+#: the kernels' activations by model.activation's names
+ACTIVATION_CODES = {name: fused.activation_code(module()) for name, module in models.ACTIVATIONS.items()
+                    if fused.activation_code(module()) is not None}
 
 
 def compile_kernel(name: str, dtype: str, fan_in: int, width: int, directions: int, precision: str,
@@ -80,7 +81,9 @@ def main() -> None:
     parser.add_argument("--inputs", type=int, default=2, help="the first layer's inputs (the dimension d)")
     parser.add_argument("--directions", type=int, nargs="+", default=[2, 16])
     parser.add_argument("--activations", nargs="+", default=["tanh"], choices=list(ACTIVATION_CODES),
-                        help="each compiled in every case (the default products only for all but the first)")
+                        help="the first in every case below; the others with the default float32 products "
+                             "in the laplacian mode, and with --all-cases in every case too")
+    parser.add_argument("--all-cases", action="store_true")
     args = parser.parse_args()
     if fused.interpreting():
         raise SystemExit("error: TRITON_INTERPRET is set: Triton then interprets instead of compiling; unset it")
@@ -96,7 +99,7 @@ def main() -> None:
              ("laplacian", "fp64", "ieee"), ("diagonal", "fp32", fused.FLOAT32_PRODUCTS)]
     for activation in args.activations:
         for directions in args.directions:
-            for mode, dtype, precision in cases if activation == args.activations[0] else cases[:1]:
+            for mode, dtype, precision in cases if args.all_cases or activation == args.activations[0] else cases[:1]:
                 for name in fused.KERNELS:
                     fan_in = args.inputs if name.startswith("_first") else args.width
                     r = compile_kernel(name, dtype, fan_in, args.width, directions, precision, args.arch, mode,

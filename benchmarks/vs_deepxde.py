@@ -39,7 +39,18 @@ ROW = '{"variant"'
 
 
 def report(row: dict) -> None:
-    print(json.dumps(row), file=sys.stderr, flush=True)
+    print("\n" + json.dumps(row), file=sys.stderr, flush=True)  # on a line of its own, whatever came before
+
+
+def read_row(line: str) -> dict | None:
+    """The row a child reported on this line of its standard error, if any."""
+    start = line.find(ROW)
+    if start < 0:
+        return None
+    try:
+        return json.loads(line[start:])
+    except json.JSONDecodeError:
+        return None
 
 
 def test_points():
@@ -159,33 +170,40 @@ def main() -> None:
     groups = [["deepxde"]] if "deepxde" in variants else []
     if [v for v in variants if v != "deepxde"]:
         groups.append([v for v in variants if v != "deepxde"])
-    base = None
+    base, failed = None, False
     for group in groups:
         # Each row is printed as its variant finishes, so that a run stopped by a time limit
         # keeps the rows it measured.
         child = subprocess.Popen([sys.executable, __file__, "--child", *group, "--iterations", str(args.iterations),
                                   "--device", args.device, "--interior", str(args.interior), "--boundary",
                                   str(args.boundary)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                 cwd=ROOT, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                 errors="replace", cwd=ROOT, env={**os.environ, "PYTHONPATH": os.pathsep.join(
                                      [str(ROOT), str(ROOT / "benchmarks"), os.environ.get("PYTHONPATH", "")])})
         rows, last_line = [], "?"
         for line in child.stderr:
-            if not line.startswith(ROW):
+            r = read_row(line)
+            if r is None:
                 last_line = line.strip() or last_line
                 continue
-            r = json.loads(line)
             rows.append(r)
             if "error" in r:
+                failed = True
                 print(f"{r['variant']:>22}  failed: {r['error']}", flush=True)
                 continue
             base = r["ms_per_iteration"] if r["variant"] == "deepxde" else base
             ratio = f"{base / r['ms_per_iteration']:.2f}x" if base else ""
             print(f"{r['variant']:>22} {r['ms_per_iteration']:>9.3f} {r['rel_l2']:>12.5e} {ratio:>11}", flush=True)
-        if child.wait() != 0:  # the variant that was running, then those never started
-            unfinished = group[len(rows):] or group[-1:]
-            print(f"{unfinished[0]:>22}  failed: {last_line}", flush=True)
+        if child.wait() != 0:
+            failed = True
+            unfinished = group[len(rows):]
+            if not unfinished:  # every variant reported, then the process failed
+                print(f"# the process of {', '.join(group)} exited with {child.returncode}: {last_line}", flush=True)
+                continue
+            print(f"{unfinished[0]:>22}  failed: {last_line}", flush=True)  # the variant that was running
             for variant in unfinished[1:]:
                 print(f"{variant:>22}  not run: the process stopped at {unfinished[0]}", flush=True)
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -88,9 +88,9 @@ class ForwardEngine(Engine):
             inside a hard constraint, :func:`pinn.jet.gram_laplacian_of_transform`). ``auto``:
             where that is cheaper, ``d`` at least twice the widest hidden layer (not with
             ``triton``); ``True``: always (an error where it cannot apply); ``False``: never.
-        triton: run each layer of an MLP but the last (linear map and activation) as one Triton
-            kernel, forward and backward (:mod:`pinn.fused`): fewer kernels and less memory
-            traffic on a GPU. ``laplacian`` and ``diagonal`` modes; needs a CUDA device and Triton.
+        triton: run each layer of an MLP but the last, or a modified MLP's encoders and gates
+            (linear map and activation), as one Triton kernel, forward and backward
+            (:mod:`pinn.fused`): fewer kernels and less memory traffic on a GPU. ``laplacian`` and ``diagonal`` modes; needs a CUDA device and Triton.
     """
 
     name = "forward"

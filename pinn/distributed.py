@@ -114,6 +114,8 @@ def rank_seed(seed: int, comm: Communicator, stream: int = POINTS_STREAM) -> int
     ``r`` for its collocation points (:data:`POINTS_STREAM`) and child ``world + r`` for torch's
     global generator once the network is built (:data:`TORCH_STREAM`: the stochastic engine's
     random directions, which must differ between ranks for their estimates to average out)."""
+    if stream not in (POINTS_STREAM, TORCH_STREAM):
+        raise ValueError(f"rank_seed: stream must be POINTS_STREAM or TORCH_STREAM; got {stream!r}")
     if not comm.active:
         return seed
     child = np.random.SeedSequence(seed).spawn(2 * comm.world)[stream * comm.world + comm.rank]

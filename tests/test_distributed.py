@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import torch
 from conftest import ROOT, TINY
 from ddp_worker import gradients, union_points
@@ -59,6 +60,9 @@ def test_each_rank_has_its_own_streams_and_one_process_keeps_the_seed():
     seeds = [rank_seed(7, Communicator(rank=r, world=3), stream) for stream in (POINTS_STREAM, TORCH_STREAM)
              for r in range(3)]
     assert len(set(seeds)) == 6 and all(0 <= s < 2**63 for s in seeds)
+    # the points' streams are those of runs before the torch streams existed (resumes keep them)
+    before = [int(child.generate_state(1, dtype=np.uint64)[0] >> 1) for child in np.random.SeedSequence(7).spawn(3)]
+    assert seeds[:3] == before
     alone = Communicator()
     assert rank_seed(7, alone) == rank_seed(7, alone, TORCH_STREAM) == 7
 
