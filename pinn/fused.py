@@ -32,7 +32,7 @@ directions are the same at every point and the second derivatives zero.
 
 Supported: the ``laplacian`` and ``diagonal`` modes of the forward and stochastic engines;
 activations tanh, sine, sigmoid, silu and gelu (not softplus); layers up to 64 wide (and first
-layers of up to 64 directions) of an MLP or of a modified MLP's encoders and gates (whose
+layers of up to 128 inputs and directions) of an MLP or of a modified MLP's encoders and gates (whose
 gating stays unfused); float32 and float64; on a CUDA GPU with Triton installed. Float32
 matrix products are three TF32 tensor-core products each (close to float32's accuracy, see
 ``FLOAT32_PRODUCTS``), or one where ``trainer.tf32`` allows TF32. Everywhere else a layer falls back to the unfused path. With
@@ -73,11 +73,16 @@ KERNELS = ("_forward_kernel", "_backward_kernel", "_first_forward_kernel", "_fir
 # looping over blocks of points.
 FORWARD_BLOCK, FORWARD_WARPS = 32, 8
 BACKWARD_BLOCK, BACKWARD_WARPS, BACKWARD_STAGES, PROGRAMS_PER_SM = 32, 8, 1, 1
-#: the widest layer, and the most first-layer directions, the kernels take: each keeps a
-#: weight tile of up to 64 x 64 in registers and shared memory (128 x 128 needs more shared
-#: memory than an H100 has per program); wider layers stay unfused
+#: the widest layer the kernels take: each keeps a weight tile of up to 64 x 64 in registers
+#: and shared memory (128 x 128 needs more shared memory than an H100 has per program); wider
+#: layers stay unfused
 MAX_WIDTH = 64
-MAX_FIRST_DIRECTIONS = 64
+#: the most inputs and directions of a first layer (its outputs are at most MAX_WIDTH): its
+#: kernels keep a 128 x 64 weight tile and one sum per direction (compiled for an H100 at 128
+#: inputs and directions: 98 KB of shared memory, at most 472 bytes spilled per thread;
+#: benchmarks/kernel_resources.py --inputs 128 --directions 128), so that the exact Laplacian
+#: in 100 dimensions runs its first layer fused too
+MAX_FIRST_INPUTS = MAX_FIRST_DIRECTIONS = 128
 #: float32 matrix products inside the kernels, unless trainer.tf32 asks for single TF32 ones:
 #: "tf32x3" splits each factor into two TF32 numbers and adds three tensor-core products, within
 #: a factor of two of float32's rounding error (emulated by benchmarks/tf32.py for 50-wide
@@ -121,13 +126,13 @@ def activation_code(module: nn.Module) -> int | None:
     return ACTIVATIONS.get(type(module))
 
 
-def _small(layer: nn.Linear, *tensors: Tensor) -> bool:
+def _small(layer: nn.Linear, *tensors: Tensor, max_inputs: int = MAX_WIDTH) -> bool:
     """Widths the kernels take, and element offsets that fit 32 bits: the largest in each input
     tensor, and in the largest output or gradient, ``(N, K, width)``."""
     n, k = tensors[1].shape[:2]
     offsets = [sum((size - 1) * stride for size, stride in zip(t.shape, t.stride())) for t in tensors]
     offsets.append(n * k * max(layer.in_features, layer.out_features))
-    return max(layer.in_features, layer.out_features) <= MAX_WIDTH and max(offsets) < 2**31
+    return layer.in_features <= max_inputs and layer.out_features <= MAX_WIDTH and max(offsets) < 2**31
 
 
 def applies(layer: nn.Module, activation: nn.Module, value: Tensor, jac: Tensor, sec: Tensor | None) -> bool:
@@ -570,12 +575,13 @@ class _FirstLayer(torch.autograd.Function):
 def first_layer_applies(layer: nn.Module, activation: nn.Module, value: Tensor, jac: Tensor) -> bool:
     """Whether :class:`_FirstLayer` computes ``activation(layer(...))`` of this jet: a plain linear
     layer and a supported activation applied to points (and directions) that need no gradient,
-    with one set of at most 64 directions (its backward kernel keeps a sum per direction in
-    registers) shared by every point and zero second derivatives (the caller checks those)."""
+    with one set of at most ``MAX_FIRST_DIRECTIONS`` directions (its backward kernel keeps a sum
+    per direction in registers) shared by every point and zero second derivatives (the caller
+    checks those), and at most ``MAX_FIRST_INPUTS`` inputs."""
     return (type(layer) is nn.Linear and activation_code(activation) is not None and jac.stride(0) == 0
             and jac.shape[1] <= MAX_FIRST_DIRECTIONS and not value.requires_grad and not jac.requires_grad
             and value.dtype in (torch.float32, torch.float64) and layer.weight.dtype == value.dtype
-            and _small(layer, value, jac)
+            and _small(layer, value, jac, max_inputs=MAX_FIRST_INPUTS)
             and why_unavailable(value.device) is None)
 
 
@@ -601,8 +607,9 @@ def linear_activate(layer: nn.Linear, activation: nn.Module, value: Tensor, jac:
 def fusable_layers(model: nn.Module) -> int:
     """How many linear layers of ``model`` the kernels can run with the activation after them:
     in an MLP or as a modified MLP's encoders and gates (inside a hard constraint or not), at
-    most ``MAX_WIDTH`` wide, followed by an activation with a kernel (:data:`ACTIVATIONS`). (Whether they do at a step also depends
-    on the points, see :func:`applies`.)"""
+    most ``MAX_WIDTH`` wide (a Sequential's first layer: up to ``MAX_FIRST_INPUTS`` inputs),
+    followed by an activation with a kernel (:data:`ACTIVATIONS`). (Whether they do at a step
+    also depends on the points, see :func:`applies`.)"""
     if isinstance(model, (MLP, OutputTransform)):
         return fusable_layers(model.net)
     if isinstance(model, ModifiedMLP):
@@ -614,7 +621,8 @@ def fusable_layers(model: nn.Module) -> int:
     while i < len(layers):
         layer = layers[i]
         if (i + 1 < len(layers) and type(layer) is nn.Linear and activation_code(layers[i + 1]) is not None
-                and max(layer.in_features, layer.out_features) <= MAX_WIDTH):
+                and layer.in_features <= (MAX_FIRST_INPUTS if i == 0 else MAX_WIDTH)
+                and layer.out_features <= MAX_WIDTH):
             count, i = count + 1, i + 2
         else:
             count, i = count + fusable_layers(layer), i + 1

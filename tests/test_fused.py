@@ -212,6 +212,25 @@ def test_first_layer_needs_points_without_gradient(monkeypatch):
     torch.testing.assert_close(jet.sec, plain.sec)
 
 
+@pytest.mark.parametrize("mode", ["laplacian", "diagonal"])
+def test_first_layer_in_100_dimensions(mode, monkeypatch):
+    """The exact Laplacian in 100 dimensions (100 inputs, the 100 axes as directions, padded to
+    128): the whole network fused, values and parameter gradients as without the kernels."""
+    calls = count_fused_calls(monkeypatch)
+    torch.manual_seed(0)
+    model = MLP(100, 1, width=16, depth=2).to(**F64)
+    x = torch.rand(40, 100, **F64)
+    outputs = []
+    for triton in (False, True):
+        jet = propagate(model, Jet.seed(x, mode), triton=triton)
+        loss = (jet.value.sum() + (jet.jac * torch.linspace(-1, 1, 100, **F64)[:, None]).sum()
+                + jet.sec.square().sum())
+        outputs.append([jet.value, jet.jac, jet.sec, *torch.autograd.grad(loss, list(model.parameters()))])
+    assert calls == [model.net[0], model.net[2]] and fused.fusable_layers(model) == 2
+    for plain, fused_ in zip(*outputs):
+        torch.testing.assert_close(fused_, plain, rtol=1e-11, atol=1e-11)
+
+
 def test_first_layer_with_many_directions_is_left_unfused(monkeypatch):
     calls = count_fused_calls(monkeypatch)
     model = nn.Sequential(nn.Linear(fused.MAX_FIRST_DIRECTIONS + 1, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(),
