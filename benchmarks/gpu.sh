@@ -77,5 +77,6 @@ run triton 180 python benchmarks/triton_blocks.py --device cuda
 run tf32 90 python benchmarks/tf32.py
 run engines 180 python benchmarks/derivatives.py --device cuda --seconds 0.5
 run stochastic 120 python benchmarks/derivatives.py --device cuda --dims 10 100 1000 --points 1000 \
-    --variants stochastic stochastic+graph stochastic+triton+graph forward forward+graph forward+gram forward+gram+graph
+    --variants stochastic stochastic+graph stochastic+triton+graph forward forward+graph forward+triton+graph \
+    forward+gram forward+gram+graph
 run suite 300 python -m pytest -q -x "${suite[@]}" -p no:cacheprovider
