@@ -90,7 +90,8 @@ class ForwardEngine(Engine):
             ``triton``); ``True``: always (an error where it cannot apply); ``False``: never.
         triton: run each layer of an MLP but the last, or a modified MLP's encoders and gates
             (linear map and activation), as one Triton kernel, forward and backward
-            (:mod:`pinn.fused`): fewer kernels and less memory traffic on a GPU. ``laplacian`` and ``diagonal`` modes; needs a CUDA device and Triton.
+            (:mod:`pinn.fused`): fewer kernels and less memory traffic on a GPU. ``laplacian``
+            and ``diagonal`` modes; needs a CUDA device and Triton.
     """
 
     name = "forward"

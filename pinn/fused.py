@@ -32,10 +32,11 @@ directions are the same at every point and the second derivatives zero.
 
 Supported: the ``laplacian`` and ``diagonal`` modes of the forward and stochastic engines;
 activations tanh, sine, sigmoid, silu and gelu (not softplus); layers up to 64 wide (and first
-layers of up to 128 inputs and directions) of an MLP or of a modified MLP's encoders and gates (whose
-gating stays unfused); float32 and float64; on a CUDA GPU with Triton installed. Float32
-matrix products are three TF32 tensor-core products each (close to float32's accuracy, see
-``FLOAT32_PRODUCTS``), or one where ``trainer.tf32`` allows TF32. Everywhere else a layer falls back to the unfused path. With
+layers of up to 128 inputs and directions) of an MLP or of a modified MLP's encoders and
+gates (whose gating stays unfused); float32 and float64; on a CUDA GPU with Triton installed.
+Float32 matrix products are three TF32 tensor-core products each (close to float32's
+accuracy, see ``FLOAT32_PRODUCTS``), or one where ``trainer.tf32`` allows TF32. Everywhere
+else a layer falls back to the unfused path. With
 ``TRITON_INTERPRET=1`` set before Triton is first imported, the kernels run on the CPU in
 Triton's interpreter (slowly): that is how the tests check them on a machine without a GPU.
 """
@@ -79,9 +80,9 @@ BACKWARD_BLOCK, BACKWARD_WARPS, BACKWARD_STAGES, PROGRAMS_PER_SM = 32, 8, 1, 1
 MAX_WIDTH = 64
 #: the most inputs and directions of a first layer (its outputs are at most MAX_WIDTH): its
 #: kernels keep a 128 x 64 weight tile and one sum per direction (compiled for an H100 at 128
-#: inputs and directions: 98 KB of shared memory, at most 472 bytes spilled per thread;
-#: benchmarks/kernel_resources.py --inputs 128 --directions 128), so that the exact Laplacian
-#: in 100 dimensions runs its first layer fused too
+#: inputs and directions with Triton 3.6 and 3.9: at most 131 KB of shared memory and 504 bytes
+#: spilled per thread; benchmarks/kernel_resources.py --inputs 128 --directions 128), so
+#: that the exact Laplacian in 100 dimensions runs its first layer fused too
 MAX_FIRST_INPUTS = MAX_FIRST_DIRECTIONS = 128
 #: float32 matrix products inside the kernels, unless trainer.tf32 asks for single TF32 ones:
 #: "tf32x3" splits each factor into two TF32 numbers and adds three tensor-core products, within
