@@ -43,7 +43,9 @@ if compgen -G ".whl/*.whl" >/dev/null; then  # benchmarks/gpu_wheels.sh's wheels
 fi
 # What the parts import (the wheels are installed without their dependencies): said at once, not
 # as a traceback minutes into a part.
-python -c "import hydra, omegaconf, yaml, packaging, sklearn, matplotlib, deepxde, pytest" \
+modules="hydra, omegaconf, yaml, packaging, pytest"
+[[ " $parts " == *" deepxde"* ]] && modules="$modules, sklearn, matplotlib, deepxde"
+python -c "import $modules" \
     || { echo "a package gpu.sh needs is missing (above); bash benchmarks/gpu_wheels.sh makes its wheel" >&2; exit 2; }
 
 run() {  # run NAME SECONDS COMMAND...: only if NAME was asked for
