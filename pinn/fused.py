@@ -31,7 +31,7 @@ backward pass. The first layer has a pair of its own (:class:`_FirstLayer`): the
 directions are the same at every point and the second derivatives zero.
 
 Supported: the ``laplacian`` and ``diagonal`` modes of the forward and stochastic engines;
-activations tanh, sine, sigmoid, silu and gelu (not softplus); layers up to 64 wide (and first
+activations tanh, sine, sigmoid, silu, gelu and softplus; layers up to 64 wide (and first
 layers of up to 128 inputs and directions) of an MLP or of a modified MLP's encoders and
 gates (whose gating stays unfused); float32 and float64; on a CUDA GPU with Triton installed.
 Float32 matrix products are three TF32 tensor-core products each (close to float32's
@@ -60,8 +60,8 @@ except ImportError:  # the fused kernels are optional; derivatives.triton=true s
     triton = None
 
 #: activations with a kernel: their number in the kernels' ``ACT`` switch (gelu in its exact,
-#: erf form only, as the forward engine takes it)
-ACTIVATIONS = {nn.Tanh: 0, Sine: 1, nn.Sigmoid: 2, nn.SiLU: 3, nn.GELU: 4}
+#: erf form only, as the forward engine takes it; softplus with its default beta and threshold)
+ACTIVATIONS = {nn.Tanh: 0, Sine: 1, nn.Sigmoid: 2, nn.SiLU: 3, nn.GELU: 4, nn.Softplus: 5}
 #: the forward engine's modes the kernels carry (not ``hessian``)
 MODES = ("laplacian", "diagonal")
 #: the module's Triton kernels, by name
@@ -123,6 +123,8 @@ def why_unavailable(device: torch.device) -> str | None:
 def activation_code(module: nn.Module) -> int | None:
     """The kernels' number for ``module``'s activation (``None``: they have none for it)."""
     if isinstance(module, nn.GELU) and module.approximate != "none":
+        return None
+    if isinstance(module, nn.Softplus) and (module.beta != 1 or module.threshold != 20):
         return None
     return ACTIVATIONS.get(type(module))
 
@@ -204,10 +206,20 @@ if triton is not None:
             q = s * r
             u = 2.0 + h * (r - s)
             return h * s, s * (1.0 + h * r), q * u, q * (r - s) * u + q * (r - s - 2.0 * h * q)
-        else:  # gelu, h Φ(h) with Φ from erf
+        elif ACT == 4:  # gelu, h Φ(h) with Φ from erf
             cdf = 0.5 * (1.0 + tl.math.erf(h * 0.7071067811865476))  # 1/√2
             pdf = tl.exp(-0.5 * h * h) * 0.3989422804014327  # 1/√(2π)
             return h * cdf, cdf + h * pdf, pdf * (2.0 - h * h), pdf * (h * h * h - 4.0 * h)
+        else:  # softplus, log(1 + e^h), and h itself above 20 (nn.Softplus's default threshold)
+            s, r = _sigmoid(h)
+            q = s * r
+            e = tl.exp(-tl.abs(h))
+            u = 1.0 + e  # log(1 + e) = log(u) e / (u - 1): log1p without cancellation, which Triton lacks
+            exact = u == 1.0  # e below half an ulp of 1, where log(1 + e) is e
+            log1p = tl.where(exact, e, tl.log(u) * e / tl.where(exact, 1.0, u - 1.0))
+            linear = h > 20.0
+            return (tl.where(linear, h, tl.maximum(h, 0.0) + log1p), tl.where(linear, 1.0, s),
+                    tl.where(linear, 0.0, q), tl.where(linear, 0.0, q * (r - s)))
 
     @triton.jit
     def _weight_transposed(w_ptr, cin, cout, MI: tl.constexpr, MO: tl.constexpr):
@@ -636,7 +648,7 @@ def check_fusable(model: nn.Module) -> None:
         raise ConfigError(
             f"derivatives.triton=true, but no layer of this {type(model).__name__} can run in the kernels: they take a "
             f"plain linear layer (not a factorized one) of at most {MAX_WIDTH} inputs and outputs followed by tanh, "
-            "sin, sigmoid, silu or gelu, in an MLP or a modified MLP (model=mlp, fourier, periodic, modified_mlp). "
+            "sin, sigmoid, silu, gelu or softplus, in an MLP or a modified MLP (model=mlp, fourier, periodic, modified_mlp). "
             "Set derivatives.triton=false")
 
 

@@ -556,7 +556,7 @@ def propagate(module: nn.Module, jet: Jet, *, triton: bool = False) -> Jet:
     gates of a modified MLP) that is followed by an activation runs together with it as one
     Triton kernel where :func:`pinn.fused.applies`, or
     for the first layer :func:`pinn.fused.first_layer_applies` (``laplacian`` and ``diagonal``
-    modes, tanh, sine, sigmoid, silu or gelu, a CUDA GPU), and as below elsewhere."""
+    modes, the activations of :data:`pinn.fused.ACTIVATIONS`, a CUDA GPU), and as below elsewhere."""
     if isinstance(module, MLP):
         return propagate(module.net, jet, triton=triton)
     if isinstance(module, ModifiedMLP):

@@ -102,7 +102,7 @@ def test_fused_kernels_compile_for_an_h100_and_fit_it():
     modes with tanh, and with the other activations in float32's laplacian mode, and its shared
     memory fits an H100's."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    activations = ["tanh", "sin", "sigmoid", "silu", "gelu"]
+    activations = ["tanh", "sin", "sigmoid", "silu", "gelu", "softplus"]
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "kernel_resources.py"), "--directions", "2",
                              "--activations", *activations],
                             cwd=ROOT, capture_output=True, text=True, env={**env, "OMP_NUM_THREADS": "1"}, timeout=600)

@@ -29,7 +29,7 @@ F64 = dict(dtype=torch.float64, device=DEVICE)
 
 
 #: one module of each activation the kernels have
-KERNEL_ACTIVATIONS = [nn.Tanh(), Sine(), nn.Sigmoid(), nn.SiLU(), nn.GELU()]
+KERNEL_ACTIVATIONS = [nn.Tanh(), Sine(), nn.Sigmoid(), nn.SiLU(), nn.GELU(), nn.Softplus()]
 
 
 def unfused(layer, activation, value, jac, sec):
@@ -137,7 +137,8 @@ def network(problem: str) -> nn.Module:
     """A 3-input network of width 20 for ``problem`` (its name's suffix picks the kind)."""
     if "modified" in problem:  # gated by two encoders; with an exact periodic embedding of x_0 first
         return ModifiedMLP(3, 1, width=20, depth=3, periods={0: 2.0} if problem.endswith("periodic") else None)
-    activation = {"sine": "sin", "gelu": "gelu", "silu": "silu"}.get(problem.split("-")[-1], "tanh")
+    activation = {"sine": "sin", "gelu": "gelu", "silu": "silu", "softplus": "softplus"}.get(problem.split("-")[-1],
+                                                                                              "tanh")
     return MLP(3, 1, width=20, depth=3, activation=activation)
 
 
@@ -148,7 +149,8 @@ FUSED_INPUTS = {"mlp": [3, 20, 20], "modified": [3, 3, 3, 20, 20], "modified-per
 @pytest.mark.parametrize("engine,problem", [("forward", "poisson"), ("stochastic", "poisson"),
                                             ("forward", "poisson-hard"), ("forward", "heat"),
                                             ("forward", "poisson-sine"), ("stochastic", "poisson-gelu"),
-                                            ("forward", "poisson-silu"), ("forward", "poisson-modified"),
+                                            ("forward", "poisson-silu"), ("forward", "heat-softplus"),
+                                            ("forward", "poisson-modified"),
                                             ("stochastic", "poisson-modified-periodic")])
 def test_network_and_training_steps_match_unfused_engine(engine, problem, monkeypatch):
     """Whole networks: a PDE's loss and its parameter gradients, then three Adam steps, with and
@@ -157,7 +159,7 @@ def test_network_and_training_steps_match_unfused_engine(engine, problem, monkey
     u_xx beside its u_t); so do a modified MLP's encoders and gates, on the seed's shared
     directions (the first-layer kernel) or after a periodic embedding (the hidden one)."""
     calls = count_fused_calls(monkeypatch)
-    pde = Heat(dim=2) if problem == "heat" else Poisson(dim=3, hard_constraint=problem == "poisson-hard")
+    pde = Heat(dim=2) if problem.startswith("heat") else Poisson(dim=3, hard_constraint=problem == "poisson-hard")
     x = {"interior": torch.rand(50, 3, **F64), "boundary": torch.rand(10, 3, **F64),
          "initial": torch.rand(10, 3, **F64)}
     results = []
@@ -187,11 +189,11 @@ def test_network_and_training_steps_match_unfused_engine(engine, problem, monkey
 
 
 def test_unsupported_layers_fall_back_within_one_network(monkeypatch):
-    """A softplus layer (no kernel) beside tanh layers: the tanh pairs are fused, the rest is
-    not, and the Laplacian is the unfused engine's."""
+    """A softplus layer with beta = 2 (no kernel) beside tanh layers: the tanh pairs are fused,
+    the rest is not, and the Laplacian is the unfused engine's."""
     calls = count_fused_calls(monkeypatch)
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 16), nn.Softplus(), nn.Linear(16, 16), nn.Tanh(),
+    model = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 16), nn.Softplus(beta=2.0), nn.Linear(16, 16), nn.Tanh(),
                           nn.Linear(16, 1)).to(**F64)
     x = torch.rand(40, 2, **F64)
     plain = propagate(model, Jet.seed(x))
@@ -259,9 +261,10 @@ def test_applies_only_where_the_kernel_computes_the_layer():
     assert fused.applies(layer, nn.Tanh(), x, per_point, x)
     assert not fused.applies(layer, nn.Tanh(), x, shared, x), "the first layer's shared directions"
     assert not fused.applies(layer, nn.Tanh(), x, per_point, None), "the seed's zero second derivatives"
-    assert not fused.applies(layer, nn.Softplus(), x, per_point, x)
+    assert not fused.applies(layer, nn.Softplus(beta=2.0), x, per_point, x), "softplus beyond its defaults"
+    assert not fused.applies(layer, nn.Softplus(threshold=10.0), x, per_point, x)
     assert not fused.applies(layer, nn.GELU(approximate="tanh"), x, per_point, x), "gelu's tanh approximation"
-    assert fused.applies(layer, nn.GELU(), x, per_point, x) and fused.applies(layer, nn.SiLU(), x, per_point, x)
+    assert all(fused.applies(layer, a, x, per_point, x) for a in (nn.GELU(), nn.SiLU(), nn.Softplus()))
     assert not fused.applies(layer, nn.Tanh(), x.half(), per_point.half(), x.half()), "float16"
     assert not fused.applies(layer.float(), nn.Tanh(), x, per_point, x), "float32 weights, float64 points"
     assert not fused.first_layer_applies(layer, nn.Tanh(), x, shared.clone().requires_grad_()), "directions need a gradient"
@@ -270,11 +273,11 @@ def test_applies_only_where_the_kernel_computes_the_layer():
 def test_networks_with_nothing_to_fuse_are_refused():
     assert fused.fusable_layers(MLP(2, 1, width=50, depth=3)) == 3
     assert fused.fusable_layers(Poisson(dim=2, hard_constraint=True).constrain(MLP(2, 1, width=50, depth=3))) == 3
-    assert fused.fusable_layers(MLP(2, 1, width=50, depth=3, activation="softplus")) == 0
     assert fused.fusable_layers(MLP(2, 1, width=50, depth=3, activation="gelu")) == 3
     assert fused.fusable_layers(ModifiedMLP(2, 1, width=16, depth=2)) == 4  # two encoders, two gates
-    for model in (MLP(2, 1, width=128, depth=3), MLP(2, 1, width=16, depth=2, activation="softplus"),
-                  ModifiedMLP(2, 1, width=16, depth=2, activation="softplus"), ModifiedMLP(2, 1, width=128, depth=2)):
+    for model in (MLP(2, 1, width=128, depth=3), nn.Sequential(nn.Linear(2, 16), nn.Softplus(beta=2.0), nn.Linear(16, 1)),
+                  MLP(2, 1, width=16, depth=2, factorize=True), ModifiedMLP(2, 1, width=16, depth=2, factorize=True),
+                  ModifiedMLP(2, 1, width=128, depth=2)):
         for engine in (ForwardEngine(triton=True), StochasticEngine(triton=True)):
             with pytest.raises(ConfigError, match="no layer of this .* can run in the kernels.*derivatives.triton=false"):
                 engine.check(model)
