@@ -648,8 +648,8 @@ def check_fusable(model: nn.Module) -> None:
         raise ConfigError(
             f"derivatives.triton=true, but no layer of this {type(model).__name__} can run in the kernels: they take a "
             f"plain linear layer (not a factorized one) of at most {MAX_WIDTH} inputs and outputs followed by tanh, "
-            "sin, sigmoid, silu, gelu or softplus, in an MLP or a modified MLP (model=mlp, fourier, periodic, modified_mlp). "
-            "Set derivatives.triton=false")
+            "sin, sigmoid, silu, gelu or softplus, in an MLP or a modified MLP "
+            "(model=mlp, fourier, periodic, modified_mlp). Set derivatives.triton=false")
 
 
 def check_available(device: torch.device) -> None:

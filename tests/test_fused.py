@@ -193,8 +193,8 @@ def test_unsupported_layers_fall_back_within_one_network(monkeypatch):
     the rest is not, and the Laplacian is the unfused engine's."""
     calls = count_fused_calls(monkeypatch)
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 16), nn.Softplus(beta=2.0), nn.Linear(16, 16), nn.Tanh(),
-                          nn.Linear(16, 1)).to(**F64)
+    model = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 16), nn.Softplus(beta=2.0),
+                          nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 1)).to(**F64)
     x = torch.rand(40, 2, **F64)
     plain = propagate(model, Jet.seed(x))
     mixed = propagate(model, Jet.seed(x), triton=True)
@@ -275,7 +275,8 @@ def test_networks_with_nothing_to_fuse_are_refused():
     assert fused.fusable_layers(Poisson(dim=2, hard_constraint=True).constrain(MLP(2, 1, width=50, depth=3))) == 3
     assert fused.fusable_layers(MLP(2, 1, width=50, depth=3, activation="gelu")) == 3
     assert fused.fusable_layers(ModifiedMLP(2, 1, width=16, depth=2)) == 4  # two encoders, two gates
-    for model in (MLP(2, 1, width=128, depth=3), nn.Sequential(nn.Linear(2, 16), nn.Softplus(beta=2.0), nn.Linear(16, 1)),
+    for model in (MLP(2, 1, width=128, depth=3),
+                  nn.Sequential(nn.Linear(2, 16), nn.Softplus(beta=2.0), nn.Linear(16, 1)),
                   MLP(2, 1, width=16, depth=2, factorize=True), ModifiedMLP(2, 1, width=16, depth=2, factorize=True),
                   ModifiedMLP(2, 1, width=128, depth=2)):
         for engine in (ForwardEngine(triton=True), StochasticEngine(triton=True)):
