@@ -35,9 +35,11 @@ for part in $parts; do
     [[ " $all " == *" $part "* ]] || { echo "unknown part '$part'; parts: $all" >&2; exit 2; }
 done
 mkdir -p "$out"
+# The interpreter that holds PyTorch: "python", or "python3" where only that exists ($PYTHON overrides).
+py=${PYTHON:-$(command -v python || command -v python3)}
 export PYTHONPATH="$PWD:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 if compgen -G ".whl/*.whl" >/dev/null; then  # benchmarks/gpu_wheels.sh's wheels, for a machine without network
-    python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
         || { echo "installing .whl/ failed" >&2; exit 2; }
     export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
@@ -45,7 +47,7 @@ fi
 # as a traceback minutes into a part.
 modules="hydra, omegaconf, yaml, packaging, pytest"
 [[ " $parts " == *" deepxde"* ]] && modules="$modules, sklearn, matplotlib, deepxde"
-python -c "import $modules" \
+"$py" -c "import $modules" \
     || { echo "a package gpu.sh needs is missing (above); bash benchmarks/gpu_wheels.sh makes its wheel" >&2; exit 2; }
 
 run() {  # run NAME SECONDS COMMAND...: only if NAME was asked for
@@ -61,24 +63,24 @@ run() {  # run NAME SECONDS COMMAND...: only if NAME was asked for
 }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
-python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+"$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 
 # pyproject.toml's options run the tests on pytest-xdist workers (-n auto); where it is not
 # installed, the same options without -n, in one process.
-if python -c "import xdist" 2>/dev/null; then serial=(-n 0); suite=(-n 8); else serial=(-o "addopts=-m 'not slow'"); suite=("${serial[@]}"); fi
-run tests 400 python -m pytest -q "${serial[@]}" -p no:cacheprovider tests/test_cuda_graph.py tests/test_preflight.py tests/test_fused.py
+if "$py" -c "import xdist" 2>/dev/null; then serial=(-n 0); suite=(-n 8); else serial=(-o "addopts=-m 'not slow'"); suite=("${serial[@]}"); fi
+run tests 400 "$py" -m pytest -q "${serial[@]}" -p no:cacheprovider tests/test_cuda_graph.py tests/test_preflight.py tests/test_fused.py
 # The variants below are those the targets turn on (each torch.compile variant compiles for
 # tens of seconds); benchmarks/RESULTS.md has the others from 2026-11-27.
-run deepxde 240 python benchmarks/vs_deepxde.py --device cuda --iterations 1000 --variants deepxde \
+run deepxde 240 "$py" benchmarks/vs_deepxde.py --device cuda --iterations 1000 --variants deepxde \
     forward+triton+compile+graph+fused forward+triton+graph+fused forward+graph+fused forward+graph \
     forward+compile+graph+fused forward+triton+graph forward autograd
-run deepxde200k 240 python benchmarks/vs_deepxde.py --device cuda --iterations 200 --interior 200000 \
+run deepxde200k 240 "$py" benchmarks/vs_deepxde.py --device cuda --iterations 200 --interior 200000 \
     --boundary 40000 --variants deepxde forward+triton+graph forward+triton+graph+tf32 forward+triton+compile+graph \
     forward+compile+graph forward+compile+graph+tf32 forward
-run triton 180 python benchmarks/triton_blocks.py --device cuda
-run tf32 90 python benchmarks/tf32.py
-run engines 180 python benchmarks/derivatives.py --device cuda --seconds 0.5
-run stochastic 120 python benchmarks/derivatives.py --device cuda --dims 10 100 1000 --points 1000 \
+run triton 180 "$py" benchmarks/triton_blocks.py --device cuda
+run tf32 90 "$py" benchmarks/tf32.py
+run engines 180 "$py" benchmarks/derivatives.py --device cuda --seconds 0.5
+run stochastic 120 "$py" benchmarks/derivatives.py --device cuda --dims 10 100 1000 --points 1000 \
     --variants stochastic stochastic+graph stochastic+triton+graph forward forward+graph forward+triton+graph \
     forward+gram forward+gram+graph
-run suite 300 python -m pytest -q -x "${suite[@]}" -p no:cacheprovider
+run suite 300 "$py" -m pytest -q -x "${suite[@]}" -p no:cacheprovider
