@@ -31,8 +31,8 @@ SHARED_MEMORY_PER_PROGRAM = {90: 232448, 89: 101376, 86: 101376, 80: 166912, 75:
 
 
 #: the kernels' activations by model.activation's names
-ACTIVATION_CODES = {name: fused.activation_code(module()) for name, module in models.ACTIVATIONS.items()
-                    if fused.activation_code(module()) is not None}
+ACTIVATION_CODES = {name: code for name, module in models.ACTIVATIONS.items()
+                    if (code := fused.activation_code(module())) is not None}
 
 
 def compile_kernel(name: str, dtype: str, fan_in: int, width: int, directions: int, precision: str,

@@ -179,10 +179,9 @@ if triton is not None:
         return tl.where(h < 0, -t, t)
 
     @triton.jit
-    def _sigmoid(h):
+    def _sigmoid(h, e):
         """σ(h) and 1 - σ(h), each from e = exp(-|h|) without cancellation: 1 / (1 + e) and
         e / (1 + e) are σ(|h|) and 1 - σ(|h|)."""
-        e = tl.exp(-tl.abs(h))
         above, below = 1.0 / (1.0 + e), e / (1.0 + e)
         return tl.where(h >= 0, above, below), tl.where(h >= 0, below, above)
 
@@ -198,11 +197,11 @@ if triton is not None:
             c = tl.cos(h)
             return s, c, -s, -c
         elif ACT == 2:  # sigmoid
-            s, r = _sigmoid(h)
+            s, r = _sigmoid(h, tl.exp(-tl.abs(h)))
             q = s * r
             return s, q, q * (r - s), q * ((r - s) * (r - s) - 2.0 * q)
         elif ACT == 3:  # silu, h σ(h)
-            s, r = _sigmoid(h)
+            s, r = _sigmoid(h, tl.exp(-tl.abs(h)))
             q = s * r
             u = 2.0 + h * (r - s)
             return h * s, s * (1.0 + h * r), q * u, q * (r - s) * u + q * (r - s - 2.0 * h * q)
@@ -211,9 +210,9 @@ if triton is not None:
             pdf = tl.exp(-0.5 * h * h) * 0.3989422804014327  # 1/√(2π)
             return h * cdf, cdf + h * pdf, pdf * (2.0 - h * h), pdf * (h * h * h - 4.0 * h)
         else:  # softplus, log(1 + e^h), and h itself above 20 (nn.Softplus's default threshold)
-            s, r = _sigmoid(h)
-            q = s * r
             e = tl.exp(-tl.abs(h))
+            s, r = _sigmoid(h, e)
+            q = s * r
             u = 1.0 + e  # log(1 + e) = log(u) e / (u - 1): log1p without cancellation, which Triton lacks
             exact = u == 1.0  # e below half an ulp of 1, where log(1 + e) is e
             log1p = tl.where(exact, e, tl.log(u) * e / tl.where(exact, 1.0, u - 1.0))
