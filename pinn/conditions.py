@@ -34,6 +34,20 @@ def _columns(u: Tensor, components: Sequence[int] | None) -> Tensor:
     return u if components is None else u[:, list(components)]
 
 
+def prescribed(g: Data, x: Tensor, columns: int, what: str) -> Tensor:
+    """``g(x)``, checked to be ``(N, columns)`` or ``(N, 1)`` (one value for every column): an
+    ``(N,)`` result would broadcast against the ``(N, k)`` field into an ``(N, N)`` residual and
+    a wrong, finite loss."""
+    y = g(x)
+    if not isinstance(y, Tensor) or y.dim() != 2 or y.shape[0] != x.shape[0] or y.shape[1] not in (1, columns):
+        shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+        raise ValueError(
+            f"the {what} data must be a function of the points (N, d) -> (N, {columns}); for {x.shape[0]} points it "
+            f"returned {shape}. Keep the column dimension: x[:, 0:1], not x[:, 0]"
+        )
+    return y
+
+
 class Condition(ABC):
     """A residual on a point set of its own."""
 
@@ -52,7 +66,7 @@ class Dirichlet(Condition):
     r"""Prescribed values :math:`u = g`: residual :math:`u(x) - g(x)`.
 
     Args:
-        value: ``g``, ``(N, d) -> (N, k)``.
+        value: ``g``, ``(N, d) -> (N, k)`` (or ``(N, 1)``: the same value for each of the ``k``).
         components: which outputs it prescribes (default: all, ``k = m``).
     """
 
@@ -60,7 +74,8 @@ class Dirichlet(Condition):
         self.value, self.components = value, components
 
     def residual(self, model: Model, x: Tensor, engine: Engine | None = None) -> Tensor:
-        return _columns(model(x), self.components) - self.value(x)
+        u = _columns(model(x), self.components)
+        return u - prescribed(self.value, x, u.shape[1], type(self).__name__)
 
 
 class Initial(Dirichlet):
@@ -88,7 +103,7 @@ class Neumann(Condition):
         return values(u), du_dn
 
     def residual(self, model, x, engine):
-        return self.normal_derivative(model, x, engine)[1] - self.value(x)
+        return self.normal_derivative(model, x, engine)[1] - prescribed(self.value, x, 1, "Neumann")
 
 
 class Robin(Neumann):
@@ -105,7 +120,7 @@ class Robin(Neumann):
 
     def residual(self, model, x, engine):
         u, du_dn = self.normal_derivative(model, x, engine)
-        return self.alpha * u + self.beta * du_dn - self.value(x)
+        return self.alpha * u + self.beta * du_dn - prescribed(self.value, x, 1, "Robin")
 
 
 class Periodic(Condition):
@@ -121,8 +136,11 @@ class Periodic(Condition):
         self.axis, self.lo, self.hi, self.derivative = axis, float(lo), float(hi), derivative
 
     def residual(self, model, x, engine):
-        on_face = (x[:, self.axis] - self.lo).abs() <= 1e-9 * (self.hi - self.lo)
-        on_face |= (x[:, self.axis] - self.hi).abs() <= 1e-9 * (self.hi - self.lo)
+        # A face's points, within a few roundings of the points' dtype (float32 cannot resolve 1e-9)
+        scale = max(abs(self.lo), abs(self.hi), self.hi - self.lo)
+        tolerance = max(1e-9 * (self.hi - self.lo), 4 * torch.finfo(x.dtype).eps * scale)
+        on_face = (x[:, self.axis] - self.lo).abs() <= tolerance
+        on_face |= (x[:, self.axis] - self.hi).abs() <= tolerance
         if not on_face.any():
             raise ValueError(f"Periodic condition: none of its {len(x)} points lie on x{self.axis} = {self.lo} or {self.hi}")
         x = x[on_face]
@@ -151,7 +169,8 @@ class InitialVelocity(Condition):
 
     def residual(self, model, x, engine):
         xe, u = engine.evaluate(model, x)
-        return partial(u[:, self.component : self.component + 1], xe, x.shape[1] - 1) - self.value(x)
+        velocity = partial(u[:, self.component : self.component + 1], xe, x.shape[1] - 1)
+        return velocity - prescribed(self.value, x, 1, "initial velocity")
 
 
 class PointData(nn.Module, Condition):

@@ -58,7 +58,7 @@ from torch import Tensor, nn
 
 from pinn import fused
 from pinn.errors import ConfigError
-from pinn.models import MLP, FactorizedLinear, ModifiedMLP, OutputTransform, Sine, TrigEmbedding
+from pinn.models import MLP, FactorizedLinear, ModifiedMLP, OutputTransform, Sine, TrigEmbedding, check_pointwise
 from pinn.operators import DerivativeCarrier
 
 SECOND_ORDER = ("laplacian", "diagonal", "hessian")
@@ -225,6 +225,7 @@ class Jet(DerivativeCarrier):
                  zero_second: bool = False):
         self.value, self.jac, self.second, self.sec, self.exact = value, jac, second, sec, exact
         self.zero_second = zero_second
+        self.is_seed = False  # whether this is the points' own jet, before any layer (set by seed())
 
     # ------------------------------------------------------------------ construction
 
@@ -239,7 +240,9 @@ class Jet(DerivativeCarrier):
             jac = torch.eye(d, dtype=x.dtype, device=x.device).expand(n, d, d)
         else:
             jac = directions.expand(n, -1, -1) if directions.dim() == 2 else directions
-        return cls(x, jac, second, shared_zero_second(jac, second), exact=directions is None, zero_second=True)
+        jet = cls(x, jac, second, shared_zero_second(jac, second), exact=directions is None, zero_second=True)
+        jet.is_seed = True
+        return jet
 
     # ------------------------------------------------------------------ propagation
 
@@ -311,7 +314,7 @@ class Jet(DerivativeCarrier):
                    first.second, torch.cat([j.sec for j in jets], dim=-1), exact=first.exact)
 
     @classmethod
-    def of_function(cls, f: Callable[[Tensor], Tensor], seed: Jet) -> Jet:
+    def of_function(cls, f: Callable[[Tensor], Tensor], seed: Jet, *, name: str = "the function") -> Jet:
         r"""The jet of a pointwise function ``f`` of the points at the seed jet's points and
         directions. ``f`` holds no trainable parameters, so the result is a constant of the
         training step.
@@ -336,7 +339,7 @@ class Jet(DerivativeCarrier):
         def pair(v: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
             return torch.func.jvp(derivative(v), (x,), (w,))  # ∂_v f and wᵀ ∇² f v
 
-        value = f(x)
+        value = check_pointwise(name, f(x), x)
         if seed.second == "hessian":
             rows = [[pair(v, w) for w in along] for v in along]
             jac = torch.stack([rows[j][j][0] for j in range(k)], dim=1)  # (N, K, k_out)
@@ -477,6 +480,16 @@ def _why_not_as_is(module: nn.Module) -> str | None:
         return "it has forward hooks"
     if getattr(module, "inplace", False):
         return "it works in place (inplace=True)"
+    if isinstance(module, nn.GELU) and module.approximate != "none":
+        return f"its approximate={module.approximate!r} form has no rule (nn.GELU() has)"
+    if isinstance(module, OutputTransform):
+        for part in ("base", "scale"):
+            function = getattr(module, part)
+            trained = [name for name, p in function.named_parameters() if p.requires_grad] \
+                if isinstance(function, nn.Module) else []
+            if trained:
+                return (f"its {part} has trainable parameters ({', '.join(trained[:3])}{', ...' if trained[3:] else ''}), "
+                        "but the engine takes its derivatives once per point set, as constants of the training step")
     if type(module) in RULES or any(isinstance(module, cls) and type(module).forward is cls.forward for cls in SUPPORTED):
         return None
     return "it overrides the forward of a supported layer"
@@ -484,7 +497,18 @@ def _why_not_as_is(module: nn.Module) -> str | None:
 
 def check_supported(model: nn.Module) -> None:
     """Raise :class:`ConfigError` naming the first layer the forward engine cannot propagate."""
+    outermost = set()  # hard constraints wrapping the whole network (or one that does): applied to the seed
+    inner = model
+    while isinstance(inner, OutputTransform):
+        outermost.add(id(inner))
+        inner = inner.net
     for name, module in model.named_modules():
+        if isinstance(module, OutputTransform) and id(module) not in outermost:
+            raise ConfigError(
+                f"the forward engine cannot propagate layer {name!r} (OutputTransform): a hard constraint must wrap "
+                "the whole network, as the PDE's constrain() does, since the engine applies its base and scale "
+                "to the points themselves. Move it outside, or use derivatives.engine=autograd for this network"
+            )
         if type(module) in RULES or isinstance(module, SUPPORTED):
             reason = _why_not_as_is(module)
             if reason is None:
@@ -522,6 +546,11 @@ def _modified_mlp(module: ModifiedMLP, jet: Jet, triton: bool = False) -> Jet:
     return propagate(module.head, h)
 
 
+def _part_jets(module: OutputTransform, seed: Jet) -> tuple[Jet, Jet]:
+    return (Jet.of_function(module.scale, seed, name="the hard constraint's scale"),
+            Jet.of_function(module.base, seed, name="the hard constraint's base"))
+
+
 def _transform_jets(module: OutputTransform, seed: Jet) -> tuple[Jet, Jet]:
     """The jets of a hard constraint's scale and base at the seed's points.
 
@@ -533,7 +562,7 @@ def _transform_jets(module: OutputTransform, seed: Jet) -> tuple[Jet, Jet]:
     whatever points were copied in.
     """
     if torch.compiler.is_compiling() or (seed.value.is_cuda and torch.cuda.is_current_stream_capturing()):
-        return Jet.of_function(module.scale, seed), Jet.of_function(module.base, seed)
+        return _part_jets(module, seed)
     x = seed.value
     shared = seed.jac.stride(0) == 0  # one set of directions for every point: comparable cheaply
     directions = seed.jac[0] if shared else None
@@ -544,7 +573,7 @@ def _transform_jets(module: OutputTransform, seed: Jet) -> tuple[Jet, Jet]:
     # them, which on a GPU would wait for the device.
     if shared and cached is not None and cached[0] == key and (seed.exact or torch.equal(cached[1], directions)):
         return cached[3], cached[4]
-    scale, base = Jet.of_function(module.scale, seed), Jet.of_function(module.base, seed)
+    scale, base = _part_jets(module, seed)
     module._jet_cache = (key, directions, x, scale, base) if shared else None
     return scale, base
 
@@ -562,6 +591,10 @@ def propagate(module: nn.Module, jet: Jet, *, triton: bool = False) -> Jet:
     if isinstance(module, ModifiedMLP):
         return _modified_mlp(module, jet, triton)
     if isinstance(module, OutputTransform):  # applied to the network's input jet, the seed
+        if not jet.is_seed:
+            check_supported(module)  # a hard constraint inside a network: raises with the reason
+            raise ConfigError("a hard constraint (OutputTransform) must wrap the whole network: the forward engine "
+                              "applies its base and scale to the points, not to a layer's output")
         inner = propagate(module.net, jet, triton=triton)
         return inner.shifted_product(*_transform_jets(module, jet))
     if isinstance(module, nn.Sequential):

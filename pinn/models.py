@@ -392,4 +392,15 @@ class OutputTransform(nn.Module):
         self.net, self.base, self.scale = net, base, scale
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.base(x) + self.scale(x) * self.net(x)
+        return check_pointwise("the hard constraint's base", self.base(x), x) + \
+            check_pointwise("the hard constraint's scale", self.scale(x), x) * self.net(x)
+
+
+def check_pointwise(what: str, y: Tensor, x: Tensor) -> Tensor:
+    """``y`` itself, if it is a field of the points ``x`` ``(N, d)``: ``(N, m)``, one row per point.
+    (A ``(N,)`` result would broadcast against ``(N, 1)`` into an ``(N, N)`` one, silently.)"""
+    if not isinstance(y, Tensor) or y.dim() != 2 or y.shape[0] != x.shape[0]:
+        shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+        raise ValueError(f"{what} must return one row per point, shape ({x.shape[0]}, m), for points of shape "
+                         f"{tuple(x.shape)}; got {shape}. Keep the column dimension: x[:, 0:1], not x[:, 0]")
+    return y

@@ -223,6 +223,35 @@ def test_periodic_ignores_points_off_the_faces():
         cond.residual(model, inside, AUTOGRAD)
 
 
+def test_periodic_finds_float32_points_a_rounding_off_the_face():
+    b = torch.tensor([[1.0, 0.3], [-1.0, 0.3], [0.5, 0.2]], dtype=torch.float32)
+    b[0, 0] = torch.nextafter(b[0, 0], torch.tensor(2.0))  # one float32 step beyond the face
+    r = Periodic(axis=0, lo=-1, hi=1).residual(lambda p: col(p, 0) * col(p, 1), b, AUTOGRAD)
+    assert r.shape == (2, 2)  # both face points kept, the interior one left out
+
+
+@pytest.mark.parametrize("make", [
+    lambda g: (Dirichlet(g), "Dirichlet"),
+    lambda g: (Neumann(g, lambda x: torch.ones_like(x) / 2**0.5), "Neumann"),
+    lambda g: (Robin(1.0, 1.0, g, lambda x: torch.ones_like(x) / 2**0.5), "Robin"),
+    lambda g: (InitialVelocity(g), "initial velocity"),
+], ids=["dirichlet", "neumann", "robin", "initial velocity"])
+def test_data_without_the_column_dimension_is_refused(make):
+    # (N,) data against an (N, 1) field would broadcast to an (N, N) residual, and a finite, wrong loss.
+    condition, name = make(lambda x: torch.sin(x[:, 0]))
+    x = torch.rand(7, 2, dtype=F64)
+    with pytest.raises(ValueError, match=rf"the {name} data must be .*\(N, 1\); for 7 points it returned \(7,\)"):
+        condition.residual(lambda p: col(p, 0) * col(p, 1), x, AUTOGRAD)
+
+
+def test_dirichlet_data_of_one_column_applies_to_every_component():
+    x = torch.rand(5, 2, dtype=F64)
+    r = Dirichlet(lambda p: col(p, 0)).residual(lambda p: torch.cat([p, p], dim=1), x)
+    assert r.shape == (5, 4) and torch.equal(r[:, 1:2], col(x, 1) - col(x, 0))
+    with pytest.raises(ValueError, match=r"\(N, 4\); for 5 points it returned \(5, 2\)"):
+        Dirichlet(lambda p: p).residual(lambda p: torch.cat([p, p], dim=1), x)
+
+
 def test_periodic_along_time_axis():
     # axis=1 (here: a periodic time), period 2 on [0, 2]: cos(pi t) x is periodic, t x is not.
     pts = torch.tensor([[0.3, 0.0], [0.7, 2.0], [0.1, 1.0]], dtype=F64)  # the last is on neither face

@@ -117,6 +117,39 @@ def test_layers_that_do_not_run_as_propagated_are_refused(model, match):
         ForwardEngine().check(model())
 
 
+def test_hard_constraints_the_forward_engine_cannot_take_are_refused_before_training():
+    from pinn.models import OutputTransform
+    from pinn.pdes.base import VanishingOnBall
+
+    def constrained(**parts):
+        return OutputTransform(MLP(2, 1, width=4, depth=1), parts.get("base", lambda x: x[:, :1] * 0),
+                               parts.get("scale", VanishingOnBall([0.0, 0.0])))
+
+    # Inside a network its base and scale would see a layer's output as if it were the points.
+    inside = nn.Sequential(nn.Linear(2, 2), nn.Tanh(), constrained())
+    with pytest.raises(ConfigError, match=r"layer '2' \(OutputTransform\): a hard constraint must wrap the whole"):
+        ForwardEngine().check(inside)
+    with pytest.raises(ConfigError, match="must wrap the whole network"):
+        ForwardEngine().evaluate(inside, torch.randn(5, 2))
+    # A base or scale that trains would be differentiated once, as a constant.
+    with pytest.raises(ConfigError, match=r"its scale has trainable parameters \(net.0.weight, net.0.bias, net.2.weight, ...\)"):
+        ForwardEngine().check(constrained(scale=MLP(2, 1, width=3, depth=1)))
+    ForwardEngine().check(constrained(scale=MLP(2, 1, width=3, depth=1).requires_grad_(False)))
+    ForwardEngine().check(OutputTransform(constrained(), lambda x: x[:, :1], lambda x: x[:, 1:]))  # nested: fine
+    with pytest.raises(ConfigError, match=r"layer '1' \(GELU\): its approximate='tanh' form has no rule"):
+        ForwardEngine().check(nn.Sequential(nn.Linear(2, 3), nn.GELU(approximate="tanh"), nn.Linear(3, 1)))
+
+
+@pytest.mark.parametrize("engine", [AutogradEngine(), ForwardEngine()], ids=["autograd", "forward"])
+def test_a_hard_constraint_part_without_its_column_dimension_is_refused(engine):
+    from pinn.models import OutputTransform
+
+    # (N,) against the network's (N, 1) would broadcast to (N, N): a wrong field of the wrong shape.
+    model = OutputTransform(MLP(2, 1, width=4, depth=1), lambda x: x[:, :1] * 0, lambda x: x[:, 0] * (1 - x[:, 0]))
+    with pytest.raises(ValueError, match=r"scale must return one row per point, shape \(5, m\).*got \(5,\)"):
+        engine.evaluate(model, torch.rand(5, 2))
+
+
 def test_operators_check_a_jet_against_its_points():
     x, u = ForwardEngine().evaluate(MLP(2, 3, width=8, depth=1), torch.randn(5, 2))
     with pytest.raises(ValueError, match="one component per coordinate"):

@@ -372,6 +372,28 @@ class TestMisuse:
         with pytest.raises(ValueError, match="does not depend on x"):
             laplacian(u, x)
 
+    @pytest.mark.parametrize("strategy", ["loop", "batched"])
+    def test_vector_field_not_computed_from_x(self, strategy):
+        # Zeros would look like a divergence-free, curl-free field: an error, as for grad.
+        x = points(4, 2)
+        v = mlp(2, 2)(x.detach())  # depends on the weights, not on x
+        with pytest.raises(ValueError, match="v does not depend on x"):
+            div(v, x, strategy=strategy)
+        with pytest.raises(ValueError, match="v does not depend on x"):
+            jacobian(v, x, strategy=strategy)
+        if strategy == "loop":
+            with pytest.raises(ValueError, match="v does not depend on x"):
+                curl(v, x)
+        # One component that does not depend on x is a field like any other: its row is zero.
+        w = torch.cat([x[:, :1] * x[:, 1:], v[:, 1:]], dim=1)
+        assert torch.equal(jacobian(w, x, strategy=strategy)[:, 1], torch.zeros(4, 2, dtype=x.dtype))
+        assert torch.equal(div(w, x, strategy=strategy), x[:, 1:].detach())
+
+    def test_points_without_grad_under_a_forward_engine_name_the_fix(self):
+        x = torch.rand(4, 2, dtype=torch.float64)  # as a forward engine hands them over
+        with pytest.raises(ValueError, match=r"apply the operators to the field the engine returned"):
+            grad(mlp(2, 1)(x) ** 2, x)
+
     def test_curl_dimension(self):
         x = points(4, 4)
         with pytest.raises(ValueError, match=r"\(N, 2\) or \(N, 3\)"):
