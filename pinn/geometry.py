@@ -43,14 +43,32 @@ class Domain(ABC):
     def bounds(self) -> tuple[Tensor, Tensor]:
         """Corners ``(lo, hi)`` of a bounding box, float64 ``(d,)`` each (for plots and test grids)."""
 
-    @abstractmethod
     def signed_distance(self, x: Tensor) -> Tensor:
         """``(N,)``: distance to the boundary, negative inside, zero on it, positive outside
         (exact for the basic shapes; for CSG a bound with the same sign and zero set)."""
+        return self._signed_distance(self._checked(x))
 
     def contains(self, x: Tensor) -> Tensor:
         """Boolean ``(N,)``: which points lie in the closed domain (to a round-off tolerance)."""
-        return self.signed_distance(x) <= self.tolerance
+        return self._contains(self._checked(x))
+
+    def normal(self, x: Tensor) -> Tensor:
+        """Outward unit normals ``(N, d)`` at boundary points ``x``."""
+        return self._normal(self._checked(x))
+
+    def _checked(self, x: Tensor) -> Tensor:
+        """``x``, if it holds points of this domain's dimension (other widths would broadcast)."""
+        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.dim:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"{self} takes points of shape (N, {self.dim}); got {shape}")
+        return x
+
+    @abstractmethod
+    def _signed_distance(self, x: Tensor) -> Tensor:
+        """:meth:`signed_distance` of points already checked."""
+
+    def _contains(self, x: Tensor) -> Tensor:
+        return self._signed_distance(x) <= self.tolerance
 
     @property
     def tolerance(self) -> float:
@@ -84,8 +102,8 @@ class Domain(ABC):
         """Length, area (or point count in 1-D) of the boundary: how CSG shares points between parts."""
 
     @abstractmethod
-    def normal(self, x: Tensor) -> Tensor:
-        """Outward unit normals ``(N, d)`` at boundary points ``x``."""
+    def _normal(self, x: Tensor) -> Tensor:
+        """:meth:`normal` at points already checked."""
 
     def sample(self, region: str, n: int, draw: Draw) -> Tensor:
         """``n`` points of ``region`` (one of :attr:`regions`), float64, from unit points ``draw`` gives."""
@@ -120,8 +138,10 @@ class Box(Domain):
             raise ConfigError(f"Box: lo has {len(lo_list)} entries and hi has {len(hi_list)}; give one per dimension")
         if dim is not None and len(lo_list) != dim:
             raise ConfigError(f"Box: dim={dim} but lo/hi have {len(lo_list)} entries")
-        if any(a >= b for a, b in zip(lo_list, hi_list)):
-            raise ConfigError(f"Box: need lo < hi in every dimension; got lo={lo_list}, hi={hi_list}")
+        if not lo_list:
+            raise ConfigError("Box: lo and hi are empty; give one number per dimension")
+        if not all(math.isfinite(a) and math.isfinite(b) and a < b for a, b in zip(lo_list, hi_list)):
+            raise ConfigError(f"Box: need finite lo < hi in every dimension; got lo={lo_list}, hi={hi_list}")
         self.dim = len(lo_list)
         self.lo = torch.tensor(lo_list, dtype=torch.float64)
         self.hi = torch.tensor(hi_list, dtype=torch.float64)
@@ -145,11 +165,11 @@ class Box(Domain):
     def _corners(self, like: Tensor) -> tuple[Tensor, Tensor]:
         return self.lo.to(like), self.hi.to(like)
 
-    def contains(self, x: Tensor) -> Tensor:
+    def _contains(self, x: Tensor) -> Tensor:
         lo, hi = self._corners(x)
         return ((x >= lo) & (x <= hi)).all(dim=1)
 
-    def signed_distance(self, x: Tensor) -> Tensor:
+    def _signed_distance(self, x: Tensor) -> Tensor:
         lo, hi = self._corners(x)
         q = torch.maximum(lo - x, x - hi)  # per axis: > 0 outside the slab, < 0 inside
         return q.clamp(min=0).norm(dim=1) + q.max(dim=1).values.clamp(max=0)
@@ -182,7 +202,7 @@ class Box(Domain):
         x[torch.arange(n, device=unit.device), axis] = fixed
         return x
 
-    def normal(self, x: Tensor) -> Tensor:
+    def _normal(self, x: Tensor) -> Tensor:
         lo, hi = self._corners(x)
         # Distance to each of the 2d faces; the nearest face's normal (corners pick one face).
         dist = torch.cat([(x - lo).abs(), (hi - x).abs()], dim=1)  # (N, 2d): lower faces, then upper
@@ -215,8 +235,10 @@ class Ball(Domain):
         self.center = torch.tensor([float(c) for c in center], dtype=torch.float64)
         if self.center.dim() != 1 or len(self.center) < 1:
             raise ConfigError(f"Ball: center must be a list of coordinates; got {center!r}")
-        if not radius > 0:
-            raise ConfigError(f"Ball: radius must be > 0; got {radius!r}")
+        if not all(math.isfinite(c) for c in self.center.tolist()):
+            raise ConfigError(f"Ball: the center's coordinates must be finite; got {center!r}")
+        if not (isinstance(radius, (int, float)) and 0 < radius < math.inf):
+            raise ConfigError(f"Ball: radius must be a finite number > 0; got {radius!r}")
         self.radius = float(radius)
         self.dim = len(self.center)
 
@@ -227,7 +249,7 @@ class Ball(Domain):
     def bounds(self) -> tuple[Tensor, Tensor]:
         return self.center - self.radius, self.center + self.radius
 
-    def signed_distance(self, x: Tensor) -> Tensor:
+    def _signed_distance(self, x: Tensor) -> Tensor:
         return (x - self.center.to(x)).norm(dim=1) - self.radius
 
     @property
@@ -260,7 +282,7 @@ class Ball(Domain):
         d = self.dim
         return 2 * math.pi ** (d / 2) / math.gamma(d / 2) * self.radius ** (d - 1)
 
-    def normal(self, x: Tensor) -> Tensor:
+    def _normal(self, x: Tensor) -> Tensor:
         offset = x - self.center.to(x)
         return offset / offset.norm(dim=1, keepdim=True)
 
@@ -287,9 +309,12 @@ class Polygon(Domain):
         v = torch.tensor([[float(c) for c in p] for p in vertices], dtype=torch.float64)
         if v.dim() != 2 or v.shape[1] != 2 or v.shape[0] < 3:
             raise ConfigError(f"Polygon: vertices must be a list of at least three [x, y] pairs; got {vertices!r}")
+        if not torch.isfinite(v).all():
+            raise ConfigError(f"Polygon: the vertices must be finite; got {vertices!r}")
         area2 = (v[:, 0] * v.roll(-1, 0)[:, 1] - v.roll(-1, 0)[:, 0] * v[:, 1]).sum()
         if area2.abs() < 1e-14:
             raise ConfigError("Polygon: the vertices enclose no area")
+        _check_simple(v.tolist())
         self.vertices = v if area2 > 0 else v.flip(0)  # counter-clockwise, so outward normals point right of each edge
         self.dim = 2
         self._edges = self.vertices.roll(-1, 0) - self.vertices
@@ -345,7 +370,7 @@ class Polygon(Domain):
         cross_x = a[:, 0] + (py - a[:, 1]) * (b[:, 0] - a[:, 0]) / (b[:, 1] - a[:, 1])
         return ((straddles & (px < cross_x)).sum(dim=1) % 2) == 1
 
-    def signed_distance(self, x: Tensor) -> Tensor:
+    def _signed_distance(self, x: Tensor) -> Tensor:
         distance = self._edge_distances(x).min(dim=1).values
         return torch.where(self._inside(x), -distance, distance)
 
@@ -380,10 +405,49 @@ class Polygon(Domain):
     def boundary_measure(self) -> float:
         return self._perimeter
 
-    def normal(self, x: Tensor) -> Tensor:
+    def _normal(self, x: Tensor) -> Tensor:
         edge = self._edges.to(x)[self._edge_distances(x).argmin(dim=1)]
         outward = torch.stack([edge[:, 1], -edge[:, 0]], dim=1)  # right of a counter-clockwise edge
         return outward / outward.norm(dim=1, keepdim=True)
+
+
+def _check_simple(vertices: list[list[float]]) -> None:
+    """Raise unless the closed outline through ``vertices`` is simple: no repeated vertex, and
+    no two edges that meet anywhere but at the vertex they share (a self-intersecting outline
+    has no well-defined inside, and the triangulation would cover parts of the plane twice)."""
+    n = len(vertices)
+    edges = [(vertices[i], vertices[(i + 1) % n]) for i in range(n)]
+
+    def orientation(a, b, c) -> float:
+        return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+
+    def on_segment(a, b, c) -> bool:  # c, collinear with a and b, lies between them
+        return min(a[0], b[0]) <= c[0] <= max(a[0], b[0]) and min(a[1], b[1]) <= c[1] <= max(a[1], b[1])
+
+    def meet(p, q) -> bool:
+        (a, b), (c, d) = p, q
+        o1, o2, o3, o4 = orientation(a, b, c), orientation(a, b, d), orientation(c, d, a), orientation(c, d, b)
+        if o1 * o2 < 0 and o3 * o4 < 0:
+            return True  # proper crossing
+        return ((o1 == 0 and on_segment(a, b, c)) or (o2 == 0 and on_segment(a, b, d))
+                or (o3 == 0 and on_segment(c, d, a)) or (o4 == 0 and on_segment(c, d, b)))
+
+    for i in range(n):
+        if vertices[i] in vertices[i + 1:]:
+            raise ConfigError(f"Polygon: vertex {vertices[i]} appears twice; a simple polygon visits each point once")
+    for i in range(n):
+        for j in range(i + 1, n):
+            adjacent = j == i + 1 or (i == 0 and j == n - 1)
+            if adjacent:  # they share a vertex; they may not fold back onto each other
+                a, b = edges[i]
+                c, d = edges[j]
+                shared, other_i, other_j = (b, a, d) if j == i + 1 else (a, b, c)
+                if orientation(shared, other_i, other_j) == 0 and (
+                        on_segment(shared, other_i, other_j) or on_segment(shared, other_j, other_i)):
+                    raise ConfigError(f"Polygon: edges {edges[i]} and {edges[j]} overlap; the outline doubles back")
+            elif meet(edges[i], edges[j]):
+                raise ConfigError(f"Polygon: edges {edges[i]} and {edges[j]} cross; the vertices must trace a simple "
+                                  "polygon (no self-intersections), in order around it")
 
 
 def _in_triangle(p: Tensor, a: Tensor, b: Tensor, c: Tensor) -> Tensor:
@@ -509,7 +573,7 @@ class _CSG(Domain):
         """The set operation on the parts' signed distances (min, max, ...)."""
         raise NotImplementedError
 
-    def signed_distance(self, x: Tensor) -> Tensor:
+    def _signed_distance(self, x: Tensor) -> Tensor:
         """The set operation on the parts' signed distances: the right sign, and zero exactly on
         the boundary, but not the exact distance. Where both parts' boundaries meet (shapes that
         share an edge) the normals decide, as in :meth:`_keep_boundary`: an edge the operation
@@ -547,7 +611,7 @@ class Union(_CSG):
 
     keep_outside_other, keep_inside_other, keep_shared_if_same_normal = True, False, True
 
-    def normal(self, x):
+    def _normal(self, x):
         return torch.where(self._from_a(x)[:, None], self.a.normal(x), self.b.normal(x))
 
 
@@ -566,7 +630,7 @@ class Intersection(_CSG):
 
     keep_outside_other, keep_inside_other, keep_shared_if_same_normal = False, True, True
 
-    def normal(self, x):
+    def _normal(self, x):
         return torch.where(self._from_a(x)[:, None], self.a.normal(x), self.b.normal(x))
 
 
@@ -596,7 +660,7 @@ class Difference(_CSG):
             keep[shared] = from_a[shared] & ~same
         return keep
 
-    def normal(self, x):
+    def _normal(self, x):
         return torch.where(self._from_a(x)[:, None], self.a.normal(x), -self.b.normal(x))
 
 
@@ -628,7 +692,7 @@ class SpaceTime(Domain):
         lo, hi = self.space.bounds
         return torch.cat([lo, lo.new_tensor([self.t0])]), torch.cat([hi, hi.new_tensor([self.t1])])
 
-    def signed_distance(self, x):
+    def _signed_distance(self, x):
         t = x[:, -1]
         outside_time = torch.maximum(self.t0 - t, t - self.t1)
         return torch.maximum(self.space.signed_distance(x[:, :-1]), outside_time)
@@ -654,7 +718,7 @@ class SpaceTime(Domain):
     def boundary_measure(self):
         return self.space.boundary_measure * (self.t1 - self.t0)
 
-    def normal(self, x):
+    def _normal(self, x):
         return torch.cat([self.space.normal(x[:, :-1]), torch.zeros_like(x[:, -1:])], dim=1)
 
     def sample(self, region, n, draw):

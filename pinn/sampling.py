@@ -132,6 +132,9 @@ class RADSampler(AdaptiveSampler):
     def adapt(self, domain, generator, regions, points, candidates, scores):
         density = scores.sqrt() ** self.k  # scores are squared residuals
         weights = density / density.mean().clamp(min=1e-300) + self.c
+        # With c = 0, candidates of zero residual keep a vanishing weight: where fewer than
+        # n_interior have any, the rest are drawn among them at random, not taken in index order.
+        weights = weights.clamp(min=1e-9 * float(weights.max()) if weights.max() > 0 else 1.0)
         chosen = torch.multinomial(weights, self.n_interior, replacement=False, generator=generator)
         fresh = self.sample(domain, generator, tuple(r for r in regions if r != "interior"))
         return {**fresh, "interior": candidates[chosen]}

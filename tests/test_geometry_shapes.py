@@ -368,8 +368,17 @@ def test_unknown_region_names_the_valid_ones(domain):
     (lambda: Polygon([[0, 0], [1, 0], [2, 0], [1, 0]]), "no area"),
     (lambda: Polygon([[0, 0, 0], [1, 0, 0], [0, 1, 0]]), r"\[x, y\] pairs"),
     (lambda: Disk([0, 0, 0], 1.0), "two coordinates"),
-    (lambda: Ball([0, 0, 0], 0.0), "radius must be > 0"),
-    (lambda: Ball([0, 0], -1.0), "radius must be > 0"),
+    (lambda: Polygon([(0, 0), (3, 0), (3, 1), (1, 1), (2, -1), (0, 1)]), "cross; the vertices must trace a simple"),
+    (lambda: Polygon([(0, 0), (1, 0), (1, 1), (0, 0.5), (0, 0)]), r"vertex \[0.0, 0.0\] appears twice"),
+    (lambda: Polygon([(0, 0), (2, 0), (1, 0), (1, 1)]), "overlap; the outline doubles back"),
+    (lambda: Polygon([(0, 0), (1, 0), (float("nan"), 1)]), "must be finite"),
+    (lambda: Ball([0, 0, 0], 0.0), "radius must be a finite number > 0"),
+    (lambda: Ball([0, 0], -1.0), "radius must be a finite number > 0"),
+    (lambda: Ball([0, 0], float("inf")), "radius must be a finite number > 0"),
+    (lambda: Ball([0, float("nan")], 1.0), "coordinates must be finite"),
+    (lambda: Box(float("nan"), 1.0), "finite lo < hi"),
+    (lambda: Box(0.0, float("inf")), "finite lo < hi"),
+    (lambda: Box([], []), "empty"),
     (lambda: SpaceTime(Interval(0, 1), 1.0, 1.0), "t0 < t1"),
     (lambda: SpaceTime(Interval(0, 1), 2.0, 1.0), "t0 < t1"),
     (lambda: Box([0, 0], [1, 1]) | Interval(0, 1), "same dimension"),
@@ -382,6 +391,21 @@ def test_unknown_region_names_the_valid_ones(domain):
 def test_bad_shapes_raise_config_error(build, match):
     with pytest.raises(ConfigError, match=match):
         build()
+
+
+def test_simple_polygons_with_collinear_vertices_are_accepted():
+    Polygon([(0, 0), (1, 0), (2, 0), (2, 1), (0, 1)])  # a vertex in the middle of an edge
+    Polygon([(0, 0), (2, 0), (2, 2), (1, 1), (0, 2)])  # a reflex corner
+
+
+@pytest.mark.parametrize("domain", [Box([0, 0], [1, 1]), Disk(), Polygon(L_VERTICES), csg_l(),
+                                    SpaceTime(Interval(0, 1))], ids=repr)
+def test_points_of_another_dimension_are_refused(domain):
+    # An (N, 1) column would broadcast against a 2-D shape's corners or centre: answers for other points.
+    x = torch.full((3, 1), 0.5, dtype=torch.float64)
+    for method in (domain.contains, domain.signed_distance, domain.normal):
+        with pytest.raises(ValueError, match=r"takes points of shape \(N, 2\); got \(3, 1\)"):
+            method(x)
 
 
 # --------------------------------------------------------------------------- 8. samplers with named regions

@@ -235,6 +235,20 @@ def test_a_condition_without_points_is_refused(compose_config, tmp_path):
         pde.initial.loss(pde.exact, torch.empty(0, 2), AutogradEngine())
 
 
+@pytest.mark.parametrize("build,match", [
+    (lambda: Poisson(k=float("nan")), "pde.k must be a finite, non-zero number"),
+    (lambda: Poisson(k=float("inf")), "pde.k must be a finite, non-zero number"),
+    (lambda: Poisson(lo=float("nan")), "finite lo < hi"),
+    (lambda: Helmholtz(k=float("nan")), "pde.k must be a finite number"),
+    (lambda: Heat(dim=2.0), "pde.dim must be 1 or 2"),
+    (lambda: Heat(dim=True), "pde.dim must be 1 or 2"),
+    (lambda: PoissonLShape(grid=2), "pde.grid must be at least 4"),
+], ids=["k nan", "k inf", "lo nan", "helmholtz k", "heat dim float", "heat dim bool", "lshape grid"])
+def test_bad_problem_parameters_raise_config_error(build, match):
+    with pytest.raises(ConfigError, match=match):
+        build()
+
+
 def test_reference_sets():
     x, ref = Cavity().reference(0, 0)
     assert x.shape == (34, 2) and ref.shape == (34, 3)
@@ -244,7 +258,8 @@ def test_reference_sets():
     assert torch.equal(x_converged, x) and torch.equal(torch.isfinite(converged), torch.isfinite(ref))
     ghia, truth = ref.nan_to_num(0).sum(dim=1), converged.nan_to_num(0).sum(dim=1)
     assert 1.0e-2 < ((ghia - truth).norm() / truth.norm()).item() < 1.25e-2
-    assert Cavity(reynolds=400.0).reference(0, 0) is None  # Ghia's table here is for Re = 100
+    with pytest.raises(ConfigError, match="Re = 100 only, not pde.reynolds=400.0; set pde.compare_with=converged"):
+        Cavity(reynolds=400.0)  # no error measured at all would be the silent alternative
     with pytest.raises(ConfigError, match="pde.compare_with must be ghia or converged"):
         Cavity(compare_with="experiment")
     x, ref = AllenCahn().reference(0, 0)

@@ -452,6 +452,23 @@ def test_rad_concentrates_points_where_the_residual_is_large():
         RADSampler(n_interior=100, n_candidates=50)
 
 
+def test_rad_without_a_floor_fills_up_at_random_where_few_candidates_have_a_residual():
+    # c = 0 and 5 candidates of nonzero residual for 10 points: the other 5 are drawn at random
+    # among the rest, not the same block of candidates every time.
+    sampler = RADSampler(n_interior=10, n_boundary=4, n_candidates=100, k=1.0, c=0.0)
+    candidates = torch.arange(200, dtype=torch.float64).reshape(100, 2) / 200
+    scores = torch.zeros(100)
+    scores[:5] = 1.0
+    fillers = []
+    for seed in range(3):
+        points = sampler.adapt(Poisson().domain, torch.Generator().manual_seed(seed), ("interior", "boundary"),
+                               {}, candidates, scores)
+        chosen = sorted(int(i) for i in points["interior"][:, 0] * 100)
+        assert chosen[:5] == [0, 1, 2, 3, 4]
+        fillers.append(chosen[5:])
+    assert len({tuple(f) for f in fillers}) == 3
+
+
 def test_rar_keeps_float32_points_on_a_boundary_float32_cannot_represent(tmp_path):
     # x = 0.3 rounds to a float32 just outside [0, 0.3]: the kept boundary points must not be
     # re-checked after rounding (only the new float64 candidates are).

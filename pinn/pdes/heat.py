@@ -39,7 +39,7 @@ class Heat(PDE):
 
     def __init__(self, *, dim: int = 1, alpha: float = 0.1, n: int = 1, t_end: float = 1.0, hard_constraint: bool = False):
         super().__init__()
-        if dim not in (1, 2):
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim not in (1, 2):
             raise ConfigError(f"pde.dim must be 1 or 2 (space dimensions); got {dim!r}")
         check_positive("pde.alpha", alpha, integer=False)
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:

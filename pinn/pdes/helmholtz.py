@@ -38,6 +38,8 @@ class Helmholtz(PDE):
         for name, a in (("a1", a1), ("a2", a2)):
             if isinstance(a, bool) or not isinstance(a, int) or a == 0:
                 raise ConfigError(f"pde.{name} must be a non-zero integer (so the solution vanishes on the boundary); got {a!r}")
+        if isinstance(k, bool) or not isinstance(k, (int, float)) or not math.isfinite(k):
+            raise ConfigError(f"pde.k must be a finite number; got {k!r}")
         self.k, self.a1, self.a2 = float(k), a1, a2
         self.hard_constraint = check_flag("pde.hard_constraint", hard_constraint)
         self.domain = Box(-1.0, 1.0, dim=2)

@@ -53,8 +53,8 @@ class Poisson(PDE):
                  hard_constraint: bool = False):
         super().__init__()
         check_positive("pde.dim", dim)
-        if not isinstance(k, (int, float)) or isinstance(k, bool) or k == 0:
-            raise ConfigError(f"pde.k must be a non-zero number; got {k!r}")
+        if not isinstance(k, (int, float)) or isinstance(k, bool) or k == 0 or not math.isfinite(k):
+            raise ConfigError(f"pde.k must be a finite, non-zero number; got {k!r}")
         check_choice("pde.solution", solution, self.SOLUTIONS)
         self.k, self.solution = float(k), solution
         self.domain = Box(lo, hi, dim=dim)
@@ -116,6 +116,8 @@ class PoissonLShape(PDE):
     def __init__(self, *, grid: int = 256):
         super().__init__()
         check_positive("pde.grid", grid)
+        if grid < 4:  # coarser grids have no interior node among those the error is measured at
+            raise ConfigError(f"pde.grid must be at least 4 (grid cells per unit length; 256 by default); got {grid}")
         self.grid = grid
         self.domain = Box([-1.0, -1.0], [1.0, 1.0]) - Box([0.0, 0.0], [1.0, 1.0])
         self.boundary = Dirichlet(lambda x: torch.zeros_like(x[:, :1]))
