@@ -405,6 +405,16 @@ class Jet(DerivativeCarrier):
     def __neg__(self): return -self.value
     def __pow__(self, power): return self.value**power
 
+    def __getattr__(self, name: str):
+        """Tensor attributes and methods the Jet lacks are its value's (``u.square()``,
+        ``u.dtype``), so a residual reads the same under every engine."""
+        if name.startswith("_") or name == "value":  # never the value's own internals (copying, pickling)
+            raise AttributeError(name)
+        try:
+            return getattr(self.value, name)
+        except AttributeError:
+            raise AttributeError(f"{type(self).__name__} (and its value, a tensor) has no attribute {name!r}") from None
+
     # ------------------------------------------------------------------ reading operators off
 
     def _missing(self, what: str, need: str) -> ConfigError:
@@ -556,7 +566,9 @@ def _transform_jets(module: OutputTransform, seed: Jet) -> tuple[Jet, Jet]:
 
     They do not depend on the network's parameters, so while the points stay the same (the same
     storage, not modified in place, the same shared directions) they are reused from the last
-    call instead of recomputed at every step. The transform keeps a reference to those points,
+    call instead of recomputed at every step. In-place changes are seen through the tensor's
+    version counter, which writes through ``x.data`` or a NumPy view of ``x`` do not advance:
+    copy new points in with ``x.copy_(...)``, as the trainer does. The transform keeps a reference to those points,
     so their memory cannot be reused by other points meanwhile. Inside a CUDA graph capture or a
     compiled loss they are always computed: a replay, or compiled code, must recompute them from
     whatever points were copied in.

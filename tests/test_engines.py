@@ -169,6 +169,20 @@ def test_operators_check_a_jet_against_its_points():
     assert u[:, 1:3].shape == (5, 2) and u[:, [0, 2]].shape == (5, 2)
 
 
+def test_a_jet_answers_tensor_methods_with_its_value():
+    # A residual written with tensor methods reads the same under both engines.
+    x = torch.rand(5, 2, dtype=torch.float64)
+    model = MLP(2, 1, width=8, depth=1).double()
+    results = []
+    for engine in (AutogradEngine(), ForwardEngine()):
+        _, u = engine.evaluate(model, x)
+        assert u.dtype == torch.float64
+        results.append(u.square().sum(dim=1, keepdim=True) + u.pow(3))
+    assert torch.equal(results[0], results[1])
+    with pytest.raises(AttributeError, match="has no attribute 'no_such_method'"):
+        u.no_such_method()
+
+
 def test_asking_for_what_is_not_carried_names_the_fix():
     model = MLP(2, 1, width=8, depth=1)
     x, u = ForwardEngine(second="laplacian").evaluate(model, torch.randn(5, 2))
