@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from pinn.checkpoint import CheckpointError, load_checkpoint, write_text_atomica
 from pinn.distributed import TORCH_STREAM, init_from_env, local_rank, rank_seed
 from pinn.errors import ConfigError, PreflightError, check_choice, check_flag
 from pinn.preflight import preflight
-from pinn.trainer import METRICS_NAME, TrainingDiverged, TrainingInterrupted
+from pinn.trainer import CHECKPOINT_NAME, METRICS_NAME, TrainingDiverged, TrainingInterrupted
 
 log = logging.getLogger("pinn")
 
@@ -124,6 +125,14 @@ def _settings(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _choice_of(group: str, target: str) -> str | None:
+    """``group=name`` for the config of ``configs/<group>/`` whose ``_target_`` is ``target``."""
+    for path in sorted((Path(__file__).parent / "configs" / group).glob("*.yaml")):
+        if OmegaConf.load(path).get("_target_") == target:
+            return f"{group}={path.stem}"
+    return None
+
+
 def check_resume(cfg: DictConfig) -> None:
     """Refuse to resume a checkpoint under settings it was not trained with. A setting added
     since the checkpoint was written matches if it is left at its default, which is how the
@@ -139,13 +148,33 @@ def check_resume(cfg: DictConfig) -> None:
     differ = sorted(k for k in saved.keys() | now.keys() - added if saved.get(k) != now.get(k))
     if differ:
         shown = ", ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in differ[:4])
-        # The overrides that restore the checkpoint's values (also where a default has changed since).
-        restore = shlex.join(f"{k}={json.dumps(saved[k])}" for k in differ if k in saved)
+        # The overrides that restore the checkpoint's values (also where a default has changed since):
+        # another class in a group is another choice of it (optimizer=adam_lbfgs), and a key the
+        # current choice lacks is added (++key=value).
+        switches = [choice for k in differ if k.endswith("._target_") and k in saved
+                    for choice in [_choice_of(k.split(".")[0], saved[k])] if choice]
+        switched = {choice.split("=")[0] for choice in switches}
+        restore = shlex.join([*switches, *(f"{'' if k in now else '++'}{k}={json.dumps(saved[k])}" for k in differ
+                                           if k in saved and not (k.endswith("._target_") and k.split(".")[0] in switched))])
         raise ConfigError(
             f"resume={cfg.resume} was trained with other settings ({shown}). Repeat the run's own overrides "
             f"(its .hydra/overrides.yaml){f', here {restore},' if restore else ''} and change only trainer.*, "
             "logger, device and preflight"
         )
+
+
+def check_run_folder(run_dir: Path, resume: str | None) -> None:
+    """Refuse to train into a folder that holds another run's checkpoint (unless resuming that
+    run in place): it would be overwritten, and the two runs' logs mixed."""
+    checkpoint = run_dir / "checkpoints" / CHECKPOINT_NAME
+    if not checkpoint.is_file():
+        return
+    if resume is not None and Path(resume).resolve() in (run_dir.resolve(), checkpoint.resolve()):
+        return
+    raise ConfigError(
+        f"the run folder {run_dir} already holds a run ({checkpoint}); continue that run with resume={run_dir} "
+        f"hydra.run.dir={run_dir}, or train in another folder (hydra.run.dir=..., or delete this one)"
+    )
 
 
 def rank_share(sampler_cfg: DictConfig, comm) -> dict[str, int]:
@@ -194,9 +223,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot create the run folder {run_dir} ({exc.strerror}); "
                           "choose another hydra.run.dir or output_dir") from None
-    if _multirun():  # a sweep folder reused: an earlier job's outcome must not pass for this one's
-        for stale in (METRICS_NAME, FAILURE):
-            (run_dir / stale).unlink(missing_ok=True)
+    check_run_folder(run_dir, cfg.resume)
+    if _multirun():  # a sweep folder reused: an earlier job's failure must not pass for this one's
+        (run_dir / FAILURE).unlink(missing_ok=True)
     torch.manual_seed(cfg.seed)  # the network's initial weights, the same on every rank
     generator = torch.Generator().manual_seed(rank_seed(cfg.seed, comm))  # this rank's collocation points
 
@@ -234,12 +263,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-def _resume_command(run_dir: Path) -> str:
+def _resume_command(run_dir: Path, processes: int = 1) -> str:
     try:
         overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("resume=", "hydra.run.dir="))]
     except ValueError:  # not inside a Hydra run
         overrides = []
-    return shlex.join(["python", "train.py", *overrides, f"resume={run_dir}", f"hydra.run.dir={run_dir}"])
+    # A checkpoint of several processes resumes with as many (pinn.distributed).
+    launch = ["python"] if processes == 1 else ["torchrun", "--standalone", f"--nproc_per_node={processes}"]
+    return shlex.join([*launch, "train.py", *overrides, f"resume={run_dir}", f"hydra.run.dir={run_dir}"])
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
@@ -253,8 +284,13 @@ def main(cfg: DictConfig) -> None:
             # can abort.
             torch.distributed.barrier()
     except TrainingInterrupted as exc:
-        print(f"{exc}.\nResume with: {_resume_command(Path(cfg.output_dir))}", file=sys.stderr)
+        processes = int(os.environ.get("WORLD_SIZE", "1"))
+        if int(os.environ.get("RANK", "0")) == 0:  # one message for the run, not one per process
+            print(f"{exc}.\nResume with: {_resume_command(Path(cfg.output_dir), processes)}", file=sys.stderr)
         sys.exit(128 + exc.signum)
+    except KeyboardInterrupt:  # Ctrl-C before training started (or pressed twice): nothing to save
+        print("interrupted", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
     except (ConfigError, PreflightError, CheckpointError, TrainingDiverged) as exc:
         # A user error or a failed check: one line that says what and how to fix it.
         # HYDRA_FULL_ERROR=1 shows the traceback as well.
@@ -268,6 +304,17 @@ def main(cfg: DictConfig) -> None:
                 pass
             return
         sys.exit(2)
+    except Exception as exc:  # noqa: BLE001 -- an unexpected failure: a traceback, and in a sweep the next job
+        if not _multirun():
+            raise
+        log.exception("this sweep job failed")
+        cause = exc.__cause__ if isinstance(exc, InstantiationException) and exc.__cause__ else exc  # not Hydra's wrapper
+        reason = f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
+        print(f"error: {reason}", file=sys.stderr)
+        try:
+            write_text_atomically(Path(cfg.output_dir) / FAILURE, f"{reason} (traceback in the job's log)\n")
+        except OSError:
+            pass
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

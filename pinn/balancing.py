@@ -186,6 +186,8 @@ class LossBalance(nn.Module):
         state = {"term_names": list(self.term_names)}
         if self._ascent is not None:  # the point weights' Adam moments, so that a resume continues exactly
             state["ascent"] = self._ascent.state_dict()
+        elif self._ascent_state is not None:  # restored but not used since (an L-BFGS phase): kept as it was
+            state["ascent"] = self._ascent_state
         return state
 
     def set_extra_state(self, state: dict) -> None:

@@ -25,6 +25,13 @@ REQUIRED_KEYS = ("format", "step", "model", "optimizer", "phase", "generator")
 FORMAT = "pinn-checkpoint-v1"
 
 
+def _umask() -> int:
+    """The process's file-creation mask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
     """Call ``write(file)`` on a temporary file in ``path``'s folder, fsync it and rename it to
     ``path``: a crash or a full disk midway leaves the previous file intact, never half of one."""
@@ -32,6 +39,7 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # as open() would create it (mkstemp makes it private, 0600)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

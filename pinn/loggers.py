@@ -17,6 +17,9 @@ class Logger(ABC):
     def evaluation_scalar(self, tag: str, value: float, evaluation: int) -> None:
         """A scalar on the axis of loss evaluations (L-BFGS's line search) instead of steps."""
 
+    #: whether :meth:`image` keeps anything (drawing a figure for a logger that drops it is wasted)
+    takes_images: bool = True
+
     @abstractmethod
     def image(self, tag: str, image: np.ndarray, step: int) -> None:
         """``image`` is ``(H, W, 3)`` uint8."""
@@ -47,6 +50,8 @@ class NullLogger(Logger):
 
     def scalar(self, tag, value, step):
         pass
+
+    takes_images = False
 
     def image(self, tag, image, step):
         pass

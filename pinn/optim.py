@@ -45,9 +45,9 @@ SCHEDULES = ("constant", "exponential", "cosine")
 LBFGS_DTYPES = (None, "float64")
 
 
-def _check_lr(lr) -> None:
+def _check_lr(lr, name: str = "optimizer.lr") -> None:
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
-        raise ConfigError(f"optimizer.lr must be a finite number > 0; got {lr!r}")
+        raise ConfigError(f"{name} must be a finite number > 0; got {lr!r}")
 
 
 def check_bfgs_size(n: int, dtype: torch.dtype) -> None:
@@ -229,8 +229,9 @@ class _AdamSettings:
 
 class _LBFGSSettings:
     def __init__(self, lr: float, max_iter: int, history_size: int, line_search: str,
-                 tolerance_grad: float, tolerance_change: float, quasi_newton: str = "lbfgs"):
-        _check_lr(lr)
+                 tolerance_grad: float, tolerance_change: float, quasi_newton: str = "lbfgs",
+                 lr_name: str = "optimizer.lr"):
+        _check_lr(lr, lr_name)
         check_positive("optimizer.max_iter", max_iter)
         check_positive("optimizer.history_size", history_size)
         check_choice("optimizer.line_search", line_search, LINE_SEARCHES)
@@ -306,7 +307,7 @@ class AdamLBFGS(OptimizerPlan):
         self.lbfgs_dtype = None if lbfgs_dtype is None else getattr(torch, lbfgs_dtype)
         self.adam_settings = _AdamSettings(lr, tuple(betas), schedule, warmup_steps, decay_rate, decay_steps, min_lr)
         self.lbfgs_settings = _LBFGSSettings(lbfgs_lr, max_iter, history_size, line_search,
-                                             tolerance_grad, tolerance_change, quasi_newton)
+                                             tolerance_grad, tolerance_change, quasi_newton, lr_name="optimizer.lbfgs_lr")
 
     def phase_at(self, step: int) -> str:
         return "adam" if step < self.switch_step else "lbfgs"

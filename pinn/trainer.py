@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -40,6 +41,8 @@ from pinn.sampling import AdaptiveSampler, Sampler
 TEST_SEED = 20231
 
 CHECKPOINT_NAME = "last.pt"
+#: the finest logged solution image, points per axis (the slice is evaluated at once, as one batch)
+MAX_IMAGE_RESOLUTION = 2001
 METRICS_NAME = "metrics.json"  # in the run folder, once training has finished
 
 log = logging.getLogger("pinn")
@@ -59,17 +62,31 @@ class TrainingInterrupted(RuntimeError):
 
 class _StopOnSignal:
     """Turns SIGINT and SIGTERM into a request the loop honours between steps, so a checkpoint
-    can be written first. A second signal acts as usual (Ctrl-C twice stops at once)."""
+    can be written first. A second signal acts as usual (Ctrl-C twice stops at once), unless it
+    comes within ``REPEAT_SECONDS`` of the first: then it is the same request delivered twice,
+    as ``timeout`` and terminals do when they signal a process and then its process group."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    REPEAT_SECONDS = 1.0
 
     def __init__(self):
         self.signum: int | None = None
+        self._first = 0.0
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum, frame):
-        self.signum = signum
-        signal.signal(signum, self._previous[signum])
+        now = time.monotonic()
+        if self.signum is None:
+            self.signum, self._first = signum, now
+            return
+        if now - self._first < self.REPEAT_SECONDS:
+            return
+        previous = self._previous[signum]
+        signal.signal(signum, previous)
+        if callable(previous):  # Python's own SIGINT handler raises KeyboardInterrupt here
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            os.kill(os.getpid(), signum)
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():  # handlers can only be set there
@@ -175,16 +192,16 @@ class Trainer:
         check_positive("trainer.resample_every", resample_every, allow_zero=True)
         check_positive("trainer.n_test", n_test)
         check_positive("trainer.image_resolution", image_resolution)
-        if image_resolution < 2:
-            raise ConfigError(f"trainer.image_resolution must be at least 2 (points per axis, edges included); "
-                              f"got {image_resolution}")
+        if not 2 <= image_resolution <= MAX_IMAGE_RESOLUTION:  # the slice is evaluated at resolution² points at once
+            raise ConfigError(f"trainer.image_resolution must be from 2 to {MAX_IMAGE_RESOLUTION} (points per axis, "
+                              f"edges included); got {image_resolution}")
         self.max_steps, self.log_every, self.eval_every = max_steps, log_every, eval_every
         self.checkpoint_every, self.resample_every = checkpoint_every, resample_every
         self.n_test, self.image_resolution = n_test, image_resolution
         self.loss_weights = dict(loss_weights or {})
         for name, w in self.loss_weights.items():
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
-                raise ConfigError(f"trainer.loss_weights.{name} must be a number >= 0; got {w!r}")
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < math.inf:
+                raise ConfigError(f"trainer.loss_weights.{name} must be a finite number >= 0; got {w!r}")
         self.progress = check_flag("trainer.progress", progress)
         self.compile = check_flag("trainer.compile", compile)
         self.cuda_graph = check_mode(cuda_graph)
@@ -471,9 +488,9 @@ class Trainer:
         state = _State(dtype=dtype)
         if resume is not None:
             self._restore(resume, model, pde, optimizer, generator, state, device, dtype)
-            if state.step >= self.max_steps:
-                raise ConfigError(f"resume={resume} has trained {state.step} steps already, and trainer.max_steps="
-                                  f"{self.max_steps} leaves none to train; set trainer.max_steps above {state.step}")
+            if state.step > self.max_steps:  # equal: a run stopped at its last step, only its metrics to write
+                raise ConfigError(f"resume={resume} has trained {state.step} steps already, more than trainer.max_steps="
+                                  f"{self.max_steps}; set trainer.max_steps to {state.step} or more")
         else:
             state.points = self._sample(sampler, pde, generator, device, dtype)
         test_x, test_exact = self.test_set(pde, device) if comm.is_main else (None, None)
@@ -481,16 +498,18 @@ class Trainer:
         if config and state.step == 0:
             logger.text("config", "```\n" + json.dumps(config, indent=2) + "\n```")
 
+        if comm.is_main:  # an earlier run's metrics (resumed in place) describe a checkpoint about to change
+            (run_dir / METRICS_NAME).unlink(missing_ok=True)
         try:  # a run that diverges or fails still writes out everything logged up to then
+            # A signal after the last step's checkpoint lets the run finish: its metrics take seconds.
             with _StopOnSignal() as stop:
                 self._loop(pde, model, engine, sampler, optimizer, generator, device, dtype, logger, config,
                            state, test_x, test_exact, ckpt_path, stop)
-
-            metrics = self._final_metrics(pde, model, engine, state, test_x, test_exact, device)
-            if comm.is_main:
-                write_text_atomically(run_dir / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")
-            hparam_metrics = {f"final/{k}": metrics[k] for k in ("rel_l2", "loss", "ms_per_step") if k in metrics}
-            logger.hparams(flatten_config(config or {}), hparam_metrics)
+                metrics = self._final_metrics(pde, model, engine, state, test_x, test_exact, device)
+                if comm.is_main:
+                    write_text_atomically(run_dir / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")
+                hparam_metrics = {f"final/{k}": metrics[k] for k in ("rel_l2", "loss", "ms_per_step") if k in metrics}
+                logger.hparams(flatten_config(config or {}), hparam_metrics)
         finally:
             logger.close()
         return metrics
@@ -538,7 +557,7 @@ class Trainer:
             step, last = state.step, state.step == self.max_steps
             stopping = comm.any(stop.signum is not None)  # every rank stops at the same step
             if step % self.log_every == 0 or last:
-                values = self._check_finite(step, total, terms, trainable)
+                values = self._check_finite(step, total, terms, trainable, ckpt_path)
                 logger.scalar("loss/total", values["total"], step)
                 for name, value in values.items():
                     if name != "total":
@@ -559,12 +578,13 @@ class Trainer:
                     bar.set_postfix(phase=phase, loss=f"{total.item():.2e}", rel_l2=f"{state.rel_l2:.2e}", refresh=False)
                 for name, value in metrics.items():  # the PDE's own numbers: unknown coefficients and their errors
                     logger.scalar(f"unknowns/{name}", value, step)
-                logger.image("solution", self._solution_image(pde, model, device, state.dtype), step)
+                if logger.takes_images:
+                    logger.image("solution", self._solution_image(pde, model, device, state.dtype), step)
                 logger.flush()
             if (self.checkpoint_every and step % self.checkpoint_every == 0) or last or stopping:
-                self._check_finite(step, total, terms, trainable)
+                self._check_finite(step, total, terms, trainable, ckpt_path)
                 self._checkpoint(ckpt_path, model, pde, generator, state, config)
-            if stopping:
+            if stopping and not last:  # at the last step the run finishes as it would have
                 bar.close()
                 logger.close()
                 raise TrainingInterrupted(stop.signum or signal.SIGTERM, step, ckpt_path)
@@ -589,14 +609,17 @@ class Trainer:
                               "Set trainer.cuda_graph=auto (eager where capture is impossible) or false")
         log.warning("cuda_graph: capturing the training step failed (%s); steps run eagerly", reason)
 
-    def _check_finite(self, step: int, total: Tensor, terms: dict[str, Tensor], trainable: nn.Module) -> dict[str, float]:
+    def _check_finite(self, step: int, total: Tensor, terms: dict[str, Tensor], trainable: nn.Module,
+                      checkpoint: Path) -> dict[str, float]:
         values = {"total": total.item(), **{k: v.item() for k, v in terms.items()}}
         bad_params = [name for name, p in trainable.named_parameters() if not torch.isfinite(p).all()]
         if not all(math.isfinite(v) for v in values.values()) or bad_params:
             shown = ", ".join(f"{k}={v:.3e}" for k, v in values.items())
             where = f"; non-finite parameters: {', '.join(bad_params[:4])}" if bad_params else ""
             raise TrainingDiverged(
-                f"training diverged at step {step}: {shown}{where}. The last good checkpoint is kept. "
+                f"training diverged at step {step}: {shown}{where}. "
+                + (f"The last good checkpoint, {checkpoint}, is kept. " if checkpoint.is_file() else
+                   "No checkpoint had been written yet. ") +
                 "Try a smaller optimizer.lr, dtype=float64, or loss weights that balance the terms."
             )
         return values

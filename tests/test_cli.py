@@ -95,6 +95,9 @@ def test_a_failed_job_does_not_stop_the_sweep(tmp_path):
     ("device=cpu:abc", "device=cpu:abc is not a device"),
     ("seed=99999999999999999999", "seed must be an integer from 0 to 2**63 - 1"),
     ("output_dir=/dev/null/run", "cannot create the run folder /dev/null/run"),
+    ("+trainer.loss_weights={pde: nan}", "trainer.loss_weights.pde must be a finite number >= 0; got nan"),
+    ("optimizer.lbfgs_lr=0", "optimizer.lbfgs_lr must be a finite number > 0; got 0"),
+    ("trainer.image_resolution=100000", "trainer.image_resolution must be from 2 to 2001"),
 ])
 def test_bad_values_end_in_one_line(override, match, tmp_path):
     result = train(f"hydra.run.dir={tmp_path}", *TINY, override)
@@ -162,17 +165,60 @@ def test_resume_refuses_other_settings(tmp_path):
     assert "optimizer.betas: [0.9, 0.999] in the checkpoint, [0.5, 0.6] now" in result.stderr
 
 
-def test_resume_with_no_steps_left_is_refused(tmp_path):
+def test_resume_past_max_steps_is_refused_and_at_max_steps_finishes(tmp_path):
     assert train(f"hydra.run.dir={tmp_path}", *TINY).returncode == 0  # 4 steps
     before = (tmp_path / "checkpoints" / "last.pt").read_bytes()
-    metrics = (tmp_path / "metrics.json").read_bytes()
-    for steps in (4, 2):
-        result = train(f"hydra.run.dir={tmp_path}", *TINY, f"trainer.max_steps={steps}", f"resume={tmp_path}")
-        assert result.returncode == 2
-        assert f"has trained 4 steps already, and trainer.max_steps={steps} leaves none to train" in result.stderr
-    # nothing lost
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    result = train(f"hydra.run.dir={tmp_path}", *TINY, "trainer.max_steps=2", f"resume={tmp_path}")
+    assert result.returncode == 2
+    assert "has trained 4 steps already, more than trainer.max_steps=2; set trainer.max_steps to 4" in result.stderr
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics  # nothing lost
+    # A run stopped after its last step's checkpoint: resuming it only writes its metrics.
+    (tmp_path / "metrics.json").unlink()
+    result = train(f"hydra.run.dir={tmp_path}", *TINY, f"resume={tmp_path}")
+    assert result.returncode == 0, result.stderr
     assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
-    assert (tmp_path / "metrics.json").read_bytes() == metrics
+    again = json.loads((tmp_path / "metrics.json").read_text())
+    assert again["steps"] == 4 and again["rel_l2"] == metrics["rel_l2"] and again["loss"] == metrics["loss"]
+
+
+def test_a_new_run_never_overwrites_another_runs_checkpoint(tmp_path):
+    assert train(f"hydra.run.dir={tmp_path / 'a'}", *TINY).returncode == 0
+    assert train(f"hydra.run.dir={tmp_path / 'b'}", *TINY).returncode == 0
+    kept = (tmp_path / "a" / "checkpoints" / "last.pt").read_bytes()
+    for resume in ([], [f"resume={tmp_path / 'b'}"]):  # a fresh run, or another run's resume, into a
+        result = train(f"hydra.run.dir={tmp_path / 'a'}", *TINY, "trainer.max_steps=6", *resume)
+        assert result.returncode == 2
+        assert f"the run folder {tmp_path / 'a'} already holds a run" in result.stderr
+        assert f"continue that run with resume={tmp_path / 'a'}" in result.stderr
+    assert (tmp_path / "a" / "checkpoints" / "last.pt").read_bytes() == kept
+
+
+def test_a_refused_resume_names_the_group_choice_it_was_trained_with(tmp_path):
+    assert train(f"hydra.run.dir={tmp_path / 'a'}", *TINY, "optimizer=adam").returncode == 0
+    result = train(f"hydra.run.dir={tmp_path / 'b'}", *TINY, f"resume={tmp_path / 'a'}")  # adam_lbfgs, the default
+    assert result.returncode == 2
+    restore = result.stderr.split(", here ")[1].split(", and change only")[0]
+    assert shlex.split(restore)[0] == "optimizer=adam"
+    resumed = train(f"hydra.run.dir={tmp_path / 'b'}", *TINY, "trainer.max_steps=6", f"resume={tmp_path / 'a'}",
+                    *shlex.split(restore))
+    assert resumed.returncode == 0, resumed.stderr
+
+
+def test_a_sweep_job_that_crashes_is_listed_and_the_sweep_goes_on(tmp_path):
+    # An unexpected exception (not a configuration error): its traceback goes to the job's log.
+    (tmp_path / "boom.py").write_text("class Boom:\n    def __init__(self, log_dir):\n"
+                                      "        raise RuntimeError('the logger broke')\n")
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", *TINY, "logger=none",
+                             "logger._target_=boom.Boom,pinn.loggers.NullLogger", f"hydra.sweep.dir={tmp_path / 's'}"],
+                            cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2, result.stderr
+    with open(tmp_path / "s" / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["status"] for r in rows] == [
+        "failed: RuntimeError: the logger broke (traceback in the job's log)", "done"]
+    assert "RuntimeError: the logger broke" in (tmp_path / "s" / "0" / "train.log").read_text()
 
 
 def test_resume_accepts_a_setting_added_since_at_its_default(tmp_path):

@@ -1,19 +1,21 @@
 """Training runs, checkpoints, resumes exactly, and stops on divergence without losing state."""
 
 import json
+import os
+import signal
 import time
 
 import pytest
 import torch
 
-from pinn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pinn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_text_atomically
 from pinn.derivatives import AutogradEngine
 from pinn.loggers import NullLogger
 from pinn.models import MLP
 from pinn.optim import Adam, AdamLBFGS
 from pinn.pdes import Poisson
 from pinn.sampling import SobolSampler, UniformSampler
-from pinn.trainer import Trainer, TrainingDiverged
+from pinn.trainer import Trainer, TrainingDiverged, TrainingInterrupted
 
 
 def fit(run_dir, *, max_steps, plan=None, resume=None, resample_every=0, lr=1e-3, checkpoint_every=0):
@@ -93,6 +95,49 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert kept["step"] == 2
     assert all(torch.isfinite(v).all() for v in kept["model"].values())
     assert not (tmp_path / "metrics.json").exists()
+    # without a checkpoint to fall back on, the message does not promise one
+    trainer = Trainer(max_steps=5, checkpoint_every=0, log_every=1, eval_every=5, n_test=50, progress=False)
+    with pytest.raises(TrainingDiverged, match="No checkpoint had been written yet"):
+        trainer.fit(pde=PoissonThatBlowsUp(dim=2), model=MLP(2, 1, width=8, depth=2), engine=AutogradEngine(),
+                    sampler=UniformSampler(n_interior=32, n_boundary=8), optimizer=Adam(),
+                    generator=torch.Generator().manual_seed(0), run_dir=tmp_path / "fresh", dtype=torch.float64)
+
+
+class SignalAtCall(torch.nn.Module):
+    """An MLP that sends this process ``signals`` (a list of signal numbers) at its ``call``-th
+    forward pass, as Ctrl-C or ``kill`` would during that training step."""
+
+    def __init__(self, call, signals):
+        super().__init__()
+        self.net, self.call, self.signals, self.calls = MLP(2, 1, width=8, depth=2), call, signals, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.call:
+            for signum in self.signals:
+                os.kill(os.getpid(), signum)
+        return self.net(x)
+
+
+@pytest.mark.parametrize("step,signals", [(2, [signal.SIGINT]), (3, [signal.SIGINT]), (2, [signal.SIGTERM] * 2)],
+                         ids=["mid-run", "last step", "repeated at once"])
+def test_a_signal_stops_at_the_next_step_boundary_unless_the_run_is_done(tmp_path, step, signals):
+    # Each Adam step evaluates the network twice (interior, boundary): call 2k - 1 is step k.
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    torch.manual_seed(0)
+    trainer = Trainer(max_steps=3, checkpoint_every=0, log_every=1, eval_every=3, n_test=50, progress=False)
+    run = lambda: trainer.fit(  # noqa: E731
+        pde=Poisson(dim=2), model=SignalAtCall(2 * step - 1, signals), engine=AutogradEngine(),
+        sampler=UniformSampler(n_interior=32, n_boundary=8), optimizer=Adam(),
+        generator=torch.Generator().manual_seed(0), run_dir=tmp_path, dtype=torch.float64)
+    if step < 3:  # a checkpoint, then stop; the signal given twice at once is one request
+        with pytest.raises(TrainingInterrupted, match=f"interrupted by {signal.Signals(signals[0]).name} at step {step}"):
+            run()
+        assert load_checkpoint(tmp_path)["step"] == step and not (tmp_path / "metrics.json").exists()
+    else:  # the last step's checkpoint is written: the run finishes, metrics and all
+        assert run()["steps"] == 3
+        assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 3
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # put back
 
 
 def test_a_diverged_run_closes_its_logger(tmp_path):
@@ -125,6 +170,17 @@ def test_checkpoint_errors_are_clear(tmp_path):
     torch.save({"weights": torch.ones(2)}, foreign)
     with pytest.raises(CheckpointError, match="not a pinn checkpoint"):
         load_checkpoint(foreign)
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_written_files_get_the_modes_the_umask_gives(tmp_path, umask, mode):
+    # as open() would create them: readable by the group where the user's umask allows it
+    previous = os.umask(umask)
+    try:
+        write_text_atomically(tmp_path / "metrics.json", "{}\n")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == mode
 
 
 def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 adaptive sampling: each does what its formula says, and refuses what cannot work."""
 
 import math
+import time
 
 import pytest
 import torch
@@ -104,6 +105,10 @@ def test_resumed_lbfgs_curve_continues_without_losses_or_repeats(tmp_path):
     from pinn.loggers import TensorBoardLogger
 
     def run(steps, resume=None):
+        # TensorBoard reads a folder's event files in the order of their names: the second in which
+        # each was opened, then a per-process counter without leading zeros (so ...9 sorts after ...10).
+        # Runs a second apart, as real ones are, keep that order the order they ran in.
+        time.sleep(1.0 if resume else 0.0)
         fit(tmp_path, plan=AdamLBFGS(lr=1e-2, switch_step=2, max_iter=3), max_steps=steps, resume=resume,
             logger=TensorBoardLogger(tmp_path))
 
