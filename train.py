@@ -89,6 +89,10 @@ def _build(node: DictConfig, group: str, **runtime: Any) -> Any:
             raise cause
         if isinstance(cause, TypeError):  # an unknown or missing key in the YAML
             raise ConfigError(f"{group}: {cause}") from exc
+        if isinstance(cause, ImportError):  # a _target_ in a module Python cannot find
+            reason = " ".join(str(cause.__cause__ or cause).split())  # one line: the module Python did not find
+            raise ConfigError(f"{group}: cannot import {node.get('_target_')} ({reason}); if it is in a module of your "
+                              "own, put the module's folder on PYTHONPATH (for train.py and evaluate.py alike)") from exc
         raise
 
 
@@ -203,6 +207,11 @@ def _multirun() -> bool:
         return False
 
 
+def _job_folder() -> Path:
+    """The folder Hydra made for this job (where its .hydra/ and log are, and a sweep's summary looks)."""
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Build everything from a composed config and train; return the final metrics."""
     device, dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
@@ -218,6 +227,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if not comm.is_main:
             log.setLevel(logging.WARNING)
     run_dir = Path(cfg.output_dir)
+    if _multirun() and run_dir.resolve() != _job_folder().resolve():
+        raise ConfigError(f"output_dir={cfg.output_dir} would put every job of this sweep in one folder; leave "
+                          "output_dir at its default and choose the sweep's folder with hydra.sweep.dir")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -225,7 +237,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                           "choose another hydra.run.dir or output_dir") from None
     check_run_folder(run_dir, cfg.resume)
     if _multirun():  # a sweep folder reused: an earlier job's failure must not pass for this one's
-        (run_dir / FAILURE).unlink(missing_ok=True)
+        (_job_folder() / FAILURE).unlink(missing_ok=True)
     torch.manual_seed(cfg.seed)  # the network's initial weights, the same on every rank
     generator = torch.Generator().manual_seed(rank_seed(cfg.seed, comm))  # this rank's collocation points
 
@@ -299,7 +311,7 @@ def main(cfg: DictConfig) -> None:
         print(f"error: {exc}", file=sys.stderr)
         if _multirun():  # the sweep goes on; its summary lists this job as failed, and the sweep exits 2
             try:
-                write_text_atomically(Path(cfg.output_dir) / FAILURE, f"{exc}\n")
+                write_text_atomically(_job_folder() / FAILURE, f"{exc}\n")
             except OSError:  # the run folder itself was the problem: the summary says to see the log
                 pass
             return
@@ -312,7 +324,7 @@ def main(cfg: DictConfig) -> None:
         reason = f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
         print(f"error: {reason}", file=sys.stderr)
         try:
-            write_text_atomically(Path(cfg.output_dir) / FAILURE, f"{reason} (traceback in the job's log)\n")
+            write_text_atomically(_job_folder() / FAILURE, f"{reason} (traceback in the job's log)\n")
         except OSError:
             pass
     finally:

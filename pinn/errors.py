@@ -34,4 +34,5 @@ def check_flag(name: str, value) -> bool:
 def check_choice(name: str, value, choices) -> None:
     """Raise :class:`ConfigError` unless ``value`` is one of ``choices``, listing them."""
     if value not in choices:
-        raise ConfigError(f"unknown {name} {value!r}; valid choices: {', '.join(map(str, choices))}")
+        shown = ", ".join("null" if c is None else str(c) for c in choices)  # as YAML and overrides spell None
+        raise ConfigError(f"unknown {name} {value!r}; valid choices: {shown}")

@@ -132,8 +132,11 @@ class Box(Domain):
     """
 
     def __init__(self, lo: float | Sequence[float] = -1.0, hi: float | Sequence[float] = 1.0, *, dim: int | None = None):
-        lo_list = [float(lo)] * (dim or 1) if isinstance(lo, (int, float)) else [float(v) for v in lo]
-        hi_list = [float(hi)] * (dim or 1) if isinstance(hi, (int, float)) else [float(v) for v in hi]
+        try:
+            lo_list = [float(lo)] * (dim or 1) if isinstance(lo, (int, float)) else [float(v) for v in lo]
+            hi_list = [float(hi)] * (dim or 1) if isinstance(hi, (int, float)) else [float(v) for v in hi]
+        except (TypeError, ValueError):
+            raise ConfigError(f"Box: lo and hi must be numbers, or lists of numbers; got lo={lo!r}, hi={hi!r}") from None
         if len(lo_list) != len(hi_list):
             raise ConfigError(f"Box: lo has {len(lo_list)} entries and hi has {len(hi_list)}; give one per dimension")
         if dim is not None and len(lo_list) != dim:

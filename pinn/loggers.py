@@ -28,8 +28,9 @@ class Logger(ABC):
     def text(self, tag: str, text: str, step: int = 0) -> None: ...
 
     @abstractmethod
-    def hparams(self, hparams: dict[str, float | int | str | bool], metrics: dict[str, float]) -> None:
-        """Record a run's settings beside its final metrics, so a sweep compares in one view."""
+    def hparams(self, hparams: dict[str, float | int | str | bool], metrics: dict[str, float], step: int = 0) -> None:
+        """Record a run's settings beside its final metrics (at its last ``step``), so a sweep
+        compares in one view."""
 
     def start(self, step: int, evaluations: int = 0) -> None:
         """Called once before training; ``step`` > 0 (and ``evaluations``, the loss evaluations
@@ -59,7 +60,7 @@ class NullLogger(Logger):
     def text(self, tag, text, step=0):
         pass
 
-    def hparams(self, hparams, metrics):
+    def hparams(self, hparams, metrics, step=0):
         pass
 
     def __repr__(self) -> str:
@@ -115,9 +116,10 @@ class TensorBoardLogger(Logger):
     def text(self, tag, text, step=0):
         self.writer.add_text(tag, text, step)
 
-    def hparams(self, hparams, metrics):
-        # run_name="." keeps the hparams record in this run's own folder, not a timestamped subfolder.
-        self.writer.add_hparams(hparams, metrics, run_name=".")
+    def hparams(self, hparams, metrics, step=0):
+        # run_name="." keeps the hparams record in this run's own folder, not a timestamped subfolder;
+        # at the last step, a run extended in place adds its new final metrics after the old ones.
+        self.writer.add_hparams(hparams, metrics, run_name=".", global_step=step)
 
     def flush(self):
         for writer in (self._writer, self._evaluation_writer):

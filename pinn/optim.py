@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch.optim.lbfgs import _strong_wolfe  # the line search torch.optim.LBFGS uses
@@ -199,8 +199,10 @@ class _AdamSettings:
     def __init__(self, lr: float, betas: tuple[float, float], schedule: str = "constant", warmup_steps: int = 0,
                  decay_rate: float = 0.9, decay_steps: int = 1000, min_lr: float = 0.0):
         _check_lr(lr)
-        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
-            raise ConfigError(f"optimizer.betas must be two numbers in [0, 1); got {list(betas)!r}")
+        if (isinstance(betas, str) or not isinstance(betas, Sequence) or len(betas) != 2
+                or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
+            raise ConfigError(f"optimizer.betas must be two numbers in [0, 1), as [0.9, 0.999]; "
+                              f"got {list(betas) if isinstance(betas, Sequence) and not isinstance(betas, str) else betas!r}")
         check_choice("optimizer.schedule", schedule, SCHEDULES)
         check_positive("optimizer.warmup_steps", warmup_steps, allow_zero=True)
         check_positive("optimizer.decay_steps", decay_steps)
@@ -261,7 +263,7 @@ class Adam(OptimizerPlan):
 
     def __init__(self, *, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), schedule: str = "constant",
                  warmup_steps: int = 0, decay_rate: float = 0.9, decay_steps: int = 1000, min_lr: float = 0.0):
-        self.settings = _AdamSettings(lr, tuple(betas), schedule, warmup_steps, decay_rate, decay_steps, min_lr)
+        self.settings = _AdamSettings(lr, betas, schedule, warmup_steps, decay_rate, decay_steps, min_lr)
 
     def phase_at(self, step: int) -> str:
         return "adam"
@@ -305,7 +307,7 @@ class AdamLBFGS(OptimizerPlan):
         check_choice("optimizer.lbfgs_dtype", lbfgs_dtype, LBFGS_DTYPES)
         self.switch_step = switch_step
         self.lbfgs_dtype = None if lbfgs_dtype is None else getattr(torch, lbfgs_dtype)
-        self.adam_settings = _AdamSettings(lr, tuple(betas), schedule, warmup_steps, decay_rate, decay_steps, min_lr)
+        self.adam_settings = _AdamSettings(lr, betas, schedule, warmup_steps, decay_rate, decay_steps, min_lr)
         self.lbfgs_settings = _LBFGSSettings(lbfgs_lr, max_iter, history_size, line_search,
                                              tolerance_grad, tolerance_change, quasi_newton, lr_name="optimizer.lbfgs_lr")
 

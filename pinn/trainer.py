@@ -16,6 +16,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,6 +199,9 @@ class Trainer:
         self.max_steps, self.log_every, self.eval_every = max_steps, log_every, eval_every
         self.checkpoint_every, self.resample_every = checkpoint_every, resample_every
         self.n_test, self.image_resolution = n_test, image_resolution
+        if loss_weights is not None and not isinstance(loss_weights, Mapping):
+            raise ConfigError(f"trainer.loss_weights must map loss terms to weights, as "
+                              f"trainer.loss_weights={{boundary: 10.0}}; got {loss_weights!r}")
         self.loss_weights = dict(loss_weights or {})
         for name, w in self.loss_weights.items():
             if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < math.inf:
@@ -470,6 +474,11 @@ class Trainer:
                 "curvature pairs need fixed points. Set trainer.resample_every=0, or use optimizer=adam_lbfgs "
                 "(resampling during the Adam phase)"
             )
+        switch = getattr(optimizer, "switch_step", None)
+        if comm.is_main and switch is not None and switch >= self.max_steps:
+            log.warning("optimizer.switch_step=%d >= trainer.max_steps=%d: this run never reaches L-BFGS; raise "
+                        "trainer.max_steps (it counts Adam steps and L-BFGS steps) or use optimizer=adam",
+                        switch, self.max_steps)
         reasons = blockers(device=device, processes=comm.world, sampler=sampler, balance=balance, engine=engine)
         if self.cuda_graph is True and reasons:
             raise ConfigError(f"trainer.cuda_graph=true, but {'; and '.join(reasons)}. "
@@ -509,7 +518,7 @@ class Trainer:
                 if comm.is_main:
                     write_text_atomically(run_dir / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")
                 hparam_metrics = {f"final/{k}": metrics[k] for k in ("rel_l2", "loss", "ms_per_step") if k in metrics}
-                logger.hparams(flatten_config(config or {}), hparam_metrics)
+                logger.hparams(flatten_config(config or {}), hparam_metrics, state.step)
         finally:
             logger.close()
         return metrics
@@ -615,9 +624,11 @@ class Trainer:
         bad_params = [name for name, p in trainable.named_parameters() if not torch.isfinite(p).all()]
         if not all(math.isfinite(v) for v in values.values()) or bad_params:
             shown = ", ".join(f"{k}={v:.3e}" for k, v in values.items())
+            found = f"at step {step}" if self.log_every == 1 else \
+                f"by step {step} (checked every trainer.log_every={self.log_every} steps)"
             where = f"; non-finite parameters: {', '.join(bad_params[:4])}" if bad_params else ""
             raise TrainingDiverged(
-                f"training diverged at step {step}: {shown}{where}. "
+                f"training diverged {found}: {shown}{where}. "
                 + (f"The last good checkpoint, {checkpoint}, is kept. " if checkpoint.is_file() else
                    "No checkpoint had been written yet. ") +
                 "Try a smaller optimizer.lr, dtype=float64, or loss weights that balance the terms."

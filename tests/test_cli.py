@@ -98,6 +98,11 @@ def test_a_failed_job_does_not_stop_the_sweep(tmp_path):
     ("+trainer.loss_weights={pde: nan}", "trainer.loss_weights.pde must be a finite number >= 0; got nan"),
     ("optimizer.lbfgs_lr=0", "optimizer.lbfgs_lr must be a finite number > 0; got 0"),
     ("trainer.image_resolution=100000", "trainer.image_resolution must be from 2 to 2001"),
+    ("trainer.loss_weights=abc", "trainer.loss_weights must map loss terms to weights"),
+    ("optimizer.betas=null", "optimizer.betas must be two numbers in [0, 1), as [0.9, 0.999]; got None"),
+    ("pde.lo=abc", "Box: lo and hi must be numbers"),
+    ("optimizer.lbfgs_dtype=float16", "valid choices: null, float64"),
+    ("pde._target_=no_such_module.Thing", "pde: cannot import no_such_module.Thing (No module named 'no_such_module')"),
 ])
 def test_bad_values_end_in_one_line(override, match, tmp_path):
     result = train(f"hydra.run.dir={tmp_path}", *TINY, override)
@@ -203,6 +208,15 @@ def test_a_refused_resume_names_the_group_choice_it_was_trained_with(tmp_path):
     resumed = train(f"hydra.run.dir={tmp_path / 'b'}", *TINY, "trainer.max_steps=6", f"resume={tmp_path / 'a'}",
                     *shlex.split(restore))
     assert resumed.returncode == 0, resumed.stderr
+
+
+def test_a_sweep_refuses_one_output_dir_for_all_its_jobs(tmp_path):
+    result = train("-m", *TINY, "seed=0,1", f"output_dir={tmp_path / 'one'}", f"hydra.sweep.dir={tmp_path / 's'}")
+    assert result.returncode == 2
+    with open(tmp_path / "s" / "summary.csv") as f:
+        statuses = [r["status"] for r in csv.DictReader(f)]
+    assert len(statuses) == 2 and all("would put every job of this sweep in one folder" in s for s in statuses)
+    assert not (tmp_path / "one").exists()
 
 
 def test_a_sweep_job_that_crashes_is_listed_and_the_sweep_goes_on(tmp_path):

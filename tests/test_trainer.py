@@ -172,6 +172,12 @@ def test_checkpoint_errors_are_clear(tmp_path):
         load_checkpoint(foreign)
 
 
+def test_a_plan_that_never_reaches_lbfgs_says_so(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="pinn"):
+        fit(tmp_path, max_steps=3, plan=AdamLBFGS(lr=1e-2, switch_step=3))
+    assert "optimizer.switch_step=3 >= trainer.max_steps=3: this run never reaches L-BFGS" in caplog.text
+
+
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600)])
 def test_written_files_get_the_modes_the_umask_gives(tmp_path, umask, mode):
     # as open() would create them: readable by the group where the user's umask allows it
