@@ -83,6 +83,7 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path):
     assert list(tmp_path.iterdir()) == [target]  # no temporary file left behind
 
 
-def test_image_resolution_below_two_is_refused():
-    with pytest.raises(ConfigError, match="image_resolution must be at least 2"):
-        Trainer(image_resolution=1)
+@pytest.mark.parametrize("resolution", [1, 2002])
+def test_image_resolution_outside_its_range_is_refused(resolution):
+    with pytest.raises(ConfigError, match=f"image_resolution must be from 2 to 2001.*; got {resolution}"):
+        Trainer(image_resolution=resolution)
