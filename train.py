@@ -129,12 +129,19 @@ def _settings(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _choice_of(group: str, target: str) -> str | None:
-    """``group=name`` for the config of ``configs/<group>/`` whose ``_target_`` is ``target``."""
+def _choice_of(group: str, saved: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The config of ``configs/<group>/`` that the flat settings ``saved`` were made from: of those
+    with the saved ``_target_``, the one whose values they share most (mlp, not fourier, for an
+    MLP without Fourier features). Returns ``group=name`` and that config's flat settings."""
+    best = None
     for path in sorted((Path(__file__).parent / "configs" / group).glob("*.yaml")):
-        if OmegaConf.load(path).get("_target_") == target:
-            return f"{group}={path.stem}"
-    return None
+        flat = _settings(OmegaConf.to_container(OmegaConf.load(path)), f"{group}.")
+        if flat.get(f"{group}._target_") != saved.get(f"{group}._target_"):
+            continue
+        shared = sum(saved.get(k, object()) == v for k, v in flat.items())
+        if best is None or shared > best[0]:
+            best = (shared, f"{group}={path.stem}", flat)
+    return best[1:] if best else None
 
 
 def check_resume(cfg: DictConfig) -> None:
@@ -155,11 +162,17 @@ def check_resume(cfg: DictConfig) -> None:
         # The overrides that restore the checkpoint's values (also where a default has changed since):
         # another class in a group is another choice of it (optimizer=adam_lbfgs), and a key the
         # current choice lacks is added (++key=value).
-        switches = [choice for k in differ if k.endswith("._target_") and k in saved
-                    for choice in [_choice_of(k.split(".")[0], saved[k])] if choice]
-        switched = {choice.split("=")[0] for choice in switches}
-        restore = shlex.join([*switches, *(f"{'' if k in now else '++'}{k}={json.dumps(saved[k])}" for k in differ
-                                           if k in saved and not (k.endswith("._target_") and k.split(".")[0] in switched))])
+        choices = {k.split(".")[0]: _choice_of(k.split(".")[0], saved) for k in differ
+                   if k.endswith("._target_") and k in saved}
+        choices = {group: found for group, found in choices.items() if found}
+        restore = [choice for choice, _ in choices.values()]
+        for k in sorted(k for k in saved if k.split(".")[0] in choices or k in differ):
+            group = choices.get(k.split(".")[0])
+            if group is None:  # a group kept as it is: the keys that differ
+                restore.append(f"{'' if k in now else '++'}{k}={json.dumps(saved[k])}")
+            elif group[1].get(k, object()) != saved[k]:  # a group switched: the keys its choice sets otherwise
+                restore.append(f"++{k}={json.dumps(saved[k])}")
+        restore = shlex.join(restore)
         raise ConfigError(
             f"resume={cfg.resume} was trained with other settings ({shown}). Repeat the run's own overrides "
             f"(its .hydra/overrides.yaml){f', here {restore},' if restore else ''} and change only trainer.*, "
@@ -173,8 +186,13 @@ def check_run_folder(run_dir: Path, resume: str | None) -> None:
     checkpoint = run_dir / "checkpoints" / CHECKPOINT_NAME
     if not checkpoint.is_file():
         return
-    if resume is not None and Path(resume).resolve() in (run_dir.resolve(), checkpoint.resolve()):
-        return
+    if resume is not None:
+        source = Path(resume).resolve()
+        if source == run_dir.resolve() or run_dir.resolve() in source.parents:  # this run's own checkpoint
+            return
+    if _multirun():
+        raise ConfigError(f"the job folder {run_dir} already holds a run ({checkpoint}) of an earlier sweep; "
+                          "choose a new folder for this sweep with hydra.sweep.dir=...")
     raise ConfigError(
         f"the run folder {run_dir} already holds a run ({checkpoint}); continue that run with resume={run_dir} "
         f"hydra.run.dir={run_dir}, or train in another folder (hydra.run.dir=..., or delete this one)"
@@ -227,9 +245,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if not comm.is_main:
             log.setLevel(logging.WARNING)
     run_dir = Path(cfg.output_dir)
+    # A sweep's summary reads each job's results from the job's own folder.
     if _multirun() and run_dir.resolve() != _job_folder().resolve():
-        raise ConfigError(f"output_dir={cfg.output_dir} would put every job of this sweep in one folder; leave "
-                          "output_dir at its default and choose the sweep's folder with hydra.sweep.dir")
+        raise ConfigError(f"in a sweep every job writes to its own folder, not output_dir={cfg.output_dir}; leave "
+                          "output_dir at its default and choose the folders with hydra.sweep.dir (and "
+                          "hydra.sweep.subdir, such as 'hydra.sweep.subdir=s${seed}')")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -275,14 +295,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-def _resume_command(run_dir: Path, processes: int = 1) -> str:
+def _resume_command(run_dir: Path, processes: int = 1, per_node: int = 1) -> str:
     try:
         overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("resume=", "hydra.run.dir="))]
     except ValueError:  # not inside a Hydra run
         overrides = []
-    # A checkpoint of several processes resumes with as many (pinn.distributed).
-    launch = ["python"] if processes == 1 else ["torchrun", "--standalone", f"--nproc_per_node={processes}"]
-    return shlex.join([*launch, "train.py", *overrides, f"resume={run_dir}", f"hydra.run.dir={run_dir}"])
+    # A checkpoint of several processes resumes with as many (pinn.distributed); across several
+    # machines, with the launch options the run was started with.
+    if processes == 1:
+        launch = "python"
+    elif per_node == processes:
+        launch = f"torchrun --standalone --nproc_per_node={processes}"
+    else:
+        launch = "torchrun <the launch options the run was started with>"
+    return f"{launch} {shlex.join(['train.py', *overrides, f'resume={run_dir}', f'hydra.run.dir={run_dir}'])}"
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
@@ -297,8 +323,10 @@ def main(cfg: DictConfig) -> None:
             torch.distributed.barrier()
     except TrainingInterrupted as exc:
         processes = int(os.environ.get("WORLD_SIZE", "1"))
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", str(processes)))
         if int(os.environ.get("RANK", "0")) == 0:  # one message for the run, not one per process
-            print(f"{exc}.\nResume with: {_resume_command(Path(cfg.output_dir), processes)}", file=sys.stderr)
+            command = _resume_command(Path(cfg.output_dir), processes, per_node)
+            print(f"{exc}.\nResume with: {command}", file=sys.stderr)
         sys.exit(128 + exc.signum)
     except KeyboardInterrupt:  # Ctrl-C before training started (or pressed twice): nothing to save
         print("interrupted", file=sys.stderr)
@@ -348,15 +376,16 @@ class SweepSummary(Callback):
                 continue
             overrides = " ".join(OmegaConf.load(overrides_file))
             metrics_file, failure_file = job_dir / METRICS_NAME, job_dir / FAILURE
-            metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-            failure = failure_file.read_text().strip() if failure_file.is_file() else "no metrics.json (see its log)"
+            failed = failure_file.is_file()  # then a metrics.json beside it is an earlier sweep's, not this job's
+            metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() and not failed else {}
+            failure = failure_file.read_text().strip() if failed else "no metrics.json (see its log)"
             rows.append({
                 "job": job_dir.name,
                 "overrides": overrides,
                 "rel_l2": metrics.get("rel_l2", ""),
                 "loss": metrics.get("loss", ""),
                 "train_seconds": metrics.get("train_seconds", ""),
-                "status": "done" if metrics and not failure_file.is_file() else f"failed: {failure}",
+                "status": "done" if metrics else f"failed: {failure}",
             })
         if not rows:
             return

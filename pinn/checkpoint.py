@@ -26,7 +26,15 @@ FORMAT = "pinn-checkpoint-v1"
 
 
 def _umask() -> int:
-    """The process's file-creation mask (reading it means setting it, so it is set straight back)."""
+    """The process's file-creation mask: from Linux's /proc where it is there; elsewhere reading
+    it means setting it, so it is set straight back (a moment in which another thread's new
+    files would get 022)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

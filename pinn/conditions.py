@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from pinn.derivatives import Engine
+from pinn.models import check_pointwise
 from pinn.operators import DerivativeCarrier, grad, partial
 
 Model = Callable[[Tensor], Tensor]
@@ -35,17 +36,11 @@ def _columns(u: Tensor, components: Sequence[int] | None) -> Tensor:
 
 
 def prescribed(g: Data, x: Tensor, columns: int, what: str) -> Tensor:
-    """``g(x)``, checked to be ``(N, columns)`` or ``(N, 1)`` (one value for every column): an
-    ``(N,)`` result would broadcast against the ``(N, k)`` field into an ``(N, N)`` residual and
-    a wrong, finite loss."""
-    y = g(x)
-    if not isinstance(y, Tensor) or y.dim() != 2 or y.shape[0] != x.shape[0] or y.shape[1] not in (1, columns):
-        shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
-        raise ValueError(
-            f"the {what} data must be a function of the points (N, d) -> (N, {columns}); for {x.shape[0]} points it "
-            f"returned {shape}. Keep the column dimension: x[:, 0:1], not x[:, 0]"
-        )
-    return y
+    """``g(x)``, checked to broadcast as ``(N, columns)`` data should (:func:`check_pointwise`):
+    ``(N, columns)``, ``(N, 1)`` (one value for every column), one row for all points, or a
+    number. An ``(N,)`` result would broadcast against the ``(N, k)`` field into an ``(N, N)``
+    residual and a wrong, finite loss."""
+    return check_pointwise(f"the {what} data", g(x), x, columns)
 
 
 class Condition(ABC):

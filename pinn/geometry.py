@@ -18,10 +18,12 @@ uniformly in volume or area; CSG shapes draw in a bounding shape and keep what f
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -43,32 +45,24 @@ class Domain(ABC):
     def bounds(self) -> tuple[Tensor, Tensor]:
         """Corners ``(lo, hi)`` of a bounding box, float64 ``(d,)`` each (for plots and test grids)."""
 
+    @abstractmethod
     def signed_distance(self, x: Tensor) -> Tensor:
         """``(N,)``: distance to the boundary, negative inside, zero on it, positive outside
         (exact for the basic shapes; for CSG a bound with the same sign and zero set)."""
-        return self._signed_distance(self._checked(x))
 
     def contains(self, x: Tensor) -> Tensor:
         """Boolean ``(N,)``: which points lie in the closed domain (to a round-off tolerance)."""
-        return self._contains(self._checked(x))
+        return self.signed_distance(x) <= self.tolerance
 
-    def normal(self, x: Tensor) -> Tensor:
-        """Outward unit normals ``(N, d)`` at boundary points ``x``."""
-        return self._normal(self._checked(x))
-
-    def _checked(self, x: Tensor) -> Tensor:
-        """``x``, if it holds points of this domain's dimension (other widths would broadcast)."""
-        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.dim:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"{self} takes points of shape (N, {self.dim}); got {shape}")
-        return x
-
-    @abstractmethod
-    def _signed_distance(self, x: Tensor) -> Tensor:
-        """:meth:`signed_distance` of points already checked."""
-
-    def _contains(self, x: Tensor) -> Tensor:
-        return self._signed_distance(x) <= self.tolerance
+    def __init_subclass__(cls, **kwargs):
+        """Every shape's ``signed_distance``, ``contains`` and ``normal`` first check that the
+        points have the shape's dimension: ``(N, 1)`` points would broadcast against a 2-D
+        shape's corners or centre and answer for other points."""
+        super().__init_subclass__(**kwargs)
+        for name in ("signed_distance", "contains", "normal"):
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "checks_points", False):
+                setattr(cls, name, _checking_points(method))
 
     @property
     def tolerance(self) -> float:
@@ -102,8 +96,8 @@ class Domain(ABC):
         """Length, area (or point count in 1-D) of the boundary: how CSG shares points between parts."""
 
     @abstractmethod
-    def _normal(self, x: Tensor) -> Tensor:
-        """:meth:`normal` at points already checked."""
+    def normal(self, x: Tensor) -> Tensor:
+        """Outward unit normals ``(N, d)`` at boundary points ``x``."""
 
     def sample(self, region: str, n: int, draw: Draw) -> Tensor:
         """``n`` points of ``region`` (one of :attr:`regions`), float64, from unit points ``draw`` gives."""
@@ -123,6 +117,25 @@ class Domain(ABC):
         return Difference(self, other)
 
 
+def _number(value) -> float:
+    """``value`` as a float: a Python, NumPy or 0-d tensor number (not a bool, not text)."""
+    if isinstance(value, (bool, str, bytes)) or np.ndim(value) != 0:
+        raise TypeError(f"not a number: {value!r}")
+    return float(value)
+
+
+def _checking_points(method: Callable) -> Callable:
+    @functools.wraps(method)
+    def checked(self: Domain, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.dim:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"{self} takes points of shape (N, {self.dim}); got {shape}")
+        return method(self, x)
+
+    checked.checks_points = True
+    return checked
+
+
 class Box(Domain):
     r"""The axis-aligned box :math:`\prod_i [\mathrm{lo}_i, \mathrm{hi}_i]`.
 
@@ -133,8 +146,7 @@ class Box(Domain):
 
     def __init__(self, lo: float | Sequence[float] = -1.0, hi: float | Sequence[float] = 1.0, *, dim: int | None = None):
         try:
-            lo_list = [float(lo)] * (dim or 1) if isinstance(lo, (int, float)) else [float(v) for v in lo]
-            hi_list = [float(hi)] * (dim or 1) if isinstance(hi, (int, float)) else [float(v) for v in hi]
+            lo_list, hi_list = ([_number(c)] * (dim or 1) if np.ndim(c) == 0 else [_number(v) for v in c] for c in (lo, hi))
         except (TypeError, ValueError):
             raise ConfigError(f"Box: lo and hi must be numbers, or lists of numbers; got lo={lo!r}, hi={hi!r}") from None
         if len(lo_list) != len(hi_list):
@@ -168,11 +180,11 @@ class Box(Domain):
     def _corners(self, like: Tensor) -> tuple[Tensor, Tensor]:
         return self.lo.to(like), self.hi.to(like)
 
-    def _contains(self, x: Tensor) -> Tensor:
+    def contains(self, x: Tensor) -> Tensor:
         lo, hi = self._corners(x)
         return ((x >= lo) & (x <= hi)).all(dim=1)
 
-    def _signed_distance(self, x: Tensor) -> Tensor:
+    def signed_distance(self, x: Tensor) -> Tensor:
         lo, hi = self._corners(x)
         q = torch.maximum(lo - x, x - hi)  # per axis: > 0 outside the slab, < 0 inside
         return q.clamp(min=0).norm(dim=1) + q.max(dim=1).values.clamp(max=0)
@@ -205,7 +217,7 @@ class Box(Domain):
         x[torch.arange(n, device=unit.device), axis] = fixed
         return x
 
-    def _normal(self, x: Tensor) -> Tensor:
+    def normal(self, x: Tensor) -> Tensor:
         lo, hi = self._corners(x)
         # Distance to each of the 2d faces; the nearest face's normal (corners pick one face).
         dist = torch.cat([(x - lo).abs(), (hi - x).abs()], dim=1)  # (N, 2d): lower faces, then upper
@@ -235,12 +247,19 @@ class Ball(Domain):
     """
 
     def __init__(self, center: Sequence[float] = (0.0, 0.0), radius: float = 1.0):
-        self.center = torch.tensor([float(c) for c in center], dtype=torch.float64)
+        try:
+            self.center = torch.tensor([_number(c) for c in center], dtype=torch.float64)
+        except (TypeError, ValueError):
+            raise ConfigError(f"Ball: center must be a list of coordinates; got {center!r}") from None
         if self.center.dim() != 1 or len(self.center) < 1:
             raise ConfigError(f"Ball: center must be a list of coordinates; got {center!r}")
         if not all(math.isfinite(c) for c in self.center.tolist()):
             raise ConfigError(f"Ball: the center's coordinates must be finite; got {center!r}")
-        if not (isinstance(radius, (int, float)) and 0 < radius < math.inf):
+        try:
+            valid = 0 < _number(radius) < math.inf
+        except (TypeError, ValueError):
+            valid = False
+        if not valid:
             raise ConfigError(f"Ball: radius must be a finite number > 0; got {radius!r}")
         self.radius = float(radius)
         self.dim = len(self.center)
@@ -252,7 +271,7 @@ class Ball(Domain):
     def bounds(self) -> tuple[Tensor, Tensor]:
         return self.center - self.radius, self.center + self.radius
 
-    def _signed_distance(self, x: Tensor) -> Tensor:
+    def signed_distance(self, x: Tensor) -> Tensor:
         return (x - self.center.to(x)).norm(dim=1) - self.radius
 
     @property
@@ -285,7 +304,7 @@ class Ball(Domain):
         d = self.dim
         return 2 * math.pi ** (d / 2) / math.gamma(d / 2) * self.radius ** (d - 1)
 
-    def _normal(self, x: Tensor) -> Tensor:
+    def normal(self, x: Tensor) -> Tensor:
         offset = x - self.center.to(x)
         return offset / offset.norm(dim=1, keepdim=True)
 
@@ -310,6 +329,11 @@ class Polygon(Domain):
 
     def __init__(self, vertices: Sequence[Sequence[float]]):
         v = torch.tensor([[float(c) for c in p] for p in vertices], dtype=torch.float64)
+        if v.dim() == 2 and len(v) > 3:
+            # A vertex within round-off of the one before it (such as a closed ring's last, which
+            # repeats its first) adds an edge of no length: dropped.
+            gap = (v - v.roll(1, 0)).abs().amax(dim=1)
+            v = v[gap > 1e-12 * max(float(v.abs().max()), 1e-300)]
         if v.dim() != 2 or v.shape[1] != 2 or v.shape[0] < 3:
             raise ConfigError(f"Polygon: vertices must be a list of at least three [x, y] pairs; got {vertices!r}")
         if not torch.isfinite(v).all():
@@ -373,7 +397,7 @@ class Polygon(Domain):
         cross_x = a[:, 0] + (py - a[:, 1]) * (b[:, 0] - a[:, 0]) / (b[:, 1] - a[:, 1])
         return ((straddles & (px < cross_x)).sum(dim=1) % 2) == 1
 
-    def _signed_distance(self, x: Tensor) -> Tensor:
+    def signed_distance(self, x: Tensor) -> Tensor:
         distance = self._edge_distances(x).min(dim=1).values
         return torch.where(self._inside(x), -distance, distance)
 
@@ -408,7 +432,7 @@ class Polygon(Domain):
     def boundary_measure(self) -> float:
         return self._perimeter
 
-    def _normal(self, x: Tensor) -> Tensor:
+    def normal(self, x: Tensor) -> Tensor:
         edge = self._edges.to(x)[self._edge_distances(x).argmin(dim=1)]
         outward = torch.stack([edge[:, 1], -edge[:, 0]], dim=1)  # right of a counter-clockwise edge
         return outward / outward.norm(dim=1, keepdim=True)
@@ -421,8 +445,13 @@ def _check_simple(vertices: list[list[float]]) -> None:
     n = len(vertices)
     edges = [(vertices[i], vertices[(i + 1) % n]) for i in range(n)]
 
+    # Cross products below round-off of the outline's size count as zero (collinear).
+    size = max(max(abs(c) for p in vertices for c in p), 1e-300)
+    flat = 64 * 2.0**-52 * size * size
+
     def orientation(a, b, c) -> float:
-        return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+        o = (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+        return 0.0 if abs(o) <= flat else o
 
     def on_segment(a, b, c) -> bool:  # c, collinear with a and b, lies between them
         return min(a[0], b[0]) <= c[0] <= max(a[0], b[0]) and min(a[1], b[1]) <= c[1] <= max(a[1], b[1])
@@ -445,8 +474,9 @@ def _check_simple(vertices: list[list[float]]) -> None:
                 a, b = edges[i]
                 c, d = edges[j]
                 shared, other_i, other_j = (b, a, d) if j == i + 1 else (a, b, c)
-                if orientation(shared, other_i, other_j) == 0 and (
-                        on_segment(shared, other_i, other_j) or on_segment(shared, other_j, other_i)):
+                back = ((other_i[0] - shared[0]) * (other_j[0] - shared[0])
+                        + (other_i[1] - shared[1]) * (other_j[1] - shared[1]))  # > 0: both leave on one side
+                if orientation(shared, other_i, other_j) == 0 and back > flat:
                     raise ConfigError(f"Polygon: edges {edges[i]} and {edges[j]} overlap; the outline doubles back")
             elif meet(edges[i], edges[j]):
                 raise ConfigError(f"Polygon: edges {edges[i]} and {edges[j]} cross; the vertices must trace a simple "
@@ -576,7 +606,7 @@ class _CSG(Domain):
         """The set operation on the parts' signed distances (min, max, ...)."""
         raise NotImplementedError
 
-    def _signed_distance(self, x: Tensor) -> Tensor:
+    def signed_distance(self, x: Tensor) -> Tensor:
         """The set operation on the parts' signed distances: the right sign, and zero exactly on
         the boundary, but not the exact distance. Where both parts' boundaries meet (shapes that
         share an edge) the normals decide, as in :meth:`_keep_boundary`: an edge the operation
@@ -614,7 +644,7 @@ class Union(_CSG):
 
     keep_outside_other, keep_inside_other, keep_shared_if_same_normal = True, False, True
 
-    def _normal(self, x):
+    def normal(self, x):
         return torch.where(self._from_a(x)[:, None], self.a.normal(x), self.b.normal(x))
 
 
@@ -633,7 +663,7 @@ class Intersection(_CSG):
 
     keep_outside_other, keep_inside_other, keep_shared_if_same_normal = False, True, True
 
-    def _normal(self, x):
+    def normal(self, x):
         return torch.where(self._from_a(x)[:, None], self.a.normal(x), self.b.normal(x))
 
 
@@ -663,7 +693,7 @@ class Difference(_CSG):
             keep[shared] = from_a[shared] & ~same
         return keep
 
-    def _normal(self, x):
+    def normal(self, x):
         return torch.where(self._from_a(x)[:, None], self.a.normal(x), -self.b.normal(x))
 
 
@@ -695,7 +725,7 @@ class SpaceTime(Domain):
         lo, hi = self.space.bounds
         return torch.cat([lo, lo.new_tensor([self.t0])]), torch.cat([hi, hi.new_tensor([self.t1])])
 
-    def _signed_distance(self, x):
+    def signed_distance(self, x):
         t = x[:, -1]
         outside_time = torch.maximum(self.t0 - t, t - self.t1)
         return torch.maximum(self.space.signed_distance(x[:, :-1]), outside_time)
@@ -721,7 +751,7 @@ class SpaceTime(Domain):
     def boundary_measure(self):
         return self.space.boundary_measure * (self.t1 - self.t0)
 
-    def _normal(self, x):
+    def normal(self, x):
         return torch.cat([self.space.normal(x[:, :-1]), torch.zeros_like(x[:, -1:])], dim=1)
 
     def sample(self, region, n, draw):

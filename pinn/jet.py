@@ -340,6 +340,11 @@ class Jet(DerivativeCarrier):
             return torch.func.jvp(derivative(v), (x,), (w,))  # ∂_v f and wᵀ ∇² f v
 
         value = check_pointwise(name, f(x), x)
+        n = x.shape[0]
+        if not isinstance(value, Tensor) or value.dim() == 0 or value.shape[0] != n:  # one value for all points
+            value = torch.as_tensor(value, dtype=x.dtype, device=x.device).reshape(1, -1).expand(n, -1)
+            jac = value.new_zeros(()).expand(n, k, value.shape[1])
+            return cls(value, jac, seed.second, shared_zero_second(jac, seed.second), exact=seed.exact)
         if seed.second == "hessian":
             rows = [[pair(v, w) for w in along] for v in along]
             jac = torch.stack([rows[j][j][0] for j in range(k)], dim=1)  # (N, K, k_out)
@@ -410,6 +415,9 @@ class Jet(DerivativeCarrier):
         ``u.dtype``), so a residual reads the same under every engine."""
         if name.startswith("_") or name == "value":  # never the value's own internals (copying, pickling)
             raise AttributeError(name)
+        if name.endswith("_") or name == "data":
+            raise AttributeError(f"a {type(self).__name__} has no {name!r}: changing its value in place would leave "
+                                 "its derivatives as they were; compute a new tensor instead (u * 2, not u.mul_(2))")
         try:
             return getattr(self.value, name)
         except AttributeError:
@@ -568,10 +576,10 @@ def _transform_jets(module: OutputTransform, seed: Jet) -> tuple[Jet, Jet]:
     storage, not modified in place, the same shared directions) they are reused from the last
     call instead of recomputed at every step. In-place changes are seen through the tensor's
     version counter, which writes through ``x.data`` or a NumPy view of ``x`` do not advance:
-    copy new points in with ``x.copy_(...)``, as the trainer does. The transform keeps a reference to those points,
-    so their memory cannot be reused by other points meanwhile. Inside a CUDA graph capture or a
-    compiled loss they are always computed: a replay, or compiled code, must recompute them from
-    whatever points were copied in.
+    copy new points in with ``x.copy_(...)``, as the trainer does. The transform keeps a
+    reference to those points, so their memory cannot be reused by other points meanwhile.
+    Inside a CUDA graph capture or a compiled loss they are always computed: a replay, or
+    compiled code, must recompute them from whatever points were copied in.
     """
     if torch.compiler.is_compiling() or (seed.value.is_cuda and torch.cuda.is_current_stream_capturing()):
         return _part_jets(module, seed)

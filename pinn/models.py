@@ -396,11 +396,18 @@ class OutputTransform(nn.Module):
             check_pointwise("the hard constraint's scale", self.scale(x), x) * self.net(x)
 
 
-def check_pointwise(what: str, y: Tensor, x: Tensor) -> Tensor:
-    """``y`` itself, if it is a field of the points ``x`` ``(N, d)``: ``(N, m)``, one row per point.
-    (A ``(N,)`` result would broadcast against ``(N, 1)`` into an ``(N, N)`` one, silently.)"""
-    if not isinstance(y, Tensor) or y.dim() != 2 or y.shape[0] != x.shape[0]:
+def check_pointwise(what: str, y, x: Tensor, columns: int | None = None):
+    """``y`` itself, if it broadcasts as a field of the points ``x`` ``(N, d)`` should: one row
+    per point, ``(N, m)``, or one row for all, ``(1, m)``, or a number; with ``m`` equal to
+    ``columns`` or 1 where ``columns`` is given. (An ``(N,)`` result would broadcast against an
+    ``(N, 1)`` field into an ``(N, N)`` one, silently.)"""
+    if isinstance(y, (int, float)) and not isinstance(y, bool) or isinstance(y, Tensor) and y.dim() == 0:
+        return y
+    if not (isinstance(y, Tensor) and y.dim() == 2 and y.shape[0] in (1, x.shape[0])
+            and (columns is None or y.shape[1] in (1, columns))):
         shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
-        raise ValueError(f"{what} must return one row per point, shape ({x.shape[0]}, m), for points of shape "
-                         f"{tuple(x.shape)}; got {shape}. Keep the column dimension: x[:, 0:1], not x[:, 0]")
+        want = f"({x.shape[0]}, {columns if columns is not None else 'm'})"
+        raise ValueError(f"{what} must be a function of the points (N, d) -> (N, {columns or 'm'}); for points of "
+                         f"shape {tuple(x.shape)} it returned {shape}, not {want}. Keep the column dimension: "
+                         "x[:, 0:1], not x[:, 0]")
     return y

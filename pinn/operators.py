@@ -142,21 +142,19 @@ def _check_strategy(strategy: str) -> None:
 # --------------------------------------------------------------------------- the one primitive
 
 
-def _vjp(y: Tensor, x: Tensor, v: Tensor, *, batched: bool = False, unused: list[bool] | None = None) -> Tensor:
+def _vjp(y: Tensor, x: Tensor, v: Tensor, *, batched: bool = False) -> Tensor:
     r"""``vᵀ J_y`` with respect to ``x``, keeping the graph.
 
     ``y`` is ``(N, m)``, ``v`` is ``(N, m)`` (or ``(B, N, m)`` with ``batched=True``, a batch of
     ``B`` vectors pushed through ``vmap``); the result is shaped like ``x`` (or ``(B,) + x.shape``).
     A ``y`` that no longer depends on ``x`` (the derivative of a linear field, say) has a zero
-    derivative, which is returned as zeros rather than raised as an error; ``unused``, where
-    given, records for each call whether that happened.
+    derivative, which is returned as zeros rather than raised as an error. (Autograd cannot tell
+    that case from a field computed from ``x.detach()``, whose derivatives come out zero too.)
     """
     shape = (v.shape[0], *x.shape) if batched else x.shape
-    g = None
-    if y.requires_grad:
-        (g,) = torch.autograd.grad(y, x, v, create_graph=True, allow_unused=True, is_grads_batched=batched)
-    if unused is not None:
-        unused.append(g is None)
+    if not y.requires_grad:
+        return x.new_zeros(shape)
+    (g,) = torch.autograd.grad(y, x, v, create_graph=True, allow_unused=True, is_grads_batched=batched)
     return x.new_zeros(shape) if g is None else g
 
 
@@ -167,13 +165,6 @@ def _not_from_x(name: str) -> ValueError:
     )
 
 
-def _check_used(unused: list[bool], name: str) -> None:
-    """Raise where no component of the user's field ``name`` depended on ``x`` (a field of which
-    some components do not is fine: their derivatives are zero)."""
-    if unused and all(unused):
-        raise _not_from_x(name)
-
-
 def _first_derivatives(u: Tensor, x: Tensor, name: str) -> Tensor:
     """The gradient of the user's scalar field, failing loudly if it does not depend on ``x``."""
     (g,) = torch.autograd.grad(u, x, torch.ones_like(u), create_graph=True, allow_unused=True)
@@ -182,20 +173,19 @@ def _first_derivatives(u: Tensor, x: Tensor, name: str) -> Tensor:
     return g
 
 
-def _diagonal(v: Tensor, x: Tensor, strategy: str, unused: list[bool] | None = None) -> Tensor:
+def _diagonal(v: Tensor, x: Tensor, strategy: str) -> Tensor:
     r"""``(∂v_1/∂x_1, …, ∂v_d/∂x_d)`` per point, shape ``(N, d)``, for ``v`` of shape ``(N, d)``."""
     d = x.shape[1]
     if strategy == "loop":
         # v = e_i on the components: row i of J_v, of which we keep entry i. d passes.
-        return torch.stack([_vjp(v[:, i : i + 1], x, torch.ones_like(v[:, :1]), unused=unused)[:, i]
-                            for i in range(d)], dim=1)
+        return torch.stack([_vjp(v[:, i : i + 1], x, torch.ones_like(v[:, :1]))[:, i] for i in range(d)], dim=1)
     if strategy == "batched":
         # All d products e_iᵀ J_v in one vmapped pass; grad_outputs[i] = e_i at every point.
         eye = torch.eye(d, dtype=v.dtype, device=v.device)
-        rows = _vjp(v, x, eye[:, None, :].expand(d, v.shape[0], d), batched=True, unused=unused)  # (d, N, d)
+        rows = _vjp(v, x, eye[:, None, :].expand(d, v.shape[0], d), batched=True)  # (d, N, d)
         return torch.diagonal(rows, dim1=0, dim2=2)  # (N, d)
     # strategy == "ones": 1ᵀ J_v sums the columns of J_v, the diagonal only when J_v is diagonal.
-    return _vjp(v, x, torch.ones_like(v), unused=unused)
+    return _vjp(v, x, torch.ones_like(v))
 
 
 # --------------------------------------------------------------------------- operators
@@ -240,10 +230,7 @@ def div(v: Tensor, x: Tensor, *, strategy: str = "loop") -> Tensor:
         _carrier_check(v, x, "v", columns=True)
         return torch.diagonal(v.operator("jacobian"), dim1=1, dim2=2).sum(dim=1, keepdim=True)
     _check_field(v, x, "v", columns=x.shape[1])
-    unused: list[bool] = []
-    out = _diagonal(v, x, strategy, unused).sum(dim=1, keepdim=True)
-    _check_used(unused, "v")
-    return out
+    return _diagonal(v, x, strategy).sum(dim=1, keepdim=True)
 
 
 def laplacian(u: Tensor, x: Tensor, *, strategy: str = "loop") -> Tensor:
@@ -290,20 +277,17 @@ def jacobian(v: Tensor, x: Tensor, *, strategy: str = "loop") -> Tensor:
         _carrier_check(v, x, "v")
         return v.operator("jacobian")
     _check_field(v, x, "v")
-    unused: list[bool] = []
-    out = _rows(v, x, strategy, unused)
-    _check_used(unused, "v")
-    return out
+    return _rows(v, x, strategy)
 
 
-def _rows(v: Tensor, x: Tensor, strategy: str, unused: list[bool] | None = None) -> Tensor:
+def _rows(v: Tensor, x: Tensor, strategy: str) -> Tensor:
     """All rows ``e_kᵀ J_v`` of the Jacobian, ``(N, m, d)``."""
     m = v.shape[1]
     if strategy == "batched":
         eye = torch.eye(m, dtype=v.dtype, device=v.device)
-        rows = _vjp(v, x, eye[:, None, :].expand(m, v.shape[0], m), batched=True, unused=unused)  # (m, N, d)
+        rows = _vjp(v, x, eye[:, None, :].expand(m, v.shape[0], m), batched=True)  # (m, N, d)
         return rows.permute(1, 0, 2)
-    return torch.stack([_vjp(v[:, k : k + 1], x, torch.ones_like(v[:, :1]), unused=unused) for k in range(m)], dim=1)
+    return torch.stack([_vjp(v[:, k : k + 1], x, torch.ones_like(v[:, :1])) for k in range(m)], dim=1)
 
 
 def hessian(u: Tensor, x: Tensor, *, strategy: str = "loop") -> Tensor:

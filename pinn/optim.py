@@ -28,9 +28,11 @@ to ``lr``: the schedule's step ``s`` counts from the end of the warm-up.
 from __future__ import annotations
 
 import math
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import torch
 from torch.optim.lbfgs import _strong_wolfe  # the line search torch.optim.LBFGS uses
 
@@ -199,8 +201,8 @@ class _AdamSettings:
     def __init__(self, lr: float, betas: tuple[float, float], schedule: str = "constant", warmup_steps: int = 0,
                  decay_rate: float = 0.9, decay_steps: int = 1000, min_lr: float = 0.0):
         _check_lr(lr)
-        if (isinstance(betas, str) or not isinstance(betas, Sequence) or len(betas) != 2
-                or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
+        if (isinstance(betas, str) or not isinstance(betas, Sequence | np.ndarray) or len(betas) != 2
+                or not all(isinstance(b, numbers.Real) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
             raise ConfigError(f"optimizer.betas must be two numbers in [0, 1), as [0.9, 0.999]; "
                               f"got {list(betas) if isinstance(betas, Sequence) and not isinstance(betas, str) else betas!r}")
         check_choice("optimizer.schedule", schedule, SCHEDULES)

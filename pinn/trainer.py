@@ -9,6 +9,7 @@ test set; every ``checkpoint_every`` steps, and at the end, the whole state is s
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -518,7 +519,10 @@ class Trainer:
                 if comm.is_main:
                     write_text_atomically(run_dir / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")
                 hparam_metrics = {f"final/{k}": metrics[k] for k in ("rel_l2", "loss", "ms_per_step") if k in metrics}
-                logger.hparams(flatten_config(config or {}), hparam_metrics, state.step)
+                if "step" in inspect.signature(logger.hparams).parameters:
+                    logger.hparams(flatten_config(config or {}), hparam_metrics, step=state.step)
+                else:  # a logger written before hparams() took the step
+                    logger.hparams(flatten_config(config or {}), hparam_metrics)
         finally:
             logger.close()
         return metrics
@@ -625,7 +629,7 @@ class Trainer:
         if not all(math.isfinite(v) for v in values.values()) or bad_params:
             shown = ", ".join(f"{k}={v:.3e}" for k, v in values.items())
             found = f"at step {step}" if self.log_every == 1 else \
-                f"by step {step} (checked every trainer.log_every={self.log_every} steps)"
+                f"by step {step} (checked every trainer.log_every={self.log_every} steps and at checkpoints)"
             where = f"; non-finite parameters: {', '.join(bad_params[:4])}" if bad_params else ""
             raise TrainingDiverged(
                 f"training diverged {found}: {shown}{where}. "

@@ -197,6 +197,11 @@ def test_a_new_run_never_overwrites_another_runs_checkpoint(tmp_path):
         assert f"the run folder {tmp_path / 'a'} already holds a run" in result.stderr
         assert f"continue that run with resume={tmp_path / 'a'}" in result.stderr
     assert (tmp_path / "a" / "checkpoints" / "last.pt").read_bytes() == kept
+    # a checkpoint of the run's own folder, resumed in place, is that run
+    copy = tmp_path / "a" / "checkpoints" / "step4.pt"
+    copy.write_bytes(kept)
+    result = train(f"hydra.run.dir={tmp_path / 'a'}", *TINY, "trainer.max_steps=6", f"resume={copy}")
+    assert result.returncode == 0, result.stderr
 
 
 def test_a_refused_resume_names_the_group_choice_it_was_trained_with(tmp_path):
@@ -215,8 +220,24 @@ def test_a_sweep_refuses_one_output_dir_for_all_its_jobs(tmp_path):
     assert result.returncode == 2
     with open(tmp_path / "s" / "summary.csv") as f:
         statuses = [r["status"] for r in csv.DictReader(f)]
-    assert len(statuses) == 2 and all("would put every job of this sweep in one folder" in s for s in statuses)
+    assert len(statuses) == 2 and all("every job writes to its own folder" in s for s in statuses)
     assert not (tmp_path / "one").exists()
+    # the jobs' folders are named with hydra.sweep.subdir
+    result = train("-m", *TINY, "seed=0,1", f"hydra.sweep.dir={tmp_path / 't'}", "hydra.sweep.subdir=s${seed}")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "t" / "s0" / "metrics.json").is_file() and (tmp_path / "t" / "s1" / "metrics.json").is_file()
+
+
+def test_a_sweep_into_a_used_folder_keeps_the_earlier_runs(tmp_path):
+    assert train("-m", *TINY, "seed=0", f"hydra.sweep.dir={tmp_path}").returncode == 0
+    kept = (tmp_path / "0" / "checkpoints" / "last.pt").read_bytes()
+    result = train("-m", *TINY, "seed=1", f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 2
+    with open(tmp_path / "summary.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    assert "already holds a run" in row["status"] and "hydra.sweep.dir" in row["status"]
+    assert row["rel_l2"] == ""  # the earlier sweep's metrics.json is not this job's result
+    assert (tmp_path / "0" / "checkpoints" / "last.pt").read_bytes() == kept
 
 
 def test_a_sweep_job_that_crashes_is_listed_and_the_sweep_goes_on(tmp_path):

@@ -240,7 +240,8 @@ def test_data_without_the_column_dimension_is_refused(make):
     # (N,) data against an (N, 1) field would broadcast to an (N, N) residual, and a finite, wrong loss.
     condition, name = make(lambda x: torch.sin(x[:, 0]))
     x = torch.rand(7, 2, dtype=F64)
-    with pytest.raises(ValueError, match=rf"the {name} data must be .*\(N, 1\); for 7 points it returned \(7,\)"):
+    with pytest.raises(ValueError, match=rf"the {name} data must be .*\(N, 1\); for points of shape \(7, 2\) "
+                                         r"it returned \(7,\), not \(7, 1\)"):
         condition.residual(lambda p: col(p, 0) * col(p, 1), x, AUTOGRAD)
 
 
@@ -248,8 +249,12 @@ def test_dirichlet_data_of_one_column_applies_to_every_component():
     x = torch.rand(5, 2, dtype=F64)
     r = Dirichlet(lambda p: col(p, 0)).residual(lambda p: torch.cat([p, p], dim=1), x)
     assert r.shape == (5, 4) and torch.equal(r[:, 1:2], col(x, 1) - col(x, 0))
-    with pytest.raises(ValueError, match=r"\(N, 4\); for 5 points it returned \(5, 2\)"):
+    with pytest.raises(ValueError, match=r"\(N, 4\); for points of shape \(5, 2\) it returned \(5, 2\)"):
         Dirichlet(lambda p: p).residual(lambda p: torch.cat([p, p], dim=1), x)
+    # constants broadcast as they should: a number, a 0-d tensor, one row for every point
+    for constant in (0.5, torch.tensor(0.5, dtype=F64), torch.full((1, 4), 0.5, dtype=F64)):
+        r = Dirichlet(lambda p: constant).residual(lambda p: torch.cat([p, p], dim=1), x)
+        assert torch.equal(r, torch.cat([x, x], dim=1) - 0.5)
 
 
 def test_periodic_along_time_axis():

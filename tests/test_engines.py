@@ -146,8 +146,23 @@ def test_a_hard_constraint_part_without_its_column_dimension_is_refused(engine):
 
     # (N,) against the network's (N, 1) would broadcast to (N, N): a wrong field of the wrong shape.
     model = OutputTransform(MLP(2, 1, width=4, depth=1), lambda x: x[:, :1] * 0, lambda x: x[:, 0] * (1 - x[:, 0]))
-    with pytest.raises(ValueError, match=r"scale must return one row per point, shape \(5, m\).*got \(5,\)"):
+    with pytest.raises(ValueError, match=r"scale must be a function of the points .* it returned \(5,\), not \(5, m\)"):
         engine.evaluate(model, torch.rand(5, 2))
+
+
+@pytest.mark.parametrize("base", [0.25, torch.tensor(0.25, dtype=torch.float64),
+                                  torch.full((1, 1), 0.25, dtype=torch.float64)], ids=["number", "0-d", "one row"])
+def test_a_constant_hard_constraint_base_broadcasts_under_both_engines(base):
+    from pinn.models import OutputTransform
+
+    torch.manual_seed(0)
+    model = OutputTransform(MLP(2, 1, width=4, depth=1).double(), lambda x: base, lambda x: x[:, :1] * x[:, 1:])
+    x = torch.rand(5, 2, dtype=torch.float64)
+    results = []
+    for engine in (AutogradEngine(), ForwardEngine(second="diagonal")):
+        xe, u = engine.evaluate(model, x)
+        results.append(torch.cat([u.value if hasattr(u, "jac") else u, grad(u, xe), laplacian(u, xe)], dim=1))
+    assert results[0].shape == (5, 4) and torch.allclose(results[1], results[0], rtol=1e-12, atol=1e-14)
 
 
 def test_operators_check_a_jet_against_its_points():
@@ -181,6 +196,8 @@ def test_a_jet_answers_tensor_methods_with_its_value():
     assert torch.equal(results[0], results[1])
     with pytest.raises(AttributeError, match="has no attribute 'no_such_method'"):
         u.no_such_method()
+    with pytest.raises(AttributeError, match="changing its value in place would leave its derivatives"):
+        u.mul_(2)
 
 
 def test_asking_for_what_is_not_carried_names_the_fix():

@@ -369,7 +369,7 @@ def test_unknown_region_names_the_valid_ones(domain):
     (lambda: Polygon([[0, 0, 0], [1, 0, 0], [0, 1, 0]]), r"\[x, y\] pairs"),
     (lambda: Disk([0, 0, 0], 1.0), "two coordinates"),
     (lambda: Polygon([(0, 0), (3, 0), (3, 1), (1, 1), (2, -1), (0, 1)]), "cross; the vertices must trace a simple"),
-    (lambda: Polygon([(0, 0), (1, 0), (1, 1), (0, 0.5), (0, 0)]), r"vertex \[0.0, 0.0\] appears twice"),
+    (lambda: Polygon([(0, 0), (1, 0), (1, 1), (0, 0.5), (0, 0), (-1, 0.5)]), r"vertex \[0.0, 0.0\] appears twice"),
     (lambda: Polygon([(0, 0), (2, 0), (1, 0), (1, 1)]), "overlap; the outline doubles back"),
     (lambda: Polygon([(0, 0), (1, 0), (float("nan"), 1)]), "must be finite"),
     (lambda: Ball([0, 0, 0], 0.0), "radius must be a finite number > 0"),
@@ -393,9 +393,24 @@ def test_bad_shapes_raise_config_error(build, match):
         build()
 
 
-def test_simple_polygons_with_collinear_vertices_are_accepted():
+def test_numbers_of_every_kind_make_shapes():
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    assert Ball([0, 0], np.float32(0.5)).radius == 0.5 and Ball([0, 0], torch.tensor(2)).radius == 2.0
+    assert Ball(np.zeros(3), np.int64(1)).dim == 3
+    assert torch.equal(Box(np.float32(0), np.float32(1), dim=2).hi, torch.ones(2, dtype=torch.float64))
+    assert torch.equal(Box(OmegaConf.create([0, 0]), OmegaConf.create([1, 2])).hi, torch.tensor([1.0, 2.0],
+                                                                                             dtype=torch.float64))
+    with pytest.raises(ConfigError, match="radius must be a finite number > 0; got True"):
+        Ball([0, 0], True)
+
+
+def test_simple_polygons_with_collinear_or_repeated_end_vertices_are_accepted():
     Polygon([(0, 0), (1, 0), (2, 0), (2, 1), (0, 1)])  # a vertex in the middle of an edge
     Polygon([(0, 0), (2, 0), (2, 2), (1, 1), (0, 2)])  # a reflex corner
+    assert len(Polygon([(0, 0), (1, 0), (1, 1), (0, 1), (0, 0)]).vertices) == 4  # a closed ring
+    assert len(Polygon([(0, 0), (0.1 * 3, 0), (0.3, 0), (0.3, 1), (0, 1)]).vertices) == 4  # 0.30000000000000004
 
 
 @pytest.mark.parametrize("domain", [Box([0, 0], [1, 1]), Disk(), Polygon(L_VERTICES), csg_l(),
