@@ -119,7 +119,8 @@ class Domain(ABC):
 
 def _number(value) -> float:
     """``value`` as a float: a Python, NumPy or 0-d tensor number (not a bool, not text)."""
-    if isinstance(value, (bool, str, bytes)) or np.ndim(value) != 0:
+    if (isinstance(value, (bool, np.bool_, str, bytes)) or np.ndim(value) != 0
+            or isinstance(value, Tensor) and value.dtype == torch.bool):
         raise TypeError(f"not a number: {value!r}")
     return float(value)
 
@@ -329,17 +330,20 @@ class Polygon(Domain):
 
     def __init__(self, vertices: Sequence[Sequence[float]]):
         v = torch.tensor([[float(c) for c in p] for p in vertices], dtype=torch.float64)
-        if v.dim() == 2 and len(v) > 3:
-            # A vertex within round-off of the one before it (such as a closed ring's last, which
-            # repeats its first) adds an edge of no length: dropped.
-            gap = (v - v.roll(1, 0)).abs().amax(dim=1)
-            v = v[gap > 1e-12 * max(float(v.abs().max()), 1e-300)]
         if v.dim() != 2 or v.shape[1] != 2 or v.shape[0] < 3:
             raise ConfigError(f"Polygon: vertices must be a list of at least three [x, y] pairs; got {vertices!r}")
         if not torch.isfinite(v).all():
             raise ConfigError(f"Polygon: the vertices must be finite; got {vertices!r}")
-        area2 = (v[:, 0] * v.roll(-1, 0)[:, 1] - v.roll(-1, 0)[:, 0] * v[:, 1]).sum()
-        if area2.abs() < 1e-14:
+        # A vertex a rounding error from the one before it (such as a closed ring's last, which
+        # repeats its first) adds an edge of no length: dropped.
+        previous = v.roll(1, 0)
+        gap = (v - previous).abs().amax(dim=1)
+        v = v[gap > 4 * torch.finfo(v.dtype).eps * torch.maximum(v.abs(), previous.abs()).amax(dim=1)]
+        if len(v) < 3:
+            raise ConfigError(f"Polygon: fewer than three distinct vertices; got {vertices!r}")
+        local = v - v[0]  # the shoelace sum from the first vertex: no cancellation of large coordinates
+        area2 = (local[:, 0] * local.roll(-1, 0)[:, 1] - local.roll(-1, 0)[:, 0] * local[:, 1]).sum()
+        if area2.abs() <= 16 * len(v) * torch.finfo(v.dtype).eps * float(local.abs().max()) ** 2:
             raise ConfigError("Polygon: the vertices enclose no area")
         _check_simple(v.tolist())
         self.vertices = v if area2 > 0 else v.flip(0)  # counter-clockwise, so outward normals point right of each edge
@@ -445,13 +449,14 @@ def _check_simple(vertices: list[list[float]]) -> None:
     n = len(vertices)
     edges = [(vertices[i], vertices[(i + 1) % n]) for i in range(n)]
 
-    # Cross products below round-off of the outline's size count as zero (collinear).
-    size = max(max(abs(c) for p in vertices for c in p), 1e-300)
-    flat = 64 * 2.0**-52 * size * size
+    def rounding(a, u, v) -> float:
+        """The rounding error of products of the differences u, v taken from coordinates near a's."""
+        return 16 * 2.0**-52 * max(abs(a[0]), abs(a[1]), 1e-300) * (abs(u[0]) + abs(u[1]) + abs(v[0]) + abs(v[1]))
 
-    def orientation(a, b, c) -> float:
-        o = (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
-        return 0.0 if abs(o) <= flat else o
+    def orientation(a, b, c) -> float:  # the cross product (b - a) × (c - a); within round-off of 0: 0
+        u, v = (b[0] - a[0], b[1] - a[1]), (c[0] - a[0], c[1] - a[1])
+        o = u[0] * v[1] - u[1] * v[0]
+        return 0.0 if abs(o) <= rounding(a, u, v) else o
 
     def on_segment(a, b, c) -> bool:  # c, collinear with a and b, lies between them
         return min(a[0], b[0]) <= c[0] <= max(a[0], b[0]) and min(a[1], b[1]) <= c[1] <= max(a[1], b[1])
@@ -474,9 +479,10 @@ def _check_simple(vertices: list[list[float]]) -> None:
                 a, b = edges[i]
                 c, d = edges[j]
                 shared, other_i, other_j = (b, a, d) if j == i + 1 else (a, b, c)
-                back = ((other_i[0] - shared[0]) * (other_j[0] - shared[0])
-                        + (other_i[1] - shared[1]) * (other_j[1] - shared[1]))  # > 0: both leave on one side
-                if orientation(shared, other_i, other_j) == 0 and back > flat:
+                u = (other_i[0] - shared[0], other_i[1] - shared[1])
+                w = (other_j[0] - shared[0], other_j[1] - shared[1])
+                back = u[0] * w[0] + u[1] * w[1]  # > 0: both edges leave the shared vertex on one side
+                if orientation(shared, other_i, other_j) == 0 and back > rounding(shared, u, w):
                     raise ConfigError(f"Polygon: edges {edges[i]} and {edges[j]} overlap; the outline doubles back")
             elif meet(edges[i], edges[j]):
                 raise ConfigError(f"Polygon: edges {edges[i]} and {edges[j]} cross; the vertices must trace a simple "

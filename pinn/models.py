@@ -19,8 +19,10 @@ runs under every derivative engine.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -401,7 +403,7 @@ def check_pointwise(what: str, y, x: Tensor, columns: int | None = None):
     per point, ``(N, m)``, or one row for all, ``(1, m)``, or a number; with ``m`` equal to
     ``columns`` or 1 where ``columns`` is given. (An ``(N,)`` result would broadcast against an
     ``(N, 1)`` field into an ``(N, N)`` one, silently.)"""
-    if isinstance(y, (int, float)) and not isinstance(y, bool) or isinstance(y, Tensor) and y.dim() == 0:
+    if isinstance(y, numbers.Real) and not isinstance(y, (bool, np.bool_)) or isinstance(y, Tensor) and y.dim() == 0:
         return y
     if not (isinstance(y, Tensor) and y.dim() == 2 and y.shape[0] in (1, x.shape[0])
             and (columns is None or y.shape[1] in (1, columns))):

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -252,7 +253,7 @@ def test_dirichlet_data_of_one_column_applies_to_every_component():
     with pytest.raises(ValueError, match=r"\(N, 4\); for points of shape \(5, 2\) it returned \(5, 2\)"):
         Dirichlet(lambda p: p).residual(lambda p: torch.cat([p, p], dim=1), x)
     # constants broadcast as they should: a number, a 0-d tensor, one row for every point
-    for constant in (0.5, torch.tensor(0.5, dtype=F64), torch.full((1, 4), 0.5, dtype=F64)):
+    for constant in (0.5, np.float32(0.5), torch.tensor(0.5, dtype=F64), torch.full((1, 4), 0.5, dtype=F64)):
         r = Dirichlet(lambda p: constant).residual(lambda p: torch.cat([p, p], dim=1), x)
         assert torch.equal(r, torch.cat([x, x], dim=1) - 0.5)
 

@@ -372,6 +372,8 @@ def test_unknown_region_names_the_valid_ones(domain):
     (lambda: Polygon([(0, 0), (1, 0), (1, 1), (0, 0.5), (0, 0), (-1, 0.5)]), r"vertex \[0.0, 0.0\] appears twice"),
     (lambda: Polygon([(0, 0), (2, 0), (1, 0), (1, 1)]), "overlap; the outline doubles back"),
     (lambda: Polygon([(0, 0), (1, 0), (float("nan"), 1)]), "must be finite"),
+    (lambda: Polygon([(0, 0), (1, 0), (1, 1), (float("inf"), 1)]), "must be finite"),
+    (lambda: Polygon([(0, 0), (0, 0), (1, 0), (1, 0)]), "fewer than three distinct vertices"),
     (lambda: Ball([0, 0, 0], 0.0), "radius must be a finite number > 0"),
     (lambda: Ball([0, 0], -1.0), "radius must be a finite number > 0"),
     (lambda: Ball([0, 0], float("inf")), "radius must be a finite number > 0"),
@@ -402,8 +404,11 @@ def test_numbers_of_every_kind_make_shapes():
     assert torch.equal(Box(np.float32(0), np.float32(1), dim=2).hi, torch.ones(2, dtype=torch.float64))
     assert torch.equal(Box(OmegaConf.create([0, 0]), OmegaConf.create([1, 2])).hi, torch.tensor([1.0, 2.0],
                                                                                              dtype=torch.float64))
-    with pytest.raises(ConfigError, match="radius must be a finite number > 0; got True"):
-        Ball([0, 0], True)
+    for flag in (True, np.bool_(True)):
+        with pytest.raises(ConfigError, match="radius must be a finite number > 0; got"):
+            Ball([0, 0], flag)
+    with pytest.raises(ConfigError, match="must be numbers"):
+        Box(np.bool_(False), np.bool_(True))
 
 
 def test_simple_polygons_with_collinear_or_repeated_end_vertices_are_accepted():
@@ -411,6 +416,12 @@ def test_simple_polygons_with_collinear_or_repeated_end_vertices_are_accepted():
     Polygon([(0, 0), (2, 0), (2, 2), (1, 1), (0, 2)])  # a reflex corner
     assert len(Polygon([(0, 0), (1, 0), (1, 1), (0, 1), (0, 0)]).vertices) == 4  # a closed ring
     assert len(Polygon([(0, 0), (0.1 * 3, 0), (0.3, 0), (0.3, 1), (0, 1)]).vertices) == 4  # 0.30000000000000004
+    # far from the origin (map coordinates), thin features are not round-off
+    assert len(Polygon([(1e6, 1e6), (1e6 + 2, 1e6), (1e6 + 1, 1e6 + 1e-3), (1e6 + 1, 1e6 + 1)]).vertices) == 4
+    c = math.sqrt(0.5)  # a U with a gap of 0.001, turned by 45 degrees
+    u = [(0, 0), (3, 0), (3, 2), (2, 2), (2, 0.001), (1, 0.001), (1, 2), (0, 2)]
+    assert len(Polygon([(5e5 + c * (x - y), 5e6 + c * (x + y)) for x, y in u]).vertices) == 8
+    assert len(Polygon([(1e6, 1e6), (1e6 + 1e-7, 1e6), (1e6 + 1e-7, 1e6 + 1e-7), (1e6, 1e6 + 1e-7)]).vertices) == 4
 
 
 @pytest.mark.parametrize("domain", [Box([0, 0], [1, 1]), Disk(), Polygon(L_VERTICES), csg_l(),
