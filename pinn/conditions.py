@@ -35,7 +35,7 @@ def _columns(u: Tensor, components: Sequence[int] | None) -> Tensor:
     return u if components is None else u[:, list(components)]
 
 
-def prescribed(g: Data, x: Tensor, columns: int, what: str) -> Tensor:
+def prescribed(g: Data, x: Tensor, columns: int, what: str) -> Tensor | float:
     """``g(x)``, checked to broadcast as ``(N, columns)`` data should (:func:`check_pointwise`):
     ``(N, columns)``, ``(N, 1)`` (one value for every column), one row for all points, or a
     number. An ``(N,)`` result would broadcast against the ``(N, k)`` field into an ``(N, N)``
