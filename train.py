@@ -148,7 +148,7 @@ def check_resume(cfg: DictConfig) -> None:
     """Refuse to resume a checkpoint under settings it was not trained with. A setting added
     since the checkpoint was written matches if it is left at its default, which is how the
     code behaved before it existed."""
-    saved = _settings({k: v for k, v in load_checkpoint(cfg.resume)["config"].items() if k in RESUME_MUST_MATCH})
+    saved = _settings({k: v for k, v in load_checkpoint(cfg.resume, mmap=True)["config"].items() if k in RESUME_MUST_MATCH})
     now = _settings({k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k in RESUME_MUST_MATCH})
 
     def default(key: str) -> Any:

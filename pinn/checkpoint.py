@@ -69,8 +69,10 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return write_atomically(path, lambda f: torch.save({"format": FORMAT, **payload}, f))
 
 
-def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`; a clear error for anything else."""
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`; a clear error for anything else.
+    With ``mmap`` its tensors are mapped from the file and read only where used (for a look at
+    its config without reading, say, a dense BFGS matrix of a gigabyte)."""
     path = Path(path)
     if path.is_dir():
         candidate = path / "checkpoints" / "last.pt"
@@ -80,7 +82,7 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         # Not torch.load's own message: it suggests weights_only=False, which would run whatever
         # code a foreign file holds.

@@ -178,6 +178,16 @@ def test_a_plan_that_never_reaches_lbfgs_says_so(tmp_path, caplog):
     assert "optimizer.switch_step=3 >= trainer.max_steps=3: this run never reaches L-BFGS" in caplog.text
 
 
+def test_a_mapped_checkpoint_reads_the_same(tmp_path):
+    # train.py looks at a checkpoint's config this way before a resume, without reading its tensors
+    payload = {"step": 3, "model": {"w": torch.randn(4, 4)}, "optimizer": {"H": torch.randn(50, 50)}, "phase": "adam",
+               "generator": torch.zeros(1), "config": {"seed": 1}}
+    save_checkpoint(tmp_path / "c.pt", payload)
+    mapped, read = load_checkpoint(tmp_path / "c.pt", mmap=True), load_checkpoint(tmp_path / "c.pt")
+    assert mapped["config"] == read["config"] == {"seed": 1} and mapped["step"] == 3
+    assert torch.equal(mapped["optimizer"]["H"], read["optimizer"]["H"])
+
+
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600)])
 def test_written_files_get_the_modes_the_umask_gives(tmp_path, umask, mode):
     # as open() would create them: readable by the group where the user's umask allows it
