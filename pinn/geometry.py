@@ -284,6 +284,8 @@ class Ball(Domain):
             angle = 2 * math.pi * unit[:, :1]
             return torch.cat([torch.cos(angle), torch.sin(angle)], dim=1)
         gauss = torch.special.ndtri(unit.clamp(1e-12, 1 - 1e-12))  # (0, 1) -> standard normal
+        # Every coordinate at exactly 1/2 gives the zero vector, of no direction: the first axis then.
+        gauss[:, 0] = torch.where((gauss == 0).all(dim=1), 1.0, gauss[:, 0])
         return gauss / gauss.norm(dim=1, keepdim=True)
 
     def interior(self, unit: Tensor) -> Tensor:

@@ -395,6 +395,14 @@ def test_bad_shapes_raise_config_error(build, match):
         build()
 
 
+@pytest.mark.parametrize("dim", [1, 3])
+def test_ball_boundary_points_from_the_centre_of_the_unit_cube(dim):
+    # every unit coordinate at 1/2 has no Gaussian direction; the point still lands on the sphere
+    ball = Ball([0.0] * dim, 2.0)
+    x = ball.boundary(torch.full((1, ball.boundary_unit_dim), 0.5, dtype=torch.float64))
+    assert torch.isfinite(x).all() and torch.allclose(x.norm(dim=1), torch.tensor([2.0], dtype=torch.float64))
+
+
 def test_numbers_of_every_kind_make_shapes():
     import numpy as np
     from omegaconf import OmegaConf

@@ -243,10 +243,18 @@ def test_a_condition_without_points_is_refused(compose_config, tmp_path):
     (lambda: Heat(dim=2.0), "pde.dim must be 1 or 2"),
     (lambda: Heat(dim=True), "pde.dim must be 1 or 2"),
     (lambda: PoissonLShape(grid=2), "pde.grid must be at least 4"),
-], ids=["k nan", "k inf", "lo nan", "helmholtz k", "heat dim float", "heat dim bool", "lshape grid"])
+    (lambda: Helmholtz(k=math.sqrt(17) * math.pi), "is at resonance"),
+], ids=["k nan", "k inf", "lo nan", "helmholtz k", "heat dim float", "heat dim bool", "lshape grid", "resonance"])
 def test_bad_problem_parameters_raise_config_error(build, match):
     with pytest.raises(ConfigError, match=match):
         build()
+
+
+def test_a_hard_constraint_on_a_large_box_is_allowed():
+    # sin(k π lo) for lo = -1e5 is 3.4e-11 in floating point: a rounding error of k π lo, not data
+    assert Poisson(hard_constraint=True, lo=-1e5, hi=1e5).hard_constraint
+    with pytest.raises(ConfigError, match="needs zero boundary data"):
+        Poisson(hard_constraint=True, lo=-1e5, hi=1e5 + 0.5)
 
 
 def test_reference_sets(caplog):

@@ -40,6 +40,10 @@ class Helmholtz(PDE):
                 raise ConfigError(f"pde.{name} must be a non-zero integer (so the solution vanishes on the boundary); got {a!r}")
         if isinstance(k, bool) or not isinstance(k, (int, float)) or not math.isfinite(k):
             raise ConfigError(f"pde.k must be a finite number; got {k!r}")
+        eigenvalue = (a1**2 + a2**2) * math.pi**2
+        if abs(k**2 - eigenvalue) <= 1e-6 * eigenvalue:  # the source vanishes, and u = 0 solves the problem too
+            raise ConfigError(f"pde.k={k} is at resonance: k² = (a1² + a2²)π², where the solution is not unique; "
+                              "choose another pde.k")
         self.k, self.a1, self.a2 = float(k), a1, a2
         self.hard_constraint = check_flag("pde.hard_constraint", hard_constraint)
         self.domain = Box(-1.0, 1.0, dim=2)

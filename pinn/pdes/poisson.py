@@ -61,7 +61,9 @@ class Poisson(PDE):
         self.boundary = Dirichlet(self.exact)
         self.hard_constraint = check_flag("pde.hard_constraint", hard_constraint)
         if hard_constraint:
-            if solution != "product" or max(abs(math.sin(self.k * math.pi * c)) for c in (lo, hi)) > 1e-12:
+            # sin(kπc) vanishes for integer kc, up to the rounding of kπc (about 1e-16 |kπc|)
+            if solution != "product" or any(abs(math.sin(self.k * math.pi * c)) > 1e-12 * max(1.0, abs(self.k * c))
+                                             for c in (lo, hi)):
                 raise ConfigError(
                     "pde.hard_constraint=true needs zero boundary data: solution=product with k*lo and k*hi "
                     f"integers; got solution={solution}, k={k}, lo={lo}, hi={hi}"
