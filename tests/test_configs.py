@@ -2,6 +2,8 @@
 
 import json
 
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import CONFIGS, TINY
@@ -125,3 +127,11 @@ def test_every_model_file_lists_every_option_of_its_network(path):
     node = OmegaConf.load(path)
     options = set(inspect.signature(get_object(node._target_)).parameters) - {"in_dim", "out_dim"}
     assert options <= set(node.keys()), f"{path.name} lacks {sorted(options - set(node.keys()))}"
+
+
+def test_the_printed_resume_command_relaunches_as_many_processes():
+    run = Path("runs/x")
+    assert train._resume_command(run) == "python train.py resume=runs/x hydra.run.dir=runs/x"
+    assert train._resume_command(run, 4, 4).startswith("torchrun --standalone --nproc_per_node=4 train.py ")
+    # across machines only the run's own launch options know the nodes and the rendezvous
+    assert train._resume_command(run, 8, 4).startswith("torchrun <the launch options the run was started with> train.py ")

@@ -5,6 +5,7 @@ import os
 import signal
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -176,6 +177,35 @@ def test_a_plan_that_never_reaches_lbfgs_says_so(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="pinn"):
         fit(tmp_path, max_steps=3, plan=AdamLBFGS(lr=1e-2, switch_step=3))
     assert "optimizer.switch_step=3 >= trainer.max_steps=3: this run never reaches L-BFGS" in caplog.text
+
+
+def test_loggers_get_the_final_step_and_images_only_where_they_keep_them(tmp_path):
+    calls = []
+
+    class Recording(NullLogger):
+        takes_images = True
+
+        def image(self, tag, image, step):
+            calls.append(("image", step))
+
+        def hparams(self, hparams, metrics, step=0):
+            calls.append(("hparams", step))
+
+    class Older(NullLogger):  # written before hparams() took the step
+        def hparams(self, hparams, metrics):
+            calls.append(("older hparams", None))
+
+    drawn = []
+    for logger in (Recording(), Older()):
+        trainer = Trainer(max_steps=4, eval_every=2, log_every=2, checkpoint_every=0, n_test=50, image_resolution=8,
+                          progress=False)
+        trainer._solution_image = lambda *args: drawn.append(True) or np.zeros((2, 2, 3), dtype=np.uint8)
+        trainer.fit(pde=Poisson(dim=2), model=MLP(2, 1, width=8, depth=2), engine=AutogradEngine(),
+                    sampler=UniformSampler(n_interior=32, n_boundary=8), optimizer=Adam(),
+                    generator=torch.Generator().manual_seed(0), run_dir=tmp_path / type(logger).__name__,
+                    dtype=torch.float64, logger=logger)
+    assert calls == [("image", 2), ("image", 4), ("hparams", 4), ("older hparams", None)]
+    assert len(drawn) == 2  # drawn for the logger that keeps images only
 
 
 def test_a_mapped_checkpoint_reads_the_same(tmp_path):
