@@ -1,7 +1,6 @@
 """Every YAML in every group composes, instantiates, and trains a few steps."""
 
 import json
-
 from pathlib import Path
 
 import pytest
