@@ -225,6 +225,14 @@ def _multirun() -> bool:
         return False
 
 
+def _record_failure(reason: str) -> None:
+    """Leave a failed sweep job's one-line reason in its folder, for the sweep's summary."""
+    try:
+        write_text_atomically(_job_folder() / FAILURE, f"{reason}\n")
+    except OSError:  # the job's folder itself was the problem: the summary says to see the log
+        pass
+
+
 def _job_folder() -> Path:
     """The folder Hydra made for this job (where its .hydra/ and log are, and a sweep's summary looks)."""
     return Path(HydraConfig.get().runtime.output_dir)
@@ -338,10 +346,7 @@ def main(cfg: DictConfig) -> None:
             raise
         print(f"error: {exc}", file=sys.stderr)
         if _multirun():  # the sweep goes on; its summary lists this job as failed, and the sweep exits 2
-            try:
-                write_text_atomically(_job_folder() / FAILURE, f"{exc}\n")
-            except OSError:  # the run folder itself was the problem: the summary says to see the log
-                pass
+            _record_failure(str(exc))
             return
         sys.exit(2)
     except Exception as exc:  # noqa: BLE001 -- an unexpected failure: a traceback, and in a sweep the next job
@@ -351,10 +356,7 @@ def main(cfg: DictConfig) -> None:
         cause = exc.__cause__ if isinstance(exc, InstantiationException) and exc.__cause__ else exc  # not Hydra's wrapper
         reason = f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
         print(f"error: {reason}", file=sys.stderr)
-        try:
-            write_text_atomically(_job_folder() / FAILURE, f"{reason} (traceback in the job's log)\n")
-        except OSError:
-            pass
+        _record_failure(f"{reason} (traceback in the job's log)")
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -60,9 +60,8 @@ class Domain(ABC):
         shape's corners or centre and answer for other points."""
         super().__init_subclass__(**kwargs)
         for name in ("signed_distance", "contains", "normal"):
-            method = cls.__dict__.get(name)
-            if method is not None and not getattr(method, "checks_points", False):
-                setattr(cls, name, _checking_points(method))
+            if name in cls.__dict__:  # defined here, not inherited (and so already checked)
+                setattr(cls, name, _checking_points(cls.__dict__[name]))
 
     @property
     def tolerance(self) -> float:
@@ -133,7 +132,6 @@ def _checking_points(method: Callable) -> Callable:
             raise ValueError(f"{self} takes points of shape (N, {self.dim}); got {shape}")
         return method(self, x)
 
-    checked.checks_points = True
     return checked
 
 
@@ -257,11 +255,10 @@ class Ball(Domain):
         if not all(math.isfinite(c) for c in self.center.tolist()):
             raise ConfigError(f"Ball: the center's coordinates must be finite; got {center!r}")
         try:
-            valid = 0 < _number(radius) < math.inf
+            if not 0 < _number(radius) < math.inf:
+                raise ValueError(radius)
         except (TypeError, ValueError):
-            valid = False
-        if not valid:
-            raise ConfigError(f"Ball: radius must be a finite number > 0; got {radius!r}")
+            raise ConfigError(f"Ball: radius must be a finite number > 0; got {radius!r}") from None
         self.radius = float(radius)
         self.dim = len(self.center)
 
