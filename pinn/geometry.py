@@ -360,26 +360,28 @@ class Polygon(Domain):
         return f"Polygon({self.vertices.tolist()})"
 
     def _triangulate(self) -> Tensor:
-        """Ear clipping: repeatedly cut off a convex corner whose triangle holds no other vertex."""
-        remaining = list(range(len(self.vertices)))
+        """Ear clipping: repeatedly cut off a convex corner whose triangle holds no other vertex
+        (in NumPy: each cut tests the remaining vertices at once)."""
+        p = self.vertices.numpy()
+        remaining = np.arange(len(p))
         triangles = []
-        p = self.vertices
         while len(remaining) > 3:
-            for k in range(len(remaining)):
-                i, j, l = remaining[k - 1], remaining[k], remaining[(k + 1) % len(remaining)]
+            m = len(remaining)
+            for k in range(m):
+                i, j, l = remaining[k - 1], remaining[k], remaining[(k + 1) % m]
                 a, b, c = p[i], p[j], p[l]
                 if (b - a)[0] * (c - a)[1] - (b - a)[1] * (c - a)[0] <= 0:
                     continue  # reflex or flat corner: not an ear
-                others = p[[m for m in remaining if m not in (i, j, l)]]
-                if others.numel() and _in_triangle(others, a, b, c).any():
+                others = p[np.delete(remaining, [(k - 1) % m, k, (k + 1) % m])]
+                if len(others) and _in_triangle(others, a, b, c).any():
                     continue
-                triangles.append(torch.stack([a, b, c]))
-                del remaining[k]
+                triangles.append(np.stack([a, b, c]))
+                remaining = np.delete(remaining, k)
                 break
             else:
                 raise ConfigError("Polygon: could not triangulate; are the vertices of a simple polygon, in order?")
         triangles.append(p[remaining])
-        return torch.stack(triangles)
+        return torch.from_numpy(np.stack(triangles))
 
     @property
     def bounds(self) -> tuple[Tensor, Tensor]:
@@ -444,51 +446,77 @@ class Polygon(Domain):
 def _check_simple(vertices: list[list[float]]) -> None:
     """Raise unless the closed outline through ``vertices`` is simple: no repeated vertex, and
     no two edges that meet anywhere but at the vertex they share (a self-intersecting outline
-    has no well-defined inside, and the triangulation would cover parts of the plane twice)."""
-    n = len(vertices)
-    edges = [(vertices[i], vertices[(i + 1) % n]) for i in range(n)]
+    has no well-defined inside, and the triangulation would cover parts of the plane twice).
 
-    def rounding(a, u, v) -> float:
+    A cross product within its rounding error of zero counts as zero, so that vertices on a
+    straight line (or a rounding error off it) are collinear. The pairs are tested in NumPy,
+    and only those whose bounding boxes overlap are tested exactly: thousands of vertices
+    take a fraction of a second."""
+    positions: dict[tuple[float, float], list[int]] = {}
+    for i, vertex in enumerate(map(tuple, vertices)):
+        positions.setdefault(vertex, []).append(i)
+    for vertex, where in positions.items():  # in the order of first appearance
+        if len(where) > 1:
+            raise ConfigError(f"Polygon: vertex {list(vertex)} appears twice (vertices {where[0]} and {where[1]}, "
+                              "counting from 0); a simple polygon visits each point once")
+    p = np.asarray(vertices, dtype=np.float64)
+    n = len(p)
+    start, end = p, np.roll(p, -1, axis=0)  # edge i runs from vertex i to vertex i + 1
+
+    def rounding(a, u, v):
         """The rounding error of products of the differences u, v taken from coordinates near a's."""
-        return 16 * 2.0**-52 * max(abs(a[0]), abs(a[1]), 1e-300) * (abs(u[0]) + abs(u[1]) + abs(v[0]) + abs(v[1]))
+        scale = np.maximum(np.abs(a).max(axis=-1), 1e-300)
+        return 16 * 2.0**-52 * scale * (np.abs(u).sum(axis=-1) + np.abs(v).sum(axis=-1))
 
-    def orientation(a, b, c) -> float:  # the cross product (b - a) × (c - a); within round-off of 0: 0
-        u, v = (b[0] - a[0], b[1] - a[1]), (c[0] - a[0], c[1] - a[1])
-        o = u[0] * v[1] - u[1] * v[0]
-        return 0.0 if abs(o) <= rounding(a, u, v) else o
+    def orientation(a, b, c):
+        """The cross product (b - a) × (c - a), with those within their rounding error of 0 set to 0."""
+        u, v = b - a, c - a
+        o = u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
+        return np.where(np.abs(o) <= rounding(a, u, v), 0.0, o)
 
-    def on_segment(a, b, c) -> bool:  # c, collinear with a and b, lies between them
-        return min(a[0], b[0]) <= c[0] <= max(a[0], b[0]) and min(a[1], b[1]) <= c[1] <= max(a[1], b[1])
+    def on_segment(a, b, c):
+        """Whether c, collinear with a and b, lies between them."""
+        return ((np.minimum(a, b) <= c) & (c <= np.maximum(a, b))).all(axis=-1)
 
-    def meet(p, q) -> bool:
-        (a, b), (c, d) = p, q
+    def edge(k):
+        return f"({p[k].tolist()}, {p[(k + 1) % n].tolist()})"
+
+    # Adjacent edges share a vertex; they may not fold back onto each other: both leave the
+    # shared vertex along one line, on the same side.
+    shared, before, after = p, np.roll(p, 1, axis=0), end  # edges k - 1 and k meet at vertex k
+    u, w = before - shared, after - shared
+    back = (u * w).sum(axis=1)
+    folds = (orientation(shared, before, after) == 0) & (back > rounding(shared, u, w))
+    fold_pair = min((tuple(sorted(((k - 1) % n, k))) for k in np.flatnonzero(folds).tolist()), default=None)
+    # Other pairs (i, j), i < j, may not meet at all. Only edges whose bounding boxes overlap (a
+    # little widened, so that rounding cannot hide a pair) can meet: those are found a block of
+    # rows i at a time, which bounds the memory, and only they are tested exactly.
+    low, high = np.minimum(start, end), np.maximum(start, end)
+    margin = 2.0**-40 * max(np.abs(p).max(), 1e-300)
+    low, high = low - margin, high + margin
+    block = max(1, 2**20 // n)
+    for lo in range(0, n, block):
+        rows = np.arange(lo, min(lo + block, n))[:, None]
+        columns = np.arange(lo + 1, n)[None, :]
+        near = ((low[rows, 0] <= high[columns, 0]) & (low[columns, 0] <= high[rows, 0])
+                & (low[rows, 1] <= high[columns, 1]) & (low[columns, 1] <= high[rows, 1]))
+        near &= (columns > rows + 1) & ~((rows == 0) & (columns == n - 1))  # not the same or an adjacent edge
+        i, j = np.nonzero(near)  # in row-major order
+        i, j = rows[i, 0], columns[0, j]
+        a, b, c, d = start[i], end[i], start[j], end[j]
         o1, o2, o3, o4 = orientation(a, b, c), orientation(a, b, d), orientation(c, d, a), orientation(c, d, b)
-        if o1 * o2 < 0 and o3 * o4 < 0:
-            return True  # proper crossing
-        return ((o1 == 0 and on_segment(a, b, c)) or (o2 == 0 and on_segment(a, b, d))
-                or (o3 == 0 and on_segment(c, d, a)) or (o4 == 0 and on_segment(c, d, b)))
-
-    for i in range(n):
-        if vertices[i] in vertices[i + 1:]:
-            raise ConfigError(f"Polygon: vertex {vertices[i]} appears twice; a simple polygon visits each point once")
-    for i in range(n):
-        for j in range(i + 1, n):
-            adjacent = j == i + 1 or (i == 0 and j == n - 1)
-            if adjacent:  # they share a vertex; they may not fold back onto each other
-                a, b = edges[i]
-                c, d = edges[j]
-                shared, other_i, other_j = (b, a, d) if j == i + 1 else (a, b, c)
-                u = (other_i[0] - shared[0], other_i[1] - shared[1])
-                w = (other_j[0] - shared[0], other_j[1] - shared[1])
-                back = u[0] * w[0] + u[1] * w[1]  # > 0: both edges leave the shared vertex on one side
-                if orientation(shared, other_i, other_j) == 0 and back > rounding(shared, u, w):
-                    raise ConfigError(f"Polygon: edges {edges[i]} and {edges[j]} overlap; the outline doubles back")
-            elif meet(edges[i], edges[j]):
-                raise ConfigError(f"Polygon: edges {edges[i]} and {edges[j]} cross; the vertices must trace a simple "
-                                  "polygon (no self-intersections), in order around it")
+        meet = (((o1 * o2 < 0) & (o3 * o4 < 0)) | ((o1 == 0) & on_segment(a, b, c)) | ((o2 == 0) & on_segment(a, b, d))
+                | ((o3 == 0) & on_segment(c, d, a)) | ((o4 == 0) & on_segment(c, d, b)))
+        crossing = (int(i[np.argmax(meet)]), int(j[np.argmax(meet)])) if meet.any() else None
+        if fold_pair is not None and fold_pair[0] < lo + len(rows) and (crossing is None or fold_pair <= crossing):
+            raise ConfigError(f"Polygon: edges {edge(fold_pair[0])} and {edge(fold_pair[1])} overlap; the outline "
+                              "doubles back")
+        if crossing is not None:
+            raise ConfigError(f"Polygon: edges {edge(crossing[0])} and {edge(crossing[1])} cross; the vertices must "
+                              "trace a simple polygon (no self-intersections), in order around it")
 
 
-def _in_triangle(p: Tensor, a: Tensor, b: Tensor, c: Tensor) -> Tensor:
+def _in_triangle(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     """Which points ``p`` ``(N, 2)`` lie in the closed triangle ``abc``."""
     def side(u, v):
         return (v - u)[0] * (p[:, 1] - u[1]) - (v - u)[1] * (p[:, 0] - u[0])

@@ -5,6 +5,7 @@ fractions, boundary measures); all points come from explicitly seeded generators
 """
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import pytest
@@ -417,6 +418,37 @@ def test_numbers_of_every_kind_make_shapes():
             Ball([0, 0], flag)
     with pytest.raises(ConfigError, match="must be numbers"):
         Box(np.bool_(False), np.bool_(True))
+
+
+def _regular(n: int) -> list[list[float]]:
+    return [[math.cos(2 * math.pi * k / n), math.sin(2 * math.pi * k / n)] for k in range(n)]
+
+
+def _edge(v: list[list[float]], k: int) -> str:
+    return re.escape(str((v[k], v[(k + 1) % len(v)])))
+
+
+def test_large_polygons_are_checked_in_full_and_the_first_bad_pair_is_named():
+    n = 3000  # the edges are tested a block of a few hundred at a time
+    assert len(Polygon(_regular(n)).vertices) == n
+    for k in (10, 2500):  # two vertices swapped: edges k - 1 and k + 1 cross
+        v = _regular(n)
+        v[k], v[k + 1] = v[k + 1], v[k]
+        with pytest.raises(ConfigError, match=f"edges {_edge(v, k - 1)} and {_edge(v, k + 1)} cross"):
+            Polygon(v)
+
+    def doubled_back(v, m):  # after vertex m + 1, back to the middle of edge m: edges m and m + 1 overlap
+        middle = [(a + b) / 2 for a, b in zip(v[m], v[m + 1])]
+        return v[:m + 2] + [middle] + v[m + 2:]
+    folded_early = doubled_back(_regular(n), 100)
+    folded_early[2500], folded_early[2501] = folded_early[2501], folded_early[2500]
+    with pytest.raises(ConfigError, match=f"edges {_edge(folded_early, 100)} and {_edge(folded_early, 101)} overlap"):
+        Polygon(folded_early)
+    crossed_early = _regular(n)
+    crossed_early[10], crossed_early[11] = crossed_early[11], crossed_early[10]
+    crossed_early = doubled_back(crossed_early, 2500)
+    with pytest.raises(ConfigError, match=f"edges {_edge(crossed_early, 9)} and {_edge(crossed_early, 11)} cross"):
+        Polygon(crossed_early)
 
 
 def test_simple_polygons_with_collinear_or_repeated_end_vertices_are_accepted():
