@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ from hydra.types import RunMode
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from pinn.checkpoint import CheckpointError, load_checkpoint, write_text_atomically
+from pinn.checkpoint import CheckpointError, load_checkpoint, write_atomically, write_text_atomically
 from pinn.distributed import TORCH_STREAM, init_from_env, local_rank, rank_seed
 from pinn.errors import ConfigError, PreflightError, check_choice, check_flag
 from pinn.preflight import preflight
@@ -238,6 +239,63 @@ def _job_folder() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+class RunRecord(Callback):
+    """Lets a launch refused before training leave its run folder as it found it.
+
+    Hydra writes each launch's configuration into the run folder's ``.hydra/`` before train.py
+    starts. A launch refused there (a resume under other settings, a folder that holds another
+    run) would replace the record of the run in that folder, whose overrides the refusal tells
+    you to repeat, or leave behind a new folder that holds nothing but its own record. This
+    notes, before Hydra writes, what the folder held; :func:`restore_run_folder` puts it back.
+    (Single runs only: a sweep's job folders are made without a callback in between. Under
+    torchrun the first process looks after the folder.)"""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _before_launch.clear()
+        if int(os.environ.get("RANK", "0")) != 0:
+            return
+        folder = Path(config.hydra.run.dir).absolute()
+        record = None if config.hydra.output_subdir is None else folder / config.hydra.output_subdir
+        created = None  # the outermost folder that this launch creates
+        if not folder.exists():
+            created = folder
+            while not created.parent.exists():
+                created = created.parent
+        kept = {path: path.read_bytes() for path in record.glob("*.yaml")} if record and record.is_dir() else {}
+        logs = set(folder.glob("*.log"))
+        _before_launch.update(folder=folder, record=record, created=created, kept=kept, logs=logs)
+
+
+#: What the run folder held before Hydra wrote this launch's record (RunRecord), until training starts.
+_before_launch: dict[str, Any] = {}
+
+
+def restore_run_folder() -> None:
+    """Undo what Hydra wrote for a launch refused before training (see :class:`RunRecord`): a
+    folder it created goes, if it holds only Hydra's record and log; in a folder that was there,
+    the record is put back as it was (or removed, where there was none, with a new, empty log)."""
+    if not _before_launch:
+        return
+    folder, record, created, kept, logs = (_before_launch[k] for k in ("folder", "record", "created", "kept", "logs"))
+    _before_launch.clear()
+    hydra_files = set(record.glob("*.yaml")) if record and record.is_dir() else set()
+    if created is not None:
+        found = {p for p in created.rglob("*") if p.is_file()}
+        # .hydra/*.yaml and Hydra's log file (train.log) in the run folder; nothing else
+        if all(p in hydra_files or (p.parent == folder and p.suffix == ".log") for p in found):
+            shutil.rmtree(created, ignore_errors=True)
+        return
+    for path in hydra_files - kept.keys():
+        path.unlink(missing_ok=True)
+    for path, content in kept.items():
+        write_atomically(path, lambda f, content=content: f.write(content))
+    if record and record.is_dir() and not any(record.iterdir()):
+        record.rmdir()
+    for log_file in set(folder.glob("*.log")) - logs:  # Hydra's log file, new and empty
+        if log_file.stat().st_size == 0:
+            log_file.unlink()
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Build everything from a composed config and train; return the final metrics."""
     device, dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
@@ -292,6 +350,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     logger = _build(cfg.logger, "logger", log_dir=str(run_dir))
     log.info("training %s with %s on %s (%s), %d parameters; run folder %s",
              pde, type(model).__name__, device, cfg.dtype, sum(p.numel() for p in model.parameters()), run_dir)
+    _before_launch.clear()  # from here on the folder holds this run: a failure keeps its record
     metrics = trainer.fit(
         pde=pde, model=model, engine=engine, sampler=sampler, optimizer=optimizer, generator=generator,
         run_dir=run_dir, device=device, dtype=dtype, logger=logger,
@@ -337,11 +396,13 @@ def main(cfg: DictConfig) -> None:
             print(f"{exc}.\nResume with: {command}", file=sys.stderr)
         sys.exit(128 + exc.signum)
     except KeyboardInterrupt:  # Ctrl-C before training started (or pressed twice): nothing to save
+        restore_run_folder()  # where training has not started
         print("interrupted", file=sys.stderr)
         sys.exit(128 + signal.SIGINT)
     except (ConfigError, PreflightError, CheckpointError, TrainingDiverged) as exc:
         # A user error or a failed check: one line that says what and how to fix it.
         # HYDRA_FULL_ERROR=1 shows the traceback as well.
+        restore_run_folder()  # where training has not started
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"error: {exc}", file=sys.stderr)
@@ -409,4 +470,7 @@ class SweepSummary(Callback):
 
 
 if __name__ == "__main__":
+    # Hydra builds the callbacks by importing ``train``: let that be this module, not a second
+    # copy of it with globals of its own (RunRecord's notes are read here, in main).
+    sys.modules.setdefault("train", sys.modules[__name__])
     main()

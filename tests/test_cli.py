@@ -204,6 +204,32 @@ def test_a_new_run_never_overwrites_another_runs_checkpoint(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+def test_a_refused_launch_leaves_its_run_folder_as_it_found_it(tmp_path):
+    run = tmp_path / "run"
+    assert train(f"hydra.run.dir={run}", *TINY, "optimizer=adam").returncode == 0
+    record = {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()}
+    log = (run / "train.log").read_bytes()
+    # in place, under other settings: the run's .hydra/ (its overrides, which the message points to) is kept
+    result = train(f"hydra.run.dir={run}", *TINY, f"resume={run}")
+    assert result.returncode == 2 and "trained with other settings" in result.stderr
+    assert {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()} == record
+    assert (run / "train.log").read_bytes() == log
+    # a new run into the folder: refused, the same
+    result = train(f"hydra.run.dir={run}", *TINY, "optimizer=adam", "trainer.max_steps=6")
+    assert result.returncode == 2 and "already holds a run" in result.stderr
+    assert {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()} == record
+    # a folder the launch made (and the folders above it) are removed; one that was there stays, empty
+    result = train(f"hydra.run.dir={tmp_path / 'new' / 'deeper'}", *TINY, f"resume={run}")
+    assert result.returncode == 2 and not (tmp_path / "new").exists()
+    (tmp_path / "empty").mkdir()
+    result = train(f"hydra.run.dir={tmp_path / 'empty'}", *TINY, "model.width=-1")
+    assert result.returncode == 2 and list((tmp_path / "empty").iterdir()) == []
+    # a resume that is accepted records its own launch
+    result = train(f"hydra.run.dir={run}", *TINY, "optimizer=adam", "trainer.max_steps=6", f"resume={run}")
+    assert result.returncode == 0, result.stderr
+    assert "trainer.max_steps=6" in (run / ".hydra" / "overrides.yaml").read_text()
+
+
 def test_a_refused_resume_names_the_group_choice_it_was_trained_with(tmp_path):
     assert train(f"hydra.run.dir={tmp_path / 'a'}", *TINY, "optimizer=adam").returncode == 0
     result = train(f"hydra.run.dir={tmp_path / 'b'}", *TINY, f"resume={tmp_path / 'a'}")  # adam_lbfgs, the default
