@@ -598,6 +598,13 @@ def _transform_jets(module: OutputTransform, seed: Jet) -> tuple[Jet, Jet]:
     return scale, base
 
 
+def _check_components(scale: Jet, base: Jet, outputs: int, x: Tensor) -> None:
+    """A hard constraint's base and scale have one component, or as many as the network has
+    outputs (as :class:`~pinn.models.OutputTransform` checks under autograd)."""
+    check_pointwise("the hard constraint's base", base.value, x, outputs)
+    check_pointwise("the hard constraint's scale", scale.value, x, outputs)
+
+
 def propagate(module: nn.Module, jet: Jet, *, triton: bool = False) -> Jet:
     """Push ``jet`` through ``module`` (see :func:`check_supported` for what is supported).
 
@@ -616,7 +623,9 @@ def propagate(module: nn.Module, jet: Jet, *, triton: bool = False) -> Jet:
             raise ConfigError("a hard constraint (OutputTransform) must wrap the whole network: the forward engine "
                               "applies its base and scale to the points, not to a layer's output")
         inner = propagate(module.net, jet, triton=triton)
-        return inner.shifted_product(*_transform_jets(module, jet))
+        scale, base = _transform_jets(module, jet)
+        _check_components(scale, base, inner.value.shape[1], jet.value)
+        return inner.shifted_product(scale, base)
     if isinstance(module, nn.Sequential):
         layers, i = list(module), 0
         while i < len(layers):
@@ -776,14 +785,7 @@ def gram_laplacian_of_transform(module: OutputTransform, layers: list[nn.Module]
     # s and N broadcast as in u = b + s N: one component of either scales every component of
     # the other, and k components of both pair up one by one.
     k, m = slope.shape[1:]
-    if k == 1:
-        slope = slope[:, 0, :]
-    elif m == 1:
-        slope = slope[:, :, 0]
-    elif k == m:
-        slope = torch.diagonal(slope, dim1=1, dim2=2)
-    else:
-        raise ConfigError(f"a hard constraint's scale has {k} components and its network {m} outputs; "
-                          "give the scale one component or as many as the network has outputs")
+    _check_components(scale, base, m, x)
+    slope = slope[:, 0, :] if k == 1 else torch.diagonal(slope, dim1=1, dim2=2)  # k == m
     u = base.value + scale.value * value
     return GramLaplacian(u, base.sec + scale.value * lap + 2 * slope + value * scale.sec)

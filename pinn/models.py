@@ -394,8 +394,10 @@ class OutputTransform(nn.Module):
         self.net, self.base, self.scale = net, base, scale
 
     def forward(self, x: Tensor) -> Tensor:
-        return check_pointwise("the hard constraint's base", self.base(x), x) + \
-            check_pointwise("the hard constraint's scale", self.scale(x), x) * self.net(x)
+        out = self.net(x)
+        outputs = out.shape[1]  # b and s have as many components, or one for all
+        return (check_pointwise("the hard constraint's base", self.base(x), x, outputs)
+                + check_pointwise("the hard constraint's scale", self.scale(x), x, outputs) * out)
 
 
 def check_pointwise(what: str, y, x: Tensor, columns: int | None = None):
@@ -409,7 +411,10 @@ def check_pointwise(what: str, y, x: Tensor, columns: int | None = None):
             and (columns is None or y.shape[1] in (1, columns))):
         shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
         want = f"({x.shape[0]}, {columns if columns is not None else 'm'})"
+        if isinstance(y, Tensor) and y.dim() == 2 and y.shape[0] in (1, x.shape[0]):  # rows right, columns not
+            hint = f"give it {columns} column(s), or one for all"
+        else:
+            hint = "keep the column dimension: x[:, 0:1], not x[:, 0]"
         raise ValueError(f"{what} must be a function of the points (N, d) -> (N, {columns or 'm'}); for points of "
-                         f"shape {tuple(x.shape)} it returned {shape}, not {want}. Keep the column dimension: "
-                         "x[:, 0:1], not x[:, 0]")
+                         f"shape {tuple(x.shape)} it returned {shape}, not {want}; {hint}")
     return y

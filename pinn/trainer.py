@@ -513,8 +513,12 @@ class Trainer:
         try:  # a run that diverges or fails still writes out everything logged up to then
             # A signal after the last step's checkpoint lets the run finish: its metrics take seconds.
             with _StopOnSignal() as stop:
+                trained = state.step < self.max_steps
                 self._loop(pde, model, engine, sampler, optimizer, generator, device, dtype, logger, config,
                            state, test_x, test_exact, ckpt_path, stop)
+                if not trained and comm.any(comm.is_main and not ckpt_path.is_file()):
+                    # resumed at its last step into another folder: the metrics there come with their checkpoint
+                    self._checkpoint(ckpt_path, model, pde, generator, state, config)
                 metrics = self._final_metrics(pde, model, engine, state, test_x, test_exact, device)
                 if comm.is_main:
                     write_text_atomically(run_dir / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")

@@ -185,6 +185,14 @@ def test_resume_past_max_steps_is_refused_and_at_max_steps_finishes(tmp_path):
     assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
     again = json.loads((tmp_path / "metrics.json").read_text())
     assert again["steps"] == 4 and again["rel_l2"] == metrics["rel_l2"] and again["loss"] == metrics["loss"]
+    # into another folder: its metrics come with the checkpoint they describe, which evaluate.py reads
+    other = tmp_path / "other"
+    result = train(f"hydra.run.dir={other}", *TINY, f"resume={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    source, copy = (torch.load(p / "checkpoints" / "last.pt", weights_only=True) for p in (tmp_path, other))
+    assert copy["step"] == 4 and all(torch.equal(copy["model"][k], v) for k, v in source["model"].items())
+    assert torch.equal(copy["generator"], source["generator"]) and torch.equal(copy["torch"], source["torch"])
+    assert json.loads((other / "metrics.json").read_text())["rel_l2"] == metrics["rel_l2"]
 
 
 def test_a_new_run_never_overwrites_another_runs_checkpoint(tmp_path):

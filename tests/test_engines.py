@@ -146,7 +146,7 @@ def test_a_hard_constraint_part_without_its_column_dimension_is_refused(engine):
 
     # (N,) against the network's (N, 1) would broadcast to (N, N): a wrong field of the wrong shape.
     model = OutputTransform(MLP(2, 1, width=4, depth=1), lambda x: x[:, :1] * 0, lambda x: x[:, 0] * (1 - x[:, 0]))
-    with pytest.raises(ValueError, match=r"scale must be a function of the points .* it returned \(5,\), not \(5, m\)"):
+    with pytest.raises(ValueError, match=r"scale must be a function of the points .* it returned \(5,\), not \(5, [1m]\); keep the column"):
         engine.evaluate(model, torch.rand(5, 2))
 
 
@@ -638,24 +638,15 @@ def _transform(kind: str):
     two_scales = lambda x: torch.cat([ball(x), vanishing_on_box(x, lo, hi)], dim=1)  # noqa: E731
     net = {"base-two-outputs": lambda: MLP(d, 2, width=6, depth=2, activation="tanh"),
            "two-scales-two-outputs": lambda: MLP(d, 2, width=6, depth=2, activation="silu"),
-           "two-scales-one-output": lambda: MLP(d, 1, width=6, depth=2, activation="softplus"),
            "ends-with-activation": lambda: nn.Sequential(nn.Linear(d, 5), nn.Tanh(), nn.Linear(5, 2), nn.Tanh()),
            "one-linear-layer": lambda: nn.Linear(d, 2),
            "factorized": lambda: MLP(d, 2, width=6, depth=2, activation="sin", factorize=True)}[kind]()
     scale = two_scales if kind.startswith("two-scales") else ball
-    return d, OutputTransform(net, base if kind != "two-scales-one-output" else ZeroValuesOf(2), scale)
-
-
-class ZeroValuesOf:  # a plain function (no jet): zeros of a given width
-    def __init__(self, m):
-        self.m = m
-
-    def __call__(self, x):
-        return torch.zeros(x.shape[0], self.m, dtype=x.dtype)
+    return d, OutputTransform(net, base, scale)
 
 
 @pytest.mark.parametrize("kind", ["ball", "box", "helmholtz", "base-two-outputs", "two-scales-two-outputs",
-                                  "two-scales-one-output", "ends-with-activation", "one-linear-layer", "factorized"])
+                                  "ends-with-activation", "one-linear-layer", "factorized"])
 def test_gram_laplacian_inside_a_hard_constraint_agrees_with_autograd(kind):
     # Δ(b + sN) = Δb + sΔN + 2∇s·∇N + NΔs, with ∇s·∇N carried along the chain as one more direction.
     from pinn.jet import GramLaplacian
@@ -679,13 +670,27 @@ def test_gram_laplacian_inside_a_hard_constraint_agrees_with_autograd(kind):
         assert close(b, a)
 
 
-def test_gram_inside_a_hard_constraint_refuses_mismatched_components():
+@pytest.mark.parametrize("engine", [AutogradEngine(), ForwardEngine(), ForwardEngine(gram=True),
+                                    StochasticEngine(samples=2)], ids=repr)
+def test_a_hard_constraint_keeps_the_networks_number_of_outputs(engine):
+    # b and s have one component or as many as the network's outputs; more would silently turn
+    # a scalar field into a vector one (b or s written with every coordinate, say)
     from pinn.models import OutputTransform
 
-    model = OutputTransform(MLP(3, 2, width=4, depth=1), lambda x: torch.zeros(x.shape[0], 3),
-                            lambda x: torch.ones(x.shape[0], 3))
-    with pytest.raises(ConfigError, match="scale has 3 components and its network 2 outputs"):
-        ForwardEngine(gram=True).evaluate(model, torch.randn(5, 3))
+    x = torch.randn(5, 3)
+    one = lambda x: torch.ones(x.shape[0], 1)  # noqa: E731
+    three = lambda x: x * (1 - x)  # noqa: E731  (N, 3)
+    for net, base, scale, what in [(MLP(3, 2, width=4, depth=1), three, one, "base"),
+                                   (MLP(3, 2, width=4, depth=1), one, three, "scale"),
+                                   (MLP(3, 1, width=4, depth=1), one, three, "scale"),
+                                   (MLP(3, 1, width=4, depth=1), three, one, "base")]:
+        model = OutputTransform(net, base, scale)
+        m = net.net[-1].out_features
+        with pytest.raises(ValueError, match=rf"hard constraint's {what} must be a function of the points \(N, d\) -> "
+                                             rf"\(N, {m}\); .* returned \(5, 3\), not \(5, {m}\); give it {m} column"):
+            engine.evaluate(model, x)
+    for net in (MLP(3, 1, width=4, depth=1), MLP(3, 2, width=4, depth=1)):  # one component for all outputs: fine
+        assert engine.evaluate(OutputTransform(net, one, lambda x: x[:, :1]), x)[1].shape == (5, net.net[-1].out_features)
 
 
 def test_gram_auto_carries_gram_matrices_where_they_are_cheaper():
