@@ -62,15 +62,21 @@ def evaluate(run: str | Path, device: str = "auto") -> dict:
                       loss_weights=cfg.trainer.get("loss_weights"))  # the total as it was trained
     test_x, test_exact = trainer.test_set(pde, device_)
     metrics = trainer.evaluate(pde, model, test_x, test_exact)
-    points = {k: v.to(device=device_, dtype=dtype) for k, v in payload["points"].items()}
-    if "loss" in cfg:  # the loss as it was trained: weights, causal and self-adaptive weighting
-        trainer.balance = train._build(cfg.loss, "loss")
-        trainer.balance.load(payload.get("balance", {}), device_)
-        trainer.balance.to(dtype=dtype)  # as the trainer does: weights in the network's dtype
     engine = train._build(cfg.derivatives, "derivatives")
     engine.check_pde(pde)
-    total, terms = trainer.losses(pde, model, engine, points)
-    metrics.update(loss=total.item(), **{f"loss_{k}": v.item() for k, v in terms.items()}, step=int(payload["step"]))
+    # The loss as training reported it: each process's on its own points (and, for self-adaptive
+    # weighting, with its own point weights), averaged over the processes.
+    values = []
+    for rank in payload.get("ranks") or [payload]:
+        if "loss" in cfg:  # the loss as it was trained: weights, causal and self-adaptive weighting
+            trainer.balance = train._build(cfg.loss, "loss")
+            trainer.balance.load(rank.get("balance", payload.get("balance", {})), device_)
+            trainer.balance.to(dtype=dtype)  # as the trainer does: weights in the network's dtype
+        points = {k: v.to(device=device_, dtype=dtype) for k, v in rank["points"].items()}
+        total, terms = trainer.losses(pde, model, engine, points)
+        values.append(torch.stack([total.detach(), *(v.detach() for v in terms.values())]))
+    total, *terms_ = torch.stack(values).mean(dim=0).tolist()
+    metrics.update(loss=total, **{f"loss_{k}": v for k, v in zip(terms, terms_)}, step=int(payload["step"]))
 
     folder = output_folder(Path(run))
     write_text_atomically(folder / "evaluation.json", json.dumps(metrics, indent=2) + "\n")

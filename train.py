@@ -200,14 +200,18 @@ def check_run_folder(run_dir: Path, resume: str | None) -> None:
     )
 
 
-def rank_share(sampler_cfg: DictConfig, comm) -> dict[str, int]:
-    """Each rank's equal share of the collocation points (equal shares make the averaged
-    gradient exactly the gradient over all points)."""
+def rank_share(sampler_cfg: DictConfig, comm, point_sets=("interior", "boundary", "initial")) -> dict[str, int]:
+    """Each rank's equal share of the collocation points of the sets the problem uses (equal
+    shares make the averaged gradient exactly the gradient over all points), and of an adaptive
+    sampler's candidates and added points, so that a run's point budget does not depend on how
+    many processes share it."""
     if not comm.active:
         return {}
     share = {}
-    for key in ("n_interior", "n_boundary", "n_initial"):
-        n = sampler_cfg[key]
+    for key in [f"n_{name}" for name in point_sets] + ["n_candidates", "n_add"]:
+        n = sampler_cfg.get(key)
+        if not isinstance(n, int) or isinstance(n, bool):  # absent, or refused by the sampler itself
+            continue
         if n % comm.world:
             raise ConfigError(f"sampler.{key}={n} does not split evenly over {comm.world} processes; "
                               f"use a multiple of {comm.world}")
@@ -311,6 +315,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if not comm.is_main:
             log.setLevel(logging.WARNING)
     run_dir = Path(cfg.output_dir)
+    if comm.active and len(folders := set(comm.gather(str(run_dir.absolute())))) > 1:
+        # each process names its folder by its own start time: a second apart, two folders
+        raise ConfigError(f"the processes of this run chose different run folders ({', '.join(sorted(folders))}); "
+                          "give them one with hydra.run.dir=...")
     # A sweep's summary reads each job's results from the job's own folder.
     if _multirun() and run_dir.resolve() != _job_folder().resolve():
         raise ConfigError(f"in a sweep every job writes to its own folder, not output_dir={cfg.output_dir}; leave "
@@ -329,7 +337,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     pde, model = build_problem(cfg)
     engine = _build(cfg.derivatives, "derivatives")
-    sampler = _build(cfg.sampler, "sampler", **rank_share(cfg.sampler, comm))
+    sampler = _build(cfg.sampler, "sampler", **rank_share(cfg.sampler, comm, pde.point_sets))
     optimizer = _build(cfg.optimizer, "optimizer")
     trainer = _build(cfg.trainer, "trainer")
     balance = _build(cfg.loss, "loss")

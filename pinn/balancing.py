@@ -5,9 +5,12 @@ magnitude (an equation with large derivatives against a boundary condition), and
 gradient wins. ``loss.weighting`` chooses the weights :math:`\lambda_k`:
 
 * ``fixed``: :math:`\lambda_k = 1` (multiplied, like every scheme, by ``trainer.loss_weights``).
-* ``grad_norm``: learning-rate annealing (Wang, Teng & Perdikaris 2021, as in jaxpi): every
-  ``update_every`` steps :math:`\hat\lambda_k = \sum_j \|\nabla_\theta L_j\| / \|\nabla_\theta L_k\|`,
+* ``grad_norm``: learning-rate annealing (Wang, Teng & Perdikaris 2021, in the form of Wang et
+  al.'s 2023 guide): every ``update_every`` steps
+  :math:`\hat\lambda_k = \sum_j \|\nabla_\theta L_j\| / \|\nabla_\theta L_k\|`,
   smoothed as :math:`\lambda_k \leftarrow \alpha \lambda_k + (1-\alpha)\hat\lambda_k` (``momentum`` α).
+  (jaxpi's code divides the mean of the norms instead of their sum, which makes every weight
+  smaller by the number of terms.)
 * ``ntk``: the trace of each term's neural tangent kernel (Wang, Yu & Perdikaris 2022):
   :math:`\hat\lambda_k = \sum_j \bar K_j / \bar K_k` with
   :math:`\bar K_k = \frac{1}{n}\sum_i \sum_c \|\nabla_\theta r_{k,c}(x_i)\|^2` estimated on
@@ -210,11 +213,19 @@ class LossBalance(nn.Module):
     def due(self, step: int) -> bool:
         return self.weighting in ("grad_norm", "ntk") and step % self.update_every == 0
 
-    def update(self, terms: dict[str, Tensor], params: list[nn.Parameter], residuals_fn) -> None:
+    def update(self, terms: dict[str, Tensor], params: list[nn.Parameter], residuals_fn,
+               average=lambda values: values) -> bool:
         """New smoothed weights from the current terms (``grad_norm``) or from pointwise residuals
-        on a few points per term (``ntk``; ``residuals_fn()`` gives them with their graph)."""
+        on a few points per term (``ntk``; ``residuals_fn()`` gives them with their graph).
+
+        In a data-parallel run ``average`` is the mean over the processes: of each term's
+        gradient before its norm is taken (the norm of the whole run's gradient, not a mean of
+        each process's norms), and of each term's kernel trace (the mean over every process's
+        points). Where a size is not finite (the loss or the parameters have diverged) the
+        weights are left as they are, rather than turned into NaN for good; returns whether
+        they were updated."""
         if self.weighting == "grad_norm":
-            sizes = [self._grad_norm(v, params) for v in terms.values()]
+            sizes = [self._grad_norm(v, params, average) for v in terms.values()]
         else:
             residuals = residuals_fn()
             sizes = []
@@ -223,18 +234,24 @@ class LossBalance(nn.Module):
                 picked = torch.linspace(0, len(r) - 1, min(self.ntk_points, len(r))).long().tolist()
                 trace = sum(self._grad_norm(r[i, c], params) ** 2 for i in picked for c in range(r.shape[1]))
                 sizes.append(trace / len(picked))
+            sizes = average(torch.tensor(sizes, dtype=torch.float64, device=self.term_weights.device)).tolist()
+        if not all(math.isfinite(s) for s in sizes):
+            return False
         total = sum(sizes)
         current = self.term_weights.tolist()
         target = torch.tensor([total / s if s > 0 else w for s, w in zip(sizes, current)],
                               dtype=torch.float64, device=self.term_weights.device)
         self.term_weights.mul_(self.momentum).add_((1 - self.momentum) * target)  # in place: a CUDA graph reads it
+        return True
 
     @staticmethod
-    def _grad_norm(value: Tensor, params: list[nn.Parameter]) -> float:
+    def _grad_norm(value: Tensor, params: list[nn.Parameter], average=lambda values: values) -> float:
+        """The norm of ``value``'s gradient (``average``: of its mean over the processes), in float64."""
         if not value.requires_grad:  # depends on no parameter
             return 0.0
         grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
-        return math.sqrt(sum(float(g.square().sum()) for g in grads if g is not None))
+        parts = [g.reshape(-1).double() for g in grads if g is not None]
+        return float(average(torch.cat(parts)).norm()) if parts else 0.0
 
     def ascend(self) -> None:
         """One gradient-ascent step of the self-adaptive point weights (their gradients are those

@@ -138,6 +138,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _on_cpu(state):
+    """``state`` (nested dicts, lists and tuples) with its tensors copied to the CPU, to be sent
+    between processes (a GPU tensor would arrive on the sender's device)."""
+    if isinstance(state, Tensor):
+        return state.detach().cpu()
+    if isinstance(state, dict):
+        return {k: _on_cpu(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_on_cpu(v) for v in state)
+    return state
+
+
 def _rng_state(generator: torch.Generator) -> dict[str, Any]:
     state = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -269,8 +281,8 @@ class Trainer:
         params = [p for p in trainable.parameters() if p.requires_grad]
         few = {k: v[torch.linspace(0, len(v) - 1, min(self.balance.ntk_points, len(v))).long()]  # for ntk
                for k, v in state.points.items()}
-        self.balance.update(terms, params, lambda: pde.residuals(model, few, engine))
-        self.balance.term_weights.copy_(self._comm.average(self.balance.term_weights))  # the same on every rank
+        self.balance.update(terms, params, lambda: pde.residuals(model, few, engine), average=self._comm.average)
+        self.balance.term_weights.copy_(self._comm.average(self.balance.term_weights))  # the same on every rank, exactly
 
     def _adam_step(self, pde, model, engine, state: _State, trainable: nn.Module) -> Tensor:
         """Loss, backward pass and Adam update; returns the total and the terms in one tensor,
@@ -361,8 +373,12 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def _checkpoint(self, path: Path, model, pde, generator, state: _State, config) -> None:
-        # Each rank's own point stream: its generator, random state and current points.
-        ranks = self._comm.gather({**_rng_state(generator), "points": {k: v.detach().cpu() for k, v in state.points.items()}})
+        # Each rank's own point stream: its generator, random state and current points; with
+        # several ranks also its loss weights (self-adaptive ones belong to its own points).
+        mine = {**_rng_state(generator), "points": {k: v.detach().cpu() for k, v in state.points.items()}}
+        if self._comm.active:
+            mine["balance"] = _on_cpu(self.balance.state_dict())
+        ranks = self._comm.gather(mine)
         if not self._comm.is_main:
             return
         save_checkpoint(path, {
@@ -371,7 +387,7 @@ class Trainer:
             "phase": state.phase,
             "model": model.state_dict(),
             "pde": pde.state_dict(),
-            "balance": self.balance.state_dict(),
+            "balance": self.balance.state_dict(),  # rank 0's
             "dtype": str(state.dtype).removeprefix("torch."),
             "lbfgs_evaluations": state.lbfgs_evaluations,
             "optimizer": state.optimizer.state_dict() if state.optimizer is not None else {},
@@ -389,10 +405,16 @@ class Trainer:
         pde.to(dtype=dtype)
         state.dtype = dtype
         state.lbfgs_evaluations = int(payload.get("lbfgs_evaluations", 0))
+        ranks = payload.get("ranks") or [payload]
+        if len(ranks) != self._comm.world:
+            raise ConfigError(
+                f"checkpoint {path} was written by {len(ranks)} process(es); resume it with as many, not {self._comm.world}"
+            )
+        mine = ranks[self._comm.rank]
         try:
             model.load_state_dict(payload["model"])
             pde.load_state_dict(payload.get("pde", {}))
-            self.balance.load(payload.get("balance", {}), device)
+            self.balance.load(mine.get("balance", payload.get("balance", {})), device)
         except RuntimeError as exc:
             raise ConfigError(f"checkpoint {path} does not fit this model (different width, depth or PDE?): {exc}") from exc
         trainable = nn.ModuleDict({"model": model, "pde": pde})
@@ -400,12 +422,6 @@ class Trainer:
         if state.phase is not None:
             state.optimizer = plan.build(state.phase, trainable.parameters())
             state.optimizer.load_state_dict(payload["optimizer"])
-        ranks = payload.get("ranks") or [payload]
-        if len(ranks) != self._comm.world:
-            raise ConfigError(
-                f"checkpoint {path} was written by {len(ranks)} process(es); resume it with as many, not {self._comm.world}"
-            )
-        mine = ranks[self._comm.rank]
         state.points = {k: v.to(device=device, dtype=dtype) for k, v in mine["points"].items()}
         state.clocks = {k: _PhaseClock(int(s), float(t)) for k, (s, t) in payload.get("clocks", {}).items()}
         state.rel_l2 = float(payload.get("rel_l2", float("nan")))

@@ -6,9 +6,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 from conftest import ROOT, TINY
-from ddp_worker import gradients, union_points
+from ddp_worker import gradients, grad_norm_weights, union_points
 
 from pinn.distributed import POINTS_STREAM, TORCH_STREAM, Communicator, rank_seed
 
@@ -29,6 +30,9 @@ def test_averaged_gradient_equals_the_gradient_over_the_union(tmp_path):
     for g0, g1, g in zip(*ranks, single):
         assert torch.equal(g0, g1)  # every rank steps identically
         assert (g0 - g).abs().max().item() <= 1e-14 * (1 + g.abs().max().item())
+    # grad_norm's weights: from the norms of the averaged terms' gradients, as in one process
+    weights = [torch.load(tmp_path / f"grads.weights.rank{r}", weights_only=True) for r in range(2)]
+    assert weights[0] == weights[1] and weights[0] == pytest.approx(grad_norm_weights(points), rel=1e-12)
 
 
 def test_two_processes_train_and_rank_0_writes(tmp_path):
@@ -71,3 +75,48 @@ def test_uneven_split_is_refused(tmp_path):
     result = torchrun("train.py", *TINY, "sampler.n_interior=33", f"hydra.run.dir={tmp_path}")
     assert result.returncode != 0
     assert "sampler.n_interior=33 does not split evenly over 2 processes" in result.stderr
+
+
+def test_self_adaptive_weights_resume_exactly_and_evaluate_repeats_the_reported_loss(tmp_path):
+    # each process's point weights belong to its own points: every process keeps its own
+    common = [*TINY, "optimizer=adam", "loss.weighting=self_adaptive", "dtype=float64", "logger=none"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert torchrun("train.py", *common, "trainer.max_steps=6", f"hydra.run.dir={full}").returncode == 0
+    assert torchrun("train.py", *common, "trainer.max_steps=3", f"hydra.run.dir={part}").returncode == 0
+    resumed = torchrun("train.py", *common, "trainer.max_steps=6", f"resume={part}", f"hydra.run.dir={part}")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = (torch.load(run / "checkpoints" / "last.pt", weights_only=True) for run in (full, part))
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    weights = [r["balance"]["point_weights.pde"] for r in a["ranks"]]
+    assert not torch.equal(*weights)  # two processes' own weights
+    # evaluate.py repeats the loss training reported: each process's, on its own points, averaged
+    evaluated = subprocess.run([sys.executable, "evaluate.py", f"run={full}"], cwd=ROOT, capture_output=True, text=True,
+                               timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr
+    reported, again = (json.loads((full / name).read_text()) for name in ("metrics.json", "evaluation.json"))
+    for key in ("loss", "loss_pde", "loss_boundary"):
+        assert abs(again[key] - reported[key]) <= 1e-12 * abs(reported[key]), key
+
+
+def test_each_rank_gets_an_equal_share_of_the_sets_the_problem_uses():
+    from omegaconf import OmegaConf
+
+    import train
+
+    three = Communicator(rank=1, world=3)
+    cfg = OmegaConf.create({"n_interior": 63, "n_boundary": 15, "n_initial": 400})
+    assert train.rank_share(cfg, three, ("interior", "boundary")) == {"n_interior": 21, "n_boundary": 5}
+    with pytest.raises(train.ConfigError, match="sampler.n_initial=400 does not split evenly over 3 processes"):
+        train.rank_share(cfg, three, ("interior", "boundary", "initial"))
+    # an adaptive sampler's candidates and added points are the run's totals too
+    rar = OmegaConf.create({"n_interior": 64, "n_boundary": 16, "n_candidates": 2000, "n_add": 10})
+    assert train.rank_share(rar, Communicator(rank=0, world=2), ("interior", "boundary")) == {
+        "n_interior": 32, "n_boundary": 8, "n_candidates": 1000, "n_add": 5}
+    assert train.rank_share(rar, Communicator(), ("interior",)) == {}
+
+
+def test_ranks_that_chose_different_run_folders_are_refused(tmp_path):
+    result = torchrun("train.py", *TINY, f"hydra.run.dir={tmp_path / 'h'}", f"output_dir={tmp_path}/r${{oc.env:RANK}}")
+    assert result.returncode != 0
+    assert "the processes of this run chose different run folders" in result.stderr
+    assert not list(tmp_path.glob("r*/checkpoints"))

@@ -337,6 +337,18 @@ def test_a_term_of_size_zero_keeps_its_weight(float64):
     assert weights["constant"] == 1.0 and all(math.isfinite(w) for w in weights.values())
 
 
+def test_a_non_finite_gradient_norm_leaves_the_weights_as_they_were(float64):
+    pde, model, points, params = _terms_and_params()
+    balance = LossBalance(weighting="grad_norm", momentum=0.5)
+    terms = pde.losses(model, points, AutogradEngine())
+    balance.combine(terms, {})
+    assert balance.update(terms, params, None)
+    before = balance.weights()
+    terms["pde"] = terms["pde"] * torch.tensor(float("nan"), dtype=torch.float64)  # a diverged term
+    assert not balance.update(terms, params, None)
+    assert balance.weights() == before  # not NaN for good
+
+
 def test_weights_are_logged_and_checkpointed(tmp_path):
     logger = Recorder()
     balance = LossBalance(weighting="grad_norm", update_every=2)
