@@ -54,14 +54,21 @@ def _exact_checks(device: torch.device, dtype: torch.dtype) -> list[tuple[str, f
 def _model_checks(model: Callable[[Tensor], Tensor], in_dim: int, device, dtype,
                   n_points: int) -> list[tuple[str, float, float]]:
     """(name, largest error, tolerance): the Laplacian of the user's network by the reverse-mode
-    operators against an independent computation: the forward-mode engine where the network is
-    made of layers it supports (milliseconds), otherwise the trace of ``torch.func.hessian``
-    (whose first use in a process costs about a second of set-up); and, for a chain of linear
-    layers and activations, against its Laplacian from Gram matrices too."""
+    operators against independent computations.
+
+    For a network the forward engine supports, against the engine as it trains (milliseconds):
+    its ``laplacian`` mode along the coordinate axes (the forward engine) and along the axes
+    permuted and signed (the stochastic engine's path with random directions; along ``±e_i``
+    its estimate is exact), its ``diagonal`` mode, and the parameters' gradient of a random
+    combination of the Laplacians, through the engine's own backward rules, against double
+    backward. For a chain of linear layers and activations, against its Laplacian from Gram
+    matrices too. Otherwise against the trace of ``torch.func.hessian`` (whose first use in a
+    process costs about a second of set-up)."""
     gen = torch.Generator().manual_seed(0)
     x = (2 * torch.rand(n_points, in_dim, generator=gen, dtype=torch.float64) - 1).to(device=device, dtype=dtype)
     xg = x.clone().requires_grad_(True)
-    ours = laplacian(model(xg), xg).detach()  # (n, m)
+    ours = laplacian(model(xg), xg)  # (n, m), with its graph to the parameters
+    eps = torch.finfo(dtype).eps
     try:
         check_supported(model)
     except ConfigError:
@@ -70,15 +77,37 @@ def _model_checks(model: Callable[[Tensor], Tensor], in_dim: int, device, dtype,
 
         hess = torch.func.vmap(torch.func.hessian(point_output))(x)  # (n, m, d, d)
         second = torch.diagonal(hess, dim1=-2, dim2=-1)  # (n, m, d)
-        name = "laplacian(model) == trace(torch.func.hessian(model))"
-    else:
-        jet = propagate(model, Jet.seed(x, "diagonal"))
-        second = jet.sec.transpose(1, 2)  # (n, m, d)
-        name = "laplacian(model): reverse mode == forward mode"
-    reference = second.sum(-1).detach()
+        scale = second.abs().sum(-1).max().item() + 1.0
+        error = (ours.detach() - second.sum(-1).detach()).abs().max().item()
+        return [("laplacian(model) == trace(torch.func.hessian(model))", error, 1000 * eps * scale)]
+
+    # Directions e_π(i) with random signs: Σ_k v_kᵀ H v_k is the trace of H, exactly.
+    signs = 2.0 * torch.randint(0, 2, (in_dim, 1), generator=gen, dtype=torch.float64) - 1
+    signed_axes = (torch.eye(in_dim, dtype=torch.float64)[torch.randperm(in_dim, generator=gen)] * signs).to(x)
+    diagonal = propagate(model, Jet.seed(x, "diagonal"))
+    second = diagonal.sec.transpose(1, 2)  # (n, m, d)
     scale = second.abs().sum(-1).max().item() + 1.0
-    tolerance = 1000 * torch.finfo(dtype).eps * scale
-    checks = [(name, (ours - reference).abs().max().item(), tolerance)]
+    tolerance = 1000 * eps * scale
+    forward = propagate(model, Jet.seed(x, "laplacian"))
+    along_signed = propagate(model, Jet.seed(x, "laplacian", directions=signed_axes))
+    checks = [(name, (ours - lap).abs().max().item(), tolerance) for name, lap in [
+        ("laplacian(model): reverse mode == forward mode", forward.sec),
+        ("laplacian(model): reverse mode == forward mode [diagonal]", second.sum(-1)),
+        ("laplacian(model): reverse mode == forward mode along signed axes [stochastic]", along_signed.sec),
+    ]]
+    params = [p for p in model.parameters() if p.requires_grad]
+    if params:
+        weights = torch.randn(ours.shape, generator=gen, dtype=torch.float64).to(ours)
+        double_backward = torch.autograd.grad((ours * weights).sum(), params, allow_unused=True)
+        engine = torch.autograd.grad((forward.sec * weights).sum(), params, allow_unused=True)
+        pairs = [(a, b) for a, b in zip(engine, double_backward) if a is not None or b is not None]
+        if any(a is None or b is None for a, b in pairs):
+            error, size = float("inf"), 1.0  # a parameter with a gradient on one side only
+        else:
+            error = max(((a - b).abs().max().item() for a, b in pairs), default=0.0)
+            size = max((b.abs().max().item() for _, b in pairs), default=0.0) + 1.0
+        checks.append(("parameters' gradient of laplacian(model): double backward == forward engine", error,
+                       1000 * eps * size))
     layers = linear_chain(model)
     if layers is not None:
         gram = gram_laplacian(layers, x).operator("laplacian").detach()
@@ -153,6 +182,16 @@ def preflight(device: torch.device | str, dtype: torch.dtype, *, model: Callable
             f"operator pre-flight check failed on {device} in {str(dtype).removeprefix('torch.')}: " + "; ".join(failures)
             + ". Training would use wrong derivatives. "
             + ("Set derivatives.triton=false to train without the fused kernels, " if kernels else "")
-            + "Try dtype=float64 or device=cpu, or set preflight=false to train anyway."
+            + _what_to_try(device, dtype)
         )
     return report
+
+
+def _what_to_try(device: torch.device, dtype: torch.dtype) -> str:
+    """The settings that might pass where these did not; on the CPU in float64, none: a bug."""
+    other = [setting for setting, differs in (("dtype=float64", dtype != torch.float64),
+                                              ("device=cpu", device.type != "cpu")) if differs]
+    if other:
+        return f"Try {' or '.join(other)}, or set preflight=false to train anyway."
+    return ("On the CPU in float64 this is a bug in pinn or in this PyTorch build: please report it "
+            "(preflight=false trains anyway).")

@@ -61,3 +61,49 @@ def test_preflight_catches_a_wrong_gram_laplacian(monkeypatch):
     monkeypatch.setattr(pinn.preflight, "gram_laplacian", off_by_one)
     with pytest.raises(PreflightError, match=r"reverse mode == Gram matrices: error 1.0.*> tolerance"):
         preflight("cpu", torch.float64, model=MLP(2, 1, width=8, depth=2).double(), in_dim=2)
+
+
+def _patch_activation(monkeypatch, *, curvature: float = 1.0, input_gradient: float = 1.0):
+    """The forward engine's activation rule made wrong: its summed second derivative scaled by
+    ``curvature`` (the laplacian mode only), or its backward rule's input gradient by ``input_gradient``."""
+    import pinn.jet as jet
+
+    forward, backward = jet._Activate.forward, jet._Activate.backward
+
+    def wrong_forward(ctx, h, jac, sec, module, rule, summed):
+        value, first, second = forward(ctx, h, jac, sec, module, rule, summed)
+        return value, first, second * curvature if summed else second
+
+    def wrong_backward(ctx, *grads):
+        out = backward(ctx, *grads)
+        return (None if out[0] is None else input_gradient * out[0], *out[1:])
+
+    monkeypatch.setattr(jet._Activate, "forward", staticmethod(wrong_forward))
+    monkeypatch.setattr(jet._Activate, "backward",
+                        staticmethod(torch.autograd.function.once_differentiable(wrong_backward)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_preflight_checks_the_forward_engine_as_it_trains(monkeypatch, dtype):
+    model = MLP(2, 1, width=8, depth=2).to(dtype)
+    report = preflight("cpu", dtype, model=model, in_dim=2)
+    assert {"laplacian(model): reverse mode == forward mode [diagonal]",
+            "laplacian(model): reverse mode == forward mode along signed axes [stochastic]",
+            "parameters' gradient of laplacian(model): double backward == forward engine"} <= report.keys()
+    # the laplacian mode's own curvature rule, 1 % off: the forward and stochastic engines' path
+    with monkeypatch.context() as patch:
+        _patch_activation(patch, curvature=1.01)
+        with pytest.raises(PreflightError, match=r"reverse mode == forward mode: error .*"
+                                                 r"reverse mode == forward mode along signed axes \[stochastic\]"):
+            preflight("cpu", dtype, model=model, in_dim=2)
+    # the engine's backward rule, by which training takes the parameters' gradients
+    with monkeypatch.context() as patch:
+        _patch_activation(patch, input_gradient=2.0)
+        with pytest.raises(PreflightError, match=r"parameters' gradient of laplacian\(model\): double backward == "
+                                                 r"forward engine: error .* > tolerance") as refused:
+            preflight("cpu", dtype, model=model, in_dim=2)
+    # what to try: another dtype or device where there is one; on the CPU in float64, a bug to report
+    if dtype == torch.float32:
+        assert "Try dtype=float64, or set preflight=false" in str(refused.value)
+    else:
+        assert "On the CPU in float64 this is a bug" in str(refused.value) and "Try " not in str(refused.value)
