@@ -22,7 +22,10 @@ from torch import Tensor
 from pinn import fused
 from pinn.errors import ConfigError, PreflightError
 from pinn.jet import Jet, check_supported, gram_laplacian, linear_chain, propagate
-from pinn.operators import STRATEGIES, grad, laplacian, partial
+from pinn.operators import STRATEGIES, grad, hessian, laplacian, partial
+
+#: inputs up to which the pre-flight check also compares the forward engine's full Hessians
+MAX_HESSIAN_DIM = 16
 
 
 def _exact_checks(device: torch.device, dtype: torch.dtype) -> list[tuple[str, float]]:
@@ -59,15 +62,17 @@ def _model_checks(model: Callable[[Tensor], Tensor], in_dim: int, device, dtype,
     For a network the forward engine supports, against the engine as it trains (milliseconds):
     its ``laplacian`` mode along the coordinate axes (the forward engine) and along the axes
     permuted and signed (the stochastic engine's path with random directions; along ``±e_i``
-    its estimate is exact), its ``diagonal`` mode, and the parameters' gradient of a random
-    combination of the Laplacians, through the engine's own backward rules, against double
-    backward. For a chain of linear layers and activations, against its Laplacian from Gram
+    its estimate is exact), its ``diagonal`` mode, its ``hessian`` mode (every mixed partial,
+    against the reverse-mode Hessian, up to ``MAX_HESSIAN_DIM`` inputs), and the parameters'
+    gradient of a random combination of the Laplacians, through the engine's own backward
+    rules, against double backward. For a chain of linear layers and activations, against its Laplacian from Gram
     matrices too. Otherwise against the trace of ``torch.func.hessian`` (whose first use in a
     process costs about a second of set-up)."""
     gen = torch.Generator().manual_seed(0)
     x = (2 * torch.rand(n_points, in_dim, generator=gen, dtype=torch.float64) - 1).to(device=device, dtype=dtype)
     xg = x.clone().requires_grad_(True)
-    ours = laplacian(model(xg), xg)  # (n, m), with its graph to the parameters
+    out = model(xg)
+    ours = laplacian(out, xg)  # (n, m), with its graph to the parameters
     eps = torch.finfo(dtype).eps
     try:
         check_supported(model)
@@ -95,6 +100,12 @@ def _model_checks(model: Callable[[Tensor], Tensor], in_dim: int, device, dtype,
         ("laplacian(model): reverse mode == forward mode [diagonal]", second.sum(-1)),
         ("laplacian(model): reverse mode == forward mode along signed axes [stochastic]", along_signed.sec),
     ]]
+    if in_dim <= MAX_HESSIAN_DIM:  # the hessian mode (mixed partials), d² numbers per point and unit
+        hessian_jet = propagate(model, Jet.seed(x, "hessian")).sec  # (n, d, d, m)
+        reverse = torch.stack([hessian(out[:, j:j + 1], xg) for j in range(out.shape[1])], dim=-1)
+        size = reverse.abs().sum(dim=(1, 2)).max().item() + 1.0
+        checks.append(("hessian(model): reverse mode == forward mode [hessian]",
+                       (reverse - hessian_jet).abs().max().item(), 1000 * eps * size))
     params = [p for p in model.parameters() if p.requires_grad]
     if params:
         weights = torch.randn(ours.shape, generator=gen, dtype=torch.float64).to(ours)

@@ -63,9 +63,10 @@ def test_preflight_catches_a_wrong_gram_laplacian(monkeypatch):
         preflight("cpu", torch.float64, model=MLP(2, 1, width=8, depth=2).double(), in_dim=2)
 
 
-def _patch_activation(monkeypatch, *, curvature: float = 1.0, input_gradient: float = 1.0):
+def _patch_activation(monkeypatch, *, curvature: float = 1.0, mixed: float = 1.0, input_gradient: float = 1.0):
     """The forward engine's activation rule made wrong: its summed second derivative scaled by
-    ``curvature`` (the laplacian mode only), or its backward rule's input gradient by ``input_gradient``."""
+    ``curvature`` (the laplacian mode only), its full Hessian by ``mixed`` (the hessian mode
+    only), or its backward rule's input gradient by ``input_gradient``."""
     import pinn.jet as jet
 
     forward, backward = jet._Activate.forward, jet._Activate.backward
@@ -73,6 +74,14 @@ def _patch_activation(monkeypatch, *, curvature: float = 1.0, input_gradient: fl
     def wrong_forward(ctx, h, jac, sec, module, rule, summed):
         value, first, second = forward(ctx, h, jac, sec, module, rule, summed)
         return value, first, second * curvature if summed else second
+
+    activate = jet.Jet.activate  # the hessian mode's activation step
+
+    def wrong_activate(self, d0, d1, d2):
+        out = activate(self, d0, d1, d2)
+        return jet.Jet(out.value, out.jac, out.second, out.sec * mixed, exact=out.exact) if out.second == "hessian" else out
+
+    monkeypatch.setattr(jet.Jet, "activate", wrong_activate)
 
     def wrong_backward(ctx, *grads):
         out = backward(ctx, *grads)
@@ -95,6 +104,12 @@ def test_preflight_checks_the_forward_engine_as_it_trains(monkeypatch, dtype):
         _patch_activation(patch, curvature=1.01)
         with pytest.raises(PreflightError, match=r"reverse mode == forward mode: error .*"
                                                  r"reverse mode == forward mode along signed axes \[stochastic\]"):
+            preflight("cpu", dtype, model=model, in_dim=2)
+    # the hessian mode's rule, 1 % off (the mixed partials some PDEs read)
+    with monkeypatch.context() as patch:
+        _patch_activation(patch, mixed=1.01)
+        with pytest.raises(PreflightError, match=r"^[^;]*hessian\(model\): reverse mode == forward mode \[hessian\]: "
+                                                 r"error .* > tolerance [^;]*$"):
             preflight("cpu", dtype, model=model, in_dim=2)
     # the engine's backward rule, by which training takes the parameters' gradients
     with monkeypatch.context() as patch:
