@@ -74,9 +74,10 @@ def evaluate(run: str | Path, device: str = "auto") -> dict:
             trainer.balance.to(dtype=dtype)  # as the trainer does: weights in the network's dtype
         points = {k: v.to(device=device_, dtype=dtype) for k, v in rank["points"].items()}
         total, terms = trainer.losses(pde, model, engine, points)
-        values.append(torch.stack([total.detach(), *(v.detach() for v in terms.values())]))
-    total, *terms_ = torch.stack(values).mean(dim=0).tolist()
-    metrics.update(loss=total, **{f"loss_{k}": v for k, v in zip(terms, terms_)}, step=int(payload["step"]))
+        values.append(trainer.reported(total, terms))
+    total, *rest = torch.stack(values).mean(dim=0).tolist()
+    metrics.update(loss=total, **{f"loss_{k}": v for k, v in zip(terms, rest)},
+                   **{f"mse_{k}": v for k, v in zip(terms, rest[len(terms):])}, step=int(payload["step"]))
 
     folder = output_folder(Path(run))
     write_text_atomically(folder / "evaluation.json", json.dumps(metrics, indent=2) + "\n")

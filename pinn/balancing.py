@@ -38,7 +38,10 @@ up to λ (near an unstable state; for Allen–Cahn's reaction :math:`5u - 5u^3` 
 so the loss charges early residuals what they cost at the end. The causal weights are computed
 from the unweighted residuals, so ``causal_tolerance`` keeps its meaning.
 
-The weights are logged under ``weights/`` (and ``causal/min_weight``) in TensorBoard.
+The weights are logged under ``weights/`` (and ``causal/min_weight``) in TensorBoard. Where a
+scheme weights points or times (self-adaptive, causal, growth), ``loss/<term>`` is the weighted
+term the optimizer sees, and ``mse/<term>`` the plain mean squared residual, comparable between
+runs (``mse_<term>`` in ``metrics.json``, where it is always given).
 """
 
 from __future__ import annotations
@@ -136,6 +139,8 @@ class LossBalance(nn.Module):
         for name, r in residuals.items():
             # (N,): the residual's components add up
             square = r.square().sum(dim=1) if independent is None else (r * independent[name]).sum(dim=1)
+            # the plain mean square, for comparing runs: the terms below carry this scheme's weights
+            self.logs[f"mse/{name}"] = square.detach().mean() / r.shape[1]
             if self.weighting == "self_adaptive" and r.shape[0] > 1:
                 if name not in self.point_weights:
                     self.point_weights[name] = nn.Parameter(torch.ones(r.shape[0], dtype=r.dtype, device=r.device))

@@ -248,6 +248,14 @@ class Trainer:
             )
         return balance.combine(terms, self.loss_weights), terms
 
+    def reported(self, total: Tensor, terms: dict[str, Tensor]) -> Tensor:
+        """``[total, *terms, *mean squares]`` of one loss evaluation, detached, in one tensor (to
+        average over the ranks at once). A term's mean square is its plain mean squared residual:
+        the term itself, unless the loss balance weights its points or times (then ``mse/<term>``
+        of its logs)."""
+        plain = [self.balance.logs.get(f"mse/{name}", value) for name, value in terms.items()]
+        return torch.stack([total.detach(), *(v.detach() for v in terms.values()), *(p.detach() for p in plain)])
+
     def _step(self, pde, model, engine, state: _State, trainable: nn.Module, plan: OptimizerPlan,
               logger: Logger) -> tuple[Tensor, dict[str, Tensor]]:
         optimizer, balance = state.optimizer, self.balance
@@ -661,14 +669,15 @@ class Trainer:
 
     def _final_metrics(self, pde, model, engine, state: _State, test_x, test_exact, device) -> dict[str, Any]:
         total, terms = self.losses(pde, model, engine, state.points)
-        averaged = self._comm.average(torch.stack([total.detach(), *(v.detach() for v in terms.values())]))
-        total, terms = averaged[0], dict(zip(terms, averaged[1:]))
+        averaged, n = self._comm.average(self.reported(total, terms)), len(terms)
+        total, plain, terms = averaged[0], dict(zip(terms, averaged[1 + n:])), dict(zip(terms, averaged[1:1 + n]))
         steps = sum(c.steps for c in state.clocks.values())
         seconds = sum(c.seconds for c in state.clocks.values())
         metrics: dict[str, Any] = {
             **(self.evaluate(pde, model, test_x, test_exact) if self._comm.is_main else {}),
             "loss": total.item(),
             **{f"loss_{k}": v.item() for k, v in terms.items()},
+            **{f"mse_{k}": v.item() for k, v in plain.items()},
             "steps": state.step,
             "train_seconds": seconds,
             "ms_per_step": 1000 * seconds / max(steps, 1),

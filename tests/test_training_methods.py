@@ -371,6 +371,25 @@ def test_self_adaptive_weights_rise_by_ascent_and_refuse_resampling(tmp_path):
         fit(tmp_path / "b", balance=LossBalance(weighting="self_adaptive"), resample_every=2)
 
 
+@pytest.mark.parametrize("options", [{}, {"weighting": "self_adaptive", "sa_lr": 0.5}, {"causal": True},
+                                     {"growth_rate": 2.0}], ids=["fixed", "self_adaptive", "causal", "growth"])
+def test_the_plain_mean_squares_are_reported_beside_the_weighted_terms(tmp_path, options):
+    from pinn.pdes import Heat
+
+    logger, pde = Recorder(), Heat()
+    model, _, trainer, metrics = fit(tmp_path, pde=pde, balance=LossBalance(**options), logger=logger, max_steps=4)
+    points = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["points"]
+    residuals = pde.residuals(model, points, AutogradEngine())
+    for name, r in residuals.items():
+        plain = r.detach().square().mean().item()
+        assert metrics[f"mse_{name}"] == pytest.approx(plain, rel=1e-5)
+        if options and name == "pde":  # weighted: the term the optimizer sees is not the plain one
+            assert metrics[f"loss_{name}"] != pytest.approx(plain, rel=1e-2)
+            assert f"mse/{name}" in logger.scalars
+        elif not options:
+            assert metrics[f"loss_{name}"] == metrics[f"mse_{name}"]
+
+
 def test_self_adaptive_run_resumes_bitwise(tmp_path, float64):
     # The point weights and their ascent optimizer's moments come back from the checkpoint.
     whole, *_ = fit(tmp_path / "whole", balance=LossBalance(weighting="self_adaptive"), max_steps=8, dtype=torch.float64)
