@@ -55,8 +55,10 @@ from pinn.errors import ConfigError, check_choice, check_flag, check_positive
 from pinn.geometry import SpaceTime
 
 WEIGHTINGS = ("fixed", "grad_norm", "ntk", "self_adaptive")
-#: Largest exponent 2λ(t1 − t0) of the growth weights: e^80 leaves float32 (overflow near e^88) room.
-MAX_GROWTH_EXPONENT = 80
+#: Largest exponent 2λ(t1 − t0) of the growth weights. Float32 overflows near e^88.7, and the
+#: weighted squares must fit too: e^60 leaves room for squared residuals up to e^28 (residuals
+#: up to about 1e6) where the weight is largest.
+MAX_GROWTH_EXPONENT = 60
 
 
 class LossBalance(nn.Module):
@@ -117,7 +119,8 @@ class LossBalance(nn.Module):
             raise ConfigError(
                 f"loss.growth_rate={self.growth_rate} over {type(pde).__name__}'s time span {span:g} weights the first "
                 f"residuals by e^{2 * self.growth_rate * span:.0f}, beyond e^{MAX_GROWTH_EXPONENT} (float32 overflows "
-                f"near e^88); use loss.growth_rate <= {MAX_GROWTH_EXPONENT / (2 * span):.3g}")
+                f"near e^88, and the weighted squares must fit too); use loss.growth_rate <= "
+                f"{MAX_GROWTH_EXPONENT / (2 * span):.3g}")
         if self.weighting == "self_adaptive" and resample_every:
             raise ConfigError(
                 "loss.weighting=self_adaptive keeps one weight per collocation point, so the points must stay fixed; "

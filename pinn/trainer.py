@@ -467,6 +467,10 @@ class Trainer:
                      "only, no first derivatives", str(engine.gram).lower(), pde.dim)
         self.balance = balance = balance or LossBalance()
         balance.check(pde, self.resample_every)
+        if balance.weighting != "fixed" and optimizer.phase_at(0) == "lbfgs":
+            raise ConfigError(f"loss.weighting={balance.weighting} updates its weights at Adam steps, and this optimizer "
+                              "takes none (it starts with L-BFGS), so they would stay at 1; use optimizer=adam_lbfgs "
+                              "with optimizer.switch_step > 0, or loss.weighting=fixed")
         if isinstance(sampler, AdaptiveSampler):
             if not self.resample_every:
                 raise ConfigError(f"{type(sampler).__name__} adapts the points at every resampling step; "
