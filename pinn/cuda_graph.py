@@ -53,17 +53,23 @@ WARMUP_STEPS = 3
 
 
 def check_mode(mode) -> bool | str:
-    """``trainer.cuda_graph``: ``auto``, ``true`` or ``false``."""
+    """``trainer.cuda_graph``: ``auto``, ``true`` or ``false`` (a bool, or its name), nothing else
+    (not 1 or 0.0, which compare equal to the bools but are not flags)."""
     if isinstance(mode, str) and mode.lower() in ("true", "false"):
-        mode = mode.lower() == "true"
-    if mode not in MODES or (isinstance(mode, int) and not isinstance(mode, bool)):
-        raise ConfigError(f"trainer.cuda_graph must be auto, true or false; got {mode!r}")
-    return mode
+        return mode.lower() == "true"
+    if mode == "auto" or isinstance(mode, bool):
+        return mode
+    raise ConfigError(f"trainer.cuda_graph must be auto, true or false; got {mode!r}")
 
 
-def blockers(*, device: torch.device, processes: int, sampler, balance, engine) -> list[str]:
-    """Why this run's Adam steps cannot be captured (empty: they can)."""
+def blockers(*, device: torch.device, processes: int, sampler, balance, engine,
+             adam_steps: int | None = None) -> list[str]:
+    """Why this run's Adam steps cannot be captured (empty: they can); ``adam_steps``: how many
+    Adam steps the run's optimizer plan takes."""
     reasons = []
+    if adam_steps is not None and adam_steps <= WARMUP_STEPS:
+        reasons.append(f"the optimizer takes {adam_steps} Adam step(s), and a capture follows {WARMUP_STEPS} eager "
+                       "ones (L-BFGS steps always run eagerly: their line search decides on the host)")
     if device.type != "cuda":
         reasons.append(f"the device is {device.type}, and CUDA graphs need a CUDA GPU")
     if engine.name == "autograd":

@@ -66,12 +66,16 @@ class Communicator:
         return values / self.world
 
     def any(self, flag: bool) -> bool:
-        """True on every rank if it is true on any (a stop request, say)."""
+        """True on every rank if it is true on any."""
+        return self.maximum(1 if flag else 0) > 0
+
+    def maximum(self, value: int) -> int:
+        """The largest of the ranks' ``value`` (a signal number, say), on every rank."""
         if not self.active:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=_device_of_group())
+            return value
+        t = torch.tensor([float(value)], device=_device_of_group())
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
+        return int(t.item())
 
     def gather(self, obj):
         """Every rank's ``obj``, in rank order (on every rank)."""

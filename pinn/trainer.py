@@ -508,7 +508,9 @@ class Trainer:
             log.warning("optimizer.switch_step=%d >= trainer.max_steps=%d: this run never reaches L-BFGS; raise "
                         "trainer.max_steps (it counts Adam steps and L-BFGS steps) or use optimizer=adam",
                         switch, self.max_steps)
-        reasons = blockers(device=device, processes=comm.world, sampler=sampler, balance=balance, engine=engine)
+        adam_steps = next((s for s in range(self.max_steps) if optimizer.phase_at(s) != "adam"), self.max_steps)
+        reasons = blockers(device=device, processes=comm.world, sampler=sampler, balance=balance, engine=engine,
+                           adam_steps=adam_steps)
         if self.cuda_graph is True and reasons:
             raise ConfigError(f"trainer.cuda_graph=true, but {'; and '.join(reasons)}. "
                               "Set trainer.cuda_graph=auto (eager where capture is impossible) or false")
@@ -600,7 +602,8 @@ class Trainer:
             bar.update(1)
 
             step, last = state.step, state.step == self.max_steps
-            stopping = comm.any(stop.signum is not None)  # every rank stops at the same step
+            signum = comm.maximum(stop.signum or 0)  # every rank stops at the same step, for the same signal
+            stopping = signum > 0
             if step % self.log_every == 0 or last:
                 values = self._check_finite(step, total, terms, trainable, ckpt_path)
                 logger.scalar("loss/total", values["total"], step)
@@ -632,7 +635,7 @@ class Trainer:
             if stopping and not last:  # at the last step the run finishes as it would have
                 bar.close()
                 logger.close()
-                raise TrainingInterrupted(stop.signum or signal.SIGTERM, step, ckpt_path)
+                raise TrainingInterrupted(signum, step, ckpt_path)
         bar.close()
 
     def _enter_phase(self, state: _State, device: torch.device) -> None:

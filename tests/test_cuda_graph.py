@@ -61,7 +61,7 @@ def test_modes_are_parsed(given, expected):
     assert check_mode(given) == expected
 
 
-@pytest.mark.parametrize("bad", ["sometimes", 1, 0, None])
+@pytest.mark.parametrize("bad", ["sometimes", 1, 0, None, 1.0, 0.0, "AUTO"])
 def test_unknown_modes_are_refused(bad):
     with pytest.raises(ConfigError, match="trainer.cuda_graph must be auto, true or false"):
         Trainer(cuda_graph=bad)
@@ -76,8 +76,14 @@ def test_blockers_name_each_reason():
         assert words in text
     for engine in (ForwardEngine(), StochasticEngine()):
         fine = blockers(device=torch.device("cuda"), processes=1, sampler=RADSampler(n_interior=8, n_boundary=4),
-                        balance=LossBalance(weighting="grad_norm", causal=True), engine=engine)
+                        balance=LossBalance(weighting="grad_norm", causal=True), engine=engine,
+                        adam_steps=WARMUP_STEPS + 1)
         assert fine == []
+    # a plan with no Adam step to capture after the eager ones (L-BFGS only, say)
+    for steps in (0, WARMUP_STEPS):
+        (reason,) = blockers(device=torch.device("cuda"), processes=1, sampler=RADSampler(n_interior=8, n_boundary=4),
+                             balance=LossBalance(), engine=ForwardEngine(), adam_steps=steps)
+        assert f"the optimizer takes {steps} Adam step(s)" in reason
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")

@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -120,3 +122,38 @@ def test_ranks_that_chose_different_run_folders_are_refused(tmp_path):
     assert result.returncode != 0
     assert "the processes of this run chose different run folders" in result.stderr
     assert not list(tmp_path.glob("r*/checkpoints"))
+
+
+def _rank_pid(launcher: int, rank: int) -> int | None:
+    """The process of ``rank`` among torchrun's children (Linux's /proc), or None while there is none."""
+    children = open(f"/proc/{launcher}/task/{launcher}/children").read().split()
+    for pid in children:
+        try:
+            environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in environ:
+            return int(pid)
+    return None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the ranks' processes through /proc")
+def test_a_signal_to_one_rank_stops_every_rank_and_is_named(tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([*TORCHRUN, "train.py", *TINY, "trainer.max_steps=1000000", "trainer.checkpoint_every=0",
+                             "trainer.eval_every=1000", f"hydra.run.dir={run}"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((run / "tensorboard").glob("events.*")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)  # some steps
+        os.kill(_rank_pid(proc.pid, 1), signal.SIGINT)  # the second process alone
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert "interrupted by SIGINT at step" in stderr  # rank 0's message names rank 1's signal
+    assert "Resume with: torchrun --standalone --nproc_per_node=2 train.py" in stderr
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["step"] > 0 and len(ckpt["ranks"]) == 2
