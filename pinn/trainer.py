@@ -158,7 +158,8 @@ def _rng_state(generator: torch.Generator) -> dict[str, Any]:
 
 
 def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested config to ``{"model.width": 50, ...}`` with only the scalar leaves (for hparams)."""
+    """Nested config to ``{"model.width": 50, "optimizer.betas": "[0.9, 0.999]", ...}`` for
+    hparams, which take numbers, strings and bools: lists as their text, nulls left out."""
     flat: dict[str, Any] = {}
     for key, value in config.items():
         name = f"{prefix}{key}"
@@ -166,6 +167,8 @@ def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
             flat.update(flatten_config(value, f"{name}."))
         elif isinstance(value, (int, float, str, bool)):
             flat[name] = value
+        elif isinstance(value, (list, tuple)):
+            flat[name] = str(list(value))
     return flat
 
 

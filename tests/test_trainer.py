@@ -302,3 +302,12 @@ def test_inverse_problem_learns_its_coefficient_and_resumes_it_bitwise(tmp_path)
     run(tmp_path / "first", 4)
     resumed, _ = run(tmp_path / "second", 8, resume=tmp_path / "first")
     assert torch.equal(whole.log_alpha, resumed.log_alpha)
+
+
+def test_hparams_take_every_setting_lists_as_text():
+    from pinn.trainer import flatten_config
+
+    config = {"model": {"width": 8, "periods": None}, "optimizer": {"betas": [0.9, 0.999], "lr": 1e-3},
+              "pde": {"name": "poisson", "hard_constraint": False}}
+    assert flatten_config(config) == {"model.width": 8, "optimizer.betas": "[0.9, 0.999]", "optimizer.lr": 1e-3,
+                                      "pde.name": "poisson", "pde.hard_constraint": False}
