@@ -15,6 +15,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -209,8 +210,8 @@ def rank_share(sampler_cfg: DictConfig, comm, point_sets=("interior", "boundary"
         return {}
     share = {}
     for key in [f"n_{name}" for name in point_sets] + ["n_candidates", "n_add"]:
-        n = sampler_cfg.get(key)
-        if not isinstance(n, int) or isinstance(n, bool):  # absent, or refused by the sampler itself
+        n = sampler_cfg.get(key, _default_of(OmegaConf.create({"sampler": sampler_cfg}), f"sampler.{key}"))
+        if not isinstance(n, int) or isinstance(n, bool):  # not the sampler's, or refused by the sampler itself
             continue
         if n % comm.world:
             raise ConfigError(f"sampler.{key}={n} does not split evenly over {comm.world} processes; "
@@ -250,24 +251,32 @@ class RunRecord(Callback):
     starts. A launch refused there (a resume under other settings, a folder that holds another
     run) would replace the record of the run in that folder, whose overrides the refusal tells
     you to repeat, or leave behind a new folder that holds nothing but its own record. This
-    notes, before Hydra writes, what the folder held; :func:`restore_run_folder` puts it back.
-    (Single runs only: a sweep's job folders are made without a callback in between. Under
-    torchrun the first process looks after the folder.)"""
+    notes what the folder held before Hydra writes, and what Hydra wrote;
+    :func:`restore_run_folder` puts the folder back, unless another launch has written there
+    since. Single runs of one process only: a sweep's job folders are made without a callback
+    in between, and the processes of a torchrun launch write their records at their own pace."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         _before_launch.clear()
-        if int(os.environ.get("RANK", "0")) != 0:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             return
-        folder = Path(config.hydra.run.dir).absolute()
+        folder = Path(os.path.abspath(config.hydra.run.dir))  # as Hydra resolves it ("a/../b" is b)
         record = None if config.hydra.output_subdir is None else folder / config.hydra.output_subdir
         created = None  # the outermost folder that this launch creates
         if not folder.exists():
             created = folder
             while not created.parent.exists():
                 created = created.parent
-        kept = {path: path.read_bytes() for path in record.glob("*.yaml")} if record and record.is_dir() else {}
-        logs = set(folder.glob("*.log"))
-        _before_launch.update(folder=folder, record=record, created=created, kept=kept, logs=logs)
+        _before_launch.update(folder=folder, record=record, created=created, kept=_record_files(record),
+                              logs=set(folder.glob("*.log")))
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if _before_launch:  # Hydra has written this launch's record: what it wrote, to tell it from another's
+            _before_launch["ours"] = _record_files(_before_launch["record"])
+
+
+def _record_files(record: Path | None) -> dict[Path, bytes]:
+    return {path: path.read_bytes() for path in record.glob("*.yaml")} if record and record.is_dir() else {}
 
 
 #: What the run folder held before Hydra wrote this launch's record (RunRecord), until training starts.
@@ -277,19 +286,24 @@ _before_launch: dict[str, Any] = {}
 def restore_run_folder() -> None:
     """Undo what Hydra wrote for a launch refused before training (see :class:`RunRecord`): a
     folder it created goes, if it holds only Hydra's record and log; in a folder that was there,
-    the record is put back as it was (or removed, where there was none, with a new, empty log)."""
-    if not _before_launch:
+    the record is put back as it was (or removed, where there was none, with a new, empty log).
+    Where the record is no longer the one this launch wrote (another launch into the same
+    folder), nothing is touched."""
+    if not _before_launch or "ours" not in _before_launch:
+        _before_launch.clear()
         return
-    folder, record, created, kept, logs = (_before_launch[k] for k in ("folder", "record", "created", "kept", "logs"))
+    folder, record, created, kept, logs, ours = (_before_launch[k] for k in
+                                                 ("folder", "record", "created", "kept", "logs", "ours"))
     _before_launch.clear()
-    hydra_files = set(record.glob("*.yaml")) if record and record.is_dir() else set()
+    if _record_files(record) != ours:
+        return
     if created is not None:
         found = {p for p in created.rglob("*") if p.is_file()}
         # .hydra/*.yaml and Hydra's log file (train.log) in the run folder; nothing else
-        if all(p in hydra_files or (p.parent == folder and p.suffix == ".log") for p in found):
+        if all(p in ours or (p.parent == folder and p.suffix == ".log") for p in found):
             shutil.rmtree(created, ignore_errors=True)
         return
-    for path in hydra_files - kept.keys():
+    for path in ours.keys() - kept.keys():
         path.unlink(missing_ok=True)
     for path, content in kept.items():
         write_atomically(path, lambda f, content=content: f.write(content))
@@ -315,10 +329,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if not comm.is_main:
             log.setLevel(logging.WARNING)
     run_dir = Path(cfg.output_dir)
-    if comm.active and len(folders := set(comm.gather(str(run_dir.absolute())))) > 1:
-        # each process names its folder by its own start time: a second apart, two folders
-        raise ConfigError(f"the processes of this run chose different run folders ({', '.join(sorted(folders))}); "
-                          "give them one with hydra.run.dir=...")
+    if comm.active:  # each process names its folder by its own start time: a second apart, two folders
+        chosen = comm.gather((socket.gethostname(), os.path.abspath(run_dir)))
+        for host in {h for h, _ in chosen}:  # the same path on each machine (checkouts may lie elsewhere on others)
+            folders = sorted({folder for h, folder in chosen if h == host})
+            if len(folders) > 1:
+                raise ConfigError(f"the processes of this run chose different run folders ({', '.join(folders)}); "
+                                  "give them one with hydra.run.dir=...")
     # A sweep's summary reads each job's results from the job's own folder.
     if _multirun() and run_dir.resolve() != _job_folder().resolve():
         raise ConfigError(f"in a sweep every job writes to its own folder, not output_dir={cfg.output_dir}; leave "
@@ -358,11 +375,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     logger = _build(cfg.logger, "logger", log_dir=str(run_dir))
     log.info("training %s with %s on %s (%s), %d parameters; run folder %s",
              pde, type(model).__name__, device, cfg.dtype, sum(p.numel() for p in model.parameters()), run_dir)
-    _before_launch.clear()  # from here on the folder holds this run: a failure keeps its record
     metrics = trainer.fit(
         pde=pde, model=model, engine=engine, sampler=sampler, optimizer=optimizer, generator=generator,
         run_dir=run_dir, device=device, dtype=dtype, logger=logger,
         config=OmegaConf.to_container(cfg, resolve=True), resume=cfg.resume, comm=comm, balance=balance,
+        started=_before_launch.clear,  # from then on the folder holds this run: a failure keeps its record
     )
     log.info("done: rel L2 %.3e, loss %.3e, %d steps in %.1f s (%.2f ms/step); metrics in %s",
              metrics.get("rel_l2", float("nan")), metrics["loss"], metrics["steps"], metrics["train_seconds"],

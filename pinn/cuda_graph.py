@@ -68,8 +68,9 @@ def blockers(*, device: torch.device, processes: int, sampler, balance, engine,
     Adam steps the run's optimizer plan takes."""
     reasons = []
     if adam_steps is not None and adam_steps <= WARMUP_STEPS:
-        reasons.append(f"the optimizer takes {adam_steps} Adam step(s), and a capture follows {WARMUP_STEPS} eager "
-                       "ones (L-BFGS steps always run eagerly: their line search decides on the host)")
+        reasons.append(f"this run takes {adam_steps} Adam step(s) (trainer.max_steps, or optimizer.switch_step), and a "
+                       f"capture follows {WARMUP_STEPS} eager ones; L-BFGS steps always run eagerly (their line search "
+                       "decides on the host)")
     if device.type != "cuda":
         reasons.append(f"the device is {device.type}, and CUDA graphs need a CUDA GPU")
     if engine.name == "autograd":

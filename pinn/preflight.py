@@ -62,12 +62,13 @@ def _model_checks(model: Callable[[Tensor], Tensor], in_dim: int, device, dtype,
     For a network the forward engine supports, against the engine as it trains (milliseconds):
     its ``laplacian`` mode along the coordinate axes (the forward engine) and along the axes
     permuted and signed (the stochastic engine's path with random directions; along ``±e_i``
-    its estimate is exact), its ``diagonal`` mode, its ``hessian`` mode (every mixed partial,
-    against the reverse-mode Hessian, up to ``MAX_HESSIAN_DIM`` inputs), and the parameters'
-    gradient of a random combination of the Laplacians, through the engine's own backward
-    rules, against double backward. For a chain of linear layers and activations, against its Laplacian from Gram
-    matrices too. Otherwise against the trace of ``torch.func.hessian`` (whose first use in a
-    process costs about a second of set-up)."""
+    its estimate is exact), its ``diagonal`` mode, and, up to ``MAX_HESSIAN_DIM`` inputs, its
+    ``hessian`` mode (every mixed partial, against the reverse-mode Hessian). In the laplacian
+    mode, and up to ``MAX_HESSIAN_DIM`` inputs in the diagonal mode, also the parameters'
+    gradient of a random combination of the second derivatives, through the engine's own
+    backward rules, against double backward. For a chain of linear layers and activations,
+    against its Laplacian from Gram matrices too. Otherwise against the trace of
+    ``torch.func.hessian`` (whose first use in a process costs about a second of set-up)."""
     gen = torch.Generator().manual_seed(0)
     x = (2 * torch.rand(n_points, in_dim, generator=gen, dtype=torch.float64) - 1).to(device=device, dtype=dtype)
     xg = x.clone().requires_grad_(True)
@@ -100,30 +101,46 @@ def _model_checks(model: Callable[[Tensor], Tensor], in_dim: int, device, dtype,
         ("laplacian(model): reverse mode == forward mode [diagonal]", second.sum(-1)),
         ("laplacian(model): reverse mode == forward mode along signed axes [stochastic]", along_signed.sec),
     ]]
+    params = [p for p in model.parameters() if p.requires_grad]
+    # The parameters' gradient of a random combination of second derivatives, through the
+    # engine's own backward rules and by double backward: each mode has rules of its own.
+    pairs = [("laplacian", ours, forward.sec)]
     if in_dim <= MAX_HESSIAN_DIM:  # the hessian mode (mixed partials), d² numbers per point and unit
         hessian_jet = propagate(model, Jet.seed(x, "hessian")).sec  # (n, d, d, m)
         reverse = torch.stack([hessian(out[:, j:j + 1], xg) for j in range(out.shape[1])], dim=-1)
         size = reverse.abs().sum(dim=(1, 2)).max().item() + 1.0
         checks.append(("hessian(model): reverse mode == forward mode [hessian]",
                        (reverse - hessian_jet).abs().max().item(), 1000 * eps * size))
-    params = [p for p in model.parameters() if p.requires_grad]
-    if params:
-        weights = torch.randn(ours.shape, generator=gen, dtype=torch.float64).to(ours)
-        double_backward = torch.autograd.grad((ours * weights).sum(), params, allow_unused=True)
-        engine = torch.autograd.grad((forward.sec * weights).sum(), params, allow_unused=True)
-        pairs = [(a, b) for a, b in zip(engine, double_backward) if a is not None or b is not None]
-        if any(a is None or b is None for a, b in pairs):
-            error, size = float("inf"), 1.0  # a parameter with a gradient on one side only
-        else:
-            error = max(((a - b).abs().max().item() for a, b in pairs), default=0.0)
-            size = max((b.abs().max().item() for _, b in pairs), default=0.0) + 1.0
-        checks.append(("parameters' gradient of laplacian(model): double backward == forward engine", error,
-                       1000 * eps * size))
+        pairs.append(("diagonal", torch.diagonal(reverse, dim1=1, dim2=2).transpose(1, 2), diagonal.sec))
+    for mode, by_reverse, by_engine in pairs:
+        if params:
+            error, size = _gradient_error(by_reverse, by_engine, params, gen)
+            checks.append((f"parameters' gradient of the second derivatives [{mode}]: double backward == forward "
+                           "engine", error, 1000 * eps * size))
     layers = linear_chain(model)
     if layers is not None:
         gram = gram_laplacian(layers, x).operator("laplacian").detach()
         checks.append(("laplacian(model): reverse mode == Gram matrices", (ours - gram).abs().max().item(), tolerance))
     return checks
+
+
+def _gradient_error(by_reverse: Tensor, by_engine: Tensor, params: list[Tensor], gen: torch.Generator):
+    """(largest difference, size of the gradients + 1) between the parameters' gradients of one
+    random combination of ``by_reverse`` and of ``by_engine`` (the same derivatives, of the same
+    shape). A parameter that one side does not reach has a zero gradient there: double backward
+    does not reach a last layer's bias through a hard constraint whose scale has no curvature,
+    while the engine gives it an exact zero."""
+    weights = torch.randn(by_reverse.shape, generator=gen, dtype=torch.float64).to(by_reverse)
+
+    def gradient(derivatives: Tensor) -> list[Tensor]:
+        if not derivatives.requires_grad:  # depends on no trainable parameter
+            return [torch.zeros_like(p) for p in params]
+        grads = torch.autograd.grad((derivatives * weights).sum(), params, retain_graph=True, allow_unused=True)
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+
+    reverse, engine = gradient(by_reverse), gradient(by_engine)
+    error = max((a - b).abs().max().item() for a, b in zip(engine, reverse))
+    return error, max(b.abs().max().item() for b in reverse) + 1.0
 
 
 def _fused_checks(model: torch.nn.Module, in_dim: int, device, dtype, n_points: int) -> list[tuple[str, float, float]]:

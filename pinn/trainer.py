@@ -9,6 +9,7 @@ test set; every ``checkpoint_every`` steps, and at the end, the whole state is s
 
 from __future__ import annotations
 
+import bisect
 import inspect
 import json
 import logging
@@ -17,7 +18,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,6 +232,8 @@ class Trainer:
         self.balance = LossBalance()  # fit() takes the configured one
         self._loss_fn = self.losses
         self._comm = Communicator()
+        self._started: Callable[[], None] = lambda: None  # fit's "training is under way"
+        self._metrics_path: Path | None = None  # removed before the first checkpoint fit writes
 
     # ------------------------------------------------------------------ pieces of a step
 
@@ -260,7 +263,9 @@ class Trainer:
         return torch.stack([total.detach(), *(v.detach() for v in terms.values()), *(p.detach() for p in plain)])
 
     def _step(self, pde, model, engine, state: _State, trainable: nn.Module, plan: OptimizerPlan,
-              logger: Logger) -> tuple[Tensor, dict[str, Tensor]]:
+              logger: Logger) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+        """One optimizer step; returns the loss, its terms and their plain mean squares
+        (:meth:`reported`), averaged over the ranks."""
         optimizer, balance = state.optimizer, self.balance
         lr = plan.lr_at(state.step)
         if lr is not None and lr != state.lr:
@@ -282,7 +287,8 @@ class Trainer:
         else:
             values = state.captured(step)
         balance.ascend()
-        return values[0], dict(zip(self._term_names, values[1:]))
+        n = len(self._term_names)
+        return values[0], dict(zip(self._term_names, values[1:1 + n])), dict(zip(self._term_names, values[1 + n:]))
 
     def _update_weights(self, pde, model, engine, state: _State, trainable: nn.Module) -> None:
         """Re-estimate the ``grad_norm``/``ntk`` loss weights at the current parameters, before the
@@ -296,17 +302,17 @@ class Trainer:
         self.balance.term_weights.copy_(self._comm.average(self.balance.term_weights))  # the same on every rank, exactly
 
     def _adam_step(self, pde, model, engine, state: _State, trainable: nn.Module) -> Tensor:
-        """Loss, backward pass and Adam update; returns the total and the terms in one tensor,
-        averaged over the ranks. Captured as a CUDA graph where ``trainer.cuda_graph`` allows."""
+        """Loss, backward pass and Adam update; returns :meth:`reported`'s tensor, averaged over
+        the ranks. Captured as a CUDA graph where ``trainer.cuda_graph`` allows."""
         total, terms = self._loss_fn(pde, model, engine, state.points)
         self._term_names = list(terms)
         total.backward()
         self._comm.average_gradients(trainable)  # across ranks: the mean gradient
         state.optimizer.step()
-        return self._comm.average(torch.stack([total.detach(), *(v.detach() for v in terms.values())]))
+        return self._comm.average(self.reported(total, terms))
 
     def _lbfgs_step(self, pde, model, engine, state: _State, trainable: nn.Module,
-                    logger: Logger) -> tuple[Tensor, dict[str, Tensor]]:
+                    logger: Logger) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
         optimizer, last = state.optimizer, {}
 
         def closure() -> Tensor:
@@ -316,14 +322,15 @@ class Trainer:
             total.backward()
             # Across ranks: the mean gradient, and the mean loss (L-BFGS decides on its value).
             self._comm.average_gradients(trainable)
-            averaged = self._comm.average(torch.stack([total.detach(), *(v.detach() for v in terms.values())]))
-            last["total"], last["terms"] = averaged[0], dict(zip(terms, averaged[1:]))
+            averaged, n = self._comm.average(self.reported(total, terms)), len(terms)
+            last["total"], last["terms"] = averaged[0], dict(zip(terms, averaged[1:1 + n]))
+            last["plain"] = dict(zip(terms, averaged[1 + n:]))
             state.lbfgs_evaluations += 1  # every evaluation of the line search, on its own axis
             logger.evaluation_scalar("lbfgs/loss", averaged[0].item(), state.lbfgs_evaluations)
             return averaged[0]
 
         optimizer.step(closure)
-        return last["total"], last["terms"]
+        return last["total"], last["terms"], last["plain"]
 
     def _sample(self, sampler: Sampler, pde: PDE, generator: torch.Generator, device, dtype) -> dict[str, Tensor]:
         points = sampler.sample(pde.domain, generator, pde.point_sets)
@@ -392,6 +399,9 @@ class Trainer:
         ranks = self._comm.gather(mine)
         if not self._comm.is_main:
             return
+        if self._metrics_path is not None:  # an earlier run's metrics describe the checkpoint about to change
+            self._metrics_path.unlink(missing_ok=True)
+            self._metrics_path = None
         save_checkpoint(path, {
             "ranks": ranks,
             "step": state.step,
@@ -447,7 +457,7 @@ class Trainer:
             generator: torch.Generator, run_dir: str | Path, device: torch.device | str = "cpu",
             dtype: torch.dtype = torch.float32, logger: Logger | None = None, config: dict | None = None,
             resume: str | Path | None = None, comm: Communicator | None = None,
-            balance: LossBalance | None = None) -> dict[str, Any]:
+            balance: LossBalance | None = None, started: Callable[[], None] | None = None) -> dict[str, Any]:
         """Train ``model`` and return the final metrics (also written to ``run_dir/metrics.json``).
 
         Args:
@@ -458,6 +468,9 @@ class Trainer:
             comm: the process group of a data-parallel run (:mod:`pinn.distributed`); only its
                 rank 0 evaluates, logs and writes files.
             balance: how the loss terms are weighted (:mod:`pinn.balancing`); fixed by default.
+            started: called once training is under way: after the first step (whose first loss
+                evaluation is the last check of the settings), or at once where no step is left.
+                Until then this run has written nothing into ``run_dir``, nor removed anything.
         """
         self._comm = comm = comm or Communicator()
         device, run_dir = torch.device(device), Path(run_dir)
@@ -471,9 +484,12 @@ class Trainer:
         self.balance = balance = balance or LossBalance()
         balance.check(pde, self.resample_every)
         if balance.weighting != "fixed" and optimizer.phase_at(0) == "lbfgs":
-            raise ConfigError(f"loss.weighting={balance.weighting} updates its weights at Adam steps, and this optimizer "
-                              "takes none (it starts with L-BFGS), so they would stay at 1; use optimizer=adam_lbfgs "
-                              "with optimizer.switch_step > 0, or loss.weighting=fixed")
+            why = (f"loss.weighting={balance.weighting} updates its weights at Adam steps, and this optimizer takes none "
+                   "(it starts with L-BFGS), so they stay at 1")
+            if resume is None:
+                raise ConfigError(f"{why}; use optimizer=adam_lbfgs with optimizer.switch_step > 0, or "
+                                  "loss.weighting=fixed")
+            log.warning("%s (as they did in the run resumed here)", why)  # a run from before this was refused
         if isinstance(sampler, AdaptiveSampler):
             if not self.resample_every:
                 raise ConfigError(f"{type(sampler).__name__} adapts the points at every resampling step; "
@@ -511,7 +527,8 @@ class Trainer:
             log.warning("optimizer.switch_step=%d >= trainer.max_steps=%d: this run never reaches L-BFGS; raise "
                         "trainer.max_steps (it counts Adam steps and L-BFGS steps) or use optimizer=adam",
                         switch, self.max_steps)
-        adam_steps = next((s for s in range(self.max_steps) if optimizer.phase_at(s) != "adam"), self.max_steps)
+        # Adam steps come first, then L-BFGS ones: the first L-BFGS step by bisection
+        adam_steps = bisect.bisect_left(range(self.max_steps), True, key=lambda s: optimizer.phase_at(s) != "adam")
         reasons = blockers(device=device, processes=comm.world, sampler=sampler, balance=balance, engine=engine,
                            adam_steps=adam_steps)
         if self.cuda_graph is True and reasons:
@@ -538,17 +555,24 @@ class Trainer:
             state.points = self._sample(sampler, pde, generator, device, dtype)
         test_x, test_exact = self.test_set(pde, device) if comm.is_main else (None, None)
         logger.start(state.step, state.lbfgs_evaluations)
-        if config and state.step == 0:
-            logger.text("config", "```\n" + json.dumps(config, indent=2) + "\n```")
 
-        if comm.is_main:  # an earlier run's metrics (resumed in place) describe a checkpoint about to change
-            (run_dir / METRICS_NAME).unlink(missing_ok=True)
+        fresh = state.step == 0
+
+        def under_way() -> None:  # after the first step: the settings have passed every check
+            if config and fresh:
+                logger.text("config", "```\n" + json.dumps(config, indent=2) + "\n```", 0)
+            if started is not None:
+                started()
+
+        self._started, self._metrics_path = under_way, run_dir / METRICS_NAME
         try:  # a run that diverges or fails still writes out everything logged up to then
             # A signal after the last step's checkpoint lets the run finish: its metrics take seconds.
             with _StopOnSignal() as stop:
                 trained = state.step < self.max_steps
                 self._loop(pde, model, engine, sampler, optimizer, generator, device, dtype, logger, config,
                            state, test_x, test_exact, ckpt_path, stop)
+                if not trained:
+                    under_way()
                 if not trained and comm.any(comm.is_main and not ckpt_path.is_file()):
                     # resumed at its last step into another folder: the metrics there come with their checkpoint
                     self._checkpoint(ckpt_path, model, pde, generator, state, config)
@@ -597,12 +621,14 @@ class Trainer:
 
             start = time.perf_counter()
             with _matmul_tf32(self.tf32):
-                total, terms = self._step(pde, model, engine, state, trainable, optimizer, logger)
+                total, terms, plain = self._step(pde, model, engine, state, trainable, optimizer, logger)
             _sync(device)
             clock = state.clocks.setdefault(phase, _PhaseClock())
             clock.steps, clock.seconds = clock.steps + 1, clock.seconds + time.perf_counter() - start
             state.step += 1
             bar.update(1)
+            if state.step == start_step + 1:
+                self._started()
 
             step, last = state.step, state.step == self.max_steps
             signum = comm.maximum(stop.signum or 0)  # every rank stops at the same step, for the same signal
@@ -618,6 +644,8 @@ class Trainer:
                     for name, weight in self.balance.weights().items():
                         logger.scalar(f"weights/{name}", weight, step)
                 for name, value in self.balance.logs.items():
+                    if name.startswith("mse/"):  # a weighted term's plain mean square, averaged over the ranks
+                        value = plain[name.removeprefix("mse/")]
                     logger.scalar(name, float(value), step)
                 bar.set_postfix(phase=phase, loss=f"{values['total']:.2e}", rel_l2=f"{state.rel_l2:.2e}", refresh=False)
             if (step % self.eval_every == 0 or last) and comm.is_main:

@@ -83,7 +83,7 @@ def test_blockers_name_each_reason():
     for steps in (0, WARMUP_STEPS):
         (reason,) = blockers(device=torch.device("cuda"), processes=1, sampler=RADSampler(n_interior=8, n_boundary=4),
                              balance=LossBalance(), engine=ForwardEngine(), adam_steps=steps)
-        assert f"the optimizer takes {steps} Adam step(s)" in reason
+        assert f"this run takes {steps} Adam step(s)" in reason
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")

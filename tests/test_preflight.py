@@ -63,10 +63,12 @@ def test_preflight_catches_a_wrong_gram_laplacian(monkeypatch):
         preflight("cpu", torch.float64, model=MLP(2, 1, width=8, depth=2).double(), in_dim=2)
 
 
-def _patch_activation(monkeypatch, *, curvature: float = 1.0, mixed: float = 1.0, input_gradient: float = 1.0):
+def _patch_activation(monkeypatch, *, curvature: float = 1.0, mixed: float = 1.0, input_gradient: float = 1.0,
+                      diagonal_input_gradient: float = 1.0):
     """The forward engine's activation rule made wrong: its summed second derivative scaled by
     ``curvature`` (the laplacian mode only), its full Hessian by ``mixed`` (the hessian mode
-    only), or its backward rule's input gradient by ``input_gradient``."""
+    only), or its backward rule's input gradient by ``input_gradient`` (laplacian mode) or
+    ``diagonal_input_gradient`` (diagonal mode)."""
     import pinn.jet as jet
 
     forward, backward = jet._Activate.forward, jet._Activate.backward
@@ -85,7 +87,8 @@ def _patch_activation(monkeypatch, *, curvature: float = 1.0, mixed: float = 1.0
 
     def wrong_backward(ctx, *grads):
         out = backward(ctx, *grads)
-        return (None if out[0] is None else input_gradient * out[0], *out[1:])
+        factor = input_gradient if ctx.summed else diagonal_input_gradient
+        return (None if out[0] is None else factor * out[0], *out[1:])
 
     monkeypatch.setattr(jet._Activate, "forward", staticmethod(wrong_forward))
     monkeypatch.setattr(jet._Activate, "backward",
@@ -98,7 +101,8 @@ def test_preflight_checks_the_forward_engine_as_it_trains(monkeypatch, dtype):
     report = preflight("cpu", dtype, model=model, in_dim=2)
     assert {"laplacian(model): reverse mode == forward mode [diagonal]",
             "laplacian(model): reverse mode == forward mode along signed axes [stochastic]",
-            "parameters' gradient of laplacian(model): double backward == forward engine"} <= report.keys()
+            "parameters' gradient of the second derivatives [laplacian]: double backward == forward engine",
+            "parameters' gradient of the second derivatives [diagonal]: double backward == forward engine"} <= report.keys()
     # the laplacian mode's own curvature rule, 1 % off: the forward and stochastic engines' path
     with monkeypatch.context() as patch:
         _patch_activation(patch, curvature=1.01)
@@ -114,11 +118,33 @@ def test_preflight_checks_the_forward_engine_as_it_trains(monkeypatch, dtype):
     # the engine's backward rule, by which training takes the parameters' gradients
     with monkeypatch.context() as patch:
         _patch_activation(patch, input_gradient=2.0)
-        with pytest.raises(PreflightError, match=r"parameters' gradient of laplacian\(model\): double backward == "
-                                                 r"forward engine: error .* > tolerance") as refused:
+        with pytest.raises(PreflightError, match=r"parameters' gradient of the second derivatives \[laplacian\]: "
+                                                 r"double backward == forward engine: error .* > tolerance") as refused:
+            preflight("cpu", dtype, model=model, in_dim=2)
+    with monkeypatch.context() as patch:  # the diagonal mode's backward rule (u_xx and u_tt apart: heat, wave)
+        _patch_activation(patch, diagonal_input_gradient=2.0)
+        with pytest.raises(PreflightError, match=r"^[^;]*gradient of the second derivatives \[diagonal\]: double "
+                                                 r"backward == forward engine: error [^;]*$"):
             preflight("cpu", dtype, model=model, in_dim=2)
     # what to try: another dtype or device where there is one; on the CPU in float64, a bug to report
     if dtype == torch.float32:
         assert "Try dtype=float64, or set preflight=false" in str(refused.value)
     else:
         assert "On the CPU in float64 this is a bug" in str(refused.value) and "Try " not in str(refused.value)
+
+
+@pytest.mark.parametrize("scale", [lambda x: x[:, 1:] + 1.0, lambda x: 1.0, lambda x: torch.ones_like(x[:, :1])],
+                         ids=["affine", "number", "constant"])
+def test_preflight_passes_a_hard_constraint_whose_scale_has_no_curvature(scale):
+    # Double backward does not reach the network's last bias through Δ(s N) when Δs = 0, where the
+    # forward engine gives it an exact zero: the same gradient, not one missing on one side.
+    from pinn.models import OutputTransform
+
+    model = OutputTransform(MLP(2, 1, width=16, depth=2), lambda x: torch.sin(3 * x[:, :1]), scale).double()
+    preflight("cpu", torch.float64, model=model, in_dim=2)
+
+
+def test_preflight_passes_networks_without_trainable_curvature():
+    preflight("cpu", torch.float64, model=torch.nn.Linear(3, 1).double(), in_dim=3)  # Δu = 0, no graph to it
+    frozen = MLP(2, 1, width=8, depth=2).double().requires_grad_(False)
+    preflight("cpu", torch.float64, model=frozen, in_dim=2)
