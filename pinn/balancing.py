@@ -120,7 +120,7 @@ class LossBalance(nn.Module):
                 f"loss.growth_rate={self.growth_rate} over {type(pde).__name__}'s time span {span:g} weights the first "
                 f"residuals by e^{2 * self.growth_rate * span:.0f}, beyond e^{MAX_GROWTH_EXPONENT} (float32 overflows "
                 f"near e^88, and the weighted squares must fit too); use loss.growth_rate <= "
-                f"{MAX_GROWTH_EXPONENT / (2 * span):.3g}")
+                f"{math.floor(MAX_GROWTH_EXPONENT / (2 * span) * 1000) / 1000:g}")  # rounded down: accepted
         if self.weighting == "self_adaptive" and resample_every:
             raise ConfigError(
                 "loss.weighting=self_adaptive keeps one weight per collocation point, so the points must stay fixed; "

@@ -337,14 +337,15 @@ class Polygon(Domain):
         # repeats its first) adds an edge of no length: dropped.
         previous = v.roll(1, 0)
         gap = (v - previous).abs().amax(dim=1)
-        v = v[gap > 4 * torch.finfo(v.dtype).eps * torch.maximum(v.abs(), previous.abs()).amax(dim=1)]
+        kept = gap > 4 * torch.finfo(v.dtype).eps * torch.maximum(v.abs(), previous.abs()).amax(dim=1)
+        v, positions = v[kept], kept.nonzero().flatten().tolist()  # positions: in the vertices as given
         if len(v) < 3:
             raise ConfigError(f"Polygon: fewer than three distinct vertices; got {vertices!r}")
         local = v - v[0]  # the shoelace sum from the first vertex: no cancellation of large coordinates
         area2 = (local[:, 0] * local.roll(-1, 0)[:, 1] - local.roll(-1, 0)[:, 0] * local[:, 1]).sum()
         if area2.abs() <= 16 * len(v) * torch.finfo(v.dtype).eps * float(local.abs().max()) ** 2:
             raise ConfigError("Polygon: the vertices enclose no area")
-        _check_simple(v.tolist())
+        _check_simple(v.tolist(), positions)
         self.vertices = v if area2 > 0 else v.flip(0)  # counter-clockwise, so outward normals point right of each edge
         self.dim = 2
         self._edges = self.vertices.roll(-1, 0) - self.vertices
@@ -443,7 +444,7 @@ class Polygon(Domain):
         return outward / outward.norm(dim=1, keepdim=True)
 
 
-def _check_simple(vertices: list[list[float]]) -> None:
+def _check_simple(vertices: list[list[float]], positions: list[int] | None = None) -> None:
     """Raise unless the closed outline through ``vertices`` is simple: no repeated vertex, and
     no two edges that meet anywhere but at the vertex they share (a self-intersecting outline
     has no well-defined inside, and the triangulation would cover parts of the plane twice).
@@ -452,10 +453,11 @@ def _check_simple(vertices: list[list[float]]) -> None:
     straight line (or a rounding error off it) are collinear. The pairs are tested in NumPy,
     and only those whose bounding boxes overlap are tested exactly: thousands of vertices
     take a fraction of a second."""
-    positions: dict[tuple[float, float], list[int]] = {}
-    for i, vertex in enumerate(map(tuple, vertices)):
-        positions.setdefault(vertex, []).append(i)
-    for vertex, where in positions.items():  # in the order of first appearance
+    given = positions if positions is not None else list(range(len(vertices)))  # where each was in the input
+    seen: dict[tuple[float, float], list[int]] = {}
+    for i, vertex in zip(given, map(tuple, vertices)):
+        seen.setdefault(vertex, []).append(i)
+    for vertex, where in seen.items():  # in the order of first appearance
         if len(where) > 1:
             raise ConfigError(f"Polygon: vertex {list(vertex)} appears twice (vertices {where[0]} and {where[1]}, "
                               "counting from 0); a simple polygon visits each point once")
@@ -466,7 +468,8 @@ def _check_simple(vertices: list[list[float]]) -> None:
     def rounding(a, u, v):
         """The rounding error of products of the differences u, v taken from coordinates near a's."""
         scale = np.maximum(np.abs(a).max(axis=-1), 1e-300)
-        return 16 * 2.0**-52 * scale * (np.abs(u).sum(axis=-1) + np.abs(v).sum(axis=-1))
+        terms = np.abs(u[..., 0]) + np.abs(u[..., 1]) + np.abs(v[..., 0]) + np.abs(v[..., 1])  # summed in this order
+        return 16 * 2.0**-52 * scale * terms
 
     def orientation(a, b, c):
         """The cross product (b - a) × (c - a), with those within their rounding error of 0 set to 0."""

@@ -339,12 +339,14 @@ class Jet(DerivativeCarrier):
         def pair(v: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
             return torch.func.jvp(derivative(v), (x,), (w,))  # ∂_v f and wᵀ ∇² f v
 
-        value = check_pointwise(name, f(x), x)
+        given = value = check_pointwise(name, f(x), x)
         n = x.shape[0]
         if not isinstance(value, Tensor) or value.dim() == 0 or value.shape[0] != n:  # one value for all points
             value = torch.as_tensor(value, dtype=x.dtype, device=x.device).reshape(1, -1).expand(n, -1)
             jac = value.new_zeros(()).expand(n, k, value.shape[1])
-            return cls(value, jac, seed.second, shared_zero_second(jac, seed.second), exact=seed.exact)
+            jet = cls(value, jac, seed.second, shared_zero_second(jac, seed.second), exact=seed.exact)
+            jet.given = given  # as f returned it, for the messages of later checks
+            return jet
         if seed.second == "hessian":
             rows = [[pair(v, w) for w in along] for v in along]
             jac = torch.stack([rows[j][j][0] for j in range(k)], dim=1)  # (N, K, k_out)
@@ -601,8 +603,8 @@ def _transform_jets(module: OutputTransform, seed: Jet) -> tuple[Jet, Jet]:
 def _check_components(scale: Jet, base: Jet, outputs: int, x: Tensor) -> None:
     """A hard constraint's base and scale have one component, or as many as the network has
     outputs (as :class:`~pinn.models.OutputTransform` checks under autograd)."""
-    check_pointwise("the hard constraint's base", base.value, x, outputs)
-    check_pointwise("the hard constraint's scale", scale.value, x, outputs)
+    check_pointwise("the hard constraint's base", getattr(base, "given", base.value), x, outputs)
+    check_pointwise("the hard constraint's scale", getattr(scale, "given", scale.value), x, outputs)
 
 
 def propagate(module: nn.Module, jet: Jet, *, triton: bool = False) -> Jet:

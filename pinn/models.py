@@ -395,6 +395,9 @@ class OutputTransform(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.net(x)
+        if out.dim() != 2:
+            raise ValueError(f"the network inside a hard constraint must map points (N, d) to (N, m); it returned "
+                             f"{tuple(out.shape)} for points of shape {tuple(x.shape)}")
         outputs = out.shape[1]  # b and s have as many components, or one for all
         return (check_pointwise("the hard constraint's base", self.base(x), x, outputs)
                 + check_pointwise("the hard constraint's scale", self.scale(x), x, outputs) * out)
@@ -412,7 +415,7 @@ def check_pointwise(what: str, y, x: Tensor, columns: int | None = None):
         shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
         want = f"({x.shape[0]}, {columns if columns is not None else 'm'})"
         if isinstance(y, Tensor) and y.dim() == 2 and y.shape[0] in (1, x.shape[0]):  # rows right, columns not
-            hint = f"give it {columns} column(s), or one for all"
+            hint = "give it one column" if columns == 1 else f"give it {columns} columns, or one for all"
         else:
             hint = "keep the column dimension: x[:, 0:1], not x[:, 0]"
         raise ValueError(f"{what} must be a function of the points (N, d) -> (N, {columns or 'm'}); for points of "

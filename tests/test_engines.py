@@ -687,8 +687,13 @@ def test_a_hard_constraint_keeps_the_networks_number_of_outputs(engine):
         model = OutputTransform(net, base, scale)
         m = net.net[-1].out_features
         with pytest.raises(ValueError, match=rf"hard constraint's {what} must be a function of the points \(N, d\) -> "
-                                             rf"\(N, {m}\); .* returned \(5, 3\), not \(5, {m}\); give it {m} column"):
+                                             rf"\(N, {m}\); .* returned \(5, 3\), not \(5, {m}\); give it (one|{m}) column"):
             engine.evaluate(model, x)
+    # a row for all points is named as given, under every engine (the forward ones expand it)
+    with pytest.raises(ValueError, match=r"base must be .* it returned \(1, 3\), not \(5, 1\); give it one column$"):
+        engine.evaluate(OutputTransform(MLP(3, 1, width=4, depth=1), lambda x: torch.ones(1, 3), one), x)
+    with pytest.raises(ValueError, match=r"the network inside a hard constraint must map points \(N, d\) to \(N, m\)"):
+        AutogradEngine().evaluate(OutputTransform(lambda x: x[:, 0], one, one), x)
     for net in (MLP(3, 1, width=4, depth=1), MLP(3, 2, width=4, depth=1)):  # one component for all outputs: fine
         assert engine.evaluate(OutputTransform(net, one, lambda x: x[:, :1]), x)[1].shape == (5, net.net[-1].out_features)
 

@@ -428,6 +428,23 @@ def _edge(v: list[list[float]], k: int) -> str:
     return re.escape(str((v[k], v[(k + 1) % len(v)])))
 
 
+def test_a_repeated_vertex_is_named_by_its_positions_as_given():
+    # a closed ring's repeated first vertex is dropped, and the positions still count from the input
+    for vertices, where in [([[0, 0], [4, 0], [4, 4], [2, 2], [4, 0.0], [0, 4], [0, 0]], "1 and 4"),
+                            ([[0, 0], [0, 0], [4, 0], [4, 4], [2, 2], [4, 0.0], [0, 4]], "2 and 5")]:
+        with pytest.raises(ConfigError, match=rf"vertex \[4.0, 0.0\] appears twice \(vertices {where}, counting from 0\)"):
+            Polygon(vertices)
+
+
+def test_a_vertex_within_rounding_of_the_line_is_judged_by_the_rounding_bound():
+    # A third vertex a hair off the line of the edge before it, either side of the bound's
+    # threshold (which sums |u0| + |u1| + |v0| + |v1| in that order): collinear and doubling back
+    # (refused), or not (a thin triangle, kept).
+    assert len(Polygon([[2, 0], [1, 0], [1.651592972722763, 5.867636946002964e-15], [3, 1]]).vertices) == 4
+    with pytest.raises(ConfigError, match="overlap; the outline doubles back"):
+        Polygon([[2, 0], [1, 0], [1.7887233511355132, 6.354821917169032e-15], [3, 1]])
+
+
 def test_large_polygons_are_checked_in_full_and_the_first_bad_pair_is_named():
     n = 3000  # the edges are tested a block of a few hundred at a time
     assert len(Polygon(_regular(n)).vertices) == n

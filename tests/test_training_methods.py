@@ -451,6 +451,9 @@ def test_growth_weighting_trains_and_is_refused_without_time(tmp_path):
     with pytest.raises(ConfigError, match=r"loss.growth_rate <= 30"):  # e^(2 λ T) r² would overflow float32
         fit(tmp_path / "overflow", pde=Heat(), balance=LossBalance(growth_rate=31.0))
     fit(tmp_path / "largest", pde=Heat(), balance=LossBalance(growth_rate=30.0), max_steps=1)
+    with pytest.raises(ConfigError, match=r"use loss.growth_rate <= 4.285$"):  # 60 / 14, rounded down
+        fit(tmp_path / "long", pde=Heat(t_end=7.0), balance=LossBalance(growth_rate=5.0))
+    fit(tmp_path / "suggested", pde=Heat(t_end=7.0), balance=LossBalance(growth_rate=4.285), max_steps=1)
 
 
 def test_causal_training_runs_and_is_refused_without_time(tmp_path):
