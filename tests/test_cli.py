@@ -226,9 +226,23 @@ def test_a_refused_launch_leaves_its_run_folder_as_it_found_it(tmp_path):
     result = train(f"hydra.run.dir={run}", *TINY, "optimizer=adam", "trainer.max_steps=6")
     assert result.returncode == 2 and "already holds a run" in result.stderr
     assert {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()} == record
+    # refusals by the trainer itself, up to the first step's loss evaluation, the same; and the
+    # finished run's metrics.json stays (it is removed only before a new checkpoint replaces its own)
+    metrics = (run / "metrics.json").read_bytes()
+    for refused, says in [(["trainer.max_steps=2"], "has trained 4 steps already"),
+                          (["+trainer.loss_weights={pdee: 2.0}", "trainer.max_steps=6"], "unknown loss terms ['pdee']")]:
+        result = train(f"hydra.run.dir={run}", *TINY, "optimizer=adam", f"resume={run}", *refused)
+        assert result.returncode == 2 and says in result.stderr, result.stderr
+        assert {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()} == record
+        assert (run / "metrics.json").read_bytes() == metrics
     # a folder the launch made (and the folders above it) are removed; one that was there stays, empty
     result = train(f"hydra.run.dir={tmp_path / 'new' / 'deeper'}", *TINY, f"resume={run}")
     assert result.returncode == 2 and not (tmp_path / "new").exists()
+    (tmp_path / "there").mkdir()
+    result = train(f"hydra.run.dir={tmp_path / 'there' / '..' / 'newest'}", *TINY, "optimizer=lbfgs",
+                   "loss.weighting=grad_norm")  # refused in the trainer; the path as Hydra resolves it
+    assert result.returncode == 2 and "updates its weights at Adam steps" in result.stderr
+    assert not (tmp_path / "newest").exists() and list((tmp_path / "there").iterdir()) == []
     (tmp_path / "empty").mkdir()
     result = train(f"hydra.run.dir={tmp_path / 'empty'}", *TINY, "model.width=-1")
     assert result.returncode == 2 and list((tmp_path / "empty").iterdir()) == []
@@ -236,6 +250,33 @@ def test_a_refused_launch_leaves_its_run_folder_as_it_found_it(tmp_path):
     result = train(f"hydra.run.dir={run}", *TINY, "optimizer=adam", "trainer.max_steps=6", f"resume={run}")
     assert result.returncode == 0, result.stderr
     assert "trainer.max_steps=6" in (run / ".hydra" / "overrides.yaml").read_text()
+
+
+def test_a_refused_launch_leaves_another_launchs_record_alone(tmp_path, monkeypatch):
+    # Two launches into one folder: the refused one restores nothing once the other has written its record.
+    from omegaconf import OmegaConf
+
+    import train as train_module
+
+    folder = tmp_path / "shared"
+    config = OmegaConf.create({"hydra": {"run": {"dir": str(folder)}, "output_subdir": ".hydra"}})
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    record = train_module.RunRecord()
+    record.on_run_start(config)
+    (folder / ".hydra").mkdir(parents=True)  # what Hydra writes for this launch
+    (folder / ".hydra" / "overrides.yaml").write_text("- seed=0\n")
+    record.on_job_start(config)
+    (folder / ".hydra" / "overrides.yaml").write_text("- seed=1\n")  # another launch, a moment later
+    train_module.restore_run_folder()
+    assert (folder / ".hydra" / "overrides.yaml").read_text() == "- seed=1\n"
+    # alone, the same launch removes the folder it made
+    other = OmegaConf.create({"hydra": {"run": {"dir": str(tmp_path / "alone")}, "output_subdir": ".hydra"}})
+    record.on_run_start(other)
+    (tmp_path / "alone" / ".hydra").mkdir(parents=True)
+    (tmp_path / "alone" / ".hydra" / "overrides.yaml").write_text("- seed=0\n")
+    record.on_job_start(other)
+    train_module.restore_run_folder()
+    assert not (tmp_path / "alone").exists()
 
 
 def test_a_refused_resume_names_the_group_choice_it_was_trained_with(tmp_path):

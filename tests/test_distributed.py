@@ -157,3 +157,18 @@ def test_a_signal_to_one_rank_stops_every_rank_and_is_named(tmp_path):
     assert "Resume with: torchrun --standalone --nproc_per_node=2 train.py" in stderr
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["step"] > 0 and len(ckpt["ranks"]) == 2
+
+
+def test_the_plain_mean_squares_are_averaged_over_the_ranks_like_the_terms(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    # growth weighting weights the equation only: the boundary's plain mean square is its term
+    result = torchrun("train.py", *TINY, "pde=heat", "sampler.n_initial=8", "loss.growth_rate=1.0", "optimizer=adam",
+                      f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    term, plain = ([e.value for e in events.Scalars(tag)] for tag in ("loss/boundary", "mse/boundary"))
+    assert len(term) == 4 and term == plain
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["mse_boundary"] == metrics["loss_boundary"] and metrics["mse_pde"] != metrics["loss_pde"]

@@ -1,6 +1,7 @@
 """Learning-rate schedules, the float64 L-BFGS stage, loss balancing, causal weighting and
 adaptive sampling: each does what its formula says, and refuses what cannot work."""
 
+import logging
 import math
 import time
 
@@ -395,6 +396,14 @@ def test_weights_updated_at_adam_steps_are_refused_without_any(tmp_path, weighti
     for plan in (LBFGS(), AdamLBFGS(switch_step=0)):
         with pytest.raises(ConfigError, match=f"loss.weighting={weighting} updates its weights at Adam steps"):
             fit(tmp_path, balance=LossBalance(weighting=weighting), plan=plan)
+
+
+def test_a_resume_with_weights_under_an_lbfgs_only_plan_warns(tmp_path, caplog):
+    # runs trained so before the refusal existed resume; their weights stay 1, as they did
+    fit(tmp_path, plan=LBFGS(max_iter=2), max_steps=1)
+    with caplog.at_level(logging.WARNING, logger="pinn"):
+        fit(tmp_path, plan=LBFGS(max_iter=2), balance=LossBalance(weighting="grad_norm"), resume=tmp_path, max_steps=2)
+    assert "updates its weights at Adam steps" in caplog.text
 
 
 def test_self_adaptive_run_resumes_bitwise(tmp_path, float64):
