@@ -208,9 +208,9 @@ def rank_share(sampler_cfg: DictConfig, comm, point_sets=("interior", "boundary"
     many processes share it."""
     if not comm.active:
         return {}
-    share = {}
+    share, cfg = {}, OmegaConf.create({"sampler": sampler_cfg})
     for key in [f"n_{name}" for name in point_sets] + ["n_candidates", "n_add"]:
-        n = sampler_cfg.get(key, _default_of(OmegaConf.create({"sampler": sampler_cfg}), f"sampler.{key}"))
+        n = sampler_cfg.get(key, _default_of(cfg, f"sampler.{key}"))  # a count left out: the sampler's default
         if not isinstance(n, int) or isinstance(n, bool):  # not the sampler's, or refused by the sampler itself
             continue
         if n % comm.world:
@@ -242,6 +242,10 @@ def _record_failure(reason: str) -> None:
 def _job_folder() -> Path:
     """The folder Hydra made for this job (where its .hydra/ and log are, and a sweep's summary looks)."""
     return Path(HydraConfig.get().runtime.output_dir)
+
+
+#: What the run folder held before Hydra wrote this launch's record (RunRecord), until training starts.
+_before_launch: dict[str, Any] = {}
 
 
 class RunRecord(Callback):
@@ -276,11 +280,8 @@ class RunRecord(Callback):
 
 
 def _record_files(record: Path | None) -> dict[Path, bytes]:
+    """The record's files and their contents (none where there is no record)."""
     return {path: path.read_bytes() for path in record.glob("*.yaml")} if record and record.is_dir() else {}
-
-
-#: What the run folder held before Hydra wrote this launch's record (RunRecord), until training starts.
-_before_launch: dict[str, Any] = {}
 
 
 def restore_run_folder() -> None:

@@ -470,7 +470,8 @@ class Trainer:
             balance: how the loss terms are weighted (:mod:`pinn.balancing`); fixed by default.
             started: called once training is under way: after the first step (whose first loss
                 evaluation is the last check of the settings), or at once where no step is left.
-                Until then this run has written nothing into ``run_dir``, nor removed anything.
+                A run refused before then has written no checkpoint or metrics into ``run_dir``,
+                nor removed any.
         """
         self._comm = comm = comm or Communicator()
         device, run_dir = torch.device(device), Path(run_dir)
