@@ -65,12 +65,12 @@ def check_mode(mode) -> bool | str:
 def blockers(*, device: torch.device, processes: int, sampler, balance, engine,
              adam_steps: int | None = None) -> list[str]:
     """Why this run's Adam steps cannot be captured (empty: they can); ``adam_steps``: how many
-    Adam steps the run has left to take."""
+    Adam steps the run's optimizer plan takes."""
     reasons = []
     if adam_steps is not None and adam_steps <= WARMUP_STEPS:
-        reasons.append(f"this run has {adam_steps} Adam step(s) to take (trainer.max_steps, optimizer.switch_step, "
-                       f"and the step it resumes at), and a capture follows {WARMUP_STEPS} eager ones; L-BFGS steps "
-                       "always run eagerly (their line search decides on the host)")
+        reasons.append(f"this run takes {adam_steps} Adam step(s) (trainer.max_steps, or optimizer.switch_step), and a "
+                       f"capture follows {WARMUP_STEPS} eager ones; L-BFGS steps always run eagerly (their line search "
+                       "decides on the host)")
     if device.type != "cuda":
         reasons.append(f"the device is {device.type}, and CUDA graphs need a CUDA GPU")
     if engine.name == "autograd":

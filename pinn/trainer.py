@@ -528,6 +528,19 @@ class Trainer:
             log.warning("optimizer.switch_step=%d >= trainer.max_steps=%d: this run never reaches L-BFGS; raise "
                         "trainer.max_steps (it counts Adam steps and L-BFGS steps) or use optimizer=adam",
                         switch, self.max_steps)
+        # Adam steps come first, then L-BFGS ones: the first L-BFGS step by bisection
+        adam_steps = bisect.bisect_left(range(self.max_steps), True, key=lambda s: optimizer.phase_at(s) != "adam")
+        reasons = blockers(device=device, processes=comm.world, sampler=sampler, balance=balance, engine=engine,
+                           adam_steps=adam_steps)
+        if self.cuda_graph is True and reasons:
+            raise ConfigError(f"trainer.cuda_graph=true, but {'; and '.join(reasons)}. "
+                              "Set trainer.cuda_graph=auto (eager where capture is impossible) or false")
+        self._graphs = self.cuda_graph is not False and not reasons
+        if self._graphs:
+            log.info("cuda_graph: each Adam step is replayed as one CUDA graph, captured after %d eager steps",
+                     WARMUP_STEPS)
+        elif self.cuda_graph == "auto" and device.type == "cuda":
+            log.info("cuda_graph: off, steps run eagerly: %s", "; and ".join(reasons))
         optimizer.check(list(model.parameters()) + list(pde.parameters()), dtype)
         ckpt_path = run_dir / "checkpoints" / CHECKPOINT_NAME
         model.to(device=device, dtype=dtype)
@@ -541,19 +554,6 @@ class Trainer:
                                   f"{self.max_steps}; set trainer.max_steps to {state.step} or more")
         else:
             state.points = self._sample(sampler, pde, generator, device, dtype)
-        # Adam steps come first, then L-BFGS ones: the first L-BFGS step by bisection
-        adam_steps = bisect.bisect_left(range(self.max_steps), True, key=lambda s: optimizer.phase_at(s) != "adam")
-        reasons = blockers(device=device, processes=comm.world, sampler=sampler, balance=balance, engine=engine,
-                           adam_steps=max(adam_steps - state.step, 0))  # those left to this run
-        if self.cuda_graph is True and reasons:
-            raise ConfigError(f"trainer.cuda_graph=true, but {'; and '.join(reasons)}. "
-                              "Set trainer.cuda_graph=auto (eager where capture is impossible) or false")
-        self._graphs = self.cuda_graph is not False and not reasons
-        if self._graphs:
-            log.info("cuda_graph: each Adam step is replayed as one CUDA graph, captured after %d eager steps",
-                     WARMUP_STEPS)
-        elif self.cuda_graph == "auto" and device.type == "cuda":
-            log.info("cuda_graph: off, steps run eagerly: %s", "; and ".join(reasons))
         test_x, test_exact = self.test_set(pde, device) if comm.is_main else (None, None)
         logger.start(state.step, state.lbfgs_evaluations)
 
