@@ -65,12 +65,13 @@ def check_mode(mode) -> bool | str:
 def blockers(*, device: torch.device, processes: int, sampler, balance, engine,
              adam_steps: int | None = None) -> list[str]:
     """Why this run's Adam steps cannot be captured (empty: they can); ``adam_steps``: how many
-    Adam steps the run's optimizer plan takes."""
+    Adam steps the run's optimizer plan takes from its first step. (A plan with fewer than
+    ``WARMUP_STEPS`` + 1 of them is not refused: a capture then never comes, and a resume in a
+    captured run's last Adam steps, with the same settings, must be accepted.)"""
     reasons = []
-    if adam_steps is not None and adam_steps <= WARMUP_STEPS:
-        reasons.append(f"this run takes {adam_steps} Adam step(s) (trainer.max_steps, or optimizer.switch_step), and a "
-                       f"capture follows {WARMUP_STEPS} eager ones; L-BFGS steps always run eagerly (their line search "
-                       "decides on the host)")
+    if adam_steps == 0:
+        reasons.append("this run's optimizer takes no Adam step (it starts with L-BFGS, whose steps always run "
+                       "eagerly: their line search decides on the host)")
     if device.type != "cuda":
         reasons.append(f"the device is {device.type}, and CUDA graphs need a CUDA GPU")
     if engine.name == "autograd":

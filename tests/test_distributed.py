@@ -18,8 +18,12 @@ from pinn.distributed import POINTS_STREAM, TORCH_STREAM, Communicator, rank_see
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
+#: two CPU processes, also on a machine with one GPU (which two processes cannot share over NCCL)
+ENV = {"PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+
+
 def torchrun(*args):
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **ENV}
     return subprocess.run([*TORCHRUN, *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -92,7 +96,7 @@ def test_self_adaptive_weights_resume_exactly_and_evaluate_repeats_the_reported_
     weights = [r["balance"]["point_weights.pde"] for r in a["ranks"]]
     assert not torch.equal(*weights)  # two processes' own weights
     # evaluate.py repeats the loss training reported: each process's, on its own points, averaged
-    evaluated = subprocess.run([sys.executable, "evaluate.py", f"run={full}"], cwd=ROOT, capture_output=True, text=True,
+    evaluated = subprocess.run([sys.executable, "evaluate.py", f"run={full}", "device=cpu"], cwd=ROOT, capture_output=True, text=True,
                                timeout=300)
     assert evaluated.returncode == 0, evaluated.stderr
     reported, again = (json.loads((full / name).read_text()) for name in ("metrics.json", "evaluation.json"))
@@ -140,7 +144,7 @@ def _rank_pid(launcher: int, rank: int) -> int | None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the ranks' processes through /proc")
 def test_a_signal_to_one_rank_stops_every_rank_and_is_named(tmp_path):
     run = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **ENV}
     proc = subprocess.Popen([*TORCHRUN, "train.py", *TINY, "trainer.max_steps=1000000", "trainer.checkpoint_every=0",
                              "trainer.eval_every=1000", f"hydra.run.dir={run}"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
