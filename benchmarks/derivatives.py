@@ -103,7 +103,7 @@ def main() -> None:
                             raise RuntimeError((out.stderr.strip().splitlines() or ["?"])[-1])
                         r = json.loads(out.stdout.strip().splitlines()[-1])
                 except Exception as exc:  # noqa: BLE001 -- one failed variant must not end the table
-                    print(f"{dim:>5} {points:>7} {variant:>22}  failed: {str(exc).splitlines()[0][:200]}", flush=True)
+                    print(f"{dim:>5} {points:>7} {variant:>22}  failed: {(str(exc).splitlines() or [type(exc).__name__])[0][:200]}", flush=True)
                     continue
                 base = r["ms_per_step"] if variant == "autograd" else base
                 ratio = f"{base / r['ms_per_step']:.2f}x" if base and variant != "autograd" else ""

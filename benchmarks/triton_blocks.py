@@ -78,7 +78,7 @@ def main() -> None:
                     ms, _ = time_steps(make_step(variant, pde, model, points, args.device), args.device,
                                        seconds=args.seconds if cuda else 0.0, warmup=5 if cuda else 1)
             except Exception as exc:  # noqa: BLE001 -- one failed setting must not end the table
-                print(f"{n:>7} {variant:>22} {label:>30}  failed: {str(exc).splitlines()[0][:200]}", flush=True)
+                print(f"{n:>7} {variant:>22} {label:>30}  failed: {(str(exc).splitlines() or [type(exc).__name__])[0][:200]}", flush=True)
                 continue
             base = ms if setting is None else base
             ratio = f"{base / ms:.2f}x" if base and setting is not None else ""

@@ -36,6 +36,9 @@ CUDA_VARIANTS = ("deepxde", "autograd", "forward", "forward+graph", "forward+com
 
 #: How a child process reports a finished variant: one JSON line on its standard error.
 ROW = '{"variant"'
+#: A child's exit status after a variant left a CUDA error behind (it stays for the process's
+#: life): the variants after it run in a fresh process.
+RESTART = 3
 
 
 def report(row: dict) -> None:
@@ -75,16 +78,23 @@ def problem(interior: int, boundary: int):
 
 
 def run_deepxde(iterations: int, device: str, interior: int, boundary: int) -> dict:
-    os.environ["DDE_BACKEND"] = "pytorch"
-    import deepxde as dde
     import numpy as np
     import torch
+
+    import train
+
+    train.tune_cpu_allocator()  # as for the pinn variants
+    # The points, the initial weights (from the CPU's random stream) and the test points, on the
+    # CPU as for the pinn variants: before DeepXDE is imported, which makes a GPU the default device.
+    points, weights = problem(interior, boundary)
+    x, exact = test_points()
+    os.environ["DDE_BACKEND"] = "pytorch"
+    import deepxde as dde
 
     if device.startswith("cuda"):
         torch.set_default_device(device)
     dde.config.set_random_seed(0)
     geom = dde.geometry.Rectangle([-1, -1], [1, 1])
-    points, weights = problem(interior, boundary)
 
     def pde(x, y):
         source = 2 * np.pi**2 * torch.sin(np.pi * x[:, 0:1]) * torch.sin(np.pi * x[:, 1:2])
@@ -107,7 +117,6 @@ def run_deepxde(iterations: int, device: str, interior: int, boundary: int) -> d
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    x, exact = test_points()
     pred = model.predict(x.numpy().astype(np.float32))
     rel = float(np.linalg.norm(pred - exact.numpy()) / np.linalg.norm(exact.numpy()))
     return {"variant": "deepxde", "ms_per_iteration": 1000 * seconds / iterations, "rel_l2": rel,
@@ -128,6 +137,8 @@ def run_pinn(variants: list[str], iterations: int, device: str, interior: int, b
     points, weights = problem(interior, boundary)
     points = {k: v.to(device) for k, v in points.items()}
     for variant in variants:
+        if os.environ.get("VS_DEEPXDE_CRASH") == variant:  # for the tests: a process that dies in a variant
+            os._exit(9)
         model = MLP(2, 1, width=50, depth=3)
         model.load_state_dict(weights)
         model.to(device)
@@ -135,7 +146,9 @@ def run_pinn(variants: list[str], iterations: int, device: str, interior: int, b
             step = make_step(variant, pde, model, points, device)
             ms, _ = time_steps(step, device, iterations=iterations)  # after 10 warm-up steps, as for DeepXDE
         except Exception as exc:  # noqa: BLE001 -- one failed variant must not end the table
-            report({"variant": variant, "error": (str(exc).strip().splitlines() or ["?"])[0][:200]})
+            report({"variant": variant, "error": (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]})
+            if "CUDA error" in str(exc):  # the device is unusable for this process from here on
+                sys.exit(RESTART)
             continue
         torch.backends.cuda.matmul.allow_tf32 = False  # the error is measured in plain float32
         metrics = Trainer().evaluate(pde, model, x.to(device=device, dtype=torch.float32), exact.to(device))
@@ -172,36 +185,43 @@ def main() -> None:
         groups.append([v for v in variants if v != "deepxde"])
     base, failed = None, False
     for group in groups:
-        # Each row is printed as its variant finishes, so that a run stopped by a time limit
-        # keeps the rows it measured.
-        child = subprocess.Popen([sys.executable, __file__, "--child", *group, "--iterations", str(args.iterations),
-                                  "--device", args.device, "--interior", str(args.interior), "--boundary",
-                                  str(args.boundary)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                 errors="replace", cwd=ROOT, env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                                     [str(ROOT), str(ROOT / "benchmarks"), os.environ.get("PYTHONPATH", "")])})
-        rows, last_line = [], "?"
-        for line in child.stderr:
-            r = read_row(line)
-            if r is None:
-                last_line = line.strip() or last_line
-                continue
-            rows.append(r)
-            if "error" in r:
-                failed = True
-                print(f"{r['variant']:>22}  failed: {r['error']}", flush=True)
-                continue
-            base = r["ms_per_iteration"] if r["variant"] == "deepxde" else base
-            ratio = f"{base / r['ms_per_iteration']:.2f}x" if base else ""
-            print(f"{r['variant']:>22} {r['ms_per_iteration']:>9.3f} {r['rel_l2']:>12.5e} {ratio:>11}", flush=True)
-        if child.wait() != 0:
+        pending = list(group)
+        while pending:
+            # Each row is printed as its variant finishes, so that a run stopped by a time limit
+            # keeps the rows it measured.
+            child = subprocess.Popen([sys.executable, __file__, "--child", *pending, "--iterations",
+                                      str(args.iterations), "--device", args.device, "--interior", str(args.interior),
+                                      "--boundary", str(args.boundary)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True, errors="replace", cwd=ROOT,
+                                     env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                         [str(ROOT), str(ROOT / "benchmarks"), os.environ.get("PYTHONPATH", "")])})
+            rows, last_line = [], "?"
+            for line in child.stderr:
+                r = read_row(line)
+                if r is None:
+                    last_line = line.strip() or last_line
+                    continue
+                rows.append(r)
+                if "error" in r:
+                    failed = True
+                    print(f"{r['variant']:>22}  failed: {r['error']}", flush=True)
+                    continue
+                base = r["ms_per_iteration"] if r["variant"] == "deepxde" else base
+                ratio = f"{base / r['ms_per_iteration']:.2f}x" if base else ""
+                print(f"{r['variant']:>22} {r['ms_per_iteration']:>9.3f} {r['rel_l2']:>12.5e} {ratio:>11}", flush=True)
+            code = child.wait()
+            pending = pending[len(rows):]
+            if code == 0:
+                break
             failed = True
-            unfinished = group[len(rows):]
-            if not unfinished:  # every variant reported, then the process failed
-                print(f"# the process of {', '.join(group)} exited with {child.returncode}: {last_line}", flush=True)
-                continue
-            print(f"{unfinished[0]:>22}  failed: {last_line}", flush=True)  # the variant that was running
-            for variant in unfinished[1:]:
-                print(f"{variant:>22}  not run: the process stopped at {unfinished[0]}", flush=True)
+            if code != RESTART:  # the process died during a variant (a crash, not an exception)
+                if not pending:  # every variant reported, then the process failed
+                    print(f"# the process of {', '.join(group)} exited with {code}: {last_line}", flush=True)
+                    break
+                print(f"{pending[0]:>22}  failed: {last_line}", flush=True)
+                pending = pending[1:]
+            if pending:  # the variants after a crash or a CUDA error: in a fresh process
+                print("# the variants after it run in a new process", flush=True)
     if failed:
         sys.exit(1)
 

@@ -2,13 +2,15 @@ import os
 import sys
 from pathlib import Path
 
-# Without an NVIDIA GPU, Triton's kernels (pinn.fused) run in its CPU interpreter, so that the
-# tests can check them anywhere. Triton reads this when it is first imported (torch imports it).
-if not os.path.exists("/dev/nvidiactl"):
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+import pytest
+import torch
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+# Without a CUDA GPU, Triton's kernels (pinn.fused) run in its CPU interpreter, so that the
+# tests can check them anywhere. Triton reads this when it is first imported, which importing
+# torch does not do. (Asked of PyTorch, not of /dev/nvidiactl, which a sandboxed GPU machine
+# may not show.)
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"

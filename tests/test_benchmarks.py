@@ -48,6 +48,17 @@ def test_vs_deepxde_reports_a_failed_variant_and_goes_on():
     assert any(line[0] == "forward" and float(line[1]) > 0 for line in lines if line), out
 
 
+def test_vs_deepxde_runs_the_variants_after_a_crash_in_a_new_process(monkeypatch):
+    # A variant that kills its process (a CUDA error stays for the process's life) costs only its own row.
+    monkeypatch.setenv("VS_DEEPXDE_CRASH", "forward")
+    out = run("vs_deepxde.py", "--iterations", "2", "--interior", "16", "--boundary", "4", "--variants",
+              "forward", "autograd", returncode=1)
+    lines = [line.split() for line in out.splitlines()]
+    assert ["forward", "failed:"] in [line[:2] for line in lines], out
+    assert "# the variants after it run in a new process" in out
+    assert any(line[0] == "autograd" and float(line[1]) > 0 for line in lines if line), out
+
+
 def test_vs_deepxde_finds_rows_after_other_output_and_skips_broken_ones():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import vs_deepxde

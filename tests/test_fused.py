@@ -376,6 +376,12 @@ def test_float32_network_matches_unfused_engine(monkeypatch):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_the_kernels_are_compiled_not_interpreted():
+    # the tests above then check the kernels as training runs them
+    assert not fused.interpreting() and fused.why_unavailable(torch.device("cuda")) is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("engine", ["forward", "stochastic"])
 def test_replayed_steps_with_kernels_equal_eager_steps(engine, tmp_path, monkeypatch):
     """A CUDA graph of the whole step replays the kernels as the eager steps run them (float64),
