@@ -289,13 +289,17 @@ def restore_run_folder() -> None:
     folder it created goes, if it holds only Hydra's record and log; in a folder that was there,
     the record is put back as it was (or removed, where there was none, with a new, empty log).
     Where the record is no longer the one this launch wrote (another launch into the same
-    folder), nothing is touched."""
+    folder), nothing is touched. An ``output_dir`` apart from Hydra's folder that the launch
+    made goes too, if nothing has been written into it."""
     if not _before_launch or "ours" not in _before_launch:
         _before_launch.clear()
         return
     folder, record, created, kept, logs, ours = (_before_launch[k] for k in
                                                  ("folder", "record", "created", "kept", "logs", "ours"))
+    output_dir = _before_launch.get("output_dir")  # made by this launch, away from Hydra's folder
     _before_launch.clear()
+    if output_dir is not None and not any(p.is_file() for p in output_dir.rglob("*")):
+        shutil.rmtree(output_dir, ignore_errors=True)
     if _record_files(record) != ours:
         return
     if created is not None:
@@ -342,6 +346,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"in a sweep every job writes to its own folder, not output_dir={cfg.output_dir}; leave "
                           "output_dir at its default and choose the folders with hydra.sweep.dir (and "
                           "hydra.sweep.subdir, such as 'hydra.sweep.subdir=s${seed}')")
+    if _before_launch and not run_dir.exists():  # an output_dir of its own: removed again if refused
+        made = run_dir.absolute()
+        while not made.parent.exists():
+            made = made.parent
+        _before_launch["output_dir"] = made
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -246,6 +246,10 @@ def test_a_refused_launch_leaves_its_run_folder_as_it_found_it(tmp_path):
     (tmp_path / "empty").mkdir()
     result = train(f"hydra.run.dir={tmp_path / 'empty'}", *TINY, "model.width=-1")
     assert result.returncode == 2 and list((tmp_path / "empty").iterdir()) == []
+    # an output_dir apart from Hydra's folder, made by the launch: removed with it
+    result = train(f"hydra.run.dir={tmp_path / 'hydra'}", f"output_dir={tmp_path / 'out' / 'here'}", *TINY,
+                   "model.width=-1")
+    assert result.returncode == 2 and not (tmp_path / "hydra").exists() and not (tmp_path / "out").exists()
     # a resume that is accepted records its own launch
     result = train(f"hydra.run.dir={run}", *TINY, "optimizer=adam", "trainer.max_steps=6", f"resume={run}")
     assert result.returncode == 0, result.stderr
