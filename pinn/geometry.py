@@ -452,7 +452,8 @@ def _check_simple(vertices: list[list[float]], positions: list[int] | None = Non
     A cross product within its rounding error of zero counts as zero, so that vertices on a
     straight line (or a rounding error off it) are collinear. The pairs are tested in NumPy,
     and only those whose bounding boxes overlap are tested exactly: thousands of vertices
-    take a fraction of a second."""
+    take a fraction of a second. ``positions``: where each vertex was in the vertices as the
+    user gave them (a repeated one is named by those)."""
     given = positions if positions is not None else list(range(len(vertices)))  # where each was in the input
     seen: dict[tuple[float, float], list[int]] = {}
     for i, vertex in zip(given, map(tuple, vertices)):

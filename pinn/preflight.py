@@ -5,7 +5,8 @@ in float32, with a different PyTorch build. Before training, :func:`preflight` r
 checks that must hold bit for bit in any IEEE arithmetic (derivatives of ``sin``, of a
 polynomial, ``∇·∇(x·x)`` by every strategy) and cross-checks the Laplacian of the user's own
 network against an independent forward-mode computation (or ``torch.func`` for networks the
-forward engine does not support) to round-off of the dtype. With ``derivatives.triton`` it also
+forward engine does not support) to round-off of the dtype: the forward engine in each of its
+modes, and the parameters' gradient of its second derivatives against double backward. With ``derivatives.triton`` it also
 checks the fused Triton kernels on that device against the unfused forward engine: values,
 derivatives and the parameters' gradients. It takes milliseconds (plus, with the kernels, their
 compilation, which the first training step would otherwise do).
@@ -112,11 +113,10 @@ def _model_checks(model: Callable[[Tensor], Tensor], in_dim: int, device, dtype,
         checks.append(("hessian(model): reverse mode == forward mode [hessian]",
                        (reverse - hessian_jet).abs().max().item(), 1000 * eps * size))
         pairs.append(("diagonal", torch.diagonal(reverse, dim1=1, dim2=2).transpose(1, 2), diagonal.sec))
-    for mode, by_reverse, by_engine in pairs:
-        if params:
-            error, size = _gradient_error(by_reverse, by_engine, params, gen)
-            checks.append((f"parameters' gradient of the second derivatives [{mode}]: double backward == forward "
-                           "engine", error, 1000 * eps * size))
+    for mode, by_reverse, by_engine in pairs if params else []:
+        error, size = _gradient_error(by_reverse, by_engine, params, gen)
+        checks.append((f"parameters' gradient of the second derivatives [{mode}]: double backward == forward "
+                       "engine", error, 1000 * eps * size))
     layers = linear_chain(model)
     if layers is not None:
         gram = gram_laplacian(layers, x).operator("laplacian").detach()
