@@ -139,20 +139,30 @@ def run_pinn(variants: list[str], iterations: int, device: str, interior: int, b
     for variant in variants:
         if os.environ.get("VS_DEEPXDE_CRASH") == variant:  # for the tests: a process that dies in a variant
             os._exit(9)
-        model = MLP(2, 1, width=50, depth=3)
-        model.load_state_dict(weights)
-        model.to(device)
         try:
+            model = MLP(2, 1, width=50, depth=3)
+            model.load_state_dict(weights)
+            model.to(device)
             step = make_step(variant, pde, model, points, device)
             ms, _ = time_steps(step, device, iterations=iterations)  # after 10 warm-up steps, as for DeepXDE
+            torch.backends.cuda.matmul.allow_tf32 = False  # the error is measured in plain float32
+            metrics = Trainer().evaluate(pde, model, x.to(device=device, dtype=torch.float32), exact.to(device))
         except Exception as exc:  # noqa: BLE001 -- one failed variant must not end the table
             report({"variant": variant, "error": (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]})
-            if "CUDA error" in str(exc):  # the device is unusable for this process from here on
-                sys.exit(RESTART)
+            if device_lost(exc):  # the device is unusable for this process from here on
+                sys.stderr.flush()
+                os._exit(RESTART)  # not sys.exit: Python's shutdown after a CUDA error can crash or hang
             continue
-        torch.backends.cuda.matmul.allow_tf32 = False  # the error is measured in plain float32
-        metrics = Trainer().evaluate(pde, model, x.to(device=device, dtype=torch.float32), exact.to(device))
         report({"variant": variant, "ms_per_iteration": ms, "rel_l2": metrics["rel_l2"]})
+
+
+def device_lost(exc: Exception) -> bool:
+    """Whether ``exc`` is a CUDA error, which stays for the rest of the process (in PyTorch's
+    words or in Triton's launcher's)."""
+    import torch
+
+    lost = getattr(torch, "AcceleratorError", ())
+    return isinstance(exc, lost) or any(words in str(exc) for words in ("CUDA error", "Triton Error [CUDA]"))
 
 
 def main() -> None:
@@ -214,11 +224,11 @@ def main() -> None:
             if code == 0:
                 break
             failed = True
-            if code != RESTART:  # the process died during a variant (a crash, not an exception)
+            if code != RESTART or not rows:  # the process died during a variant (a crash, not a reported error)
                 if not pending:  # every variant reported, then the process failed
                     print(f"# the process of {', '.join(group)} exited with {code}: {last_line}", flush=True)
                     break
-                print(f"{pending[0]:>22}  failed: {last_line}", flush=True)
+                print(f"{pending[0]:>22}  failed: exit status {code}: {last_line}", flush=True)
                 pending = pending[1:]
             if pending:  # the variants after a crash or a CUDA error: in a fresh process
                 print("# the variants after it run in a new process", flush=True)

@@ -59,6 +59,15 @@ def test_vs_deepxde_runs_the_variants_after_a_crash_in_a_new_process(monkeypatch
     assert any(line[0] == "autograd" and float(line[1]) > 0 for line in lines if line), out
 
 
+def test_vs_deepxde_tells_a_lost_device_from_a_failed_variant():
+    import vs_deepxde
+
+    for lost in ("CUDA error: an illegal memory access was encountered",
+                 "Triton Error [CUDA]: an illegal memory access was encountered"):
+        assert vs_deepxde.device_lost(RuntimeError(lost))
+    assert not vs_deepxde.device_lost(ValueError("forward+graph: CUDA graphs need a CUDA device, not cpu"))
+
+
 def test_vs_deepxde_finds_rows_after_other_output_and_skips_broken_ones():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import vs_deepxde
