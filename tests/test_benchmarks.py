@@ -60,6 +60,7 @@ def test_vs_deepxde_runs_the_variants_after_a_crash_in_a_new_process(monkeypatch
 
 
 def test_vs_deepxde_tells_a_lost_device_from_a_failed_variant():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
     import vs_deepxde
 
     for lost in ("CUDA error: an illegal memory access was encountered",
