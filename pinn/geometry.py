@@ -333,6 +333,9 @@ class Polygon(Domain):
             raise ConfigError(f"Polygon: vertices must be a list of at least three [x, y] pairs; got {vertices!r}")
         if not torch.isfinite(v).all():
             raise ConfigError(f"Polygon: the vertices must be finite; got {vertices!r}")
+        if v.abs().max() > 1e150:  # products of coordinates (areas, cross products) must fit float64
+            raise ConfigError(f"Polygon: the coordinates must be at most 1e150 in magnitude (their products must fit a "
+                              f"float64); got {vertices!r}. Rescale the problem")
         # A vertex a rounding error from the one before it (such as a closed ring's last, which
         # repeats its first) adds an edge of no length: dropped.
         previous = v.roll(1, 0)

@@ -374,6 +374,7 @@ def test_unknown_region_names_the_valid_ones(domain):
     (lambda: Polygon([(0, 0), (2, 0), (1, 0), (1, 1)]), "overlap; the outline doubles back"),
     (lambda: Polygon([(0, 0), (1, 0), (float("nan"), 1)]), "must be finite"),
     (lambda: Polygon([(0, 0), (1, 0), (1, 1), (float("inf"), 1)]), "must be finite"),
+    (lambda: Polygon([(0, 0), (1e155, 0), (1e155, 1e155)]), "at most 1e150 in magnitude"),
     (lambda: Polygon([(0, 0), (0, 0), (1, 0), (1, 0)]), "fewer than three distinct vertices"),
     (lambda: Ball([0, 0, 0], 0.0), "radius must be a finite number > 0"),
     (lambda: Ball([0, 0], -1.0), "radius must be a finite number > 0"),
