@@ -45,8 +45,6 @@ from torch import Tensor
 from pinn.errors import ConfigError
 from pinn.sampling import RARSampler
 
-MODES = ("auto", True, False)
-
 #: Eager steps before the capture: they create Adam's state and let PyTorch set up its
 #: libraries' workspaces, which must not happen inside a capture. They are real training steps.
 WARMUP_STEPS = 3

@@ -784,8 +784,8 @@ def gram_laplacian_of_transform(module: OutputTransform, layers: list[nn.Module]
     the points otherwise."""
     scale, base = _transform_jets(module, Jet.seed(x, "laplacian"))
     value, lap, slope = _gram_chain(layers, x, along=scale.jac.transpose(1, 2))  # along ∇s: (N, k, d)
-    # s and N broadcast as in u = b + s N: one component of either scales every component of
-    # the other, and k components of both pair up one by one.
+    # s and N broadcast as in u = b + s N: one component of s scales every component of N, and
+    # k components of both pair up one by one (more components than N has are refused).
     k, m = slope.shape[1:]
     _check_components(scale, base, m, x)
     slope = slope[:, 0, :] if k == 1 else torch.diagonal(slope, dim1=1, dim2=2)  # k == m
