@@ -75,9 +75,9 @@ def evaluate(run: str | Path, device: str = "auto") -> dict:
         points = {k: v.to(device=device_, dtype=dtype) for k, v in rank["points"].items()}
         total, terms = trainer.losses(pde, model, engine, points)
         values.append(trainer.reported(total, terms))
-    total, *rest = torch.stack(values).mean(dim=0).tolist()
-    metrics.update(loss=total, **{f"loss_{k}": v for k, v in zip(terms, rest)},
-                   **{f"mse_{k}": v for k, v in zip(terms, rest[len(terms):])}, step=int(payload["step"]))
+    total, terms, plain = trainer.unpack(torch.stack(values).mean(dim=0), list(terms))
+    metrics.update(loss=total.item(), **{f"loss_{k}": v.item() for k, v in terms.items()},
+                   **{f"mse_{k}": v.item() for k, v in plain.items()}, step=int(payload["step"]))
 
     folder = output_folder(Path(run))
     write_text_atomically(folder / "evaluation.json", json.dumps(metrics, indent=2) + "\n")

@@ -266,17 +266,22 @@ class RunRecord(Callback):
             return
         folder = Path(os.path.abspath(config.hydra.run.dir))  # as Hydra resolves it ("a/../b" is b)
         record = None if config.hydra.output_subdir is None else folder / config.hydra.output_subdir
-        created = None  # the outermost folder that this launch creates
-        if not folder.exists():
-            created = folder
-            while not created.parent.exists():
-                created = created.parent
+        created = _outermost_missing(folder)  # the outermost folder that this launch creates
         _before_launch.update(folder=folder, record=record, created=created, kept=_record_files(record),
                               logs=set(folder.glob("*.log")))
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if _before_launch:  # Hydra has written this launch's record: what it wrote, to tell it from another's
             _before_launch["ours"] = _record_files(_before_launch["record"])
+
+
+def _outermost_missing(folder: Path) -> Path | None:
+    """The outermost of ``folder`` and its parents that does not exist (``None``: it exists)."""
+    if folder.exists():
+        return None
+    while not folder.parent.exists():
+        folder = folder.parent
+    return folder
 
 
 def _record_files(record: Path | None) -> dict[Path, bytes]:
@@ -347,10 +352,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                           "output_dir at its default and choose the folders with hydra.sweep.dir (and "
                           "hydra.sweep.subdir, such as 'hydra.sweep.subdir=s${seed}')")
     if _before_launch and not run_dir.exists():  # an output_dir of its own: removed again if refused
-        made = run_dir.absolute()
-        while not made.parent.exists():
-            made = made.parent
-        _before_launch["output_dir"] = made
+        _before_launch["output_dir"] = _outermost_missing(run_dir.absolute())
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

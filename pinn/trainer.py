@@ -262,6 +262,12 @@ class Trainer:
         plain = [self.balance.logs.get(f"mse/{name}", value) for name, value in terms.items()]
         return torch.stack([total.detach(), *(v.detach() for v in terms.values()), *(p.detach() for p in plain)])
 
+    @staticmethod
+    def unpack(values: Tensor, names: list[str]) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+        """:meth:`reported`'s tensor as ``(total, terms, mean squares)``, by term name."""
+        n = len(names)
+        return values[0], dict(zip(names, values[1:1 + n])), dict(zip(names, values[1 + n:]))
+
     def _step(self, pde, model, engine, state: _State, trainable: nn.Module, plan: OptimizerPlan,
               logger: Logger) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
         """One optimizer step; returns the loss, its terms and their plain mean squares
@@ -287,8 +293,7 @@ class Trainer:
         else:
             values = state.captured(step)
         balance.ascend()
-        n = len(self._term_names)
-        return values[0], dict(zip(self._term_names, values[1:1 + n])), dict(zip(self._term_names, values[1 + n:]))
+        return self.unpack(values, self._term_names)
 
     def _update_weights(self, pde, model, engine, state: _State, trainable: nn.Module) -> None:
         """Re-estimate the ``grad_norm``/``ntk`` loss weights at the current parameters, before the
@@ -322,9 +327,8 @@ class Trainer:
             total.backward()
             # Across ranks: the mean gradient, and the mean loss (L-BFGS decides on its value).
             self._comm.average_gradients(trainable)
-            averaged, n = self._comm.average(self.reported(total, terms)), len(terms)
-            last["total"], last["terms"] = averaged[0], dict(zip(terms, averaged[1:1 + n]))
-            last["plain"] = dict(zip(terms, averaged[1 + n:]))
+            averaged = self._comm.average(self.reported(total, terms))
+            last["total"], last["terms"], last["plain"] = self.unpack(averaged, list(terms))
             state.lbfgs_evaluations += 1  # every evaluation of the line search, on its own axis
             logger.evaluation_scalar("lbfgs/loss", averaged[0].item(), state.lbfgs_evaluations)
             return averaged[0]
@@ -708,8 +712,7 @@ class Trainer:
 
     def _final_metrics(self, pde, model, engine, state: _State, test_x, test_exact, device) -> dict[str, Any]:
         total, terms = self.losses(pde, model, engine, state.points)
-        averaged, n = self._comm.average(self.reported(total, terms)), len(terms)
-        total, plain, terms = averaged[0], dict(zip(terms, averaged[1 + n:])), dict(zip(terms, averaged[1:1 + n]))
+        total, terms, plain = self.unpack(self._comm.average(self.reported(total, terms)), list(terms))
         steps = sum(c.steps for c in state.clocks.values())
         seconds = sum(c.seconds for c in state.clocks.values())
         metrics: dict[str, Any] = {
