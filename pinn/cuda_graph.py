@@ -64,8 +64,9 @@ def blockers(*, device: torch.device, processes: int, sampler, balance, engine,
              adam_steps: int | None = None) -> list[str]:
     """Why this run's Adam steps cannot be captured (empty: they can); ``adam_steps``: how many
     Adam steps the run's optimizer plan takes from its first step. (A plan with fewer than
-    ``WARMUP_STEPS`` + 1 of them is not refused: a capture then never comes, and a resume in a
-    captured run's last Adam steps, with the same settings, must be accepted.)"""
+    ``WARMUP_STEPS`` + 1 of them is not refused: a capture then never comes, which the trainer
+    logs, and a resume in a captured run's last Adam steps, with the same settings, must be
+    accepted.)"""
     reasons = []
     if adam_steps == 0:
         reasons.append("this run's optimizer takes no Adam step (it starts with L-BFGS, whose steps always run "

@@ -611,9 +611,9 @@ class Trainer:
                     state.points = {k: v.to(dtype=target) for k, v in state.points.items()}
                     state.dtype = target
                 state.optimizer, state.phase = optimizer.build(phase, trainable.parameters()), phase
-                self._enter_phase(state, device)
+                self._enter_phase(state, optimizer, device)
             elif state.step == start_step:  # resumed in this phase, with its restored optimizer
-                self._enter_phase(state, device)
+                self._enter_phase(state, optimizer, device)
             if self.resample_every and phase == "adam" and state.step > 0 and state.step % self.resample_every == 0:
                 if isinstance(sampler, AdaptiveSampler):
                     fresh = self._adapt(sampler, pde, model, engine, generator, state)
@@ -674,8 +674,9 @@ class Trainer:
                 raise TrainingInterrupted(signum, step, ckpt_path)
         bar.close()
 
-    def _enter_phase(self, state: _State, device: torch.device) -> None:
-        """Set the phase's optimizer up for captured or eager steps."""
+    def _enter_phase(self, state: _State, plan, device: torch.device) -> None:
+        """Set the phase's optimizer up for captured or eager steps (``plan``: the run's optimizer
+        plan, which says how many steps the phase has left)."""
         state.lr, state.captured = None, None
         if state.phase == "adam":
             prepare_adam(state.optimizer, device, captured=self._graphs)
@@ -684,6 +685,12 @@ class Trainer:
                 state.captured = CapturedStep(lambda none: optimizer.zero_grad(set_to_none=none),
                                               on_failure=self._capture_failed)
                 self._captured_steps.append(state.captured)
+                steps = range(state.step, self.max_steps)
+                left = bisect.bisect_left(steps, True, key=lambda s: plan.phase_at(s) != "adam")
+                if left <= state.captured.warmup:  # the capture would come after the phase's last step
+                    (log.warning if self.cuda_graph is True else log.info)(
+                        "cuda_graph: this Adam phase has %d step(s) left, and a capture comes after %d eager "
+                        "steps: every step of it runs eagerly", left, state.captured.warmup)
         elif self._graphs:
             log.info("cuda_graph: L-BFGS steps run eagerly (its line search decides on the host)")
 

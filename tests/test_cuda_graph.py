@@ -94,6 +94,36 @@ def test_true_without_a_gpu_is_refused_and_auto_trains_eagerly(tmp_path):
     assert_same_training(auto, off, rtol=0)
 
 
+class EagerStandIn:
+    """A CapturedStep that never captures: what a CPU can run in its place."""
+
+    def __init__(self, zero_grad, on_failure=None):
+        self.zero_grad, self.warmup, self.captured = zero_grad, WARMUP_STEPS, False
+
+    def __call__(self, step):
+        self.zero_grad(True)
+        return step()
+
+
+@pytest.mark.parametrize("mode,level", [(True, logging.WARNING), ("auto", logging.INFO)])
+def test_a_phase_too_short_for_a_capture_says_so(mode, level, tmp_path, caplog, monkeypatch):
+    """A capture comes after WARMUP_STEPS eager steps, so an Adam phase with no more steps than
+    that runs eagerly throughout, and the log says so (louder where true was asked for)."""
+    monkeypatch.setattr("pinn.trainer.blockers", lambda **kwargs: [])  # as on a GPU
+    monkeypatch.setattr("pinn.trainer.CapturedStep", EagerStandIn)
+    plan = AdamLBFGS(lr=1e-2, switch_step=WARMUP_STEPS, max_iter=2)
+    with caplog.at_level(logging.INFO, logger="pinn"):
+        fit(tmp_path / "short", cuda_graph=mode, plan=plan, max_steps=WARMUP_STEPS + 1, device="cpu")
+    (record,) = [r for r in caplog.records if "a capture comes after" in r.getMessage()]
+    assert record.levelno == level
+    assert f"this Adam phase has {WARMUP_STEPS} step(s) left" in record.getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pinn"):  # one step more, and the capture would come
+        fit(tmp_path / "long", cuda_graph=mode, plan=plan.__class__(lr=1e-2, switch_step=WARMUP_STEPS + 1, max_iter=2),
+            max_steps=WARMUP_STEPS + 2, device="cpu")
+    assert not [r for r in caplog.records if "a capture comes after" in r.getMessage()]
+
+
 def test_resampled_points_are_copied_into_the_captured_tensors():
     static = {"interior": torch.zeros(4, 2), "boundary": torch.zeros(2, 2)}
     storage = static["interior"].data_ptr()
