@@ -286,6 +286,23 @@ def _terms_and_params(pde=None):
     return pde, model, points, list(model.parameters())
 
 
+def test_fixed_weights_multiply_only_where_they_are_not_one(float64):
+    """The fixed scheme's total is Σ w_k L_k; a weight of 1 adds its term as it is (no
+    multiplication: fewer kernels in a captured step), and the gradient is the same."""
+    pde, model, points, params = _terms_and_params()
+    terms = pde.losses(model, points, AutogradEngine())
+    pde_loss, boundary = terms["pde"], terms["boundary"]
+    total = LossBalance().combine(terms, {})
+    assert total.grad_fn.name() == "AddBackward0" and total.item() == (pde_loss + boundary).item()
+    weighted = LossBalance().combine(terms, {"boundary": 10.0})
+    assert weighted.item() == (pde_loss + 10.0 * boundary).item()
+    grads = torch.autograd.grad(weighted, params, retain_graph=True, allow_unused=True)
+    expected = torch.autograd.grad(pde_loss + 10.0 * boundary, params, allow_unused=True)
+    for g, e in zip(grads, expected):
+        assert (g is None and e is None) or torch.equal(g, e)
+    assert LossBalance().combine({"pde": pde_loss}, {}) is pde_loss  # one term: the term itself
+
+
 def test_grad_norm_weights_follow_the_formula(float64):
     pde, model, points, params = _terms_and_params()
     balance = LossBalance(weighting="grad_norm", momentum=0.0)
