@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+import numpy as np
 import torch
+from scipy.stats import qmc
 from torch import Tensor
 
 from pinn.errors import ConfigError, check_positive
@@ -71,6 +73,17 @@ class SobolSampler(Sampler):
     def unit(self, n: int, dim: int, generator: torch.Generator) -> Tensor:
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         return torch.quasirandom.SobolEngine(dim, scramble=True, seed=seed).draw(n, dtype=torch.float64)
+
+
+class LatinHypercubeSampler(Sampler):
+    """Latin hypercube points (``scipy.stats.qmc.LatinHypercube``): split ``[0, 1)`` into ``n``
+    equal slices, and every coordinate of the ``n`` points has exactly one value in each slice,
+    at a random place in it. Evenly spread along each axis, like DeepXDE's ``LHS`` (not jointly,
+    as Sobol points are). Each call draws a fresh seed from the generator."""
+
+    def unit(self, n: int, dim: int, generator: torch.Generator) -> Tensor:
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        return torch.from_numpy(qmc.LatinHypercube(d=dim, seed=np.random.default_rng(seed)).random(n))
 
 
 class AdaptiveSampler(SobolSampler):

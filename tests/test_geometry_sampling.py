@@ -3,7 +3,7 @@ import torch
 
 from pinn.errors import ConfigError
 from pinn.geometry import Box
-from pinn.sampling import SobolSampler, UniformSampler
+from pinn.sampling import LatinHypercubeSampler, SobolSampler, UniformSampler
 
 
 def unit(n, d, seed=0):
@@ -43,7 +43,7 @@ def test_box_rejects_bad_corners():
         Box([0.0], [1.0, 1.0])
 
 
-@pytest.mark.parametrize("cls", [UniformSampler, SobolSampler])
+@pytest.mark.parametrize("cls", [UniformSampler, SobolSampler, LatinHypercubeSampler])
 def test_samplers_are_driven_by_the_generator(cls):
     box = Box(-1.0, 1.0, dim=3)
     sampler = cls(n_interior=256, n_boundary=64)
@@ -70,6 +70,20 @@ def test_sobol_covers_more_evenly_than_uniform():
         return 256 - len(set(map(tuple, cells.tolist())))
 
     assert empty_cells(SobolSampler(n_interior=256, n_boundary=0)) < empty_cells(UniformSampler(n_interior=256, n_boundary=0))
+
+
+@pytest.mark.parametrize("n,dim", [(1, 1), (7, 3), (500, 5)])
+def test_latin_hypercube_puts_one_value_of_each_coordinate_in_each_slice(n, dim):
+    x = LatinHypercubeSampler().unit(n, dim, torch.Generator().manual_seed(3))
+    assert x.shape == (n, dim) and x.dtype == torch.float64 and ((x >= 0) & (x < 1)).all()
+    for column in x.T:  # the n slices [i/n, (i+1)/n), each hit once
+        assert sorted((column * n).floor().long().tolist()) == list(range(n))
+    # and the points of a box keep it, scaled: one per slice of [-1, 1) along each axis
+    box = Box(-1.0, 1.0, dim=dim)
+    inside = LatinHypercubeSampler(n_interior=n, n_boundary=0).sample(box, torch.Generator().manual_seed(3),
+                                                                       ("interior",))["interior"]
+    for column in inside.T:
+        assert sorted(((column + 1) / 2 * n).floor().long().tolist()) == list(range(n))
 
 
 @pytest.mark.parametrize("kwargs,match", [({"n_interior": 0}, "n_interior"), ({"n_boundary": -1}, "n_boundary"),
