@@ -159,12 +159,18 @@ class ForwardEngine(Engine):
         layers = self.gram_layers(model, x.shape[1])
         if layers is not None:
             if isinstance(model, OutputTransform):
-                return x, gram_laplacian_of_transform(model, layers, x)
-            return x, gram_laplacian(layers, x)
-        return x, propagate(model, Jet.seed(x, self.second), triton=self.triton)
+                return x, _at(x, gram_laplacian_of_transform(model, layers, x))
+            return x, _at(x, gram_laplacian(layers, x))
+        return x, _at(x, propagate(model, Jet.seed(x, self.second), triton=self.triton))
 
     def __repr__(self) -> str:
         return f"ForwardEngine(second={self.second!r}, gram={self.gram!r}{', triton=True' if self.triton else ''})"
+
+
+def _at(x: Tensor, field: Jet) -> Jet:
+    """``field``, recording that it was computed at ``x`` (the operators refuse other points)."""
+    field.points = x
+    return field
 
 
 def _check_triton(triton) -> bool:
@@ -233,7 +239,7 @@ class StochasticEngine(Engine):
         x = x.detach()
         signs = torch.randint(0, 2, (self.samples, x.shape[1]), device=x.device).to(x.dtype)
         directions = (2 * signs - 1) / math.sqrt(self.samples)  # (K, d), shared by all points
-        return x, propagate(model, Jet.seed(x, "laplacian", directions=directions), triton=self.triton)
+        return x, _at(x, propagate(model, Jet.seed(x, "laplacian", directions=directions), triton=self.triton))
 
     def __repr__(self) -> str:
         return (f"StochasticEngine(samples={self.samples}{', unbiased=True' if self.unbiased else ''}"

@@ -226,6 +226,8 @@ class Jet(DerivativeCarrier):
         self.value, self.jac, self.second, self.sec, self.exact = value, jac, second, sec, exact
         self.zero_second = zero_second
         self.is_seed = False  # whether this is the points' own jet, before any layer (set by seed())
+        self.points = None  # the points the engine evaluated the field at (DerivativeCarrier.points)
+        self.given = None  # a constant function's value as the function returned it (of_function)
 
     # ------------------------------------------------------------------ construction
 
@@ -236,6 +238,8 @@ class Jet(DerivativeCarrier):
         if second not in SECOND_ORDER:
             raise ConfigError(f"unknown derivatives.second {second!r}; valid choices: {', '.join(SECOND_ORDER)}")
         n, d = x.shape
+        if n == 0:
+            raise ValueError(f"no points to evaluate the field at: x has shape {tuple(x.shape)}")
         if directions is None:
             jac = torch.eye(d, dtype=x.dtype, device=x.device).expand(n, d, d)
         else:
@@ -389,8 +393,10 @@ class Jet(DerivativeCarrier):
         return self._select(cols)
 
     def _select(self, cols) -> Jet:
-        return Jet(self.value[:, cols], self.jac[..., cols], self.second, self.sec[..., cols], exact=self.exact,
-                   zero_second=self.zero_second)
+        jet = Jet(self.value[:, cols], self.jac[..., cols], self.second, self.sec[..., cols], exact=self.exact,
+                  zero_second=self.zero_second)
+        jet.points = self.points
+        return jet
 
     # Arithmetic treats a Jet as its value: residuals combine values with derivatives read by operators.
     @classmethod
@@ -411,6 +417,16 @@ class Jet(DerivativeCarrier):
     def __rtruediv__(self, other): return other / self.value
     def __neg__(self): return -self.value
     def __pow__(self, power): return self.value**power
+    def __rpow__(self, base): return base**self.value
+    def __abs__(self): return self.value.abs()
+    # Comparisons too (u > 0 is a tensor of bools, as under autograd), and a Jet stays hashable.
+    def __eq__(self, other): return self.value == other
+    def __ne__(self, other): return self.value != other
+    def __lt__(self, other): return self.value < other
+    def __le__(self, other): return self.value <= other
+    def __gt__(self, other): return self.value > other
+    def __ge__(self, other): return self.value >= other
+    __hash__ = object.__hash__
 
     def __getattr__(self, name: str):
         """Tensor attributes and methods the Jet lacks are its value's (``u.square()``,
@@ -567,8 +583,19 @@ def _modified_mlp(module: ModifiedMLP, jet: Jet, triton: bool = False) -> Jet:
 
 
 def _part_jets(module: OutputTransform, seed: Jet) -> tuple[Jet, Jet]:
-    return (Jet.of_function(module.scale, seed, name="the hard constraint's scale"),
-            Jet.of_function(module.base, seed, name="the hard constraint's base"))
+    parts = (Jet.of_function(module.scale, seed, name="the hard constraint's scale"),
+             Jet.of_function(module.base, seed, name="the hard constraint's base"))
+    for name, part in zip(("scale", "base"), parts):
+        # The seed's points need no gradient here, so one that does reaches a trained tensor:
+        # a parameter that check_supported cannot see (held by a closure, say).
+        if any(t is not None and t.requires_grad for t in (part.value, part.jac, part.sec)):
+            raise ConfigError(
+                f"the hard constraint's {name} depends on a tensor that requires a gradient (a trainable parameter "
+                "it reaches from outside, say), but the forward engine takes its derivatives once per point set, as "
+                "constants of the training step. Make it a fixed function of the points (detach what it reads), or "
+                "use derivatives.engine=autograd"
+            )
+    return parts
 
 
 def _transform_jets(module: OutputTransform, seed: Jet) -> tuple[Jet, Jet]:
@@ -603,8 +630,8 @@ def _transform_jets(module: OutputTransform, seed: Jet) -> tuple[Jet, Jet]:
 def _check_components(scale: Jet, base: Jet, outputs: int, x: Tensor) -> None:
     """A hard constraint's base and scale have one component, or as many as the network has
     outputs (as :class:`~pinn.models.OutputTransform` checks under autograd)."""
-    check_pointwise("the hard constraint's base", getattr(base, "given", base.value), x, outputs)
-    check_pointwise("the hard constraint's scale", getattr(scale, "given", scale.value), x, outputs)
+    check_pointwise("the hard constraint's base", base.value if base.given is None else base.given, x, outputs)
+    check_pointwise("the hard constraint's scale", scale.value if scale.given is None else scale.given, x, outputs)
 
 
 def propagate(module: nn.Module, jet: Jet, *, triton: bool = False) -> Jet:
@@ -674,7 +701,9 @@ class GramLaplacian(Jet):
         return "values and exact Laplacians (computed from Gram matrices, derivatives.gram), no first derivatives"
 
     def _select(self, cols) -> GramLaplacian:
-        return GramLaplacian(self.value[:, cols], self.sec[:, cols])
+        field = GramLaplacian(self.value[:, cols], self.sec[:, cols])
+        field.points = self.points
+        return field
 
     def operator(self, name: str, *indices: int) -> Tensor:
         if name == "laplacian":

@@ -386,7 +386,9 @@ class OutputTransform(nn.Module):
     or :math:`t - t_0` for initial values). ``b`` and ``s`` are pointwise functions of the points
     ``(N, d) -> (N, m)`` or ``(N, 1)``, written with torch operations. The forward and
     stochastic engines take their derivatives with ``torch.func``, or from the function's own
-    ``jet(seed)`` method where it has one (:meth:`pinn.jet.Jet.of_function`).
+    ``jet(seed)`` method where it has one (:meth:`pinn.jet.Jet.of_function`), once per point set:
+    they must be fixed functions of the points, with no trainable parameters (refused) and
+    nothing else that changes between steps (not seen, while the points stay the same).
     """
 
     def __init__(self, net: nn.Module, base, scale):

@@ -61,6 +61,10 @@ class DerivativeCarrier(ABC):
     operators below read from it instead of differentiating."""
 
     shape: torch.Size
+    #: The points ``(N, d)`` the field was computed at, where the engine recorded them: the
+    #: operators then refuse other points (another tensor, or some of the columns), which a
+    #: carrier, reading its derivatives off itself, would otherwise answer as if given these.
+    points: Tensor | None = None
 
     @abstractmethod
     def operator(self, name: str, *indices: int) -> Tensor:
@@ -77,6 +81,19 @@ def _carrier_check(u: DerivativeCarrier, x: Tensor, name: str, *, scalar: bool =
     if u.shape[0] != x.shape[0]:
         raise ValueError(f"{name} has {u.shape[0]} rows but x has {x.shape[0]} points; "
                          "pass the points the field was computed at")
+    points = u.points
+    # The same tensor, or a view of all of it (x.detach()): compiled code, which cannot read
+    # storage addresses, checks only that it is the same tensor.
+    if points is not None and points is not x and not torch.compiler.is_compiling() and not (
+            points.shape == x.shape and points.stride() == x.stride() and points.device == x.device
+            and points.data_ptr() == x.data_ptr()):
+        what = (f"points with {points.shape[1]} coordinates, but x has {x.shape[1]} column{'s' * (x.shape[1] != 1)}"
+                if points.shape[1] != x.shape[1] else f"other points than x (another tensor of shape {tuple(x.shape)})")
+        raise ValueError(
+            f"{name} was computed at {what}; pass the points the engine returned with the field "
+            "(x in `x, u = engine.evaluate(model, points)`), all of their columns. For derivatives along some "
+            "coordinates only, use partial(u, x, i) and partial(u, x, i, i)"
+        )
     if scalar and u.shape[1] != 1:
         raise ValueError(f"{name} must be a scalar field of shape (N, 1); got a vector field of shape {tuple(u.shape)}")
     if columns and u.shape[1] != x.shape[1]:

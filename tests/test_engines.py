@@ -136,6 +136,14 @@ def test_hard_constraints_the_forward_engine_cannot_take_are_refused_before_trai
         ForwardEngine().check(constrained(scale=MLP(2, 1, width=3, depth=1)))
     ForwardEngine().check(constrained(scale=MLP(2, 1, width=3, depth=1).requires_grad_(False)))
     ForwardEngine().check(OutputTransform(constrained(), lambda x: x[:, :1], lambda x: x[:, 1:]))  # nested: fine
+    # A trained tensor it reaches from outside, as a closure does, which check() cannot see.
+    amp = nn.Parameter(torch.tensor(2.0))
+    with pytest.raises(ConfigError, match=r"hard constraint's base depends on a tensor that requires a gradient .* "
+                                          r"derivatives.engine=autograd"):
+        ForwardEngine().evaluate(constrained(base=lambda x: amp * x[:, :1]), torch.randn(5, 2))
+    ForwardEngine().evaluate(constrained(base=lambda x: amp.detach() * x[:, :1]), torch.randn(5, 2))
+    with pytest.raises(ConfigError, match=r"hard constraint's scale depends on a tensor that requires a gradient"):
+        StochasticEngine().evaluate(constrained(scale=lambda x: amp * x[:, :1]), torch.randn(5, 2))
     with pytest.raises(ConfigError, match=r"layer '1' \(GELU\): its approximate='tanh' form has no rule"):
         ForwardEngine().check(nn.Sequential(nn.Linear(2, 3), nn.GELU(approximate="tanh"), nn.Linear(3, 1)))
 
@@ -182,6 +190,44 @@ def test_operators_check_a_jet_against_its_points():
     with pytest.raises(IndexError, match="selects no component"):
         u[:, 5:6]
     assert u[:, 1:3].shape == (5, 2) and u[:, [0, 2]].shape == (5, 2)
+
+
+@pytest.mark.parametrize("engine", [ForwardEngine(second="hessian"), ForwardEngine(gram=True), StochasticEngine()],
+                         ids=["forward", "gram", "stochastic"])
+def test_operators_refuse_other_points_than_the_fields(engine):
+    """A carrier reads its derivatives off itself, so without a check it would answer for some
+    of x's columns, or for other points, as if given its own (autograd raises there too)."""
+    torch.manual_seed(0)
+    points = torch.rand(5, 3, dtype=torch.float64)
+    x, u = engine.evaluate(MLP(3, 2, width=4, depth=1).double(), points)
+    assert laplacian(u, x).shape == (5, 2)
+    torch.testing.assert_close(laplacian(u[:, 1:], points), laplacian(u, x)[:, 1:], rtol=0, atol=0)  # the same points
+    with pytest.raises(ValueError, match=r"u was computed at points with 3 coordinates, but x has 2 columns; pass the "
+                                         r"points the engine returned .* use partial\(u, x, i\) and partial\(u, x, i, i\)"):
+        laplacian(u, x[:, :2])
+    with pytest.raises(ValueError, match=r"u was computed at other points than x \(another tensor of shape \(5, 3\)\)"):
+        laplacian(u[:, :1], torch.rand(5, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="x has 1 column;"):
+        laplacian(u, x[:, 1:2])
+    if engine.name == "forward" and not engine.gram:
+        for operator, field in ((grad, u[:, :1]), (hessian, u[:, :1]), (jacobian, u)):
+            with pytest.raises(ValueError, match="computed at points with 3 coordinates, but x has 2 columns"):
+                operator(field, x[:, 1:])
+        with pytest.raises(ValueError, match="computed at points with 3 coordinates, but x has 7 columns"):
+            partial(u[:, :1], torch.rand(5, 7, dtype=torch.float64), 5)
+
+
+def test_jets_compare_as_their_values_and_empty_point_sets_are_named():
+    torch.manual_seed(0)
+    x = torch.rand(5, 2, dtype=torch.float64)
+    model = MLP(2, 1, width=4, depth=1).double()
+    (_, exact), (_, u) = AutogradEngine().evaluate(model, x), ForwardEngine().evaluate(model, x)
+    for compare in (lambda a: a == 0, lambda a: a != 0, lambda a: a < 0.1, lambda a: a <= 0.1, lambda a: a > 0.1,
+                    lambda a: a >= 0.1, abs, lambda a: 2**a):
+        assert torch.equal(compare(u), compare(exact))
+    assert {u: 1}[u] == 1  # still hashable
+    with pytest.raises(ValueError, match=r"no points to evaluate the field at: x has shape \(0, 2\)"):
+        ForwardEngine().evaluate(model, x[:0])
 
 
 def test_a_jet_answers_tensor_methods_with_its_value():
