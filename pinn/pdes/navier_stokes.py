@@ -149,6 +149,9 @@ class Cavity(_SteadyFlow):
 
     @staticmethod
     def wall_velocity(x: Tensor) -> Tensor:
+        """``(1, 0)`` on the lid ``y = 1``, corners included (where the lid meets the still walls,
+        the data jump; the finite-difference reference leaves the corners out, and Ghia's
+        centrelines do not depend on them), ``(0, 0)`` on the other walls."""
         lid = (x[:, 1:] >= 1.0 - 1e-6).to(x)
         return torch.cat([lid, torch.zeros_like(lid)], dim=1)
 
