@@ -256,7 +256,11 @@ class _LBFGSSettings:
     def lbfgs(self, params) -> torch.optim.Optimizer:
         """The quasi-Newton optimizer of this stage: L-BFGS, or dense (self-scaling) BFGS."""
         if self.quasi_newton == "lbfgs":
-            return torch.optim.LBFGS(params, history_size=self.history_size, **self.kwargs)
+            # torch's budget of loss evaluations per step, 5/4 max_iter, but at least 26: the first
+            # line search of a step gets 25 or more (BFGS's rule below). With torch's budget alone a
+            # small max_iter (max_iter=1 leaves none) ended every step at t = 0: no training at all.
+            max_eval = max(self.kwargs["max_iter"] * 5 // 4, 26)
+            return torch.optim.LBFGS(params, history_size=self.history_size, max_eval=max_eval, **self.kwargs)
         return BFGS(params, self_scaling=self.quasi_newton == "ssbfgs", **self.kwargs)
 
 

@@ -48,6 +48,18 @@ def fit(run_dir, *, pde=None, plan=None, balance=None, sampler=None, max_steps=6
 # --------------------------------------------------------------------------- optimizers
 
 
+@pytest.mark.parametrize("max_iter", [1, 2])
+def test_lbfgs_with_a_small_max_iter_still_trains(max_iter, tmp_path):
+    """torch's budget of 5/4 max_iter evaluations per step left the line search none at
+    max_iter = 1 (and one at 2), so every step ended at t = 0: the loss never moved."""
+    start = fit(tmp_path / "start", plan=LBFGS(max_iter=max_iter), max_steps=1)[3]["loss"]
+    trained = fit(tmp_path / "trained", plan=LBFGS(max_iter=max_iter), max_steps=20)[3]["loss"]
+    assert trained < 0.5 * start
+    budgets = {n: LBFGS(max_iter=n).build("lbfgs", [torch.zeros(1, requires_grad=True)]).defaults["max_eval"]
+               for n in (1, 20, 21, 40)}
+    assert budgets == {1: 26, 20: 26, 21: 26, 40: 50}  # torch's 5/4 max_iter from 21 on
+
+
 def test_learning_rate_schedules_follow_their_formulas():
     constant = Adam(lr=1e-3)
     assert [constant.lr_at(s) for s in (0, 10)] == [1e-3, 1e-3]
