@@ -193,7 +193,12 @@ def check_run_folder(run_dir: Path, resume: str | None) -> None:
         if source == run_dir.resolve() or run_dir.resolve() in source.parents:  # this run's own checkpoint
             return
     if _multirun():
-        raise ConfigError(f"the job folder {run_dir} already holds a run ({checkpoint}) of an earlier sweep; "
+        record = Path(HydraConfig.get().sweep.dir) / "multirun.yaml"  # written as this sweep started
+        if record.is_file() and checkpoint.stat().st_mtime >= record.stat().st_mtime:
+            raise ConfigError(f"another job of this sweep has trained in the job folder {run_dir}: "
+                              f"hydra.sweep.subdir={HydraConfig.get().sweep.subdir} names one folder for several "
+                              "jobs; make it differ per job (name every swept setting in it, or use ${hydra.job.num})")
+        raise ConfigError(f"the job folder {run_dir} already holds a run ({checkpoint}); "
                           "choose a new folder for this sweep with hydra.sweep.dir=...")
     raise ConfigError(
         f"the run folder {run_dir} already holds a run ({checkpoint}); continue that run with resume={run_dir} "
@@ -463,7 +468,24 @@ def main(cfg: DictConfig) -> None:
 class SweepSummary(Callback):
     """After ``python train.py -m ...``: one row per job of this sweep (its overrides, rel L2,
     time, and the reason where it failed), printed and saved as ``summary.csv`` in the sweep
-    folder. A sweep with a failed job exits with status 2 once the table is out."""
+    folder. A sweep with a failed job exits with status 2 once the table is out.
+
+    A sweep into a folder that holds an earlier sweep's runs is refused before it starts: Hydra
+    writes each job's record (``.hydra/``) and the sweep's (``multirun.yaml``) before train.py
+    runs, so its jobs would replace those runs' records, whose overrides resume them, even where
+    the jobs themselves are refused."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        runs = sorted(p.parent.parent for p in sweep_dir.glob(f"**/checkpoints/{CHECKPOINT_NAME}")) \
+            if sweep_dir.is_dir() else []
+        if runs:
+            names = ", ".join(str(p.relative_to(sweep_dir)) for p in runs[:4]) + (", ..." if runs[4:] else "")
+            print(f"error: the sweep folder {sweep_dir} holds the runs of an earlier sweep ({len(runs)}: {names}); "
+                  "sweep into a new folder with hydra.sweep.dir=..., or continue one of those runs with "
+                  "python train.py <its overrides, from its .hydra/overrides.yaml> resume=<its folder> "
+                  "hydra.run.dir=<its folder>", file=sys.stderr)
+            sys.exit(2)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -76,7 +76,10 @@ def test_a_failed_job_does_not_stop_the_sweep(tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["status"] for r in rows] == ["failed: model.width must be an integer > 0; got -1", "done"]
     assert (tmp_path / "1" / "metrics.json").is_file() and "1 of 2 jobs failed" in result.stderr
-    # A later sweep into the same folder lists its own jobs only, not the earlier sweep's.
+
+
+def test_a_sweep_into_a_folder_of_failed_jobs_lists_its_own(tmp_path):
+    assert train("-m", *TINY, "model.width=-1,-2", f"hydra.sweep.dir={tmp_path}").returncode == 2
     result = train("-m", *TINY, "model.width=4", f"hydra.sweep.dir={tmp_path}")
     assert result.returncode == 0, result.stderr
     with open(tmp_path / "summary.csv") as f:
@@ -307,16 +310,24 @@ def test_a_sweep_refuses_one_output_dir_for_all_its_jobs(tmp_path):
     assert (tmp_path / "t" / "s0" / "metrics.json").is_file() and (tmp_path / "t" / "s1" / "metrics.json").is_file()
 
 
-def test_a_sweep_into_a_used_folder_keeps_the_earlier_runs(tmp_path):
-    assert train("-m", *TINY, "seed=0", f"hydra.sweep.dir={tmp_path}").returncode == 0
-    kept = (tmp_path / "0" / "checkpoints" / "last.pt").read_bytes()
-    result = train("-m", *TINY, "seed=1", f"hydra.sweep.dir={tmp_path}")
+def test_a_sweep_into_a_used_folder_is_refused_and_keeps_the_earlier_runs(tmp_path):
+    assert train("-m", *TINY, "seed=0,1", f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=s/${seed}").returncode == 0
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    result = train("-m", *TINY, "seed=1,2", f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=s/${seed}")
+    assert result.returncode == 2
+    assert f"the sweep folder {tmp_path} holds the runs of an earlier sweep (2: s/0, s/1)" in result.stderr
+    assert "hydra.sweep.dir=" in result.stderr and "resume=<its folder>" in result.stderr
+    # every file as it was: the runs' records (.hydra/), the sweep's record and its summary
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_jobs_of_one_sweep_in_one_folder_are_told_to_name_their_folders_apart(tmp_path):
+    result = train("-m", *TINY, "model.width=4,8", "seed=0", f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=s${seed}")
     assert result.returncode == 2
     with open(tmp_path / "summary.csv") as f:
         (row,) = list(csv.DictReader(f))
-    assert "already holds a run" in row["status"] and "hydra.sweep.dir" in row["status"]
-    assert row["rel_l2"] == ""  # the earlier sweep's metrics.json is not this job's result
-    assert (tmp_path / "0" / "checkpoints" / "last.pt").read_bytes() == kept
+    assert "another job of this sweep has trained in the job folder" in row["status"]
+    assert "hydra.sweep.subdir=s0 names one folder for several jobs" in row["status"]
 
 
 def test_a_sweep_job_that_crashes_is_listed_and_the_sweep_goes_on(tmp_path):
