@@ -273,7 +273,7 @@ class RunRecord(Callback):
         record = None if config.hydra.output_subdir is None else folder / config.hydra.output_subdir
         created = _outermost_missing(folder)  # the outermost folder that this launch creates
         _before_launch.update(folder=folder, record=record, created=created, kept=_record_files(record),
-                              logs=set(folder.glob("*.log")))
+                              logs={path: path.stat().st_size for path in folder.glob("*.log")})
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if _before_launch:  # Hydra has written this launch's record: what it wrote, to tell it from another's
@@ -297,7 +297,8 @@ def _record_files(record: Path | None) -> dict[Path, bytes]:
 def restore_run_folder() -> None:
     """Undo what Hydra wrote for a launch refused before training (see :class:`RunRecord`): a
     folder it created goes, if it holds only Hydra's record and log; in a folder that was there,
-    the record is put back as it was (or removed, where there was none, with a new, empty log).
+    the record is put back as it was (or removed, where there was none), and Hydra's log as it
+    was (a new one removed, an earlier one cut back to its length: the launch's lines go).
     Where the record is no longer the one this launch wrote (another launch into the same
     folder), nothing is touched. An ``output_dir`` apart from Hydra's folder that the launch
     made goes too, if nothing has been written into it."""
@@ -324,9 +325,11 @@ def restore_run_folder() -> None:
         write_atomically(path, lambda f, content=content: f.write(content))
     if record and record.is_dir() and not any(record.iterdir()):
         record.rmdir()
-    for log_file in set(folder.glob("*.log")) - logs:  # Hydra's log file, new and empty
-        if log_file.stat().st_size == 0:
+    for log_file in folder.glob("*.log"):  # Hydra's log file: this launch's lines go
+        if log_file not in logs:
             log_file.unlink()
+        elif log_file.stat().st_size > logs[log_file]:
+            os.truncate(log_file, logs[log_file])
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -439,7 +442,13 @@ def main(cfg: DictConfig) -> None:
         sys.exit(128 + exc.signum)
     except KeyboardInterrupt:  # Ctrl-C before training started (or pressed twice): nothing to save
         restore_run_folder()  # where training has not started
-        print("interrupted", file=sys.stderr)
+        checkpoint = Path(cfg.output_dir) / "checkpoints" / CHECKPOINT_NAME
+        if checkpoint.is_file() and int(os.environ.get("RANK", "0")) == 0:  # the run's last one, kept
+            processes = int(os.environ.get("WORLD_SIZE", "1"))
+            command = _resume_command(Path(cfg.output_dir), processes, int(os.environ.get("LOCAL_WORLD_SIZE", processes)))
+            print(f"interrupted; the last checkpoint is {checkpoint}.\nResume with: {command}", file=sys.stderr)
+        else:
+            print("interrupted", file=sys.stderr)
         sys.exit(128 + signal.SIGINT)
     except (ConfigError, PreflightError, CheckpointError, TrainingDiverged) as exc:
         # A user error or a failed check: one line that says what and how to fix it.
@@ -454,6 +463,7 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     except Exception as exc:  # noqa: BLE001 -- an unexpected failure: a traceback, and in a sweep the next job
         if not _multirun():
+            restore_run_folder()  # where training has not started
             raise
         log.exception("this sweep job failed")
         cause = exc.__cause__ if isinstance(exc, InstantiationException) and exc.__cause__ else exc  # not Hydra's wrapper

@@ -139,6 +139,26 @@ def test_lbfgs_with_resampling_is_refused(tmp_path):
     assert result.returncode == 2 and "trainer.resample_every" in result.stderr
 
 
+def test_a_second_ctrl_c_still_names_the_checkpoint_to_resume_from(tmp_path):
+    """A second Ctrl-C interrupts where it lands (here: the logger at step 3, after the step-2
+    checkpoint); the run folder's last checkpoint is kept and named, with the resume command."""
+    (tmp_path / "impatient.py").write_text(
+        "from pinn.loggers import NullLogger\n"
+        "class Impatient(NullLogger):\n"
+        "    def scalar(self, tag, value, step):\n"
+        "        if step == 3:\n"
+        "            raise KeyboardInterrupt\n")
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run}", *TINY,
+                             "trainer.checkpoint_every=2", "logger=none", "logger._target_=impatient.Impatient"],
+                            cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 128 + signal.SIGINT, result.stderr
+    assert f"interrupted; the last checkpoint is {run / 'checkpoints' / 'last.pt'}" in result.stderr
+    assert f"resume={run} hydra.run.dir={run}" in result.stderr.split("Resume with: ")[1]
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
+
+
 def test_sigint_checkpoints_and_the_printed_command_resumes(tmp_path):
     run = tmp_path / "run"
     args = [*TINY, "trainer.max_steps=1000000", "trainer.checkpoint_every=0", "trainer.eval_every=1000",
@@ -238,6 +258,17 @@ def test_a_refused_launch_leaves_its_run_folder_as_it_found_it(tmp_path):
         assert result.returncode == 2 and says in result.stderr, result.stderr
         assert {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()} == record
         assert (run / "metrics.json").read_bytes() == metrics
+        assert (run / "train.log").read_bytes() == log  # the launch's pre-flight and warnings went with it
+    # an unexpected error before training (a traceback, exit status 1): the same
+    (tmp_path / "boom.py").write_text("class Boom:\n    def __init__(self, log_dir):\n"
+                                      "        raise RuntimeError('the logger broke')\n")
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run}", *TINY, "optimizer=adam",
+                             "trainer.max_steps=6", f"resume={run}", "logger=none", "logger._target_=boom.Boom"],
+                            cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 1 and "RuntimeError('the logger broke')" in result.stderr
+    assert {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()} == record
+    assert (run / "train.log").read_bytes() == log
     # a folder the launch made (and the folders above it) are removed; one that was there stays, empty
     result = train(f"hydra.run.dir={tmp_path / 'new' / 'deeper'}", *TINY, f"resume={run}")
     assert result.returncode == 2 and not (tmp_path / "new").exists()
