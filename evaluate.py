@@ -45,7 +45,8 @@ def output_folder(run: Path) -> Path:
 
 
 def evaluate(run: str | Path, device: str = "auto") -> dict:
-    """Metrics of a saved run; also writes them and the figures into the run folder."""
+    """Metrics of a saved run; also writes them and the figures into the run folder (where they
+    cannot be written, ``not_written`` says why)."""
     payload = load_checkpoint(run)
     cfg = OmegaConf.create(payload["config"])
     # The dtype the run ended in (a float64 L-BFGS stage after float32 Adam, say), so that the
@@ -80,8 +81,11 @@ def evaluate(run: str | Path, device: str = "auto") -> dict:
                    **{f"mse_{k}": v.item() for k, v in plain.items()}, step=int(payload["step"]))
 
     folder = output_folder(Path(run))
-    write_text_atomically(folder / "evaluation.json", json.dumps(metrics, indent=2) + "\n")
-    metrics["figures"] = [str(p) for p in save_figures(solution_slice(pde, model, 201, device_, dtype), folder)]
+    try:
+        write_text_atomically(folder / "evaluation.json", json.dumps(metrics, indent=2) + "\n")
+        metrics["figures"] = [str(p) for p in save_figures(solution_slice(pde, model, 201, device_, dtype), folder)]
+    except (CheckpointError, OSError) as exc:  # a read-only run folder, say: the numbers are still worth printing
+        metrics["not_written"] = str(exc) if isinstance(exc, CheckpointError) else f"cannot write into {folder} ({exc})"
     return metrics
 
 
@@ -92,8 +96,12 @@ def main(argv: list[str]) -> int:
     except (ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    not_written = metrics.pop("not_written", None)
     for key, value in metrics.items():
         print(f"{key:>16}: {value:.4e}" if isinstance(value, float) else f"{key:>16}: {value}")
+    if not_written is not None:
+        print(f"error: {not_written}", file=sys.stderr)
+        return 2
     return 0
 
 

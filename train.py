@@ -346,6 +346,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             torch.cuda.set_device(device)
         if not comm.is_main:
             log.setLevel(logging.WARNING)
+    if not isinstance(cfg.output_dir, str) or not cfg.output_dir.strip():  # Path("") is the current folder
+        raise ConfigError(f"output_dir must name a folder; got {cfg.output_dir!r}. Leave it at its default (the run "
+                          "folder, hydra.run.dir) or give a path")
     run_dir = Path(cfg.output_dir)
     if comm.active:  # each process names its folder by its own start time: a second apart, two folders
         chosen = comm.gather((socket.gethostname(), os.path.abspath(run_dir)))

@@ -22,6 +22,8 @@ class CheckpointError(RuntimeError):
 
 
 REQUIRED_KEYS = ("format", "step", "model", "optimizer", "phase", "generator")
+#: What to do about a checkpoint that cannot be read.
+MOVE_ON = "train in another folder, or move this file away and resume from another checkpoint"
 FORMAT = "pinn-checkpoint-v1"
 
 
@@ -44,8 +46,11 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path
     """Call ``write(file)`` on a temporary file in ``path``'s folder, fsync it and rename it to
     ``path``: a crash or a full disk midway leaves the previous file intact, never half of one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _unwritable(path, exc) from exc
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # as open() would create it (mkstemp makes it private, 0600)
         with os.fdopen(fd, "wb") as f:
@@ -53,10 +58,18 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        cause = exc if isinstance(exc, OSError) else exc.__cause__ or exc.__context__  # torch.save wraps it
+        if isinstance(cause, OSError):  # a full disk, a read-only folder: one line, not a traceback
+            raise _unwritable(path, cause) from exc
         raise
     return path
+
+
+def _unwritable(path: Path, exc: OSError) -> CheckpointError:
+    return CheckpointError(f"cannot write {path} ({exc.strerror or exc}); the file there before, if any, is kept "
+                           "as it was")
 
 
 def write_text_atomically(path: str | Path, text: str) -> Path:
@@ -86,11 +99,14 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     except pickle.UnpicklingError as exc:
         # Not torch.load's own message: it suggests weights_only=False, which would run whatever
         # code a foreign file holds.
-        raise CheckpointError(f"{path} is not a readable pinn checkpoint: not a file written by torch.save, or one "
-                              "holding objects other than tensors and plain data, which are not loaded") from exc
+        raise CheckpointError(f"{path} is damaged or incomplete, not a file written by torch.save, or one holding "
+                              f"objects other than tensors and plain data, which are not loaded; {MOVE_ON}") from exc
     except Exception as exc:  # truncated files fail in many ways; the first line says which
         reason = (str(exc).strip().splitlines() or [""])[0]
-        raise CheckpointError(f"{path} is not a readable pinn checkpoint ({type(exc).__name__}: {reason})") from exc
+        if "_use_new_zipfile_serialization" in reason:  # torch's advice, to the writer of a file it cannot map
+            reason = "not the zip archive torch.save writes"
+        raise CheckpointError(f"{path} is damaged or incomplete, not a readable pinn checkpoint "
+                              f"({type(exc).__name__}: {reason}); {MOVE_ON}") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or any(k not in payload for k in REQUIRED_KEYS):
         raise CheckpointError(f"{path} is not a pinn checkpoint (expected format {FORMAT!r})")
     return payload

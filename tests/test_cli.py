@@ -98,6 +98,8 @@ def test_a_sweep_into_a_folder_of_failed_jobs_lists_its_own(tmp_path):
     ("device=cpu:abc", "device=cpu:abc is not a device"),
     ("seed=99999999999999999999", "seed must be an integer from 0 to 2**63 - 1"),
     ("output_dir=/dev/null/run", "cannot create the run folder /dev/null/run"),
+    ("output_dir=''", "output_dir must name a folder; got ''"),
+    ("output_dir=3", "output_dir must name a folder; got 3"),
     ("+trainer.loss_weights={pde: nan}", "trainer.loss_weights.pde must be a finite number >= 0; got nan"),
     ("optimizer.lbfgs_lr=0", "optimizer.lbfgs_lr must be a finite number > 0; got 0"),
     ("trainer.image_resolution=100000", "trainer.image_resolution must be from 2 to 2001"),
@@ -398,7 +400,7 @@ def test_resume_of_a_missing_or_broken_checkpoint(tmp_path):
     assert result.returncode == 2 and "no checkpoint" in result.stderr
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     result = train(f"hydra.run.dir={tmp_path / 'c'}", *TINY, f"resume={tmp_path / 'junk.pt'}")
-    assert result.returncode == 2 and "not a readable pinn checkpoint" in result.stderr
+    assert result.returncode == 2 and "is damaged or incomplete" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "weights_only" not in result.stderr, result.stderr
 
 
@@ -432,6 +434,24 @@ def test_evaluate_command(tmp_path, stages):
     bad = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), f"run={tmp_path / 'nope'}"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and bad.stderr.startswith("error: no checkpoint")
+
+
+def test_evaluate_prints_its_numbers_where_it_cannot_write_them(tmp_path, monkeypatch, capsys):
+    import evaluate
+    from pinn.checkpoint import CheckpointError
+
+    assert train(f"hydra.run.dir={tmp_path}", *TINY, "device=cpu").returncode == 0
+
+    def full(path, text):  # a read-only or full run folder
+        raise CheckpointError(f"cannot write {path} (No space left on device); the file there before, if any, is kept")
+
+    monkeypatch.setattr(evaluate, "write_text_atomically", full)
+    assert evaluate.main([f"run={tmp_path}", "device=cpu"]) == 2
+    out, err = capsys.readouterr()
+    assert "rel_l2" in out and "loss" in out
+    assert err == f"error: cannot write {tmp_path / 'evaluation.json'} (No space left on device); the file there " \
+                  "before, if any, is kept\n"
+    assert not (tmp_path / "evaluation.json").exists()
 
 
 def test_joblib_launcher_runs_a_local_parallel_sweep(tmp_path):

@@ -165,12 +165,62 @@ def test_checkpoint_errors_are_clear(tmp_path):
     truncated = tmp_path / "truncated.pt"
     save_checkpoint(truncated, {"step": 1, "model": {}, "optimizer": {}, "phase": None, "generator": torch.zeros(1)})
     truncated.write_bytes(truncated.read_bytes()[:50])
-    with pytest.raises(CheckpointError, match="not a readable pinn checkpoint"):
+    with pytest.raises(CheckpointError, match="is damaged or incomplete, not a readable pinn checkpoint .*; train in "
+                                              "another folder, or move this file away"):
         load_checkpoint(truncated)
+    for content in (b"", b"\x00 random bytes \xff" * 10):  # torch's advice (to save with the zip format) is not said
+        damaged = tmp_path / "damaged.pt"
+        damaged.write_bytes(content)
+        for mmap in (False, True):
+            with pytest.raises(CheckpointError, match="is damaged or incomplete") as error:
+                load_checkpoint(damaged, mmap=mmap)
+            assert "_use_new_zipfile_serialization" not in str(error.value)
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.ones(2)}, foreign)
     with pytest.raises(CheckpointError, match="not a pinn checkpoint"):
         load_checkpoint(foreign)
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_line_and_keeps_the_last(tmp_path, monkeypatch):
+    """A full disk midway through torch.save (which reports it as its own RuntimeError, the
+    OSError as its context) or a folder that cannot be written: a CheckpointError that says
+    so, and the previous checkpoint as it was."""
+    import errno
+    from pinn import checkpoint
+
+    path = tmp_path / "last.pt"
+    payload = {"step": 1, "model": {"w": torch.ones(1000)}, "optimizer": {}, "phase": None, "generator": torch.zeros(1)}
+    save_checkpoint(path, payload)
+    kept = path.read_bytes()
+
+    class Full:  # a file on a disk that fills up after 1,000 bytes
+        def __init__(self, f):
+            self.f, self.written = f, 0
+
+        def write(self, data):
+            self.written += len(data)
+            if self.written > 1000:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    fdopen = os.fdopen
+    monkeypatch.setattr(checkpoint.os, "fdopen", lambda fd, mode: Full(fdopen(fd, mode)))
+    with pytest.raises(CheckpointError, match=rf"cannot write {path} \(No space left on device\); the file there "
+                                              "before, if any, is kept as it was"):
+        save_checkpoint(path, {**payload, "step": 2})
+    assert path.read_bytes() == kept and [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary left
+    monkeypatch.undo()
+    with pytest.raises(CheckpointError, match="cannot write .*metrics.json"):
+        write_text_atomically(path / "metrics.json", "{}")  # a file where its folder should be
 
 
 def test_a_plan_that_never_reaches_lbfgs_says_so(tmp_path, caplog):
@@ -237,7 +287,7 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", crash)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match=r"cannot write .*last.pt \(disk full\)"):
         save_checkpoint(path, {"step": 2, "model": {}, "optimizer": {}, "phase": None, "generator": torch.zeros(1)})
     monkeypatch.undo()
     assert load_checkpoint(path)["step"] == 1
