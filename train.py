@@ -147,10 +147,15 @@ def _choice_of(group: str, saved: dict[str, Any]) -> tuple[str, dict[str, Any]] 
 
 
 def check_resume(cfg: DictConfig) -> None:
-    """Refuse to resume a checkpoint under settings it was not trained with. A setting added
-    since the checkpoint was written matches if it is left at its default, which is how the
-    code behaved before it existed."""
-    saved = _settings({k: v for k, v in load_checkpoint(cfg.resume, mmap=True)["config"].items() if k in RESUME_MUST_MATCH})
+    """Refuse to resume a checkpoint under settings it was not trained with, or with fewer
+    ``trainer.max_steps`` than it has trained. A setting added since the checkpoint was written
+    matches if it is left at its default, which is how the code behaved before it existed."""
+    payload = load_checkpoint(cfg.resume, mmap=True)
+    steps, max_steps = int(payload["step"]), cfg.trainer.get("max_steps")
+    if isinstance(max_steps, int) and not isinstance(max_steps, bool) and steps > max_steps:  # before any warning
+        raise ConfigError(f"resume={cfg.resume} has trained {steps} steps already, more than trainer.max_steps="
+                          f"{max_steps}; set trainer.max_steps to {steps} or more")
+    saved = _settings({k: v for k, v in payload["config"].items() if k in RESUME_MUST_MATCH})
     now = _settings({k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k in RESUME_MUST_MATCH})
 
     def default(key: str) -> Any:

@@ -202,6 +202,8 @@ def test_resume_past_max_steps_is_refused_and_at_max_steps_finishes(tmp_path):
     result = train(f"hydra.run.dir={tmp_path}", *TINY, "trainer.max_steps=2", f"resume={tmp_path}")
     assert result.returncode == 2
     assert "has trained 4 steps already, more than trainer.max_steps=2; set trainer.max_steps to 4" in result.stderr
+    said = result.stdout + result.stderr
+    assert "never reaches L-BFGS" not in said and "pre-flight" not in said  # refused before either
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics  # nothing lost
     # A run stopped after its last step's checkpoint: resuming it only writes its metrics.
     (tmp_path / "metrics.json").unlink()
