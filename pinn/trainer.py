@@ -173,6 +173,19 @@ def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _draws_on(device: torch.device) -> Tensor:
+    """The state of the generator that random draws on ``device`` come from."""
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+
+
+def _draw_again(device: torch.device, state: Tensor) -> None:
+    """Put the generator of ``device`` back to ``state`` (:func:`_draws_on`)."""
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+    else:
+        torch.set_rng_state(state)
+
+
 class Trainer:
     r"""Trains a network on a PDE.
 
@@ -319,8 +332,15 @@ class Trainer:
     def _lbfgs_step(self, pde, model, engine, state: _State, trainable: nn.Module,
                     logger: Logger) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
         optimizer, last = state.optimizer, {}
+        # The stochastic engine's random directions are drawn afresh at every loss evaluation;
+        # within one step every evaluation of the line search draws the same ones, so that it
+        # searches along one function (the next step draws new ones).
+        device = next(iter(state.points.values())).device
+        draws = _draws_on(device) if engine.name == "stochastic" else None
 
         def closure() -> Tensor:
+            if draws is not None:
+                _draw_again(device, draws)
             optimizer.zero_grad(set_to_none=True)
             self.balance.zero_grad(set_to_none=True)
             total, terms = self._loss_fn(pde, model, engine, state.points)

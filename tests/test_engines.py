@@ -8,7 +8,7 @@ from pinn.derivatives import AutogradEngine, ForwardEngine, StochasticEngine
 from pinn.errors import ConfigError
 from pinn.models import ACTIVATIONS, MLP
 from pinn.operators import curl, div, grad, hessian, jacobian, laplacian, partial
-from pinn.optim import Adam, AdamLBFGS
+from pinn.optim import LBFGS, Adam, AdamLBFGS
 from pinn.pdes import PDE, Burgers, Cavity, Heat, Helmholtz, Poisson, PoissonBall
 from pinn.sampling import SobolSampler
 from pinn.trainer import Trainer
@@ -341,6 +341,41 @@ def test_unbiased_loss_is_refused_where_it_means_nothing(tmp_path):
     with pytest.raises(ConfigError, match="L-BFGS line search cannot use.*optimizer=adam"):
         fit(Poisson(dim=2), AdamLBFGS(switch_step=3))
     fit(Poisson(dim=2), AdamLBFGS(switch_step=4))  # L-BFGS never reached: fine
+
+
+def test_stochastic_directions_stay_the_same_within_an_lbfgs_step(tmp_path):
+    """Every loss evaluation of one L-BFGS step (its line search included) takes the same random
+    directions, so that the search follows one function; each step draws new ones."""
+    seen = []
+
+    class Recording(StochasticEngine):
+        def evaluate(self, model, x):
+            seen.append(torch.get_rng_state())  # where this evaluation's directions come from
+            return super().evaluate(model, x)
+
+    steps = []
+    plan = LBFGS(max_iter=4)
+    build = plan.build
+
+    def counted(phase, params):  # each step's evaluations, between calls of its step()
+        optimizer = build(phase, params)
+        step = optimizer.step
+        optimizer.step = lambda closure: steps.append(len(seen)) or step(closure)
+        return optimizer
+
+    plan.build = counted
+    torch.manual_seed(0)
+    Trainer(max_steps=3, progress=False, eval_every=100).fit(
+        pde=Poisson(dim=3), model=MLP(3, 1, width=8, depth=2), engine=Recording(samples=2),
+        sampler=SobolSampler(n_interior=16, n_boundary=8), optimizer=plan,
+        generator=torch.Generator().manual_seed(0), run_dir=tmp_path)
+    assert len(steps) == 3
+    per_step = [seen[a:b] for a, b in zip(steps, steps[1:])]  # the first two steps' evaluations
+    assert all(len(states) > 1 for states in per_step)  # several each
+    for states in per_step:
+        assert all(torch.equal(state, states[0]) for state in states)
+    firsts = [seen[i] for i in steps]
+    assert not torch.equal(firsts[0], firsts[1]) and not torch.equal(firsts[1], firsts[2])
 
 
 def test_stochastic_laplacian_is_exact_for_a_separable_field():
