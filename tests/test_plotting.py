@@ -5,7 +5,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from pinn.checkpoint import write_atomically
+from pinn.checkpoint import CheckpointError, write_atomically
 from pinn.errors import ConfigError
 from pinn.models import MLP
 from pinn.pdes import Cavity, Heat, Kovasznay, Poisson
@@ -77,7 +77,7 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path):
         f.write(b"half of a new")
         raise OSError(28, "No space left on device")
 
-    with pytest.raises(OSError):
+    with pytest.raises(CheckpointError, match="solution.png \\(No space left on device\\); the file there before"):
         write_atomically(target, fails_midway)
     assert target.read_bytes() == b"the good one"
     assert list(tmp_path.iterdir()) == [target]  # no temporary file left behind
