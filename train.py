@@ -245,7 +245,7 @@ def _record_failure(reason: str) -> None:
     """Leave a failed sweep job's one-line reason in its folder, for the sweep's summary."""
     try:
         write_text_atomically(_job_folder() / FAILURE, f"{reason}\n")
-    except OSError:  # the job's folder itself was the problem: the summary says to see the log
+    except (OSError, CheckpointError):  # the job's folder itself was the problem: the summary says to see the log
         pass
 
 
@@ -494,6 +494,8 @@ class SweepSummary(Callback):
     the jobs themselves are refused."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if any(str(o).startswith("resume=") for o in config.hydra.overrides.task):
+            return  # a sweep that resumes runs (its own, in place): each job's resume is checked on its own
         sweep_dir = Path(config.hydra.sweep.dir)
         runs = sorted(p.parent.parent for p in sweep_dir.glob(f"**/checkpoints/{CHECKPOINT_NAME}")) \
             if sweep_dir.is_dir() else []
@@ -510,9 +512,13 @@ class SweepSummary(Callback):
         # Job folders left by an earlier sweep into the same folder predate this sweep's record.
         started = (sweep_dir / "multirun.yaml").stat().st_mtime if (sweep_dir / "multirun.yaml").is_file() else 0.0
         rows = []
-        for job_dir in sorted((p for p in sweep_dir.iterdir() if p.is_dir()), key=lambda p: (len(p.name), p.name)):
+        # The job folders, at any depth (hydra.sweep.subdir=w/${model.width}), named by their paths in the sweep's.
+        jobs = sorted((str(p.parent.parent.relative_to(sweep_dir)) for p in sweep_dir.glob("**/.hydra/overrides.yaml")),
+                      key=lambda name: (len(name), name))
+        for job in jobs:
+            job_dir = sweep_dir / job
             overrides_file = job_dir / ".hydra" / "overrides.yaml"
-            if not overrides_file.is_file() or overrides_file.stat().st_mtime < started:
+            if overrides_file.stat().st_mtime < started:
                 continue
             overrides = " ".join(OmegaConf.load(overrides_file))
             metrics_file, failure_file = job_dir / METRICS_NAME, job_dir / FAILURE
@@ -520,7 +526,7 @@ class SweepSummary(Callback):
             metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() and not failed else {}
             failure = failure_file.read_text().strip() if failed else "no metrics.json (see its log)"
             rows.append({
-                "job": job_dir.name,
+                "job": job,
                 "overrides": overrides,
                 "rel_l2": metrics.get("rel_l2", ""),
                 "loss": metrics.get("loss", ""),

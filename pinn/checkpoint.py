@@ -8,6 +8,7 @@ is tensors, numbers, strings, lists and dicts.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import tempfile
@@ -61,7 +62,8 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         cause = exc if isinstance(exc, OSError) else exc.__cause__ or exc.__context__  # torch.save wraps it
-        if isinstance(cause, OSError):  # a full disk, a read-only folder: one line, not a traceback
+        # a full disk, a read-only folder: one line, not a traceback (a file used wrongly is a bug)
+        if isinstance(cause, OSError) and not isinstance(cause, io.UnsupportedOperation):
             raise _unwritable(path, cause) from exc
         raise
     return path

@@ -32,8 +32,8 @@ from torch import Tensor, nn
 
 from pinn import fused
 from pinn.errors import ConfigError, check_choice, check_flag, check_positive
-from pinn.jet import (SECOND_ORDER, Jet, check_supported, gram_laplacian, gram_laplacian_of_transform, linear_chain,
-                      propagate)
+from pinn.jet import (SECOND_ORDER, Jet, check_not_empty, check_supported, gram_laplacian, gram_laplacian_of_transform,
+                      linear_chain, propagate)
 from pinn.models import OutputTransform
 
 
@@ -156,6 +156,7 @@ class ForwardEngine(Engine):
 
     def evaluate(self, model, x):
         x = x.detach()
+        check_not_empty(x)
         layers = self.gram_layers(model, x.shape[1])
         if layers is not None:
             if isinstance(model, OutputTransform):

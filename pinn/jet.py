@@ -184,6 +184,13 @@ def _distinct_rows(jac: Tensor) -> Tensor:
     return jac[:1] if jac.stride(0) == 0 else jac
 
 
+def check_not_empty(x: Tensor) -> None:
+    """Refuse points ``(0, d)``: the engines read the first point's directions."""
+    if x.shape[0] == 0:
+        raise ValueError(f"no points to evaluate the field at: x has shape {tuple(x.shape)}; give a point set "
+                         "at least one point")
+
+
 def shared_zero_second(jac: Tensor, second: str) -> Tensor:
     """Zero second derivatives of the field whose first derivatives are ``jac`` ``(N, K, m)``:
     one zero broadcast to their shape (read-only; it takes the memory of one number)."""
@@ -237,9 +244,8 @@ class Jet(DerivativeCarrier):
         ``directions``, ``(N, K, d)``, or ``(K, d)`` shared by every point), zero second derivatives."""
         if second not in SECOND_ORDER:
             raise ConfigError(f"unknown derivatives.second {second!r}; valid choices: {', '.join(SECOND_ORDER)}")
+        check_not_empty(x)
         n, d = x.shape
-        if n == 0:
-            raise ValueError(f"no points to evaluate the field at: x has shape {tuple(x.shape)}")
         if directions is None:
             jac = torch.eye(d, dtype=x.dtype, device=x.device).expand(n, d, d)
         else:

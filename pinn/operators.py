@@ -82,11 +82,7 @@ def _carrier_check(u: DerivativeCarrier, x: Tensor, name: str, *, scalar: bool =
         raise ValueError(f"{name} has {u.shape[0]} rows but x has {x.shape[0]} points; "
                          "pass the points the field was computed at")
     points = u.points
-    # The same tensor, or a view of all of it (x.detach()): compiled code, which cannot read
-    # storage addresses, checks only that it is the same tensor.
-    if points is not None and points is not x and not torch.compiler.is_compiling() and not (
-            points.shape == x.shape and points.stride() == x.stride() and points.device == x.device
-            and points.data_ptr() == x.data_ptr()):
+    if points is not None and points is not x and not _same_points(points, x):
         what = (f"points with {points.shape[1]} coordinates, but x has {x.shape[1]} column{'s' * (x.shape[1] != 1)}"
                 if points.shape[1] != x.shape[1] else f"other points than x (another tensor of shape {tuple(x.shape)})")
         raise ValueError(
@@ -99,6 +95,17 @@ def _carrier_check(u: DerivativeCarrier, x: Tensor, name: str, *, scalar: bool =
     if columns and u.shape[1] != x.shape[1]:
         raise ValueError(f"{name} must have one component per coordinate of x, shape (N, {x.shape[1]}); "
                          f"got shape {tuple(u.shape)}")
+
+
+def _same_points(points: Tensor, x: Tensor) -> bool:
+    """Whether ``x`` is ``points`` seen through another tensor of all of it (``x.detach()``).
+    Compiled code cannot read storage addresses: there only the shapes are compared, which
+    still refuses some of the columns."""
+    if points.shape != x.shape:
+        return False
+    if torch.compiler.is_compiling():
+        return True
+    return points.stride() == x.stride() and points.device == x.device and points.data_ptr() == x.data_ptr()
 
 
 # --------------------------------------------------------------------------- checks

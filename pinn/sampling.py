@@ -15,7 +15,6 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 import torch
-from scipy.stats import qmc
 from torch import Tensor
 
 from pinn.errors import ConfigError, check_positive
@@ -82,6 +81,8 @@ class LatinHypercubeSampler(Sampler):
     as Sobol points are). Each call draws a fresh seed from the generator."""
 
     def unit(self, n: int, dim: int, generator: torch.Generator) -> Tensor:
+        from scipy.stats import qmc  # here: importing scipy.stats takes half a second that other samplers need not pay
+
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         return torch.from_numpy(qmc.LatinHypercube(d=dim, seed=np.random.default_rng(seed)).random(n))
 

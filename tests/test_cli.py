@@ -356,6 +356,22 @@ def test_a_sweep_into_a_used_folder_is_refused_and_keeps_the_earlier_runs(tmp_pa
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
+def test_a_sweep_may_resume_its_own_runs_in_place(tmp_path):
+    assert train("-m", *TINY, "optimizer=adam", "seed=0,1", f"hydra.sweep.dir={tmp_path}").returncode == 0
+    result = train("-m", *TINY, "optimizer=adam", "seed=0,1", "trainer.max_steps=6", f"hydra.sweep.dir={tmp_path}",
+                   "resume=${hydra:runtime.output_dir}")
+    assert result.returncode == 0, result.stderr
+    assert [json.loads((tmp_path / job / "metrics.json").read_text())["steps"] for job in "01"] == [6, 6]
+
+
+def test_a_sweep_with_nested_job_folders_lists_them_all(tmp_path):
+    result = train("-m", *TINY, "model.width=-1,4", f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=w/${model.width}")
+    assert result.returncode == 2 and "1 of 2 jobs failed" in result.stderr
+    with open(tmp_path / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["job"], r["status"].split(":")[0]) for r in rows] == [("w/4", "done"), ("w/-1", "failed")]
+
+
 def test_jobs_of_one_sweep_in_one_folder_are_told_to_name_their_folders_apart(tmp_path):
     result = train("-m", *TINY, "model.width=4,8", "seed=0", f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=s${seed}")
     assert result.returncode == 2

@@ -209,6 +209,13 @@ def test_operators_refuse_other_points_than_the_fields(engine):
         laplacian(u[:, :1], torch.rand(5, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match="x has 1 column;"):
         laplacian(u, x[:, 1:2])
+
+    def space_laplacian_by_mistake(points):
+        x, u = engine.evaluate(MLP(3, 2, width=4, depth=1).double(), points)
+        return laplacian(u, x[:, :2])
+
+    with pytest.raises(ValueError, match="computed at points with 3 coordinates, but x has 2 columns"):
+        torch.compile(space_laplacian_by_mistake, backend="eager")(points)  # compiled code too
     if engine.name == "forward" and not engine.gram:
         for operator, field in ((grad, u[:, :1]), (hessian, u[:, :1]), (jacobian, u)):
             with pytest.raises(ValueError, match="computed at points with 3 coordinates, but x has 2 columns"):
@@ -226,8 +233,9 @@ def test_jets_compare_as_their_values_and_empty_point_sets_are_named():
                     lambda a: a >= 0.1, abs, lambda a: 2**a):
         assert torch.equal(compare(u), compare(exact))
     assert {u: 1}[u] == 1  # still hashable
-    with pytest.raises(ValueError, match=r"no points to evaluate the field at: x has shape \(0, 2\)"):
-        ForwardEngine().evaluate(model, x[:0])
+    for engine in (ForwardEngine(), ForwardEngine(gram=True), StochasticEngine()):
+        with pytest.raises(ValueError, match=r"no points to evaluate the field at: x has shape \(0, 2\); give a point set"):
+            engine.evaluate(model, x[:0])
 
 
 def test_a_jet_answers_tensor_methods_with_its_value():
