@@ -53,6 +53,7 @@ from torch import Tensor, nn
 
 from pinn.errors import ConfigError, check_choice, check_flag, check_positive
 from pinn.geometry import SpaceTime
+from pinn.pdes.base import check_residuals
 
 WEIGHTINGS = ("fixed", "grad_norm", "ntk", "self_adaptive")
 #: Largest exponent 2λ(t1 − t0) of the growth weights. Float32 overflows near e^88.7, and the
@@ -138,6 +139,9 @@ class LossBalance(nn.Module):
         for the equation's terms where chosen, self-adaptive point weights where chosen,
         otherwise the mean square. With ``independent`` (the same residuals from an independent
         stochastic estimate) each square is the product of the two instead: unbiased."""
+        check_residuals(pde, residuals)
+        equation = pde.equation_terms(residuals, "loss.causal" if self.causal else "loss.growth_rate") \
+            if self.causal or self.growth_rate > 0 else []
         terms = {}
         for name, r in residuals.items():
             # (N,): the residual's components add up
@@ -149,7 +153,7 @@ class LossBalance(nn.Module):
                     self.point_weights[name] = nn.Parameter(torch.ones(r.shape[0], dtype=r.dtype, device=r.device))
                     self._ascent = None  # rebuilt below with the new weights
                 square = self.point_weights[name].square() * square
-            if name in pde.interior_terms and (self.causal or self.growth_rate > 0):
+            if name in equation:
                 t = points["interior"][:, -1]
                 growth = self._growth(t, pde.domain) if self.growth_rate > 0 else None
                 if self.causal:

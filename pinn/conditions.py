@@ -134,11 +134,13 @@ class Periodic(Condition):
         # A face's points, within a few roundings of the points' dtype (float32 cannot resolve 1e-9)
         scale = max(abs(self.lo), abs(self.hi), self.hi - self.lo)
         tolerance = max(1e-9 * (self.hi - self.lo), 4 * torch.finfo(x.dtype).eps * scale)
-        on_face = (x[:, self.axis] - self.lo).abs() <= tolerance
-        on_face |= (x[:, self.axis] - self.hi).abs() <= tolerance
-        if not on_face.any():
-            raise ValueError(f"Periodic condition: none of its {len(x)} points lie on x{self.axis} = {self.lo} or {self.hi}")
-        x = x[on_face]
+        on_lo = (x[:, self.axis] - self.lo).abs() <= tolerance
+        on_hi = (x[:, self.axis] - self.hi).abs() <= tolerance
+        empty = [bound for bound, on in ((self.lo, on_lo), (self.hi, on_hi)) if not on.any()]
+        if empty:  # a face without points: lo and hi are not where the boundary is
+            raise ValueError(f"Periodic condition: none of its {len(x)} points lie on x{self.axis} = {empty[0]}; lo "
+                             f"and hi must be the domain's bounds along axis {self.axis}, where its boundary points lie")
+        x = x[on_lo | on_hi]
         partner = x.clone()
         partner[:, self.axis] = self.lo + self.hi - x[:, self.axis]
         if not self.derivative:

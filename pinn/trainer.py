@@ -373,7 +373,8 @@ class Trainer:
         for chunk in torch.arange(len(candidates)).split(4096):  # bounded memory for many candidates
             points = {**state.points, "interior": candidates[chunk].to(like)}
             residuals = pde.residuals(model, points, engine)
-            score = sum(residuals[name].detach().square().sum(dim=1) for name in pde.interior_terms)
+            equation = pde.equation_terms(residuals, "adaptive sampling")
+            score = sum(residuals[name].detach().square().sum(dim=1) for name in equation)
             scores[chunk] = score.double().cpu()
         current = {k: v.detach().double().cpu() for k, v in state.points.items()}
         points = sampler.adapt(pde.domain, generator, pde.point_sets, current, candidates, scores)
@@ -390,6 +391,11 @@ class Trainer:
         if reference is None:
             return None, None
         x, values = reference
+        if not (isinstance(values, Tensor) and values.shape == (x.shape[0], pde.n_outputs)):
+            shape = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
+            raise ValueError(f"{type(pde).__name__}'s reference values (its exact() at {x.shape[0]} points) must have "
+                             f"shape (P, n_outputs) = ({x.shape[0]}, {pde.n_outputs}); got {shape}. Keep the column "
+                             "dimension: x[:, 0:1], not x[:, 0]")
         return x.to(device=device, dtype=torch.float64), values.to(device=device, dtype=torch.float64)
 
     @torch.no_grad()

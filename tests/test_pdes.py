@@ -1,13 +1,21 @@
-"""Each exact solution makes every residual vanish in float64."""
+"""Each exact solution makes every residual vanish in float64; mistakes in a PDE of one's own are refused."""
 
 import math
 
 import pytest
 import torch
 
+from pinn.balancing import LossBalance
+from pinn.conditions import Periodic
 from pinn.derivatives import AutogradEngine
 from pinn.errors import ConfigError
-from pinn.pdes import Poisson
+from pinn.geometry import Interval, SpaceTime
+from pinn.models import MLP
+from pinn.optim import Adam
+from pinn.pdes import Heat, Poisson
+from pinn.pdes.base import check_residuals
+from pinn.sampling import RADSampler, SobolSampler
+from pinn.trainer import Trainer
 
 
 @pytest.mark.parametrize("solution", ["product", "sum"])
@@ -58,3 +66,86 @@ def test_sum_solution_stays_of_order_one_in_high_dimensions():
         x = pde.domain.interior(torch.rand(4000, dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
         rms = pde.exact(x).square().mean().sqrt().item()
         assert abs(rms - 2**-0.5) < 0.05
+
+
+# --------------------------------------------------------------------------- mistakes in a PDE of one's own
+
+
+class FlatSource(Poisson):
+    """A source term computed as x[:, 0] (shape (N,)): the residual broadcasts to (N, N)."""
+
+    def residual(self, u, x):
+        return super().residual(u, x) + 0 * x[:, 0]
+
+
+class FlatExact(Poisson):
+    def exact(self, x):
+        return super().exact(x)[:, 0]
+
+
+class RenamedEquation(Poisson):
+    """The equation's term named "eq", with interior_terms left at ("pde",)."""
+
+    def residuals(self, model, points, engine):
+        terms = super().residuals(model, points, engine)
+        return {"eq": terms.pop("pde"), **terms}
+
+
+def _fit(tmp_path, pde, **kwargs):
+    sampler = RADSampler(n_interior=32, n_boundary=16, n_candidates=64) if kwargs.get("rad") else \
+        SobolSampler(n_interior=32, n_boundary=16)
+    balance = LossBalance(growth_rate=1.0) if kwargs.get("growth") else None
+    return Trainer(max_steps=3, progress=False, n_test=64, resample_every=2 if kwargs.get("rad") else 0).fit(
+        pde=pde, model=MLP(pde.dim, 1, width=8, depth=1), engine=AutogradEngine(), sampler=sampler,
+        optimizer=Adam(), generator=torch.Generator().manual_seed(0), run_dir=tmp_path, balance=balance)
+
+
+def test_a_residual_broadcast_to_n_by_n_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"FlatSource's residual 'pde' has shape \(32, 32\): an \(N,\) tensor "
+                                         r"broadcast against an \(N, 1\) one\? Keep the column dimension"):
+        _fit(tmp_path, FlatSource(dim=2))
+
+
+def test_an_exact_solution_without_its_column_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"FlatExact's reference values \(its exact\(\) at 64 points\) must have "
+                                         r"shape \(P, n_outputs\) = \(64, 1\); got \(64,\)"):
+        _fit(tmp_path, FlatExact(dim=2))
+
+
+def test_equation_terms_named_otherwise_are_refused_where_they_matter(tmp_path):
+    _fit(tmp_path / "plain", RenamedEquation(dim=2))  # nothing reads interior_terms: fine
+    with pytest.raises(ConfigError, match=r"adaptive sampling reads the equation's terms, RenamedEquation.interior_terms"
+                                          r" = \('pde',\), but its residuals\(\) returns \['boundary', 'eq'\]"):
+        _fit(tmp_path / "rad", RenamedEquation(dim=2), rad=True)
+
+    class RenamedHeat(Heat):
+        def residuals(self, model, points, engine):
+            terms = super().residuals(model, points, engine)
+            return {"eq": terms.pop("pde"), **terms}
+
+    pde = RenamedHeat()
+    points = SobolSampler(n_interior=16, n_boundary=8, n_initial=8).sample(pde.domain, torch.Generator().manual_seed(0),
+                                                                           pde.point_sets)
+    residuals = pde.residuals(MLP(pde.dim, 1, width=4, depth=1).double(), points, AutogradEngine())
+    for balance, setting in ((LossBalance(causal=True), "loss.causal"), (LossBalance(growth_rate=1.0), "loss.growth_rate")):
+        with pytest.raises(ConfigError, match=f"{setting} reads the equation's terms"):
+            balance.term_losses(residuals, points, pde)
+
+
+def test_a_periodic_condition_with_bounds_off_the_boundary_is_refused():
+    domain = SpaceTime(Interval(-1.0, 1.0), 0.0, 1.0)
+    x = domain.sample("boundary", 40, lambda m, k: torch.rand(m, k, dtype=torch.float64))
+    square = lambda p: p[:, :1] ** 2  # noqa: E731  (periodic on [-1, 1])
+    assert Periodic(0, -1.0, 1.0, derivative=False).residual(square, x, AutogradEngine()).abs().max() < 1e-15
+    for lo, hi, empty in ((0.0, 1.0, 0.0), (-1.0, 0.5, 0.5)):
+        with pytest.raises(ValueError, match=f"none of its 40 points lie on x0 = {empty}; lo and hi must be the "
+                                             "domain's bounds along axis 0"):
+            Periodic(0, lo, hi, derivative=False).residual(square, x, AutogradEngine())
+
+
+def test_an_empty_residual_is_named():
+    with pytest.raises(ValueError, match="Poisson's residual 'hole' has no rows: its point set .* is empty"):
+        check_residuals(Poisson(dim=2), {"pde": torch.zeros(4, 1), "hole": torch.zeros(0, 1)})
+    with pytest.raises(ValueError, match=r"residual 'pde' must be a tensor \(N, c\), one row per point; got \(4,\)"):
+        check_residuals(Poisson(dim=2), {"pde": torch.zeros(4)})
+    check_residuals(Poisson(dim=2), {"pde": torch.zeros(7, 7), "data": torch.zeros(3, 3)})  # few points: can be so

@@ -63,7 +63,21 @@ class PDE(nn.Module):
 
     def losses(self, model: Model, points: dict[str, Tensor], engine: Engine) -> dict[str, Tensor]:
         """Mean squared residual of every term, by name (``{"pde": ..., "boundary": ...}``)."""
-        return {name: r.square().mean() for name, r in self.residuals(model, points, engine).items()}
+        residuals = self.residuals(model, points, engine)
+        check_residuals(self, residuals)
+        return {name: r.square().mean() for name, r in residuals.items()}
+
+    def equation_terms(self, residuals: dict[str, Tensor], use: str) -> list[str]:
+        """:attr:`interior_terms`, refused where ``residuals`` lacks one of them (``use``: what
+        reads them, for the message): a term named otherwise would silently not take part."""
+        missing = [name for name in self.interior_terms if name not in residuals]
+        if missing or not self.interior_terms:
+            raise ConfigError(
+                f"{use} reads the equation's terms, {type(self).__name__}.interior_terms = {self.interior_terms}, but "
+                f"its residuals() returns {sorted(residuals)}; set interior_terms to the names of the terms "
+                "evaluated on the interior points"
+            )
+        return list(self.interior_terms)
 
     def exact(self, x: Tensor) -> Tensor | None:
         """The exact (or reference) solution ``(N, n_outputs)`` at ``x``, or ``None`` where none is known."""
@@ -244,6 +258,24 @@ def transfinite_interpolation(f: Callable[[Tensor], Tensor], x: Tensor, lo: Tens
             term = sign * weight * f(torch.stack(columns, dim=1))
             total = term if total is None else total + term
     return total
+
+
+def check_residuals(pde: PDE, residuals: dict[str, Tensor]) -> None:
+    """Refuse residuals that are not ``(N, c)`` tensors with at least one row. An ``(N, N)`` one
+    (from 8 points on) is taken for what it almost surely is: an ``(N,)`` tensor, such as a
+    source term computed as ``x[:, 0]``, broadcast against an ``(N, 1)`` field, whose mean
+    square trains nothing right."""
+    for name, r in residuals.items():
+        where = f"{type(pde).__name__}'s residual {name!r}"
+        if not isinstance(r, Tensor) or r.dim() != 2:
+            shape = tuple(r.shape) if isinstance(r, Tensor) else type(r).__name__
+            raise ValueError(f"{where} must be a tensor (N, c), one row per point; got {shape}. Keep the column "
+                             "dimension: x[:, 0:1], not x[:, 0]")
+        if r.shape[0] == 0:
+            raise ValueError(f"{where} has no rows: its point set (or the part of it the residual selects) is empty")
+        if r.shape[0] == r.shape[1] >= 8:
+            raise ValueError(f"{where} has shape {tuple(r.shape)}: an (N,) tensor broadcast against an (N, 1) one? "
+                             "Keep the column dimension of every term: x[:, 0:1], not x[:, 0] (or .reshape(-1, 1))")
 
 
 def space_laplacian(u, x: Tensor, space_dim: int) -> Tensor:
