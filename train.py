@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import ctypes
+import importlib
 import inspect
 import json
 import logging
@@ -90,10 +91,23 @@ def _build(node: DictConfig, group: str, **runtime: Any) -> Any:
         if isinstance(cause, ConfigError):
             raise cause
         if isinstance(cause, TypeError):  # an unknown or missing key in the YAML
-            raise ConfigError(f"{group}: {cause}") from exc
+            hint = ""
+            if "unexpected keyword argument" in str(cause):  # say, a class of one's own under another choice's keys
+                hint = (f"; a {group} takes the keys of its choice's YAML (configs/{group}/), so a class of your own "
+                        f"needs a YAML of its own (README: Your own PDE), or '~{group}' '+{group}._target_=...'")
+            raise ConfigError(f"{group}: {cause}{hint}") from exc
         if isinstance(cause, ImportError):  # a _target_ in a module Python cannot find
+            target = str(node.get("_target_"))
+            module, _, name = target.rpartition(".")
+            try:  # the module may be there, without the class
+                found = importlib.import_module(module) if module else None
+            except ImportError:
+                found = None
+            if found is not None:
+                raise ConfigError(f"{group}: {module} has no {name!r}; check the class name in {group}._target_="
+                                  f"{target}") from exc
             reason = " ".join(str(cause.__cause__ or cause).split())  # one line: the module Python did not find
-            raise ConfigError(f"{group}: cannot import {node.get('_target_')} ({reason}); if it is in a module of your "
+            raise ConfigError(f"{group}: cannot import {target} ({reason}); if it is in a module of your "
                               "own, put the module's folder on PYTHONPATH (for train.py and evaluate.py alike)") from exc
         raise
 

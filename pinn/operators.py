@@ -141,6 +141,9 @@ def _check_field(u: Tensor, x: Tensor, name: str, *, scalar: bool = False, colum
             f"{name} must have shape (N, m) with N = {n} rows, one per point of x; "
             f"got shape {tuple(u.shape)}.{hint}"
         )
+    if u.shape[1] == 0:
+        raise ValueError(f"{name} has no components (shape {tuple(u.shape)}): a slice past the network's outputs? "
+                         "A PDE's n_outputs sets how many outputs its network has")
     if scalar and u.shape[1] != 1:
         raise ValueError(
             f"{name} must be a scalar field of shape (N, 1); got a vector field of shape {tuple(u.shape)}. "

@@ -46,12 +46,15 @@ class Sampler(ABC):
         points = {}
         for region in regions:
             n = self.count(region)
-            if n <= 0:
-                setting = f"sampler.n_{region}={n}" if hasattr(self, f"n_{region}") else f"this sampler has no n_{region}"
+            if n <= 0 and not hasattr(self, f"n_{region}"):
                 raise ConfigError(
-                    f"the problem needs points in region {region!r} of {domain}, but {setting}; "
-                    f"set sampler.n_{region} > 0"
+                    f"the problem asks for points in region {region!r} of {domain}, but samplers draw only interior, "
+                    "boundary and initial points; take a part of the boundary from the boundary points (in the "
+                    "PDE's residuals), and keep point_sets to those regions"
                 )
+            if n <= 0:
+                raise ConfigError(f"the problem needs points in region {region!r} of {domain}, but "
+                                  f"sampler.n_{region}={n}; set sampler.n_{region} > 0")
             points[region] = domain.sample(region, n, lambda m, k: self.unit(m, k, generator))
         return points
 

@@ -108,6 +108,8 @@ def test_a_sweep_into_a_folder_of_failed_jobs_lists_its_own(tmp_path):
     ("pde.lo=abc", "Box: lo and hi must be numbers"),
     ("optimizer.lbfgs_dtype=float16", "valid choices: null, float64"),
     ("pde._target_=no_such_module.Thing", "pde: cannot import no_such_module.Thing (No module named 'no_such_module')"),
+    ("pde._target_=pinn.pdes.NoSuchPDE", "pde: pinn.pdes has no 'NoSuchPDE'; check the class name in pde._target_="),
+    ("pde._target_=pinn.pdes.Heat", "unexpected keyword argument 'k'; a pde takes the keys of its choice's YAML"),
 ])
 def test_bad_values_end_in_one_line(override, match, tmp_path):
     result = train(f"hydra.run.dir={tmp_path}", *TINY, override)

@@ -91,3 +91,12 @@ def test_latin_hypercube_puts_one_value_of_each_coordinate_in_each_slice(n, dim)
 def test_samplers_reject_bad_sizes(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         UniformSampler(**kwargs)
+
+
+def test_a_region_no_sampler_draws_is_named_with_what_to_do():
+    box = Box(0.0, 1.0, dim=2)
+    with pytest.raises(ConfigError, match="region 'hole' .* samplers draw only interior, boundary and initial points; "
+                                          "take a part of the boundary from the boundary points"):
+        SobolSampler().sample(box, torch.Generator().manual_seed(0), ("interior", "hole"))
+    with pytest.raises(ConfigError, match="sampler.n_boundary=0; set sampler.n_boundary > 0"):
+        SobolSampler(n_boundary=0).sample(box, torch.Generator().manual_seed(0))

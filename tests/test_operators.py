@@ -353,6 +353,14 @@ class TestMisuse:
         with pytest.raises(ValueError, match="scalar field"):
             partial(v, x, 0)
 
+    def test_a_slice_past_the_outputs_is_named(self):
+        x = points(4, 2)
+        u = torch.sin(x[:, :1])  # one output
+        for op in (grad, laplacian, hessian, jacobian):
+            with pytest.raises(ValueError, match=r"[uv] has no components \(shape \(4, 0\)\): a slice past the network's "
+                                                 "outputs\? A PDE's n_outputs"):
+                op(u[:, 1:2], x)
+
     def test_div_needs_one_component_per_coordinate(self):
         x = points(4, 3)
         with pytest.raises(ValueError, match=r"\(N, 3\)"):
