@@ -401,18 +401,26 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, pde: PDE, model: nn.Module, x: Tensor | None, reference: Tensor | None) -> dict[str, float]:
         """Relative L2 error :math:`\\|u - u^\\star\\|_2 / \\|u^\\star\\|_2` over every output the
-        reference knows (NaN entries are skipped), the largest pointwise error, and the PDE's own
-        numbers (an inverse problem's coefficient)."""
+        reference knows (NaN entries are skipped), the largest pointwise error, with several
+        outputs each one's own relative error (``rel_l2_<output>``, where its reference is not
+        zero), and the PDE's own numbers (an inverse problem's coefficient)."""
         metrics = dict(pde.metrics())
         if reference is None:
             return metrics
         known = torch.isfinite(reference)
         dtype = next((p.dtype for p in model.parameters()), x.dtype)  # float64 after a float64 L-BFGS stage
-        error = (model(x.to(dtype)).double() - reference)[known]
+        difference = model(x.to(dtype)).double() - reference
+        error = difference[known]
         metrics.update(
             rel_l2=(error.norm() / reference[known].norm()).item(),
             max_abs_error=error.abs().max().item(),
         )
+        if reference.shape[1] > 1:  # several outputs: which of them the error is in
+            names = pde.outputs if len(pde.outputs) == reference.shape[1] else [f"u{j}" for j in range(reference.shape[1])]
+            for j, name in enumerate(names):
+                scale = reference[known[:, j], j].norm()
+                if scale > 0:
+                    metrics[f"rel_l2_{name}"] = (difference[known[:, j], j].norm() / scale).item()
         return metrics
 
     def _solution_image(self, pde: PDE, model: nn.Module, device, dtype):
@@ -685,6 +693,8 @@ class Trainer:
                     state.rel_l2 = metrics.pop("rel_l2")
                     logger.scalar("error/rel_l2", state.rel_l2, step)
                     logger.scalar("error/max_abs", metrics.pop("max_abs_error"), step)
+                    for name in [k for k in metrics if k.startswith("rel_l2_")]:  # each output's own
+                        logger.scalar(f"error/{name}", metrics.pop(name), step)
                     bar.set_postfix(phase=phase, loss=f"{total.item():.2e}", rel_l2=f"{state.rel_l2:.2e}", refresh=False)
                 for name, value in metrics.items():  # the PDE's own numbers: unknown coefficients and their errors
                     logger.scalar(f"unknowns/{name}", value, step)

@@ -361,3 +361,26 @@ def test_hparams_take_every_setting_lists_as_text():
               "pde": {"name": "poisson", "hard_constraint": False}}
     assert flatten_config(config) == {"model.width": 8, "optimizer.betas": "[0.9, 0.999]", "optimizer.lr": 1e-3,
                                       "pde.name": "poisson", "pde.hard_constraint": False}
+
+
+def test_each_outputs_error_is_reported_beside_the_pooled_one():
+    from pinn.pdes import Cavity, Kovasznay
+
+    torch.manual_seed(0)
+    pde, trainer = Kovasznay(), Trainer(n_test=200)
+    model = MLP(2, 3, width=8, depth=1).double()
+    x, reference = trainer.test_set(pde, "cpu")
+    metrics = trainer.evaluate(pde, model, x, reference)
+    with torch.no_grad():
+        error = model(x) - reference
+    for j, name in enumerate(pde.outputs):
+        assert metrics[f"rel_l2_{name}"] == pytest.approx((error[:, j].norm() / reference[:, j].norm()).item(), rel=1e-12)
+    assert metrics["rel_l2"] == pytest.approx((error.norm() / reference.norm()).item(), rel=1e-12)
+    # the cavity's reference knows u on one centreline and v on the other, and no pressure
+    cavity = Cavity()
+    x, reference = trainer.test_set(cavity, "cpu")
+    metrics = trainer.evaluate(cavity, MLP(2, 3, width=8, depth=1).double(), x, reference)
+    assert {"rel_l2_u", "rel_l2_v"} <= metrics.keys() and "rel_l2_p" not in metrics
+    assert Trainer(n_test=50).evaluate(Poisson(dim=2), MLP(2, 1, width=4, depth=1).double(),
+                                       *Trainer(n_test=50).test_set(Poisson(dim=2), "cpu")).keys() == {"rel_l2",
+                                                                                                      "max_abs_error"}
