@@ -44,9 +44,15 @@ def output_folder(run: Path) -> Path:
     return run.parent.parent if run.parent.name == "checkpoints" else run.parent
 
 
-def evaluate(run: str | Path, device: str = "auto") -> dict:
-    """Metrics of a saved run; also writes them and the figures into the run folder (where they
-    cannot be written, ``not_written`` says why)."""
+def load(run: str | Path, device: str = "auto") -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The PDE and the trained network of a saved run (a run folder or a checkpoint file), on
+    ``device``, in the dtype its last stage trained in: ``pde, model = load(run)``, then
+    ``model(x)`` for points ``x`` ``(N, d)`` of that dtype, or the operators on it."""
+    pde, model, *_ = _restore(run, device)
+    return pde, model
+
+
+def _restore(run: str | Path, device: str) -> tuple[torch.nn.Module, torch.nn.Module, dict, torch.device, torch.dtype]:
     payload = load_checkpoint(run)
     cfg = OmegaConf.create(payload["config"])
     # The dtype the run ended in (a float64 L-BFGS stage after float32 Adam, say), so that the
@@ -58,6 +64,14 @@ def evaluate(run: str | Path, device: str = "auto") -> dict:
     pde.to(device=device_, dtype=dtype)
     model.load_state_dict(payload["model"])
     pde.load_state_dict(payload.get("pde", {}))
+    return pde, model, payload, device_, dtype
+
+
+def evaluate(run: str | Path, device: str = "auto") -> dict:
+    """Metrics of a saved run; also writes them and the figures into the run folder (where they
+    cannot be written, ``not_written`` says why)."""
+    pde, model, payload, device_, dtype = _restore(run, device)
+    cfg = OmegaConf.create(payload["config"])
 
     trainer = Trainer(n_test=cfg.trainer.n_test, image_resolution=cfg.trainer.image_resolution, progress=False,
                       loss_weights=cfg.trainer.get("loss_weights"))  # the total as it was trained

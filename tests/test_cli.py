@@ -451,6 +451,14 @@ def test_evaluate_command(tmp_path, stages):
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert json.loads((elsewhere.parent / "evaluation.json").read_text())["loss"] == trained["loss"]
+    import evaluate  # and in Python: the trained network, to evaluate anywhere
+    pde, model = evaluate.load(tmp_path, device="cpu")
+    x, exact = pde.reference(50, 0)
+    dtype = next(model.parameters()).dtype
+    assert dtype == (torch.float64 if stages else torch.float32)
+    with torch.no_grad():
+        error = (model(x.to(dtype)).double() - exact).norm() / exact.norm()
+    assert 0 < error.item() < 2
     bad = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), f"run={tmp_path / 'nope'}"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and bad.stderr.startswith("error: no checkpoint")
