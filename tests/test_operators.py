@@ -358,7 +358,7 @@ class TestMisuse:
         u = torch.sin(x[:, :1])  # one output
         for op in (grad, laplacian, hessian, jacobian):
             with pytest.raises(ValueError, match=r"[uv] has no components \(shape \(4, 0\)\): a slice past the network's "
-                                                 "outputs\? A PDE's n_outputs"):
+                                                 r"outputs\? A PDE's n_outputs"):
                 op(u[:, 1:2], x)
 
     def test_div_needs_one_component_per_coordinate(self):
