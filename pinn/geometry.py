@@ -54,6 +54,16 @@ class Domain(ABC):
         """Boolean ``(N,)``: which points lie in the closed domain (to a round-off tolerance)."""
         return self.signed_distance(x) <= self.tolerance
 
+    def on_boundary(self, x: Tensor) -> Tensor:
+        """Boolean ``(N,)``: which points lie on this domain's boundary, to the round-off of the
+        points' dtype (float32 places points on a unit circle up to about 1e-7 off it). To give
+        a part of a CSG domain's boundary a condition of its own: ``hole.on_boundary(x)`` on the
+        boundary points of ``square - hole``."""
+        lo, hi = self.bounds
+        scale = max(1.0, float((hi - lo).abs().max()), float(lo.abs().max()), float(hi.abs().max()))
+        tolerance = max(self.tolerance, 8 * torch.finfo(x.dtype).eps * scale)
+        return self.signed_distance(x).abs() <= tolerance
+
     def __init_subclass__(cls, **kwargs):
         """Every shape's ``signed_distance``, ``contains`` and ``normal`` first check that the
         points have the shape's dimension: ``(N, 1)`` points would broadcast against a 2-D

@@ -563,3 +563,20 @@ def test_a_shape_far_from_the_origin_contains_its_own_boundary_points():
     points = disk.sample("boundary", 500, lambda m, k: torch.rand(m, k, dtype=torch.float64))
     assert disk.contains(points).all()
     assert not disk.contains(torch.tensor([[1e5 + 1.001, 0.0]], dtype=torch.float64)).any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_on_boundary_tells_the_parts_of_a_csg_boundary_apart(dtype):
+    """Boundary points of a square with a hole, rounded to the training dtype: each lies on
+    exactly one of the two parts, and on_boundary says which (float32 puts the hole's points
+    up to about 1e-7 off the circle)."""
+    square, hole = Box([0.0, 0.0], [1.0, 1.0]), Disk(center=(0.5, 0.5), radius=0.2)
+    x = (square - hole).sample("boundary", 4000, lambda m, k: torch.rand(m, k, dtype=torch.float64,
+                                                                         generator=torch.Generator().manual_seed(0)))
+    on_the_circle = ((x - 0.5).norm(dim=1) - 0.2).abs() < 1e-9
+    x = x.to(dtype)
+    assert torch.equal(hole.on_boundary(x), on_the_circle) and torch.equal(square.on_boundary(x), ~on_the_circle)
+    assert 0.2 < on_the_circle.float().mean() < 0.3  # the circle's share of the boundary's length, 1.26 of 5.26
+    inside = (square - hole).sample("interior", 500, lambda m, k: torch.rand(m, k, dtype=torch.float64,
+                                                                            generator=torch.Generator().manual_seed(1)))
+    assert not hole.on_boundary(inside.to(dtype)).any()
