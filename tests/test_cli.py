@@ -482,6 +482,20 @@ def test_evaluate_prints_its_numbers_where_it_cannot_write_them(tmp_path, monkey
     assert not (tmp_path / "evaluation.json").exists()
 
 
+def test_a_point_set_a_pde_reads_without_asking_for_it_is_named(tmp_path):
+    (tmp_path / "forgetful.py").write_text(
+        "from pinn.pdes import Heat\n"
+        "class Forgetful(Heat):\n"
+        "    point_sets = ('interior', 'boundary')  # reads 'initial' all the same\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={tmp_path / 'run'}", *TINY,
+                             "~pde", "+pde._target_=forgetful.Forgetful"],
+                            cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == ("error: Forgetful reads the point set 'initial', but its point_sets = "
+                                     "('interior', 'boundary') do not ask for it; add 'initial' to point_sets")
+
+
 def test_joblib_launcher_runs_a_local_parallel_sweep(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     result = train("-m", *TINY, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.width=4,8",
