@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import ctypes
-import importlib
 import inspect
 import json
 import logging
@@ -92,18 +91,17 @@ def _build(node: DictConfig, group: str, **runtime: Any) -> Any:
             raise cause
         if isinstance(cause, TypeError):  # an unknown or missing key in the YAML
             hint = ""
-            if "unexpected keyword argument" in str(cause):  # say, a class of one's own under another choice's keys
-                hint = (f"; a {group} takes the keys of its choice's YAML (configs/{group}/), so a class of your own "
-                        f"needs a YAML of its own (README: Your own PDE), or '~{group}' '+{group}._target_=...'")
+            target = str(node.get("_target_"))
+            if "unexpected keyword argument" in str(cause) and not target.startswith("pinn."):
+                # a class of one's own given the keys of the group's choice
+                hint = (f"; the keys come from the {group} choice's YAML (configs/{group}/), so a class of your own "
+                        f"needs a YAML of its own (README: Your own PDE), or '~{group}' '+{group}._target_={target}'")
             raise ConfigError(f"{group}: {cause}{hint}") from exc
         if isinstance(cause, ImportError):  # a _target_ in a module Python cannot find
             target = str(node.get("_target_"))
             module, _, name = target.rpartition(".")
-            try:  # the module may be there, without the class
-                found = importlib.import_module(module) if module else None
-            except ImportError:
-                found = None
-            if found is not None:
+            found = sys.modules.get(module)  # the module Hydra imported, where it could
+            if found is not None and not hasattr(found, name):
                 raise ConfigError(f"{group}: {module} has no {name!r}; check the class name in {group}._target_="
                                   f"{target}") from exc
             reason = " ".join(str(cause.__cause__ or cause).split())  # one line: the module Python did not find

@@ -134,13 +134,18 @@ class Periodic(Condition):
         # A face's points, within a few roundings of the points' dtype (float32 cannot resolve 1e-9)
         scale = max(abs(self.lo), abs(self.hi), self.hi - self.lo)
         tolerance = max(1e-9 * (self.hi - self.lo), 4 * torch.finfo(x.dtype).eps * scale)
-        on_lo = (x[:, self.axis] - self.lo).abs() <= tolerance
-        on_hi = (x[:, self.axis] - self.hi).abs() <= tolerance
-        empty = [bound for bound, on in ((self.lo, on_lo), (self.hi, on_hi)) if not on.any()]
-        if empty:  # a face without points: lo and hi are not where the boundary is
-            raise ValueError(f"Periodic condition: none of its {len(x)} points lie on x{self.axis} = {empty[0]}; lo "
-                             f"and hi must be the domain's bounds along axis {self.axis}, where its boundary points lie")
-        x = x[on_lo | on_hi]
+        along = x[:, self.axis]
+        on_face = ((along - self.lo).abs() <= tolerance) | ((along - self.hi).abs() <= tolerance)
+        # Points beyond lo or hi: lo and hi are not the domain's bounds (a face without points is
+        # fine, as its partners stand in for it). One check, so one wait for the device.
+        outside = (along < self.lo - tolerance) | (along > self.hi + tolerance)
+        if bool(outside.any() | ~on_face.any()):
+            if outside.any():
+                raise ValueError(f"Periodic condition: some of its points lie beyond x{self.axis} = {self.lo}..{self.hi} "
+                                 f"(at x{self.axis} = {float(along[outside][0]):g}); lo and hi must be the domain's "
+                                 f"bounds along axis {self.axis}")
+            raise ValueError(f"Periodic condition: none of its {len(x)} points lie on x{self.axis} = {self.lo} or {self.hi}")
+        x = x[on_face]
         partner = x.clone()
         partner[:, self.axis] = self.lo + self.hi - x[:, self.axis]
         if not self.derivative:

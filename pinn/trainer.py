@@ -667,6 +667,8 @@ class Trainer:
             state.step += 1
             bar.update(1)
             if state.step == start_step + 1:
+                if self.resample_every and isinstance(sampler, AdaptiveSampler):  # not only at its first resampling
+                    pde.equation_terms(dict.fromkeys(terms), "adaptive sampling")
                 self._started()
 
             step, last = state.step, state.step == self.max_steps

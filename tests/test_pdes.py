@@ -7,7 +7,7 @@ import torch
 
 from pinn.balancing import LossBalance
 from pinn.conditions import Periodic
-from pinn.derivatives import AutogradEngine
+from pinn.derivatives import AutogradEngine, ForwardEngine
 from pinn.errors import ConfigError
 from pinn.geometry import Interval, SpaceTime
 from pinn.models import MLP
@@ -95,7 +95,8 @@ def _fit(tmp_path, pde, **kwargs):
     sampler = RADSampler(n_interior=32, n_boundary=16, n_candidates=64) if kwargs.get("rad") else \
         SobolSampler(n_interior=32, n_boundary=16)
     balance = LossBalance(growth_rate=1.0) if kwargs.get("growth") else None
-    return Trainer(max_steps=3, progress=False, n_test=64, resample_every=2 if kwargs.get("rad") else 0).fit(
+    return Trainer(max_steps=3, progress=False, n_test=64, resample_every=2 if kwargs.get("rad") else 0,
+                   checkpoint_every=1).fit(
         pde=pde, model=MLP(pde.dim, 1, width=8, depth=1), engine=AutogradEngine(), sampler=sampler,
         optimizer=Adam(), generator=torch.Generator().manual_seed(0), run_dir=tmp_path, balance=balance)
 
@@ -117,6 +118,7 @@ def test_equation_terms_named_otherwise_are_refused_where_they_matter(tmp_path):
     with pytest.raises(ConfigError, match=r"adaptive sampling reads the equation's terms, RenamedEquation.interior_terms"
                                           r" = \('pde',\), but its residuals\(\) returns \['boundary', 'eq'\]"):
         _fit(tmp_path / "rad", RenamedEquation(dim=2), rad=True)
+    assert not (tmp_path / "rad" / "checkpoints").exists()  # after the first step, not at the first resampling
 
     class RenamedHeat(Heat):
         def residuals(self, model, points, engine):
@@ -137,15 +139,22 @@ def test_a_periodic_condition_with_bounds_off_the_boundary_is_refused():
     x = domain.sample("boundary", 40, lambda m, k: torch.rand(m, k, dtype=torch.float64))
     square = lambda p: p[:, :1] ** 2  # noqa: E731  (periodic on [-1, 1])
     assert Periodic(0, -1.0, 1.0, derivative=False).residual(square, x, AutogradEngine()).abs().max() < 1e-15
-    for lo, hi, empty in ((0.0, 1.0, 0.0), (-1.0, 0.5, 0.5)):
-        with pytest.raises(ValueError, match=f"none of its 40 points lie on x0 = {empty}; lo and hi must be the "
-                                             "domain's bounds along axis 0"):
+    for lo, hi, beyond in ((0.0, 1.0, -1), (-1.0, 0.5, 1)):
+        with pytest.raises(ValueError, match=rf"some of its points lie beyond x0 = {lo}..{hi} \(at x0 = {beyond}\); lo "
+                                             "and hi must be the domain's bounds along axis 0"):
             Periodic(0, lo, hi, derivative=False).residual(square, x, AutogradEngine())
+    # a face without points is fine: the other face's points are compared with their partners there
+    one_face = x[x[:, 0] > 0]
+    assert Periodic(0, -1.0, 1.0, derivative=False).residual(square, one_face, AutogradEngine()).abs().max() < 1e-15
 
 
 def test_an_empty_residual_is_named():
     with pytest.raises(ValueError, match="Poisson's residual 'hole' has no rows: its point set .* is empty"):
         check_residuals(Poisson(dim=2), {"pde": torch.zeros(4, 1), "hole": torch.zeros(0, 1)})
-    with pytest.raises(ValueError, match=r"residual 'pde' must be a tensor \(N, c\), one row per point; got \(4,\)"):
+    with pytest.raises(ValueError, match=r"residual 'pde' must be a tensor \(N, c\), one row per point; got shape \(4,\)"):
         check_residuals(Poisson(dim=2), {"pde": torch.zeros(4)})
     check_residuals(Poisson(dim=2), {"pde": torch.zeros(7, 7), "data": torch.zeros(3, 3)})  # few points: can be so
+    check_residuals(Poisson(dim=2), {"pde": torch.zeros(9, 1), "data": torch.zeros(10, 10)})  # 10 sensors, 10 outputs
+    # the field itself as a residual (u = 0 on the boundary), under the forward engine a Jet
+    x, u = ForwardEngine().evaluate(MLP(2, 1, width=4, depth=1), torch.rand(9, 2))
+    check_residuals(Poisson(dim=2), {"pde": torch.zeros(9, 1), "boundary": u})

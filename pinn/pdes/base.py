@@ -11,6 +11,7 @@ from pinn.derivatives import Engine
 from pinn.errors import ConfigError
 from pinn.geometry import Domain
 from pinn.jet import Jet, shared_zero_second
+from pinn.operators import DerivativeCarrier
 
 Model = Callable[[Tensor], Tensor]
 
@@ -261,19 +262,20 @@ def transfinite_interpolation(f: Callable[[Tensor], Tensor], x: Tensor, lo: Tens
 
 
 def check_residuals(pde: PDE, residuals: dict[str, Tensor]) -> None:
-    """Refuse residuals that are not ``(N, c)`` tensors with at least one row. An ``(N, N)`` one
-    (from 8 points on) is taken for what it almost surely is: an ``(N,)`` tensor, such as a
-    source term computed as ``x[:, 0]``, broadcast against an ``(N, 1)`` field, whose mean
-    square trains nothing right."""
+    """Refuse residuals that are not ``(N, c)`` fields (tensors, or the engine's own fields)
+    with at least one row. An equation's residual ``(N, N)`` (from 8 points on) is taken for
+    what it almost surely is: an ``(N,)`` tensor, such as a source term computed as
+    ``x[:, 0]``, broadcast against an ``(N, 1)`` field, whose mean square trains nothing right."""
     for name, r in residuals.items():
         where = f"{type(pde).__name__}'s residual {name!r}"
-        if not isinstance(r, Tensor) or r.dim() != 2:
-            shape = tuple(r.shape) if isinstance(r, Tensor) else type(r).__name__
-            raise ValueError(f"{where} must be a tensor (N, c), one row per point; got {shape}. Keep the column "
-                             "dimension: x[:, 0:1], not x[:, 0]")
+        if not isinstance(r, (Tensor, DerivativeCarrier)):
+            raise ValueError(f"{where} must be a tensor (N, c), one row per point; got {type(r).__name__}")
+        if len(r.shape) != 2:
+            raise ValueError(f"{where} must be a tensor (N, c), one row per point; got shape {tuple(r.shape)}. Keep "
+                             "the column dimension: x[:, 0:1], not x[:, 0]")
         if r.shape[0] == 0:
             raise ValueError(f"{where} has no rows: its point set (or the part of it the residual selects) is empty")
-        if r.shape[0] == r.shape[1] >= 8:
+        if name in pde.interior_terms and r.shape[0] == r.shape[1] >= 8:
             raise ValueError(f"{where} has shape {tuple(r.shape)}: an (N,) tensor broadcast against an (N, 1) one? "
                              "Keep the column dimension of every term: x[:, 0:1], not x[:, 0] (or .reshape(-1, 1))")
 
