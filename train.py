@@ -407,6 +407,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     engine.check(model)
     engine.check_pde(pde)
     engine.check_device(device)
+    if engine.name == "stochastic" and engine.samples >= pde.dim and comm.is_main:
+        log.warning("derivatives.samples=%d random directions for %d coordinates: the exact Laplacian "
+                    "(derivatives=forward) takes %d directions, no more work, and has no variance",
+                    engine.samples, pde.dim, pde.dim)
     if check_flag("preflight", cfg.preflight):
         report = preflight(device, dtype, model=model, in_dim=pde.dim, triton=engine.triton)
         log.info("pre-flight: operators exact on %s in %s (%d checks, %.0f ms)",

@@ -521,6 +521,18 @@ def test_classes_of_ones_own_that_cannot_be_built_say_why(tmp_path):
         assert "Traceback" not in result.stderr
 
 
+def test_more_random_directions_than_coordinates_are_pointed_at_the_exact_engine(tmp_path):
+    said = []
+    for samples in (16, 2):
+        result = train(f"hydra.run.dir={tmp_path / str(samples)}", *TINY, "pde=poisson_ball", "pde.dim=5",
+                       "derivatives=stochastic", f"derivatives.samples={samples}", "optimizer=adam")
+        assert result.returncode == 0, result.stderr
+        said.append(result.stdout + result.stderr)
+    assert "derivatives.samples=16 random directions for 5 coordinates: the exact Laplacian (derivatives=forward)" \
+        in said[0]
+    assert "random directions for" not in said[1]
+
+
 def test_joblib_launcher_runs_a_local_parallel_sweep(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     result = train("-m", *TINY, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.width=4,8",
