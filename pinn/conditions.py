@@ -105,17 +105,21 @@ class Robin(Neumann):
     r"""A mix of value and flux: :math:`\alpha u + \beta\, \partial u/\partial n = g`.
 
     Args:
-        alpha, beta: the coefficients.
+        alpha, beta: the coefficients: numbers, or functions of the points ``(N, d) -> (N, 1)``
+            (a heat-transfer coefficient that varies along the wall, say).
         value, normal, component: as for :class:`Neumann`.
     """
 
-    def __init__(self, alpha: float, beta: float, value: Data, normal: Callable[[Tensor], Tensor], component: int = 0):
+    def __init__(self, alpha: float | Callable[[Tensor], Tensor], beta: float | Callable[[Tensor], Tensor], value: Data,
+                 normal: Callable[[Tensor], Tensor], component: int = 0):
         super().__init__(value, normal, component)
         self.alpha, self.beta = alpha, beta
 
     def residual(self, model, x, engine):
         u, du_dn = self.normal_derivative(model, x, engine)
-        return self.alpha * u + self.beta * du_dn - prescribed(self.value, x, 1, "Robin")
+        alpha, beta = (check_pointwise(f"the Robin {name}", c(x), x, 1) if callable(c) else c
+                       for name, c in (("alpha", self.alpha), ("beta", self.beta)))
+        return alpha * u + beta * du_dn - prescribed(self.value, x, 1, "Robin")
 
 
 class Periodic(Condition):

@@ -174,6 +174,18 @@ def test_robin_combines_value_and_flux_on_the_square():
     assert torch.allclose(r0, alpha * xy(x) - 1.0, atol=1e-15)
 
 
+def test_robin_coefficients_may_vary_along_the_boundary():
+    disk = Disk([0.0, 0.0], 1.5)
+    x = disk.sample("boundary", 200, make_draw(9))
+    alpha = lambda p: 1 + p[:, :1] ** 2  # noqa: E731
+    beta = lambda p: p[:, 1:]  # noqa: E731
+    # u = |x|²: u = 2.25 and du/dn = 3 on the circle
+    r = Robin(alpha, beta, lambda p: 2.25 * alpha(p) + 3 * beta(p), disk.normal).residual(squared_radius, x, AUTOGRAD)
+    assert r.shape == (200, 1) and r.abs().max() < 1e-13
+    with pytest.raises(ValueError, match=r"the Robin beta must be a function of the points .* keep the column"):
+        Robin(alpha, lambda p: p[:, 1], const(0.0), disk.normal).residual(squared_radius, x, AUTOGRAD)
+
+
 # --------------------------------------------------------------------------- 4. Periodic
 
 
