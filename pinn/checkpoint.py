@@ -61,8 +61,10 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
-        cause = exc if isinstance(exc, OSError) else exc.__cause__ or exc.__context__  # torch.save wraps it
-        # a full disk, a read-only folder: one line, not a traceback (a file used wrongly is a bug)
+        # A full disk, a read-only folder: one line, not a traceback (torch.save wraps the OSError
+        # in its own error; a file used wrongly is a bug, and an interrupt stays an interrupt).
+        cause = exc if isinstance(exc, OSError) else (
+            (exc.__cause__ or exc.__context__) if isinstance(exc, Exception) else None)
         if isinstance(cause, OSError) and not isinstance(cause, io.UnsupportedOperation):
             raise _unwritable(path, cause) from exc
         raise

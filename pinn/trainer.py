@@ -393,7 +393,8 @@ class Trainer:
         x, values = reference
         if not (isinstance(values, Tensor) and values.shape == (x.shape[0], pde.n_outputs)):
             shape = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
-            raise ValueError(f"{type(pde).__name__}'s reference values (its exact() at {x.shape[0]} points) must have "
+            raise ValueError(f"{type(pde).__name__}'s reference values (from its exact() or reference(), at {x.shape[0]} "
+                             "points) must have "
                              f"shape (P, n_outputs) = ({x.shape[0]}, {pde.n_outputs}); got {shape}. Keep the column "
                              "dimension: x[:, 0:1], not x[:, 0]")
         return x.to(device=device, dtype=torch.float64), values.to(device=device, dtype=torch.float64)

@@ -108,7 +108,8 @@ def test_a_residual_broadcast_to_n_by_n_is_refused(tmp_path):
 
 
 def test_an_exact_solution_without_its_column_is_refused(tmp_path):
-    with pytest.raises(ValueError, match=r"FlatExact's reference values \(its exact\(\) at 64 points\) must have "
+    with pytest.raises(ValueError, match=r"FlatExact's reference values \(from its exact\(\) or reference\(\), at 64 "
+                                         r"points\) must have "
                                          r"shape \(P, n_outputs\) = \(64, 1\); got \(64,\)"):
         _fit(tmp_path, FlatExact(dim=2))
 
