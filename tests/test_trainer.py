@@ -222,6 +222,16 @@ def test_a_checkpoint_that_cannot_be_written_is_one_line_and_keeps_the_last(tmp_
     with pytest.raises(CheckpointError, match="cannot write .*metrics.json"):
         write_text_atomically(path / "metrics.json", "{}")  # a file where its folder should be
 
+    def interrupted(f):  # Ctrl-C while an OSError is being handled: still an interrupt
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise KeyboardInterrupt from None
+
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.write_atomically(path, interrupted)
+    assert path.read_bytes() == kept
+
 
 def test_a_plan_that_never_reaches_lbfgs_says_so(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="pinn"):
