@@ -354,6 +354,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     device, dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**63:
         raise ConfigError(f"seed must be an integer from 0 to 2**63 - 1; got {cfg.seed!r}")
+    if cfg.resume == "auto":  # the run folder's own checkpoint where it has one (a requeued job, a sweep again)
+        own = Path(str(cfg.output_dir))
+        cfg.resume = str(own) if cfg.output_dir and (own / "checkpoints" / CHECKPOINT_NAME).is_file() else None
+        log.info("resume=auto: %s", f"continuing the run in {own}" if cfg.resume else "no checkpoint here yet, a new run")
     if cfg.resume is not None:
         check_resume(cfg)
     comm = init_from_env(device.type)  # a world of one unless launched by torchrun

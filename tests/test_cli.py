@@ -366,6 +366,25 @@ def test_a_sweep_may_resume_its_own_runs_in_place(tmp_path):
     assert [json.loads((tmp_path / job / "metrics.json").read_text())["steps"] for job in "01"] == [6, 6]
 
 
+def test_resume_auto_continues_a_run_where_there_is_one_and_finishes_an_interrupted_sweep(tmp_path):
+    run = tmp_path / "run"
+    for steps in (4, 6):  # a new run, then the same command again with more steps: continued
+        result = train(f"hydra.run.dir={run}", *TINY, "optimizer=adam", f"trainer.max_steps={steps}", "resume=auto")
+        assert result.returncode == 0, result.stderr
+        assert json.loads((run / "metrics.json").read_text())["steps"] == steps
+    assert "resume=auto: continuing the run in" in result.stdout + result.stderr
+    # a sweep of which only the first job ran, run again in full with resume=auto
+    sweep = tmp_path / "sweep"
+    assert train("-m", *TINY, "optimizer=adam", "seed=0", f"hydra.sweep.dir={sweep}").returncode == 0
+    trained = (sweep / "0" / "checkpoints" / "last.pt").read_bytes()
+    result = train("-m", *TINY, "optimizer=adam", "seed=0,1", f"hydra.sweep.dir={sweep}", "resume=auto")
+    assert result.returncode == 0, result.stderr
+    assert (sweep / "0" / "checkpoints" / "last.pt").read_bytes() == trained  # finished: its metrics again
+    assert [json.loads((sweep / job / "metrics.json").read_text())["steps"] for job in "01"] == [4, 4]
+    with open(sweep / "summary.csv") as f:
+        assert [r["status"] for r in csv.DictReader(f)] == ["done", "done"]
+
+
 def test_a_sweep_with_nested_job_folders_lists_them_all(tmp_path):
     result = train("-m", *TINY, "model.width=-1,4", f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=w/${model.width}")
     assert result.returncode == 2 and "1 of 2 jobs failed" in result.stderr
