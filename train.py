@@ -23,6 +23,7 @@ from typing import Any
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -205,16 +206,17 @@ def check_run_folder(run_dir: Path, resume: str | None) -> None:
     checkpoint = run_dir / "checkpoints" / CHECKPOINT_NAME
     if not checkpoint.is_file():
         return
-    if resume is not None:
-        source = Path(resume).resolve()
-        if source == run_dir.resolve() or run_dir.resolve() in source.parents:  # this run's own checkpoint
-            return
-    if _multirun():
+    if _multirun():  # before a resume in place: a job of this sweep must not take another's run for its own
         record = Path(HydraConfig.get().sweep.dir) / "multirun.yaml"  # written as this sweep started
         if record.is_file() and checkpoint.stat().st_mtime >= record.stat().st_mtime:
             raise ConfigError(f"another job of this sweep has trained in the job folder {run_dir}: "
                               f"hydra.sweep.subdir={HydraConfig.get().sweep.subdir} names one folder for several "
                               "jobs; make it differ per job (name every swept setting in it, or use ${hydra.job.num})")
+    if resume is not None:
+        source = Path(resume).resolve()
+        if source == run_dir.resolve() or run_dir.resolve() in source.parents:  # this run's own checkpoint
+            return
+    if _multirun():
         raise ConfigError(f"the job folder {run_dir} already holds a run ({checkpoint}); "
                           "choose a new folder for this sweep with hydra.sweep.dir=...")
     raise ConfigError(
@@ -355,6 +357,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**63:
         raise ConfigError(f"seed must be an integer from 0 to 2**63 - 1; got {cfg.seed!r}")
     if cfg.resume == "auto":  # the run folder's own checkpoint where it has one (a requeued job, a sweep again)
+        _warn_if_no_fixed_folder()
         own = Path(str(cfg.output_dir))
         cfg.resume = str(own) if cfg.output_dir and (own / "checkpoints" / CHECKPOINT_NAME).is_file() else None
         log.info("resume=auto: %s", f"continuing the run in {own}" if cfg.resume else "no checkpoint here yet, a new run")
@@ -442,6 +445,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
+def _warn_if_no_fixed_folder() -> None:
+    """resume=auto finds a run only in a folder named the same at every launch."""
+    try:
+        given = [*HydraConfig.get().overrides.hydra, *HydraConfig.get().overrides.task]
+    except ValueError:  # not inside a Hydra run
+        return
+    keys = ("hydra.sweep.dir=",) if _multirun() else ("hydra.run.dir=", "output_dir=")
+    if not any(str(o).lstrip("+~").startswith(keys) for o in given):
+        log.warning("resume=auto continues a run in its own folder, but this launch's folder is named by the time it "
+                    "started, new at every launch; give the folder with %s...", keys[0])
+
+
 def _resume_command(run_dir: Path, processes: int = 1, per_node: int = 1) -> str:
     try:
         overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("resume=", "hydra.run.dir="))]
@@ -474,6 +489,9 @@ def main(cfg: DictConfig) -> None:
         if int(os.environ.get("RANK", "0")) == 0:  # one message for the run, not one per process
             command = _resume_command(Path(cfg.output_dir), processes, per_node)
             print(f"{exc}.\nResume with: {command}", file=sys.stderr)
+            if _multirun():
+                print(f"Or finish the whole sweep: the same -m command with resume=auto "
+                      f"hydra.sweep.dir={HydraConfig.get().sweep.dir}", file=sys.stderr)
         sys.exit(128 + exc.signum)
     except KeyboardInterrupt:  # Ctrl-C before training started (or pressed twice): nothing to save
         restore_run_folder()  # where training has not started
@@ -510,6 +528,16 @@ def main(cfg: DictConfig) -> None:
             torch.distributed.destroy_process_group()
 
 
+def _sweep_defining(overrides: list[str]) -> list[str]:
+    """The overrides that decide which run each job of a sweep is: all but ``resume=`` and the
+    settings a resume may change (``trainer.*``, ``logger``, ``device``, ``preflight``) where
+    they are not swept."""
+    may_change = ("trainer", "logger", "device", "preflight")
+    parsed = OverridesParser.create().parse_overrides([str(o) for o in overrides])
+    return sorted(o.input_line for o in parsed if o.key_or_group != "resume" and (
+        o.is_sweep_override() or o.key_or_group.split(".")[0].lstrip("+~") not in may_change))
+
+
 class SweepSummary(Callback):
     """After ``python train.py -m ...``: one row per job of this sweep (its overrides, rel L2,
     time, and the reason where it failed), printed and saved as ``summary.csv`` in the sweep
@@ -521,11 +549,22 @@ class SweepSummary(Callback):
     the jobs themselves are refused."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if any(str(o).startswith("resume=") for o in config.hydra.overrides.task):
-            return  # a sweep that resumes runs (its own, in place): each job's resume is checked on its own
         sweep_dir = Path(config.hydra.sweep.dir)
         runs = sorted(p.parent.parent for p in sweep_dir.glob(f"**/checkpoints/{CHECKPOINT_NAME}")) \
             if sweep_dir.is_dir() else []
+        task = list(config.hydra.overrides.task)
+        if runs and any(str(o).startswith("resume=") for o in task):
+            # The same sweep again, resuming its runs: job k must be the earlier job k, so what is
+            # swept, and every setting a resume must keep, has to be as it was.
+            earlier = sweep_dir / "multirun.yaml"
+            before = list(OmegaConf.load(earlier).hydra.overrides.task) if earlier.is_file() else None
+            if before is not None and _sweep_defining(before) == _sweep_defining(task):
+                return
+            print(f"error: a sweep with resume= into {sweep_dir} must be the sweep that made its runs again: its "
+                  f"overrides ({shlex.join(_sweep_defining(before)) if before is not None else 'no multirun.yaml'} "
+                  f"before) apart from resume=, and trainer.*, logger, device and preflight set to one value each; "
+                  f"this one's are {shlex.join(_sweep_defining(task))}", file=sys.stderr)
+            sys.exit(2)
         if runs:
             names = ", ".join(str(p.relative_to(sweep_dir)) for p in runs[:4]) + (", ..." if runs[4:] else "")
             print(f"error: the sweep folder {sweep_dir} holds the runs of an earlier sweep ({len(runs)}: {names}); "

@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -373,9 +374,10 @@ def test_resume_auto_continues_a_run_where_there_is_one_and_finishes_an_interrup
         assert result.returncode == 0, result.stderr
         assert json.loads((run / "metrics.json").read_text())["steps"] == steps
     assert "resume=auto: continuing the run in" in result.stdout + result.stderr
-    # a sweep of which only the first job ran, run again in full with resume=auto
+    # a sweep whose second job never ran (its folder gone), run again with resume=auto
     sweep = tmp_path / "sweep"
-    assert train("-m", *TINY, "optimizer=adam", "seed=0", f"hydra.sweep.dir={sweep}").returncode == 0
+    assert train("-m", *TINY, "optimizer=adam", "seed=0,1", f"hydra.sweep.dir={sweep}").returncode == 0
+    shutil.rmtree(sweep / "1")
     trained = (sweep / "0" / "checkpoints" / "last.pt").read_bytes()
     result = train("-m", *TINY, "optimizer=adam", "seed=0,1", f"hydra.sweep.dir={sweep}", "resume=auto")
     assert result.returncode == 0, result.stderr
@@ -383,6 +385,37 @@ def test_resume_auto_continues_a_run_where_there_is_one_and_finishes_an_interrup
     assert [json.loads((sweep / job / "metrics.json").read_text())["steps"] for job in "01"] == [4, 4]
     with open(sweep / "summary.csv") as f:
         assert [r["status"] for r in csv.DictReader(f)] == ["done", "done"]
+    # another sweep (job 1 would be another run) into that folder: refused before anything is written
+    before = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()}
+    result = train("-m", *TINY, "optimizer=adam", "seed=1,0", f"hydra.sweep.dir={sweep}", "resume=auto")
+    assert result.returncode == 2 and "must be the sweep that made its runs again" in result.stderr
+    assert {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()} == before
+    # jobs of one sweep sent to one folder: the second does not take the first one's run for its own
+    result = train("-m", *TINY, "optimizer=adam", "trainer.resample_every=0,2", f"hydra.sweep.dir={tmp_path / 'one'}",
+                   "hydra.sweep.subdir=s0", "resume=auto")
+    assert result.returncode == 2 and "another job of this sweep has trained in the job folder" in result.stdout
+    # without a folder of its own a run cannot be found again: the log says so
+    result = train(*TINY, "optimizer=adam", "resume=auto", cwd=tmp_path)
+    assert "resume=auto continues a run in its own folder, but this launch's folder is named by the time it " \
+           "started" in result.stdout + result.stderr
+
+
+def test_an_interrupted_sweep_job_says_how_to_finish_the_sweep(tmp_path):
+    (tmp_path / "signalling.py").write_text(
+        "import os, signal\n"
+        "from pinn.loggers import NullLogger\n"
+        "class Signalling(NullLogger):  # Ctrl-C at step 2\n"
+        "    def scalar(self, tag, value, step):\n"
+        "        if step == 2 and tag == 'lr':\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", *TINY, "seed=0,1", "logger=none",
+                             "logger._target_=signalling.Signalling", f"hydra.sweep.dir={tmp_path / 's'}"],
+                            cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 128 + signal.SIGINT, result.stderr
+    assert "interrupted by SIGINT at step" in result.stderr
+    assert f"Or finish the whole sweep: the same -m command with resume=auto hydra.sweep.dir={tmp_path / 's'}" \
+        in result.stderr
 
 
 def test_a_sweep_with_nested_job_folders_lists_them_all(tmp_path):
