@@ -531,11 +531,11 @@ def main(cfg: DictConfig) -> None:
 def _sweep_defining(overrides: list[str]) -> list[str]:
     """The overrides that decide which run each job of a sweep is: all but ``resume=`` and the
     settings a resume may change (``trainer.*``, ``logger``, ``device``, ``preflight``) where
-    they are not swept."""
+    they are not swept, in their order (which numbers the jobs)."""
     may_change = ("trainer", "logger", "device", "preflight")
     parsed = OverridesParser.create().parse_overrides([str(o) for o in overrides])
-    return sorted(o.input_line for o in parsed if o.key_or_group != "resume" and (
-        o.is_sweep_override() or o.key_or_group.split(".")[0].lstrip("+~") not in may_change))
+    return [o.input_line for o in parsed if o.key_or_group != "resume" and (
+        o.is_sweep_override() or o.key_or_group.split(".")[0].lstrip("+~") not in may_change)]
 
 
 class SweepSummary(Callback):
@@ -560,10 +560,10 @@ class SweepSummary(Callback):
             before = list(OmegaConf.load(earlier).hydra.overrides.task) if earlier.is_file() else None
             if before is not None and _sweep_defining(before) == _sweep_defining(task):
                 return
-            print(f"error: a sweep with resume= into {sweep_dir} must be the sweep that made its runs again: its "
-                  f"overrides ({shlex.join(_sweep_defining(before)) if before is not None else 'no multirun.yaml'} "
-                  f"before) apart from resume=, and trainer.*, logger, device and preflight set to one value each; "
-                  f"this one's are {shlex.join(_sweep_defining(task))}", file=sys.stderr)
+            print(f"error: a sweep with resume= into {sweep_dir} must repeat the sweep that made its runs: the same "
+                  "overrides in the same order, apart from resume= and single values of trainer.*, logger, device "
+                  f"and preflight; before: {shlex.join(_sweep_defining(before)) if before is not None else '(no multirun.yaml)'}"
+                  f"; now: {shlex.join(_sweep_defining(task))}", file=sys.stderr)
             sys.exit(2)
         if runs:
             names = ", ".join(str(p.relative_to(sweep_dir)) for p in runs[:4]) + (", ..." if runs[4:] else "")

@@ -388,7 +388,8 @@ def test_resume_auto_continues_a_run_where_there_is_one_and_finishes_an_interrup
     # another sweep (job 1 would be another run) into that folder: refused before anything is written
     before = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()}
     result = train("-m", *TINY, "optimizer=adam", "seed=1,0", f"hydra.sweep.dir={sweep}", "resume=auto")
-    assert result.returncode == 2 and "must be the sweep that made its runs again" in result.stderr
+    assert result.returncode == 2 and "must repeat the sweep that made its runs" in result.stderr
+    assert "optimizer=adam seed=0,1; now: " in result.stderr and result.stderr.rstrip().endswith("optimizer=adam seed=1,0")
     assert {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()} == before
     # jobs of one sweep sent to one folder: the second does not take the first one's run for its own
     result = train("-m", *TINY, "optimizer=adam", "trainer.resample_every=0,2", f"hydra.sweep.dir={tmp_path / 'one'}",
