@@ -87,19 +87,17 @@ def _build(node: DictConfig, group: str, **runtime: Any) -> Any:
     try:
         return instantiate(node, **runtime)
     except InstantiationException as exc:
-        cause = exc.__cause__
+        cause, target = exc.__cause__, str(node.get("_target_"))
         if isinstance(cause, ConfigError):
             raise cause
         if isinstance(cause, TypeError):  # an unknown or missing key in the YAML
             hint = ""
-            target = str(node.get("_target_"))
             if "unexpected keyword argument" in str(cause) and not target.startswith("pinn."):
                 # a class of one's own given the keys of the group's choice
                 hint = (f"; the keys come from the {group} choice's YAML (configs/{group}/), so a class of your own "
                         f"needs a YAML of its own (README: Your own PDE), or '~{group}' '+{group}._target_={target}'")
             raise ConfigError(f"{group}: {cause}{hint}") from exc
         if isinstance(cause, ImportError):  # a _target_ in a module Python cannot find
-            target = str(node.get("_target_"))
             module, _, name = target.rpartition(".")
             found = sys.modules.get(module)  # the module Hydra imported, where it could
             if found is not None and not hasattr(found, name):

@@ -56,7 +56,7 @@ class Domain(ABC):
 
     def on_boundary(self, x: Tensor) -> Tensor:
         """Boolean ``(N,)``: which points lie on this domain's boundary, to the round-off of the
-        points' dtype (float32 places points on a unit circle up to about 1e-7 off it). To give
+        points' dtype (float32 puts points of a unit circle up to 4e-8 off it). To give
         a part of a CSG domain's boundary a condition of its own: ``hole.on_boundary(x)`` on the
         boundary points of ``square - hole``."""
         lo, hi = self.bounds

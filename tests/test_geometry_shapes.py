@@ -569,7 +569,7 @@ def test_a_shape_far_from_the_origin_contains_its_own_boundary_points():
 def test_on_boundary_tells_the_parts_of_a_csg_boundary_apart(dtype):
     """Boundary points of a square with a hole, rounded to the training dtype: each lies on
     exactly one of the two parts, and on_boundary says which (float32 puts the hole's points
-    up to about 1e-7 off the circle)."""
+    up to 4e-8 off the circle)."""
     square, hole = Box([0.0, 0.0], [1.0, 1.0]), Disk(center=(0.5, 0.5), radius=0.2)
     x = (square - hole).sample("boundary", 4000, lambda m, k: torch.rand(m, k, dtype=torch.float64,
                                                                          generator=torch.Generator().manual_seed(0)))
