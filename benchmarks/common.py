@@ -13,6 +13,9 @@ ones, the multi-tensor update (plain ``graph`` keeps it, to compare the two).
 first derivatives (``derivatives.gram=true``); plain ``forward`` carries first derivatives
 (``derivatives.gram=false``), whatever the dimension. ``triton`` runs each layer of the MLP but
 the last as one Triton kernel, forward and backward (``derivatives.triton=true``, a CUDA GPU).
+``onepass`` evaluates the network once at the interior and boundary points together
+(``derivatives.one_pass=true``), ``separate`` once per point set (``false``); without either,
+``auto`` decides (together on a CUDA device up to 10,000 points).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from pinn.cuda_graph import CapturedStep, prepare_adam
 from pinn.derivatives import AutogradEngine, ForwardEngine, StochasticEngine
 from pinn.trainer import Trainer
 
-OPTIONS = ("compile", "graph", "tf32", "fused", "gram", "triton")
+OPTIONS = ("compile", "graph", "tf32", "fused", "gram", "triton", "onepass", "separate")
 
 
 def parse(variant: str) -> tuple[str, set[str]]:
@@ -52,9 +55,15 @@ def make_step(variant: str, pde, model, points, device, lr: float = 1e-3, sample
         raise ValueError(f"{variant}: gram is an option of the forward engine")
     if "triton" in options and name == "autograd":
         raise ValueError(f"{variant}: triton is an option of the forward and stochastic engines")
+    if options & {"onepass", "separate"} and name == "autograd":
+        raise ValueError(f"{variant}: onepass and separate are options of the forward and stochastic engines")
+    if {"onepass", "separate"} <= options:
+        raise ValueError(f"{variant}: onepass and separate exclude each other")
     triton = "triton" in options
-    engine = {"autograd": AutogradEngine, "forward": lambda: ForwardEngine(gram="gram" in options, triton=triton),
-              "stochastic": lambda: StochasticEngine(samples=samples, triton=triton)}[name]()
+    one_pass = True if "onepass" in options else False if "separate" in options else "auto"
+    engine = {"autograd": AutogradEngine,
+              "forward": lambda: ForwardEngine(gram="gram" in options, triton=triton, one_pass=one_pass),
+              "stochastic": lambda: StochasticEngine(samples=samples, triton=triton, one_pass=one_pass)}[name]()
     engine.check_pde(pde)
     engine.check_device(torch.device(device))
     torch.backends.cuda.matmul.allow_tf32 = "tf32" in options

@@ -88,8 +88,11 @@ for part in $parts; do
     # The variants below are those the targets turn on: the kernels first, then without them, and
     # the compiled ones (tens of seconds to compile each) last. benchmarks/RESULTS.md has the
     # others from 2026-11-27.
+    # At 2,000 + 400 points derivatives.one_pass=auto evaluates both sets together on a GPU;
+    # +separate is the step with a pass per set, side by side.
     deepxde) run deepxde 200 "$py" benchmarks/vs_deepxde.py --device cuda --iterations 1000 --variants deepxde \
-        forward+triton+graph+fused forward+graph+fused forward+graph forward+triton+graph forward autograd \
+        forward+triton+graph+fused forward+triton+graph+fused+separate forward+graph+fused \
+        forward+graph+fused+separate forward+graph forward+triton+graph forward autograd \
         forward+triton+compile+graph+fused forward+compile+graph+fused ;;
     deepxde200k) run deepxde200k 200 "$py" benchmarks/vs_deepxde.py --device cuda --iterations 200 \
         --interior 200000 --boundary 40000 --variants deepxde forward+triton+graph forward+triton+graph+tf32 \

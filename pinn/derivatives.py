@@ -19,6 +19,11 @@ underneath it (``derivatives`` in the config).
   grows with ``samples``, not with the dimension: the engine for Laplacians in hundreds or
   thousands of dimensions. The square of an unbiased estimate is not an unbiased estimate of
   the square: with ``unbiased`` the trainer multiplies two independent estimates instead.
+
+Under the forward and stochastic engines the field at all of a loss evaluation's point sets
+(the interior, the boundary...) can come from one evaluation at the sets stacked
+(``one_pass``, :class:`OnePass`) instead of one per set: fewer, larger operations, which is
+what a small problem on a GPU is bound by.
 """
 
 from __future__ import annotations
@@ -59,6 +64,11 @@ class Engine(ABC):
     def evaluate(self, model: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, Tensor | Jet]:
         """Return ``(x, u)``: the points as the operators need them and the field ``u = model(x)``."""
 
+    def shared(self, model: Callable[[Tensor], Tensor], points: dict[str, Tensor]) -> Callable[[Tensor], Tensor]:
+        """What a loss evaluation on ``points`` hands the PDE as its network: ``model``, or a
+        :class:`OnePass` of it over ``points`` where this engine's ``one_pass`` setting asks for one."""
+        return model
+
 
 class AutogradEngine(Engine):
     """Reverse-mode automatic differentiation through ``torch.autograd.grad``."""
@@ -92,11 +102,16 @@ class ForwardEngine(Engine):
             (linear map and activation), as one Triton kernel, forward and backward
             (:mod:`pinn.fused`): fewer kernels and less memory traffic on a GPU. ``laplacian``
             and ``diagonal`` modes; needs a CUDA device and Triton.
+        one_pass: evaluate the network once at all the point sets of a loss evaluation, stacked,
+            instead of once per set (:class:`OnePass`): ``auto`` on a CUDA device up to
+            :data:`ONE_PASS_POINTS` points in all (not with Gram matrices), ``True``, ``False``.
     """
 
     name = "forward"
 
-    def __init__(self, *, second: str = "auto", gram: str | bool = "auto", triton: bool = False):
+    def __init__(self, *, second: str = "auto", gram: str | bool = "auto", triton: bool = False,
+                 one_pass: str | bool = "auto"):
+        self.one_pass = _check_one_pass(one_pass)
         check_choice("derivatives.second", second, ("auto", *SECOND_ORDER))
         if not (gram is True or gram is False or gram == "auto"):  # not 0 or 1, which equal False and True
             raise ConfigError(f"derivatives.gram must be auto, true or false; got {gram!r}")
@@ -154,7 +169,13 @@ class ForwardEngine(Engine):
         hidden = [layer.out_features for layer in layers[0::2] if layer is not layers[-1]]
         return layers if self.values_and_laplacians and hidden and dim >= 2 * max(hidden) else None
 
+    def shared(self, model, points):
+        gram = bool(points) and self.gram_layers(model, next(iter(points.values())).shape[-1]) is not None
+        return _one_pass(self, model, points, gram)
+
     def evaluate(self, model, x):
+        if isinstance(model, OnePass):
+            return model.evaluate(x)
         x = x.detach()
         check_not_empty(x)
         layers = self.gram_layers(model, x.shape[1])
@@ -165,7 +186,102 @@ class ForwardEngine(Engine):
         return x, _at(x, propagate(model, Jet.seed(x, self.second), triton=self.triton))
 
     def __repr__(self) -> str:
-        return f"ForwardEngine(second={self.second!r}, gram={self.gram!r}{', triton=True' if self.triton else ''})"
+        return (f"ForwardEngine(second={self.second!r}, gram={self.gram!r}{', triton=True' if self.triton else ''}"
+                f"{'' if self.one_pass == 'auto' else f', one_pass={self.one_pass}'})")
+
+
+#: ``one_pass=auto`` evaluates the point sets together on a CUDA device up to this many points in
+#: all. A captured step's time there is mostly the fixed cost of each kernel (0.55 ms at 1,200
+#: points and 0.68 ms at 4,800 on an H100, benchmarks/RESULTS.md), and a pass of its own for the
+#: boundary points is about 20 operations of a 2-D Poisson step (benchmarks/step_kernels.py);
+#: carrying their derivatives instead costs arithmetic that grows with the points (about 15 %
+#: more for Poisson's 2-D step, whose boundary points are a sixth of all). An estimate, not a
+#: measured crossing point.
+ONE_PASS_POINTS = 10_000
+
+
+class OnePass:
+    """``model``, with its field at every point set of ``points`` from one engine evaluation at
+    the sets stacked (``derivatives.one_pass``).
+
+    A PDE's residuals evaluate the network once per point set: the interior through the
+    engine, a Dirichlet condition's points as ``model(x)``, each a pass of its own forward and
+    backward. Handed this instead of the network, they get the same numbers from one pass:
+    ``engine.evaluate(one_pass, points[name])`` returns those rows of the field (as a carrier of
+    derivatives at the points it returns), and ``one_pass(points[name])`` their values. Any
+    other points (a condition's own, points derived from a set, points that require gradients)
+    are evaluated as without it. Every row carries the derivatives the engine carries, read or
+    not: extra arithmetic, which a large point set pays for.
+    """
+
+    def __init__(self, model: Callable[[Tensor], Tensor], engine: Engine, points: dict[str, Tensor]):
+        self.model, self.engine = model, engine
+        first = next(iter(points.values()))
+        self.sets: list[Tensor] = []  # the sets stacked, in order; a set given twice counts once
+        for x in points.values():
+            if (x.dim() == 2 and x.shape[1:] == first.shape[1:] and x.dtype == first.dtype and x.device == first.device
+                    and x.shape[0] > 0 and not any(x is y for y in self.sets)):
+                self.sets.append(x)
+        self.field: Jet | None = None  # at all the sets, from the first evaluation asked for
+
+    def _rows(self, x: Tensor) -> tuple[int, int] | None:
+        """Where ``x`` lies in the stacked sets, or ``None`` if it is not one of them."""
+        start = 0
+        for points in self.sets:
+            if points is x and not x.requires_grad:
+                return start, start + x.shape[0]
+            start += points.shape[0]
+        return None
+
+    def _field(self) -> Jet:
+        if self.field is None:
+            self.field = self.engine.evaluate(self.model, torch.cat([x.detach() for x in self.sets]))[1]
+        return self.field
+
+    def evaluate(self, x: Tensor) -> tuple[Tensor, Jet]:
+        """``engine.evaluate(model, x)``: the rows of the field at ``x`` where ``x`` is a set."""
+        rows = self._rows(x)
+        if rows is None:
+            return self.engine.evaluate(self.model, x)
+        x = x.detach()
+        return x, _at(x, self._field().rows(*rows))
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """``model(x)``: the values of the field's rows at ``x`` where ``x`` is a set."""
+        rows = self._rows(x)
+        return self.model(x) if rows is None else self._field().value[rows[0]:rows[1]]
+
+    def __getattr__(self, name: str):
+        """The network's own attributes (``modules()``, ``parameters()``...)."""
+        if name in ("model", "engine", "sets", "field"):  # not yet set (copying, pickling)
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+
+def _check_one_pass(one_pass) -> str | bool:
+    if not (one_pass is True or one_pass is False or one_pass == "auto"):  # not 0 or 1, which equal False and True
+        raise ConfigError(f"derivatives.one_pass must be auto, true or false; got {one_pass!r}")
+    return one_pass
+
+
+def one_pass_applies(one_pass: str | bool, device: torch.device, points: int, gram: bool = False) -> bool:
+    """Whether the ``one_pass`` setting evaluates ``points`` points on ``device`` in one pass
+    (``gram``: whether the forward engine carries Gram matrices, whose rows cost ``width²``
+    each, never together under ``auto``)."""
+    if one_pass == "auto":
+        return device.type == "cuda" and points <= ONE_PASS_POINTS and not gram
+    return one_pass is True
+
+
+def _one_pass(engine: Engine, model, points: dict[str, Tensor], gram: bool = False):
+    """:meth:`Engine.shared` of the forward and stochastic engines."""
+    if isinstance(model, OnePass) or engine.one_pass is False or not points:
+        return model
+    shared = OnePass(model, engine, points)
+    if len(shared.sets) < 2:  # one set: one pass already
+        return model
+    total = sum(x.shape[0] for x in shared.sets)
+    return shared if one_pass_applies(engine.one_pass, shared.sets[0].device, total, gram) else model
 
 
 def _at(x: Tensor, field: Jet) -> Jet:
@@ -213,11 +329,14 @@ class StochasticEngine(Engine):
     Args:
         samples: directions per evaluation, ``K``.
         unbiased: multiply two independent estimates instead of squaring one.
+        one_pass: as for :class:`ForwardEngine` (the sets evaluated together share their directions).
     """
 
     name = "stochastic"
 
-    def __init__(self, *, samples: int = 16, unbiased: bool = False, triton: bool = False):
+    def __init__(self, *, samples: int = 16, unbiased: bool = False, triton: bool = False,
+                 one_pass: str | bool = "auto"):
+        self.one_pass = _check_one_pass(one_pass)
         check_positive("derivatives.samples", samples)
         self.samples = samples
         self.unbiased = check_flag("derivatives.unbiased", unbiased)
@@ -236,7 +355,12 @@ class StochasticEngine(Engine):
                 "use derivatives.engine=forward or autograd"
             )
 
+    def shared(self, model, points):
+        return _one_pass(self, model, points)
+
     def evaluate(self, model, x):
+        if isinstance(model, OnePass):
+            return model.evaluate(x)
         x = x.detach()
         signs = torch.randint(0, 2, (self.samples, x.shape[1]), device=x.device).to(x.dtype)
         directions = (2 * signs - 1) / math.sqrt(self.samples)  # (K, d), shared by all points
@@ -244,26 +368,31 @@ class StochasticEngine(Engine):
 
     def __repr__(self) -> str:
         return (f"StochasticEngine(samples={self.samples}{', unbiased=True' if self.unbiased else ''}"
-                f"{', triton=True' if self.triton else ''})")
+                f"{', triton=True' if self.triton else ''}{'' if self.one_pass == 'auto' else f', one_pass={self.one_pass}'})")
 
 
 ENGINES = {"autograd": AutogradEngine, "forward": ForwardEngine, "stochastic": StochasticEngine}
 
 
 def make_engine(engine: str = "autograd", *, second: str = "auto", samples: int = 16,
-                gram: str | bool = "auto", unbiased: bool = False, triton: bool = False) -> Engine:
+                gram: str | bool = "auto", unbiased: bool = False, triton: bool = False,
+                one_pass: str | bool = "auto") -> Engine:
     """The engine named ``engine`` (``derivatives.engine`` in the config); ``second`` and ``gram``
     apply to the forward engine, ``samples`` and ``unbiased`` to the stochastic one, ``triton``
-    to both."""
+    and ``one_pass`` to both."""
     check_choice("derivatives.engine", engine, ENGINES)
     if engine == "stochastic":
-        return StochasticEngine(samples=samples, unbiased=unbiased, triton=triton)
+        return StochasticEngine(samples=samples, unbiased=unbiased, triton=triton, one_pass=one_pass)
     if check_flag("derivatives.unbiased", unbiased):
         raise ConfigError(f"derivatives.unbiased=true applies to the stochastic engine, whose Laplacians are estimates; "
                           f"the {engine} engine's are exact. Set derivatives.unbiased=false or derivatives=stochastic")
     if engine == "forward":
-        return ForwardEngine(second=second, gram=gram, triton=triton)
+        return ForwardEngine(second=second, gram=gram, triton=triton, one_pass=one_pass)
     if check_flag("derivatives.triton", triton):
         raise ConfigError("derivatives.triton=true fuses the layers of the forward and stochastic engines; the "
                           "autograd engine has none to fuse. Set derivatives.triton=false or derivatives=forward")
+    if _check_one_pass(one_pass) is True:
+        raise ConfigError("derivatives.one_pass=true evaluates the point sets together under the forward and stochastic "
+                          "engines; the autograd engine differentiates each set's own points. Set "
+                          "derivatives.one_pass=auto or derivatives=forward")
     return AutogradEngine()

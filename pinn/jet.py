@@ -398,6 +398,11 @@ class Jet(DerivativeCarrier):
                              f"got {cols!r}")
         return self._select(cols)
 
+    def rows(self, start: int, stop: int) -> Jet:
+        """The field at points ``start:stop`` of its points: a view of every carried tensor."""
+        return Jet(self.value[start:stop], self.jac[start:stop], self.second, self.sec[start:stop], exact=self.exact,
+                   zero_second=self.zero_second)
+
     def _select(self, cols) -> Jet:
         jet = Jet(self.value[:, cols], self.jac[..., cols], self.second, self.sec[..., cols], exact=self.exact,
                   zero_second=self.zero_second)
@@ -705,6 +710,9 @@ class GramLaplacian(Jet):
 
     def describe(self) -> str:
         return "values and exact Laplacians (computed from Gram matrices, derivatives.gram), no first derivatives"
+
+    def rows(self, start: int, stop: int) -> GramLaplacian:
+        return GramLaplacian(self.value[start:stop], self.sec[start:stop])
 
     def _select(self, cols) -> GramLaplacian:
         field = GramLaplacian(self.value[:, cols], self.sec[:, cols])

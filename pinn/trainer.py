@@ -253,13 +253,16 @@ class Trainer:
     def losses(self, pde: PDE, model: nn.Module, engine: Engine, points: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """The weighted total and each term's loss (see :mod:`pinn.balancing` for the weights)."""
         balance = self.balance
+        # The network as the PDE sees it: evaluated once at all the point sets together, where the
+        # engine's one_pass setting asks for it (one such evaluation per call of the PDE's residuals).
+        shared = lambda: engine.shared(model, points)  # noqa: E731
         if getattr(engine, "unbiased", False):  # two independent estimates, multiplied (pinn.derivatives)
-            first, second = pde.residuals(model, points, engine), pde.residuals(model, points, engine)
+            first, second = pde.residuals(shared(), points, engine), pde.residuals(shared(), points, engine)
             terms = balance.term_losses(first, points, pde, second)
         elif balance.needs_residuals:
-            terms = balance.term_losses(pde.residuals(model, points, engine), points, pde)
+            terms = balance.term_losses(pde.residuals(shared(), points, engine), points, pde)
         else:
-            terms = pde.losses(model, points, engine)
+            terms = pde.losses(shared(), points, engine)
         unknown = set(self.loss_weights) - set(terms)
         if unknown:
             raise ConfigError(

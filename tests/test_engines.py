@@ -4,12 +4,14 @@ import pytest
 import torch
 from torch import nn
 
-from pinn.derivatives import AutogradEngine, ForwardEngine, StochasticEngine
+from pinn import derivatives
+from pinn.derivatives import AutogradEngine, ForwardEngine, OnePass, StochasticEngine, make_engine, one_pass_applies
 from pinn.errors import ConfigError
 from pinn.models import ACTIVATIONS, MLP
 from pinn.operators import curl, div, grad, hessian, jacobian, laplacian, partial
 from pinn.optim import LBFGS, Adam, AdamLBFGS
-from pinn.pdes import PDE, Burgers, Cavity, Heat, Helmholtz, Poisson, PoissonBall
+from pinn.pdes import (PDE, AllenCahn, Burgers, Cavity, Heat, HeatInverse, Helmholtz, Kovasznay, Poisson, PoissonBall,
+                       PoissonInverse, PoissonLShape, Wave)
 from pinn.sampling import SobolSampler
 from pinn.trainer import Trainer
 
@@ -516,16 +518,17 @@ def test_compiled_loss_matches_eager(pde, gram, tmp_path):
     assert losses[0] == pytest.approx(losses[1], rel=1e-10)
 
 
+@pytest.mark.parametrize("one_pass", [False, True], ids=["separate", "one-pass"])
 @pytest.mark.parametrize("pde, gram", [(Poisson(dim=2), False), (Burgers(), False), (Cavity(), False),
                                        (Poisson(dim=20), "auto")], ids=["poisson", "burgers", "cavity", "gram"])
-def test_forward_engine_losses_compile_into_one_graph(pde, gram):
+def test_forward_engine_losses_compile_into_one_graph(pde, gram, one_pass):
     # Residuals multiply a Jet by tensors (Burgers' u u_x, the Navier-Stokes convection terms):
     # torch.compile must trace them, not break the loss into pieces run one by one.
     torch.manual_seed(0)
     points = SobolSampler(n_interior=16, n_boundary=8, n_initial=8).sample(
         pde.domain, torch.Generator().manual_seed(0), pde.point_sets)
     model = MLP(points["interior"].shape[1], pde.n_outputs, width=8, depth=2)
-    engine = ForwardEngine(gram=gram)
+    engine = ForwardEngine(gram=gram, one_pass=one_pass)
     engine.check_pde(pde)
     explained = torch._dynamo.explain(Trainer().losses)(pde, model, engine, points)
     torch._dynamo.reset()
@@ -859,3 +862,124 @@ def test_training_with_gram_matrices_says_so_and_matches_first_derivatives(tmp_p
         assert ("Laplacians from Gram matrices (derivatives.gram=auto, d = 20)" in caplog.text) == (gram == "auto")
         losses.append(metrics["loss"])
     assert losses[0] == pytest.approx(losses[1], rel=1e-10)
+
+
+# ---------------------------------------------------------------------- one pass for all point sets
+
+ONE_PASS_PDES = {
+    "poisson": Poisson, "poisson-hard": lambda: Poisson(hard_constraint=True),
+    "ball": lambda: PoissonBall(dim=3, hard_constraint=False), "ball-hard": lambda: PoissonBall(dim=3),
+    "lshape": lambda: PoissonLShape(grid=16), "poisson-inverse": PoissonInverse, "helmholtz": Helmholtz,
+    "heat": Heat, "heat-inverse": HeatInverse, "wave": Wave, "burgers": Burgers,
+    "allen-cahn": lambda: AllenCahn(hard_constraint=False), "cavity": Cavity, "kovasznay": Kovasznay,
+}
+
+
+def _loss_and_gradients(pde, model, engine, points):
+    for p in [*model.parameters(), *pde.parameters()]:
+        p.grad = None
+    total, terms = Trainer().losses(pde, model, engine, points)
+    total.backward()
+    return terms, [p.grad for p in [*model.parameters(), *pde.parameters()]]
+
+
+@pytest.mark.parametrize("name", ONE_PASS_PDES)
+@pytest.mark.parametrize("engine", ["forward", "stochastic"])
+def test_one_pass_gives_every_pde_the_same_losses_and_gradients(name, engine):
+    """derivatives.one_pass: the network evaluated once at all point sets stacked gives every
+    term and every gradient of the separate evaluations, to round-off, and leaves no sampled set
+    to a pass of its own (the inverse problems' observations and Allen–Cahn's periodic faces are
+    points of their own, evaluated as before)."""
+    pde = ONE_PASS_PDES[name]()
+    if engine == "stochastic" and (pde.second_order not in ("none", "laplacian") or pde.needs_gradient):
+        pytest.skip("the stochastic engine refuses this PDE")
+    sizes = {"interior": 40, "boundary": 24, "initial": 16}
+    points = SobolSampler(**{f"n_{k}": v for k, v in sizes.items()}).sample(
+        pde.domain, torch.Generator().manual_seed(0), pde.point_sets)
+    torch.manual_seed(0)
+    model = pde.constrain(MLP(pde.dim, pde.n_outputs, width=8, depth=2))
+    plain = []  # rows of each plain evaluation of the network (not through the engine)
+    network = model.net if hasattr(model, "net") else model
+    network.register_forward_hook(lambda module, args, out: plain.append(args[0].shape[0]))
+    results = []
+    for one_pass in (False, True):
+        derivatives = make_engine(engine, one_pass=one_pass, samples=4)
+        derivatives.check_pde(pde)
+        assert isinstance(derivatives.shared(model, points), OnePass) == (one_pass and len(points) > 1)
+        plain.clear()
+        torch.manual_seed(1)  # the stochastic engine's directions: one draw for the interior either way
+        results.append(_loss_and_gradients(pde, model, derivatives, points))
+        if one_pass:
+            assert not set(plain) & set(sizes.values()), plain
+    (terms, grads), (one_terms, one_grads) = results
+    assert one_terms.keys() == terms.keys()
+    for key in terms:
+        assert close(one_terms[key], terms[key], rtol=1e-13), key
+    for g, h in zip(grads, one_grads):
+        assert (g is None) == (h is None) and (g is None or close(h, g, rtol=1e-12))
+
+
+def test_one_pass_evaluates_points_of_their_own_as_before():
+    """Only the sets themselves come from the stacked pass: a copy of a set, points derived from
+    one and points that require gradients are evaluated by the network itself; the rows of a set
+    are a carrier at the points returned with it, which the operators check."""
+    torch.manual_seed(0)
+    model = MLP(2, 1, width=8, depth=2)
+    points = {"interior": torch.rand(6, 2), "boundary": torch.rand(4, 2)}
+    engine = ForwardEngine(one_pass=True)
+    exact = laplacian(*reversed(AutogradEngine().evaluate(model, points["interior"])))
+    calls = []
+    model.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    shared = engine.shared(model, points)
+    x, u = engine.evaluate(shared, points["interior"])
+    assert calls == [] and u.points is x and close(laplacian(u, x), exact)
+    assert shared.field.value.shape == (10, 1)  # both sets, in one evaluation
+    assert torch.equal(shared(points["boundary"]), shared.field.value[6:]) and calls == []
+    copy = points["boundary"].clone()
+    assert close(shared(copy), model(copy)) and calls == [4, 4]
+    leaf = points["boundary"].detach().requires_grad_(True)
+    assert shared(leaf).grad_fn is not None and calls[-1] == 4 and len(calls) == 3
+    x_other, u_other = engine.evaluate(shared, copy)  # a pass of its own, at its own points
+    assert u_other.points is x_other and close(u_other.value, model(copy))
+    with pytest.raises(ValueError, match="other points than x"):
+        laplacian(u, torch.rand(6, 2))
+    assert shared.modules is not None and list(shared.parameters()) == list(model.parameters())
+
+
+def test_one_pass_setting_and_where_auto_applies():
+    assert not one_pass_applies("auto", torch.device("cpu"), 100)  # arithmetic-bound: separate passes
+    assert one_pass_applies("auto", torch.device("cuda"), derivatives.ONE_PASS_POINTS)
+    assert not one_pass_applies("auto", torch.device("cuda"), derivatives.ONE_PASS_POINTS + 1)
+    assert not one_pass_applies("auto", torch.device("cuda"), 100, gram=True)
+    assert one_pass_applies(True, torch.device("cpu"), 10**6, gram=True) and not one_pass_applies(False, torch.device(
+        "cuda"), 100)
+    model = MLP(2, 1, width=4, depth=1)
+    points = {"interior": torch.rand(6, 2), "boundary": torch.rand(4, 2)}
+    assert ForwardEngine().shared(model, points) is model  # auto, on the CPU
+    assert AutogradEngine().shared(model, points) is model
+    assert ForwardEngine(one_pass=True).shared(model, {"interior": points["interior"]}) is model  # one set
+    shared = StochasticEngine(one_pass=True).shared(model, points)
+    assert isinstance(shared, OnePass) and StochasticEngine(one_pass=True).shared(shared, points) is shared
+    for bad in ("yes", 1, None):
+        with pytest.raises(ConfigError, match="derivatives.one_pass must be auto, true or false"):
+            ForwardEngine(one_pass=bad)
+    with pytest.raises(ConfigError, match="derivatives.one_pass=true evaluates the point sets together under the "
+                                          "forward and stochastic engines"):
+        make_engine("autograd", one_pass=True)
+    assert "one_pass=True" in repr(ForwardEngine(one_pass=True)) and "one_pass" not in repr(StochasticEngine())
+
+
+def test_one_pass_unbiased_loss_draws_two_independent_estimates():
+    """Each evaluation of the residuals gets a pass of its own, with its own directions: the
+    unbiased loss takes the same two draws as with separate passes."""
+    pde = Poisson(dim=4)
+    torch.manual_seed(0)
+    model = MLP(4, 1, width=8, depth=2)
+    points = SobolSampler(n_interior=16, n_boundary=8).sample(pde.domain, torch.Generator().manual_seed(0),
+                                                              pde.point_sets)
+    losses = []
+    for one_pass in (False, True):
+        torch.manual_seed(1)
+        losses.append(Trainer().losses(pde, model, StochasticEngine(samples=2, unbiased=True, one_pass=one_pass),
+                                       points)[1]["pde"])
+    assert close(losses[1], losses[0], rtol=1e-13)

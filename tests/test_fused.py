@@ -188,6 +188,33 @@ def test_network_and_training_steps_match_unfused_engine(engine, problem, monkey
         torch.testing.assert_close(q, p, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("engine,problem", [("forward", "heat"), ("stochastic", "poisson")])
+def test_one_pass_runs_the_kernels_once_for_all_point_sets(engine, problem, monkeypatch):
+    """derivatives.one_pass=true with the kernels: one launch per layer for the interior,
+    boundary (and initial) points together, and the losses and gradients of separate passes."""
+    calls = count_fused_calls(monkeypatch)
+    pde = Heat(dim=2) if problem == "heat" else Poisson(dim=3)
+    x = {"interior": torch.rand(50, 3, **F64), "boundary": torch.rand(10, 3, **F64),
+         "initial": torch.rand(10, 3, **F64)}
+    x = {name: x[name] for name in pde.point_sets}
+    results = []
+    for one_pass in (False, True):
+        torch.manual_seed(0)
+        model = network(problem).to(**F64)
+        derivatives = make_engine(engine, triton=True, samples=4, one_pass=one_pass)
+        derivatives.check_pde(pde)
+        calls.clear()
+        torch.manual_seed(1)
+        total = Trainer().losses(pde, model, derivatives, x)[0]
+        total.backward()
+        results.append((total.item(), [p.grad for p in model.parameters()]))
+        assert [layer.in_features for layer in calls] == FUSED_INPUTS["mlp"]
+    (loss, grads), (one_loss, one_grads) = results
+    assert one_loss == pytest.approx(loss, rel=1e-12)
+    for g, h in zip(grads, one_grads):
+        torch.testing.assert_close(h, g, rtol=1e-10, atol=1e-12)
+
+
 def test_unsupported_layers_fall_back_within_one_network(monkeypatch):
     """A softplus layer with beta = 2 (no kernel) beside tanh layers: the tanh pairs are fused,
     the rest is not, and the Laplacian is the unfused engine's."""
