@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from pinn.balancing import LossBalance
 from pinn.checkpoint import load_checkpoint, save_checkpoint, write_text_atomically
 from pinn.cuda_graph import WARMUP_STEPS, CapturedStep, blockers, check_mode, copy_points, prepare_adam, set_lr
-from pinn.derivatives import Engine, ForwardEngine
+from pinn.derivatives import Engine, ForwardEngine, OnePass
 from pinn.distributed import Communicator
 from pinn.errors import ConfigError, check_flag, check_positive
 from pinn.loggers import Logger, NullLogger
@@ -596,6 +596,11 @@ class Trainer:
                                   f"{self.max_steps}; set trainer.max_steps to {state.step} or more")
         else:
             state.points = self._sample(sampler, pde, generator, device, dtype)
+        shared = engine.shared(model, state.points)
+        if comm.is_main and isinstance(shared, OnePass):
+            log.info("derivatives: the network is evaluated once per step at %s together (derivatives.one_pass=%s, "
+                     "%s points)", ", ".join(name for name, x in state.points.items() if any(x is s for s in shared.sets)),
+                     str(engine.one_pass).lower(), f"{sum(len(x) for x in shared.sets):,}")
         test_x, test_exact = self.test_set(pde, device) if comm.is_main else (None, None)
         logger.start(state.step, state.lbfgs_evaluations)
 

@@ -983,3 +983,17 @@ def test_one_pass_unbiased_loss_draws_two_independent_estimates():
         losses.append(Trainer().losses(pde, model, StochasticEngine(samples=2, unbiased=True, one_pass=one_pass),
                                        points)[1]["pde"])
     assert close(losses[1], losses[0], rtol=1e-13)
+
+
+@pytest.mark.parametrize("one_pass", [False, True])
+def test_training_says_when_it_evaluates_the_point_sets_in_one_pass(one_pass, tmp_path, caplog):
+    pde = Poisson(dim=2)
+    torch.manual_seed(0)
+    with caplog.at_level("INFO", logger="pinn"):
+        Trainer(max_steps=2, eval_every=2, n_test=20, progress=False).fit(
+            pde=pde, model=MLP(2, 1, width=8, depth=1), engine=ForwardEngine(one_pass=one_pass),
+            sampler=SobolSampler(n_interior=32, n_boundary=8), optimizer=Adam(lr=1e-2),
+            generator=torch.Generator().manual_seed(0), run_dir=tmp_path, dtype=torch.float64)
+    said = [r.getMessage() for r in caplog.records if "evaluated once per step" in r.getMessage()]
+    assert said == (["derivatives: the network is evaluated once per step at interior, boundary together "
+                     "(derivatives.one_pass=true, 40 points)"] if one_pass else [])
