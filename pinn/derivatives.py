@@ -212,10 +212,18 @@ class OnePass:
     other points (a condition's own, points derived from a set, points that require gradients)
     are evaluated as without it. Every row carries the derivatives the engine carries, read or
     not: extra arithmetic, which a large point set pays for.
+
+    The stacked pass runs in the grad mode the wrapper was made in (the loss evaluation's), not
+    in that of the first request: a residual that reads a set under ``torch.no_grad()`` first
+    leaves the others their gradients. Under random directions (the stochastic engine) a set's
+    rows are handed out once; a second ``evaluate`` of it draws again, as it would without the
+    wrapper, so that two estimates of one set stay independent.
     """
 
     def __init__(self, model: Callable[[Tensor], Tensor], engine: Engine, points: dict[str, Tensor]):
         self.model, self.engine = model, engine
+        self.grad_enabled = torch.is_grad_enabled()
+        self.handed: set[tuple[int, int]] = set()  # the rows evaluate() has handed out
         first = next(iter(points.values()))
         self.sets: list[Tensor] = []  # the sets stacked, in order; a set given twice counts once
         for x in points.values():
@@ -235,14 +243,16 @@ class OnePass:
 
     def _field(self) -> Jet:
         if self.field is None:
-            self.field = self.engine.evaluate(self.model, torch.cat([x.detach() for x in self.sets]))[1]
+            with torch.set_grad_enabled(self.grad_enabled):
+                self.field = self.engine.evaluate(self.model, torch.cat([x.detach() for x in self.sets]))[1]
         return self.field
 
     def evaluate(self, x: Tensor) -> tuple[Tensor, Jet]:
         """``engine.evaluate(model, x)``: the rows of the field at ``x`` where ``x`` is a set."""
         rows = self._rows(x)
-        if rows is None:
+        if rows is None or (rows in self.handed and not self._field().exact):
             return self.engine.evaluate(self.model, x)
+        self.handed.add(rows)
         x = x.detach()
         return x, _at(x, self._field().rows(*rows))
 
@@ -253,7 +263,7 @@ class OnePass:
 
     def __getattr__(self, name: str):
         """The network's own attributes (``modules()``, ``parameters()``...)."""
-        if name in ("model", "engine", "sets", "field"):  # not yet set (copying, pickling)
+        if name in ("model", "engine", "sets", "field", "grad_enabled", "handed"):  # not yet set (copying, pickling)
             raise AttributeError(name)
         return getattr(self.model, name)
 

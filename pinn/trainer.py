@@ -186,6 +186,11 @@ def _draw_again(device: torch.device, state: Tensor) -> None:
         torch.set_rng_state(state)
 
 
+def one_pass_points(pde: PDE, points: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The point sets ``derivatives.one_pass`` may evaluate together: the PDE's ``one_pass_sets``."""
+    return points if pde.one_pass_sets is None else {k: points[k] for k in pde.one_pass_sets if k in points}
+
+
 class Trainer:
     r"""Trains a network on a PDE.
 
@@ -253,9 +258,10 @@ class Trainer:
     def losses(self, pde: PDE, model: nn.Module, engine: Engine, points: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """The weighted total and each term's loss (see :mod:`pinn.balancing` for the weights)."""
         balance = self.balance
-        # The network as the PDE sees it: evaluated once at all the point sets together, where the
+        # The network as the PDE sees it: evaluated once at its point sets together, where the
         # engine's one_pass setting asks for it (one such evaluation per call of the PDE's residuals).
-        shared = lambda: engine.shared(model, points)  # noqa: E731
+        together = one_pass_points(pde, points)
+        shared = lambda: engine.shared(model, together)  # noqa: E731
         if getattr(engine, "unbiased", False):  # two independent estimates, multiplied (pinn.derivatives)
             first, second = pde.residuals(shared(), points, engine), pde.residuals(shared(), points, engine)
             terms = balance.term_losses(first, points, pde, second)
@@ -596,10 +602,11 @@ class Trainer:
                                   f"{self.max_steps}; set trainer.max_steps to {state.step} or more")
         else:
             state.points = self._sample(sampler, pde, generator, device, dtype)
-        shared = engine.shared(model, state.points)
+        shared = engine.shared(model, one_pass_points(pde, state.points))
         if comm.is_main and isinstance(shared, OnePass):
-            log.info("derivatives: the network is evaluated once per step at %s together (derivatives.one_pass=%s, "
-                     "%s points)", ", ".join(name for name, x in state.points.items() if any(x is s for s in shared.sets)),
+            log.info("derivatives: the points of %s are evaluated together, in one pass per evaluation of the residuals "
+                     "(derivatives.one_pass=%s, %s points)",
+                     ", ".join(name for name, x in state.points.items() if any(x is s for s in shared.sets)),
                      str(engine.one_pass).lower(), f"{sum(len(x) for x in shared.sets):,}")
         test_x, test_exact = self.test_set(pde, device) if comm.is_main else (None, None)
         logger.start(state.step, state.lbfgs_evaluations)

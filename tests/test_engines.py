@@ -994,6 +994,68 @@ def test_training_says_when_it_evaluates_the_point_sets_in_one_pass(one_pass, tm
             pde=pde, model=MLP(2, 1, width=8, depth=1), engine=ForwardEngine(one_pass=one_pass),
             sampler=SobolSampler(n_interior=32, n_boundary=8), optimizer=Adam(lr=1e-2),
             generator=torch.Generator().manual_seed(0), run_dir=tmp_path, dtype=torch.float64)
-    said = [r.getMessage() for r in caplog.records if "evaluated once per step" in r.getMessage()]
-    assert said == (["derivatives: the network is evaluated once per step at interior, boundary together "
-                     "(derivatives.one_pass=true, 40 points)"] if one_pass else [])
+    said = [r.getMessage() for r in caplog.records if "evaluated together" in r.getMessage()]
+    assert said == (["derivatives: the points of interior, boundary are evaluated together, in one pass per "
+                     "evaluation of the residuals (derivatives.one_pass=true, 40 points)"] if one_pass else [])
+
+
+def test_one_pass_keeps_its_gradients_when_a_residual_reads_a_set_without_them_first():
+    """The stacked pass runs in the loss evaluation's grad mode, not in the first reader's."""
+
+    class Scaled(Poisson):
+        def residuals(self, model, points, engine):
+            with torch.no_grad():  # a side computation, first to read the boundary
+                scale = 1 + model(points["boundary"]).abs().mean()
+            return {name: scale * r for name, r in super().residuals(model, points, engine).items()}
+
+    pde = Scaled(dim=2)
+    torch.manual_seed(0)
+    model = MLP(2, 1, width=8, depth=2)
+    points = SobolSampler(n_interior=16, n_boundary=8).sample(pde.domain, torch.Generator().manual_seed(0),
+                                                              pde.point_sets)
+    (terms, grads), (one_terms, one_grads) = (_loss_and_gradients(pde, model, ForwardEngine(one_pass=one_pass), points)
+                                              for one_pass in (False, True))
+    assert all(close(one_terms[k], terms[k], rtol=1e-13) for k in terms)
+    assert all(close(h, g, rtol=1e-12) for g, h in zip(grads, one_grads))
+
+
+def test_one_pass_draws_again_for_a_second_estimate_of_a_set():
+    """Under the stochastic engine a set asked for twice gets two independent estimates, as
+    without one pass; values alone (no directions in them) come from the stacked pass."""
+    torch.manual_seed(0)
+    model = MLP(8, 1, width=8, depth=2)
+    points = {"interior": torch.rand(16, 8), "boundary": torch.rand(8, 8)}
+    engine = StochasticEngine(samples=4, one_pass=True)
+    shared = engine.shared(model, points)
+    x1, u1 = engine.evaluate(shared, points["interior"])
+    x2, u2 = engine.evaluate(shared, points["interior"])
+    assert u1.value.data_ptr() == shared.field.value.data_ptr()  # the stacked pass's rows
+    assert close(u2.value, u1.value) and not torch.equal(laplacian(u1, x1), laplacian(u2, x2))
+    assert torch.equal(engine.evaluate(shared, points["boundary"])[1].value, shared.field.value[16:])
+    exact = ForwardEngine(one_pass=True)
+    shared = exact.shared(model, points)
+    first, again = exact.evaluate(shared, points["interior"])[1], exact.evaluate(shared, points["interior"])[1]
+    assert again.value.data_ptr() == first.value.data_ptr()  # exact derivatives: the same rows, no second pass
+
+
+def test_one_pass_stacks_only_the_sets_a_pde_reads_whole():
+    """Allen–Cahn's periodic condition reads faces taken from the boundary points, never the
+    boundary set itself: one pass stacks the interior and initial points only."""
+    from pinn.trainer import one_pass_points
+
+    pde = AllenCahn(hard_constraint=False)
+    points = SobolSampler(n_interior=40, n_boundary=24, n_initial=16).sample(
+        pde.domain, torch.Generator().manual_seed(0), pde.point_sets)
+    assert list(one_pass_points(pde, points)) == ["interior", "initial"]
+    assert list(one_pass_points(Poisson(), points)) == list(points)
+    torch.manual_seed(0)
+    model = MLP(2, 1, width=8, depth=2)
+    engine = ForwardEngine(one_pass=True)
+    engine.check_pde(pde)
+    rows = []  # of each pass through the engine
+    original = derivatives.propagate
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(derivatives, "propagate", lambda m, jet, triton=False: (rows.append(len(jet.value)),
+                                                                             original(m, jet, triton=triton))[1])
+        Trainer().losses(pde, model, engine, points)
+    assert rows[0] == 40 + 16 and len(rows) == 2, rows  # then the periodic condition's faces, a pass of their own

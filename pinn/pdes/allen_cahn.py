@@ -59,6 +59,7 @@ class AllenCahn(PDE):
     second_order = "diagonal"
     needs_gradient = True
     point_sets = ("interior", "boundary", "initial")
+    one_pass_sets = ("interior", "initial")  # the periodic condition reads faces taken from the boundary points
     eps = spectral.EPS
 
     def __init__(self, *, hard_constraint: bool = False, time_scale: float = 0.1):

@@ -51,6 +51,12 @@ class PDE(nn.Module):
         """Number of input coordinates ``d`` (space, then time)."""
         return self.domain.dim
 
+    #: The point sets whose terms evaluate the network at the set itself (``points[name]``, not
+    #: points derived from it), which ``derivatives.one_pass`` evaluates together in one pass;
+    #: ``None``: every set of :attr:`point_sets`. A set left out is evaluated as its condition
+    #: asks, where a set stacked but never read would only add rows to the pass.
+    one_pass_sets: tuple[str, ...] | None = None
+
     #: The terms of :meth:`residuals` evaluated on the ``interior`` points, one row per point
     #: (the equation itself): what adaptive sampling and causal training look at.
     interior_terms: tuple[str, ...] = ("pde",)
