@@ -276,8 +276,8 @@ def _check_one_pass(one_pass) -> str | bool:
 
 def one_pass_applies(one_pass: str | bool, device: torch.device, points: int, gram: bool = False) -> bool:
     """Whether the ``one_pass`` setting evaluates ``points`` points on ``device`` in one pass
-    (``gram``: whether the forward engine carries Gram matrices, whose rows cost ``width²``
-    each, never together under ``auto``)."""
+    (``gram``: whether the forward engine carries Gram matrices, ``width × width`` numbers per
+    point, at about ``width³`` operations per point and layer: never together under ``auto``)."""
     if one_pass == "auto":
         return device.type == "cuda" and points <= ONE_PASS_POINTS and not gram
     return one_pass is True
