@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from pinn.conditions import Dirichlet, Initial, InitialVelocity, Neumann, Periodic, PointData, Robin
+from pinn.conditions import Dirichlet, Initial, InitialVelocity, Neumann, Periodic, PointData, Robin, mean_square
 from pinn.derivatives import AutogradEngine, ForwardEngine
 from pinn.geometry import Box, Disk, Interval, SpaceTime
 from pinn.models import MLP
@@ -424,3 +424,26 @@ def test_engine_residuals_train_through():
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     assert grads[0].abs().max() > 1e-6
     assert torch.allclose(grads[0], grads[1], atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_mean_square_is_the_mean_of_squares_with_the_same_gradient(dtype):
+    """The loss of every term: the same value as r.square().mean() and, for a loss that reaches it
+    with weight 1 (the fixed default), the same gradient to the last bit, in two operations
+    where autograd's takes four; weighted, to round-off; and differentiable again."""
+    torch.manual_seed(0)
+    r = torch.randn(2000, 3, dtype=dtype, requires_grad=True)
+    plain = r.square().mean()
+    (expected,) = torch.autograd.grad(plain, r)
+    value = mean_square(r)
+    (got,) = torch.autograd.grad(value, r)
+    assert torch.equal(value, plain) and torch.equal(got, expected)
+    (weighted,) = torch.autograd.grad(0.3 * mean_square(r), r)
+    torch.testing.assert_close(weighted, torch.autograd.grad(0.3 * r.square().mean(), r)[0], rtol=2e-7, atol=0)
+    (g,) = torch.autograd.grad(mean_square(r), r, create_graph=True)
+    (gg,) = torch.autograd.grad(g.sum(), r)  # d/dr of sum(2r/n): 2/n everywhere
+    torch.testing.assert_close(gg, torch.full_like(r, 2 / r.numel()))
+    model = MLP(2, 1, width=4, depth=1).to(F64)
+    x = torch.rand(5, 2, dtype=F64)
+    _, u = ForwardEngine().evaluate(model, x)  # a carrier of derivatives: its values' mean square
+    assert mean_square(u).grad_fn is not None and torch.equal(mean_square(u), u.value.square().mean())

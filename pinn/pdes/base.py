@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from pinn.conditions import mean_square
 from pinn.derivatives import Engine
 from pinn.errors import ConfigError
 from pinn.geometry import Domain
@@ -72,7 +73,7 @@ class PDE(nn.Module):
         """Mean squared residual of every term, by name (``{"pde": ..., "boundary": ...}``)."""
         residuals = self.residuals(model, points, engine)
         check_residuals(self, residuals)
-        return {name: r.square().mean() for name, r in residuals.items()}
+        return {name: mean_square(r) for name, r in residuals.items()}
 
     def equation_terms(self, residuals: dict[str, Tensor], use: str) -> list[str]:
         """:attr:`interior_terms`, refused where ``residuals`` lacks one of them (``use``: what
