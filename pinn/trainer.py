@@ -532,6 +532,10 @@ class Trainer:
                      "only, no first derivatives", str(engine.gram).lower(), pde.dim)
         self.balance = balance = balance or LossBalance()
         balance.check(pde, self.resample_every)
+        stray = [name for name in pde.one_pass_sets or () if name not in pde.point_sets]
+        if stray:
+            raise ConfigError(f"{type(pde).__name__}.one_pass_sets names {stray}, which are not among its point sets "
+                              f"{pde.point_sets}; name only sets its point_sets declares")
         if balance.weighting != "fixed" and optimizer.phase_at(0) == "lbfgs":
             why = (f"loss.weighting={balance.weighting} updates its weights at Adam steps, and this optimizer takes none "
                    "(it starts with L-BFGS), so they stay at 1")

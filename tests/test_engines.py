@@ -1059,3 +1059,18 @@ def test_one_pass_stacks_only_the_sets_a_pde_reads_whole():
                                                                              original(m, jet, triton=triton))[1])
         Trainer().losses(pde, model, engine, points)
     assert rows[0] == 40 + 16 and len(rows) == 2, rows  # then the periodic condition's faces, a pass of their own
+
+
+def test_one_pass_sets_outside_the_point_sets_are_refused(tmp_path):
+    class Misnamed(Poisson):
+        one_pass_sets = ("interior", "boundry")
+
+    with pytest.raises(ConfigError, match=r"Misnamed.one_pass_sets names \['boundry'\], which are not among its "
+                                          r"point sets \('interior', 'boundary'\)"):
+        Trainer(max_steps=1, progress=False).fit(
+            pde=Misnamed(), model=MLP(2, 1, width=4, depth=1), engine=ForwardEngine(),
+            sampler=SobolSampler(n_interior=8, n_boundary=4), optimizer=Adam(lr=1e-2),
+            generator=torch.Generator().manual_seed(0), run_dir=tmp_path)
+    assert not any(tmp_path.iterdir())
+    hard = AllenCahn(hard_constraint=True)
+    assert set(hard.one_pass_sets) <= set(hard.point_sets)

@@ -70,7 +70,7 @@ class AllenCahn(PDE):
         self.periodic = Periodic(axis=0, lo=-1.0, hi=1.0)
         self.initial = Initial(self.initial_value)
         if hard_constraint:
-            self.point_sets = ("interior",)
+            self.point_sets = self.one_pass_sets = ("interior",)
 
     def __repr__(self) -> str:
         return f"AllenCahn(eps={self.eps}, domain={self.domain}, hard_constraint={self.hard_constraint})"
