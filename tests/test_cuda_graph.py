@@ -198,7 +198,8 @@ def never_captured(monkeypatch):
 
 
 @cuda
-@pytest.mark.parametrize("engine", [ForwardEngine(), ForwardEngine(second="hessian")], ids=["laplacian", "hessian"])
+@pytest.mark.parametrize("engine", [ForwardEngine(), ForwardEngine(second="hessian"), ForwardEngine(one_pass=False)],
+                         ids=["laplacian", "hessian", "separate-passes"])  # on a GPU, one_pass=auto: one pass
 def test_replayed_steps_equal_eager_steps(engine, tmp_path, never_captured):
     graphed = fit(tmp_path / "graph", cuda_graph=True, engine=engine)
     eager = never_captured(tmp_path / "eager", cuda_graph=True, engine=engine)
