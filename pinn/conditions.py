@@ -34,12 +34,19 @@ def values(u: Tensor | DerivativeCarrier) -> Tensor:
 class _MeanSquare(torch.autograd.Function):
     """``r.square().mean()``, whose backward pass is ``r · (2g/n)``: two operations where autograd
     takes four (the mean's division, then the square's power, doubling and product), with the
-    same numbers. A replayed CUDA graph of a small problem pays per kernel."""
+    same numbers. A replayed CUDA graph of a small problem pays per kernel. Reverse mode only:
+    ``torch.func.grad`` and ``vmap`` take it, forward mode (``torch.func.jvp``) does not (a
+    ``jvp`` rule would keep ``torch.compile`` from tracing it)."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, r: Tensor) -> Tensor:
-        ctx.save_for_backward(r)
+    def forward(r: Tensor) -> Tensor:
         return r.square().mean()
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple[Tensor], output: Tensor) -> None:
+        ctx.save_for_backward(inputs[0])
 
     @staticmethod
     def backward(ctx, g: Tensor) -> Tensor:
@@ -227,4 +234,4 @@ class PointData(nn.Module, Condition):
         return _columns(model(self.points), self.components) - self.values
 
     def loss(self, model, x=None, engine=None):
-        return self.residual(model).square().mean()
+        return mean_square(self.residual(model))

@@ -532,6 +532,10 @@ class Trainer:
                      "only, no first derivatives", str(engine.gram).lower(), pde.dim)
         self.balance = balance = balance or LossBalance()
         balance.check(pde, self.resample_every)
+        if pde.one_pass_sets is not None and not (isinstance(pde.one_pass_sets, (tuple, list))
+                                                  and all(isinstance(name, str) for name in pde.one_pass_sets)):
+            raise ConfigError(f"{type(pde).__name__}.one_pass_sets must be a tuple of point set names, such as "
+                              f"('interior',) (mind the comma); got {pde.one_pass_sets!r}")
         stray = [name for name in pde.one_pass_sets or () if name not in pde.point_sets]
         if stray:
             raise ConfigError(f"{type(pde).__name__}.one_pass_sets names {stray}, which are not among its point sets "

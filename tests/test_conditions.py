@@ -443,6 +443,9 @@ def test_mean_square_is_the_mean_of_squares_with_the_same_gradient(dtype):
     (g,) = torch.autograd.grad(mean_square(r), r, create_graph=True)
     (gg,) = torch.autograd.grad(g.sum(), r)  # d/dr of sum(2r/n): 2/n everywhere
     torch.testing.assert_close(gg, torch.full_like(r, 2 / r.numel()))
+    per_row = torch.func.vmap(torch.func.grad(mean_square))(r)  # reverse-mode transforms take it too
+    torch.testing.assert_close(per_row, torch.func.vmap(torch.func.grad(lambda v: v.square().mean()))(r), rtol=0,
+                               atol=0)
     model = MLP(2, 1, width=4, depth=1).to(F64)
     x = torch.rand(5, 2, dtype=F64)
     _, u = ForwardEngine().evaluate(model, x)  # a carrier of derivatives: its values' mean square

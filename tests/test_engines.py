@@ -1074,3 +1074,14 @@ def test_one_pass_sets_outside_the_point_sets_are_refused(tmp_path):
     assert not any(tmp_path.iterdir())
     hard = AllenCahn(hard_constraint=True)
     assert set(hard.one_pass_sets) <= set(hard.point_sets)
+
+    class Bare(Poisson):
+        one_pass_sets = ("interior")  # a string, not a tuple
+
+    with pytest.raises(ConfigError, match=r"Bare.one_pass_sets must be a tuple of point set names, such as "
+                                          r"\('interior',\) \(mind the comma\); got 'interior'"):
+        Trainer(max_steps=1, progress=False).fit(
+            pde=Bare(), model=MLP(2, 1, width=4, depth=1), engine=ForwardEngine(),
+            sampler=SobolSampler(n_interior=8, n_boundary=4), optimizer=Adam(lr=1e-2),
+            generator=torch.Generator().manual_seed(0), run_dir=tmp_path / "bare")
+    assert not any(tmp_path.iterdir())
