@@ -471,6 +471,13 @@ def _resume_command(run_dir: Path, processes: int = 1, per_node: int = 1) -> str
     return f"{launch} {shlex.join(['train.py', *overrides, f'resume={run_dir}', f'hydra.run.dir={run_dir}'])}"
 
 
+def _launch_resume_command(run_dir: Path) -> str:
+    """:func:`_resume_command` for this launch's processes (torchrun sets ``WORLD_SIZE`` and
+    ``LOCAL_WORLD_SIZE``)."""
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    return _resume_command(run_dir, processes, int(os.environ.get("LOCAL_WORLD_SIZE", str(processes))))
+
+
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> None:
     tune_cpu_allocator()
@@ -482,11 +489,8 @@ def main(cfg: DictConfig) -> None:
             # can abort.
             torch.distributed.barrier()
     except TrainingInterrupted as exc:
-        processes = int(os.environ.get("WORLD_SIZE", "1"))
-        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", str(processes)))
         if int(os.environ.get("RANK", "0")) == 0:  # one message for the run, not one per process
-            command = _resume_command(Path(cfg.output_dir), processes, per_node)
-            print(f"{exc}.\nResume with: {command}", file=sys.stderr)
+            print(f"{exc}.\nResume with: {_launch_resume_command(Path(cfg.output_dir))}", file=sys.stderr)
             if _multirun():
                 print(f"Or finish the whole sweep: the same -m command with resume=auto "
                       f"hydra.sweep.dir={HydraConfig.get().sweep.dir}", file=sys.stderr)
@@ -495,9 +499,8 @@ def main(cfg: DictConfig) -> None:
         restore_run_folder()  # where training has not started
         checkpoint = Path(cfg.output_dir) / "checkpoints" / CHECKPOINT_NAME
         if checkpoint.is_file() and int(os.environ.get("RANK", "0")) == 0:  # the run's last one, kept
-            processes = int(os.environ.get("WORLD_SIZE", "1"))
-            command = _resume_command(Path(cfg.output_dir), processes, int(os.environ.get("LOCAL_WORLD_SIZE", processes)))
-            print(f"interrupted; the last checkpoint is {checkpoint}.\nResume with: {command}", file=sys.stderr)
+            print(f"interrupted; the last checkpoint is {checkpoint}.\nResume with: "
+                  f"{_launch_resume_command(Path(cfg.output_dir))}", file=sys.stderr)
         else:
             print("interrupted", file=sys.stderr)
         sys.exit(128 + signal.SIGINT)

@@ -42,7 +42,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from pinn.errors import ConfigError
+from pinn.errors import check_auto_flag
 from pinn.sampling import RARSampler
 
 #: Eager steps before the capture: they create Adam's state and let PyTorch set up its
@@ -55,9 +55,7 @@ def check_mode(mode) -> bool | str:
     (not 1 or 0.0, which compare equal to the bools but are not flags)."""
     if isinstance(mode, str) and mode.lower() in ("true", "false"):
         return mode.lower() == "true"
-    if mode == "auto" or isinstance(mode, bool):
-        return mode
-    raise ConfigError(f"trainer.cuda_graph must be auto, true or false; got {mode!r}")
+    return check_auto_flag("trainer.cuda_graph", mode)
 
 
 def blockers(*, device: torch.device, processes: int, sampler, balance, engine,

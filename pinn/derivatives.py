@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from pinn import fused
-from pinn.errors import ConfigError, check_choice, check_flag, check_positive
+from pinn.errors import ConfigError, check_auto_flag, check_choice, check_flag, check_positive
 from pinn.jet import (SECOND_ORDER, Jet, check_not_empty, check_supported, gram_laplacian, gram_laplacian_of_transform,
                       linear_chain, propagate)
 from pinn.models import OutputTransform
@@ -111,10 +111,9 @@ class ForwardEngine(Engine):
 
     def __init__(self, *, second: str = "auto", gram: str | bool = "auto", triton: bool = False,
                  one_pass: str | bool = "auto"):
-        self.one_pass = _check_one_pass(one_pass)
+        self.one_pass = check_auto_flag("derivatives.one_pass", one_pass)
         check_choice("derivatives.second", second, ("auto", *SECOND_ORDER))
-        if not (gram is True or gram is False or gram == "auto"):  # not 0 or 1, which equal False and True
-            raise ConfigError(f"derivatives.gram must be auto, true or false; got {gram!r}")
+        check_auto_flag("derivatives.gram", gram)
         if gram is True and second not in ("auto", "laplacian"):
             raise ConfigError(f"derivatives.gram=true carries Laplacians only, not second derivatives as {second!r}; "
                               "set derivatives.gram=false or derivatives.second=laplacian")
@@ -268,12 +267,6 @@ class OnePass:
         return getattr(self.model, name)
 
 
-def _check_one_pass(one_pass) -> str | bool:
-    if not (one_pass is True or one_pass is False or one_pass == "auto"):  # not 0 or 1, which equal False and True
-        raise ConfigError(f"derivatives.one_pass must be auto, true or false; got {one_pass!r}")
-    return one_pass
-
-
 def one_pass_applies(one_pass: str | bool, device: torch.device, points: int, gram: bool = False) -> bool:
     """Whether the ``one_pass`` setting evaluates ``points`` points on ``device`` in one pass
     (``gram``: whether the forward engine carries Gram matrices, ``width × width`` numbers per
@@ -346,7 +339,7 @@ class StochasticEngine(Engine):
 
     def __init__(self, *, samples: int = 16, unbiased: bool = False, triton: bool = False,
                  one_pass: str | bool = "auto"):
-        self.one_pass = _check_one_pass(one_pass)
+        self.one_pass = check_auto_flag("derivatives.one_pass", one_pass)
         check_positive("derivatives.samples", samples)
         self.samples = samples
         self.unbiased = check_flag("derivatives.unbiased", unbiased)
@@ -401,7 +394,7 @@ def make_engine(engine: str = "autograd", *, second: str = "auto", samples: int 
     if check_flag("derivatives.triton", triton):
         raise ConfigError("derivatives.triton=true fuses the layers of the forward and stochastic engines; the "
                           "autograd engine has none to fuse. Set derivatives.triton=false or derivatives=forward")
-    if _check_one_pass(one_pass) is True:
+    if check_auto_flag("derivatives.one_pass", one_pass) is True:
         raise ConfigError("derivatives.one_pass=true evaluates the point sets together under the forward and stochastic "
                           "engines; the autograd engine differentiates each set's own points. Set "
                           "derivatives.one_pass=auto or derivatives=forward")

@@ -31,6 +31,14 @@ def check_flag(name: str, value) -> bool:
     return value
 
 
+def check_auto_flag(name: str, value) -> bool | str:
+    """``auto``, ``true`` or ``false`` (a bool), nothing else (not 1 or 0.0, which compare equal
+    to the bools but are not flags)."""
+    if value == "auto" or isinstance(value, bool):
+        return value
+    raise ConfigError(f"{name} must be auto, true or false; got {value!r}")
+
+
 def check_choice(name: str, value, choices) -> None:
     """Raise :class:`ConfigError` unless ``value`` is one of ``choices``, listing them."""
     if value not in choices:
