@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from pinn.derivatives import Engine
 from pinn.models import check_pointwise
 from pinn.operators import DerivativeCarrier, grad, partial
+from pinn.point_cache import at_points
 
 Model = Callable[[Tensor], Tensor]
 Data = Callable[[Tensor], Tensor]
@@ -67,8 +68,9 @@ def prescribed(g: Data, x: Tensor, columns: int, what: str) -> Tensor | float:
     """``g(x)``, checked to broadcast as ``(N, columns)`` data should (:func:`check_pointwise`):
     ``(N, columns)``, ``(N, 1)`` (one value for every column), one row for all points, or a
     number. An ``(N,)`` result would broadcast against the ``(N, k)`` field into an ``(N, N)``
-    residual and a wrong, finite loss."""
-    return check_pointwise(f"the {what} data", g(x), x, columns)
+    residual and a wrong, finite loss. At a point set the trainer tracks, computed once per set
+    (:mod:`pinn.point_cache`): data are functions of the points alone."""
+    return check_pointwise(f"the {what} data", at_points(g, g, x), x, columns)
 
 
 class Condition(ABC):

@@ -40,6 +40,7 @@ from pinn.errors import ConfigError, check_auto_flag, check_choice, check_flag, 
 from pinn.jet import (SECOND_ORDER, Jet, check_not_empty, check_supported, gram_laplacian, gram_laplacian_of_transform,
                       linear_chain, propagate)
 from pinn.models import OutputTransform
+from pinn.point_cache import at_points
 
 
 class Engine(ABC):
@@ -243,7 +244,8 @@ class OnePass:
     def _field(self) -> Jet:
         if self.field is None:
             with torch.set_grad_enabled(self.grad_enabled):
-                self.field = self.engine.evaluate(self.model, torch.cat([x.detach() for x in self.sets]))[1]
+                stacked = at_points("one_pass.stacked", _stack, *self.sets)  # once per point sets, where tracked
+                self.field = self.engine.evaluate(self.model, stacked)[1]
         return self.field
 
     def evaluate(self, x: Tensor) -> tuple[Tensor, Jet]:
@@ -265,6 +267,10 @@ class OnePass:
         if name in ("model", "engine", "sets", "field", "grad_enabled", "handed"):  # not yet set (copying, pickling)
             raise AttributeError(name)
         return getattr(self.model, name)
+
+
+def _stack(*sets: Tensor) -> Tensor:
+    return torch.cat([x.detach() for x in sets])
 
 
 def one_pass_applies(one_pass: str | bool, device: torch.device, points: int, gram: bool = False) -> bool:

@@ -37,6 +37,7 @@ from pinn.errors import ConfigError, check_flag, check_positive
 from pinn.loggers import Logger, NullLogger
 from pinn.optim import OptimizerPlan
 from pinn.pdes.base import PDE
+from pinn.point_cache import PointCache
 from pinn.plotting import solution_figure, solution_slice
 from pinn.sampling import AdaptiveSampler, Sampler
 
@@ -249,6 +250,7 @@ class Trainer:
         self._captured_steps: list[CapturedStep] = []  # one per Adam phase entered, for inspection
         self.balance = LossBalance()  # fit() takes the configured one
         self._loss_fn = self.losses
+        self.point_cache = PointCache()  # the values of functions of the current points
         self._comm = Communicator()
         self._started: Callable[[], None] = lambda: None  # fit's "training is under way"
         self._metrics_path: Path | None = None  # removed before the first checkpoint fit writes
@@ -256,7 +258,16 @@ class Trainer:
     # ------------------------------------------------------------------ pieces of a step
 
     def losses(self, pde: PDE, model: nn.Module, engine: Engine, points: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        """The weighted total and each term's loss (see :mod:`pinn.balancing` for the weights)."""
+        """The weighted total and each term's loss (see :mod:`pinn.balancing` for the weights).
+        Functions of the points alone (a source, boundary data) are computed once per point set
+        (:mod:`pinn.point_cache`), except in a compiled loss, where the compiler fuses them into
+        the kernels around them."""
+        if torch.compiler.is_compiling():
+            return self._losses(pde, model, engine, points)
+        with self.point_cache.active(points):
+            return self._losses(pde, model, engine, points)
+
+    def _losses(self, pde: PDE, model: nn.Module, engine: Engine, points: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         balance = self.balance
         # The network as the PDE sees it: evaluated once at its point sets together, where the
         # engine's one_pass setting asks for it (one such evaluation per call of the PDE's residuals).
@@ -679,6 +690,7 @@ class Trainer:
                     fresh = self._sample(sampler, pde, generator, device, state.dtype)
                 if state.captured is not None:
                     copy_points(state.points, fresh)  # the graph reads these tensors
+                    self.point_cache.refresh()  # and the values computed from them
                 else:
                     state.points = fresh
 

@@ -13,6 +13,7 @@ from pinn.geometry import Box
 from pinn.models import OutputTransform
 from pinn.operators import laplacian
 from pinn.pdes.base import PDE, vanishing_on_box
+from pinn.point_cache import point_function
 
 
 class Helmholtz(PDE):
@@ -56,6 +57,7 @@ class Helmholtz(PDE):
     def exact(self, x: Tensor) -> Tensor:
         return (torch.sin(self.a1 * math.pi * x[:, :1]) * torch.sin(self.a2 * math.pi * x[:, 1:]))
 
+    @point_function
     def source(self, x: Tensor) -> Tensor:
         return (self.k**2 - (self.a1**2 + self.a2**2) * math.pi**2) * self.exact(x)
 

@@ -15,6 +15,7 @@ from pinn.geometry import Ball, Box
 from pinn.models import OutputTransform
 from pinn.operators import laplacian
 from pinn.pdes.base import PDE, Model, VanishingOnBall, ZeroValues, relative_error, vanishing_on_box
+from pinn.point_cache import point_function
 from pinn.reference import lshape
 
 
@@ -80,6 +81,7 @@ class Poisson(PDE):
             return waves.sum(dim=1, keepdim=True) / math.sqrt(self.dim)
         return waves.prod(dim=1, keepdim=True)
 
+    @point_function
     def source(self, x: Tensor) -> Tensor:
         factor = self.dim if self.solution == "product" else 1
         return factor * (self.k * math.pi) ** 2 * self.exact(x)
@@ -220,6 +222,7 @@ class PoissonBall(PDE):
         g, _, _, vanishing = self._terms(x)
         return vanishing * g
 
+    @point_function
     def source(self, x: Tensor) -> Tensor:
         g, x_dot_grad, lap, vanishing = self._terms(x)
         return 2 * self.dim * g + 4 * x_dot_grad - vanishing * lap  # f = -Δu*
@@ -278,9 +281,13 @@ class PoissonInverse(PDE):
     def exact(self, x: Tensor) -> Tensor:
         return torch.sin(math.pi * x[:, :1]) * torch.sin(math.pi * x[:, 1:])
 
+    @point_function
+    def source(self, x: Tensor) -> Tensor:
+        return 2 * math.pi**2 * self.kappa * self.exact(x)
+
     def residual(self, u, x: Tensor, kappa) -> Tensor:
         # A constant κ: -∇·(κ∇u) = -κ Δu.
-        return -kappa * laplacian(u, x) - 2 * math.pi**2 * self.kappa * self.exact(x)
+        return -kappa * laplacian(u, x) - self.source(x)
 
     def residuals(self, model, points, engine):
         x, u = engine.evaluate(model, points["interior"])

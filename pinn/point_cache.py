@@ -1,0 +1,143 @@
+r"""Values that depend on the collocation points alone, computed once per point set.
+
+A residual such as Poisson's :math:`-\Delta u - f(x)` evaluates its source :math:`f` at every
+step, and a Dirichlet condition its data :math:`g(x)`, at points that change only when the
+trainer draws new ones. Each such evaluation is a few elementwise operations, and in a step
+replayed as a CUDA graph every operation costs a few microseconds whatever its size (7 of the
+51 operations of the 2-D Poisson step of ``benchmarks/step_kernels.py`` were its source and
+boundary data).
+
+While a :class:`PointCache` is active (:meth:`PointCache.active`), :func:`at_points` computes
+``f(x)`` once for each of the point sets the cache tracks and hands out the stored value at later
+calls. A stored value is brought up to date, in place, when its points have been written
+since (a resampling copies new points into the tensors a captured step reads, which changes
+their version counter): at the next call, or at :meth:`PointCache.refresh`, which the trainer
+calls after such a copy, since a replayed graph reads the stored tensor without calling anything.
+
+What is cached must be a function of the points alone: a manufactured source, prescribed
+boundary or initial data (``pinn.conditions``' contract for data), the stacked point sets of
+``derivatives.one_pass``. A result that requires gradients (it depends on something trained)
+is never stored, and neither is anything at points that require gradients (the autograd engine
+differentiates through them) or at points the cache does not track. Under ``torch.compile`` the
+functions run as they are: the compiler fuses them into the kernels around them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Hashable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+_ACTIVE: ContextVar[PointCache | None] = ContextVar("pinn_point_cache", default=None)
+
+
+def _memory(x: Tensor) -> tuple:
+    """What identifies a point set: its memory, shape, strides, dtype and device (a detached
+    view of a set, as the engines hand to residuals, is the same set)."""
+    return x.data_ptr(), tuple(x.shape), x.stride(), x.dtype, x.device
+
+
+@dataclass
+class _Stored:
+    value: Tensor | float
+    versions: tuple[int, ...]  # the points' version counters when ``value`` was computed
+
+
+class PointCache:
+    """Stores functions of the tracked point sets (see the module's description)."""
+
+    def __init__(self):
+        self._sets: dict[tuple, Tensor] = {}  # memory -> the tracked set (held, so that it stays)
+        self._stored: dict[tuple[Hashable, tuple], tuple[Callable[..., object], _Stored]] = {}
+        self._uncached: set[Hashable] = set()  # functions whose results required gradients
+
+    def track(self, points: dict[str, Tensor]) -> None:
+        """Store values at these point sets from now on (and forget those at sets no longer among them)."""
+        sets = {_memory(x): x for x in points.values() if isinstance(x, Tensor)}
+        if sets.keys() != self._sets.keys():
+            self._sets = sets
+            self._stored = {k: v for k, v in self._stored.items() if all(m in sets for m in k[1])}
+
+    @contextlib.contextmanager
+    def active(self, points: dict[str, Tensor] | None = None) -> Iterator[PointCache]:
+        """Meanwhile, :func:`at_points` uses this cache (tracking ``points``, where given)."""
+        if points is not None:
+            self.track(points)
+        token = _ACTIVE.set(self)
+        try:
+            yield self
+        finally:
+            _ACTIVE.reset(token)
+
+    def refresh(self) -> None:
+        """Bring every stored value up to date with its points, in place."""
+        for (key, memories), (fn, stored) in self._stored.items():
+            self._update(fn, [self._sets[m] for m in memories], stored)
+
+    def __len__(self) -> int:
+        return len(self._stored)
+
+    def value(self, key: Hashable, fn: Callable[..., object], *points: Tensor):
+        """``fn(*points)``, stored under ``key`` where every one of ``points`` is a tracked set."""
+        try:
+            if key in self._uncached or any(x.requires_grad for x in points):
+                return fn(*points)
+        except TypeError:  # a key that cannot be hashed (a callable dataclass, say): not stored
+            return fn(*points)
+        memories = tuple(_memory(x) for x in points)
+        if not all(m in self._sets for m in memories):
+            return fn(*points)
+        found = self._stored.get((key, memories))
+        if found is not None:
+            return self._update(fn, points, found[1])
+        value = fn(*points)
+        if isinstance(value, Tensor) and value.requires_grad:
+            self._uncached.add(key)
+            return value
+        self._stored[(key, memories)] = (fn, _Stored(value, tuple(x._version for x in points)))
+        return value
+
+    @staticmethod
+    def _update(fn: Callable[..., object], points, stored: _Stored):
+        versions = tuple(x._version for x in points)
+        if versions != stored.versions:
+            with torch.no_grad():
+                fresh = fn(*points)
+            old = stored.value
+            if isinstance(old, Tensor) and isinstance(fresh, Tensor) and fresh.shape == old.shape and _writable(old):
+                if fresh.data_ptr() != old.data_ptr():
+                    old.copy_(fresh)  # in place: a captured step reads this tensor
+            else:
+                stored.value = fresh
+            stored.versions = versions
+        return stored.value
+
+
+def _writable(t: Tensor) -> bool:
+    """Whether ``t`` can be written in place: no two of its elements share memory (as in an
+    expanded tensor's)."""
+    return all(stride != 0 or size == 1 for stride, size in zip(t.stride(), t.shape))
+
+
+def at_points(key: Hashable, fn: Callable[..., object], *points: Tensor):
+    """``fn(*points)``, from the active :class:`PointCache` where there is one and ``points``
+    are among its sets; ``key`` names the function (the same key, the same function)."""
+    if torch.compiler.is_compiling():  # first: the compiler cannot trace a context variable
+        return fn(*points)
+    cache = _ACTIVE.get()
+    return fn(*points) if cache is None else cache.value(key, fn, *points)
+
+
+def point_function(method: Callable[[object, Tensor], Tensor]) -> Callable[[object, Tensor], Tensor]:
+    """Decorates a method ``f(self, x)`` that depends on the points ``x`` alone (a PDE's
+    source): its values come from the active :class:`PointCache` (:func:`at_points`)."""
+    @functools.wraps(method)
+    def cached(self, x: Tensor) -> Tensor:
+        return at_points((method, id(self)), lambda points: method(self, points), x)
+
+    return cached

@@ -1,0 +1,160 @@
+"""Functions of the points alone, computed once per point set (``pinn.point_cache``): the same
+numbers as computed afresh, brought up to date in place when the points are written (as a
+resampling writes the tensors a captured step reads), and never stored where that would be wrong."""
+
+import pytest
+import torch
+from torch import nn
+
+from pinn.cuda_graph import copy_points
+from pinn.derivatives import ForwardEngine, OnePass
+from pinn.models import MLP
+from pinn.optim import Adam
+from pinn.pdes import Burgers, Helmholtz, Poisson, PoissonBall, PoissonInverse
+from pinn.point_cache import PointCache, at_points
+from pinn.sampling import SobolSampler, UniformSampler
+from pinn.trainer import Trainer
+
+
+class Counted:
+    """``sin(x)`` summed per point, counting its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, x):
+        self.calls += 1
+        return torch.sin(x).sum(dim=1, keepdim=True)
+
+
+def points(seed=0, n=8):
+    gen = torch.Generator().manual_seed(seed)
+    return {"interior": torch.rand(n, 2, generator=gen, dtype=torch.float64),
+            "boundary": torch.rand(n // 2, 2, generator=gen, dtype=torch.float64)}
+
+
+def test_a_value_is_computed_once_per_point_set():
+    cache, f, pts = PointCache(), Counted(), points()
+    with cache.active(pts):
+        first = at_points(f, f, pts["interior"])
+        again = at_points(f, f, pts["interior"].detach())  # a detached view is the same set
+        other = at_points(f, f, pts["boundary"])
+    assert f.calls == 2 and again is first and len(cache) == 2
+    assert torch.equal(first, torch.sin(pts["interior"]).sum(dim=1, keepdim=True))
+    assert torch.equal(other, torch.sin(pts["boundary"]).sum(dim=1, keepdim=True))
+
+
+def test_written_points_update_the_stored_value_in_place():
+    cache, f, pts = PointCache(), Counted(), points()
+    with cache.active(pts):
+        stored = at_points(f, f, pts["interior"])
+    fresh = points(seed=1)
+    copy_points(pts, fresh)  # as a resampling in a captured run
+    cache.refresh()  # what a replayed graph relies on: it calls nothing
+    assert f.calls == 2
+    assert torch.equal(stored, torch.sin(fresh["interior"]).sum(dim=1, keepdim=True))
+    pts["interior"].mul_(2)  # written again: the next call sees it without a refresh
+    with cache.active(pts):
+        assert at_points(f, f, pts["interior"]) is stored
+    assert f.calls == 3 and torch.equal(stored, torch.sin(2 * fresh["interior"]).sum(dim=1, keepdim=True))
+
+
+def test_new_point_sets_replace_the_old_ones():
+    cache, f = PointCache(), Counted()
+    for seed in range(5):  # resampled eagerly: new tensors each time
+        pts = points(seed)
+        with cache.active(pts):
+            value = at_points(f, f, pts["interior"])
+        assert torch.equal(value, torch.sin(pts["interior"]).sum(dim=1, keepdim=True))
+    assert f.calls == 5 and len(cache) == 1
+
+
+def test_what_must_not_be_stored_is_computed_every_time():
+    cache, f, pts = PointCache(), Counted(), points()
+    scale = nn.Parameter(torch.tensor(2.0, dtype=torch.float64))
+
+    def trained(x):  # depends on a trained parameter: not a function of the points alone
+        return scale * x[:, :1]
+
+    with cache.active(pts):
+        at_points(f, f, pts["interior"].clone())  # not a tracked set
+        at_points(f, f, pts["interior"].detach().requires_grad_())  # differentiated through (autograd engine)
+        for _ in range(2):
+            out = at_points(trained, trained, pts["interior"])
+            assert out.requires_grad
+            (grad,) = torch.autograd.grad(out.sum(), scale)
+            assert grad == pts["interior"][:, 0].sum()
+    at_points(f, f, pts["interior"])  # no active cache
+    assert f.calls == 3 and len(cache) == 0
+
+
+def test_a_key_that_cannot_be_hashed_is_computed_every_time():
+    cache, f, pts = PointCache(), Counted(), points()
+    with cache.active(pts):
+        for _ in range(2):
+            at_points([f], f, pts["interior"])
+    assert f.calls == 2 and len(cache) == 0
+
+
+def test_an_expanded_value_is_replaced_not_written():
+    cache, pts = PointCache(), points()
+
+    def zeros(x):
+        return x.new_zeros(1, 1).expand(x.shape[0], 1)
+
+    with cache.active(pts):
+        first = at_points(zeros, zeros, pts["interior"])
+    pts["interior"].add_(1)
+    cache.refresh()  # would fail writing into an expanded tensor
+    with cache.active(pts):
+        assert torch.equal(at_points(zeros, zeros, pts["interior"]), torch.zeros(8, 1, dtype=torch.float64))
+    assert first.shape == (8, 1)
+
+
+@pytest.mark.parametrize("pde", [Poisson(dim=2), Poisson(dim=3, solution="sum"), PoissonBall(dim=4, hard_constraint=False),
+                                 Helmholtz(), PoissonInverse(), Burgers()],
+                         ids=["poisson", "poisson-sum", "ball", "helmholtz", "inverse", "burgers"])
+@pytest.mark.parametrize("one_pass", [False, True], ids=["separate", "one-pass"])
+def test_trainer_losses_equal_those_computed_afresh(pde, one_pass):
+    """The cached source and boundary data give the losses of an uncached evaluation, to the
+    last bit, before and after the points are written in place."""
+    torch.manual_seed(0)
+    sampler = SobolSampler(n_interior=32, n_boundary=16, n_initial=16)
+    pts = {k: v for k, v in sampler.sample(pde.domain, torch.Generator().manual_seed(0), pde.point_sets).items()}
+    model = pde.constrain(MLP(pde.dim, pde.n_outputs, width=8, depth=2).double())
+    engine = ForwardEngine(one_pass=one_pass)
+    engine.check_pde(pde)
+    trainer = Trainer()
+
+    def afresh():
+        return Trainer._losses(trainer, pde, model, engine, {k: v.clone() for k, v in pts.items()})
+
+    for _ in range(2):
+        total, terms = trainer.losses(pde, model, engine, pts)
+        expected_total, expected = afresh()
+        assert torch.equal(total, expected_total) and all(torch.equal(terms[k], expected[k]) for k in expected)
+    assert len(trainer.point_cache) >= 1 + one_pass  # the data, and the stacked sets
+    copy_points(pts, sampler.sample(pde.domain, torch.Generator().manual_seed(1), pde.point_sets))
+    trainer.point_cache.refresh()
+    total, terms = trainer.losses(pde, model, engine, pts)
+    expected_total, expected = afresh()
+    assert torch.equal(total, expected_total) and all(torch.equal(terms[k], expected[k]) for k in expected)
+
+
+def test_one_pass_stacks_the_tracked_sets_once():
+    pts = points()
+    model, engine, cache = MLP(2, 1, width=8, depth=1).double(), ForwardEngine(one_pass=True), PointCache()
+    with cache.active(pts):
+        first = OnePass(model, engine, pts)._field().points
+        second = OnePass(model, engine, pts)._field().points
+    assert second.data_ptr() == first.data_ptr()
+    assert torch.equal(first, torch.cat([pts["interior"], pts["boundary"]]))
+
+
+def test_resampling_runs_keep_one_value_per_function(tmp_path):
+    trainer = Trainer(max_steps=8, resample_every=2, eval_every=8, checkpoint_every=0, n_test=16,
+                      image_resolution=4, progress=False)
+    trainer.fit(pde=Poisson(dim=2), model=MLP(2, 1, width=8, depth=1), engine=ForwardEngine(),
+                sampler=UniformSampler(n_interior=16, n_boundary=8), optimizer=Adam(),
+                generator=torch.Generator().manual_seed(0), run_dir=tmp_path)
+    assert len(trainer.point_cache) == 2  # the source at the interior, the boundary data
