@@ -5,11 +5,12 @@
 Triton compiles for a named GPU architecture without a GPU present (its own ``ptxas`` comes
 with the package). For each kernel of ``pinn/fused.py`` at the default launch settings, in
 float32 (three TF32 products, one, and IEEE float32 products) and float64, and in the
-diagonal mode, this prints the registers per thread, the
-bytes spilled to each thread's stack, the shared memory per program and whether it fits the
-architecture's limit (227 KB on an H100), as read from the compiled binary with ``cuobjdump``. Catches what Triton's CPU
-interpreter lets through: code the compiler rejects, tiles that do not fit. Run it without
-``TRITON_INTERPRET`` set.
+diagonal mode, this prints the registers per thread, the bytes spilled to each thread's stack,
+the shared memory per program and whether it fits the architecture's limit (227 KB on an
+H100), as read from the compiled binary with ``cuobjdump``. The first layer's kernels run along
+the coordinate axes where the directions are as many as its inputs (the forward engine's
+case), else along random ones. Catches what Triton's CPU interpreter lets through: code the
+compiler rejects, tiles that do not fit. Run it without ``TRITON_INTERPRET`` set.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ def compile_kernel(name: str, dtype: str, fan_in: int, width: int, directions: i
                    arch: int, mode: str = "laplacian", activation: str = "tanh") -> dict:
     """Compile one kernel for sm_``arch``; its registers, spills and shared memory."""
     pad = fused._pad
-    if name.startswith("_first"):
-        constants = dict(D=fan_in, MO=width, D_P=pad(fan_in), MO_P=pad(width))
+    if name.startswith("_first"):  # as many directions as inputs: the axes (forward engine), else random ones
+        constants = dict(D=fan_in, MO=width, D_P=pad(fan_in), MO_P=pad(width), AXES=directions == fan_in)
     else:
         constants = dict(MI=fan_in, MO=width, MI_P=pad(fan_in), MO_P=pad(width))
     constants.update(K=directions, ACT=ACTIVATION_CODES[activation], HAS_BIAS=True, DIAGONAL=mode == "diagonal", PRECISION=precision)

@@ -221,6 +221,14 @@ if triton is not None:
                     tl.where(linear, 0.0, q), tl.where(linear, 0.0, q * (r - s)))
 
     @triton.jit
+    def _along(along_ptr, k, cout, D: tl.constexpr, MO: tl.constexpr, AXES: tl.constexpr):
+        """:math:`h_k = W v_k` ``(MO_P,)``, zero-padded: row ``k`` of ``along`` ``(K, MO)``, or with
+        ``AXES`` (``along`` is then ``W`` itself, ``(MO, D)``) its column ``k``."""
+        if AXES:
+            return tl.load(along_ptr + cout * D + k, mask=cout < MO, other=0.0)
+        return tl.load(along_ptr + k * MO + cout, mask=cout < MO, other=0.0)
+
+    @triton.jit
     def _weight_transposed(w_ptr, cin, cout, MI: tl.constexpr, MO: tl.constexpr):
         """Wᵀ of the (MO, MI) weight, as a zero-padded (MI_P, MO_P) tile."""
         return tl.load(w_ptr + cout[None, :] * MI + cin[:, None], mask=(cin[:, None] < MI) & (cout[None, :] < MO),
@@ -336,8 +344,8 @@ if triton is not None:
     @triton.jit
     def _first_forward_kernel(x_ptr, along_ptr, w_ptr, b_ptr, ov_ptr, oj_ptr, os_ptr, n, sx,
                               D: tl.constexpr, MO: tl.constexpr, D_P: tl.constexpr, MO_P: tl.constexpr,
-                              K: tl.constexpr, BLOCK: tl.constexpr, ACT: tl.constexpr, HAS_BIAS: tl.constexpr,
-                              DIAGONAL: tl.constexpr, PRECISION: tl.constexpr):
+                              K: tl.constexpr, AXES: tl.constexpr, BLOCK: tl.constexpr, ACT: tl.constexpr,
+                              HAS_BIAS: tl.constexpr, DIAGONAL: tl.constexpr, PRECISION: tl.constexpr):
         rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         cin, cout = tl.arange(0, D_P), tl.arange(0, MO_P)
         out_mask = (rows[:, None] < n) & (cout[None, :] < MO)
@@ -350,7 +358,7 @@ if triton is not None:
         tl.store(ov_ptr + rows[:, None] * MO + cout[None, :], a, mask=out_mask)
         square_sum = tl.zeros((MO_P,), dtype=h.dtype)
         for k in range(K):
-            hk = tl.load(along_ptr + k * MO + cout, mask=cout < MO, other=0.0)  # W v_k
+            hk = _along(along_ptr, k, cout, D, MO, AXES)  # W v_k
             square_sum += hk * hk
             tl.store(oj_ptr + rows[:, None] * (K * MO) + k * MO + cout[None, :], d1 * hk[None, :], mask=out_mask)
             if DIAGONAL:
@@ -362,7 +370,7 @@ if triton is not None:
     @triton.jit
     def _first_backward_kernel(x_ptr, along_ptr, w_ptr, b_ptr, gv_ptr, gj_ptr, gs_ptr, partial_ptr, n, sx,
                                D: tl.constexpr, MO: tl.constexpr, D_P: tl.constexpr, MO_P: tl.constexpr,
-                               K: tl.constexpr, K_P: tl.constexpr, BLOCK: tl.constexpr,
+                               K: tl.constexpr, K_P: tl.constexpr, AXES: tl.constexpr, BLOCK: tl.constexpr,
                                ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_GV: tl.constexpr, HAS_GJ: tl.constexpr,
                                HAS_GS: tl.constexpr, DIAGONAL: tl.constexpr, PRECISION: tl.constexpr):
         pid = tl.program_id(0)
@@ -373,7 +381,7 @@ if triton is not None:
             bias = tl.load(b_ptr + cout, mask=cout < MO, other=0.0)
         square_sum = tl.zeros((MO_P,), dtype=wt.dtype)
         for k in range(K):
-            hk = tl.load(along_ptr + k * MO + cout, mask=cout < MO, other=0.0)
+            hk = _along(along_ptr, k, cout, D, MO, AXES)
             square_sum += hk * hk
         dw = tl.zeros((MO_P, D_P), dtype=wt.dtype)
         db = tl.zeros((MO_P,), dtype=wt.dtype)
@@ -395,7 +403,7 @@ if triton is not None:
                 gl = tl.load(gs_ptr + rows[:, None] * MO + cout[None, :], mask=out_mask, other=0.0)
                 gh += d3 * gl * square_sum[None, :]
             for k in range(K):
-                hk = tl.load(along_ptr + k * MO + cout, mask=cout < MO, other=0.0)
+                hk = _along(along_ptr, k, cout, D, MO, AXES)
                 ghk = tl.zeros((BLOCK, MO_P), dtype=h.dtype)
                 if HAS_GJ:
                     gk = tl.load(gj_ptr + rows[:, None] * (K * MO) + k * MO + cout[None, :], mask=out_mask, other=0.0)
@@ -534,19 +542,27 @@ class _FirstLayer(torch.autograd.Function):
     second derivatives. Then :math:`h_k = W v_k` is the same at every point, and
     :math:`J'_k = \sigma'(h) h_k`, :math:`L' = \sigma''(h) \sum_k h_k^2`. Backward, as for a
     hidden layer with :math:`h_L = 0`, the weight's gradient through :math:`h_k` is
-    :math:`(\sum_{\text{points}} g_{h_k}) v_k^\top`; neither ``x`` nor the directions get one."""
+    :math:`(\sum_{\text{points}} g_{h_k}) v_k^\top`; neither ``x`` nor the directions get one.
+    ``directions=None`` stands for the coordinate axes: then :math:`h_k` is column ``k`` of ``W``,
+    read where it lies (no product, no identity), and the weight's gradient through it is added
+    to column ``k``."""
 
     @staticmethod
     def forward(ctx, x, directions, weight, bias, act, diagonal):
         x = x if x.stride(-1) == 1 else x.contiguous()
-        directions, weight = directions.contiguous(), weight.contiguous()
+        weight = weight.contiguous()
         n, d = x.shape
-        k, mo = directions.shape[0], weight.shape[0]
+        mo = weight.shape[0]
+        if directions is None:
+            along = weight.T  # h_k = W e_k, column k of W, which the kernels read in place (AXES)
+        else:
+            directions = directions.contiguous()
+            along = directions @ weight.T  # h_k = W v_k, (K, MO): the same at every point
+        k = along.shape[0]
         out_value, out_jac = x.new_empty(n, mo), x.new_empty(n, k, mo)
         out_sec = x.new_empty(n, k, mo) if diagonal else x.new_empty(n, mo)
-        along = directions @ weight.T  # h_k = W v_k, (K, MO): the same at every point
-        shape = dict(D=d, MO=mo, D_P=_pad(d), MO_P=_pad(mo), K=k, ACT=act, HAS_BIAS=bias is not None,
-                     DIAGONAL=diagonal, PRECISION=_precision(x.dtype))
+        shape = dict(D=d, MO=mo, D_P=_pad(d), MO_P=_pad(mo), K=k, AXES=directions is None, ACT=act,
+                     HAS_BIAS=bias is not None, DIAGONAL=diagonal, PRECISION=_precision(x.dtype))
         _launch(_first_forward_kernel, (triton.cdiv(n, FORWARD_BLOCK),),
             x, along, weight, bias if bias is not None else weight, out_value, out_jac, out_sec, n, x.stride(0),
             BLOCK=FORWARD_BLOCK, num_warps=FORWARD_WARPS, **shape)
@@ -563,7 +579,7 @@ class _FirstLayer(torch.autograd.Function):
             return None, None, None, None, None, None
         shape = ctx.shape
         n, d = x.shape
-        k, mo = directions.shape[0], weight.shape[0]
+        k, mo = along.shape[0], weight.shape[0]
         programs = _programs(x.device, triton.cdiv(n, BACKWARD_BLOCK))
         d_p, mo_p = shape["D_P"], shape["MO_P"]
         partial = x.new_empty(programs, mo_p * d_p + mo_p + k * mo_p)  # each program's [dW, db, Σ g_{h_k}]
@@ -579,7 +595,9 @@ class _FirstLayer(torch.autograd.Function):
         total = partial.sum(dim=0)  # one reduction over the programs for all three
         d_weight = total[:mo_p * d_p].view(mo_p, d_p)[:mo, :d]
         if g_jac is not None or g_sec is not None:  # Σ_k (Σ g_{h_k}) v_kᵀ
-            d_weight = torch.addmm(d_weight, total[mo_p * d_p + mo_p:].view(k, mo_p)[:, :mo].T, directions)
+            through_directions = total[mo_p * d_p + mo_p:].view(k, mo_p)[:, :mo].T
+            d_weight = (d_weight + through_directions if directions is None
+                        else torch.addmm(d_weight, through_directions, directions))
         d_bias = total[mo_p * d_p:mo_p * d_p + mo] if bias is not None else None
         return None, None, d_weight, d_bias, None, None
 
@@ -600,11 +618,11 @@ def first_layer_applies(layer: nn.Module, activation: nn.Module, value: Tensor, 
 # torch.compile leaves the kernels as they are: it runs these two functions eagerly, compiling
 # the work before and after them (a graph break at each fused layer).
 @torch.compiler.disable
-def first_linear_activate(layer: nn.Linear, activation: nn.Module, x: Tensor, directions: Tensor,
+def first_linear_activate(layer: nn.Linear, activation: nn.Module, x: Tensor, directions: Tensor | None,
                           diagonal: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """The value, first derivatives and Laplacian (``diagonal``: the second derivative along each
     direction) of ``activation(layer(x))`` along ``directions`` ``(K, d)``, the same at every
-    point (see :func:`first_layer_applies`)."""
+    point, or ``None``: the coordinate axes (see :func:`first_layer_applies`)."""
     return _FirstLayer.apply(x, directions, layer.weight, layer.bias, activation_code(activation), diagonal)
 
 

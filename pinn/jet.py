@@ -191,12 +191,69 @@ def check_not_empty(x: Tensor) -> None:
                          "at least one point")
 
 
+#: The seed's identities and the zeros of known-zero derivatives, made once per size, dtype and
+#: device: made at every evaluation, each would be an operation of its own in every training
+#: step, which a step replayed as a CUDA graph pays a few microseconds for whatever its size.
+#: Handed out only as expanded views, which no operation writes in place.
+_CONSTANTS: dict[tuple, Tensor] = {}
+
+
+def _constant(d: int | None, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The identity of size ``d``, or for ``None`` a zero, made once (:data:`_CONSTANTS`)."""
+    def make() -> Tensor:
+        with torch.inference_mode(False):  # usable by training even if first made while evaluating
+            return torch.zeros((), dtype=dtype, device=device) if d is None else torch.eye(d, dtype=dtype, device=device)
+
+    if torch.compiler.is_compiling():  # compiled: a constant of the graph anyway
+        return make()
+    key = (d, dtype, device)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = make()
+    return _CONSTANTS[key]
+
+
 def shared_zero_second(jac: Tensor, second: str) -> Tensor:
     """Zero second derivatives of the field whose first derivatives are ``jac`` ``(N, K, m)``:
     one zero broadcast to their shape (read-only; it takes the memory of one number)."""
     n, k, m = jac.shape
     shape = {"laplacian": (n, m), "diagonal": (n, k, m), "hessian": (n, k, k, m)}[second]
-    return jac.new_zeros(()).expand(shape)
+    return _constant(None, jac.dtype, jac.device).expand(shape)
+
+
+class _Later:
+    """A tensor made when first read, in the grad mode it was asked for in (read later under
+    ``torch.no_grad()``, it would otherwise lose its gradients); ``shape``, where given, is its
+    shape, known before."""
+
+    __slots__ = ("make", "grad_enabled", "shape")
+
+    def __init__(self, make: Callable[[], Tensor], shape: tuple[int, ...] | None = None):
+        self.make, self.grad_enabled = make, torch.is_grad_enabled()
+        self.shape = None if shape is None else torch.Size(shape)
+
+    def __call__(self) -> Tensor:
+        with torch.set_grad_enabled(self.grad_enabled):
+            return self.make()
+
+
+def _deferred(name: str) -> property:
+    """A :class:`Jet` attribute that may be given as a :class:`_Later`, made at its first read.
+    The network's output layer maps the value and every derivative by its weight; a residual
+    reads some of them (Poisson's the Laplacian, a Dirichlet condition the values), and the
+    others are never made: a product as large as the layer's input spared, per step."""
+    private = "_" + name
+
+    def read(self):
+        stored = getattr(self, private)
+        if isinstance(stored, _Later):
+            stored = stored()
+            setattr(self, private, stored)
+        return stored
+
+    def write(self, given):
+        setattr(self, private, given)
+
+    return property(read, write)
 
 
 RULES: dict[type, Rule] = {
@@ -228,6 +285,8 @@ class Jet(DerivativeCarrier):
             derivatives.
     """
 
+    value, jac, sec = _deferred("value"), _deferred("jac"), _deferred("sec")
+
     def __init__(self, value: Tensor, jac: Tensor, second: str, sec: Tensor, *, exact: bool = True,
                  zero_second: bool = False):
         self.value, self.jac, self.second, self.sec, self.exact = value, jac, second, sec, exact
@@ -247,7 +306,7 @@ class Jet(DerivativeCarrier):
         check_not_empty(x)
         n, d = x.shape
         if directions is None:
-            jac = torch.eye(d, dtype=x.dtype, device=x.device).expand(n, d, d)
+            jac = _constant(d, x.dtype, x.device).expand(n, d, d)
         else:
             jac = directions.expand(n, -1, -1) if directions.dim() == 2 else directions
         jet = cls(x, jac, second, shared_zero_second(jac, second), exact=directions is None, zero_second=True)
@@ -257,18 +316,22 @@ class Jet(DerivativeCarrier):
     # ------------------------------------------------------------------ propagation
 
     def linear(self, weight: Tensor, bias: Tensor | None) -> Jet:
-        """``h' = h Wᵀ + b``: every derivative is mapped by ``Wᵀ``; the bias moves the value only."""
-        value = nn.functional.linear(self.value, weight, bias)
+        """``h' = h Wᵀ + b``: every derivative is mapped by ``Wᵀ``; the bias moves the value only.
+        Each product is made when first read (the next layer reads them all; a residual reading
+        the network's output may not)."""
+        value = _Later(lambda: nn.functional.linear(self.value, weight, bias), (self.shape[0], weight.shape[0]))
         if self.jac.stride(0) == 0:
             # Directions shared by every point (the seed's identity or random directions):
             # map them once and broadcast, instead of N identical products.
             jac = (self.jac[0] @ weight.T).expand(self.jac.shape[0], -1, -1)
-        else:
+        elif self.zero_second:  # its shape is needed now, for the zero second derivatives
             jac = self.jac @ weight.T
+        else:
+            jac = _Later(lambda: self.jac @ weight.T)
         if self.zero_second:
             zero = shared_zero_second(jac, self.second)
             return Jet(value, jac, self.second, zero, exact=self.exact, zero_second=True)
-        return Jet(value, jac, self.second, self.sec @ weight.T, exact=self.exact)
+        return Jet(value, jac, self.second, _Later(lambda: self.sec @ weight.T), exact=self.exact)
 
     def activate(self, d0: Tensor, d1: Tensor, d2: Tensor) -> Jet:
         """``a = σ(h)`` given ``σ(h), σ'(h), σ''(h)`` at this jet's value: the chain rule to second order."""
@@ -374,7 +437,9 @@ class Jet(DerivativeCarrier):
 
     @property
     def shape(self) -> torch.Size:
-        return self.value.shape
+        """``(N, m)``; known before the value is made (an operator's checks read it)."""
+        value = self._value
+        return value.shape if not isinstance(value, _Later) else value.shape or self.value.shape
 
     def __getitem__(self, index) -> Jet:
         """Select components: ``u[:, k:k+1]`` (rows are points and are always all kept).
@@ -399,9 +464,12 @@ class Jet(DerivativeCarrier):
         return self._select(cols)
 
     def rows(self, start: int, stop: int) -> Jet:
-        """The field at points ``start:stop`` of its points: a view of every carried tensor."""
-        return Jet(self.value[start:stop], self.jac[start:stop], self.second, self.sec[start:stop], exact=self.exact,
-                   zero_second=self.zero_second)
+        """The field at points ``start:stop`` of its points: a view of every carried tensor (of
+        each when first read, see :func:`_deferred`)."""
+        rows = len(range(*slice(start, stop).indices(self.shape[0])))
+        value = _Later(lambda: self.value[start:stop], (rows, self.shape[1]))
+        jac, sec = _Later(lambda: self.jac[start:stop]), _Later(lambda: self.sec[start:stop])
+        return Jet(value, jac, self.second, sec, exact=self.exact, zero_second=self.zero_second)
 
     def _select(self, cols) -> Jet:
         jet = Jet(self.value[:, cols], self.jac[..., cols], self.second, self.sec[..., cols], exact=self.exact,
@@ -674,7 +742,9 @@ def propagate(module: nn.Module, jet: Jet, *, triton: bool = False) -> Jet:
                 value, jac, sec = fused.linear_activate(layers[i], layers[i + 1], jet.value, jet.jac, jet.sec)
                 jet, i = Jet(value, jac, jet.second, sec, exact=jet.exact), i + 2
             elif pair and jet.zero_second and fused.first_layer_applies(layers[i], layers[i + 1], jet.value, jet.jac):
-                value, jac, sec = fused.first_linear_activate(layers[i], layers[i + 1], jet.value, jet.jac[0],
+                axes = jet.is_seed and jet.exact  # the identity: read the weight's columns, no product
+                value, jac, sec = fused.first_linear_activate(layers[i], layers[i + 1], jet.value,
+                                                              None if axes else jet.jac[0],
                                                               diagonal=jet.second == "diagonal")
                 jet, i = Jet(value, jac, jet.second, sec, exact=jet.exact), i + 2
             else:

@@ -648,6 +648,55 @@ def test_known_zero_second_derivatives_skip_the_first_layers_product(second, ran
     assert flops[1] - flops[0] == 2 * (2 * n * carried * d * width)
 
 
+def test_the_output_layer_makes_only_what_the_residual_reads():
+    # The output layer maps the value and each derivative by its weight when first read: a
+    # residual reading the Laplacian alone skips the value's and the first derivatives' products.
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    n, d, width = 64, 5, 16
+    model, x = MLP(d, 1, width=width, depth=2), torch.randn(n, d)
+    flops = {}
+    for reads in ("laplacian", "laplacian+value", "laplacian+value+gradient"):
+        with FlopCounterMode(display=False) as counter:
+            xe, u = ForwardEngine().evaluate(model, x)
+            lap = laplacian(u, xe)
+            if "value" in reads:
+                value = u.value
+            if "gradient" in reads:
+                gradient = grad(u, xe)
+        flops[reads] = counter.get_total_flops()
+    assert flops["laplacian+value"] - flops["laplacian"] == 2 * n * width
+    assert flops["laplacian+value+gradient"] - flops["laplacian+value"] == 2 * n * d * width
+    xa, ua = AutogradEngine().evaluate(model, x)
+    assert close(lap, laplacian(ua, xa)) and close(value, ua) and close(gradient, grad(ua, xa))
+
+
+def test_a_product_read_under_no_grad_keeps_the_gradient_it_was_asked_for_with():
+    model, x = MLP(3, 1, width=8, depth=2), torch.randn(10, 3)
+    xe, u = ForwardEngine().evaluate(model, x)
+    with torch.no_grad():
+        u.jac, u.operator("laplacian")  # made here first
+    assert u.jac.requires_grad and u.value.requires_grad and u.sec.requires_grad
+    with torch.no_grad():
+        _, v = ForwardEngine().evaluate(model, x)
+    assert not v.jac.requires_grad  # asked for without gradients: none
+
+
+def test_the_seed_shares_one_identity_made_outside_inference_mode():
+    from pinn.jet import Jet
+
+    x = torch.randn(4, 13)  # a size no other test seeds first
+    with torch.inference_mode():
+        first = Jet.seed(x.clone()).jac
+    second = Jet.seed(x).jac
+    assert second.data_ptr() == first.data_ptr() and torch.equal(second[0], torch.eye(13))
+    model = MLP(13, 1, width=4, depth=1)
+    xe, u = ForwardEngine().evaluate(model, x)
+    laplacian(u, xe).sum().backward()  # an inference tensor could not be saved for this
+    assert model.net[0].weight.grad is not None
+
+
 def test_a_network_without_activation_gives_writable_zero_second_derivatives():
     # Nothing turns the seed's shared zero into a tensor of its own: operators must still hand
     # out ordinary tensors, which a residual may modify in place.

@@ -96,18 +96,20 @@ def test_layer_with_unequal_widths_and_programs_looping_over_blocks(fan_in, widt
 
 @pytest.mark.parametrize("mode", ["laplacian", "diagonal"])
 @pytest.mark.parametrize("activation", KERNEL_ACTIVATIONS, ids=lambda a: type(a).__name__.lower())
-@pytest.mark.parametrize("dim,directions", [(3, None), (5, 4)], ids=["axes", "random"])
+@pytest.mark.parametrize("dim,directions", [(3, None), (3, "identity"), (5, 4)], ids=["axes", "identity", "random"])
 def test_first_layer_matches_unfused_path(mode, activation, dim, directions):
-    """The first layer, whose directions (the axes, or random ones) are shared by every point and
-    whose second derivatives are zero: outputs, and the weight's and bias's gradients for every
-    subset of outputs the loss reads, against the engine's unfused path."""
+    """The first layer, whose directions (the axes, given as ``None`` or as the identity, or
+    random ones) are shared by every point and whose second derivatives are zero: outputs, and
+    the weight's and bias's gradients for every subset of outputs the loss reads, against the
+    engine's unfused path."""
     torch.manual_seed(0)
     layer = nn.Linear(dim, 20).to(**F64)
     x = torch.rand(70, dim, **F64)
-    along = None if directions is None else torch.randn(directions, dim, **F64)
+    along = torch.randn(directions, dim, **F64) if isinstance(directions, int) else None
     seed = Jet.seed(x, mode, directions=along)
     plain = propagate(activation, propagate(layer, seed))
-    got = fused.first_linear_activate(layer, activation, x, seed.jac[0], diagonal=mode == "diagonal")
+    got = fused.first_linear_activate(layer, activation, x, None if directions is None else seed.jac[0],
+                                      diagonal=mode == "diagonal")
     expected = (plain.value, plain.jac, plain.sec)
     for e, g in zip(expected, got):
         torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
