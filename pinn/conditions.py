@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from pinn.derivatives import Engine
+from pinn.jet import shared_constant
 from pinn.models import check_pointwise
 from pinn.operators import DerivativeCarrier, grad, partial
 from pinn.point_cache import at_points
@@ -33,9 +34,9 @@ def values(u: Tensor | DerivativeCarrier) -> Tensor:
 
 
 class _MeanSquare(torch.autograd.Function):
-    """``r.square().mean()``, whose backward pass is ``r · (2g/n)``: two operations where autograd
-    takes four (the mean's division, then the square's power, doubling and product), with the
-    same numbers. A replayed CUDA graph of a small problem pays per kernel. Reverse mode only:
+    """``r.square().mean()``, whose backward pass is ``r · g · 2/n`` in one operation (``addcmul``
+    onto a zero broadcast to ``r``'s shape) where autograd takes four (the mean's division, then
+    the square's power, doubling and product), with the same numbers. A replayed CUDA graph of a small problem pays per kernel. Reverse mode only:
     ``torch.func.grad`` and ``vmap`` take it, forward mode (``torch.func.jvp``) does not (a
     ``jvp`` rule would keep ``torch.compile`` from tracing it)."""
 
@@ -52,7 +53,8 @@ class _MeanSquare(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: Tensor) -> Tensor:
         (r,) = ctx.saved_tensors
-        return r * (g * (2 / max(r.numel(), 1)))
+        zero = shared_constant(None, r.dtype, r.device).expand_as(r)
+        return torch.addcmul(zero, r, g, value=2 / max(r.numel(), 1))
 
 
 def mean_square(r: Tensor | DerivativeCarrier) -> Tensor:

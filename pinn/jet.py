@@ -191,14 +191,15 @@ def check_not_empty(x: Tensor) -> None:
                          "at least one point")
 
 
-#: The seed's identities and the zeros of known-zero derivatives, made once per size, dtype and
-#: device: made at every evaluation, each would be an operation of its own in every training
-#: step, which a step replayed as a CUDA graph pays a few microseconds for whatever its size.
-#: Handed out only as expanded views, which no operation writes in place.
+#: The seed's identities and the zeros of known-zero derivatives (and of a mean square's
+#: backward, :mod:`pinn.conditions`), made once per size, dtype and device: made at every
+#: evaluation, each would be an operation of its own in every training step, which a step
+#: replayed as a CUDA graph pays a few microseconds for whatever its size. Never written in
+#: place: handed out as expanded views, or read.
 _CONSTANTS: dict[tuple, Tensor] = {}
 
 
-def _constant(d: int | None, dtype: torch.dtype, device: torch.device) -> Tensor:
+def shared_constant(d: int | None, dtype: torch.dtype, device: torch.device) -> Tensor:
     """The identity of size ``d``, or for ``None`` a zero, made once (:data:`_CONSTANTS`)."""
     def make() -> Tensor:
         with torch.inference_mode(False):  # usable by training even if first made while evaluating
@@ -217,7 +218,7 @@ def shared_zero_second(jac: Tensor, second: str) -> Tensor:
     one zero broadcast to their shape (read-only; it takes the memory of one number)."""
     n, k, m = jac.shape
     shape = {"laplacian": (n, m), "diagonal": (n, k, m), "hessian": (n, k, k, m)}[second]
-    return _constant(None, jac.dtype, jac.device).expand(shape)
+    return shared_constant(None, jac.dtype, jac.device).expand(shape)
 
 
 class _Later:
@@ -234,26 +235,6 @@ class _Later:
     def __call__(self) -> Tensor:
         with torch.set_grad_enabled(self.grad_enabled):
             return self.make()
-
-
-def _deferred(name: str) -> property:
-    """A :class:`Jet` attribute that may be given as a :class:`_Later`, made at its first read.
-    The network's output layer maps the value and every derivative by its weight; a residual
-    reads some of them (Poisson's the Laplacian, a Dirichlet condition the values), and the
-    others are never made: a product as large as the layer's input spared, per step."""
-    private = "_" + name
-
-    def read(self):
-        stored = getattr(self, private)
-        if isinstance(stored, _Later):
-            stored = stored()
-            setattr(self, private, stored)
-        return stored
-
-    def write(self, given):
-        setattr(self, private, given)
-
-    return property(read, write)
 
 
 RULES: dict[type, Rule] = {
@@ -285,15 +266,48 @@ class Jet(DerivativeCarrier):
             derivatives.
     """
 
-    value, jac, sec = _deferred("value"), _deferred("jac"), _deferred("sec")
-
-    def __init__(self, value: Tensor, jac: Tensor, second: str, sec: Tensor, *, exact: bool = True,
-                 zero_second: bool = False):
-        self.value, self.jac, self.second, self.sec, self.exact = value, jac, second, sec, exact
+    def __init__(self, value: Tensor | _Later, jac: Tensor | _Later, second: str, sec: Tensor | _Later, *,
+                 exact: bool = True, zero_second: bool = False):
+        # value, jac and sec may be given as _Later: made at their first read (see the properties)
+        self._value, self._jac, self.second, self._sec, self.exact = value, jac, second, sec, exact
         self.zero_second = zero_second
         self.is_seed = False  # whether this is the points' own jet, before any layer (set by seed())
         self.points = None  # the points the engine evaluated the field at (DerivativeCarrier.points)
         self.given = None  # a constant function's value as the function returned it (of_function)
+
+    # The network's output layer maps the value and every derivative by its weight; a residual
+    # reads some of them (Poisson's the Laplacian, a Dirichlet condition the values), and the
+    # others are never made: per step, a product as large as the layer's input spared.
+
+    @property
+    def value(self) -> Tensor:
+        if isinstance(self._value, _Later):
+            self._value = self._value()
+        return self._value
+
+    @value.setter
+    def value(self, given: Tensor) -> None:
+        self._value = given
+
+    @property
+    def jac(self) -> Tensor:
+        if isinstance(self._jac, _Later):
+            self._jac = self._jac()
+        return self._jac
+
+    @jac.setter
+    def jac(self, given: Tensor) -> None:
+        self._jac = given
+
+    @property
+    def sec(self) -> Tensor:
+        if isinstance(self._sec, _Later):
+            self._sec = self._sec()
+        return self._sec
+
+    @sec.setter
+    def sec(self, given: Tensor) -> None:
+        self._sec = given
 
     # ------------------------------------------------------------------ construction
 
@@ -306,7 +320,7 @@ class Jet(DerivativeCarrier):
         check_not_empty(x)
         n, d = x.shape
         if directions is None:
-            jac = _constant(d, x.dtype, x.device).expand(n, d, d)
+            jac = shared_constant(d, x.dtype, x.device).expand(n, d, d)
         else:
             jac = directions.expand(n, -1, -1) if directions.dim() == 2 else directions
         jet = cls(x, jac, second, shared_zero_second(jac, second), exact=directions is None, zero_second=True)
@@ -464,10 +478,9 @@ class Jet(DerivativeCarrier):
         return self._select(cols)
 
     def rows(self, start: int, stop: int) -> Jet:
-        """The field at points ``start:stop`` of its points: a view of every carried tensor (of
-        each when first read, see :func:`_deferred`)."""
-        rows = len(range(*slice(start, stop).indices(self.shape[0])))
-        value = _Later(lambda: self.value[start:stop], (rows, self.shape[1]))
+        """The field at points ``start:stop`` of its points (``0 <= start <= stop <= N``): a view
+        of every carried tensor, each made when first read (:class:`_Later`)."""
+        value = _Later(lambda: self.value[start:stop], (stop - start, self.shape[1]))
         jac, sec = _Later(lambda: self.jac[start:stop]), _Later(lambda: self.sec[start:stop])
         return Jet(value, jac, self.second, sec, exact=self.exact, zero_second=self.zero_second)
 

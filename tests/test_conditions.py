@@ -429,7 +429,7 @@ def test_engine_residuals_train_through():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_mean_square_is_the_mean_of_squares_with_the_same_gradient(dtype):
     """The loss of every term: the same value as r.square().mean() and, for a loss that reaches it
-    with weight 1 (the fixed default), the same gradient to the last bit, in two operations
+    with weight 1 (the fixed default), the same gradient to the last bit, in one operation
     where autograd's takes four; weighted, to round-off; and differentiable again."""
     torch.manual_seed(0)
     r = torch.randn(2000, 3, dtype=dtype, requires_grad=True)
