@@ -47,6 +47,8 @@ def compile_kernel(name: str, dtype: str, fan_in: int, width: int, directions: i
     constants.update(K=directions, ACT=ACTIVATION_CODES[activation], HAS_BIAS=True, DIAGONAL=mode == "diagonal", PRECISION=precision)
     if "backward" in name:
         constants.update(BLOCK=fused.BACKWARD_BLOCK, HAS_GV=True, HAS_GJ=True, HAS_GS=True)
+        if not name.startswith("_first"):  # as _FusedLayer.backward decides (with a bias)
+            constants.update(BIAS_ROW=width < pad(width) and width <= fan_in)
         options = dict(num_warps=fused.BACKWARD_WARPS, num_stages=fused.BACKWARD_STAGES)
         if name.startswith("_first"):
             constants.update(K_P=triton.next_power_of_2(directions))

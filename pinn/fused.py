@@ -275,7 +275,7 @@ if triton is not None:
                          MI: tl.constexpr, MO: tl.constexpr, MI_P: tl.constexpr, MO_P: tl.constexpr,
                          K: tl.constexpr, BLOCK: tl.constexpr, ACT: tl.constexpr,
                          HAS_BIAS: tl.constexpr, HAS_GV: tl.constexpr, HAS_GJ: tl.constexpr, HAS_GS: tl.constexpr,
-                         DIAGONAL: tl.constexpr, PRECISION: tl.constexpr):
+                         DIAGONAL: tl.constexpr, PRECISION: tl.constexpr, BIAS_ROW: tl.constexpr):
         pid = tl.program_id(0)
         cin, cout = tl.arange(0, MI_P), tl.arange(0, MO_P)
         wt = _weight_transposed(w_ptr, cin, cout, MI, MO)
@@ -338,8 +338,12 @@ if triton is not None:
             dw += tl.dot(tl.trans(gh), value, input_precision=PRECISION)
             db += tl.sum(gh, axis=0)
         row = partial_ptr + pid * (MO_P * MI_P + MO_P)  # this program's [dW, db]
-        tl.store(row + cout[:, None] * MI_P + cin[None, :], dw)
-        tl.store(row + MO_P * MI_P + cout, db)
+        if BIAS_ROW:  # db in row MO of the padded dW: see _FusedLayer.backward
+            tl.store(row + cout[:, None] * MI_P + cin[None, :], dw, mask=cout[:, None] < MO)
+            tl.store(row + MO * MI_P + cout, db, mask=cout < MO)
+        else:
+            tl.store(row + cout[:, None] * MI_P + cin[None, :], dw)
+            tl.store(row + MO_P * MI_P + cout, db)
 
     @triton.jit
     def _first_forward_kernel(x_ptr, along_ptr, w_ptr, b_ptr, ov_ptr, oj_ptr, os_ptr, n, sx,
@@ -520,6 +524,11 @@ class _FusedLayer(torch.autograd.Function):
         d_sec = None if g_sec is None else value.new_empty(sec.shape)
         mo, mi_p, mo_p = weight.shape[0], shape["MI_P"], shape["MO_P"]
         partial = value.new_empty(programs, mo_p * mi_p + mo_p)  # each program's partial [dW, db]
+        # Autograd copies a gradient into .grad unless it has the parameter's own layout: the
+        # sum over the programs is taken over the unpadded rows, and the bias's gradient rides
+        # along as one more row where the padding has room for it (fewer outputs than the
+        # padded size, and no more than inputs: a 50-wide hidden layer's).
+        bias_row = bias is not None and mo < mo_p and mo <= mi
         g_value, g_jac, g_sec = (None if g is None else g.contiguous() for g in (g_value, g_jac, g_sec))
         dummy = value  # pointer arguments the kernel never reads (their HAS_ flag is off)
         _launch(_backward_kernel, (programs,),
@@ -529,11 +538,15 @@ class _FusedLayer(torch.autograd.Function):
             d_value, d_jac if d_jac is not None else dummy, d_sec if d_sec is not None else dummy, partial, n,
             value.stride(0), jac.stride(0), jac.stride(1), sec.stride(0), sec.stride(1) if shape["DIAGONAL"] else 0,
             BLOCK=BACKWARD_BLOCK, HAS_GV=g_value is not None, HAS_GJ=g_jac is not None,
-            HAS_GS=g_sec is not None, num_warps=BACKWARD_WARPS, num_stages=BACKWARD_STAGES, **shape)
-        total = partial.sum(dim=0)  # one reduction over the programs for both
+            HAS_GS=g_sec is not None, BIAS_ROW=bias_row, num_warps=BACKWARD_WARPS, num_stages=BACKWARD_STAGES,
+            **shape)
+        if bias_row or bias is None:  # one reduction, laid out as [dW; db]: (mo (+ 1), mi)
+            padded = partial[:, :mo_p * mi_p].view(programs, mo_p, mi_p)
+            total = padded[:, :mo + 1 if bias_row else mo, :mi].sum(dim=0)
+            return d_value, d_jac, d_sec, total[:mo], total[mo, :mo] if bias_row else None, None
+        total = partial.sum(dim=0)  # one reduction over the programs for both; the weight's is copied
         d_weight = total[:mo_p * mi_p].view(mo_p, mi_p)[:mo, :mi]
-        d_bias = total[mo_p * mi_p:mo_p * mi_p + mo] if bias is not None else None
-        return d_value, d_jac, d_sec, d_weight, d_bias, None
+        return d_value, d_jac, d_sec, d_weight, total[mo_p * mi_p:mo_p * mi_p + mo], None
 
 
 class _FirstLayer(torch.autograd.Function):

@@ -94,6 +94,29 @@ def test_layer_with_unequal_widths_and_programs_looping_over_blocks(fan_in, widt
             torch.testing.assert_close(g, e, rtol=1e-11, atol=1e-11, msg=mode)
 
 
+@pytest.mark.parametrize("fan_in,width,bias,one_storage", [(50, 50, True, True), (50, 10, True, True),
+                                                          (20, 24, True, False), (32, 32, True, True),
+                                                          (50, 50, False, False)])
+def test_weight_gradients_arrive_in_the_parameters_layout(fan_in, width, bias, one_storage):
+    """The sum of the programs' partial gradients is laid out as the weight is, so that autograd
+    takes it as .grad without a copy; where the padding has room (fewer outputs than the padded
+    width, no more than the inputs) the bias's gradient is one more row of the same sum. (Widths
+    that need no padding get both from one sum anyway; 20 -> 24 has its weight's gradient copied.)"""
+    torch.manual_seed(0)
+    layer = nn.Linear(fan_in, width, bias=bias).to(**F64)
+    inputs = [torch.randn(70, fan_in, **F64), torch.randn(70, 2, fan_in, **F64), torch.randn(70, fan_in, **F64)]
+    sum(o.square().sum() for o in unfused(layer, nn.Tanh(), *inputs)).backward()
+    expected_grads = [p.grad.clone() for p in layer.parameters()]
+    layer.zero_grad(set_to_none=True)
+    sum(o.square().sum() for o in fused.linear_activate(layer, nn.Tanh(), *inputs)).backward()
+    for p, expected in zip(layer.parameters(), expected_grads):
+        torch.testing.assert_close(p.grad, expected, rtol=1e-11, atol=1e-11)
+        assert p.grad.stride() == p.stride()
+    if bias:
+        together = layer.weight.grad.untyped_storage().data_ptr() == layer.bias.grad.untyped_storage().data_ptr()
+        assert together == one_storage
+
+
 @pytest.mark.parametrize("mode", ["laplacian", "diagonal"])
 @pytest.mark.parametrize("activation", KERNEL_ACTIVATIONS, ids=lambda a: type(a).__name__.lower())
 @pytest.mark.parametrize("dim,directions", [(3, None), (3, "identity"), (5, 4)], ids=["axes", "identity", "random"])

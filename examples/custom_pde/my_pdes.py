@@ -12,6 +12,7 @@ from pinn.conditions import Dirichlet
 from pinn.geometry import Disk
 from pinn.operators import laplacian
 from pinn.pdes import PDE
+from pinn.point_cache import point_function
 
 
 class NonlinearPoisson(PDE):
@@ -26,6 +27,7 @@ class NonlinearPoisson(PDE):
     def exact(self, x: Tensor) -> Tensor:
         return torch.cos(x[:, :1]) * torch.sin(x[:, 1:])
 
+    @point_function  # a function of the points alone: computed once per point set
     def source(self, x: Tensor) -> Tensor:
         u = self.exact(x)
         return 2 * u + self.c * u**3  # -Δu* = 2u* for this u*
