@@ -279,35 +279,17 @@ class Jet(DerivativeCarrier):
     # reads some of them (Poisson's the Laplacian, a Dirichlet condition the values), and the
     # others are never made: per step, a product as large as the layer's input spared.
 
-    @property
-    def value(self) -> Tensor:
-        if isinstance(self._value, _Later):
-            self._value = self._value()
-        return self._value
+    def _made(self, name: str) -> Tensor:
+        """The carried tensor ``name`` (``_value``, ``_jac``, ``_sec``), made if it was deferred."""
+        stored = getattr(self, name)
+        if isinstance(stored, _Later):
+            stored = stored()
+            setattr(self, name, stored)
+        return stored
 
-    @value.setter
-    def value(self, given: Tensor) -> None:
-        self._value = given
-
-    @property
-    def jac(self) -> Tensor:
-        if isinstance(self._jac, _Later):
-            self._jac = self._jac()
-        return self._jac
-
-    @jac.setter
-    def jac(self, given: Tensor) -> None:
-        self._jac = given
-
-    @property
-    def sec(self) -> Tensor:
-        if isinstance(self._sec, _Later):
-            self._sec = self._sec()
-        return self._sec
-
-    @sec.setter
-    def sec(self, given: Tensor) -> None:
-        self._sec = given
+    value = property(lambda self: self._made("_value"))
+    jac = property(lambda self: self._made("_jac"))
+    sec = property(lambda self: self._made("_sec"))
 
     # ------------------------------------------------------------------ construction
 
