@@ -92,7 +92,7 @@ def test_derivatives_benchmark_prints_a_row_per_variant():
 def test_triton_blocks_runs_every_setting():
     out = run("triton_blocks.py", "--points", "16", "--device", "cpu")
     rows = [line.split() for line in out.splitlines() if line.split()[:1] == ["16"]]
-    assert [r[1] for r in rows] == ["forward"] + ["forward+triton"] * 9, out
+    assert [r[1] for r in rows] == ["forward"] + ["forward+triton"] * 10, out
     assert float(rows[0][3]) > 0 and all(float(r[9]) > 0 for r in rows[1:]), out
 
 
