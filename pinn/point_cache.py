@@ -99,6 +99,8 @@ class PointCache:
         if isinstance(value, Tensor) and value.requires_grad:
             self._uncached.add(key)
             return value
+        if isinstance(value, Tensor) and not _writable(value):  # an expanded tensor: kept as one it can rewrite
+            value = value.contiguous()
         self._stored[(key, memories)] = (fn, _Stored(value, tuple(x._version for x in points)))
         return value
 
@@ -109,10 +111,15 @@ class PointCache:
             with torch.no_grad():
                 fresh = fn(*points)
             old = stored.value
-            if isinstance(old, Tensor) and isinstance(fresh, Tensor) and fresh.shape == old.shape and _writable(old):
-                if fresh.data_ptr() != old.data_ptr():
+            if isinstance(old, Tensor):
+                if not (isinstance(fresh, Tensor) and fresh.shape == old.shape):
+                    raise RuntimeError(
+                        f"{getattr(fn, '__qualname__', fn)!r} returned {type(fresh).__name__} "
+                        f"{tuple(getattr(fresh, 'shape', ()))} at new points where it returned a tensor of shape "
+                        f"{tuple(old.shape)} before, at as many: a function of the points alone keeps its shape")
+                if fresh.data_ptr() != old.data_ptr():  # (the same memory: a view of the points)
                     old.copy_(fresh)  # in place: a captured step reads this tensor
-            else:
+            else:  # a number: the same at any points
                 stored.value = fresh
             stored.versions = versions
         return stored.value

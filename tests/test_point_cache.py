@@ -96,19 +96,32 @@ def test_a_key_that_cannot_be_hashed_is_computed_every_time():
     assert f.calls == 2 and len(cache) == 0
 
 
-def test_an_expanded_value_is_replaced_not_written():
+def test_an_expanded_value_is_kept_as_one_that_can_be_rewritten():
     cache, pts = PointCache(), points()
 
-    def zeros(x):
-        return x.new_zeros(1, 1).expand(x.shape[0], 1)
+    def first_coordinate_everywhere(x):  # every row the same: an expanded tensor (of a copy)
+        return (2 * x[:1, :1]).expand(x.shape[0], 1)
 
     with cache.active(pts):
-        first = at_points(zeros, zeros, pts["interior"])
+        stored = at_points(first_coordinate_everywhere, first_coordinate_everywhere, pts["interior"])
+    assert torch.equal(stored, 2 * pts["interior"][:1, :1].expand(8, 1))
     pts["interior"].add_(1)
-    cache.refresh()  # would fail writing into an expanded tensor
+    cache.refresh()  # writes into the stored tensor, which a captured step would read
+    assert torch.equal(stored, 2 * pts["interior"][:1, :1].expand(8, 1))
+
+
+def test_a_function_that_changes_its_shape_is_an_error():
+    cache, pts = PointCache(), points()
+    shapes = iter([(8, 1), (1, 1)])
+
+    def unsteady(x):
+        return torch.zeros(next(shapes), dtype=x.dtype)
+
     with cache.active(pts):
-        assert torch.equal(at_points(zeros, zeros, pts["interior"]), torch.zeros(8, 1, dtype=torch.float64))
-    assert first.shape == (8, 1)
+        at_points(unsteady, unsteady, pts["interior"])
+    pts["interior"].add_(1)
+    with pytest.raises(RuntimeError, match="keeps its shape"):
+        cache.refresh()
 
 
 @pytest.mark.parametrize("pde", [Poisson(dim=2), Poisson(dim=3, solution="sum"), PoissonBall(dim=4, hard_constraint=False),
