@@ -6,8 +6,10 @@ averages it into a loss term. Conditions that need derivatives (Neumann, Robin, 
 initial velocity) take them with the operators of :mod:`pinn.operators` through the engine,
 so they work under every engine that carries first derivatives.
 
-Prescribed data ``g`` are functions of the points, ``(N, d) -> (N, k)``, evaluated in the
-points' dtype and on their device.
+Prescribed data ``g`` are functions of the points alone, ``(N, d) -> (N, k)``, evaluated in the
+points' dtype and on their device. In training they are computed once per point set and kept
+until the points change (:mod:`pinn.point_cache`): data drawn at random or changed during
+training are not data in this sense, and the kept values are shared, not to be modified in place.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ def values(u: Tensor | DerivativeCarrier) -> Tensor:
 class _MeanSquare(torch.autograd.Function):
     """``r.square().mean()``, whose backward pass is ``r · g · 2/n`` in one operation (``addcmul``
     onto a zero broadcast to ``r``'s shape) where autograd takes four (the mean's division, then
-    the square's power, doubling and product), with the same numbers. A replayed CUDA graph of a small problem pays per kernel. Reverse mode only:
+    the square's power, doubling and product), with the same numbers: to the last bit where the
+    gradient reaching it is 1 (a term of weight 1), to rounding otherwise. A replayed CUDA graph
+    of a small problem pays per kernel. Reverse mode only:
     ``torch.func.grad`` and ``vmap`` take it, forward mode (``torch.func.jvp``) does not (a
     ``jvp`` rule would keep ``torch.compile`` from tracing it)."""
 

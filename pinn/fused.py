@@ -526,8 +526,10 @@ class _FusedLayer(torch.autograd.Function):
         partial = value.new_empty(programs, mo_p * mi_p + mo_p)  # each program's partial [dW, db]
         # Autograd copies a gradient into .grad unless it has the parameter's own layout: the
         # sum over the programs is taken over the unpadded rows, and the bias's gradient rides
-        # along as one more row where the padding has room for it (fewer outputs than the
-        # padded size, and no more than inputs: a 50-wide hidden layer's).
+        # along as row mo, where the padding has room for it (fewer outputs than the padded
+        # size) and the row is long enough (no more outputs than inputs: the sum reads mi
+        # columns), as in a 50-wide hidden layer. The kernel leaves row mo's columns mo..mi
+        # unwritten: summed from uninitialised memory, and never read.
         bias_row = bias is not None and mo < mo_p and mo <= mi
         g_value, g_jac, g_sec = (None if g is None else g.contiguous() for g in (g_value, g_jac, g_sec))
         dummy = value  # pointer arguments the kernel never reads (their HAS_ flag is off)

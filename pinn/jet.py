@@ -222,17 +222,22 @@ def shared_zero_second(jac: Tensor, second: str) -> Tensor:
 
 
 class _Later:
-    """A tensor made when first read, in the grad mode it was asked for in (read later under
-    ``torch.no_grad()``, it would otherwise lose its gradients); ``shape``, where given, is its
-    shape, known before."""
+    """A tensor made when first read, in the grad and inference modes it was asked for in (read
+    later under ``torch.no_grad()`` or ``torch.inference_mode()``, it would otherwise lose its
+    gradients); ``shape``, where given, is its shape, known before."""
 
-    __slots__ = ("make", "grad_enabled", "shape")
+    __slots__ = ("make", "grad_enabled", "inference", "shape")
 
     def __init__(self, make: Callable[[], Tensor], shape: tuple[int, ...] | None = None):
         self.make, self.grad_enabled = make, torch.is_grad_enabled()
+        # (the compiler cannot read the inference mode, and compiled code does not change it)
+        self.inference = not torch.compiler.is_compiling() and torch.is_inference_mode_enabled()
         self.shape = None if shape is None else torch.Size(shape)
 
     def __call__(self) -> Tensor:
+        if not torch.compiler.is_compiling() and torch.is_inference_mode_enabled() != self.inference:
+            with torch.inference_mode(self.inference), torch.set_grad_enabled(self.grad_enabled):
+                return self.make()
         with torch.set_grad_enabled(self.grad_enabled):
             return self.make()
 

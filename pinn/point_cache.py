@@ -16,10 +16,15 @@ calls after such a copy, since a replayed graph reads the stored tensor without 
 
 What is cached must be a function of the points alone: a manufactured source, prescribed
 boundary or initial data (``pinn.conditions``' contract for data), the stacked point sets of
-``derivatives.one_pass``. A result that requires gradients (it depends on something trained)
-is never stored, and neither is anything at points that require gradients (the autograd engine
-differentiates through them) or at points the cache does not track. Under ``torch.compile`` the
-functions run as they are: the compiler fuses them into the kernels around them.
+``derivatives.one_pass``; not data that are drawn at random or change during training. A
+stored value is handed out to every caller: never modify it in place. A result that requires
+gradients (it depends on something trained) is never stored, and nothing is stored while
+gradients are off (whether it would require them cannot be seen then) or in inference mode, at
+points that require gradients (the autograd engine differentiates through them), or at points
+the cache does not track; at most :data:`MAX_STORED` values are (a function made anew at every
+call, say a lambda inside ``residuals``, would otherwise add one per step). Under
+``torch.compile`` the functions run as they are: the compiler fuses them into the kernels
+around them.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ import torch
 from torch import Tensor
 
 _ACTIVE: ContextVar[PointCache | None] = ContextVar("pinn_point_cache", default=None)
+
+#: The most values one cache stores; later functions are computed at every call.
+MAX_STORED = 64
 
 
 def _memory(x: Tensor) -> tuple:
@@ -54,7 +62,7 @@ class PointCache:
     def __init__(self):
         self._sets: dict[tuple, Tensor] = {}  # memory -> the tracked set (held, so that it stays)
         self._stored: dict[tuple[Hashable, tuple], tuple[Callable[..., object], _Stored]] = {}
-        self._uncached: set[Hashable] = set()  # functions whose results required gradients
+        self._uncached: set[Hashable] = set()  # functions whose results required gradients (MAX_STORED at most)
 
     def track(self, points: dict[str, Tensor]) -> None:
         """Store values at these point sets from now on (and forget those at sets no longer among them)."""
@@ -85,9 +93,11 @@ class PointCache:
     def value(self, key: Hashable, fn: Callable[..., object], *points: Tensor):
         """``fn(*points)``, stored under ``key`` where every one of ``points`` is a tracked set."""
         try:
-            if key in self._uncached or any(x.requires_grad for x in points):
-                return fn(*points)
+            hash(key)
         except TypeError:  # a key that cannot be hashed (a callable dataclass, say): not stored
+            return fn(*points)
+        if (key in self._uncached or torch.is_inference_mode_enabled()
+                or any(x.requires_grad or x.is_inference() for x in points)):
             return fn(*points)
         memories = tuple(_memory(x) for x in points)
         if not all(m in self._sets for m in memories):
@@ -95,9 +105,12 @@ class PointCache:
         found = self._stored.get((key, memories))
         if found is not None:
             return self._update(fn, points, found[1])
+        if not torch.is_grad_enabled() or len(self._stored) >= MAX_STORED:
+            return fn(*points)
         value = fn(*points)
         if isinstance(value, Tensor) and value.requires_grad:
-            self._uncached.add(key)
+            if len(self._uncached) < MAX_STORED:
+                self._uncached.add(key)
             return value
         if isinstance(value, Tensor) and not _writable(value):  # an expanded tensor: kept as one it can rewrite
             value = value.contiguous()

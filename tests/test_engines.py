@@ -681,6 +681,11 @@ def test_a_product_read_under_no_grad_keeps_the_gradient_it_was_asked_for_with()
     with torch.no_grad():
         _, v = ForwardEngine().evaluate(model, x)
     assert not v.jac.requires_grad  # asked for without gradients: none
+    xe, w = ForwardEngine().evaluate(model, x)
+    with torch.inference_mode():
+        w.operator("laplacian")  # made here first: not as an inference tensor
+    assert w.sec.requires_grad and not w.sec.is_inference()
+    laplacian(w, xe).sum().backward()
 
 
 def test_the_seed_shares_one_identity_made_outside_inference_mode():

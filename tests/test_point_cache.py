@@ -11,7 +11,7 @@ from pinn.derivatives import ForwardEngine, OnePass
 from pinn.models import MLP
 from pinn.optim import Adam
 from pinn.pdes import Burgers, Helmholtz, Poisson, PoissonBall, PoissonInverse
-from pinn.point_cache import PointCache, at_points
+from pinn.point_cache import MAX_STORED, PointCache, at_points
 from pinn.sampling import SobolSampler, UniformSampler
 from pinn.trainer import Trainer
 
@@ -86,6 +86,49 @@ def test_what_must_not_be_stored_is_computed_every_time():
             assert grad == pts["interior"][:, 0].sum()
     at_points(f, f, pts["interior"])  # no active cache
     assert f.calls == 3 and len(cache) == 0
+
+
+def test_nothing_is_stored_without_gradients_or_in_inference_mode():
+    """Whether a result would require gradients cannot be seen with gradients off: a value first
+    asked for under no_grad (a loss logged there, say) is not stored, nor one in inference mode,
+    where the points' version counters cannot be read; training afterwards is unaffected."""
+    cache, pts = PointCache(), points()
+    scale = nn.Parameter(torch.tensor(2.0, dtype=torch.float64))
+
+    def trained(x):
+        return scale * x[:, :1]
+
+    with cache.active(pts):
+        with torch.no_grad():
+            at_points(trained, trained, pts["interior"])
+        with torch.inference_mode():
+            at_points(trained, trained, pts["interior"])
+            inference_points = {k: v.clone() for k, v in pts.items()}
+            with cache.active(inference_points):
+                at_points(trained, trained, inference_points["interior"])
+        assert len(cache) == 0
+        assert at_points(trained, trained, pts["interior"]).requires_grad
+
+
+def test_functions_made_at_every_call_are_stored_up_to_a_limit():
+    cache, pts = PointCache(), points()
+    with cache.active(pts):
+        for i in range(MAX_STORED + 10):
+            fresh = lambda x, i=i: x[:, :1] + i  # noqa: E731 -- a new function each time, as built in a loop
+            assert torch.equal(at_points(fresh, fresh, pts["interior"]), pts["interior"][:, :1] + i)
+    assert len(cache) == MAX_STORED
+
+
+def test_an_error_inside_the_function_is_raised_once():
+    cache, pts, calls = PointCache(), points(), []
+
+    def failing(x):
+        calls.append(1)
+        raise TypeError("not a function of the points")
+
+    with cache.active(pts), pytest.raises(TypeError) as raised:
+        at_points(failing, failing, pts["interior"].detach().requires_grad_())
+    assert len(calls) == 1 and raised.value.__context__ is None
 
 
 def test_a_key_that_cannot_be_hashed_is_computed_every_time():
