@@ -27,10 +27,10 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 
 
 def fit(run_dir, *, cuda_graph, pde=None, engine=None, plan=None, balance=None, sampler=None, max_steps=12,
-        resample_every=0, resume=None, device="cuda", dtype=torch.float64, checkpoint_every=0):
+        resample_every=0, resume=None, device="cuda", dtype=torch.float64, checkpoint_every=0, width=16):
     torch.manual_seed(0)
     pde = pde or Poisson(dim=2)
-    model = MLP(pde.dim, pde.n_outputs, width=16, depth=2)
+    model = MLP(pde.dim, pde.n_outputs, width=width, depth=2)
     model = pde.constrain(model)
     engine = engine or ForwardEngine()
     trainer = Trainer(max_steps=max_steps, eval_every=4, log_every=1, checkpoint_every=checkpoint_every, n_test=64,

@@ -437,10 +437,11 @@ def test_on_a_gpu_the_kernels_are_compiled_not_interpreted():
 @pytest.mark.parametrize("engine", ["forward", "stochastic"])
 def test_replayed_steps_with_kernels_equal_eager_steps(engine, tmp_path, monkeypatch):
     """A CUDA graph of the whole step replays the kernels as the eager steps run them (float64),
-    with fresh points copied in every other step."""
+    with fresh points copied in every other step; 50-wide layers, whose bias gradients the
+    backward kernel hands out as a row of the weight's."""
     from test_cuda_graph import assert_same_training, captured, fit
 
-    kwargs = dict(engine=make_engine(engine, triton=True), resample_every=2, max_steps=14)
+    kwargs = dict(engine=make_engine(engine, triton=True), resample_every=2, max_steps=14, width=50)
     calls = count_fused_calls(monkeypatch)
     graphed = fit(tmp_path / "graph", cuda_graph=True, **kwargs)
     assert captured(graphed[1]) and calls
