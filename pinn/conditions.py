@@ -57,7 +57,7 @@ class _MeanSquare(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: Tensor) -> Tensor:
         (r,) = ctx.saved_tensors
-        zero = shared_constant(None, r.dtype, r.device).expand_as(r)
+        zero = shared_constant("zero", r.dtype, r.device).expand_as(r)
         return torch.addcmul(zero, r, g, value=2 / max(r.numel(), 1))
 
 

@@ -70,8 +70,12 @@ Rule = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
 
 
 def _tanh(module, h, t):
-    d1 = 1 - t * t
-    return d1, -2 * t * d1, -2 * d1 * (1 - 3 * t * t)
+    # 1 - t², -2t (1 - t²) and -2 (1 - t²)(1 - 3t²), each product in one operation: addcmul
+    # onto a one or a zero broadcast to t's shape (four operations where written out takes nine)
+    one, zero = (shared_constant(kind, t.dtype, t.device).expand_as(t) for kind in ("one", "zero"))
+    d1 = torch.addcmul(one, t, t, value=-1)
+    d2 = torch.addcmul(zero, t, d1, value=-2)
+    return d1, d2, torch.addcmul(zero, d1, torch.addcmul(one, t, t, value=-3), value=-2)
 
 
 def _sine(module, h, s):
@@ -162,19 +166,24 @@ class _Activate(torch.autograd.Function):
             g_jac_in = d1.unsqueeze(1) * g_jac
         if g_sec is not None and ctx.summed:  # g_L (σ'' L + σ''' S): one number per point and component
             g_h = _add(g_h, g_sec, d3 * sq if sec is None else torch.addcmul(d3 * sq, d2, sec))
-            g_jac_in = _add(g_jac_in, (2 * d2 * g_sec).unsqueeze(1), jac)
+            g_jac_in = _add(g_jac_in, (d2 * g_sec).unsqueeze(1), jac, value=2)
             g_sec_in = None if sec is None else d1 * g_sec
         elif g_sec is not None:  # σ'' Σ_k G_D,k D_k + σ''' Σ_k G_D,k S_k: the sums over the directions first
             g_h = _add(g_h, d3, (g_sec * sq).sum(dim=1))
             g_h = g_h if sec is None else _add(g_h, d2, (g_sec * sec).sum(dim=1))
-            g_jac_in = _add(g_jac_in, 2 * d2.unsqueeze(1) * g_sec, jac)
+            g_jac_in = _add(g_jac_in, d2.unsqueeze(1) * g_sec, jac, value=2)
             g_sec_in = None if sec is None else d1.unsqueeze(1) * g_sec
         return g_h, g_jac_in, g_sec_in, None, None, None
 
 
-def _add(total: Tensor | None, a: Tensor, b: Tensor) -> Tensor:
-    """``total + a * b`` in one operation (``addcmul``), where ``None`` is a zero not computed."""
-    return a * b if total is None else torch.addcmul(total, a, b)
+def _add(total: Tensor | None, a: Tensor, b: Tensor, value: float = 1.0) -> Tensor:
+    """``total + value * a * b`` in one operation (``addcmul``), where ``None`` is a zero not
+    computed (onto a shared zero, broadcast, where ``value`` is not 1)."""
+    if total is None:
+        if value == 1:
+            return a * b
+        total = shared_constant("zero", a.dtype, a.device).expand(torch.broadcast_shapes(a.shape, b.shape))
+    return torch.addcmul(total, a, b, value=value)
 
 
 def _distinct_rows(jac: Tensor) -> Tensor:
@@ -191,23 +200,28 @@ def check_not_empty(x: Tensor) -> None:
                          "at least one point")
 
 
-#: The seed's identities and the zeros of known-zero derivatives (and of a mean square's
-#: backward, :mod:`pinn.conditions`), made once per size, dtype and device: made at every
+#: The seed's identities, the zeros of known-zero derivatives, and the zeros and ones that
+#: ``addcmul`` adds to (the activations' derivatives, a mean square's backward in
+#: :mod:`pinn.conditions`), made once per kind, size, dtype and device: made at every
 #: evaluation, each would be an operation of its own in every training step, which a step
 #: replayed as a CUDA graph pays a few microseconds for whatever its size. Never written in
 #: place: handed out as expanded views, or read.
 _CONSTANTS: dict[tuple, Tensor] = {}
 
 
-def shared_constant(d: int | None, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """The identity of size ``d``, or for ``None`` a zero, made once (:data:`_CONSTANTS`)."""
+def shared_constant(kind: str, dtype: torch.dtype, device: torch.device, size: int = 0) -> Tensor:
+    """``"zero"`` or ``"one"`` (0-dimensional), or the ``"identity"`` of ``size``, made once
+    (:data:`_CONSTANTS`)."""
     def make() -> Tensor:
         with torch.inference_mode(False):  # usable by training even if first made while evaluating
-            return torch.zeros((), dtype=dtype, device=device) if d is None else torch.eye(d, dtype=dtype, device=device)
+            if kind == "identity":
+                return torch.eye(size, dtype=dtype, device=device)
+            fill = {"zero": torch.zeros, "one": torch.ones}[kind]  # kernels, not copies from the host: capturable
+            return fill((), dtype=dtype, device=device)
 
     if torch.compiler.is_compiling():  # compiled: a constant of the graph anyway
         return make()
-    key = (d, dtype, device)
+    key = (kind, size, dtype, device)
     if key not in _CONSTANTS:
         _CONSTANTS[key] = make()
     return _CONSTANTS[key]
@@ -218,7 +232,7 @@ def shared_zero_second(jac: Tensor, second: str) -> Tensor:
     one zero broadcast to their shape (read-only; it takes the memory of one number)."""
     n, k, m = jac.shape
     shape = {"laplacian": (n, m), "diagonal": (n, k, m), "hessian": (n, k, k, m)}[second]
-    return shared_constant(None, jac.dtype, jac.device).expand(shape)
+    return shared_constant("zero", jac.dtype, jac.device).expand(shape)
 
 
 class _Later:
@@ -307,7 +321,7 @@ class Jet(DerivativeCarrier):
         check_not_empty(x)
         n, d = x.shape
         if directions is None:
-            jac = shared_constant(d, x.dtype, x.device).expand(n, d, d)
+            jac = shared_constant("identity", x.dtype, x.device, d).expand(n, d, d)
         else:
             jac = directions.expand(n, -1, -1) if directions.dim() == 2 else directions
         jet = cls(x, jac, second, shared_zero_second(jac, second), exact=directions is None, zero_second=True)
