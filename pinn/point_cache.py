@@ -52,6 +52,7 @@ def _memory(x: Tensor) -> tuple:
 
 @dataclass
 class _Stored:
+    fn: Callable[..., object]  # what computes it from the points
     value: Tensor | float
     versions: tuple[int, ...]  # the points' version counters when ``value`` was computed
 
@@ -61,7 +62,7 @@ class PointCache:
 
     def __init__(self):
         self._sets: dict[tuple, Tensor] = {}  # memory -> the tracked set (held, so that it stays)
-        self._stored: dict[tuple[Hashable, tuple], tuple[Callable[..., object], _Stored]] = {}
+        self._stored: dict[tuple[Hashable, tuple], _Stored] = {}  # (key, the points' memories) -> value
         self._uncached: set[Hashable] = set()  # functions whose results required gradients (MAX_STORED at most)
 
     def track(self, points: dict[str, Tensor]) -> None:
@@ -72,10 +73,9 @@ class PointCache:
             self._stored = {k: v for k, v in self._stored.items() if all(m in sets for m in k[1])}
 
     @contextlib.contextmanager
-    def active(self, points: dict[str, Tensor] | None = None) -> Iterator[PointCache]:
-        """Meanwhile, :func:`at_points` uses this cache (tracking ``points``, where given)."""
-        if points is not None:
-            self.track(points)
+    def active(self, points: dict[str, Tensor]) -> Iterator[PointCache]:
+        """Meanwhile, :func:`at_points` uses this cache, tracking ``points``."""
+        self.track(points)
         token = _ACTIVE.set(self)
         try:
             yield self
@@ -84,8 +84,8 @@ class PointCache:
 
     def refresh(self) -> None:
         """Bring every stored value up to date with its points, in place."""
-        for (key, memories), (fn, stored) in self._stored.items():
-            self._update(fn, [self._sets[m] for m in memories], stored)
+        for (_, memories), stored in self._stored.items():
+            self._update([self._sets[m] for m in memories], stored)
 
     def __len__(self) -> int:
         return len(self._stored)
@@ -104,7 +104,7 @@ class PointCache:
             return fn(*points)
         found = self._stored.get((key, memories))
         if found is not None:
-            return self._update(fn, points, found[1])
+            return self._update(points, found)
         if not torch.is_grad_enabled() or len(self._stored) >= MAX_STORED:
             return fn(*points)
         value = fn(*points)
@@ -114,20 +114,20 @@ class PointCache:
             return value
         if isinstance(value, Tensor) and not _writable(value):  # an expanded tensor: kept as one it can rewrite
             value = value.contiguous()
-        self._stored[(key, memories)] = (fn, _Stored(value, tuple(x._version for x in points)))
+        self._stored[(key, memories)] = _Stored(fn, value, tuple(x._version for x in points))
         return value
 
     @staticmethod
-    def _update(fn: Callable[..., object], points, stored: _Stored):
+    def _update(points, stored: _Stored):
         versions = tuple(x._version for x in points)
         if versions != stored.versions:
             with torch.no_grad():
-                fresh = fn(*points)
+                fresh = stored.fn(*points)
             old = stored.value
             if isinstance(old, Tensor):
                 if not (isinstance(fresh, Tensor) and fresh.shape == old.shape):
                     raise RuntimeError(
-                        f"{getattr(fn, '__qualname__', fn)!r} returned {type(fresh).__name__} "
+                        f"{getattr(stored.fn, '__qualname__', stored.fn)!r} returned {type(fresh).__name__} "
                         f"{tuple(getattr(fresh, 'shape', ()))} at new points where it returned a tensor of shape "
                         f"{tuple(old.shape)} before, at as many: a function of the points alone keeps its shape")
                 if fresh.data_ptr() != old.data_ptr():  # (the same memory: a view of the points)
