@@ -1,6 +1,7 @@
 """Operations per training step of each variant: what a CUDA graph replays, counted on any device.
 
     python benchmarks/step_kernels.py [--variants forward+fused forward+triton+fused] [--dim 2] [--points 2000]
+                                      [--hard-constraint]
 
 A replayed CUDA graph of a small PINN's step costs about a few microseconds per kernel it holds
 (benchmarks/RESULTS.md: 0.54 ms for the forward engine's step on an H100), so the number of
@@ -11,6 +12,8 @@ eager mode, which is what capture records. Use ``+fused`` variants (Adam's one-k
 the CPU as on a GPU, and what the trainer's captured steps take): the multi-tensor Adam runs per
 parameter on the CPU but as 17 multi-tensor operations on a GPU. On the CPU, Triton's kernels run in its interpreter
 (``TRITON_INTERPRET=1``); the operations inside them are not counted, only their launches.
+``--hard-constraint`` counts the problem with its boundary values built in (``pde.hard_constraint=true``:
+``u = φ(x) N(x)``, no boundary loss).
 """
 
 from __future__ import annotations
@@ -66,13 +69,13 @@ class CountedKernel:
         return counted
 
 
-def count(variant: str, dim: int, points: int, device: str) -> collections.Counter[str]:
-    pde = Poisson(dim=dim)
+def count(variant: str, dim: int, points: int, device: str, hard_constraint: bool = False) -> collections.Counter[str]:
+    pde = Poisson(dim=dim, hard_constraint=hard_constraint)
     sample = SobolSampler(n_interior=points, n_boundary=max(points // 5, 1)).sample(pde.domain,
                                                                                     torch.Generator().manual_seed(0))
     sample = {k: v.to(device=device, dtype=torch.float32) for k, v in sample.items()}
     torch.manual_seed(0)
-    step = make_step(variant, pde, MLP(dim, 1, width=50, depth=3).to(device), sample, device)
+    step = make_step(variant, pde, pde.constrain(MLP(dim, 1, width=50, depth=3).to(device)), sample, device)
     for _ in range(2):  # the optimizer's state is created on the first steps
         step()
     counter = Counter()
@@ -88,12 +91,13 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=2)
     parser.add_argument("--points", type=int, default=2000)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--hard-constraint", action="store_true", help="u = φ(x) N(x), no boundary loss")
     args = parser.parse_args()
-    print(f"# d = {args.dim}, {args.points} + {max(args.points // 5, 1)} points, 3x50 tanh, one Adam step, "
-          f"device {args.device}")
+    print(f"# d = {args.dim}, {args.points} + {max(args.points // 5, 1)} points, 3x50 tanh"
+          f"{', hard constraint' if args.hard_constraint else ''}, one Adam step, device {args.device}")
     print(f"{'variant':>26} {'operations':>10} {'of them Triton':>14}  most frequent")
     for variant in args.variants:
-        ops = count(variant, args.dim, args.points, args.device)
+        ops = count(variant, args.dim, args.points, args.device, args.hard_constraint)
         total, triton = sum(ops.values()), sum(v for k, v in ops.items() if k.startswith("triton:"))
         common = ", ".join(f"{k} {v}" for k, v in ops.most_common(6))
         print(f"{variant:>26} {total:>10} {triton:>14}  {common}", flush=True)

@@ -13,7 +13,8 @@ fixed tensors and must never wait for the host:
 
 * the collocation points stay in the same tensors; resampling copies new points into them
   (:func:`copy_points`), and the trainer then brings what it computes once per point set (a
-  source, boundary data: :mod:`pinn.point_cache`) up to date in place;
+  source, boundary data, a hard constraint's base and scale: :mod:`pinn.point_cache`) up to
+  date in place;
 * Adam runs with ``capturable=True`` (its step count on the GPU) and its learning rate is a GPU
   tensor that the trainer fills when the schedule changes it (:func:`prepare_adam`, :func:`set_lr`);
   it takes torch's fused update, one kernel for every parameter and one for the step counts,

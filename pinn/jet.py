@@ -60,6 +60,7 @@ from pinn import fused
 from pinn.errors import ConfigError
 from pinn.models import MLP, FactorizedLinear, ModifiedMLP, OutputTransform, Sine, TrigEmbedding, check_pointwise
 from pinn.operators import DerivativeCarrier
+from pinn.point_cache import at_points
 
 SECOND_ORDER = ("laplacian", "diagonal", "hessian")
 
@@ -694,30 +695,26 @@ def _part_jets(module: OutputTransform, seed: Jet) -> tuple[Jet, Jet]:
 def _transform_jets(module: OutputTransform, seed: Jet) -> tuple[Jet, Jet]:
     """The jets of a hard constraint's scale and base at the seed's points.
 
-    They do not depend on the network's parameters, so while the points stay the same (the same
-    storage, not modified in place, the same shared directions) they are reused from the last
-    call instead of recomputed at every step. In-place changes are seen through the tensor's
-    version counter, which writes through ``x.data`` or a NumPy view of ``x`` do not advance:
-    copy new points in with ``x.copy_(...)``, as the trainer does. The transform keeps a
-    reference to those points, so their memory cannot be reused by other points meanwhile.
-    Inside a CUDA graph capture or a compiled loss they are always computed: a replay, or
-    compiled code, must recompute them from whatever points were copied in.
+    They do not depend on the network's parameters. Along the coordinate axes they are
+    functions of the points alone, kept by the active :class:`~pinn.point_cache.PointCache` (in
+    the trainer's steps): computed once per point set, brought up to date in place when the
+    points are written, and read, not computed, by a step replayed as a CUDA graph (taken with
+    ``torch.func``, they are several hundred operations). Along random directions (the
+    stochastic engine's, drawn at each evaluation) they are computed at every call.
     """
-    if torch.compiler.is_compiling() or (seed.value.is_cuda and torch.cuda.is_current_stream_capturing()):
+    if not (seed.is_seed and seed.exact):
         return _part_jets(module, seed)
-    x = seed.value
-    shared = seed.jac.stride(0) == 0  # one set of directions for every point: comparable cheaply
-    directions = seed.jac[0] if shared else None
-    key = (x.untyped_storage().data_ptr(), x.storage_offset(), tuple(x.shape), tuple(x.stride()), x.dtype,
-           x.device, x._version, seed.second, seed.exact)
-    cached = getattr(module, "_jet_cache", None)
-    # An exact seed's directions are the coordinate axes (exact is in the key): no need to compare
-    # them, which on a GPU would wait for the device.
-    if shared and cached is not None and cached[0] == key and (seed.exact or torch.equal(cached[1], directions)):
-        return cached[3], cached[4]
-    scale, base = _part_jets(module, seed)
-    module._jet_cache = (key, directions, x, scale, base) if shared else None
-    return scale, base
+    second = seed.second
+
+    def parts(x: Tensor) -> tuple:
+        return tuple(t for jet in _part_jets(module, Jet.seed(x, second)) for t in (jet.value, jet.jac, jet.sec, jet.given))
+
+    stored = at_points((_transform_jets, module, second), parts, seed.value)
+    jets = []
+    for value, jac, sec, given in (stored[:4], stored[4:]):
+        jets.append(Jet(value, jac, second, sec))
+        jets[-1].given = given
+    return jets[0], jets[1]
 
 
 def _check_components(scale: Jet, base: Jet, outputs: int, x: Tensor) -> None:

@@ -16,12 +16,17 @@ calls after such a copy, since a replayed graph reads the stored tensor without 
 
 What is cached must be a function of the points alone: a manufactured source, prescribed
 boundary or initial data (``pinn.conditions``' contract for data), the stacked point sets of
-``derivatives.one_pass``; not data that are drawn at random or change during training. A
-stored value is handed out to every caller: never modify it in place. A result that requires
-gradients (it depends on something trained) is never stored, and nothing is stored while
-gradients are off (whether it would require them cannot be seen then) or in inference mode, at
-points that require gradients (the autograd engine differentiates through them), or at points
-the cache does not track; at most :data:`MAX_STORED` values are (a function made anew at every
+``derivatives.one_pass``, a hard constraint's base and scale with their derivatives; not data
+that are drawn at random or change during training. A value is a tensor, a number, or a tuple
+of them (``None`` among them): tensors are rewritten in place, numbers replaced (a captured
+step keeps the number it was captured with, so what changes with the points belongs in a
+tensor). A stored tensor counts as a point set in its own right: a function of it (of the
+stacked sets, say) is stored too, and brought up to date after it. A stored value is handed
+out to every caller: never modify it in place. A result that requires gradients (it depends
+on something trained) is never stored, and nothing is stored while gradients are off (whether
+it would require them cannot be seen then) or in inference mode, at points that require
+gradients (the autograd engine differentiates through them), or at points the cache does not
+track; at most :data:`MAX_STORED` values are (a function made anew at every
 call, say a lambda inside ``residuals``, would otherwise add one per step). Under
 ``torch.compile`` the functions run as they are: the compiler fuses them into the kernels
 around them.
@@ -53,7 +58,7 @@ def _memory(x: Tensor) -> tuple:
 @dataclass
 class _Stored:
     fn: Callable[..., object]  # what computes it from the points
-    value: Tensor | float
+    value: Tensor | float | tuple
     versions: tuple[int, ...]  # the points' version counters when ``value`` was computed
 
 
@@ -62,15 +67,20 @@ class PointCache:
 
     def __init__(self):
         self._sets: dict[tuple, Tensor] = {}  # memory -> the tracked set (held, so that it stays)
-        self._stored: dict[tuple[Hashable, tuple], _Stored] = {}  # (key, the points' memories) -> value
+        # (key, the points' memories) -> value, in the order computed: a value computed from a
+        # stored tensor comes after it, and is brought up to date after it
+        self._stored: dict[tuple[Hashable, tuple], _Stored] = {}
+        self._derived: dict[tuple, Tensor] = {}  # memory -> a stored tensor, usable as points
         self._uncached: set[Hashable] = set()  # functions whose results required gradients (MAX_STORED at most)
 
     def track(self, points: dict[str, Tensor]) -> None:
         """Store values at these point sets from now on (and forget those at sets no longer among them)."""
         sets = {_memory(x): x for x in points.values() if isinstance(x, Tensor)}
         if sets.keys() != self._sets.keys():
-            self._sets = sets
-            self._stored = {k: v for k, v in self._stored.items() if all(m in sets for m in k[1])}
+            self._sets, stored, self._stored, self._derived = sets, self._stored, {}, {}
+            for (key, memories), entry in stored.items():  # in order: what a value is computed from comes first
+                if all(m in sets or m in self._derived for m in memories):
+                    self._keep((key, memories), entry)
 
     @contextlib.contextmanager
     def active(self, points: dict[str, Tensor]) -> Iterator[PointCache]:
@@ -85,7 +95,15 @@ class PointCache:
     def refresh(self) -> None:
         """Bring every stored value up to date with its points, in place."""
         for (_, memories), stored in self._stored.items():
-            self._update([self._sets[m] for m in memories], stored)
+            self._update([self._points(m) for m in memories], stored)
+
+    def _points(self, memory: tuple) -> Tensor:
+        return self._sets[memory] if memory in self._sets else self._derived[memory]
+
+    def _keep(self, where: tuple[Hashable, tuple], stored: _Stored) -> None:
+        self._stored[where] = stored
+        if isinstance(stored.value, Tensor):
+            self._derived.setdefault(_memory(stored.value), stored.value)
 
     def __len__(self) -> int:
         return len(self._stored)
@@ -100,7 +118,7 @@ class PointCache:
                 or any(x.requires_grad or x.is_inference() for x in points)):
             return fn(*points)
         memories = tuple(_memory(x) for x in points)
-        if not all(m in self._sets for m in memories):
+        if not all(m in self._sets or m in self._derived for m in memories):
             return fn(*points)
         found = self._stored.get((key, memories))
         if found is not None:
@@ -108,13 +126,15 @@ class PointCache:
         if not torch.is_grad_enabled() or len(self._stored) >= MAX_STORED:
             return fn(*points)
         value = fn(*points)
-        if isinstance(value, Tensor) and value.requires_grad:
+        parts = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(part, Tensor) and part.requires_grad for part in parts):
             if len(self._uncached) < MAX_STORED:
                 self._uncached.add(key)
             return value
-        if isinstance(value, Tensor) and not _writable(value):  # an expanded tensor: kept as one it can rewrite
-            value = value.contiguous()
-        self._stored[(key, memories)] = _Stored(fn, value, tuple(x._version for x in points))
+        # an expanded tensor is kept as one that can be rewritten
+        parts = tuple(part.contiguous() if isinstance(part, Tensor) and not _writable(part) else part for part in parts)
+        value = parts if isinstance(value, tuple) else parts[0]
+        self._keep((key, memories), _Stored(fn, value, tuple(x._version for x in points)))
         return value
 
     @staticmethod
@@ -123,19 +143,35 @@ class PointCache:
         if versions != stored.versions:
             with torch.no_grad():
                 fresh = stored.fn(*points)
-            old = stored.value
-            if isinstance(old, Tensor):
-                if not (isinstance(fresh, Tensor) and fresh.shape == old.shape):
-                    raise RuntimeError(
-                        f"{getattr(stored.fn, '__qualname__', stored.fn)!r} returned {type(fresh).__name__} "
-                        f"{tuple(getattr(fresh, 'shape', ()))} at new points where it returned a tensor of shape "
-                        f"{tuple(old.shape)} before, at as many: a function of the points alone keeps its shape")
-                if fresh.data_ptr() != old.data_ptr():  # (the same memory: a view of the points)
-                    old.copy_(fresh)  # in place: a captured step reads this tensor
-            else:  # a number: the same at any points
-                stored.value = fresh
+            if isinstance(stored.value, tuple):
+                if not (isinstance(fresh, tuple) and len(fresh) == len(stored.value)):
+                    raise RuntimeError(f"{_name(stored.fn)} returned {type(fresh).__name__} at new points where it "
+                                       f"returned a tuple of {len(stored.value)} before: a function of the points "
+                                       "alone keeps its shape")
+                stored.value = tuple(_rewritten(stored.fn, old, new) for old, new in zip(stored.value, fresh))
+            else:
+                stored.value = _rewritten(stored.fn, stored.value, fresh)
             stored.versions = versions
         return stored.value
+
+
+def _name(fn: Callable) -> str:
+    return repr(getattr(fn, "__qualname__", fn))
+
+
+def _rewritten(fn: Callable, old, fresh):
+    """A stored tensor ``old`` with ``fresh``'s numbers, written in place (a captured step reads
+    it); a number (the same at any points) is replaced."""
+    if not isinstance(old, Tensor):
+        return fresh
+    if not (isinstance(fresh, Tensor) and fresh.shape == old.shape):
+        raise RuntimeError(
+            f"{_name(fn)} returned {type(fresh).__name__} {tuple(getattr(fresh, 'shape', ()))} at new points where "
+            f"it returned a tensor of shape {tuple(old.shape)} before, at as many: a function of the points alone "
+            "keeps its shape")
+    if fresh.data_ptr() != old.data_ptr():  # (the same memory: a view of the points)
+        old.copy_(fresh)
+    return old
 
 
 def _writable(t: Tensor) -> bool:

@@ -213,10 +213,10 @@ def test_replayed_steps_equal_eager_steps(engine, tmp_path, never_captured):
 @cuda
 @pytest.mark.parametrize("hard", [True, False], ids=["hard-constraint", "boundary-term"])
 def test_replay_follows_resampled_points_and_hard_constraints(hard, tmp_path, never_captured):
-    """Fresh points are copied into the captured tensors, the hard constraint's jets are
-    recomputed inside the graph (a cached copy would keep the first points' values), and the
-    values computed once per point set (the source, the boundary data, the point sets stacked
-    for one pass: pinn.point_cache) are brought up to date outside it."""
+    """Fresh points are copied into the captured tensors, and the values computed once per
+    point set (the source, the boundary data, the point sets stacked for one pass, the hard
+    constraint's base and scale with their derivatives: pinn.point_cache) are brought up to date
+    outside the graph, in the tensors it reads."""
     kwargs = dict(pde=Poisson(dim=2, hard_constraint=hard), engine=ForwardEngine(), resample_every=2,
                   sampler=SobolSampler(n_interior=64, n_boundary=16), max_steps=14)
     graphed = fit(tmp_path / "graph", cuda_graph=True, **kwargs)

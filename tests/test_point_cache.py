@@ -153,6 +153,44 @@ def test_an_expanded_value_is_kept_as_one_that_can_be_rewritten():
     assert torch.equal(stored, 2 * pts["interior"][:1, :1].expand(8, 1))
 
 
+def test_tuples_are_rewritten_in_place_and_numbers_replaced():
+    cache, pts = PointCache(), points()
+
+    def parts(x):  # tensors, a number that depends on the points, and None
+        return x[:, :1] * 2, (x[:1, 1:] + 1).expand(x.shape[0], 1), float(x[0, 0]), None
+
+    with cache.active(pts):
+        doubled, expanded, number, nothing = stored = at_points(parts, parts, pts["interior"])
+        assert at_points(parts, parts, pts["interior"]) is stored
+    assert number == float(pts["interior"][0, 0]) and nothing is None
+    pts["interior"].add_(1)
+    cache.refresh()
+    with cache.active(pts):
+        fresh = at_points(parts, parts, pts["interior"])
+    assert fresh[0] is doubled and fresh[1] is expanded  # the same tensors, which a captured step reads
+    assert torch.equal(doubled, pts["interior"][:, :1] * 2) and torch.equal(expanded, pts["interior"][:1, 1:].expand(8, 1) + 1)
+    assert fresh[2] == float(pts["interior"][0, 0]) and fresh[3] is None
+
+
+def test_a_stored_tensor_is_a_point_set_of_its_own():
+    """A function of a stored value (of the stacked sets, say) is stored, brought up to date
+    after that value, and forgotten with it."""
+    cache, f, pts = PointCache(), Counted(), points()
+
+    def stack(*sets):
+        return torch.cat(sets)
+
+    with cache.active(pts):
+        stacked = at_points(stack, stack, pts["interior"], pts["boundary"])
+        of_stack = at_points(f, f, stacked)
+        assert at_points(f, f, stacked) is of_stack and f.calls == 1
+    copy_points(pts, points(seed=1))
+    cache.refresh()
+    assert f.calls == 2 and torch.equal(of_stack, f(torch.cat([pts["interior"], pts["boundary"]])))
+    with cache.active(points(seed=2)):  # new sets: both values go
+        assert len(cache) == 0
+
+
 def test_a_function_that_changes_its_shape_is_an_error():
     cache, pts = PointCache(), points()
     shapes = iter([(8, 1), (1, 1)])
@@ -168,12 +206,14 @@ def test_a_function_that_changes_its_shape_is_an_error():
 
 
 @pytest.mark.parametrize("pde", [Poisson(dim=2), Poisson(dim=3, solution="sum"), PoissonBall(dim=4, hard_constraint=False),
-                                 Helmholtz(), PoissonInverse(), Burgers()],
-                         ids=["poisson", "poisson-sum", "ball", "helmholtz", "inverse", "burgers"])
+                                 Helmholtz(), PoissonInverse(), Burgers(), Helmholtz(hard_constraint=True),
+                                 PoissonBall(dim=4)],
+                         ids=["poisson", "poisson-sum", "ball", "helmholtz", "inverse", "burgers", "helmholtz-hard",
+                              "ball-hard"])
 @pytest.mark.parametrize("one_pass", [False, True], ids=["separate", "one-pass"])
 def test_trainer_losses_equal_those_computed_afresh(pde, one_pass):
-    """The cached source and boundary data give the losses of an uncached evaluation, to the
-    last bit, before and after the points are written in place."""
+    """The cached source, boundary data and hard constraints give the losses of an uncached
+    evaluation, to the last bit, before and after the points are written in place."""
     torch.manual_seed(0)
     sampler = SobolSampler(n_interior=32, n_boundary=16, n_initial=16)
     pts = {k: v for k, v in sampler.sample(pde.domain, torch.Generator().manual_seed(0), pde.point_sets).items()}
@@ -205,6 +245,43 @@ def test_one_pass_stacks_the_tracked_sets_once():
         second = OnePass(model, engine, pts)._field().points
     assert second.data_ptr() == first.data_ptr()
     assert torch.equal(first, torch.cat([pts["interior"], pts["boundary"]]))
+
+
+class CountedCalls:
+    """``f``, counting its calls."""
+
+    def __init__(self, f):
+        self.f, self.calls = f, 0
+
+    def __call__(self, x):
+        self.calls += 1
+        return self.f(x)
+
+
+@pytest.mark.parametrize("second", ["laplacian", "hessian"])
+@pytest.mark.parametrize("one_pass", [False, True], ids=["separate", "one-pass"])
+def test_a_hard_constraint_is_computed_once_per_point_set(second, one_pass):
+    """The base's and scale's jets are kept while the points stay, and brought up to date by
+    a refresh: the loss evaluated afterwards, as a captured step replays it, computes none."""
+    torch.manual_seed(0)
+    pde, pts, engine, trainer = Poisson(dim=2, hard_constraint=True), points(), ForwardEngine(second=second, one_pass=one_pass), Trainer()
+    model = pde.constrain(MLP(2, 1, width=8, depth=2).double())
+    model.scale = scale = CountedCalls(model.scale)
+
+    def afresh():
+        return Trainer._losses(trainer, pde, model, engine, {k: v.clone() for k, v in pts.items()})
+
+    for _ in range(3):
+        total, terms = trainer.losses(pde, model, engine, pts)
+    calls = scale.calls
+    expected = afresh()
+    # its value, and a pass per axis (per pair of axes for the Hessian)
+    assert torch.equal(total, expected[0]) and calls == 1 + (2 if second == "laplacian" else 4)
+    copy_points(pts, points(seed=1))
+    trainer.point_cache.refresh()
+    calls = scale.calls
+    total, terms = trainer.losses(pde, model, engine, pts)
+    assert scale.calls == calls and torch.equal(total, afresh()[0])
 
 
 def test_resampling_runs_keep_one_value_per_function(tmp_path):
