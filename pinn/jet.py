@@ -409,15 +409,17 @@ class Jet(DerivativeCarrier):
         training step.
 
         A function with a ``jet`` method (such as :class:`~pinn.pdes.base.VanishingOnBall`)
-        gives its derivatives in closed form: ``f.jet(seed)``. Otherwise they come from
+        gives its derivatives in closed form: ``f.jet(seed)``, where that returns a jet and not
+        ``None`` (derivatives it does not give). Otherwise they come from
         forward-mode products of ``torch.func.jvp``: ``f`` applied to the whole batch with one
         direction per point (right because ``f`` is pointwise), nested once, so that one pass
         along ``(v, w)`` returns both :math:`\partial_v f` and :math:`w^\top \nabla^2 f\, v`.
         Each direction then costs a few passes over the ``(N, d)`` points, which is what a
         closed form saves in many dimensions."""
         closed_form = getattr(f, "jet", None)
-        if closed_form is not None:
-            return closed_form(seed)
+        jet = None if closed_form is None else closed_form(seed)
+        if jet is not None:
+            return jet
         x, directions = seed.value.detach(), seed.jac.detach()  # (N, d), (N, K, d)
         k = directions.shape[1]
         along = [directions[:, j, :].expand_as(x) for j in range(k)]

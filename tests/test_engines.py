@@ -478,6 +478,37 @@ def test_ball_factor_derivatives_in_closed_form(second, kind, center, radius):
 
 
 @pytest.mark.parametrize("second", ["laplacian", "diagonal", "hessian"])
+@pytest.mark.parametrize("kind", ["axes", "shared", "per_point"])
+@pytest.mark.parametrize("dim", [1, 2, 5])
+def test_box_factor_derivatives_in_closed_form(second, kind, dim):
+    """Exact along the axes, also on the faces (where a factor is zero, so that the product of
+    the others cannot be had by division); along random directions the first derivatives are
+    exact and the Laplacian's estimate is the Laplacian; torch.func takes the rest."""
+    from pinn.jet import Jet
+    from pinn.pdes.base import VanishingOnBox, vanishing_on_box
+
+    lo, hi = torch.tensor([-1.0, 0.0, 0.5, -2.0, 0.1][:dim]), torch.tensor([1.0, 1.0, 2.0, 3.0, 0.7][:dim])
+    factor = VanishingOnBox(lo, hi)
+    torch.manual_seed(1)
+    x = lo + (hi - lo) * torch.rand(9, dim)
+    x[0], x[1, 0], x[2] = lo, hi[0], hi  # two corners and a face
+    seed = Jet.seed(x, second, directions=_directions(kind, 9, dim))
+    closed = factor.jet(seed)
+    general = Jet.of_function(lambda y: factor(y), seed)  # a plain function: torch.func's path
+    assert (closed is None) == (second == "hessian" or second == "diagonal" and kind != "axes")
+    assert torch.equal(Jet.of_function(factor, seed).sec, (closed or general).sec)
+    if closed is None:
+        return
+    exact = Jet.of_function(lambda y: factor(y), Jet.seed(x, second))  # along the axes
+    assert torch.equal(closed.value, factor(x)) and closed.jac.shape == general.jac.shape
+    assert close(closed.jac, general.jac, rtol=1e-14)
+    assert close(closed.sec, general.sec if kind == "axes" else exact.sec, rtol=1e-14)
+    assert close(factor(x), vanishing_on_box(x, lo, hi), rtol=1e-15) and factor(x)[[0, 1, 2]].abs().max() == 0
+    with pytest.raises(ConfigError, match="lo < hi"):
+        VanishingOnBox([0.0, 1.0], [1.0, 1.0])
+
+
+@pytest.mark.parametrize("second", ["laplacian", "diagonal", "hessian"])
 def test_zero_values_have_zero_derivatives_in_closed_form(second):
     from pinn.jet import Jet
     from pinn.pdes.base import ZeroValues

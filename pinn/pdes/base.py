@@ -224,10 +224,82 @@ class ZeroValues:
         return f"ZeroValues({self.components})"
 
 
+class VanishingOnBox:
+    r"""``(N, 1)``: :math:`\phi(x) = \prod_i g_i(x_i)` with
+    :math:`g_i = 4 (x_i - \mathrm{lo}_i)(\mathrm{hi}_i - x_i) / w_i^2`, :math:`w_i = \mathrm{hi}_i - \mathrm{lo}_i`:
+    zero on every face of the box, one at its centre (the scale of a hard Dirichlet constraint:
+    of order one, so the network's output need not grow to make up for it).
+
+    It gives its own derivatives to the forward and stochastic engines (:meth:`jet`), in closed
+    form: with :math:`P_i = \prod_{j \ne i} g_j`, the product of the other factors,
+
+    .. math::
+        \partial_i \phi = g_i' P_i, \qquad \partial_{ii} \phi = g_i'' P_i, \qquad
+        g_i' = 4 (\mathrm{lo}_i + \mathrm{hi}_i - 2 x_i) / w_i^2, \quad g_i'' = -8 / w_i^2 .
+
+    :math:`P_i` comes from running products from either end, without division (exact on the
+    faces too), so every derivative costs a few passes over the ``(N, d)`` points, where
+    ``torch.func`` passes over them several times per factor and direction (in 100 dimensions
+    with 16 random directions, seconds per training step). Along random directions (the
+    stochastic engine's) the first derivatives are :math:`\nabla\phi \cdot v_k`, and the
+    estimate of :math:`\Delta\phi` is :math:`\Delta\phi` itself: unbiased, without variance.
+    Mixed partials (``derivatives.second=hessian``) come from ``torch.func``, as for any function.
+
+    Args:
+        lo, hi: the box's corners, ``d`` numbers each (or tensors of them).
+    """
+
+    def __init__(self, lo: Sequence[float] | Tensor, hi: Sequence[float] | Tensor):
+        self.lo = tuple(float(a) for a in (lo.tolist() if isinstance(lo, Tensor) else lo))
+        self.hi = tuple(float(b) for b in (hi.tolist() if isinstance(hi, Tensor) else hi))
+        if len(self.lo) != len(self.hi) or not all(a < b for a, b in zip(self.lo, self.hi)):
+            raise ConfigError(f"a box needs lo < hi in every coordinate; got lo={list(self.lo)}, hi={list(self.hi)}")
+        self._bounds: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor, Tensor]] = {}
+
+    def _factors(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``g``, ``g'`` and ``g''`` at ``x``, each ``(N, d)``. The corners are copied to the
+        points' device once, not at every call (a copy from the host inside a CUDA graph capture
+        would be an error)."""
+        if x.shape[1] != len(self.lo):
+            raise ValueError(f"points of shape {tuple(x.shape)} for a box in {len(self.lo)} dimensions")
+        key = (x.device, x.dtype)
+        if key not in self._bounds:
+            widths2 = [(b - a) ** 2 for a, b in zip(self.lo, self.hi)]  # in double precision, then rounded
+            self._bounds[key] = tuple(torch.tensor(c, dtype=x.dtype, device=x.device) for c in (self.lo, self.hi, widths2))
+        lo, hi, width2 = self._bounds[key]
+        return 4 * (x - lo) * (hi - x) / width2, 4 * (lo + hi - 2 * x) / width2, (-8 / width2).expand_as(x)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return torch.cumprod(self._factors(x)[0], dim=1)[:, -1:]
+
+    def jet(self, seed: Jet) -> Jet | None:
+        r"""The jet of :math:`\phi` at the seed's points along its directions; ``None`` for
+        mixed partials or second derivatives per random direction (left to ``torch.func``)."""
+        x, directions = seed.value.detach(), seed.jac.detach()  # (N, d), (N, K, d)
+        if seed.second == "hessian" or (seed.second == "diagonal" and not seed.exact):
+            return None
+        g, slope, curvature = self._factors(x)
+        before = torch.cumprod(g, dim=1)  # g_1 ... g_i
+        after = torch.cumprod(g.flip(1), dim=1).flip(1)  # g_i ... g_d
+        ones = x.new_ones(x.shape[0], 1)
+        others = torch.cat([ones, before[:, :-1]], dim=1) * torch.cat([after[:, 1:], ones], dim=1)  # P_i
+        gradient, second = slope * others, curvature * others  # ∂_i φ and ∂_ii φ: (N, d)
+        if seed.exact:  # the coordinate axes
+            jac = gradient.unsqueeze(-1)
+        else:
+            shared = directions.stride(0) == 0
+            jac = (gradient @ directions[0].T if shared else torch.einsum("nkd,nd->nk", directions, gradient)).unsqueeze(-1)
+        sec = second.sum(dim=1, keepdim=True) if seed.second == "laplacian" else second.unsqueeze(-1)
+        return Jet(before[:, -1:], jac, seed.second, sec, exact=seed.exact)
+
+    def __repr__(self) -> str:
+        return f"VanishingOnBox(lo={list(self.lo)}, hi={list(self.hi)})"
+
+
 def vanishing_on_box(x: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
-    r"""``(N, 1)``: :math:`\prod_i 4 (x_i - \mathrm{lo}_i)(\mathrm{hi}_i - x_i) / w_i^2`, zero on
-    every face of the box, one at its centre (the scale of a hard Dirichlet constraint: of order
-    one, so the network's output need not grow to make up for it)."""
+    """The values of :class:`VanishingOnBox` ``(lo, hi)`` at ``x`` (to round-off: the product is
+    taken here one factor at a time in the points' precision), from a plain function, whose
+    derivatives the forward engines take with ``torch.func``."""
     scale = None
     for i, (a, b) in enumerate(zip(lo.tolist(), hi.tolist())):  # numbers, never copied to the device
         factor = 4 * (x[:, i : i + 1] - a) * (b - x[:, i : i + 1]) / (b - a) ** 2

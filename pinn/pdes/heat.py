@@ -12,7 +12,7 @@ from pinn.errors import ConfigError, check_flag, check_positive
 from pinn.geometry import Box, SpaceTime
 from pinn.models import OutputTransform
 from pinn.operators import partial
-from pinn.pdes.base import PDE, relative_error, space_laplacian, vanishing_on_box
+from pinn.pdes.base import PDE, VanishingOnBox, relative_error, space_laplacian
 
 
 class Heat(PDE):
@@ -71,7 +71,8 @@ class Heat(PDE):
         if not self.hard_constraint:
             return model
         lo, hi = self.space.bounds
-        return OutputTransform(model, self.initial_value, lambda x: x[:, -1:] * vanishing_on_box(x[:, :-1], lo, hi))
+        box = VanishingOnBox(lo, hi)
+        return OutputTransform(model, self.initial_value, lambda x: x[:, -1:] * box(x[:, :-1]))
 
     def residuals(self, model, points, engine):
         x, u = engine.evaluate(model, points["interior"])

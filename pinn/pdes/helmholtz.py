@@ -12,7 +12,7 @@ from pinn.errors import ConfigError, check_flag
 from pinn.geometry import Box
 from pinn.models import OutputTransform
 from pinn.operators import laplacian
-from pinn.pdes.base import PDE, vanishing_on_box
+from pinn.pdes.base import PDE, VanishingOnBox, ZeroValues
 from pinn.point_cache import point_function
 
 
@@ -68,7 +68,7 @@ class Helmholtz(PDE):
         if not self.hard_constraint:
             return model
         lo, hi = self.domain.bounds
-        return OutputTransform(model, lambda x: torch.zeros_like(x[:, :1]), lambda x: vanishing_on_box(x, lo, hi))
+        return OutputTransform(model, ZeroValues(), VanishingOnBox(lo, hi))
 
     def residuals(self, model, points, engine):
         x, u = engine.evaluate(model, points["interior"])

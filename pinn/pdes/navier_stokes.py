@@ -16,7 +16,7 @@ from pinn.errors import ConfigError, check_flag, check_positive
 from pinn.geometry import Box
 from pinn.models import OutputTransform
 from pinn.operators import jacobian, laplacian
-from pinn.pdes.base import PDE, transfinite_interpolation, vanishing_on_box
+from pinn.pdes.base import PDE, VanishingOnBox, transfinite_interpolation
 from pinn.reference.cavity import reference as converged_centrelines
 
 #: Centreline velocities at Re = 100 (Ghia, Ghia & Shin, J. Comput. Phys. 48, 1982, Tables I, II).
@@ -100,8 +100,7 @@ class Kovasznay(_SteadyFlow):
         if not self.hard_constraint:
             return model
         lo, hi = self.domain.bounds
-        return OutputTransform(model, lambda x: transfinite_interpolation(self.exact, x, lo, hi),
-                               lambda x: vanishing_on_box(x, lo, hi))
+        return OutputTransform(model, lambda x: transfinite_interpolation(self.exact, x, lo, hi), VanishingOnBox(lo, hi))
 
     def residuals(self, model, points, engine):
         terms, _ = self.equations(model, points, engine)

@@ -14,7 +14,7 @@ from pinn.errors import ConfigError, check_choice, check_flag, check_positive
 from pinn.geometry import Ball, Box
 from pinn.models import OutputTransform
 from pinn.operators import laplacian
-from pinn.pdes.base import PDE, Model, VanishingOnBall, ZeroValues, relative_error, vanishing_on_box
+from pinn.pdes.base import PDE, Model, VanishingOnBall, VanishingOnBox, ZeroValues, relative_error
 from pinn.point_cache import point_function
 from pinn.reference import lshape
 
@@ -93,7 +93,7 @@ class Poisson(PDE):
         if not self.hard_constraint:
             return model
         lo, hi = self.domain.bounds
-        return OutputTransform(model, lambda x: torch.zeros_like(x[:, :1]), lambda x: vanishing_on_box(x, lo, hi))
+        return OutputTransform(model, ZeroValues(), VanishingOnBox(lo, hi))
 
     def residuals(self, model: Model, points: dict[str, Tensor], engine: Engine) -> dict[str, Tensor]:
         x, u = engine.evaluate(model, points["interior"])
