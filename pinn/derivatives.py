@@ -126,7 +126,6 @@ class ForwardEngine(Engine):
         self.second = "laplacian" if second == "auto" else second
         self.gram = gram
         self.values_and_laplacians = False  # whether the PDE reads nothing else (set by check_pde)
-        self._chain: tuple[nn.Module, list[nn.Module] | None] | None = None  # (network, its linear_chain)
 
     def check(self, model):
         check_supported(model)
@@ -157,11 +156,12 @@ class ForwardEngine(Engine):
         """The layers to propagate Gram matrices through, or ``None`` to carry first derivatives."""
         if self.gram is False or self.second != "laplacian" or self.triton:
             return None
-        if self._chain is None or self._chain[0] is not model:  # walk the network once, not at every step
-            self._chain = (model, linear_chain(_network(model)))
-        layers = self._chain[1]
+        if self.gram == "auto" and not self.values_and_laplacians:
+            return None
+        layers = linear_chain(_network(model))  # walked at every call: a layer replaced since is seen
         if self.gram is True:
             if layers is None:
+                check_supported(model)  # a layer no engine mode can propagate: say so first
                 raise _not_a_chain(model)
             return layers
         if layers is None:

@@ -420,7 +420,8 @@ class Jet(DerivativeCarrier):
         jet = None if closed_form is None else closed_form(seed)
         if jet is not None:
             return jet
-        x, directions = seed.value.detach(), seed.jac.detach()  # (N, d), (N, K, d)
+        # (torch.func cannot differentiate at expanded points: one point repeated, say)
+        x, directions = seed.value.detach().contiguous(), seed.jac.detach()  # (N, d), (N, K, d)
         k = directions.shape[1]
         along = [directions[:, j, :].expand_as(x) for j in range(k)]
 
@@ -556,10 +557,12 @@ class Jet(DerivativeCarrier):
                 "use derivatives.engine=forward or autograd"
             )
 
-    def _own(self, second: Tensor) -> Tensor:
-        """``second``, read off ``sec``, as a tensor of its own where ``sec`` is the seed's shared
-        read-only zero (left so by a network with no activation)."""
-        return second.clone() if self.zero_second else second
+    @staticmethod
+    def _own(carried: Tensor) -> Tensor:
+        """``carried``, read off the carried derivatives, as a tensor of its own (as autograd's
+        results are): a residual that changes an operator's result in place must not change
+        what later operators read off the field, nor write into the seed's shared zero."""
+        return carried.clone()
 
     def operator(self, name: str, *indices: int) -> Tensor:
         """The operator ``name`` of this field, read off the carried derivatives (see
@@ -572,16 +575,16 @@ class Jet(DerivativeCarrier):
             return torch.diagonal(self.sec, dim1=1, dim2=2).sum(dim=-1)
         self._require_exact(name)
         if name == "grad":
-            return self.jac[..., 0]
+            return self._own(self.jac[..., 0])
         if name == "jacobian":
-            return self.jac.transpose(1, 2)  # (N, m, d)
+            return self._own(self.jac.transpose(1, 2))  # (N, m, d)
         if name == "hessian":
             if self.second != "hessian":
                 raise self._missing("the full Hessian", "hessian")
             return self._own(self.sec[..., 0])
         if name == "partial":
             if len(indices) == 1:
-                return self.jac[:, indices[0], :1]
+                return self._own(self.jac[:, indices[0], :1])
             if len(indices) == 2:
                 i, j = indices
                 if self.second == "hessian":
@@ -670,12 +673,12 @@ def _modified_mlp(module: ModifiedMLP, jet: Jet, triton: bool = False) -> Jet:
     """The modified MLP's forward pass, step by step, on jets (see :class:`ModifiedMLP`). With
     ``triton`` the encoders and gates (each a linear layer and its activation) run in the fused
     kernels where they apply; the gating itself does not."""
-    h = propagate(module.embedding, jet, triton=triton)
-    u, v = propagate(module.encoder_u, h, triton=triton), propagate(module.encoder_v, h, triton=triton)
+    h = _propagate(module.embedding, jet, triton)
+    u, v = _propagate(module.encoder_u, h, triton), _propagate(module.encoder_v, h, triton)
     v_minus_u = v.minus(u)
     for gate in module.gates:
-        h = u.plus(propagate(gate, h, triton=triton).times(v_minus_u))  # U + Z (V - U)
-    return propagate(module.head, h)
+        h = u.plus(_propagate(gate, h, triton).times(v_minus_u))  # U + Z (V - U)
+    return _propagate(module.head, h)
 
 
 def _part_jets(module: OutputTransform, seed: Jet) -> tuple[Jet, Jet]:
@@ -733,24 +736,47 @@ def propagate(module: nn.Module, jet: Jet, *, triton: bool = False) -> Jet:
     gates of a modified MLP) that is followed by an activation runs together with it as one
     Triton kernel where :func:`pinn.fused.applies`, or
     for the first layer :func:`pinn.fused.first_layer_applies` (``laplacian`` and ``diagonal``
-    modes, the activations of :data:`pinn.fused.ACTIVATIONS`, a CUDA GPU), and as below elsewhere."""
+    modes, the activations of :data:`pinn.fused.ACTIVATIONS`, a CUDA GPU), and as below elsewhere.
+
+    A layer it would not compute as it runs (one :func:`check_supported` refuses: a forward
+    hook, an in-place activation, an overridden ``forward``, a layer without a rule) is refused
+    with the same :class:`ConfigError`, naming the layer, whether or not the engine's ``check``
+    ran before: never answered with the numbers of another network."""
+    try:
+        return _propagate(module, jet, triton)
+    except _Refused:
+        check_supported(module)  # raises, naming the layer
+        raise
+
+
+class _Refused(ConfigError):
+    """A layer :func:`_propagate` cannot compute as it runs; :func:`propagate` names it."""
+
+
+def _propagate(module: nn.Module, jet: Jet, triton: bool = False) -> Jet:
+    """:func:`propagate`'s recursion."""
+    known = type(module) in RULES or isinstance(module, SUPPORTED)
+    reason = _why_not_as_is(module) if known else "it has no rule"
+    if reason is not None:
+        raise _Refused(f"the forward engine cannot propagate a {type(module).__name__}: {reason}. "
+                       "Use derivatives.engine=autograd for this network")
     if isinstance(module, MLP):
-        return propagate(module.net, jet, triton=triton)
+        return _propagate(module.net, jet, triton)
     if isinstance(module, ModifiedMLP):
         return _modified_mlp(module, jet, triton)
     if isinstance(module, OutputTransform):  # applied to the network's input jet, the seed
         if not jet.is_seed:
-            check_supported(module)  # a hard constraint inside a network: raises with the reason
-            raise ConfigError("a hard constraint (OutputTransform) must wrap the whole network: the forward engine "
-                              "applies its base and scale to the points, not to a layer's output")
-        inner = propagate(module.net, jet, triton=triton)
+            raise _Refused("a hard constraint (OutputTransform) must wrap the whole network: the forward engine "
+                           "applies its base and scale to the points, not to a layer's output")
+        inner = _propagate(module.net, jet, triton)
         scale, base = _transform_jets(module, jet)
         _check_components(scale, base, inner.value.shape[1], jet.value)
         return inner.shifted_product(scale, base)
     if isinstance(module, nn.Sequential):
         layers, i = list(module), 0
         while i < len(layers):
-            pair = triton and i + 1 < len(layers) and jet.second in fused.MODES
+            pair = (triton and i + 1 < len(layers) and jet.second in fused.MODES
+                    and _why_not_as_is(layers[i]) is None and _why_not_as_is(layers[i + 1]) is None)
             if pair and not jet.zero_second and fused.applies(layers[i], layers[i + 1], jet.value, jet.jac, jet.sec):
                 value, jac, sec = fused.linear_activate(layers[i], layers[i + 1], jet.value, jet.jac, jet.sec)
                 jet, i = Jet(value, jac, jet.second, sec, exact=jet.exact), i + 2
@@ -761,7 +787,7 @@ def propagate(module: nn.Module, jet: Jet, *, triton: bool = False) -> Jet:
                                                               diagonal=jet.second == "diagonal")
                 jet, i = Jet(value, jac, jet.second, sec, exact=jet.exact), i + 2
             else:
-                jet, i = propagate(layers[i], jet, triton=triton), i + 1
+                jet, i = _propagate(layers[i], jet, triton), i + 1
         return jet
     if isinstance(module, (nn.Linear, FactorizedLinear)):
         return jet.linear(module.weight, module.bias)  # FactorizedLinear.weight is diag(exp(s)) V
@@ -769,9 +795,8 @@ def propagate(module: nn.Module, jet: Jet, *, triton: bool = False) -> Jet:
         return _trig_embedding(module, jet)
     rule = RULES.get(type(module))
     if rule is None:
-        check_supported(module)  # raises with the layer's name
-        raise ConfigError(f"the forward engine cannot run a {type(module).__name__} on its own; "
-                          "it holds layers for the network that owns it")
+        raise _Refused(f"the forward engine cannot run a {type(module).__name__} on its own; "
+                       "it holds layers for the network that owns it")
     if jet.second in ("laplacian", "diagonal"):
         sec_in = None if jet.zero_second else jet.sec
         value, jac, sec = _Activate.apply(jet.value, jet.jac, sec_in, module, rule, jet.second == "laplacian")
@@ -804,13 +829,19 @@ class GramLaplacian(Jet):
 
     def operator(self, name: str, *indices: int) -> Tensor:
         if name == "laplacian":
-            return self.sec
+            return self._own(self.sec)
         if name not in ("grad", "jacobian", "hessian", "partial"):
             raise ValueError(f"unknown operator {name!r}")
+        # what the forward engine must carry instead: first derivatives, and second ones per coordinate or all
+        mixed = name == "hessian" or len(indices) == 2 and indices[0] != indices[1]
+        second = "hessian" if mixed else "diagonal" if len(indices) == 2 else None
+        setting = f"derivatives.gram=false derivatives.second={second}" if second else "derivatives.gram=false"
+        declare = ("declare second_order = 'hessian'" if mixed else "declare second_order = 'diagonal'" if second
+                   else "declare needs_gradient = True")
         raise ConfigError(
             f"the forward engine computed this field's Laplacian from Gram matrices and carries {self.describe()}, "
-            f"so it cannot give {name}; set derivatives.gram=false (and, for a PDE of your own whose residual "
-            "reads first derivatives, declare needs_gradient = True so that auto keeps them)"
+            f"so it cannot give {name}; set {setting} (and, for a PDE of your own whose residual reads them, "
+            f"{declare} so that auto keeps them)"
         )
 
 

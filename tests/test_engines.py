@@ -1,5 +1,8 @@
 """The forward engine agrees with autograd to float64 round-off; the stochastic one is unbiased."""
 
+import contextlib
+from unittest import mock
+
 import pytest
 import torch
 from torch import nn
@@ -86,7 +89,7 @@ def test_unsupported_layer_is_refused_at_start(engine, tmp_path):
         Trainer(max_steps=1, progress=False).fit(
             pde=Poisson(dim=2), model=model, engine=engine, sampler=SobolSampler(n_interior=8, n_boundary=4),
             optimizer=Adam(), generator=torch.Generator().manual_seed(0), run_dir=tmp_path)
-    with pytest.raises(ConfigError, match="approximate='none'"):
+    with pytest.raises(ConfigError, match=r"layer '1' \(GELU\): its approximate='tanh' form has no rule"):
         ForwardEngine().evaluate(nn.Sequential(nn.Linear(2, 3), nn.GELU(approximate="tanh")), torch.randn(4, 2))
 
 
@@ -117,6 +120,69 @@ def test_layers_that_do_not_run_as_propagated_are_refused(model, match):
     # Each would otherwise give the value or the derivatives of another network than the one that runs.
     with pytest.raises(ConfigError, match=match):
         ForwardEngine().check(model())
+
+
+class Tripled(MLP):
+    def forward(self, x):
+        return 3 * super().forward(x)
+
+
+def _hooked_first_layer():
+    model = MLP(2, 1, width=8, depth=2)
+    model.net[0].register_forward_hook(lambda module, inputs, output: 2 * output)
+    return model
+
+
+@pytest.mark.parametrize("engine", [ForwardEngine(), ForwardEngine(second="hessian"), StochasticEngine(samples=2)]
+                         + ([ForwardEngine(triton=True)] if derivatives.fused.triton is not None else []),
+                         ids=["laplacian", "hessian", "stochastic", "triton"][:3 + (derivatives.fused.triton is not None)])
+@pytest.mark.parametrize("model, layer", [(_hooked_first_layer, r"'net.0' \(Linear\): it has forward hooks"),
+                                          (lambda: nn.Sequential(nn.Linear(2, 8), nn.SiLU(inplace=True), nn.Linear(8, 1)),
+                                           r"'1' \(SiLU\): it works in place"),
+                                          (lambda: Tripled(2, 1, width=8, depth=2), r"'model' \(Tripled\): it overrides"),
+                                          (lambda: nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 8), nn.ReLU(),
+                                                                 nn.Linear(8, 1)), r"'3' \(ReLU\); supported")],
+                         ids=["hook", "in-place", "overridden", "no-rule"])
+def test_evaluate_refuses_what_check_refuses_naming_the_layer(engine, model, layer):
+    """Without the engine's check (a user's own loop, say), a layer the engine would not compute
+    as it runs is refused all the same, never answered with another network's numbers."""
+    for call in (lambda: engine.check(model()), lambda: engine.evaluate(model(), torch.randn(4, 2))):
+        with pytest.raises(ConfigError, match=f"cannot propagate layer {layer}"):
+            call()
+
+
+@pytest.mark.parametrize("engine", [AutogradEngine(), ForwardEngine(second="hessian"), ForwardEngine(gram=True)],
+                         ids=["autograd", "forward", "gram"])
+def test_operator_results_are_tensors_of_their_own(engine):
+    """A residual may change an operator's result in place, as with any tensor autograd returns,
+    without changing what later operators read off the same field."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 2)
+    gram = isinstance(engine, ForwardEngine) and engine.gram is True
+    linear = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))  # no activation: the seed's zero second derivatives
+    for model in [MLP(2, 1, width=8, depth=2)] + ([] if gram else [linear]):
+        xe, u = engine.evaluate(model, x)
+        reads = [lambda: laplacian(u, xe)]
+        if not gram:
+            reads += [lambda: grad(u, xe), lambda: partial(u, xe, 1), lambda: partial(u, xe, 0, 1),
+                      lambda: hessian(u, xe), lambda: jacobian(u, xe)]
+        for read in reads:
+            before = read().detach().clone()
+            read().mul_(10).add_(1)
+            assert torch.equal(read().detach(), before)
+
+
+def test_a_hard_constraint_at_expanded_points():
+    from pinn.models import OutputTransform
+
+    torch.manual_seed(0)
+    model = OutputTransform(MLP(2, 1, width=8, depth=2), lambda x: x[:, :1] ** 2, lambda x: torch.sin(x[:, 1:2]))
+    x = torch.tensor([[0.3, -0.2]]).expand(4, 2)  # one point, repeated
+    xa, ua = AutogradEngine().evaluate(model, x)
+    for engine in (ForwardEngine(gram=False), ForwardEngine(gram=True)):
+        xf, uf = engine.evaluate(model, x)
+        assert close(laplacian(uf, xf), laplacian(ua, xa))
+    StochasticEngine(samples=2).evaluate(model, x)
 
 
 def test_hard_constraints_the_forward_engine_cannot_take_are_refused_before_training():
@@ -932,6 +998,25 @@ def test_gram_is_refused_where_it_cannot_apply():
                  lambda: partial(u[:, :1], x, 1, 1), lambda: jacobian(u, x), lambda: div(u, x), lambda: curl(u, x)):
         with pytest.raises(ConfigError, match="computed this field's Laplacian from Gram matrices.*derivatives.gram=false"):
             read()
+    # ... all of it: second derivatives per coordinate, or mixed ones, need a mode of their own too
+    for read, needs in ((lambda: partial(u[:, :1], x, 1, 1), "derivatives.second=diagonal.*second_order = 'diagonal'"),
+                        (lambda: partial(u[:, :1], x, 0, 1), "derivatives.second=hessian.*second_order = 'hessian'"),
+                        (lambda: hessian(u[:, :1], x), "derivatives.second=hessian"),
+                        (lambda: grad(u[:, :1], x), r"gram=false \(and.*needs_gradient = True")):
+        with pytest.raises(ConfigError, match=needs):
+            read()
+    # A layer that no mode can propagate is named as such, not as a network that is not a chain
+    with pytest.raises(ConfigError, match=r"cannot propagate layer '1' \(ReLU\)"):
+        ForwardEngine(gram=True).evaluate(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1)), torch.randn(5, 3))
+
+
+def test_gram_matrices_follow_a_layer_replaced_after_the_first_evaluation():
+    torch.manual_seed(0)
+    model, x, engine = MLP(2, 1, width=8, depth=2), torch.randn(4, 2), ForwardEngine(gram=True)
+    engine.evaluate(model, x)
+    model.net[1], model.net[4] = nn.Sigmoid(), nn.Linear(8, 1)
+    (xa, ua), (xg, ug) = AutogradEngine().evaluate(model, x), engine.evaluate(model, x)
+    assert close(ug.value, ua) and close(laplacian(ug, xg), laplacian(ua, xa))
 
 
 def test_training_with_gram_matrices_says_so_and_matches_first_derivatives(tmp_path, caplog):
@@ -968,9 +1053,29 @@ def _loss_and_gradients(pde, model, engine, points):
     return terms, [p.grad for p in [*model.parameters(), *pde.parameters()]]
 
 
+@pytest.fixture
+def stack():
+    with contextlib.ExitStack() as contexts:
+        yield contexts
+
+
+@contextlib.contextmanager
+def plain_calls():
+    """Meanwhile, the rows of each plain call of an MLP (not through an engine, which does not
+    call ``forward``), counted by the class's own forward: the engines refuse a hook."""
+    calls, forward = [], MLP.forward
+
+    def counted(self, x):
+        calls.append(x.shape[0])
+        return forward(self, x)
+
+    with mock.patch.object(MLP, "forward", counted):
+        yield calls
+
+
 @pytest.mark.parametrize("name", ONE_PASS_PDES)
 @pytest.mark.parametrize("engine", ["forward", "stochastic"])
-def test_one_pass_gives_every_pde_the_same_losses_and_gradients(name, engine):
+def test_one_pass_gives_every_pde_the_same_losses_and_gradients(name, engine, stack):
     """derivatives.one_pass: the network evaluated once at all point sets stacked gives every
     term and every gradient of the separate evaluations, to round-off, and leaves no sampled set
     to a pass of its own (the inverse problems' observations and Allen–Cahn's periodic faces are
@@ -983,10 +1088,8 @@ def test_one_pass_gives_every_pde_the_same_losses_and_gradients(name, engine):
         pde.domain, torch.Generator().manual_seed(0), pde.point_sets)
     torch.manual_seed(0)
     model = pde.constrain(MLP(pde.dim, pde.n_outputs, width=8, depth=2))
-    plain = []  # rows of each plain evaluation of the network (not through the engine)
-    network = model.net if hasattr(model, "net") else model
-    network.register_forward_hook(lambda module, args, out: plain.append(args[0].shape[0]))
     results = []
+    plain = stack.enter_context(plain_calls())  # rows of each plain evaluation of the network (not through the engine)
     for one_pass in (False, True):
         derivatives = make_engine(engine, one_pass=one_pass, samples=4)
         derivatives.check_pde(pde)
@@ -1004,7 +1107,7 @@ def test_one_pass_gives_every_pde_the_same_losses_and_gradients(name, engine):
         assert (g is None) == (h is None) and (g is None or close(h, g, rtol=1e-12))
 
 
-def test_one_pass_evaluates_points_of_their_own_as_before():
+def test_one_pass_evaluates_points_of_their_own_as_before(stack):
     """Only the sets themselves come from the stacked pass: a copy of a set, points derived from
     one and points that require gradients are evaluated by the network itself; the rows of a set
     are a carrier at the points returned with it, which the operators check."""
@@ -1013,8 +1116,7 @@ def test_one_pass_evaluates_points_of_their_own_as_before():
     points = {"interior": torch.rand(6, 2), "boundary": torch.rand(4, 2)}
     engine = ForwardEngine(one_pass=True)
     exact = laplacian(*reversed(AutogradEngine().evaluate(model, points["interior"])))
-    calls = []
-    model.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    calls = stack.enter_context(plain_calls())
     shared = engine.shared(model, points)
     x, u = engine.evaluate(shared, points["interior"])
     assert calls == [] and u.points is x and close(laplacian(u, x), exact)
