@@ -553,12 +553,14 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         runs = sorted(p.parent.parent for p in sweep_dir.glob(f"**/checkpoints/{CHECKPOINT_NAME}")) \
             if sweep_dir.is_dir() else []
-        task = list(config.hydra.overrides.task)
+        # As written, not resolved: resume=${hydra:runtime.output_dir} cannot be resolved before a job runs
+        task = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
         if runs and any(str(o).startswith("resume=") for o in task):
             # The same sweep again, resuming its runs: job k must be the earlier job k, so what is
             # swept, and every setting a resume must keep, has to be as it was.
             earlier = sweep_dir / "multirun.yaml"
-            before = list(OmegaConf.load(earlier).hydra.overrides.task) if earlier.is_file() else None
+            before = OmegaConf.to_container(OmegaConf.load(earlier).hydra.overrides.task, resolve=False) \
+                if earlier.is_file() else None
             if before is not None and _sweep_defining(before) == _sweep_defining(task):
                 return
             print(f"error: a sweep with resume= into {sweep_dir} must repeat the sweep that made its runs: the same "

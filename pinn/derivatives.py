@@ -390,6 +390,15 @@ def make_engine(engine: str = "autograd", *, second: str = "auto", samples: int 
     apply to the forward engine, ``samples`` and ``unbiased`` to the stochastic one, ``triton``
     and ``one_pass`` to both."""
     check_choice("derivatives.engine", engine, ENGINES)
+    # every setting is checked, also where the engine does not read it: a typo is never passed over
+    check_positive("derivatives.samples", samples)
+    check_choice("derivatives.second", second, ("auto", *SECOND_ORDER))
+    check_auto_flag("derivatives.gram", gram)
+    if engine != "forward" and (gram is True or second not in ("auto", "laplacian" if engine == "stochastic" else "auto")):
+        setting = "derivatives.gram=true" if gram is True else f"derivatives.second={second}"
+        raise ConfigError(f"{setting} applies to the forward engine, not to the {engine} engine"
+                          f"{', which estimates Laplacians only' if engine == 'stochastic' else ', which takes any derivative'}. "
+                          f"Set {'derivatives.gram=auto' if gram is True else 'derivatives.second=auto'} or derivatives=forward")
     if engine == "stochastic":
         return StochasticEngine(samples=samples, unbiased=unbiased, triton=triton, one_pass=one_pass)
     if check_flag("derivatives.unbiased", unbiased):

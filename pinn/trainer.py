@@ -86,10 +86,11 @@ class _StopOnSignal:
         if now - self._first < self.REPEAT_SECONDS:
             return
         previous = self._previous[signum]
-        signal.signal(signum, previous)
         if callable(previous):  # Python's own SIGINT handler raises KeyboardInterrupt here
+            signal.signal(signum, previous)
             previous(signum, frame)
-        elif previous == signal.SIG_DFL:
+        else:  # the default action; also where the signal was ignored (a background job's SIGINT),
+            signal.signal(signum, signal.SIG_DFL)  # since the first one was taken as a request to stop
             os.kill(os.getpid(), signum)
 
     def __enter__(self):

@@ -164,6 +164,25 @@ def test_a_second_ctrl_c_still_names_the_checkpoint_to_resume_from(tmp_path):
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
 
 
+@pytest.mark.parametrize("before", ["ignored", "default"])
+def test_a_second_signal_stops_at_once_also_where_it_was_ignored(before):
+    """A background job of a script starts with SIGINT ignored; the first one is still a request
+    to stop after a checkpoint, and a second one stops the process, as in a terminal."""
+    script = ("import os, signal, time\n"
+              "from pinn.trainer import _StopOnSignal\n"
+              f"signal.signal(signal.SIGINT, signal.{'SIG_IGN' if before == 'ignored' else 'SIG_DFL'})\n"
+              "with _StopOnSignal() as stop:\n"
+              "    stop.REPEAT_SECONDS = 0.0\n"
+              "    os.kill(os.getpid(), signal.SIGINT)\n"
+              "    time.sleep(0.1)\n"
+              "    assert stop.signum == signal.SIGINT, 'the first signal is a request'\n"
+              "    os.kill(os.getpid(), signal.SIGINT)\n"
+              "    time.sleep(2)\n"
+              "print('still running')\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == -signal.SIGINT and "still running" not in result.stdout, result.stderr
+
+
 def test_sigint_checkpoints_and_the_printed_command_resumes(tmp_path):
     run = tmp_path / "run"
     args = [*TINY, "trainer.max_steps=1000000", "trainer.checkpoint_every=0", "trainer.eval_every=1000",
@@ -365,6 +384,13 @@ def test_a_sweep_may_resume_its_own_runs_in_place(tmp_path):
                    "resume=${hydra:runtime.output_dir}")
     assert result.returncode == 0, result.stderr
     assert [json.loads((tmp_path / job / "metrics.json").read_text())["steps"] for job in "01"] == [6, 6]
+    assert "Warning" not in result.stderr  # the check of the sweep ran, and let it through
+    # another sweep with the same resume= is refused before anything is written
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    result = train("-m", *TINY, "optimizer=adam", "seed=5,6", "trainer.max_steps=8", f"hydra.sweep.dir={tmp_path}",
+                   "resume=${hydra:runtime.output_dir}")
+    assert result.returncode == 2 and "must repeat the sweep that made its runs" in result.stderr, result.stderr
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
 def test_resume_auto_continues_a_run_where_there_is_one_and_finishes_an_interrupted_sweep(tmp_path):

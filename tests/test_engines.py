@@ -339,6 +339,9 @@ def test_asking_for_what_is_not_carried_names_the_fix():
         grad(u, x)
 
 
+ENGINE_NAMES = ("autograd", "forward", "stochastic")
+
+
 def test_bad_engine_settings():
     from pinn.derivatives import make_engine
 
@@ -347,6 +350,17 @@ def test_bad_engine_settings():
     assert isinstance(make_engine("forward", second="hessian"), ForwardEngine)
     with pytest.raises(ConfigError, match="derivatives.second"):
         ForwardEngine(second="full")
+    # settings of the other engines are checked too, and refused where they would be passed over
+    for engine in ENGINE_NAMES:
+        with pytest.raises(ConfigError, match="derivatives.samples must be an integer > 0; got -5"):
+            make_engine(engine, samples=-5)
+        with pytest.raises(ConfigError, match="unknown derivatives.second 'laplace'"):
+            make_engine(engine, second="laplace")
+    for engine, setting in (("autograd", dict(gram=True)), ("autograd", dict(second="hessian")),
+                            ("stochastic", dict(gram=True)), ("stochastic", dict(second="diagonal"))):
+        with pytest.raises(ConfigError, match=f"applies to the forward engine, not to the {engine} engine"):
+            make_engine(engine, **setting)
+    assert isinstance(make_engine("stochastic", second="laplacian"), StochasticEngine)
     with pytest.raises(ConfigError, match="derivatives.samples"):
         StochasticEngine(samples=0)
 
