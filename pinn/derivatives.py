@@ -394,7 +394,8 @@ def make_engine(engine: str = "autograd", *, second: str = "auto", samples: int 
     check_positive("derivatives.samples", samples)
     check_choice("derivatives.second", second, ("auto", *SECOND_ORDER))
     check_auto_flag("derivatives.gram", gram)
-    if engine != "forward" and (gram is True or second not in ("auto", "laplacian" if engine == "stochastic" else "auto")):
+    takes = ("auto", "laplacian") if engine == "stochastic" else ("auto",) if engine != "forward" else ("auto", *SECOND_ORDER)
+    if engine != "forward" and (gram is True or second not in takes):
         setting = "derivatives.gram=true" if gram is True else f"derivatives.second={second}"
         raise ConfigError(f"{setting} applies to the forward engine, not to the {engine} engine"
                           f"{', which estimates Laplacians only' if engine == 'stochastic' else ', which takes any derivative'}. "
