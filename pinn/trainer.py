@@ -64,6 +64,11 @@ class TrainingInterrupted(RuntimeError):
         super().__init__(f"interrupted by {signal.Signals(signum).name} at step {step}; checkpoint saved to {checkpoint}")
 
 
+def _shown(error: float) -> str:
+    """An error for the progress bar: ``-`` before the first evaluation (or without a reference)."""
+    return "-" if math.isnan(error) else f"{error:.2e}"
+
+
 class _StopOnSignal:
     """Turns SIGINT and SIGTERM into a request the loop honours between steps, so a checkpoint
     can be written first. A second signal acts as usual (Ctrl-C twice stops at once), unless it
@@ -620,6 +625,8 @@ class Trainer:
             if state.step > self.max_steps:  # equal: a run stopped at its last step, only its metrics to write
                 raise ConfigError(f"resume={resume} has trained {state.step} steps already, more than trainer.max_steps="
                                   f"{self.max_steps}; set trainer.max_steps to {state.step} or more")
+            if comm.is_main:
+                log.info("resuming %s at step %d of %d", resume, state.step, self.max_steps)
         else:
             state.points = self._sample(sampler, pde, generator, device, dtype)
         shared = engine.shared(model, one_pass_points(pde, state.points))
@@ -725,7 +732,7 @@ class Trainer:
                     if name.startswith("mse/"):  # a weighted term's plain mean square, averaged over the ranks
                         value = plain[name.removeprefix("mse/")]
                     logger.scalar(name, float(value), step)
-                bar.set_postfix(phase=phase, loss=f"{values['total']:.2e}", rel_l2=f"{state.rel_l2:.2e}", refresh=False)
+                bar.set_postfix(phase=phase, loss=f"{values['total']:.2e}", rel_l2=_shown(state.rel_l2), refresh=False)
             if (step % self.eval_every == 0 or last) and comm.is_main:
                 metrics = self.evaluate(pde, model, test_x, test_exact)
                 if "rel_l2" in metrics:
@@ -734,7 +741,7 @@ class Trainer:
                     logger.scalar("error/max_abs", metrics.pop("max_abs_error"), step)
                     for name in [k for k in metrics if k.startswith("rel_l2_")]:  # each output's own
                         logger.scalar(f"error/{name}", metrics.pop(name), step)
-                    bar.set_postfix(phase=phase, loss=f"{total.item():.2e}", rel_l2=f"{state.rel_l2:.2e}", refresh=False)
+                    bar.set_postfix(phase=phase, loss=f"{total.item():.2e}", rel_l2=_shown(state.rel_l2), refresh=False)
                 for name, value in metrics.items():  # the PDE's own numbers: unknown coefficients and their errors
                     logger.scalar(f"unknowns/{name}", value, step)
                 if logger.takes_images:

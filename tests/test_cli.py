@@ -204,6 +204,8 @@ def test_sigint_checkpoints_and_the_printed_command_resumes(tmp_path):
     resumed = train(*shlex.split(command)[2:], f"trainer.max_steps={step + 3}")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((run / "metrics.json").read_text())["steps"] == step + 3
+    assert f"resuming {run} at step {step} of {step + 3}" in resumed.stdout + resumed.stderr
+    assert f"resuming {run} at step {step} of {step + 3}" in (run / "train.log").read_text()
 
 
 def test_resume_refuses_other_settings(tmp_path):

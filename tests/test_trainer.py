@@ -394,3 +394,9 @@ def test_each_outputs_error_is_reported_beside_the_pooled_one():
     assert Trainer(n_test=50).evaluate(Poisson(dim=2), MLP(2, 1, width=4, depth=1).double(),
                                        *Trainer(n_test=50).test_set(Poisson(dim=2), "cpu")).keys() == {"rel_l2",
                                                                                                       "max_abs_error"}
+
+
+def test_the_progress_bar_shows_no_error_before_the_first_evaluation():
+    from pinn.trainer import _shown
+
+    assert _shown(float("nan")) == "-" and _shown(1.5e-3) == "1.50e-03"
