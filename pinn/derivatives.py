@@ -394,7 +394,7 @@ def make_engine(engine: str = "autograd", *, second: str = "auto", samples: int 
     check_positive("derivatives.samples", samples)
     check_choice("derivatives.second", second, ("auto", *SECOND_ORDER))
     check_auto_flag("derivatives.gram", gram)
-    takes = ("auto", "laplacian") if engine == "stochastic" else ("auto",) if engine != "forward" else ("auto", *SECOND_ORDER)
+    takes = ("auto", "laplacian") if engine == "stochastic" else ("auto",)  # the other engines' second derivatives
     if engine != "forward" and (gram is True or second not in takes):
         setting = "derivatives.gram=true" if gram is True else f"derivatives.second={second}"
         raise ConfigError(f"{setting} applies to the forward engine, not to the {engine} engine"

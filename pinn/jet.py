@@ -73,10 +73,9 @@ Rule = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
 def _tanh(module, h, t):
     # 1 - t², -2t (1 - t²) and -2 (1 - t²)(1 - 3t²), each product in one operation: addcmul
     # onto a one or a zero broadcast to t's shape (four operations where written out takes nine)
-    one, zero = (shared_constant(kind, t.dtype, t.device).expand_as(t) for kind in ("one", "zero"))
+    one = shared_constant("one", t.dtype, t.device).expand_as(t)
     d1 = torch.addcmul(one, t, t, value=-1)
-    d2 = torch.addcmul(zero, t, d1, value=-2)
-    return d1, d2, torch.addcmul(zero, d1, torch.addcmul(one, t, t, value=-3), value=-2)
+    return d1, _add(None, t, d1, value=-2), _add(None, d1, torch.addcmul(one, t, t, value=-3), value=-2)
 
 
 def _sine(module, h, s):
@@ -714,12 +713,13 @@ def _transform_jets(module: OutputTransform, seed: Jet) -> tuple[Jet, Jet]:
     def parts(x: Tensor) -> tuple:
         return tuple(t for jet in _part_jets(module, Jet.seed(x, second)) for t in (jet.value, jet.jac, jet.sec, jet.given))
 
+    def jet(value: Tensor, jac: Tensor, sec: Tensor, given) -> Jet:
+        made = Jet(value, jac, second, sec)
+        made.given = given
+        return made
+
     stored = at_points((_transform_jets, module, second), parts, seed.value)
-    jets = []
-    for value, jac, sec, given in (stored[:4], stored[4:]):
-        jets.append(Jet(value, jac, second, sec))
-        jets[-1].given = given
-    return jets[0], jets[1]
+    return jet(*stored[:4]), jet(*stored[4:])
 
 
 def _check_components(scale: Jet, base: Jet, outputs: int, x: Tensor) -> None:

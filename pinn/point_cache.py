@@ -26,10 +26,9 @@ out to every caller: never modify it in place. A result that requires gradients 
 on something trained) is never stored, and nothing is stored while gradients are off (whether
 it would require them cannot be seen then) or in inference mode, at points that require
 gradients (the autograd engine differentiates through them), or at points the cache does not
-track; at most :data:`MAX_STORED` values are (a function made anew at every
-call, say a lambda inside ``residuals``, would otherwise add one per step). Under
-``torch.compile`` the functions run as they are: the compiler fuses them into the kernels
-around them.
+track; at most :data:`MAX_STORED` values are (a function made anew at every call, say a lambda
+inside ``residuals``, would otherwise add one per step). Under ``torch.compile`` the functions
+run as they are: the compiler fuses them into the kernels around them.
 """
 
 from __future__ import annotations
