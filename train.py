@@ -22,13 +22,15 @@ from typing import Any
 
 import hydra
 import torch
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import InstantiationException
+from hydra.errors import HydraException, InstantiationException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import get_object, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pinn.checkpoint import CheckpointError, load_checkpoint, write_atomically, write_text_atomically
 from pinn.distributed import TORCH_STREAM, init_from_env, local_rank, rank_seed
@@ -539,6 +541,36 @@ def _sweep_defining(overrides: list[str]) -> list[str]:
         o.is_sweep_override() or o.key_or_group.split(".")[0].lstrip("+~") not in may_change)]
 
 
+def _shared_job_folders(config: DictConfig) -> dict[Path, list[int]]:
+    """The folders that ``hydra.sweep.subdir`` names for more than one job of this sweep, each
+    with its jobs' numbers. Each job's configuration is composed as Hydra's basic sweeper and
+    launcher will compose it; a sweep under another sweeper (whose jobs are not known before
+    they run) is not looked at here, and each of its jobs is refused where it finds another's run
+    (:func:`check_run_folder`)."""
+    if config.hydra.sweeper.get("_target_") != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
+        return {}
+    loader = GlobalHydra.instance().config_loader()
+    params = [f"{key}={value}" for key, value in (config.hydra.sweeper.get("params") or {}).items()]
+    task = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
+    sweep_config = HydraConfig.instance().cfg  # what the ${hydra:...} resolvers read, set to each job's in turn
+    folders: dict[Path, list[int]] = {}
+    try:
+        (jobs,) = BasicSweeper.split_arguments(OverridesParser.create(config_loader=loader).parse_overrides(
+            [*params, *(str(o) for o in task)]), None)
+        for num, overrides in enumerate(jobs):
+            job = loader.load_sweep_config(config, list(overrides))
+            with open_dict(job):
+                job.hydra.job.id = job.hydra.job.num = num
+            HydraConfig.instance().set_config(job)
+            folder = Path(os.path.normpath(Path(str(job.hydra.sweep.dir)).absolute() / str(job.hydra.sweep.subdir)))
+            folders.setdefault(folder, []).append(num)
+    except HydraException:  # a job Hydra cannot compose: its own check says so as the sweep starts
+        return {}
+    finally:
+        HydraConfig.instance().cfg = sweep_config
+    return {folder: nums for folder, nums in folders.items() if len(nums) > 1}
+
+
 class SweepSummary(Callback):
     """After ``python train.py -m ...``: one row per job of this sweep (its overrides, rel L2,
     time, and the reason where it failed), printed and saved as ``summary.csv`` in the sweep
@@ -547,10 +579,20 @@ class SweepSummary(Callback):
     A sweep into a folder that holds an earlier sweep's runs is refused before it starts: Hydra
     writes each job's record (``.hydra/``) and the sweep's (``multirun.yaml``) before train.py
     runs, so its jobs would replace those runs' records, whose overrides resume them, even where
-    the jobs themselves are refused."""
+    the jobs themselves are refused. So is a sweep whose ``hydra.sweep.subdir`` names one folder
+    for several of its jobs: each would write its record over the one before."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
+        shared = _shared_job_folders(config)
+        if shared:
+            folder, nums = next(iter(shared.items()))
+            more = f" (and {len(shared) - 1} more folder(s) like it)" if len(shared) > 1 else ""
+            subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False)["subdir"]  # as written
+            print(f"error: hydra.sweep.subdir={subdir} names one folder, {folder}, for jobs "
+                  f"{', '.join(map(str, nums))} of this sweep{more}; make it differ per job (name every swept "
+                  "setting in it, or use ${hydra.job.num})", file=sys.stderr)
+            sys.exit(2)
         runs = sorted(p.parent.parent for p in sweep_dir.glob(f"**/checkpoints/{CHECKPOINT_NAME}")) \
             if sweep_dir.is_dir() else []
         # As written, not resolved: resume=${hydra:runtime.output_dir} cannot be resolved before a job runs

@@ -419,10 +419,6 @@ def test_resume_auto_continues_a_run_where_there_is_one_and_finishes_an_interrup
     assert result.returncode == 2 and "must repeat the sweep that made its runs" in result.stderr
     assert "optimizer=adam seed=0,1; now: " in result.stderr and result.stderr.rstrip().endswith("optimizer=adam seed=1,0")
     assert {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()} == before
-    # jobs of one sweep sent to one folder: the second does not take the first one's run for its own
-    result = train("-m", *TINY, "optimizer=adam", "trainer.resample_every=0,2", f"hydra.sweep.dir={tmp_path / 'one'}",
-                   "hydra.sweep.subdir=s0", "resume=auto")
-    assert result.returncode == 2 and "another job of this sweep has trained in the job folder" in result.stdout
     # without a folder of its own a run cannot be found again: the log says so
     result = train(*TINY, "optimizer=adam", "resume=auto", cwd=tmp_path)
     assert "resume=auto continues a run in its own folder, but this launch's folder is named by the time it " \
@@ -455,13 +451,28 @@ def test_a_sweep_with_nested_job_folders_lists_them_all(tmp_path):
     assert [(r["job"], r["status"].split(":")[0]) for r in rows] == [("w/4", "done"), ("w/-1", "failed")]
 
 
-def test_jobs_of_one_sweep_in_one_folder_are_told_to_name_their_folders_apart(tmp_path):
-    result = train("-m", *TINY, "model.width=4,8", "seed=0", f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=s${seed}")
+def test_a_sweep_that_sends_jobs_to_one_folder_is_refused_before_it_starts(tmp_path):
+    result = train("-m", *TINY, "model.width=4,8", "seed=0", f"hydra.sweep.dir={tmp_path / 's'}",
+                   "hydra.sweep.subdir=s${seed}")
     assert result.returncode == 2
-    with open(tmp_path / "summary.csv") as f:
-        (row,) = list(csv.DictReader(f))
-    assert "another job of this sweep has trained in the job folder" in row["status"]
-    assert "hydra.sweep.subdir=s0 names one folder for several jobs" in row["status"]
+    assert f"hydra.sweep.subdir=s${{seed}} names one folder, {tmp_path / 's' / 's0'}, for jobs 0, 1 of this sweep" \
+        in result.stderr
+    assert not (tmp_path / "s").exists()  # no job ran, no record was written
+
+
+def test_under_another_sweeper_a_job_does_not_take_the_run_of_another_in_its_folder(tmp_path):
+    # A sweeper whose jobs are not known before they run: each job is checked where it starts.
+    (tmp_path / "hydra_plugins" / "other").mkdir(parents=True)  # where Hydra looks for sweepers
+    (tmp_path / "hydra_plugins" / "other" / "__init__.py").write_text("from hydra._internal.core_plugins.basic_sweeper import BasicSweeper\n"
+                                       "class Sweeper(BasicSweeper):\n    pass\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}", "HYDRA_FULL_ERROR": "0"}
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", *TINY, "optimizer=adam",
+                             "trainer.resample_every=0,2", "hydra.sweeper._target_=hydra_plugins.other.Sweeper",
+                             f"hydra.sweep.dir={tmp_path / 'one'}", "hydra.sweep.subdir=s0", "resume=auto"],
+                            cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2
+    assert "another job of this sweep has trained in the job folder" in result.stdout
+    assert "hydra.sweep.subdir=s0 names one folder for several jobs" in result.stdout
 
 
 def test_a_sweep_job_that_crashes_is_listed_and_the_sweep_goes_on(tmp_path):
