@@ -480,6 +480,17 @@ def _launch_resume_command(run_dir: Path) -> str:
     return _resume_command(run_dir, processes, int(os.environ.get("LOCAL_WORLD_SIZE", str(processes))))
 
 
+def _tell(message: str, *, in_log: bool = True) -> None:
+    """Print a closing message to stderr and, with ``in_log``, keep it in the run's log file
+    (``train.log``) too, as Hydra's file handler writes it, without the console showing it twice."""
+    print(message, file=sys.stderr)
+    if in_log:
+        record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.handle(record)
+
+
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> None:
     tune_cpu_allocator()
@@ -492,27 +503,30 @@ def main(cfg: DictConfig) -> None:
             torch.distributed.barrier()
     except TrainingInterrupted as exc:
         if int(os.environ.get("RANK", "0")) == 0:  # one message for the run, not one per process
-            print(f"{exc}.\nResume with: {_launch_resume_command(Path(cfg.output_dir))}", file=sys.stderr)
+            _tell(f"{exc}.\nResume with: {_launch_resume_command(Path(cfg.output_dir))}")
             if _multirun():
-                print(f"Or finish the whole sweep: the same -m command with resume=auto "
-                      f"hydra.sweep.dir={HydraConfig.get().sweep.dir}", file=sys.stderr)
+                _tell(f"Or finish the whole sweep: the same -m command with resume=auto "
+                      f"hydra.sweep.dir={HydraConfig.get().sweep.dir}")
         sys.exit(128 + exc.signum)
     except KeyboardInterrupt:  # Ctrl-C before training started (or pressed twice): nothing to save
+        # A launch whose folder is put back as it was leaves no line in its log (RunRecord).
+        restored = bool(_before_launch)
         restore_run_folder()  # where training has not started
         checkpoint = Path(cfg.output_dir) / "checkpoints" / CHECKPOINT_NAME
         if checkpoint.is_file() and int(os.environ.get("RANK", "0")) == 0:  # the run's last one, kept
-            print(f"interrupted; the last checkpoint is {checkpoint}.\nResume with: "
-                  f"{_launch_resume_command(Path(cfg.output_dir))}", file=sys.stderr)
+            _tell(f"interrupted; the last checkpoint is {checkpoint}.\nResume with: "
+                  f"{_launch_resume_command(Path(cfg.output_dir))}", in_log=not restored)
         else:
-            print("interrupted", file=sys.stderr)
+            _tell("interrupted", in_log=not restored)
         sys.exit(128 + signal.SIGINT)
     except (ConfigError, PreflightError, CheckpointError, TrainingDiverged) as exc:
         # A user error or a failed check: one line that says what and how to fix it.
         # HYDRA_FULL_ERROR=1 shows the traceback as well.
+        restored = bool(_before_launch)
         restore_run_folder()  # where training has not started
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        _tell(f"error: {exc}", in_log=not restored)
         if _multirun():  # the sweep goes on; its summary lists this job as failed, and the sweep exits 2
             _record_failure(str(exc))
             return
@@ -524,7 +538,7 @@ def main(cfg: DictConfig) -> None:
         log.exception("this sweep job failed")
         cause = exc.__cause__ if isinstance(exc, InstantiationException) and exc.__cause__ else exc  # not Hydra's wrapper
         reason = f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
-        print(f"error: {reason}", file=sys.stderr)
+        print(f"error: {reason}", file=sys.stderr)  # the log has the traceback
         _record_failure(f"{reason} (traceback in the job's log)")
     finally:
         if torch.distributed.is_initialized():

@@ -38,7 +38,6 @@ from pinn.loggers import Logger, NullLogger
 from pinn.optim import OptimizerPlan
 from pinn.pdes.base import PDE
 from pinn.point_cache import PointCache
-from pinn.plotting import solution_figure, solution_slice
 from pinn.sampling import AdaptiveSampler, Sampler
 
 #: Seed of the test set: fixed, so runs with different seeds are scored on the same points.
@@ -451,6 +450,8 @@ class Trainer:
         return metrics
 
     def _solution_image(self, pde: PDE, model: nn.Module, device, dtype):
+        from pinn.plotting import solution_figure, solution_slice  # here: importing matplotlib takes 0.4 s
+
         return solution_figure(solution_slice(pde, model, self.image_resolution, device, dtype))
 
     # ------------------------------------------------------------------ checkpoints

@@ -198,6 +198,7 @@ def test_sigint_checkpoints_and_the_printed_command_resumes(tmp_path):
     assert proc.returncode == 128 + signal.SIGINT, stderr
     assert "interrupted by SIGINT at step" in stderr and "Traceback" not in stderr
     command = stderr.split("Resume with: ")[1].strip()
+    assert f"Resume with: {command}" in (run / "train.log").read_text()  # the run's log says why it stopped
     step = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"]
     assert step > 0
     assert "'+trainer.loss_weights={boundary: 2.0}'" in command
@@ -449,6 +450,7 @@ def test_a_sweep_with_nested_job_folders_lists_them_all(tmp_path):
     with open(tmp_path / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["job"], r["status"].split(":")[0]) for r in rows] == [("w/4", "done"), ("w/-1", "failed")]
+    assert "error: model.width" in (tmp_path / "w" / "-1" / "train.log").read_text()  # the failed job's log says why
 
 
 def test_a_sweep_that_sends_jobs_to_one_folder_is_refused_before_it_starts(tmp_path):

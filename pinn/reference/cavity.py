@@ -37,9 +37,6 @@ Cache: :func:`reference` stores its values with :func:`pinn.reference.cache.cach
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.interpolate import CubicSpline
-from scipy.sparse.linalg import spsolve
 
 from pinn.reference.cache import cached
 
@@ -53,6 +50,11 @@ def _between_corners(index: np.ndarray, n: int) -> np.ndarray:
 
 def solve(n: int, reynolds: float = 100.0, *, tol: float = 1e-12, max_steps: int = 30) -> np.ndarray:
     """The stream function ``(n + 1, n + 1)``, indexed ``[j, i]`` at ``(x_i, y_j) = (i, j) / n``."""
+    # scipy is imported here and below: importing it takes a quarter second that a run whose
+    # reference is cached, or that never asks for one, need not pay.
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import spsolve
+
     if n < 4 or n % 2:
         raise ValueError(f"the grid needs an even number of intervals n >= 4 (the centrelines are grid lines); got {n}")
     h, m = 1.0 / n, n + 1
@@ -106,6 +108,7 @@ def centreline_velocities(psi: np.ndarray, u_at_y: np.ndarray, v_at_x: np.ndarra
     h, mid, s = 1.0 / n, n // 2, np.linspace(0.0, 1.0, n + 1)
     u = np.concatenate([[0.0], (psi[2:, mid] - psi[:-2, mid]) / (2 * h), [1.0]])  # ψ_y on x = 0.5
     v = np.concatenate([[0.0], -(psi[mid, 2:] - psi[mid, :-2]) / (2 * h), [0.0]])  # -ψ_x on y = 0.5
+    from scipy.interpolate import CubicSpline
     return CubicSpline(s, u)(u_at_y), CubicSpline(s, v)(v_at_x)
 
 

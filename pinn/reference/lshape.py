@@ -66,8 +66,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.sparse.linalg import spsolve
 
 from pinn.reference.cache import cached
 
@@ -118,6 +116,11 @@ def solve(n: int, f: Data = 1.0, g: Data = 0.0) -> tuple[np.ndarray, np.ndarray,
         ``U[i, j]`` the approximation of ``u(xs[i], ys[j])`` at nodes of the closed L-shape
         (boundary nodes hold ``g`` exactly) and NaN at nodes outside it.
     """
+    # scipy is imported here: importing it takes a tenth of a second that a run whose reference
+    # is cached, or that never asks for one, need not pay.
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import spsolve
+
     n = _check_n(n)
     size = 2 * n + 1
     h = 1.0 / n
