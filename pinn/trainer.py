@@ -660,12 +660,14 @@ class Trainer:
                     # resumed at its last step into another folder: the metrics there come with their checkpoint
                     self._checkpoint(ckpt_path, model, pde, generator, state, config)
                 metrics = self._final_metrics(pde, model, engine, state, test_x, test_exact, device)
+                # A finished run resumed in place again: its final metrics are in TensorBoard already.
+                logged = not trained and (run_dir / METRICS_NAME).is_file()
                 if comm.is_main:
                     write_text_atomically(run_dir / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")
                 hparam_metrics = {f"final/{k}": metrics[k] for k in ("rel_l2", "loss", "ms_per_step") if k in metrics}
-                if "step" in inspect.signature(logger.hparams).parameters:
+                if not logged and "step" in inspect.signature(logger.hparams).parameters:
                     logger.hparams(flatten_config(config or {}), hparam_metrics, step=state.step)
-                else:  # a logger written before hparams() took the step
+                elif not logged:  # a logger written before hparams() took the step
                     logger.hparams(flatten_config(config or {}), hparam_metrics)
         finally:
             logger.close()

@@ -334,9 +334,12 @@ def test_resume_continues_tensorboard_without_duplicate_steps(tmp_path):
     (tmp_path / "checkpoints" / "last.pt").write_bytes(at_step_3)  # ... then "crashes" back to step 3
     time.sleep(1.1)  # event files are named by the second they were opened
     run(6, resume=tmp_path)
+    time.sleep(1.1)
+    run(6, resume=tmp_path)  # finished already: its final metrics are not logged a second time
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     assert [e.step for e in events.Scalars("loss/total")] == [1, 2, 3, 4, 5, 6]
+    assert [e.step for e in events.Scalars("final/rel_l2")] == [3, 6]  # the first run's, and this one's
 
 
 def test_inverse_problem_learns_its_coefficient_and_resumes_it_bitwise(tmp_path):
