@@ -24,7 +24,8 @@ class CheckpointError(RuntimeError):
 
 REQUIRED_KEYS = ("format", "step", "model", "optimizer", "phase", "generator")
 #: What to do about a checkpoint that cannot be read.
-MOVE_ON = "train in another folder, or move this file away and resume from another checkpoint"
+MOVE_ON = ("check that it is the checkpoint you meant (a run folder, or a file in its checkpoints/); a damaged one "
+           "cannot be resumed: train in another folder, or move the file away")
 FORMAT = "pinn-checkpoint-v1"
 
 

@@ -165,8 +165,8 @@ def test_checkpoint_errors_are_clear(tmp_path):
     truncated = tmp_path / "truncated.pt"
     save_checkpoint(truncated, {"step": 1, "model": {}, "optimizer": {}, "phase": None, "generator": torch.zeros(1)})
     truncated.write_bytes(truncated.read_bytes()[:50])
-    with pytest.raises(CheckpointError, match="is damaged or incomplete, not a readable pinn checkpoint .*; train in "
-                                              "another folder, or move this file away"):
+    with pytest.raises(CheckpointError, match="is damaged or incomplete, not a readable pinn checkpoint .*; check that it "
+                                              "is the checkpoint you meant .* train in another folder, or move the file away"):
         load_checkpoint(truncated)
     for content in (b"", b"\x00 random bytes \xff" * 10):  # torch's advice (to save with the zip format) is not said
         damaged = tmp_path / "damaged.pt"
