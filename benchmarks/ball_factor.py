@@ -6,7 +6,7 @@ the box's factor ``Π 4(x_i - lo_i)(hi_i - x_i)/w_i²`` (``VanishingOnBox.jet``)
 plain function ``vanishing_on_box`` through ``torch.func``.
 
     python benchmarks/ball_factor.py [--cases stochastic:1000:500 forward:100:500 ...]
-                                     [--repeats 5] [--seconds 1] [--domain ball|box]
+                                     [--repeats 5] [--seconds 1] [--domain ball|box] [--points new|fixed]
 
 Each case is ``engine:d:N``: the network of ``experiment=poisson_ball`` (3×128 gelu) inside
 ``u = (1 - |x|²) N(x)`` on ``N`` points of the unit ball in ``d`` dimensions (or inside
@@ -14,7 +14,9 @@ Each case is ``engine:d:N``: the network of ``experiment=poisson_ball`` (3×128 
 trainer (the Laplacian exact under ``forward``, carrying first derivatives, and under
 ``forward+gram``, carrying Gram matrices; from 16 random directions drawn at every step under
 ``stochastic``), backward, one Adam step, with the points changed at every step (as with
-``trainer.resample_every=1``: the factor's derivatives are cached while the points stay). The
+``trainer.resample_every=1``), or with ``--points fixed`` the same points at every step, where
+the factor's derivatives are kept from the first step on (``pinn.point_cache``; under
+``stochastic``, along the axes, whose projections serve every step's random directions). The
 two versions take turns in blocks of about ``--seconds``; the printed times are medians over
 ``--repeats`` blocks, so that a load that comes and goes on the machine falls on both. Before
 timing, both versions must give the same loss; under ``stochastic`` on the box that is
@@ -62,7 +64,8 @@ def check_same_loss(engine: str, pde, models: dict, points: dict) -> None:
         sys.exit(f"error: the two versions disagree: losses {losses}")
 
 
-def compare(engine: str, d: int, n: int, repeats: int, seconds: float, domain: str = "ball") -> dict[str, float]:
+def compare(engine: str, d: int, n: int, repeats: int, seconds: float, domain: str = "ball",
+            new_points: bool = True) -> dict[str, float]:
     """Median milliseconds per step of the closed form and of torch.func on one case."""
     pde = PoissonBall(dim=d) if domain == "ball" else Poisson(dim=d, hard_constraint=True)
     torch.manual_seed(0)
@@ -79,14 +82,15 @@ def compare(engine: str, d: int, n: int, repeats: int, seconds: float, domain: s
             lo, hi = pde.domain.bounds
             model = OutputTransform(model.net, model.base, lambda x: vanishing_on_box(x, lo, hi))
         models[name] = model
-        step = make_step(engine, pde, model, points, "cpu", lr=1e-9)  # the weights stay (nearly) put
+        # the weights stay (nearly) put
+        step = make_step(engine, pde, model, points, "cpu", lr=1e-9, resample_every=int(new_points))
 
         def resampled(step=step, count=itertools.count(1)):
-            # New points at every step, as in training (trainer.resample_every=1): the factor's
-            # jet is cached while the points stay the same, so with fixed points it would be free.
+            # New points at every step (trainer.resample_every=1): the factor's jet is cached
+            # while the points stay the same.
             points["interior"].copy_(draws[next(count) % 2])
             step()
-        steps[name] = resampled
+        steps[name] = resampled if new_points else step
     check_same_loss(engine, pde, models, points)
     return alternate(steps, repeats, seconds, warmup=2)
 
@@ -99,14 +103,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.0, help="length of one block of steps")
     parser.add_argument("--domain", choices=("ball", "box"), default="ball",
                         help="the ball's factor 1 - |x|² (default) or the box's")
+    parser.add_argument("--points", choices=("new", "fixed"), default="new",
+                        help="new points at every step (default), or the same ones")
     args = parser.parse_args()
     cases = [parse_case(case, ENGINES, name="engine", example="stochastic:1000:500", min_dim=2)
              for case in args.cases]
     print(f"# {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} thread(s), float32, median of {args.repeats} blocks, the {args.domain}'s factor")
+          f"{torch.get_num_threads()} thread(s), float32, median of {args.repeats} blocks, the {args.domain}'s factor, "
+          f"{args.points} points at every step")
     print(f"{'engine:d:N':>22} {'torch.func':>12} {'closed form':>12} {'ratio':>7}")
     for case, parsed in zip(args.cases, cases):
-        row = compare(*parsed, args.repeats, args.seconds, args.domain)
+        row = compare(*parsed, args.repeats, args.seconds, args.domain, args.points == "new")
         print(f"{case:>22} {row['torch.func']:>9.2f} ms {row['closed form']:>9.2f} ms "
               f"{row['torch.func'] / row['closed form']:>6.2f}x", flush=True)
 

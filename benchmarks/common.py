@@ -44,8 +44,10 @@ def parse(variant: str) -> tuple[str, set[str]]:
     return engine, set(options)
 
 
-def make_step(variant: str, pde, model, points, device, lr: float = 1e-3, samples: int = 16) -> Callable[[], None]:
-    """A function that runs one Adam step of ``variant`` on fixed ``points``."""
+def make_step(variant: str, pde, model, points, device, lr: float = 1e-3, samples: int = 16,
+              resample_every: int = 0) -> Callable[[], None]:
+    """A function that runs one Adam step of ``variant`` on ``points`` (fixed, or written in place
+    every ``resample_every`` steps by the caller, which the trainer's point cache is told)."""
     name, options = parse(variant)
     if "graph" in options and torch.device(device).type != "cuda":
         raise ValueError(f"{variant}: CUDA graphs need a CUDA device, not {device}")
@@ -67,7 +69,7 @@ def make_step(variant: str, pde, model, points, device, lr: float = 1e-3, sample
     engine.check_pde(pde)
     engine.check_device(torch.device(device))
     torch.backends.cuda.matmul.allow_tf32 = "tf32" in options
-    losses = Trainer().losses
+    losses = Trainer(resample_every=resample_every).losses
     if "compile" in options:
         losses = torch.compile(losses)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True if "fused" in options else None)

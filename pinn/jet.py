@@ -60,7 +60,7 @@ from pinn import fused
 from pinn.errors import ConfigError
 from pinn.models import MLP, FactorizedLinear, ModifiedMLP, OutputTransform, Sine, TrigEmbedding, check_pointwise
 from pinn.operators import DerivativeCarrier
-from pinn.point_cache import at_points
+from pinn.point_cache import at_points, uses_per_set
 
 SECOND_ORDER = ("laplacian", "diagonal", "hessian")
 
@@ -697,15 +697,29 @@ def _part_jets(module: OutputTransform, seed: Jet) -> tuple[Jet, Jet]:
 
 
 def _transform_jets(module: OutputTransform, seed: Jet) -> tuple[Jet, Jet]:
-    """The jets of a hard constraint's scale and base at the seed's points.
+    r"""The jets of a hard constraint's scale and base at the seed's points.
 
     They do not depend on the network's parameters. Along the coordinate axes they are
     functions of the points alone, kept by the active :class:`~pinn.point_cache.PointCache` (in
     the trainer's steps): computed once per point set, brought up to date in place when the
     points are written, and read, not computed, by a step replayed as a CUDA graph (taken with
-    ``torch.func``, they are several hundred operations). Along random directions (the
-    stochastic engine's, drawn at each evaluation) they are computed at every call.
+    ``torch.func``, they are several hundred operations).
+
+    Along ``K`` random directions :math:`v_k` (the stochastic engine's, drawn at each
+    evaluation) they come from those along the ``d`` axes where that costs no more: where
+    ``d + 1`` passes over the points, once per point set, are at most ``K`` passes at each of
+    the evaluations the set serves (:func:`~pinn.point_cache.uses_per_set`; all of them where
+    the points stay). The first derivatives are then :math:`\nabla f \cdot v_k`, one product,
+    and the estimate of :math:`\Delta f` is :math:`\Delta f` itself. The estimate of
+    :math:`\Delta(b + s N)` stays unbiased, since the exact Laplacian of a function of the points
+    alone is the expectation of its estimate, and it loses that part of its variance.
+    Elsewhere (new points at every step in many dimensions) they are computed along the
+    directions at every call.
     """
+    if seed.is_seed and not seed.exact and seed.second == "laplacian":
+        _, k, d = seed.jac.shape
+        if d + 1 <= k * uses_per_set(seed.value):
+            return tuple(_along(part, seed.jac) for part in _transform_jets(module, Jet.seed(seed.value, "laplacian")))
     if not (seed.is_seed and seed.exact):
         return _part_jets(module, seed)
     second = seed.second
@@ -720,6 +734,16 @@ def _transform_jets(module: OutputTransform, seed: Jet) -> tuple[Jet, Jet]:
 
     stored = at_points((_transform_jets, module, second), parts, seed.value)
     return jet(*stored[:4]), jet(*stored[4:])
+
+
+def _along(jet: Jet, directions: Tensor) -> Jet:
+    """A ``laplacian``-mode jet along the coordinate axes, turned into one along ``directions``
+    ``(N, K, d)``: its first derivatives projected onto them, its exact Laplacian kept as the
+    estimate (see :func:`_transform_jets`)."""
+    jac = _distinct_rows(directions) @ jet.jac  # (N or 1, K, d) @ (N, d, m): (N, K, m)
+    made = Jet(jet.value, jac, "laplacian", jet.sec, exact=False)
+    made.given = jet.given
+    return made
 
 
 def _check_components(scale: Jet, base: Jet, outputs: int, x: Tensor) -> None:

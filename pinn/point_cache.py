@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from collections.abc import Callable, Hashable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -62,9 +63,17 @@ class _Stored:
 
 
 class PointCache:
-    """Stores functions of the tracked point sets (see the module's description)."""
+    """Stores functions of the tracked point sets (see the module's description).
 
-    def __init__(self):
+    Args:
+        uses_per_set: how many evaluations a point set serves before new points replace it (the
+            trainer's ``resample_every``; ``inf`` where the points stay), for a function that
+            can either store a value once per set or make a cheaper one at every evaluation
+            (:func:`uses_per_set`).
+    """
+
+    def __init__(self, uses_per_set: float = math.inf):
+        self.uses_per_set = uses_per_set
         self._sets: dict[tuple, Tensor] = {}  # memory -> the tracked set (held, so that it stays)
         # (key, the points' memories) -> value, in the order computed: a value computed from a
         # stored tensor comes after it, and is brought up to date after it
@@ -113,12 +122,9 @@ class PointCache:
             hash(key)
         except TypeError:  # a key that cannot be hashed (a callable dataclass, say): not stored
             return fn(*points)
-        if (key in self._uncached or torch.is_inference_mode_enabled()
-                or any(x.requires_grad or x.is_inference() for x in points)):
+        if key in self._uncached or not self._keeps(points):
             return fn(*points)
         memories = tuple(_memory(x) for x in points)
-        if not all(m in self._sets or m in self._derived for m in memories):
-            return fn(*points)
         found = self._stored.get((key, memories))
         if found is not None:
             return self._update(points, found)
@@ -135,6 +141,12 @@ class PointCache:
         value = parts if isinstance(value, tuple) else parts[0]
         self._keep((key, memories), _Stored(fn, value, tuple(x._version for x in points)))
         return value
+
+    def _keeps(self, points: tuple[Tensor, ...]) -> bool:
+        """Whether values at ``points`` are kept: tracked sets (or stored tensors), outside
+        inference mode, that the autograd engine does not differentiate through."""
+        return (not torch.is_inference_mode_enabled() and not any(x.requires_grad or x.is_inference() for x in points)
+                and all(_memory(x) in self._sets or _memory(x) in self._derived for x in points))
 
     @staticmethod
     def _update(points, stored: _Stored):
@@ -186,6 +198,13 @@ def at_points(key: Hashable, fn: Callable[..., object], *points: Tensor):
         return fn(*points)
     cache = _ACTIVE.get()
     return fn(*points) if cache is None else cache.value(key, fn, *points)
+
+
+def uses_per_set(*points: Tensor) -> float:
+    """How many evaluations a value kept at ``points`` would serve: the active cache's
+    ``uses_per_set`` where it keeps values there, 1 elsewhere (made at every call)."""
+    cache = None if torch.compiler.is_compiling() else _ACTIVE.get()
+    return 1 if cache is None or not cache._keeps(points) else cache.uses_per_set
 
 
 def point_function(method: Callable[[object, Tensor], Tensor]) -> Callable[[object, Tensor], Tensor]:

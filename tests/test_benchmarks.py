@@ -159,11 +159,14 @@ def test_jet_revisions_compares_with_a_git_revision():
 
 @pytest.mark.parametrize("domain", ["ball", "box"])
 def test_ball_factor_benchmark_compares_the_closed_form_with_torch_func(domain):
-    # the box: one case, the stochastic engine's, whose check of the losses takes the exact engine
+    # the box: one case, the stochastic engine's, whose check of the losses takes the exact engine,
+    # on the same points at every step
     cases = ["stochastic:3:16", "forward:2:16", "forward+gram:4:16"] if domain == "ball" else ["stochastic:3:16"]
-    out = run("ball_factor.py", "--cases", *cases, "--repeats", "1", "--seconds", "0.01", "--domain", domain)
+    points = "new" if domain == "ball" else "fixed"
+    out = run("ball_factor.py", "--cases", *cases, "--repeats", "1", "--seconds", "0.01", "--domain", domain,
+              "--points", points)
     rows = [line.split() for line in out.splitlines() if line.split()[:1] in [[c] for c in cases]]
-    assert [r[0] for r in rows] == cases and f"the {domain}'s factor" in out, out
+    assert [r[0] for r in rows] == cases and f"the {domain}'s factor, {points} points at every step" in out, out
     assert all(float(r[1]) > 0 and float(r[3]) > 0 and r[5].endswith("x") for r in rows), out
     if domain == "box":
         return  # the refusals below are the same

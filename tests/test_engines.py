@@ -10,9 +10,10 @@ from torch import nn
 from pinn import derivatives
 from pinn.derivatives import AutogradEngine, ForwardEngine, OnePass, StochasticEngine, make_engine, one_pass_applies
 from pinn.errors import ConfigError
-from pinn.models import ACTIVATIONS, MLP
+from pinn.models import ACTIVATIONS, MLP, OutputTransform
 from pinn.operators import curl, div, grad, hessian, jacobian, laplacian, partial
 from pinn.optim import LBFGS, Adam, AdamLBFGS
+from pinn.point_cache import PointCache
 from pinn.pdes import (PDE, AllenCahn, Burgers, Cavity, Heat, HeatInverse, Helmholtz, Kovasznay, Poisson, PoissonBall,
                        PoissonInverse, PoissonLShape, Wave)
 from pinn.sampling import SobolSampler
@@ -490,6 +491,57 @@ def test_stochastic_laplacian_is_exact_for_a_separable_field():
                                           jet.sec[:, i:i + 1], exact=False)) for i in range(5)]
     estimate = sum(c.sec for c in columns)
     assert close(estimate, exact)
+
+
+@pytest.mark.parametrize("kind", ["shared", "per_point"])
+def test_a_hard_constraint_along_random_directions_comes_from_its_jets_along_the_axes(kind):
+    """A plain-function base or scale is differentiated along the coordinate axes once per point
+    set (kept by the point cache); each evaluation's random directions then take its gradient's
+    projections onto them, and its exact Laplacian as the estimate of its Laplacian."""
+    from pinn.jet import Jet, _transform_jets
+    from pinn.models import OutputTransform
+    from pinn.point_cache import PointCache
+
+    calls = []
+
+    def base(x):
+        calls.append(x.shape)
+        return torch.sin(x[:, :1]) * x[:, 1:2].square() + torch.exp(x[:, 2:3]) * x[:, 3:]
+
+    torch.manual_seed(0)
+    x = torch.randn(7, 4)
+    module = OutputTransform(MLP(4, 1, width=8, depth=1), base, lambda y: torch.cos(y).prod(dim=1, keepdim=True))
+    gradient = torch.func.vmap(torch.func.jacrev(lambda p: base(p[None])[0]))(x)  # (N, 1, d)
+    value, exact = base(x), _closed_form_second(base, x, None, "laplacian")
+    calls.clear()
+    with PointCache().active({"interior": x}):
+        for _ in range(3):
+            directions = _directions(kind, 7, 4)
+            _, jet = _transform_jets(module, Jet.seed(x, "laplacian", directions=directions))
+            assert not jet.exact and close(jet.value, value)
+            assert close(jet.jac, torch.einsum("nkd,nmd->nkm", directions.expand(7, -1, -1), gradient))
+            assert close(jet.sec, exact)
+    assert len(calls) == 1 + 4  # its value, and a pass per axis, once
+    # New points at every evaluation: d + 1 = 5 passes along the axes would cost more than the
+    # K = 3 directions, which are then taken at every call (the estimate of the Laplacian, not it).
+    with PointCache(uses_per_set=1).active({"interior": x}):
+        directions = _directions(kind, 7, 4)
+        _, jet = _transform_jets(module, Jet.seed(x, "laplacian", directions=directions))
+    assert close(jet.sec, _closed_form_second(base, x, directions, "laplacian")) and not close(jet.sec, exact)
+
+
+def test_the_stochastic_laplacian_inside_a_hard_constraint_is_unbiased():
+    torch.manual_seed(0)
+    model = OutputTransform(MLP(4, 1, width=16, depth=2), lambda y: torch.sin(y).sum(dim=1, keepdim=True),
+                            lambda y: torch.exp(-y.square().sum(dim=1, keepdim=True)))
+    x = torch.randn(8, 4)
+    exact = laplacian(*reversed(AutogradEngine().evaluate(model, x))).detach().squeeze(1)
+    engine, draws = StochasticEngine(samples=1), 3000
+    with PointCache().active({"interior": x}):
+        estimates = torch.stack([laplacian(*reversed(engine.evaluate(model, x))).detach() for _ in range(draws)])
+    estimates = estimates.squeeze(-1)
+    mean, stderr = estimates.mean(0), estimates.std(0) / draws**0.5
+    assert stderr.max() > 0 and ((mean - exact).abs() <= 5 * stderr).all()
 
 
 def _directions(kind, n, d):
