@@ -577,6 +577,8 @@ class Jet(DerivativeCarrier):
             return self._own(self.jac[..., 0])
         if name == "jacobian":
             return self._own(self.jac.transpose(1, 2))  # (N, m, d)
+        if name == "divergence":  # the Jacobian's trace: a sum, a tensor of its own already
+            return torch.diagonal(self.jac, dim1=1, dim2=2).sum(dim=1, keepdim=True)
         if name == "hessian":
             if self.second != "hessian":
                 raise self._missing("the full Hessian", "hessian")
@@ -854,7 +856,7 @@ class GramLaplacian(Jet):
     def operator(self, name: str, *indices: int) -> Tensor:
         if name == "laplacian":
             return self._own(self.sec)
-        if name not in ("grad", "jacobian", "hessian", "partial"):
+        if name not in ("grad", "jacobian", "divergence", "hessian", "partial"):
             raise ValueError(f"unknown operator {name!r}")
         # what the forward engine must carry instead: first derivatives, and second ones per coordinate or all
         mixed = name == "hessian" or len(indices) == 2 and indices[0] != indices[1]

@@ -68,8 +68,9 @@ class DerivativeCarrier(ABC):
 
     @abstractmethod
     def operator(self, name: str, *indices: int) -> Tensor:
-        """``"grad"``, ``"jacobian"``, ``"laplacian"``, ``"hessian"`` or ``"partial"`` (with
-        coordinate indices), shaped as the operator of the same name returns it."""
+        """``"grad"``, ``"jacobian"``, ``"divergence"``, ``"laplacian"``, ``"hessian"`` or
+        ``"partial"`` (with coordinate indices), shaped as the operator of the same name (or
+        :func:`div`) returns it."""
 
 
 def _carrier_check(u: DerivativeCarrier, x: Tensor, name: str, *, scalar: bool = False,
@@ -255,7 +256,7 @@ def div(v: Tensor, x: Tensor, *, strategy: str = "loop") -> Tensor:
     _check_strategy(strategy)
     if isinstance(v, DerivativeCarrier):
         _carrier_check(v, x, "v", columns=True)
-        return torch.diagonal(v.operator("jacobian"), dim1=1, dim2=2).sum(dim=1, keepdim=True)
+        return v.operator("divergence")
     _check_field(v, x, "v", columns=x.shape[1])
     return _diagonal(v, x, strategy).sum(dim=1, keepdim=True)
 
