@@ -491,8 +491,15 @@ def _tell(message: str, *, in_log: bool = True) -> None:
                 handler.handle(record)
 
 
+#: Whether this launch has reached :func:`main`: before that, a failure is Hydra's refusal of the
+#: command line (an unknown group choice or key, a malformed override).
+_reached_main = False
+
+
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> None:
+    global _reached_main
+    _reached_main = True
     tune_cpu_allocator()
     try:
         run(cfg)
@@ -681,4 +688,10 @@ if __name__ == "__main__":
     # Hydra builds the callbacks by importing ``train``: let that be this module, not a second
     # copy of it with globals of its own (RunRecord's notes are read here, in main).
     sys.modules.setdefault("train", sys.modules[__name__])
-    main()
+    try:
+        main()
+    except SystemExit as exc:
+        # Hydra reports what it refuses with status 1; bad input exits with 2 here, as train.py's own
+        if exc.code == 1 and not _reached_main:
+            sys.exit(2)
+        raise
