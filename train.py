@@ -31,6 +31,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from pinn.checkpoint import CheckpointError, load_checkpoint, write_atomically, write_text_atomically
 from pinn.distributed import TORCH_STREAM, init_from_env, local_rank, rank_seed
@@ -484,7 +485,7 @@ def _tell(message: str, *, in_log: bool = True) -> None:
     """Print a closing message to stderr and, with ``in_log``, keep it in the run's log file
     (``train.log``) too, as Hydra's file handler writes it, without the console showing it twice."""
     print(message, file=sys.stderr)
-    if in_log:
+    if in_log and int(os.environ.get("RANK", "0")) == 0:  # one train.log for all the processes of a run
         record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
         for handler in logging.getLogger().handlers:
             if isinstance(handler, logging.FileHandler):
@@ -565,10 +566,16 @@ def _sweep_defining(overrides: list[str]) -> list[str]:
 def _shared_job_folders(config: DictConfig) -> dict[Path, list[int]]:
     """The folders that ``hydra.sweep.subdir`` names for more than one job of this sweep, each
     with its jobs' numbers. Each job's configuration is composed as Hydra's basic sweeper and
-    launcher will compose it; a sweep under another sweeper (whose jobs are not known before
-    they run) is not looked at here, and each of its jobs is refused where it finds another's run
+    launcher will compose it. A sweep under another sweeper (whose jobs are not known before
+    they run), or whose subfolder names the time (``${now:...}``, resolved as each job starts),
+    is not looked at here: each of its jobs is refused where it finds another's run
     (:func:`check_run_folder`)."""
+    subdir = str(OmegaConf.to_container(config.hydra.sweep, resolve=False)["subdir"])  # as written
     if config.hydra.sweeper.get("_target_") != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
+        return {}
+    # One folder per job by construction; or a time that each job resolves as it starts (and a
+    # composition here, all at once, would not see apart)
+    if subdir.strip() == "${hydra.job.num}" or "${now:" in subdir:
         return {}
     loader = GlobalHydra.instance().config_loader()
     params = [f"{key}={value}" for key, value in (config.hydra.sweeper.get("params") or {}).items()]
@@ -585,7 +592,7 @@ def _shared_job_folders(config: DictConfig) -> dict[Path, list[int]]:
             HydraConfig.instance().set_config(job)
             folder = Path(os.path.normpath(Path(str(job.hydra.sweep.dir)).absolute() / str(job.hydra.sweep.subdir)))
             folders.setdefault(folder, []).append(num)
-    except HydraException:  # a job Hydra cannot compose: its own check says so as the sweep starts
+    except (HydraException, OmegaConfBaseException):  # Hydra's own checks say what is wrong as the sweep starts
         return {}
     finally:
         HydraConfig.instance().cfg = sweep_config
@@ -604,16 +611,24 @@ class SweepSummary(Callback):
     for several of its jobs: each would write its record over the one before."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
+        # (Hydra turns an exception raised here into a warning and goes on: each check must finish.)
+        self._refuse_earlier_runs(config)
         shared = _shared_job_folders(config)
         if shared:
             folder, nums = next(iter(shared.items()))
+            jobs = ", ".join(map(str, nums[:5])) + (", ..." if nums[5:] else "")
             more = f" (and {len(shared) - 1} more folder(s) like it)" if len(shared) > 1 else ""
             subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False)["subdir"]  # as written
-            print(f"error: hydra.sweep.subdir={subdir} names one folder, {folder}, for jobs "
-                  f"{', '.join(map(str, nums))} of this sweep{more}; make it differ per job (name every swept "
-                  "setting in it, or use ${hydra.job.num})", file=sys.stderr)
+            print(f"error: hydra.sweep.subdir={subdir} names one folder, {folder}, for jobs {jobs} of this "
+                  f"sweep{more}; make it differ per job (name every swept setting in it, or use ${{hydra.job.num}})",
+                  file=sys.stderr)
             sys.exit(2)
+
+    @staticmethod
+    def _refuse_earlier_runs(config: DictConfig) -> None:
+        """Exit where the sweep folder holds an earlier sweep's runs, unless this is that sweep
+        again, resuming them."""
+        sweep_dir = Path(config.hydra.sweep.dir)
         runs = sorted(p.parent.parent for p in sweep_dir.glob(f"**/checkpoints/{CHECKPOINT_NAME}")) \
             if sweep_dir.is_dir() else []
         # As written, not resolved: resume=${hydra:runtime.output_dir} cannot be resolved before a job runs

@@ -36,6 +36,11 @@ class Logger(ABC):
         """Called once before training; ``step`` > 0 (and ``evaluations``, the loss evaluations
         logged so far) when a run resumes from a checkpoint."""
 
+    #: Whether, when :meth:`start` was called, this logger's destination already held what an
+    #: earlier launch of this run logged (a run resumed in place): then a finished run resumed
+    #: again need not log its final metrics a second time.
+    continues_records: bool = False
+
     def flush(self) -> None:
         pass
 
@@ -90,6 +95,7 @@ class TensorBoardLogger(Logger):
         # are dropped, so the curves continue without duplicated steps.
         self._purge_step = step + 1 if step > 0 else None
         self._purge_evaluation = evaluations + 1 if step > 0 else None
+        self.continues_records = step > 0 and any(self.log_dir.glob("events.out.tfevents.*"))
 
     @property
     def writer(self):

@@ -660,8 +660,8 @@ class Trainer:
                     # resumed at its last step into another folder: the metrics there come with their checkpoint
                     self._checkpoint(ckpt_path, model, pde, generator, state, config)
                 metrics = self._final_metrics(pde, model, engine, state, test_x, test_exact, device)
-                # A finished run resumed in place again: its final metrics are in TensorBoard already.
-                logged = not trained and (run_dir / METRICS_NAME).is_file()
+                # A finished run resumed in place again: its final metrics are in the logger's records already.
+                logged = not trained and (run_dir / METRICS_NAME).is_file() and getattr(logger, "continues_records", False)
                 if comm.is_main:
                     write_text_atomically(run_dir / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")
                 hparam_metrics = {f"final/{k}": metrics[k] for k in ("rel_l2", "loss", "ms_per_step") if k in metrics}

@@ -373,12 +373,14 @@ def test_a_sweep_refuses_one_output_dir_for_all_its_jobs(tmp_path):
 def test_a_sweep_into_a_used_folder_is_refused_and_keeps_the_earlier_runs(tmp_path):
     assert train("-m", *TINY, "seed=0,1", f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=s/${seed}").returncode == 0
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    result = train("-m", *TINY, "seed=1,2", f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=s/${seed}")
-    assert result.returncode == 2
-    assert f"the sweep folder {tmp_path} holds the runs of an earlier sweep (2: s/0, s/1)" in result.stderr
-    assert "hydra.sweep.dir=" in result.stderr and "resume=<its folder>" in result.stderr
-    # every file as it was: the runs' records (.hydra/), the sweep's record and its summary
-    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    # (a subfolder that cannot be resolved, too: the check of the earlier runs comes first)
+    for subdir in ("s/${seed}", "s/${sed}"):
+        result = train("-m", *TINY, "seed=1,2", f"hydra.sweep.dir={tmp_path}", f"hydra.sweep.subdir={subdir}")
+        assert result.returncode == 2
+        assert f"the sweep folder {tmp_path} holds the runs of an earlier sweep (2: s/0, s/1)" in result.stderr
+        assert "hydra.sweep.dir=" in result.stderr and "resume=<its folder>" in result.stderr
+        # every file as it was: the runs' records (.hydra/), the sweep's record and its summary
+        assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
 def test_a_sweep_may_resume_its_own_runs_in_place(tmp_path):

@@ -81,6 +81,8 @@ def test_uneven_split_is_refused(tmp_path):
     result = torchrun("train.py", *TINY, "sampler.n_interior=33", f"hydra.run.dir={tmp_path}")
     assert result.returncode != 0
     assert "sampler.n_interior=33 does not split evenly over 2 processes" in result.stderr
+    # the run's one log says it once, not once per process
+    assert (tmp_path / "train.log").read_text().count("does not split evenly over 2 processes") == 1
 
 
 def test_self_adaptive_weights_resume_exactly_and_evaluate_repeats_the_reported_loss(tmp_path):

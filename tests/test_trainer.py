@@ -342,6 +342,22 @@ def test_resume_continues_tensorboard_without_duplicate_steps(tmp_path):
     assert [e.step for e in events.Scalars("final/rel_l2")] == [3, 6]  # the first run's, and this one's
 
 
+def test_a_finished_run_resumed_with_a_logger_it_had_not_gets_its_final_metrics(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from pinn.loggers import TensorBoardLogger
+
+    for logger, resume in ((NullLogger(), None), (TensorBoardLogger(tmp_path), tmp_path)):
+        torch.manual_seed(0)
+        Trainer(max_steps=2, eval_every=100, checkpoint_every=0, n_test=20, progress=False).fit(
+            pde=Poisson(dim=2), model=MLP(2, 1, width=4, depth=1), engine=AutogradEngine(),
+            sampler=UniformSampler(n_interior=16, n_boundary=4), optimizer=Adam(),
+            generator=torch.Generator().manual_seed(0), run_dir=tmp_path, logger=logger, resume=resume)
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("final/rel_l2")] == [2]
+
+
 def test_inverse_problem_learns_its_coefficient_and_resumes_it_bitwise(tmp_path):
     from pinn.pdes import HeatInverse
 
