@@ -31,6 +31,7 @@ import torch
 from pinn import fused
 from pinn.cuda_graph import CapturedStep, prepare_adam
 from pinn.derivatives import AutogradEngine, ForwardEngine, StochasticEngine
+from pinn.jet import shared_constant
 from pinn.trainer import Trainer
 
 OPTIONS = ("compile", "graph", "tf32", "fused", "gram", "triton", "onepass", "separate")
@@ -76,7 +77,7 @@ def make_step(variant: str, pde, model, points, device, lr: float = 1e-3, sample
 
     def step() -> torch.Tensor:
         total = losses(pde, model, engine, points)[0]
-        total.backward()
+        total.backward(shared_constant("one", total.dtype, total.device))  # as the trainer's step
         optimizer.step()
         return total.detach()
 

@@ -34,6 +34,7 @@ from pinn.cuda_graph import WARMUP_STEPS, CapturedStep, blockers, check_mode, co
 from pinn.derivatives import Engine, ForwardEngine, OnePass
 from pinn.distributed import Communicator
 from pinn.errors import ConfigError, check_flag, check_positive
+from pinn.jet import shared_constant
 from pinn.loggers import Logger, NullLogger
 from pinn.optim import OptimizerPlan
 from pinn.pdes.base import PDE
@@ -349,7 +350,8 @@ class Trainer:
         the ranks. Captured as a CUDA graph where ``trainer.cuda_graph`` allows."""
         total, terms = self._loss_fn(pde, model, engine, state.points)
         self._term_names = list(terms)
-        total.backward()
+        # the seed of the backward pass, a one made once (backward() would make it at every step)
+        total.backward(shared_constant("one", total.dtype, total.device))
         self._comm.average_gradients(trainable)  # across ranks: the mean gradient
         state.optimizer.step()
         return self._comm.average(self.reported(total, terms))
