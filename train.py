@@ -114,6 +114,10 @@ def _build(node: DictConfig, group: str, **runtime: Any) -> Any:
 
 #: Settings a resumed run must share with its checkpoint; trainer, logger and device may change.
 RESUME_MUST_MATCH = ("pde", "model", "derivatives", "sampler", "optimizer", "loss", "seed", "dtype")
+#: ... but for these: how the derivatives are computed (the GPU's fused kernels, the point sets
+#: in one pass, Gram matrices), not what they are, so that a run trained with the kernels can
+#: continue on a machine without them.
+RESUME_MAY_CHANGE = ("derivatives.triton", "derivatives.one_pass", "derivatives.gram")
 
 
 def build_problem(cfg: DictConfig) -> tuple[Any, torch.nn.Module]:
@@ -177,7 +181,8 @@ def check_resume(cfg: DictConfig) -> None:
         return list(value) if isinstance(value, tuple) else value  # a YAML list arrives as a list
 
     added = {k for k in now.keys() - saved.keys() if now[k] == default(k)}
-    differ = sorted(k for k in saved.keys() | now.keys() - added if saved.get(k) != now.get(k))
+    differ = sorted(k for k in saved.keys() | now.keys() - added
+                    if saved.get(k) != now.get(k) and k not in RESUME_MAY_CHANGE)
     if differ:
         shown = ", ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in differ[:4])
         # The overrides that restore the checkpoint's values (also where a default has changed since):
@@ -197,7 +202,7 @@ def check_resume(cfg: DictConfig) -> None:
         raise ConfigError(
             f"resume={cfg.resume} was trained with other settings ({shown}). Repeat the run's own overrides "
             f"(its .hydra/overrides.yaml){f', here {restore},' if restore else ''} and change only trainer.*, "
-            "logger, device and preflight"
+            f"logger, device, preflight and {', '.join(RESUME_MAY_CHANGE)}"
         )
 
 
@@ -555,12 +560,13 @@ def main(cfg: DictConfig) -> None:
 
 def _sweep_defining(overrides: list[str]) -> list[str]:
     """The overrides that decide which run each job of a sweep is: all but ``resume=`` and the
-    settings a resume may change (``trainer.*``, ``logger``, ``device``, ``preflight``) where
-    they are not swept, in their order (which numbers the jobs)."""
+    settings a resume may change (``trainer.*``, ``logger``, ``device``, ``preflight``,
+    :data:`RESUME_MAY_CHANGE`) where they are not swept, in their order (which numbers the jobs)."""
     may_change = ("trainer", "logger", "device", "preflight")
     parsed = OverridesParser.create().parse_overrides([str(o) for o in overrides])
     return [o.input_line for o in parsed if o.key_or_group != "resume" and (
-        o.is_sweep_override() or o.key_or_group.split(".")[0].lstrip("+~") not in may_change)]
+        o.is_sweep_override() or (o.key_or_group.split(".")[0].lstrip("+~") not in may_change
+                                  and o.key_or_group.lstrip("+~") not in RESUME_MAY_CHANGE))]
 
 
 def _shared_job_folders(config: DictConfig) -> dict[Path, list[int]]:
@@ -642,8 +648,8 @@ class SweepSummary(Callback):
             if before is not None and _sweep_defining(before) == _sweep_defining(task):
                 return
             print(f"error: a sweep with resume= into {sweep_dir} must repeat the sweep that made its runs: the same "
-                  "overrides in the same order, apart from resume= and single values of trainer.*, logger, device "
-                  f"and preflight; before: {shlex.join(_sweep_defining(before)) if before is not None else '(no multirun.yaml)'}"
+                  "overrides in the same order, apart from resume= and single values of trainer.*, logger, device, "
+                  f"preflight and {', '.join(RESUME_MAY_CHANGE)}; before: {shlex.join(_sweep_defining(before)) if before is not None else '(no multirun.yaml)'}"
                   f"; now: {shlex.join(_sweep_defining(task))}", file=sys.stderr)
             sys.exit(2)
         if runs:
