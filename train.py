@@ -647,9 +647,10 @@ class SweepSummary(Callback):
                 if earlier.is_file() else None
             if before is not None and _sweep_defining(before) == _sweep_defining(task):
                 return
+            shown = shlex.join(_sweep_defining(before)) if before is not None else "(no multirun.yaml)"
             print(f"error: a sweep with resume= into {sweep_dir} must repeat the sweep that made its runs: the same "
                   "overrides in the same order, apart from resume= and single values of trainer.*, logger, device, "
-                  f"preflight and {', '.join(RESUME_MAY_CHANGE)}; before: {shlex.join(_sweep_defining(before)) if before is not None else '(no multirun.yaml)'}"
+                  f"preflight and {', '.join(RESUME_MAY_CHANGE)}; before: {shown}"
                   f"; now: {shlex.join(_sweep_defining(task))}", file=sys.stderr)
             sys.exit(2)
         if runs:

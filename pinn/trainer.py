@@ -256,7 +256,8 @@ class Trainer:
         self._captured_steps: list[CapturedStep] = []  # one per Adam phase entered, for inspection
         self.balance = LossBalance()  # fit() takes the configured one
         self._loss_fn = self.losses
-        self.point_cache = PointCache(uses_per_set=resample_every or math.inf)  # the values of functions of the current points
+        # the values of functions of the current points, which serve resample_every steps
+        self.point_cache = PointCache(uses_per_set=resample_every or math.inf)
         self._comm = Communicator()
         self._started: Callable[[], None] = lambda: None  # fit's "training is under way"
         self._metrics_path: Path | None = None  # removed before the first checkpoint fit writes
