@@ -45,10 +45,8 @@ def parse(variant: str) -> tuple[str, set[str]]:
     return engine, set(options)
 
 
-def make_step(variant: str, pde, model, points, device, lr: float = 1e-3, samples: int = 16,
-              resample_every: int = 0) -> Callable[[], None]:
-    """A function that runs one Adam step of ``variant`` on ``points`` (fixed, or written in place
-    every ``resample_every`` steps by the caller, which the trainer's point cache is told)."""
+def check_variant(variant: str, device) -> tuple[str, set[str]]:
+    """``variant``'s engine and options (:func:`parse`), where they go together on ``device``."""
     name, options = parse(variant)
     if "graph" in options and torch.device(device).type != "cuda":
         raise ValueError(f"{variant}: CUDA graphs need a CUDA device, not {device}")
@@ -62,6 +60,14 @@ def make_step(variant: str, pde, model, points, device, lr: float = 1e-3, sample
         raise ValueError(f"{variant}: onepass and separate are options of the forward and stochastic engines")
     if {"onepass", "separate"} <= options:
         raise ValueError(f"{variant}: onepass and separate exclude each other")
+    return name, options
+
+
+def make_step(variant: str, pde, model, points, device, lr: float = 1e-3, samples: int = 16,
+              resample_every: int = 0) -> Callable[[], None]:
+    """A function that runs one Adam step of ``variant`` on ``points`` (fixed, or written in place
+    every ``resample_every`` steps by the caller, which the trainer's point cache is told)."""
+    name, options = check_variant(variant, device)
     triton = "triton" in options
     one_pass = True if "onepass" in options else False if "separate" in options else "auto"
     engine = {"autograd": AutogradEngine,

@@ -202,3 +202,31 @@ def test_ball_baselines_quadratic_term_is_the_taylor_term():
     remainders = [(g(eps * x) - g(zero) - eps * x @ gradient[:, None] - eps**2 * ((x @ a) * x).sum(1, keepdim=True))
                   .abs().max().item() for eps in (1e-2, 5e-3)]
     assert 6 < remainders[0] / remainders[1] < 10
+
+
+def test_the_gpu_script_asks_the_benchmarks_only_for_what_they_take():
+    """benchmarks/gpu.sh runs only where a GPU is lent, for minutes: every option it passes is one
+    its benchmark declares, every variant one the benchmarks build on a CUDA device, and every
+    test file it runs is there (checked here, without a GPU)."""
+    import re
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from common import check_variant
+
+    script = (ROOT / "benchmarks" / "gpu.sh").read_text().replace("\\\n", " ")
+    commands = re.findall(r'"\$py" (benchmarks/\w+\.py)([^;]*);;', script)
+    assert {path for path, _ in commands} == {"benchmarks/vs_deepxde.py", "benchmarks/triton_blocks.py",
+                                              "benchmarks/tf32.py", "benchmarks/derivatives.py"}, commands
+    for path, args in commands:
+        declared = set(re.findall(r'add_argument\([^)]*?"(--[\w-]+)"', (ROOT / path).read_text()))
+        words = args.split()
+        assert {w for w in words if w.startswith("--")} <= declared, (path, args)
+        if "--variants" in words:
+            variants = words[words.index("--variants") + 1:]
+            variants = variants[:next((i for i, w in enumerate(variants) if w.startswith("--")), len(variants))]
+            assert variants, (path, args)
+            for variant in variants:
+                if not (path.endswith("vs_deepxde.py") and variant == "deepxde"):
+                    check_variant(variant, "cuda")  # raises where the benchmark would refuse it
+    tests = re.search(r"tests\) run tests \d+ .*?((?:tests/\S+\.py ?)+)", script).group(1).split()
+    assert tests and all((ROOT / t).is_file() for t in tests), tests
