@@ -432,19 +432,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     logger = _build(cfg.logger, "logger", log_dir=str(run_dir))
     log.info("training %s with %s on %s (%s), %d parameters; run folder %s",
              pde, type(model).__name__, device, cfg.dtype, sum(p.numel() for p in model.parameters()), run_dir)
-    try:
-        metrics = trainer.fit(
-            pde=pde, model=model, engine=engine, sampler=sampler, optimizer=optimizer, generator=generator,
-            run_dir=run_dir, device=device, dtype=dtype, logger=logger,
-            config=OmegaConf.to_container(cfg, resolve=True), resume=cfg.resume, comm=comm, balance=balance,
-            started=_before_launch.clear,  # from then on the folder holds this run: a failure keeps its record
-        )
-    except KeyError as exc:  # a PDE of one's own reading a point set it did not ask the sampler for
-        name = exc.args[0] if exc.args else None
-        if name in ("interior", "boundary", "initial") and name not in pde.point_sets:
-            raise ConfigError(f"{type(pde).__name__} reads the point set {name!r}, but its point_sets = "
-                              f"{pde.point_sets} do not ask for it; add {name!r} to point_sets") from exc
-        raise
+    metrics = trainer.fit(
+        pde=pde, model=model, engine=engine, sampler=sampler, optimizer=optimizer, generator=generator,
+        run_dir=run_dir, device=device, dtype=dtype, logger=logger,
+        config=OmegaConf.to_container(cfg, resolve=True), resume=cfg.resume, comm=comm, balance=balance,
+        started=_before_launch.clear,  # from then on the folder holds this run: a failure keeps its record
+    )
     log.info("done: rel L2 %.3e, loss %.3e, %d steps in %.1f s (%.2f ms/step); metrics in %s",
              metrics.get("rel_l2", float("nan")), metrics["loss"], metrics["steps"], metrics["train_seconds"],
              metrics["ms_per_step"], run_dir / "metrics.json")

@@ -672,6 +672,12 @@ class Trainer:
                     logger.hparams(flatten_config(config or {}), hparam_metrics, step=state.step)
                 elif not logged:  # a logger written before hparams() took the step
                     logger.hparams(flatten_config(config or {}), hparam_metrics)
+        except KeyError as exc:  # a PDE of one's own reading a point set it did not ask the sampler for
+            name = exc.args[0] if exc.args else None
+            if name in ("interior", "boundary", "initial") and name not in pde.point_sets:
+                raise ConfigError(f"{type(pde).__name__} reads the point set {name!r}, but its point_sets = "
+                                  f"{pde.point_sets} do not ask for it; add {name!r} to point_sets") from exc
+            raise
         finally:
             logger.close()
         return metrics
