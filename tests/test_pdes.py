@@ -159,3 +159,20 @@ def test_an_empty_residual_is_named():
     # the field itself as a residual (u = 0 on the boundary), under the forward engine a Jet
     x, u = ForwardEngine().evaluate(MLP(2, 1, width=4, depth=1), torch.rand(9, 2))
     check_residuals(Poisson(dim=2), {"pde": torch.zeros(9, 1), "boundary": u})
+
+
+def test_a_problem_is_shown_by_its_own_class_name():
+    # The log's "training ..." line: a subclass is named as itself, a problem of one's own with its domain.
+    from pinn.geometry import Box
+    from pinn.pdes import PDE, Poisson
+
+    class Shifted(Poisson):
+        pass
+
+    class Mine(PDE):
+        def __init__(self):
+            super().__init__()
+            self.domain = Box([0.0], [1.0])
+
+    assert repr(Shifted(dim=2)).startswith("Shifted(dim=2, ")
+    assert repr(Mine()) == "Mine(domain=Box([0.0, 1.0]^1))"

@@ -73,7 +73,7 @@ class AllenCahn(PDE):
             self.point_sets = self.one_pass_sets = ("interior",)
 
     def __repr__(self) -> str:
-        return f"AllenCahn(eps={self.eps}, domain={self.domain}, hard_constraint={self.hard_constraint})"
+        return f"{type(self).__name__}(eps={self.eps}, domain={self.domain}, hard_constraint={self.hard_constraint})"
 
     @staticmethod
     def initial_value(x: Tensor) -> Tensor:

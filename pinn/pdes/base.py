@@ -47,6 +47,11 @@ class PDE(nn.Module):
     def __init__(self):
         super().__init__()
 
+    def __repr__(self) -> str:
+        """The class and its domain (the problems of :mod:`pinn.pdes` add their parameters), for
+        the log's "training ..." line: not ``nn.Module``'s list of submodules."""
+        return f"{type(self).__name__}(domain={getattr(self, 'domain', '?')})"
+
     @property
     def dim(self) -> int:
         """Number of input coordinates ``d`` (space, then time)."""

@@ -45,7 +45,7 @@ class Burgers(PDE):
         self.initial = Initial(lambda x: -torch.sin(math.pi * x[:, :1]))
 
     def __repr__(self) -> str:
-        return f"Burgers(nu={self.nu:.6g}, domain={self.domain})"
+        return f"{type(self).__name__}(nu={self.nu:.6g}, domain={self.domain})"
 
     def exact(self, x: Tensor) -> Tensor:
         xs = x.detach().double().cpu().numpy()

@@ -111,7 +111,7 @@ class HeatInverse(Heat):
         self.data = PointData(x, clean * (1 + noise * torch.randn(clean.shape, generator=gen, dtype=torch.float64)))
 
     def __repr__(self) -> str:
-        return f"HeatInverse(alpha_true={self.alpha}, observations={len(self.data.points)}, domain={self.domain})"
+        return f"{type(self).__name__}(alpha_true={self.alpha}, observations={len(self.data.points)}, domain={self.domain})"
 
     def residuals(self, model, points, engine):
         x, u = engine.evaluate(model, points["interior"])

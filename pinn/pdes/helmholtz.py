@@ -52,7 +52,7 @@ class Helmholtz(PDE):
         self.point_sets = ("interior",) if hard_constraint else ("interior", "boundary")
 
     def __repr__(self) -> str:
-        return f"Helmholtz(k={self.k}, a=({self.a1}, {self.a2}), hard_constraint={self.hard_constraint})"
+        return f"{type(self).__name__}(k={self.k}, a=({self.a1}, {self.a2}), hard_constraint={self.hard_constraint})"
 
     def exact(self, x: Tensor) -> Tensor:
         return (torch.sin(self.a1 * math.pi * x[:, :1]) * torch.sin(self.a2 * math.pi * x[:, 1:]))

@@ -88,7 +88,7 @@ class Kovasznay(_SteadyFlow):
             self.point_sets = ("interior",)
 
     def __repr__(self) -> str:
-        return f"Kovasznay(reynolds={self.reynolds}, domain={self.domain}, hard_constraint={self.hard_constraint})"
+        return f"{type(self).__name__}(reynolds={self.reynolds}, domain={self.domain}, hard_constraint={self.hard_constraint})"
 
     def exact(self, x: Tensor) -> Tensor:
         grow = torch.exp(self.lam * x[:, :1])
@@ -144,7 +144,7 @@ class Cavity(_SteadyFlow):
         self.walls = Dirichlet(self.wall_velocity, components=[0, 1])
 
     def __repr__(self) -> str:
-        return f"Cavity(reynolds={self.reynolds}, domain={self.domain}, compare_with={self.compare_with!r})"
+        return f"{type(self).__name__}(reynolds={self.reynolds}, domain={self.domain}, compare_with={self.compare_with!r})"
 
     @staticmethod
     def wall_velocity(x: Tensor) -> Tensor:

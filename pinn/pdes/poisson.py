@@ -72,7 +72,7 @@ class Poisson(PDE):
             self.point_sets = ("interior",)
 
     def __repr__(self) -> str:
-        return (f"Poisson(dim={self.dim}, k={self.k}, solution={self.solution!r}, domain={self.domain}"
+        return (f"{type(self).__name__}(dim={self.dim}, k={self.k}, solution={self.solution!r}, domain={self.domain}"
                 + (", hard_constraint=True)" if self.hard_constraint else ")"))
 
     def exact(self, x: Tensor) -> Tensor:
@@ -127,7 +127,7 @@ class PoissonLShape(PDE):
         self.boundary = Dirichlet(lambda x: torch.zeros_like(x[:, :1]))
 
     def __repr__(self) -> str:
-        return f"PoissonLShape(domain={self.domain}, reference grid 1/{self.grid})"
+        return f"{type(self).__name__}(domain={self.domain}, reference grid 1/{self.grid})"
 
     def residual(self, u, x: Tensor) -> Tensor:
         return -laplacian(u, x) - 1.0
@@ -202,7 +202,7 @@ class PoissonBall(PDE):
         self.point_sets = ("interior",) if hard_constraint else ("interior", "boundary")
 
     def __repr__(self) -> str:
-        return f"PoissonBall(dim={self.dim}, hard_constraint={self.hard_constraint})"
+        return f"{type(self).__name__}(dim={self.dim}, hard_constraint={self.hard_constraint})"
 
     def _terms(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``g``, ``x·∇g``, ``Δg`` (each ``(N, 1)``) and ``1 - |x|^2``."""
@@ -276,7 +276,7 @@ class PoissonInverse(PDE):
         self.data = PointData(x, clean * (1 + noise * torch.randn(clean.shape, generator=gen, dtype=torch.float64)))
 
     def __repr__(self) -> str:
-        return f"PoissonInverse(kappa_true={self.kappa}, observations={len(self.data.points)}, domain={self.domain})"
+        return f"{type(self).__name__}(kappa_true={self.kappa}, observations={len(self.data.points)}, domain={self.domain})"
 
     def exact(self, x: Tensor) -> Tensor:
         return torch.sin(math.pi * x[:, :1]) * torch.sin(math.pi * x[:, 1:])

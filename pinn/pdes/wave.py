@@ -56,7 +56,7 @@ class Wave(PDE):
             self.point_sets = ("interior",)
 
     def __repr__(self) -> str:
-        return f"Wave(c={self.c}, domain={self.domain}, hard_constraint={self.hard_constraint})"
+        return f"{type(self).__name__}(c={self.c}, domain={self.domain}, hard_constraint={self.hard_constraint})"
 
     def initial_value(self, x: Tensor) -> Tensor:
         s = x[:, :1]
