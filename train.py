@@ -490,8 +490,7 @@ def _tell(message: str, *, in_log: bool = True) -> None:
                 handler.handle(record)
 
 
-#: Whether this launch has reached :func:`main`: before that, a failure is Hydra's refusal of the
-#: command line (an unknown group choice or key, a malformed override).
+#: Whether this launch has reached :func:`main` (before that, Hydra composes the configuration).
 _reached_main = False
 
 
@@ -706,7 +705,8 @@ if __name__ == "__main__":
     try:
         main()
     except SystemExit as exc:
-        # Hydra reports what it refuses with status 1; bad input exits with 2 here, as train.py's own
-        if exc.code == 1 and not _reached_main:
+        # Hydra refuses a command line (an unknown group choice or key, a malformed override) with
+        # status 1, its exception the context of its exit; bad input exits with 2 here, as train.py's own.
+        if exc.code == 1 and not _reached_main and isinstance(exc.__context__, (HydraException, OmegaConfBaseException)):
             sys.exit(2)
         raise

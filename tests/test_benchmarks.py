@@ -214,9 +214,11 @@ def test_the_gpu_script_asks_the_benchmarks_only_for_what_they_take():
     from common import check_variant
 
     script = (ROOT / "benchmarks" / "gpu.sh").read_text().replace("\\\n", " ")
-    commands = re.findall(r'"\$py" (benchmarks/\w+\.py)([^;]*);;', script)
+    commands = re.findall(r'"\$py" (benchmarks/[\w-]+\.py)([^;]*);;', script)
     assert {path for path, _ in commands} == {"benchmarks/vs_deepxde.py", "benchmarks/triton_blocks.py",
                                               "benchmarks/tf32.py", "benchmarks/derivatives.py"}, commands
+    # every benchmark the script names is among the commands read (one written otherwise would go unchecked)
+    assert set(re.findall(r"benchmarks/[\w-]+\.py", script)) == {path for path, _ in commands}
     for path, args in commands:
         declared = set(re.findall(r'add_argument\([^)]*?"(--[\w-]+)"', (ROOT / path).read_text()))
         words = args.split()

@@ -131,6 +131,10 @@ def test_unknown_key_is_refused(tmp_path):
     result = train(f"hydra.run.dir={tmp_path}", "model.widht=8")
     assert result.returncode == 2
     assert "widht" in result.stderr and "Traceback" not in result.stderr
+    # a failure of the machine, not of the command line, before train.py's own code: Hydra's status 1
+    (tmp_path / "file").write_text("")
+    result = train(f"hydra.run.dir={tmp_path / 'file' / 'run'}")
+    assert result.returncode == 1 and "NotADirectoryError" in result.stderr, result.stderr
 
 
 def test_full_traceback_on_request(tmp_path):
