@@ -127,6 +127,14 @@ def test_unknown_group_choice_lists_the_options(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_help_says_how_to_run_and_lists_the_groups():
+    result = train("--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("pinn: train a physics-informed neural network")
+    assert "python train.py -m model.width=32,64 seed=0,1" in result.stdout
+    assert "pde: allen_cahn, burgers" in result.stdout  # Hydra's list of each group's choices follows
+
+
 def test_unknown_key_is_refused(tmp_path):
     result = train(f"hydra.run.dir={tmp_path}", "model.widht=8")
     assert result.returncode == 2
