@@ -451,6 +451,17 @@ class Jet(DerivativeCarrier):
             sec = torch.stack([p[1] for p in pairs], dim=1)
         return cls(value, jac, seed.second, sec, exact=seed.exact)
 
+    def along(self, directions: Tensor) -> Jet:
+        """This ``laplacian``-mode jet along the coordinate axes, turned into one along
+        ``directions`` ``(N, K, d)`` (random ones, the stochastic engine's): its first derivatives
+        projected onto them, one product, and its exact Laplacian kept as the estimate of the
+        Laplacian (unbiased, without variance). For a function of the points alone, whose jet
+        along the axes is computed once per point set (see :func:`_transform_jets`)."""
+        jac = _distinct_rows(directions) @ self.jac  # (N or 1, K, d) @ (N, d, m): (N, K, m)
+        made = Jet(self.value, jac, "laplacian", self.sec, exact=False)
+        made.given = self.given
+        return made
+
     # ------------------------------------------------------------------ behaving like the field
 
     @property
@@ -721,7 +732,7 @@ def _transform_jets(module: OutputTransform, seed: Jet) -> tuple[Jet, Jet]:
     if seed.is_seed and not seed.exact and seed.second == "laplacian":
         _, k, d = seed.jac.shape
         if d + 1 <= k * uses_per_set(seed.value):
-            return tuple(_along(part, seed.jac) for part in _transform_jets(module, Jet.seed(seed.value, "laplacian")))
+            return tuple(part.along(seed.jac) for part in _transform_jets(module, Jet.seed(seed.value, "laplacian")))
     if not (seed.is_seed and seed.exact):
         return _part_jets(module, seed)
     second = seed.second
@@ -736,16 +747,6 @@ def _transform_jets(module: OutputTransform, seed: Jet) -> tuple[Jet, Jet]:
 
     stored = at_points((_transform_jets, module, second), parts, seed.value)
     return jet(*stored[:4]), jet(*stored[4:])
-
-
-def _along(jet: Jet, directions: Tensor) -> Jet:
-    """A ``laplacian``-mode jet along the coordinate axes, turned into one along ``directions``
-    ``(N, K, d)``: its first derivatives projected onto them, its exact Laplacian kept as the
-    estimate (see :func:`_transform_jets`)."""
-    jac = _distinct_rows(directions) @ jet.jac  # (N or 1, K, d) @ (N, d, m): (N, K, m)
-    made = Jet(jet.value, jac, "laplacian", jet.sec, exact=False)
-    made.given = jet.given
-    return made
 
 
 def _check_components(scale: Jet, base: Jet, outputs: int, x: Tensor) -> None:

@@ -668,10 +668,11 @@ class Trainer:
                 if comm.is_main:
                     write_text_atomically(run_dir / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")
                 hparam_metrics = {f"final/{k}": metrics[k] for k in ("rel_l2", "loss", "ms_per_step") if k in metrics}
-                if not logged and "step" in inspect.signature(logger.hparams).parameters:
-                    logger.hparams(flatten_config(config or {}), hparam_metrics, step=state.step)
-                elif not logged:  # a logger written before hparams() took the step
-                    logger.hparams(flatten_config(config or {}), hparam_metrics)
+                if not logged:
+                    if "step" in inspect.signature(logger.hparams).parameters:
+                        logger.hparams(flatten_config(config or {}), hparam_metrics, step=state.step)
+                    else:  # a logger written before hparams() took the step
+                        logger.hparams(flatten_config(config or {}), hparam_metrics)
         except KeyError as exc:  # a PDE of one's own reading a point set it did not ask the sampler for
             name = exc.args[0] if exc.args else None
             if name in ("interior", "boundary", "initial") and name not in pde.point_sets:

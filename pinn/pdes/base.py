@@ -289,13 +289,9 @@ class VanishingOnBox:
         ones = x.new_ones(x.shape[0], 1)
         others = torch.cat([ones, before[:, :-1]], dim=1) * torch.cat([after[:, 1:], ones], dim=1)  # P_i
         gradient, second = slope * others, curvature * others  # ∂_i φ and ∂_ii φ: (N, d)
-        if seed.exact:  # the coordinate axes
-            jac = gradient.unsqueeze(-1)
-        else:
-            shared = directions.stride(0) == 0
-            jac = (gradient @ directions[0].T if shared else torch.einsum("nkd,nd->nk", directions, gradient)).unsqueeze(-1)
         sec = second.sum(dim=1, keepdim=True) if seed.second == "laplacian" else second.unsqueeze(-1)
-        return Jet(before[:, -1:], jac, seed.second, sec, exact=seed.exact)
+        axes = Jet(before[:, -1:], gradient.unsqueeze(-1), seed.second, sec)  # along the coordinate axes
+        return axes if seed.exact else axes.along(directions)  # random directions: laplacian mode
 
     def __repr__(self) -> str:
         return f"VanishingOnBox(lo={list(self.lo)}, hi={list(self.hi)})"
