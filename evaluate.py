@@ -92,7 +92,7 @@ def evaluate(run: str | Path, device: str = "auto") -> dict:
         values.append(trainer.reported(total, terms))
     total, terms, plain = trainer.unpack(torch.stack(values).mean(dim=0), list(terms))
     metrics.update(loss=total.item(), **{f"loss_{k}": v.item() for k, v in terms.items()},
-                   **{f"mse_{k}": v.item() for k, v in plain.items()}, step=int(payload["step"]))
+                   **{f"mse_{k}": v.item() for k, v in plain.items()}, steps=int(payload["step"]))
 
     folder = output_folder(Path(run))
     try:

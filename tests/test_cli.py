@@ -549,7 +549,7 @@ def test_evaluate_command(tmp_path, stages):
     evaluated = json.loads((tmp_path / "evaluation.json").read_text())
     assert evaluated["rel_l2"] == trained["rel_l2"] and evaluated["max_abs_error"] == trained["max_abs_error"]
     assert evaluated["loss"] == trained["loss"]
-    assert evaluated["step"] == trained["steps"]
+    assert evaluated["steps"] == trained["steps"]
     assert trained["dtype"] == ("float64" if stages else "float32")
     assert "rel_l2" in result.stdout
     for name in ("solution.png", "error.png"):
