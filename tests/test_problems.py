@@ -101,6 +101,7 @@ def test_inverse_problems_report_their_coefficient(float64):
 
 HARD = {
     "poisson": lambda: Poisson(hard_constraint=True),
+    "poisson_per_dimension": lambda: Poisson(hard_constraint=True, lo=[0, -1], hi=[1, 2]),
     "helmholtz": lambda: Helmholtz(hard_constraint=True),
     "heat": lambda: Heat(hard_constraint=True),
     "wave": lambda: Wave(hard_constraint=True),
@@ -256,6 +257,13 @@ def test_a_hard_constraint_on_a_large_box_is_allowed():
     assert Poisson(hard_constraint=True, lo=-1e5, hi=1e5).hard_constraint
     with pytest.raises(ConfigError, match="needs zero boundary data"):
         Poisson(hard_constraint=True, lo=-1e5, hi=1e5 + 0.5)
+
+
+def test_a_hard_constraint_on_a_box_given_per_dimension():
+    # every corner coordinate checked (pde.lo=[0,-1] pde.hi=[1,2] on the command line)
+    assert Poisson(hard_constraint=True, lo=[0, -1], hi=[1, 2]).point_sets == ("interior",)
+    with pytest.raises(ConfigError, match=r"needs zero boundary data.*lo=\[0, -1\], hi=\[1, 2.5\]"):
+        Poisson(hard_constraint=True, lo=[0, -1], hi=[1, 2.5])
 
 
 def test_reference_sets(caplog):

@@ -41,7 +41,7 @@ class Poisson(PDE):
     Args:
         dim: number of space dimensions ``d``.
         k: wave number of the solution.
-        lo, hi: the box's corners (the same in every dimension).
+        lo, hi: the box's corners: a number (the same in every dimension) or one per dimension.
         solution: ``"product"`` or ``"sum"``.
         hard_constraint: build ``u = φ(x) N(x)`` with φ vanishing on the boundary (allowed when
             the boundary data vanish: the product solution with ``k (hi - lo)`` and ``k lo``
@@ -62,12 +62,14 @@ class Poisson(PDE):
         self.boundary = Dirichlet(self.exact)
         self.hard_constraint = check_flag("pde.hard_constraint", hard_constraint)
         if hard_constraint:
-            # sin(kπc) vanishes for integer kc, up to the rounding of kπc (about 1e-16 |kπc|)
+            # sin(kπc) vanishes for integer kc, up to the rounding of kπc (about 1e-16 |kπc|), at
+            # every corner coordinate c
+            corners = torch.cat(self.domain.bounds).tolist()
             if solution != "product" or any(abs(math.sin(self.k * math.pi * c)) > 1e-12 * max(1.0, abs(self.k * c))
-                                             for c in (lo, hi)):
+                                             for c in corners):
                 raise ConfigError(
                     "pde.hard_constraint=true needs zero boundary data: solution=product with k*lo and k*hi "
-                    f"integers; got solution={solution}, k={k}, lo={lo}, hi={hi}"
+                    f"integers (in every dimension); got solution={solution}, k={k}, lo={lo}, hi={hi}"
                 )
             self.point_sets = ("interior",)
 
