@@ -1,9 +1,12 @@
-"""Evaluate a trained run: ``python evaluate.py run=<run folder or checkpoint> [device=cpu]``.
+"""Evaluate a trained run: python evaluate.py run=<run folder or checkpoint> [device=auto|cpu|cuda]
 
 Loads the checkpoint and the configuration stored in it, rebuilds the PDE and the network,
 prints the error against the exact solution and the loss terms on the run's own points, and
-writes ``evaluation.json``, ``solution.png`` (every output) and, where an exact solution is known,
-``error.png`` into the run folder (beside the checkpoint, for a file outside a run folder).
+writes evaluation.json, solution.png (every output) and, where an exact solution is known,
+error.png into the run folder (beside the checkpoint, for a file outside a run folder).
+
+  run=     a run folder (outputs/<date>/<time>) or a checkpoint file
+  device=  auto (a CUDA GPU where there is one), cpu or cuda
 """
 
 from __future__ import annotations
@@ -104,6 +107,9 @@ def evaluate(run: str | Path, device: str = "auto") -> dict:
 
 
 def main(argv: list[str]) -> int:
+    if {"-h", "--help"} & set(argv):
+        print(__doc__.strip())
+        return 0
     try:
         options = parse(argv)
         metrics = evaluate(options["run"], options["device"])

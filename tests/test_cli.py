@@ -658,3 +658,14 @@ def test_submitit_launcher_config_composes():
     result = train("hydra/launcher=submitit_slurm", "--cfg", "hydra")
     assert result.returncode == 0, result.stderr
     assert "submitit_folder" in result.stdout
+
+
+def test_evaluate_help_says_what_it_takes(capsys):
+    import evaluate
+
+    for flag in ("--help", "-h"):
+        assert evaluate.main([flag]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("Evaluate a trained run: python evaluate.py run=") and "device=" in out
+    assert evaluate.main(["--verbose"]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown argument '--verbose'; usage: python evaluate.py run=")
