@@ -120,6 +120,22 @@ RESUME_MUST_MATCH = ("pde", "model", "derivatives", "sampler", "optimizer", "los
 RESUME_MAY_CHANGE = ("derivatives.triton", "derivatives.one_pass", "derivatives.gram")
 
 
+def check_complete(cfg: DictConfig) -> None:
+    """Refuse a configuration without one of the groups or settings of ``configs/config.yaml``
+    (removed with ``~key`` on the command line): training reads every one of them."""
+    primary = OmegaConf.to_container(OmegaConf.load(Path(__file__).parent / "configs" / "config.yaml"), resolve=False)
+    groups = {k: v for entry in primary["defaults"] if isinstance(entry, dict) for k, v in entry.items() if v is not None}
+    for key, choice in groups.items():
+        if key not in cfg:
+            raise ConfigError(f"no {key} chosen ('~{key}' removed the group); choose one with {key}=<name> "
+                              f"(configs/{key}/; {key}={choice} by default), or give a class of your own with "
+                              f"'+{key}._target_=...'")
+    for key, value in primary.items():
+        if key not in ("defaults", "hydra") and key not in cfg:
+            shown = "null" if value is None else value
+            raise ConfigError(f"{key} is not set ('~{key}' removed it); give it a value ({key}={shown} by default)")
+
+
 def build_problem(cfg: DictConfig) -> tuple[Any, torch.nn.Module]:
     """The PDE and the (untrained) network a config describes."""
     pde = _build(cfg.pde, "pde")
@@ -359,6 +375,7 @@ def restore_run_folder() -> None:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Build everything from a composed config and train; return the final metrics."""
+    check_complete(cfg)
     device, dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**63:
         raise ConfigError(f"seed must be an integer from 0 to 2**63 - 1; got {cfg.seed!r}")
