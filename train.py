@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -308,6 +309,7 @@ class RunRecord(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         _before_launch.clear()
+        _refuse_folder("hydra.run.dir", config.hydra.run.dir)
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             return
         folder = Path(os.path.abspath(config.hydra.run.dir))  # as Hydra resolves it ("a/../b" is b)
@@ -319,6 +321,37 @@ class RunRecord(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if _before_launch:  # Hydra has written this launch's record: what it wrote, to tell it from another's
             _before_launch["ours"] = _record_files(_before_launch["record"])
+
+
+def why_unwritable(folder: Path) -> str | None:
+    """Why files cannot be written into ``folder``, or made with it where it is missing
+    (``None``: they can). Tries a temporary file in the folder, or in the nearest parent that
+    exists, and leaves it as it was."""
+    existing = Path(os.path.abspath(folder))
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        return f"{existing} cannot be written: {exc.strerror}"
+    return None
+
+
+def _refuse_folder(key: str, value: Any) -> None:
+    """Exit with status 2 where ``hydra.run.dir`` or ``hydra.sweep.dir`` (``key``) names no folder
+    or one that cannot be written: Hydra would fail with a traceback as it writes its log there
+    (or write into the current folder, for an empty one)."""
+    if not isinstance(value, str) or not value.strip():
+        reason = f"{key} must name a folder; got {value!r}. Leave it at its default or give a path"
+    else:
+        why = why_unwritable(Path(value))
+        reason = None if why is None else f"cannot write into {key}={value} ({why}); choose another folder"
+    if reason is not None:
+        print(f"error: {reason}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _outermost_missing(folder: Path) -> Path | None:
@@ -416,6 +449,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot create the run folder {run_dir} ({exc.strerror}); "
                           "choose another hydra.run.dir or output_dir") from None
+    for folder in (run_dir, run_dir / "checkpoints"):  # found now, not at the first checkpoint
+        why = why_unwritable(folder) if folder.is_dir() else None
+        if why is not None:
+            raise ConfigError(f"cannot write into the run folder {run_dir} ({why}); choose another hydra.run.dir "
+                              "or output_dir")
     check_run_folder(run_dir, cfg.resume)
     if _multirun():  # a sweep folder reused: an earlier job's failure must not pass for this one's
         (_job_folder() / FAILURE).unlink(missing_ok=True)
@@ -627,6 +665,7 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # (Hydra turns an exception raised here into a warning and goes on: each check must finish.)
+        _refuse_folder("hydra.sweep.dir", config.hydra.sweep.dir)
         self._refuse_earlier_runs(config)
         shared = _shared_job_folders(config)
         if shared:

@@ -142,10 +142,32 @@ def test_unknown_key_is_refused(tmp_path):
     result = train(f"hydra.run.dir={tmp_path}", "model.widht=8")
     assert result.returncode == 2
     assert "widht" in result.stderr and "Traceback" not in result.stderr
-    # a failure of the machine, not of the command line, before train.py's own code: Hydra's status 1
+
+
+def test_a_run_folder_that_cannot_be_written_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    import train as train_module
+
     (tmp_path / "file").write_text("")
-    result = train(f"hydra.run.dir={tmp_path / 'file' / 'run'}")
-    assert result.returncode == 1 and "NotADirectoryError" in result.stderr, result.stderr
+    for option in (f"hydra.run.dir={tmp_path / 'file' / 'run'}", f"hydra.sweep.dir={tmp_path / 'file' / 's'}"):
+        result = train(*(["-m", "seed=0,1"] if "sweep" in option else []), option, *TINY)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert f"error: cannot write into {option} ({tmp_path / 'file'} is a file, not a folder); choose another " \
+               "folder" in result.stderr
+    # an empty one would be the current folder
+    work = tmp_path / "work"
+    work.mkdir()
+    for option in ("hydra.run.dir=", "hydra.sweep.dir="):
+        result = train(*(["-m"] if "sweep" in option else []), option, *TINY, cwd=work)
+        assert result.returncode == 2, result.stderr
+        assert f"error: {option[:-1]} must name a folder; got ''" in result.stderr and not any(work.iterdir())
+    # a folder the user may not write into (root writes anywhere, so its refusal is simulated here)
+    assert train_module.why_unwritable(tmp_path / "new" / "run") is None
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(train_module.tempfile, "TemporaryFile", refused)
+    assert train_module.why_unwritable(tmp_path / "new" / "run") == f"{tmp_path} cannot be written: Permission denied"
 
 
 def test_full_traceback_on_request(tmp_path):
