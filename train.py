@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import hydra
 import torch
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.utils import setup_globals
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, InstantiationException
@@ -619,22 +621,22 @@ def _sweep_defining(overrides: list[str]) -> list[str]:
 def _shared_job_folders(config: DictConfig) -> dict[Path, list[int]]:
     """The folders that ``hydra.sweep.subdir`` names for more than one job of this sweep, each
     with its jobs' numbers. Each job's configuration is composed as Hydra's basic sweeper and
-    launcher will compose it. A sweep under another sweeper (whose jobs are not known before
-    they run), or whose subfolder names the time (``${now:...}``, resolved as each job starts),
-    is not looked at here: each of its jobs is refused where it finds another's run
-    (:func:`check_run_folder`)."""
+    launcher will compose it, with the clock stopped: a subfolder that only the time
+    (``${now:...}``) tells apart names one folder for jobs that start within the same second (or
+    hour, or whatever it shows), such as quick ones, whose records would replace each other. A
+    sweep under another sweeper (whose jobs are not known before they run) is not looked at
+    here: each of its jobs is refused where it finds another's run (:func:`check_run_folder`)."""
     subdir = str(OmegaConf.to_container(config.hydra.sweep, resolve=False)["subdir"])  # as written
     if config.hydra.sweeper.get("_target_") != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
         return {}
-    # One folder per job by construction; or a time that each job resolves as it starts (and a
-    # composition here, all at once, would not see apart)
-    if subdir.strip() == "${hydra.job.num}" or "${now:" in subdir:
+    if subdir.strip() == "${hydra.job.num}":  # one folder per job by construction
         return {}
     loader = GlobalHydra.instance().config_loader()
     params = [f"{key}={value}" for key, value in (config.hydra.sweeper.get("params") or {}).items()]
     task = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
     sweep_config = HydraConfig.instance().cfg  # what the ${hydra:...} resolvers read, set to each job's in turn
     folders: dict[Path, list[int]] = {}
+    OmegaConf.register_new_resolver("now", datetime.now().strftime, use_cache=True, replace=True)  # stopped
     try:
         (jobs,) = BasicSweeper.split_arguments(OverridesParser.create(config_loader=loader).parse_overrides(
             [*params, *(str(o) for o in task)]), None)
@@ -649,6 +651,7 @@ def _shared_job_folders(config: DictConfig) -> dict[Path, list[int]]:
         return {}
     finally:
         HydraConfig.instance().cfg = sweep_config
+        setup_globals()  # Hydra's resolvers again: ${now:...} with a running clock
     return {folder: nums for folder, nums in folders.items() if len(nums) > 1}
 
 
@@ -673,9 +676,11 @@ class SweepSummary(Callback):
             jobs = ", ".join(map(str, nums[:5])) + (", ..." if nums[5:] else "")
             more = f" (and {len(shared) - 1} more folder(s) like it)" if len(shared) > 1 else ""
             subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False)["subdir"]  # as written
+            clock = " where they start close together (the time, ${now:...}, does not tell jobs apart)" \
+                if "${now:" in subdir else ""
             print(f"error: hydra.sweep.subdir={subdir} names one folder, {folder}, for jobs {jobs} of this "
-                  f"sweep{more}; make it differ per job (name every swept setting in it, or use ${{hydra.job.num}})",
-                  file=sys.stderr)
+                  f"sweep{clock}{more}; make it differ per job (name every swept setting in it, or use "
+                  "${hydra.job.num})", file=sys.stderr)
             sys.exit(2)
 
     @staticmethod
