@@ -54,7 +54,10 @@ class Engine(ABC):
 
     def check_pde(self, pde) -> None:
         """Raise before training if this engine cannot give what ``pde``'s residuals ask for
-        (its ``second_order`` and ``needs_gradient``); adapt to it where the engine's settings allow."""
+        (its ``second_order`` and ``needs_gradient``); adapt to it where the engine's settings allow.
+        (Here: that the two are declared as they can be, which every engine checks first.)"""
+        check_choice(f"{type(pde).__name__}.second_order", pde.second_order, ("none", *SECOND_ORDER))
+        check_flag(f"{type(pde).__name__}.needs_gradient", pde.needs_gradient)
 
     def check_device(self, device: torch.device) -> None:
         """Raise before training if this engine cannot run on ``device``."""
@@ -71,12 +74,34 @@ class Engine(ABC):
         return model
 
 
+def check_points(model, x: Tensor) -> None:
+    """Refuse points that ``model`` cannot take, saying what is wrong, where the engines would
+    fail with torch's own message (a matrix product of the wrong shapes or dtypes)."""
+    if not isinstance(x, Tensor) or x.dim() != 2:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"the points must be a tensor (N, d), one row per point; got {shape}")
+    if not x.is_floating_point():
+        raise ValueError(f"the points must be floating-point; got {x.dtype}: convert them to the network's dtype, "
+                         "e.g. x.to(torch.float32)")
+    if not isinstance(model, nn.Module):
+        return
+    inner = model.net if isinstance(model, OutputTransform) else model
+    in_dim = getattr(inner, "in_dim", None)
+    if isinstance(in_dim, int) and x.shape[1] != in_dim:
+        raise ValueError(f"{type(inner).__name__} takes points of shape (N, {in_dim}); got {tuple(x.shape)}")
+    weight = next(model.parameters(), None)
+    if weight is not None and (x.dtype != weight.dtype or x.device != weight.device):
+        raise ValueError(f"the points are {x.dtype} on {x.device}, the network's weights {weight.dtype} on "
+                         f"{weight.device}: convert one to the other (x.to(...) or model.to(...))")
+
+
 class AutogradEngine(Engine):
     """Reverse-mode automatic differentiation through ``torch.autograd.grad``."""
 
     name = "autograd"
 
     def evaluate(self, model, x):
+        check_points(model, x)
         x = x.detach().requires_grad_(True)
         return x, model(x)
 
@@ -135,6 +160,7 @@ class ForwardEngine(Engine):
             fused.check_fusable(model)
 
     def check_pde(self, pde):
+        super().check_pde(pde)
         need = pde.second_order if pde.second_order in SECOND_ORDER else "laplacian"
         if self.requested == "auto":
             self.second = need
@@ -176,6 +202,7 @@ class ForwardEngine(Engine):
     def evaluate(self, model, x):
         if isinstance(model, OnePass):
             return model.evaluate(x)
+        check_points(model, x)
         x = x.detach()
         check_not_empty(x)
         layers = self.gram_layers(model, x.shape[1])
@@ -357,6 +384,7 @@ class StochasticEngine(Engine):
             fused.check_fusable(model)
 
     def check_pde(self, pde):
+        super().check_pde(pde)
         if pde.second_order not in ("none", "laplacian") or pde.needs_gradient:
             raise ConfigError(
                 f"the stochastic engine estimates Laplacians only, but {type(pde).__name__} also needs "
@@ -370,6 +398,7 @@ class StochasticEngine(Engine):
     def evaluate(self, model, x):
         if isinstance(model, OnePass):
             return model.evaluate(x)
+        check_points(model, x)
         x = x.detach()
         signs = torch.randint(0, 2, (self.samples, x.shape[1]), device=x.device).to(x.dtype)
         directions = (2 * signs - 1) / math.sqrt(self.samples)  # (K, d), shared by all points

@@ -530,6 +530,8 @@ class Trainer:
         """Train ``model`` and return the final metrics (also written to ``run_dir/metrics.json``).
 
         Args:
+            model: the network the PDE's terms are written for: ``pde.constrain(net)`` where the
+                PDE has a hard constraint (refused otherwise), as ``train.py`` builds it.
             generator: the only source of randomness for collocation points.
             run_dir: where ``checkpoints/last.pt`` and ``metrics.json`` go.
             config: the resolved configuration, stored in checkpoints and logged.
@@ -548,6 +550,10 @@ class Trainer:
         engine.check(model)
         engine.check_pde(pde)
         engine.check_device(device)
+        constrained = pde.constrain(model)  # the network the PDE's terms are written for
+        if constrained is not model and not isinstance(model, type(constrained)):
+            raise ConfigError(f"{pde!r} builds some conditions into the network (a hard constraint) and has no loss "
+                              f"terms for them: train pde.constrain(model), not the bare {type(model).__name__}")
         if comm.is_main and isinstance(engine, ForwardEngine) and engine.gram_layers(model, pde.dim) is not None:
             log.info("derivatives: Laplacians from Gram matrices (derivatives.gram=%s, d = %d): values and Laplacians "
                      "only, no first derivatives", str(engine.gram).lower(), pde.dim)

@@ -7,7 +7,7 @@ import torch
 
 from pinn.balancing import LossBalance
 from pinn.conditions import Periodic
-from pinn.derivatives import AutogradEngine, ForwardEngine
+from pinn.derivatives import AutogradEngine, ForwardEngine, StochasticEngine
 from pinn.errors import ConfigError
 from pinn.geometry import Interval, SpaceTime
 from pinn.models import MLP
@@ -83,6 +83,19 @@ class FlatExact(Poisson):
         return super().exact(x)[:, 0]
 
 
+class FlatBoundary(Poisson):
+    """A boundary term written by hand with data computed as x[:, 0], (N,)."""
+
+    def residuals(self, model, points, engine):
+        terms = super().residuals(model, points, engine)
+        x = points["boundary"]
+        return {**terms, "boundary": model(x) - x[:, 0]}
+
+
+class MisspeltSecondOrder(Poisson):
+    second_order = "hesian"
+
+
 class RenamedEquation(Poisson):
     """The equation's term named "eq", with interior_terms left at ("pde",)."""
 
@@ -105,6 +118,42 @@ def test_a_residual_broadcast_to_n_by_n_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"FlatSource's residual 'pde' has shape \(32, 32\): an \(N,\) tensor "
                                          r"broadcast against an \(N, 1\) one\? Keep the column dimension"):
         _fit(tmp_path, FlatSource(dim=2))
+    # any term, not only the equation's
+    with pytest.raises(ValueError, match=r"FlatBoundary's residual 'boundary' has shape \(16, 16\)"):
+        _fit(tmp_path, FlatBoundary(dim=2))
+
+
+def test_a_misspelt_declaration_is_refused_by_every_engine():
+    for engine in (AutogradEngine(), ForwardEngine(), StochasticEngine()):
+        with pytest.raises(ConfigError, match=r"unknown MisspeltSecondOrder.second_order 'hesian'; valid choices: "
+                                              r"none, laplacian, diagonal, hessian"):
+            engine.check_pde(MisspeltSecondOrder())
+
+
+def test_a_hard_constraint_needs_the_constrained_network(tmp_path):
+    # The PDE leaves the boundary loss out: the bare network would train with no boundary condition
+    with pytest.raises(ConfigError, match=r"Poisson\(dim=2, .*hard_constraint=True\) builds some conditions into the "
+                                          r"network .*: train pde.constrain\(model\), not the bare MLP"):
+        _fit(tmp_path, Poisson(hard_constraint=True))
+    assert not (tmp_path / "checkpoints").exists()
+    pde = Poisson(hard_constraint=True)
+    Trainer(max_steps=1, progress=False, n_test=16).fit(
+        pde=pde, model=pde.constrain(MLP(2, 1, width=8, depth=1)), engine=AutogradEngine(),
+        sampler=SobolSampler(n_interior=16, n_boundary=8), optimizer=Adam(), generator=torch.Generator().manual_seed(0),
+        run_dir=tmp_path)
+
+
+@pytest.mark.parametrize("engine", [AutogradEngine(), ForwardEngine(), StochasticEngine()], ids=lambda e: e.name)
+def test_points_a_network_cannot_take_are_named(engine):
+    net = MLP(4, 1, width=8, depth=1).double()
+    for x, match in ((torch.rand(5, 3, dtype=torch.float64), r"MLP takes points of shape \(N, 4\); got \(5, 3\)"),
+                     (torch.rand(5, 4), "the points are torch.float32 on cpu, the network's weights torch.float64"),
+                     (torch.ones(5, 4, dtype=torch.long), "the points must be floating-point; got torch.int64"),
+                     (torch.rand(4, dtype=torch.float64), r"the points must be a tensor \(N, d\), one row per point")):
+        with pytest.raises(ValueError, match=match):
+            engine.evaluate(net, x)
+    x, u = engine.evaluate(net, torch.rand(5, 4, dtype=torch.float64))  # and the right ones pass
+    assert x.shape == (5, 4)
 
 
 def test_an_exact_solution_without_its_column_is_refused(tmp_path):
@@ -155,7 +204,11 @@ def test_an_empty_residual_is_named():
     with pytest.raises(ValueError, match=r"residual 'pde' must be a tensor \(N, c\), one row per point; got shape \(4,\)"):
         check_residuals(Poisson(dim=2), {"pde": torch.zeros(4)})
     check_residuals(Poisson(dim=2), {"pde": torch.zeros(7, 7), "data": torch.zeros(3, 3)})  # few points: can be so
-    check_residuals(Poisson(dim=2), {"pde": torch.zeros(9, 1), "data": torch.zeros(10, 10)})  # 10 sensors, 10 outputs
+    ten_outputs = Poisson(dim=2)
+    ten_outputs.n_outputs = 10
+    check_residuals(ten_outputs, {"pde": torch.zeros(9, 1), "data": torch.zeros(10, 10)})  # 10 sensors, 10 outputs
+    with pytest.raises(ValueError, match=r"Poisson's residual 'data' has shape \(10, 10\)"):
+        check_residuals(Poisson(dim=2), {"pde": torch.zeros(9, 1), "data": torch.zeros(10, 10)})  # 1 output
     # the field itself as a residual (u = 0 on the boundary), under the forward engine a Jet
     x, u = ForwardEngine().evaluate(MLP(2, 1, width=4, depth=1), torch.rand(9, 2))
     check_residuals(Poisson(dim=2), {"pde": torch.zeros(9, 1), "boundary": u})

@@ -343,9 +343,11 @@ def transfinite_interpolation(f: Callable[[Tensor], Tensor], x: Tensor, lo: Tens
 
 def check_residuals(pde: PDE, residuals: dict[str, Tensor]) -> None:
     """Refuse residuals that are not ``(N, c)`` fields (tensors, or the engine's own fields)
-    with at least one row. An equation's residual ``(N, N)`` (from 8 points on) is taken for
-    what it almost surely is: an ``(N,)`` tensor, such as a source term computed as
-    ``x[:, 0]``, broadcast against an ``(N, 1)`` field, whose mean square trains nothing right."""
+    with at least one row. A residual ``(N, N)`` (from 8 points on) is taken for what it almost
+    surely is: an ``(N,)`` tensor, such as a source term or data computed as ``x[:, 0]``,
+    broadcast against an ``(N, 1)`` field, whose mean square trains nothing right. That is any
+    equation's term (:attr:`PDE.interior_terms`), and any other with more columns than the
+    outputs and their first derivatives have (a term on 10 sensors of 10 outputs can be so)."""
     for name, r in residuals.items():
         where = f"{type(pde).__name__}'s residual {name!r}"
         if not isinstance(r, (Tensor, DerivativeCarrier)):
@@ -355,7 +357,8 @@ def check_residuals(pde: PDE, residuals: dict[str, Tensor]) -> None:
                              "the column dimension: x[:, 0:1], not x[:, 0]")
         if r.shape[0] == 0:
             raise ValueError(f"{where} has no rows: its point set (or the part of it the residual selects) is empty")
-        if name in pde.interior_terms and r.shape[0] == r.shape[1] >= 8:
+        columns = r.shape[1]
+        if r.shape[0] == columns >= 8 and (name in pde.interior_terms or columns > pde.n_outputs * pde.dim):
             raise ValueError(f"{where} has shape {tuple(r.shape)}: an (N,) tensor broadcast against an (N, 1) one? "
                              "Keep the column dimension of every term: x[:, 0:1], not x[:, 0] (or .reshape(-1, 1))")
 
