@@ -10,7 +10,8 @@ matrices) and stochastic (16 random directions), optionally with ``+compile``, `
 or ``+tf32`` (CUDA) as in benchmarks/common.py. On the CPU each variant runs
 in its own process, so that peak memory (growth of the resident set) is its own; on CUDA they
 run in one process, and peak memory is the allocator's peak for that variant. Prints a table
-with the ratio of each variant's step time to nested autograd's (eager) at the same d and N.
+with each variant's speed-up over nested autograd (eager) at the same d and N: autograd's step
+time divided by the variant's.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""How much TF32 matrix products change a PINN's loss and gradient (CUDA only).
+"""How much TF32 matrix products change a PINN's loss and gradient (on a CUDA GPU).
 
     python benchmarks/tf32.py [--points 2000 200000] [--steps 300]
 
@@ -71,9 +71,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--points", type=int, nargs="+", default=[2000, 200000])
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="default: cuda where there is a GPU, else cpu (where TF32 changes nothing)")
     args = parser.parse_args()
     device = args.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {device}, but PyTorch sees no CUDA GPU here; use --device cpu")
     where = torch.cuda.get_device_name() if device.startswith("cuda") else "CPU (TF32 has no effect)"
     print(f"# {time.strftime('%Y-%m-%d')}, {where}, torch {torch.__version__}")
     print("# emulated 2000x50 @ 50x50 product, relative error: "

@@ -17,6 +17,7 @@ setting runs.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import torch
@@ -61,6 +62,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--seconds", type=float, default=1.0)
     args = parser.parse_args()
+    reason = fused.why_unavailable(torch.device(args.device))
+    if reason is not None:
+        parser.error(f"the kernels cannot run with --device {args.device}: {reason}")
     cuda = args.device.startswith("cuda")
     graph = "+graph" if cuda else ""
     where = torch.cuda.get_device_name() if cuda else "CPU, Triton's interpreter"
@@ -68,6 +72,7 @@ def main() -> None:
     print(f"# settings: {', '.join(NAMES)}")
     print(f"{'N':>7} {'variant':>22} {'settings':>30} {'ms/step':>9} {'vs unfused':>10}  registers/spills")
     pde = Poisson(dim=2)
+    failed = 0
     for n in args.points:
         points = SobolSampler(n_interior=n, n_boundary=max(n // 5, 1)).sample(pde.domain, torch.Generator().manual_seed(0))
         points = {k: v.to(device=args.device, dtype=torch.float32) for k, v in points.items()}
@@ -86,11 +91,14 @@ def main() -> None:
                                        seconds=args.seconds if cuda else 0.0, warmup=5 if cuda else 1)
             except Exception as exc:  # noqa: BLE001 -- one failed setting must not end the table
                 print(f"{n:>7} {variant:>22} {label:>30}  failed: {(str(exc).splitlines() or [type(exc).__name__])[0][:200]}", flush=True)
+                failed += 1
                 continue
             base = ms if setting is None else base
             ratio = f"{base / ms:.2f}x" if base and setting is not None else ""
             usage = " ".join(f"{k.strip('_').replace('_kernel', '')} {r}/{sp}" for k, (r, sp) in sorted(log.items()))
             print(f"{n:>7} {variant:>22} {label:>30} {ms:>9.3f} {ratio:>10}  {usage}", flush=True)
+    if failed:
+        sys.exit(f"{failed} of the settings failed")
 
 
 if __name__ == "__main__":
