@@ -130,13 +130,13 @@ def check_complete(cfg: DictConfig) -> None:
     groups = {k: v for entry in primary["defaults"] if isinstance(entry, dict) for k, v in entry.items() if v is not None}
     for key, choice in groups.items():
         if key not in cfg:
-            raise ConfigError(f"no {key} chosen ('~{key}' removed the group); choose one with {key}=<name> "
+            raise ConfigError(f"no {key} chosen (removed with '~{key}'?); choose one with {key}=<name> "
                               f"(configs/{key}/; {key}={choice} by default), or give a class of your own with "
                               f"'+{key}._target_=...'")
     for key, value in primary.items():
         if key not in ("defaults", "hydra") and key not in cfg:
             shown = "null" if value is None else value
-            raise ConfigError(f"{key} is not set ('~{key}' removed it); give it a value ({key}={shown} by default)")
+            raise ConfigError(f"{key} is not set (removed with '~{key}'?); give it a value ({key}={shown} by default)")
 
 
 def build_problem(cfg: DictConfig) -> tuple[Any, torch.nn.Module]:

@@ -111,9 +111,9 @@ def test_a_sweep_into_a_folder_of_failed_jobs_lists_its_own(tmp_path):
     ("pde._target_=no_such_module.Thing", "pde: cannot import no_such_module.Thing (No module named 'no_such_module')"),
     ("pde._target_=pinn.pdes.NoSuchPDE", "pde: pinn.pdes has no 'NoSuchPDE'; check the class name in pde._target_="),
     ("pde._target_=pinn.pdes.Heat", "pde: Heat.__init__() got an unexpected keyword argument 'k'"),
-    ("~loss", "no loss chosen ('~loss' removed the group); choose one with loss=<name> (configs/loss/; "
+    ("~loss", "no loss chosen (removed with '~loss'?); choose one with loss=<name> (configs/loss/; "
               "loss=default by default)"),
-    ("~seed", "seed is not set ('~seed' removed it); give it a value (seed=0 by default)"),
+    ("~seed", "seed is not set (removed with '~seed'?); give it a value (seed=0 by default)"),
 ])
 def test_bad_values_end_in_one_line(override, match, tmp_path):
     result = train(f"hydra.run.dir={tmp_path}", *TINY, override)
