@@ -18,7 +18,7 @@ import signal
 import socket
 import sys
 import tempfile
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -621,11 +621,14 @@ def _sweep_defining(overrides: list[str]) -> list[str]:
 def _shared_job_folders(config: DictConfig) -> dict[Path, list[int]]:
     """The folders that ``hydra.sweep.subdir`` names for more than one job of this sweep, each
     with its jobs' numbers. Each job's configuration is composed as Hydra's basic sweeper and
-    launcher will compose it, with the clock stopped: a subfolder that only the time
-    (``${now:...}``) tells apart names one folder for jobs that start within the same second (or
-    hour, or whatever it shows), such as quick ones, whose records would replace each other. A
-    sweep under another sweeper (whose jobs are not known before they run) is not looked at
-    here: each of its jobs is refused where it finds another's run (:func:`check_run_folder`)."""
+    launcher will compose it, job k as if it started k milliseconds after the first: a subfolder
+    that only the time (``${now:...}``) tells apart, unless to the microsecond, names one folder
+    for them, as it does for a quick job (a refused one, say) and the next, whose records would
+    replace each other. (A ``${now:...}`` that the sweep folder's name has resolved already, such
+    as ``${now:%H-%M-%S}`` under the default ``hydra.sweep.dir``, keeps that value in every job,
+    as it does when the jobs run.) A sweep under another sweeper (whose jobs are not known before they run) is not
+    looked at here: each of its jobs is refused where it finds another's run
+    (:func:`check_run_folder`)."""
     subdir = str(OmegaConf.to_container(config.hydra.sweep, resolve=False)["subdir"])  # as written
     if config.hydra.sweeper.get("_target_") != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
         return {}
@@ -636,11 +639,15 @@ def _shared_job_folders(config: DictConfig) -> dict[Path, list[int]]:
     task = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
     sweep_config = HydraConfig.instance().cfg  # what the ${hydra:...} resolvers read, set to each job's in turn
     folders: dict[Path, list[int]] = {}
-    OmegaConf.register_new_resolver("now", datetime.now().strftime, use_cache=True, replace=True)  # stopped
+    start, job_num = datetime.now().replace(microsecond=0), [0]
+    OmegaConf.register_new_resolver(  # the clock of job k: k milliseconds after the first job's
+        "now", lambda pattern: (start + timedelta(milliseconds=job_num[0])).strftime(pattern), use_cache=True,
+        replace=True)
     try:
         (jobs,) = BasicSweeper.split_arguments(OverridesParser.create(config_loader=loader).parse_overrides(
             [*params, *(str(o) for o in task)]), None)
         for num, overrides in enumerate(jobs):
+            job_num[0] = num
             job = loader.load_sweep_config(config, list(overrides))
             with open_dict(job):
                 job.hydra.job.id = job.hydra.job.num = num
@@ -676,8 +683,8 @@ class SweepSummary(Callback):
             jobs = ", ".join(map(str, nums[:5])) + (", ..." if nums[5:] else "")
             more = f" (and {len(shared) - 1} more folder(s) like it)" if len(shared) > 1 else ""
             subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False)["subdir"]  # as written
-            clock = " where they start close together (the time, ${now:...}, does not tell jobs apart)" \
-                if "${now:" in subdir else ""
+            clock = " (the time, unless to the microsecond, does not tell apart jobs that start close together, " \
+                "as a quick one and the next do)" if "${now:" in subdir else ""
             print(f"error: hydra.sweep.subdir={subdir} names one folder, {folder}, for jobs {jobs} of this "
                   f"sweep{clock}{more}; make it differ per job (name every swept setting in it, or use "
                   "${hydra.job.num})", file=sys.stderr)

@@ -59,10 +59,12 @@ class Recorded:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--points", type=int, nargs="+", default=[2000, 200000])
-    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="default: cuda where there is a GPU, else cpu (with TRITON_INTERPRET=1)")
     parser.add_argument("--seconds", type=float, default=1.0)
     args = parser.parse_args()
-    reason = fused.why_unavailable(torch.device(args.device))
+    reason = "PyTorch sees no CUDA GPU here" if args.device.startswith("cuda") and not torch.cuda.is_available() \
+        else fused.why_unavailable(torch.device(args.device))
     if reason is not None:
         parser.error(f"the kernels cannot run with --device {args.device}: {reason}")
     cuda = args.device.startswith("cuda")

@@ -550,10 +550,11 @@ class Trainer:
         engine.check(model)
         engine.check_pde(pde)
         engine.check_device(device)
-        constrained = pde.constrain(model)  # the network the PDE's terms are written for
-        if constrained is not model and not isinstance(model, type(constrained)):
+        constrained = pde.constrain(model)  # the kind of network the PDE's terms are written for
+        if constrained is not model and not any(isinstance(m, type(constrained)) for m in model.modules()):
             raise ConfigError(f"{pde!r} builds some conditions into the network (a hard constraint) and has no loss "
-                              f"terms for them: train pde.constrain(model), not the bare {type(model).__name__}")
+                              f"terms for them, but this {type(model).__name__} holds no {type(constrained).__name__}: "
+                              "train pde.constrain(model)")
         if comm.is_main and isinstance(engine, ForwardEngine) and engine.gram_layers(model, pde.dim) is not None:
             log.info("derivatives: Laplacians from Gram matrices (derivatives.gram=%s, d = %d): values and Laplacians "
                      "only, no first derivatives", str(engine.gram).lower(), pde.dim)

@@ -502,12 +502,16 @@ def test_a_sweep_that_sends_jobs_to_one_folder_is_refused_before_it_starts(tmp_p
     assert f"hydra.sweep.subdir=s${{seed}} names one folder, {tmp_path / 's' / 's0'}, for jobs 0, 1 of this sweep" \
         in result.stderr
     assert not (tmp_path / "s").exists()  # no job ran, no record was written
-    # Told apart by the time alone: quick jobs start within the same second (here: the same year)
-    result = train("-m", *TINY, "seed=0,1", f"hydra.sweep.dir={tmp_path / 's'}", "hydra.sweep.subdir=t${now:%Y}")
+    # Told apart by the time alone: quick jobs start within the same second (here: the same minute)
+    result = train("-m", *TINY, "seed=0,1", f"hydra.sweep.dir={tmp_path / 's'}", "hydra.sweep.subdir=t${now:%M}")
     assert result.returncode == 2
-    assert f"hydra.sweep.subdir=t${{now:%Y}} names one folder, {tmp_path / 's' / 't'}" in result.stderr
-    assert "where they start close together (the time, ${now:...}, does not tell jobs apart)" in result.stderr
+    assert f"hydra.sweep.subdir=t${{now:%M}} names one folder, {tmp_path / 's' / 't'}" in result.stderr
+    assert "(the time, unless to the microsecond, does not tell apart jobs that start close together" in result.stderr
     assert not (tmp_path / "s").exists()
+    # ... unless to the microsecond
+    result = train("-m", *TINY, "seed=0,1", f"hydra.sweep.dir={tmp_path / 'f'}", "hydra.sweep.subdir=t${now:%S%f}")
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "f").glob("t*/metrics.json"))) == 2
 
 
 def test_under_another_sweeper_a_job_does_not_take_the_run_of_another_in_its_folder(tmp_path):

@@ -12,7 +12,7 @@ from pinn.errors import ConfigError
 from pinn.geometry import Interval, SpaceTime
 from pinn.models import MLP
 from pinn.optim import Adam
-from pinn.pdes import Heat, Poisson
+from pinn.pdes import Heat, Kovasznay, Poisson
 from pinn.pdes.base import check_residuals
 from pinn.sampling import RADSampler, SobolSampler
 from pinn.trainer import Trainer
@@ -133,14 +133,15 @@ def test_a_misspelt_declaration_is_refused_by_every_engine():
 def test_a_hard_constraint_needs_the_constrained_network(tmp_path):
     # The PDE leaves the boundary loss out: the bare network would train with no boundary condition
     with pytest.raises(ConfigError, match=r"Poisson\(dim=2, .*hard_constraint=True\) builds some conditions into the "
-                                          r"network .*: train pde.constrain\(model\), not the bare MLP"):
+                                          r"network .*, but this MLP holds no OutputTransform: train pde.constrain"):
         _fit(tmp_path, Poisson(hard_constraint=True))
     assert not (tmp_path / "checkpoints").exists()
     pde = Poisson(hard_constraint=True)
-    Trainer(max_steps=1, progress=False, n_test=16).fit(
-        pde=pde, model=pde.constrain(MLP(2, 1, width=8, depth=1)), engine=AutogradEngine(),
-        sampler=SobolSampler(n_interior=16, n_boundary=8), optimizer=Adam(), generator=torch.Generator().manual_seed(0),
-        run_dir=tmp_path)
+    models = (pde.constrain(MLP(2, 1, width=8, depth=1)), torch.nn.Sequential(pde.constrain(MLP(2, 1, width=8))))
+    for i, model in enumerate(models):  # the constrained network, also inside another module
+        Trainer(max_steps=1, progress=False, n_test=16).fit(
+            pde=pde, model=model, engine=AutogradEngine(), sampler=SobolSampler(n_interior=16, n_boundary=8),
+            optimizer=Adam(), generator=torch.Generator().manual_seed(0), run_dir=tmp_path / f"run{i}")
 
 
 @pytest.mark.parametrize("engine", [AutogradEngine(), ForwardEngine(), StochasticEngine()], ids=lambda e: e.name)
@@ -207,6 +208,8 @@ def test_an_empty_residual_is_named():
     ten_outputs = Poisson(dim=2)
     ten_outputs.n_outputs = 10
     check_residuals(ten_outputs, {"pde": torch.zeros(9, 1), "data": torch.zeros(10, 10)})  # 10 sensors, 10 outputs
+    # 3 outputs and their 6 first derivatives in 2-D on 9 points
+    check_residuals(Kovasznay(), {"momentum_x": torch.zeros(9, 1), "wall": torch.zeros(9, 9)})
     with pytest.raises(ValueError, match=r"Poisson's residual 'data' has shape \(10, 10\)"):
         check_residuals(Poisson(dim=2), {"pde": torch.zeros(9, 1), "data": torch.zeros(10, 10)})  # 1 output
     # the field itself as a residual (u = 0 on the boundary), under the forward engine a Jet

@@ -358,7 +358,7 @@ def check_residuals(pde: PDE, residuals: dict[str, Tensor]) -> None:
         if r.shape[0] == 0:
             raise ValueError(f"{where} has no rows: its point set (or the part of it the residual selects) is empty")
         columns = r.shape[1]
-        if r.shape[0] == columns >= 8 and (name in pde.interior_terms or columns > pde.n_outputs * pde.dim):
+        if r.shape[0] == columns >= 8 and (name in pde.interior_terms or columns > pde.n_outputs * (pde.dim + 1)):
             raise ValueError(f"{where} has shape {tuple(r.shape)}: an (N,) tensor broadcast against an (N, 1) one? "
                              "Keep the column dimension of every term: x[:, 0:1], not x[:, 0] (or .reshape(-1, 1))")
 
