@@ -127,7 +127,8 @@ def check_complete(cfg: DictConfig) -> None:
     """Refuse a configuration without one of the groups or settings of ``configs/config.yaml``
     (removed with ``~key`` on the command line): training reads every one of them."""
     primary = OmegaConf.to_container(OmegaConf.load(Path(__file__).parent / "configs" / "config.yaml"), resolve=False)
-    groups = {k: v for entry in primary["defaults"] if isinstance(entry, dict) for k, v in entry.items() if v is not None}
+    groups = {k: v for entry in primary["defaults"] if isinstance(entry, dict)
+              for k, v in entry.items() if v is not None}
     for key, choice in groups.items():
         if key not in cfg:
             raise ConfigError(f"no {key} chosen (removed with '~{key}'?); choose one with {key}=<name> "
@@ -626,8 +627,8 @@ def _shared_job_folders(config: DictConfig) -> dict[Path, list[int]]:
     for them, as it does for a quick job (a refused one, say) and the next, whose records would
     replace each other. (A ``${now:...}`` that the sweep folder's name has resolved already, such
     as ``${now:%H-%M-%S}`` under the default ``hydra.sweep.dir``, keeps that value in every job,
-    as it does when the jobs run.) A sweep under another sweeper (whose jobs are not known before they run) is not
-    looked at here: each of its jobs is refused where it finds another's run
+    as it does when the jobs run.) A sweep under another sweeper (whose jobs are not known before
+    they run) is not looked at here: each of its jobs is refused where it finds another's run
     (:func:`check_run_folder`)."""
     subdir = str(OmegaConf.to_container(config.hydra.sweep, resolve=False)["subdir"])  # as written
     if config.hydra.sweeper.get("_target_") != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
