@@ -330,9 +330,9 @@ def why_unwritable(folder: Path) -> str | None:
     """Why files cannot be written into ``folder``, or made with it where it is missing
     (``None``: they can). Tries a temporary file in the folder, or in the nearest parent that
     exists, and leaves it as it was."""
-    existing = Path(os.path.abspath(folder))
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    folder = Path(os.path.abspath(folder))
+    missing = _outermost_missing(folder)
+    existing = folder if missing is None else missing.parent
     if not existing.is_dir():
         return f"{existing} is a file, not a folder"
     try:
