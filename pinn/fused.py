@@ -630,10 +630,7 @@ def first_layer_applies(layer: nn.Module, activation: nn.Module, value: Tensor, 
             and why_unavailable(value.device) is None)
 
 
-# torch.compile leaves the kernels as they are: it runs these two functions eagerly, compiling
-# the work before and after them (a graph break at each fused layer).
-@torch.compiler.disable
-def first_linear_activate(layer: nn.Linear, activation: nn.Module, x: Tensor, directions: Tensor | None,
+def _first_linear_activate(layer: nn.Linear, activation: nn.Module, x: Tensor, directions: Tensor | None,
                           diagonal: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """The value, first derivatives and Laplacian (``diagonal``: the second derivative along each
     direction) of ``activation(layer(x))`` along ``directions`` ``(K, d)``, the same at every
@@ -641,12 +638,26 @@ def first_linear_activate(layer: nn.Linear, activation: nn.Module, x: Tensor, di
     return _FirstLayer.apply(x, directions, layer.weight, layer.bias, activation_code(activation), diagonal)
 
 
-@torch.compiler.disable
-def linear_activate(layer: nn.Linear, activation: nn.Module, value: Tensor, jac: Tensor,
+def _linear_activate(layer: nn.Linear, activation: nn.Module, value: Tensor, jac: Tensor,
                     sec: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The value, first derivatives and second derivatives of ``activation(layer(.))``: their sum
     (``sec`` ``(N, m)``) or one per direction (``(N, K, m)``); see :func:`applies`."""
     return _FusedLayer.apply(value, jac, sec, layer.weight, layer.bias, activation_code(activation))
+
+
+# torch.compile leaves the kernels as they are: it runs `first_linear_activate` and
+# `linear_activate` eagerly, compiling the work before and after them (a graph break at each
+# fused layer). torch.compiler.disable imports torch._dynamo, about a second on a CPU, so they
+# are made when first asked for (by the module's __getattr__, which the compiler also calls),
+# not on import: `python train.py --help`, or a launch refused over its settings, does not wait.
+_UNCOMPILED = {"first_linear_activate": _first_linear_activate, "linear_activate": _linear_activate}
+
+
+def __getattr__(name: str):
+    if name not in _UNCOMPILED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    function = globals()[name] = torch.compiler.disable(_UNCOMPILED[name])
+    return function
 
 
 def fusable_layers(model: nn.Module) -> int:

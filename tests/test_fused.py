@@ -6,11 +6,14 @@ round-off.
 """
 
 import itertools
+import subprocess
+import sys
 
 import pytest
 import torch
 from torch import nn
 
+from conftest import ROOT
 from pinn import fused
 from pinn.derivatives import ForwardEngine, StochasticEngine, make_engine
 from pinn.errors import ConfigError
@@ -406,6 +409,41 @@ def test_compiled_loss_runs_the_kernels_and_matches_eager(monkeypatch):
         torch.testing.assert_close(g, h, rtol=1e-10, atol=1e-12)
 
 
+def test_the_compiler_asks_for_the_kernels_first_and_still_runs_them_uncompiled(monkeypatch):
+    """The kernels' uncompiled entry points are made when first asked for, so that importing
+    the library does not import torch._dynamo. Asked for first by the compiler as it traces the
+    loss, they still run eagerly (a graph break at each) and give the eager loss."""
+    calls = []
+    for name, function in fused._UNCOMPILED.items():
+        def counted(*args, original=function, **kwargs):
+            calls.append(args[0])
+            return original(*args, **kwargs)
+
+        monkeypatch.setitem(fused._UNCOMPILED, name, counted)
+        monkeypatch.delitem(vars(fused), name, raising=False)  # as if not yet asked for
+    pde = Poisson(dim=2)
+    x = {"interior": torch.rand(40, 2, **F64), "boundary": torch.rand(8, 2, **F64)}
+    torch.manual_seed(0)
+    model = MLP(2, 1, width=16, depth=3).to(**F64)
+    engine = ForwardEngine(triton=True)
+    engine.check_pde(pde)
+    compiled = torch.compile(Trainer().losses)(pde, model, engine, x)[0]
+    assert len(calls) == 3, "the three fused layers, run by the kernels under the compiler"
+    assert all(getattr(vars(fused)[name], "_torchdynamo_disable", False) for name in fused._UNCOMPILED)
+    torch.testing.assert_close(compiled, Trainer().losses(pde, model, engine, x)[0], rtol=1e-12, atol=0)
+    assert len(calls) == 6
+
+
+def test_importing_the_library_leaves_out_the_compiler():
+    """torch._dynamo takes about a second to import: a launch refused over its settings, or
+    ``--help``, should not wait for it."""
+    script = ("import sys, train, pinn.fused, pinn.preflight, pinn.trainer, pinn.derivatives, pinn.pdes; "
+              "print('torch._dynamo' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
 def test_float32_network_matches_unfused_engine(monkeypatch):
     """In float32 (three TF32 products per float32 one on a GPU, float32 products in the
     interpreter) the Laplacian and the parameter gradients agree with the unfused engine's to
@@ -457,10 +495,8 @@ def test_train_py_takes_the_setting(tmp_path):
     (here in the interpreter) and is refused with one line where they cannot run."""
     import json
     import os
-    import subprocess
-    import sys
 
-    from conftest import ROOT, TINY
+    from conftest import TINY
 
     def train(run, *overrides, interpret):
         env = {**os.environ, "HYDRA_FULL_ERROR": "0", "TRITON_INTERPRET": "1" if interpret else "0"}
