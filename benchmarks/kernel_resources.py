@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import torch
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
@@ -90,6 +91,8 @@ def main() -> None:
     args = parser.parse_args()
     if fused.interpreting():
         raise SystemExit("error: TRITON_INTERPRET is set: Triton then interprets instead of compiling; unset it")
+    if (reason := fused.why_unavailable(torch.device("cuda"))) is not None:
+        raise SystemExit(f"error: the kernels cannot be compiled here: {reason}")
     if args.arch not in SHARED_MEMORY_PER_PROGRAM:
         raise SystemExit(f"error: --arch {args.arch}: known are {', '.join(map(str, SHARED_MEMORY_PER_PROGRAM))}")
     limit = SHARED_MEMORY_PER_PROGRAM[args.arch]

@@ -59,6 +59,11 @@ try:
 except ImportError:  # the fused kernels are optional; derivatives.triton=true says what is missing
     triton = None
 
+#: The oldest Triton the kernels are known to compile with (benchmarks/kernel_resources.py, for
+#: an H100, with Triton 3.5.1). An older one (3.0, which PyTorch 2.4 brings, say) is refused
+#: rather than tried.
+OLDEST_TRITON = (3, 5)
+
 #: activations with a kernel: their number in the kernels' ``ACT`` switch (gelu in its exact,
 #: erf form only, as the forward engine takes it; softplus with its default beta and threshold)
 ACTIVATIONS = {nn.Tanh: 0, Sine: 1, nn.Sigmoid: 2, nn.SiLU: 3, nn.GELU: 4, nn.Softplus: 5}
@@ -113,6 +118,9 @@ def why_unavailable(device: torch.device) -> str | None:
     """Why the kernels cannot run on ``device`` (``None``: they can)."""
     if triton is None:
         return "Triton is not installed (pip install triton, or a CUDA build of PyTorch, which brings it)"
+    if tuple(int(part) for part in triton.__version__.split(".")[:2]) < OLDEST_TRITON:
+        return (f"Triton {triton.__version__} is older than {'.'.join(map(str, OLDEST_TRITON))}, the oldest they are "
+                "known to compile with (PyTorch 2.9 and later bring a recent enough one)")
     if device.type == "cuda":
         return None
     if device.type == "cpu" and interpreting():

@@ -123,7 +123,8 @@ def test_tf32_benchmark_emulates_the_products_and_runs_each_engine():
     assert {"autograd", "forward"} <= engines, out
 
 
-@pytest.mark.skipif(not importlib.util.find_spec("triton"), reason="needs Triton")
+@pytest.mark.skipif(fused.why_unavailable(torch.device("cuda")) is not None,
+                    reason=f"the kernels cannot be compiled here: {fused.why_unavailable(torch.device('cuda'))}")
 def test_fused_kernels_compile_for_an_h100_and_fit_it():
     """What the interpreter cannot tell: every kernel compiles for sm_90 in both dtypes and both
     modes with tanh, and with the other activations in float32's laplacian mode, and its shared

@@ -681,6 +681,8 @@ def test_compiled_loss_matches_eager(pde, gram, tmp_path):
     assert losses[0] == pytest.approx(losses[1], rel=1e-10)
 
 
+@pytest.mark.skipif(torch.__version__ < "2.9", reason="the Dynamo of PyTorch 2.4.1 breaks these losses into "
+                    "several graphs (3 to 9 breaks); 2.9.1 and later trace each whole")
 @pytest.mark.parametrize("one_pass", [False, True], ids=["separate", "one-pass"])
 @pytest.mark.parametrize("pde, gram", [(Poisson(dim=2), False), (Burgers(), False), (Cavity(), False),
                                        (Poisson(dim=20), "auto")], ids=["poisson", "burgers", "cavity", "gram"])

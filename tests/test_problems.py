@@ -15,7 +15,7 @@ from pinn.models import MLP
 from pinn.operators import laplacian, partial
 from pinn.pdes import (AllenCahn, Burgers, Cavity, Heat, HeatInverse, Helmholtz, Kovasznay, Poisson, PoissonBall,
                        PoissonInverse, PoissonLShape, Wave)
-from pinn.pdes.base import transfinite_interpolation
+from pinn.pdes.base import transfinite_interpolation, vanishing_on_box
 from pinn.point_cache import PointCache
 from pinn.sampling import SobolSampler
 
@@ -190,6 +190,24 @@ def test_transfinite_interpolation_matches_the_data_on_faces_and_reads_only_the_
     # Functions linear in each coordinate are reproduced everywhere.
     multilinear = lambda z: (1 + z[:, :1]) * (2 - z[:, 1:2]) * z[:, 2:] + z[:, :1] * z[:, 1:2]  # noqa: E731
     assert (transfinite_interpolation(multilinear, x, lo, hi) - multilinear(x)).abs().max().item() < 1e-13
+
+
+def test_box_functions_read_their_corners_inside_torch_func_as_older_pytorch_allows(monkeypatch, float64):
+    """The forward engines differentiate a hard constraint's base and scale with torch.func. Inside
+    its transforms PyTorch 2.4.1 and 2.9.1 cannot ``tolist`` a tensor ("Cannot access data
+    pointer of Tensor that doesn't have storage"), which made Kovasznay's hard constraint fail
+    there; 2.13 can. Refused here as there, the corners must be read another way."""
+    def refused(self):
+        raise RuntimeError("Cannot access data pointer of Tensor that doesn't have storage")
+
+    lo, hi = torch.tensor([-0.5, 0.0]), torch.tensor([1.0, 2.0])
+    data = lambda x: torch.sin(x.sum(dim=1, keepdim=True))  # noqa: E731
+    field = lambda x: transfinite_interpolation(data, x, lo, hi) * vanishing_on_box(x, lo, hi)  # noqa: E731
+    x, v = lo + (hi - lo) * torch.rand(20, 2, dtype=torch.float64), torch.rand(20, 2, dtype=torch.float64)
+    expected = torch.func.jvp(field, (x,), (v,))
+    monkeypatch.setattr(torch.Tensor, "tolist", refused)
+    got = torch.func.jvp(field, (x,), (v,))
+    assert all(torch.equal(g, e) for g, e in zip(got, expected))
 
 
 def test_hard_constraint_refused_where_boundary_data_do_not_vanish():

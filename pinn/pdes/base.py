@@ -297,12 +297,19 @@ class VanishingOnBox:
         return f"VanishingOnBox(lo={list(self.lo)}, hi={list(self.hi)})"
 
 
+def _numbers(values: Tensor) -> list[float]:
+    """The values of a 1-D tensor as Python numbers, read one at a time: these functions run
+    inside torch.func's transforms, where before PyTorch 2.13 (2.4.1 and 2.9.1 checked) ``tolist``
+    fails ("Cannot access data pointer of Tensor that doesn't have storage") and ``item`` works."""
+    return [value.item() for value in values]
+
+
 def vanishing_on_box(x: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
     """The values of :class:`VanishingOnBox` ``(lo, hi)`` at ``x`` (to round-off: the product is
     taken here one factor at a time in the points' precision), from a plain function, whose
     derivatives the forward engines take with ``torch.func``."""
     scale = None
-    for i, (a, b) in enumerate(zip(lo.tolist(), hi.tolist())):  # numbers, never copied to the device
+    for i, (a, b) in enumerate(zip(_numbers(lo), _numbers(hi))):  # numbers, never copied to the device
         factor = 4 * (x[:, i : i + 1] - a) * (b - x[:, i : i + 1]) / (b - a) ** 2
         scale = factor if scale is None else scale * factor
     return scale
@@ -322,7 +329,7 @@ def transfinite_interpolation(f: Callable[[Tensor], Tensor], x: Tensor, lo: Tens
     constraint ``u = g + φ N`` (with ``φ`` from :func:`vanishing_on_box`) when ``f`` is continuous
     along the edges.
     """
-    lo_values, hi_values = lo.tolist(), hi.tolist()  # numbers, never copied to the device
+    lo_values, hi_values = _numbers(lo), _numbers(hi)  # numbers, never copied to the device
     dim = x.shape[1]
     xi = [(x[:, i : i + 1] - lo_values[i]) / (hi_values[i] - lo_values[i]) for i in range(dim)]
     total = None
