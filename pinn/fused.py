@@ -639,7 +639,7 @@ def first_layer_applies(layer: nn.Module, activation: nn.Module, value: Tensor, 
 
 
 def _first_linear_activate(layer: nn.Linear, activation: nn.Module, x: Tensor, directions: Tensor | None,
-                          diagonal: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+                           diagonal: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """The value, first derivatives and Laplacian (``diagonal``: the second derivative along each
     direction) of ``activation(layer(x))`` along ``directions`` ``(K, d)``, the same at every
     point, or ``None``: the coordinate axes (see :func:`first_layer_applies`)."""
@@ -647,7 +647,7 @@ def _first_linear_activate(layer: nn.Linear, activation: nn.Module, x: Tensor, d
 
 
 def _linear_activate(layer: nn.Linear, activation: nn.Module, value: Tensor, jac: Tensor,
-                    sec: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+                     sec: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The value, first derivatives and second derivatives of ``activation(layer(.))``: their sum
     (``sec`` ``(N, m)``) or one per direction (``(N, K, m)``); see :func:`applies`."""
     return _FusedLayer.apply(value, jac, sec, layer.weight, layer.bias, activation_code(activation))
