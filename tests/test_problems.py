@@ -196,7 +196,7 @@ def test_box_functions_read_their_corners_inside_torch_func_as_older_pytorch_all
     """The forward engines differentiate a hard constraint's base and scale with torch.func. Inside
     its transforms PyTorch 2.4.1 and 2.9.1 cannot ``tolist`` a tensor ("Cannot access data
     pointer of Tensor that doesn't have storage"), which made Kovasznay's hard constraint fail
-    there; 2.13 can. Refused here as there, the corners must be read another way."""
+    there; 2.11 and 2.13 can. Refused here as there, the corners must be read another way."""
     def refused(self):
         raise RuntimeError("Cannot access data pointer of Tensor that doesn't have storage")
 

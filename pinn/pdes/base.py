@@ -300,7 +300,8 @@ class VanishingOnBox:
 def _numbers(values: Tensor) -> list[float]:
     """The values of a 1-D tensor as Python numbers, read one at a time: these functions run
     inside torch.func's transforms, where ``tolist`` fails under PyTorch 2.4.1 and 2.9.1 (not
-    2.13.0): "Cannot access data pointer of Tensor that doesn't have storage". ``item`` works."""
+    2.11.0 or 2.13.0): "Cannot access data pointer of Tensor that doesn't have storage". ``item``
+    works under all four."""
     return [value.item() for value in values]
 
 
