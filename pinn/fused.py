@@ -114,11 +114,18 @@ def interpreting() -> bool:
     return _INTERPRETING
 
 
+def _older_than_oldest(version: str) -> bool:
+    """Whether Triton ``version`` ("3.6.0", "3.6.0+git1234"; else not judged) is older than
+    :data:`OLDEST_TRITON`. (String methods only: torch.compile traces this.)"""
+    major, minor = (version.split(".") + ["", ""])[:2]
+    return major.isdigit() and minor.isdigit() and (int(major), int(minor)) < OLDEST_TRITON
+
+
 def why_unavailable(device: torch.device) -> str | None:
     """Why the kernels cannot run on ``device`` (``None``: they can)."""
     if triton is None:
         return "Triton is not installed (pip install triton, or a CUDA build of PyTorch, which brings it)"
-    if tuple(int(part) for part in triton.__version__.split(".")[:2]) < OLDEST_TRITON:
+    if _older_than_oldest(triton.__version__):
         return (f"Triton {triton.__version__} is older than {'.'.join(map(str, OLDEST_TRITON))}, the oldest they are "
                 "known to compile with (PyTorch 2.9 and later bring a recent enough one)")
     if device.type == "cuda":

@@ -364,8 +364,9 @@ def test_refused_where_the_kernels_cannot_run(monkeypatch):
     monkeypatch.setattr(fused.triton, "__version__", "3.0.0")  # PyTorch 2.4's
     with pytest.raises(ConfigError, match=r"but Triton 3\.0\.0 is older than 3\.5, .*Set derivatives.triton=false"):
         ForwardEngine(triton=True).check_device(torch.device("cuda"))
-    monkeypatch.setattr(fused.triton, "__version__", "3.10.0+git1234")
-    assert fused.why_unavailable(torch.device("cuda")) is None
+    for newer in ("3.5.0", "3.10.0+git1234", "main"):  # one that is not a version number is not judged
+        monkeypatch.setattr(fused.triton, "__version__", newer)
+        assert fused.why_unavailable(torch.device("cuda")) is None
     monkeypatch.setattr(fused, "triton", None)
     with pytest.raises(ConfigError, match="needs Triton, which is not installed"):
         StochasticEngine(triton=True)
