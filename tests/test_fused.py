@@ -392,16 +392,23 @@ def test_an_interpreter_that_cannot_loop_is_named(monkeypatch):
         ForwardEngine(triton=True).check_device(torch.device("cpu"))
 
 
-def test_compiled_loss_runs_the_kernels_and_matches_eager(monkeypatch):
-    """Under torch.compile the fused layers run as they are (a graph break at each) and the rest
-    is compiled: the same loss and gradients as the eager step."""
-    calls = count_fused_calls(monkeypatch)
+def poisson_on_the_kernels():
+    """A 2-D Poisson problem, a float64 network of three fused layers, the forward engine with
+    the kernels, and points: what the compiled-loss tests below evaluate."""
     pde = Poisson(dim=2)
     x = {"interior": torch.rand(40, 2, **F64), "boundary": torch.rand(8, 2, **F64)}
     torch.manual_seed(0)
     model = MLP(2, 1, width=16, depth=3).to(**F64)
     engine = ForwardEngine(triton=True)
     engine.check_pde(pde)
+    return pde, model, engine, x
+
+
+def test_compiled_loss_runs_the_kernels_and_matches_eager(monkeypatch):
+    """Under torch.compile the fused layers run as they are (a graph break at each) and the rest
+    is compiled: the same loss and gradients as the eager step."""
+    calls = count_fused_calls(monkeypatch)
+    pde, model, engine, x = poisson_on_the_kernels()
     results = []
     for losses in (Trainer().losses, torch.compile(Trainer().losses)):
         model.zero_grad()
@@ -428,12 +435,7 @@ def test_the_compiler_asks_for_the_kernels_first_and_still_runs_them_uncompiled(
         monkeypatch.setitem(fused._UNCOMPILED, name, counted)
         getattr(fused, name)  # made now, so that monkeypatch puts this one back afterwards
         monkeypatch.delitem(vars(fused), name)  # as if not yet asked for
-    pde = Poisson(dim=2)
-    x = {"interior": torch.rand(40, 2, **F64), "boundary": torch.rand(8, 2, **F64)}
-    torch.manual_seed(0)
-    model = MLP(2, 1, width=16, depth=3).to(**F64)
-    engine = ForwardEngine(triton=True)
-    engine.check_pde(pde)
+    pde, model, engine, x = poisson_on_the_kernels()
     compiled = torch.compile(Trainer().losses)(pde, model, engine, x)[0]
     assert len(calls) == 3, "the three fused layers, run by the kernels under the compiler"
     assert all(getattr(vars(fused)[name], "_torchdynamo_disable", False) for name in fused._UNCOMPILED)
