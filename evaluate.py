@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 import train
 from pinn.checkpoint import CheckpointError, load_checkpoint, write_text_atomically
-from pinn.errors import ConfigError
+from pinn.errors import ConfigError, PDEError
 from pinn.plotting import save_figures, solution_slice
 from pinn.trainer import Trainer
 
@@ -113,7 +113,7 @@ def main(argv: list[str]) -> int:
     try:
         options = parse(argv)
         metrics = evaluate(options["run"], options["device"])
-    except (ConfigError, CheckpointError) as exc:
+    except (ConfigError, PDEError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     not_written = metrics.pop("not_written", None)

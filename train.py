@@ -38,7 +38,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pinn.checkpoint import CheckpointError, load_checkpoint, write_atomically, write_text_atomically
 from pinn.distributed import TORCH_STREAM, init_from_env, local_rank, rank_seed
-from pinn.errors import ConfigError, PreflightError, check_choice, check_flag
+from pinn.errors import ConfigError, PDEError, PreflightError, check_choice, check_flag
 from pinn.preflight import preflight
 from pinn.trainer import CHECKPOINT_NAME, METRICS_NAME, TrainingDiverged, TrainingInterrupted
 
@@ -582,8 +582,9 @@ def main(cfg: DictConfig) -> None:
         else:
             _tell("interrupted", in_log=not restored)
         sys.exit(128 + signal.SIGINT)
-    except (ConfigError, PreflightError, CheckpointError, TrainingDiverged) as exc:
-        # A user error or a failed check: one line that says what and how to fix it.
+    except (ConfigError, PDEError, PreflightError, CheckpointError, TrainingDiverged) as exc:
+        # A user error (in a setting, or in a PDE of one's own) or a failed check: one line that
+        # says what and how to fix it.
         # HYDRA_FULL_ERROR=1 shows the traceback as well.
         restored = bool(_before_launch)
         restore_run_folder()  # where training has not started

@@ -7,6 +7,11 @@ class ConfigError(ValueError):
     """An invalid setting: the message names the setting, what was wrong, and the valid choices."""
 
 
+class PDEError(ValueError):
+    """A PDE's own code gave what training cannot use (a residual or reference values of the
+    wrong shape, a point set it did not ask for): the message names the class, the term and the fix."""
+
+
 class PreflightError(RuntimeError):
     """The operator exactness check failed on this device and dtype; training would be meaningless."""
 

@@ -33,7 +33,7 @@ from pinn.checkpoint import load_checkpoint, save_checkpoint, write_text_atomica
 from pinn.cuda_graph import WARMUP_STEPS, CapturedStep, blockers, check_mode, copy_points, prepare_adam, set_lr
 from pinn.derivatives import Engine, ForwardEngine, OnePass
 from pinn.distributed import Communicator
-from pinn.errors import ConfigError, check_flag, check_positive
+from pinn.errors import ConfigError, PDEError, check_flag, check_positive
 from pinn.jet import shared_constant
 from pinn.loggers import Logger, NullLogger
 from pinn.optim import OptimizerPlan
@@ -421,10 +421,10 @@ class Trainer:
         x, values = reference
         if not (isinstance(values, Tensor) and values.shape == (x.shape[0], pde.n_outputs)):
             shape = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
-            raise ValueError(f"{type(pde).__name__}'s reference values (from its exact() or reference(), at {x.shape[0]} "
-                             "points) must have "
-                             f"shape (P, n_outputs) = ({x.shape[0]}, {pde.n_outputs}); got {shape}. Keep the column "
-                             "dimension: x[:, 0:1], not x[:, 0]")
+            raise PDEError(f"{type(pde).__name__}'s reference values (from its exact() or reference(), at {x.shape[0]} "
+                           "points) must have "
+                           f"shape (P, n_outputs) = ({x.shape[0]}, {pde.n_outputs}); got {shape}. Keep the column "
+                           "dimension: x[:, 0:1], not x[:, 0]")
         return x.to(device=device, dtype=torch.float64), values.to(device=device, dtype=torch.float64)
 
     @torch.no_grad()
@@ -683,8 +683,8 @@ class Trainer:
         except KeyError as exc:  # a PDE of one's own reading a point set it did not ask the sampler for
             name = exc.args[0] if exc.args else None
             if name in ("interior", "boundary", "initial") and name not in pde.point_sets:
-                raise ConfigError(f"{type(pde).__name__} reads the point set {name!r}, but its point_sets = "
-                                  f"{pde.point_sets} do not ask for it; add {name!r} to point_sets") from exc
+                raise PDEError(f"{type(pde).__name__} reads the point set {name!r}, but its point_sets = "
+                               f"{pde.point_sets} do not ask for it; add {name!r} to point_sets") from exc
             raise
         finally:
             logger.close()
@@ -694,87 +694,86 @@ class Trainer:
               state: _State, test_x, test_exact, ckpt_path: Path, stop: _StopOnSignal) -> None:
         comm = self._comm
         trainable = nn.ModuleDict({"model": model, "pde": pde})  # the network and the PDE's unknowns
-        bar = tqdm(total=self.max_steps, initial=state.step, disable=not (self.progress and comm.is_main),
-                   dynamic_ncols=True, desc=type(pde).__name__, mininterval=0.5)
-        total = terms = None
-        start_step = state.step
-        while state.step < self.max_steps:
-            phase = optimizer.phase_at(state.step)
-            if phase != state.phase:
-                target = optimizer.dtype_of(phase) or dtype
-                if target != state.dtype:  # e.g. a float64 L-BFGS stage after float32 Adam
-                    for module in (model, pde, self.balance):
-                        module.to(dtype=target)
-                    state.points = {k: v.to(dtype=target) for k, v in state.points.items()}
-                    state.dtype = target
-                state.optimizer, state.phase = optimizer.build(phase, trainable.parameters()), phase
-                self._enter_phase(state, optimizer, device)
-            elif state.step == start_step:  # resumed in this phase, with its restored optimizer
-                self._enter_phase(state, optimizer, device)
-            if self.resample_every and phase == "adam" and state.step > 0 and state.step % self.resample_every == 0:
-                if isinstance(sampler, AdaptiveSampler):
-                    fresh = self._adapt(sampler, pde, model, engine, generator, state)
-                else:
-                    fresh = self._sample(sampler, pde, generator, device, state.dtype)
-                if state.captured is not None:
-                    copy_points(state.points, fresh)  # the graph reads these tensors
-                    self.point_cache.refresh()  # and the values computed from them
-                else:
-                    state.points = fresh
+        # Closed however the loop ends, so that an error's message starts on a line of its own.
+        with tqdm(total=self.max_steps, initial=state.step, disable=not (self.progress and comm.is_main),
+                  dynamic_ncols=True, desc=type(pde).__name__, mininterval=0.5) as bar:
+            total = terms = None
+            start_step = state.step
+            while state.step < self.max_steps:
+                phase = optimizer.phase_at(state.step)
+                if phase != state.phase:
+                    target = optimizer.dtype_of(phase) or dtype
+                    if target != state.dtype:  # e.g. a float64 L-BFGS stage after float32 Adam
+                        for module in (model, pde, self.balance):
+                            module.to(dtype=target)
+                        state.points = {k: v.to(dtype=target) for k, v in state.points.items()}
+                        state.dtype = target
+                    state.optimizer, state.phase = optimizer.build(phase, trainable.parameters()), phase
+                    self._enter_phase(state, optimizer, device)
+                elif state.step == start_step:  # resumed in this phase, with its restored optimizer
+                    self._enter_phase(state, optimizer, device)
+                if self.resample_every and phase == "adam" and state.step > 0 and state.step % self.resample_every == 0:
+                    if isinstance(sampler, AdaptiveSampler):
+                        fresh = self._adapt(sampler, pde, model, engine, generator, state)
+                    else:
+                        fresh = self._sample(sampler, pde, generator, device, state.dtype)
+                    if state.captured is not None:
+                        copy_points(state.points, fresh)  # the graph reads these tensors
+                        self.point_cache.refresh()  # and the values computed from them
+                    else:
+                        state.points = fresh
 
-            start = time.perf_counter()
-            with _matmul_tf32(self.tf32):
-                total, terms, plain = self._step(pde, model, engine, state, trainable, optimizer, logger)
-            _sync(device)
-            clock = state.clocks.setdefault(phase, _PhaseClock())
-            clock.steps, clock.seconds = clock.steps + 1, clock.seconds + time.perf_counter() - start
-            state.step += 1
-            bar.update(1)
-            if state.step == start_step + 1:
-                if self.resample_every and isinstance(sampler, AdaptiveSampler):  # not only at its first resampling
-                    pde.equation_terms(dict.fromkeys(terms), "adaptive sampling")
-                self._started()
+                start = time.perf_counter()
+                with _matmul_tf32(self.tf32):
+                    total, terms, plain = self._step(pde, model, engine, state, trainable, optimizer, logger)
+                _sync(device)
+                clock = state.clocks.setdefault(phase, _PhaseClock())
+                clock.steps, clock.seconds = clock.steps + 1, clock.seconds + time.perf_counter() - start
+                state.step += 1
+                bar.update(1)
+                if state.step == start_step + 1:
+                    if self.resample_every and isinstance(sampler, AdaptiveSampler):  # not only at its first resampling
+                        pde.equation_terms(dict.fromkeys(terms), "adaptive sampling")
+                    self._started()
 
-            step, last = state.step, state.step == self.max_steps
-            signum = comm.maximum(stop.signum or 0)  # every rank stops at the same step, for the same signal
-            stopping = signum > 0
-            if step % self.log_every == 0 or last:
-                values = self._check_finite(step, total, terms, trainable, ckpt_path)
-                logger.scalar("loss/total", values["total"], step)
-                for name, value in values.items():
-                    if name != "total":
-                        logger.scalar(f"loss/{name}", value, step)
-                logger.scalar("lr", float(state.optimizer.param_groups[0]["lr"]), step)
-                if self.balance.weighting != "fixed":
-                    for name, weight in self.balance.weights().items():
-                        logger.scalar(f"weights/{name}", weight, step)
-                for name, value in self.balance.logs.items():
-                    if name.startswith("mse/"):  # a weighted term's plain mean square, averaged over the ranks
-                        value = plain[name.removeprefix("mse/")]
-                    logger.scalar(name, float(value), step)
-                bar.set_postfix(phase=phase, loss=f"{values['total']:.2e}", rel_l2=_shown(state.rel_l2), refresh=False)
-            if (step % self.eval_every == 0 or last) and comm.is_main:
-                metrics = self.evaluate(pde, model, test_x, test_exact)
-                if "rel_l2" in metrics:
-                    state.rel_l2 = metrics.pop("rel_l2")
-                    logger.scalar("error/rel_l2", state.rel_l2, step)
-                    logger.scalar("error/max_abs", metrics.pop("max_abs_error"), step)
-                    for name in [k for k in metrics if k.startswith("rel_l2_")]:  # each output's own
-                        logger.scalar(f"error/{name}", metrics.pop(name), step)
-                    bar.set_postfix(phase=phase, loss=f"{total.item():.2e}", rel_l2=_shown(state.rel_l2), refresh=False)
-                for name, value in metrics.items():  # the PDE's own numbers: unknown coefficients and their errors
-                    logger.scalar(f"unknowns/{name}", value, step)
-                if logger.takes_images:
-                    logger.image("solution", self._solution_image(pde, model, device, state.dtype), step)
-                logger.flush()
-            if (self.checkpoint_every and step % self.checkpoint_every == 0) or last or stopping:
-                self._check_finite(step, total, terms, trainable, ckpt_path)
-                self._checkpoint(ckpt_path, model, pde, generator, state, config)
-            if stopping and not last:  # at the last step the run finishes as it would have
-                bar.close()
-                logger.close()
-                raise TrainingInterrupted(signum, step, ckpt_path)
-        bar.close()
+                step, last = state.step, state.step == self.max_steps
+                signum = comm.maximum(stop.signum or 0)  # every rank stops at the same step, for the same signal
+                stopping = signum > 0
+                if step % self.log_every == 0 or last:
+                    values = self._check_finite(step, total, terms, trainable, ckpt_path)
+                    logger.scalar("loss/total", values["total"], step)
+                    for name, value in values.items():
+                        if name != "total":
+                            logger.scalar(f"loss/{name}", value, step)
+                    logger.scalar("lr", float(state.optimizer.param_groups[0]["lr"]), step)
+                    if self.balance.weighting != "fixed":
+                        for name, weight in self.balance.weights().items():
+                            logger.scalar(f"weights/{name}", weight, step)
+                    for name, value in self.balance.logs.items():
+                        if name.startswith("mse/"):  # a weighted term's plain mean square, averaged over the ranks
+                            value = plain[name.removeprefix("mse/")]
+                        logger.scalar(name, float(value), step)
+                    bar.set_postfix(phase=phase, loss=f"{values['total']:.2e}", rel_l2=_shown(state.rel_l2), refresh=False)
+                if (step % self.eval_every == 0 or last) and comm.is_main:
+                    metrics = self.evaluate(pde, model, test_x, test_exact)
+                    if "rel_l2" in metrics:
+                        state.rel_l2 = metrics.pop("rel_l2")
+                        logger.scalar("error/rel_l2", state.rel_l2, step)
+                        logger.scalar("error/max_abs", metrics.pop("max_abs_error"), step)
+                        for name in [k for k in metrics if k.startswith("rel_l2_")]:  # each output's own
+                            logger.scalar(f"error/{name}", metrics.pop(name), step)
+                        bar.set_postfix(phase=phase, loss=f"{total.item():.2e}", rel_l2=_shown(state.rel_l2), refresh=False)
+                    for name, value in metrics.items():  # the PDE's own numbers: unknown coefficients and their errors
+                        logger.scalar(f"unknowns/{name}", value, step)
+                    if logger.takes_images:
+                        logger.image("solution", self._solution_image(pde, model, device, state.dtype), step)
+                    logger.flush()
+                if (self.checkpoint_every and step % self.checkpoint_every == 0) or last or stopping:
+                    self._check_finite(step, total, terms, trainable, ckpt_path)
+                    self._checkpoint(ckpt_path, model, pde, generator, state, config)
+                if stopping and not last:  # at the last step the run finishes as it would have
+                    logger.close()
+                    raise TrainingInterrupted(signum, step, ckpt_path)
 
     def _enter_phase(self, state: _State, plan, device: torch.device) -> None:
         """Set the phase's optimizer up for captured or eager steps (``plan``: the run's optimizer

@@ -642,6 +642,27 @@ def test_a_point_set_a_pde_reads_without_asking_for_it_is_named(tmp_path):
                                      "('interior', 'boundary') do not ask for it; add 'initial' to point_sets")
 
 
+def test_a_residual_of_the_wrong_shape_is_one_line_on_a_line_of_its_own(tmp_path):
+    (tmp_path / "flat.py").write_text(
+        "from pinn.pdes import Poisson\n"
+        "from pinn.operators import laplacian\n"
+        "class Flat(Poisson):\n"
+        "    def residual(self, u, x):\n"
+        "        return laplacian(u, x) + x[:, 0]  # (N,): broadcast to (N, N)\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    run = tmp_path / "run"
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run}", *TINY,
+                             "trainer.progress=true", "pde._target_=flat.Flat"],
+                            cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    # the progress bar is closed first: the message is not appended to its line
+    assert result.stderr.splitlines()[-1] == (
+        "error: Flat's residual 'pde' has shape (32, 32): an (N,) tensor broadcast against an (N, 1) one? Keep the "
+        "column dimension of every term: x[:, 0:1], not x[:, 0] (or .reshape(-1, 1))"), result.stderr
+    assert not run.exists()  # training had not started: the new folder is removed
+
+
 def test_classes_of_ones_own_that_cannot_be_built_say_why(tmp_path):
     (tmp_path / "mine.py").write_text(
         "from pinn.pdes import Poisson\n"

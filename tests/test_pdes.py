@@ -8,7 +8,7 @@ import torch
 from pinn.balancing import LossBalance
 from pinn.conditions import Periodic
 from pinn.derivatives import AutogradEngine, ForwardEngine, StochasticEngine
-from pinn.errors import ConfigError
+from pinn.errors import ConfigError, PDEError
 from pinn.geometry import Interval, SpaceTime
 from pinn.models import MLP
 from pinn.optim import Adam
@@ -158,9 +158,9 @@ def test_points_a_network_cannot_take_are_named(engine):
 
 
 def test_an_exact_solution_without_its_column_is_refused(tmp_path):
-    with pytest.raises(ValueError, match=r"FlatExact's reference values \(from its exact\(\) or reference\(\), at 64 "
-                                         r"points\) must have "
-                                         r"shape \(P, n_outputs\) = \(64, 1\); got \(64,\)"):
+    with pytest.raises(PDEError, match=r"FlatExact's reference values \(from its exact\(\) or reference\(\), at 64 "
+                                       r"points\) must have "
+                                       r"shape \(P, n_outputs\) = \(64, 1\); got \(64,\)"):
         _fit(tmp_path, FlatExact(dim=2))
 
 
@@ -200,9 +200,9 @@ def test_a_periodic_condition_with_bounds_off_the_boundary_is_refused():
 
 
 def test_an_empty_residual_is_named():
-    with pytest.raises(ValueError, match="Poisson's residual 'hole' has no rows: its point set .* is empty"):
+    with pytest.raises(PDEError, match="Poisson's residual 'hole' has no rows: its point set .* is empty"):
         check_residuals(Poisson(dim=2), {"pde": torch.zeros(4, 1), "hole": torch.zeros(0, 1)})
-    with pytest.raises(ValueError, match=r"residual 'pde' must be a tensor \(N, c\), one row per point; got shape \(4,\)"):
+    with pytest.raises(PDEError, match=r"residual 'pde' must be a tensor \(N, c\), one row per point; got shape \(4,\)"):
         check_residuals(Poisson(dim=2), {"pde": torch.zeros(4)})
     check_residuals(Poisson(dim=2), {"pde": torch.zeros(7, 7), "data": torch.zeros(3, 3)})  # few points: can be so
     ten_outputs = Poisson(dim=2)
@@ -210,7 +210,7 @@ def test_an_empty_residual_is_named():
     check_residuals(ten_outputs, {"pde": torch.zeros(9, 1), "data": torch.zeros(10, 10)})  # 10 sensors, 10 outputs
     # 3 outputs and their 6 first derivatives in 2-D on 9 points
     check_residuals(Kovasznay(), {"momentum_x": torch.zeros(9, 1), "wall": torch.zeros(9, 9)})
-    with pytest.raises(ValueError, match=r"Poisson's residual 'data' has shape \(10, 10\)"):
+    with pytest.raises(PDEError, match=r"Poisson's residual 'data' has shape \(10, 10\)"):
         check_residuals(Poisson(dim=2), {"pde": torch.zeros(9, 1), "data": torch.zeros(10, 10)})  # 1 output
     # the field itself as a residual (u = 0 on the boundary), under the forward engine a Jet
     x, u = ForwardEngine().evaluate(MLP(2, 1, width=4, depth=1), torch.rand(9, 2))

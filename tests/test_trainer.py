@@ -343,14 +343,14 @@ def test_resume_continues_tensorboard_without_duplicate_steps(tmp_path):
 
 
 def test_a_point_set_a_pde_reads_without_asking_for_it_is_named(tmp_path):
-    from pinn.errors import ConfigError
+    from pinn.errors import PDEError
     from pinn.pdes import Heat
 
     class Forgetful(Heat):
         point_sets = ("interior", "boundary")  # reads 'initial' all the same
 
-    with pytest.raises(ConfigError, match=r"Forgetful reads the point set 'initial', but its point_sets = "
-                                          r"\('interior', 'boundary'\) do not ask for it; add 'initial' to point_sets"):
+    with pytest.raises(PDEError, match=r"Forgetful reads the point set 'initial', but its point_sets = "
+                                       r"\('interior', 'boundary'\) do not ask for it; add 'initial' to point_sets"):
         Trainer(max_steps=2, progress=False).fit(
             pde=Forgetful(), model=MLP(2, 1, width=4, depth=1), engine=AutogradEngine(),
             sampler=UniformSampler(n_interior=16, n_boundary=4, n_initial=4), optimizer=Adam(),

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from pinn.conditions import mean_square
 from pinn.derivatives import Engine
-from pinn.errors import ConfigError
+from pinn.errors import ConfigError, PDEError
 from pinn.geometry import Domain
 from pinn.jet import Jet, shared_zero_second
 from pinn.operators import DerivativeCarrier
@@ -359,16 +359,16 @@ def check_residuals(pde: PDE, residuals: dict[str, Tensor]) -> None:
     for name, r in residuals.items():
         where = f"{type(pde).__name__}'s residual {name!r}"
         if not isinstance(r, (Tensor, DerivativeCarrier)):
-            raise ValueError(f"{where} must be a tensor (N, c), one row per point; got {type(r).__name__}")
+            raise PDEError(f"{where} must be a tensor (N, c), one row per point; got {type(r).__name__}")
         if len(r.shape) != 2:
-            raise ValueError(f"{where} must be a tensor (N, c), one row per point; got shape {tuple(r.shape)}. Keep "
-                             "the column dimension: x[:, 0:1], not x[:, 0]")
+            raise PDEError(f"{where} must be a tensor (N, c), one row per point; got shape {tuple(r.shape)}. Keep "
+                           "the column dimension: x[:, 0:1], not x[:, 0]")
         if r.shape[0] == 0:
-            raise ValueError(f"{where} has no rows: its point set (or the part of it the residual selects) is empty")
+            raise PDEError(f"{where} has no rows: its point set (or the part of it the residual selects) is empty")
         columns = r.shape[1]
         if r.shape[0] == columns >= 8 and (name in pde.interior_terms or columns > pde.n_outputs * (pde.dim + 1)):
-            raise ValueError(f"{where} has shape {tuple(r.shape)}: an (N,) tensor broadcast against an (N, 1) one? "
-                             "Keep the column dimension of every term: x[:, 0:1], not x[:, 0] (or .reshape(-1, 1))")
+            raise PDEError(f"{where} has shape {tuple(r.shape)}: an (N,) tensor broadcast against an (N, 1) one? "
+                           "Keep the column dimension of every term: x[:, 0:1], not x[:, 0] (or .reshape(-1, 1))")
 
 
 def space_laplacian(u, x: Tensor, space_dim: int) -> Tensor:
