@@ -50,7 +50,11 @@ numbers.
 
 from __future__ import annotations
 
+import importlib
 import math
+import os
+import sys
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -198,6 +202,23 @@ def check_not_empty(x: Tensor) -> None:
     if x.shape[0] == 0:
         raise ValueError(f"no points to evaluate the field at: x has shape {tuple(x.shape)}; give a point set "
                          "at least one point")
+
+
+def load_forward_mode_quietly() -> None:
+    """Import what ``torch.func.jvp`` imports on its first use (PyTorch's forward-mode
+    decompositions), silencing the one warning that import gives: that ``torch.jit.script``,
+    which PyTorch itself calls there, is deprecated. From PyTorch 2.14 on it is a
+    ``FutureWarning``, shown by default, and would head the log of every run that
+    differentiates a function with ``torch.func`` (a hard constraint's, the pre-flight check's)
+    about code no user can change. Any other warning passes. Call it before ``torch.func``'s
+    forward mode; after the first call it only looks the module up."""
+    module = "torch._decomp.decompositions_for_jvp"
+    # the conditions under which PyTorch imports it (torch.autograd.forward_ad)
+    if module in sys.modules or os.environ.get("PYTORCH_JIT", "1") != "1" or not __debug__:
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated")
+        importlib.import_module(module)
 
 
 #: The seed's identities, the zeros of known-zero derivatives, and the zeros and ones that
@@ -419,6 +440,7 @@ class Jet(DerivativeCarrier):
         jet = None if closed_form is None else closed_form(seed)
         if jet is not None:
             return jet
+        load_forward_mode_quietly()
         # (torch.func cannot differentiate at expanded points: one point repeated, say)
         x, directions = seed.value.detach().contiguous(), seed.jac.detach()  # (N, d), (N, K, d)
         k = directions.shape[1]

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from pinn import fused
 from pinn.errors import ConfigError, PreflightError
-from pinn.jet import Jet, check_supported, gram_laplacian, linear_chain, propagate
+from pinn.jet import Jet, check_supported, gram_laplacian, linear_chain, load_forward_mode_quietly, propagate
 from pinn.operators import STRATEGIES, grad, hessian, laplacian, partial
 
 #: inputs up to which the pre-flight check also compares the forward engine's full Hessians
@@ -82,6 +82,7 @@ def _model_checks(model: Callable[[Tensor], Tensor], in_dim: int, device, dtype,
         def point_output(point: Tensor) -> Tensor:
             return model(point.unsqueeze(0)).squeeze(0)  # (m,)
 
+        load_forward_mode_quietly()
         hess = torch.func.vmap(torch.func.hessian(point_output))(x)  # (n, m, d, d)
         second = torch.diagonal(hess, dim1=-2, dim2=-1)  # (n, m, d)
         scale = second.abs().sum(-1).max().item() + 1.0

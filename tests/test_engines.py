@@ -586,6 +586,32 @@ def test_jet_of_a_function_matches_torch_func(second, kind):
     assert close(jet.sec, _closed_form_second(f, x, directions, second))
 
 
+@pytest.mark.parametrize("use", [
+    # a hard constraint's function without derivatives in closed form
+    "from pinn.jet import Jet\n"
+    "x = torch.rand(5, 2, dtype=torch.float64)\n"
+    "jet = Jet.of_function(lambda y: y.sin().prod(dim=1, keepdim=True), Jet.seed(x))\n"
+    "assert torch.allclose(jet.sec, -2 * x.sin().prod(dim=1, keepdim=True))",
+    # the pre-flight check of a network the forward engine does not take (torch.func.hessian)
+    "from pinn.preflight import preflight\n"
+    "net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Softsign(), torch.nn.Linear(8, 1)).double()\n"
+    "preflight('cpu', torch.float64, model=net, in_dim=2)",
+], ids=["hard_constraint", "preflight"])
+def test_torch_funcs_forward_mode_brings_no_warning_about_pytorchs_own_code(use):
+    # PyTorch's first forward-mode product imports decompositions that call torch.jit.script,
+    # which warns that it is deprecated (a FutureWarning, shown by default, from 2.14 on): a
+    # line at the head of every run with a hard constraint, about nothing a user can change.
+    # A fresh process each, since only the first import warns.
+    import subprocess
+    import sys
+
+    code = ("import warnings\n"
+            "warnings.filterwarnings('error', message='`torch.jit.script` is deprecated')\n"
+            f"import torch\n{use}\nprint('no warning')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "no warning", result.stderr
+
+
 @pytest.mark.parametrize("second", ["laplacian", "diagonal", "hessian"])
 @pytest.mark.parametrize("kind", ["axes", "shared", "per_point"])
 @pytest.mark.parametrize("center, radius", [([0.0] * 5, 1.0), ([0.3, -1.0, 0.0, 2.0, 0.5], 2.5)])
