@@ -663,6 +663,24 @@ def test_a_residual_of_the_wrong_shape_is_one_line_on_a_line_of_its_own(tmp_path
     assert not run.exists()  # training had not started: the new folder is removed
 
 
+def test_evaluating_a_run_whose_pde_has_since_gone_wrong_is_one_line(tmp_path):
+    module = tmp_path / "mine.py"
+    module.write_text("from pinn.pdes import Poisson\nclass Mine(Poisson):\n    pass\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    run = tmp_path / "run"
+    trained = subprocess.run([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run}", *TINY,
+                              "logger=none", "pde._target_=mine.Mine"],
+                             cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert trained.returncode == 0, trained.stderr
+    module.write_text("from pinn.pdes import Poisson\nclass Mine(Poisson):\n"
+                      "    def residual(self, u, x):\n        return x[:, 0]\n")
+    result = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), f"run={run}", "device=cpu"],
+                            cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr == ("error: Mine's residual 'pde' must be a tensor (N, c), one row per point; got shape "
+                             "(32,). Keep the column dimension: x[:, 0:1], not x[:, 0]\n")
+
+
 def test_classes_of_ones_own_that_cannot_be_built_say_why(tmp_path):
     (tmp_path / "mine.py").write_text(
         "from pinn.pdes import Poisson\n"
