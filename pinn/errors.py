@@ -9,7 +9,8 @@ class ConfigError(ValueError):
 
 class PDEError(ValueError):
     """A PDE's own code gave what training cannot use (a residual or reference values of the
-    wrong shape, a point set it did not ask for): the message names the class, the term and the fix."""
+    wrong shape, a point set read but not asked for, points outside its own domain): the
+    message names what was wrong and how to fix it."""
 
 
 class PreflightError(RuntimeError):

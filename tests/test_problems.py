@@ -10,7 +10,7 @@ import torch
 
 from conftest import ROOT, TINY
 from pinn.derivatives import AutogradEngine, ForwardEngine, StochasticEngine
-from pinn.errors import ConfigError
+from pinn.errors import ConfigError, PDEError
 from pinn.models import MLP
 from pinn.operators import laplacian, partial
 from pinn.pdes import (AllenCahn, Burgers, Cavity, Heat, HeatInverse, Helmholtz, Kovasznay, Poisson, PoissonBall,
@@ -240,7 +240,12 @@ def test_points_outside_the_domain_are_refused(float64):
     pde = PoissonLShape()
     points = sample(pde)
     points["interior"] = torch.cat([points["interior"], torch.tensor([[0.5, 0.5]], dtype=torch.float64)])
-    with pytest.raises(ValueError, match=r"1 of 257 points lie outside .* \(the first at \[0.5, 0.5\]\)"):
+    with pytest.raises(PDEError, match=r"1 of 257 points lie outside .* \(the first at \[0.5, 0.5\]\)"):
+        pde.check_points(points)
+    points = sample(pde)
+    points["boundary"] = torch.zeros(8, 3, dtype=torch.float64)
+    with pytest.raises(PDEError, match=r"PoissonLShape's point set 'boundary' must have shape \(N, 2\), one column per "
+                                       r"coordinate of its domain; got \(8, 3\)"):
         pde.check_points(points)
 
 

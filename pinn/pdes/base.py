@@ -126,8 +126,9 @@ class PDE(nn.Module):
             if x is None or x.shape[0] == 0:
                 raise ConfigError(f"{type(self).__name__} needs points in {name!r}; set sampler.n_{name} > 0")
             if x.dim() != 2 or x.shape[1] != self.dim:
-                raise ValueError(f"point set {name!r} must have shape (N, {self.dim}); got {tuple(x.shape)}")
-            self.check_inside(f"point set {name!r}", x)
+                raise PDEError(f"{type(self).__name__}'s point set {name!r} must have shape (N, {self.dim}), one "
+                               f"column per coordinate of its domain; got {tuple(x.shape)}")
+            self.check_inside(f"{type(self).__name__}'s point set {name!r}", x)
 
     def check_inside(self, what: str, x: Tensor) -> None:
         """Raise if a point of ``x`` lies outside the domain. Check points as drawn, in float64:
@@ -135,7 +136,7 @@ class PDE(nn.Module):
         outside = ~self.domain.contains(x.detach().double().cpu())
         if outside.any():
             first = x[outside.nonzero()[0, 0]].tolist()
-            raise ValueError(
+            raise PDEError(
                 f"{what}: {int(outside.sum())} of {len(x)} points lie outside {self.domain} "
                 f"(the first at {first}); points must come from the PDE's own domain"
             )
