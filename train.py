@@ -94,7 +94,7 @@ def _build(node: DictConfig, group: str, **runtime: Any) -> Any:
         return instantiate(node, **runtime)
     except InstantiationException as exc:
         cause, target = exc.__cause__, str(node.get("_target_"))
-        if isinstance(cause, ConfigError):
+        if isinstance(cause, (ConfigError, PDEError)):  # one line that says what is wrong
             raise cause
         if isinstance(cause, TypeError):  # an unknown or missing key in the YAML
             hint = ""

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from pinn.derivatives import Engine
+from pinn.errors import PDEError
 from pinn.jet import shared_constant
 from pinn.models import check_pointwise
 from pinn.operators import DerivativeCarrier, grad, partial
@@ -89,7 +90,7 @@ class Condition(ABC):
     def loss(self, model: Model, x: Tensor, engine: Engine) -> Tensor:
         """Mean squared residual over the points."""
         if x.shape[0] == 0:
-            raise ValueError(f"{type(self).__name__} condition got an empty point set; it needs at least one point")
+            raise PDEError(f"{type(self).__name__} condition got an empty point set; it needs at least one point")
         return mean_square(self.residual(model, x, engine))
 
 
@@ -181,10 +182,10 @@ class Periodic(Condition):
         outside = (along < self.lo - tolerance) | (along > self.hi + tolerance)
         if bool(outside.any() | ~on_face.any()):
             if outside.any():
-                raise ValueError(f"Periodic condition: some of its points lie beyond x{self.axis} = {self.lo}..{self.hi} "
-                                 f"(at x{self.axis} = {float(along[outside][0]):g}); lo and hi must be the domain's "
-                                 f"bounds along axis {self.axis}")
-            raise ValueError(f"Periodic condition: none of its {len(x)} points lie on x{self.axis} = {self.lo} or {self.hi}")
+                raise PDEError(f"Periodic condition: some of its points lie beyond x{self.axis} = {self.lo}..{self.hi} "
+                               f"(at x{self.axis} = {float(along[outside][0]):g}); lo and hi must be the domain's "
+                               f"bounds along axis {self.axis}")
+            raise PDEError(f"Periodic condition: none of its {len(x)} points lie on x{self.axis} = {self.lo} or {self.hi}")
         x = x[on_face]
         partner = x.clone()
         partner[:, self.axis] = self.lo + self.hi - x[:, self.axis]
@@ -230,7 +231,7 @@ class PointData(nn.Module, Condition):
     def __init__(self, points: Tensor, values: Tensor, components: Sequence[int] | None = None):
         super().__init__()
         if points.dim() != 2 or values.dim() != 2 or len(points) != len(values) or len(points) == 0:
-            raise ValueError(
+            raise PDEError(
                 f"PointData needs points (P, d) and values (P, k) with the same P > 0; "
                 f"got {tuple(points.shape)} and {tuple(values.shape)}"
             )

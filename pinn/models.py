@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pinn.errors import ConfigError, check_flag, check_positive
+from pinn.errors import ConfigError, PDEError, check_flag, check_positive
 
 
 class Sine(nn.Module):
@@ -420,6 +420,6 @@ def check_pointwise(what: str, y, x: Tensor, columns: int | None = None):
             hint = "give it one column" if columns == 1 else f"give it {columns} columns, or one for all"
         else:
             hint = "keep the column dimension: x[:, 0:1], not x[:, 0]"
-        raise ValueError(f"{what} must be a function of the points (N, d) -> (N, {columns or 'm'}); for points of "
-                         f"shape {tuple(x.shape)} it returned {shape}, not {want}; {hint}")
+        raise PDEError(f"{what} must be a function of the points (N, d) -> (N, {columns or 'm'}); for points of "
+                       f"shape {tuple(x.shape)} it returned {shape}, not {want}; {hint}")
     return y

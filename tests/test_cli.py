@@ -663,6 +663,43 @@ def test_a_residual_of_the_wrong_shape_is_one_line_on_a_line_of_its_own(tmp_path
     assert not run.exists()  # training had not started: the new folder is removed
 
 
+@pytest.mark.parametrize("body, says", [
+    # data of the wrong shape, found at the first step
+    ("from pinn.conditions import Dirichlet\n"
+     "class Mine(Poisson):\n"
+     "    def __init__(self, **kwargs):\n"
+     "        super().__init__(**kwargs)\n"
+     "        self.boundary = Dirichlet(lambda x: 0 * x[:, 0])\n",
+     "error: the Dirichlet data must be a function of the points (N, d) -> (N, 1); for points of shape (8, 2) it "
+     "returned (8,), not (8, 1); keep the column dimension: x[:, 0:1], not x[:, 0]"),
+    # observations of the wrong shape, found as the PDE is built
+    ("import torch\n"
+     "from pinn.conditions import PointData\n"
+     "class Mine(Poisson):\n"
+     "    def __init__(self, **kwargs):\n"
+     "        super().__init__(**kwargs)\n"
+     "        self.data = PointData(torch.zeros(5, 2), torch.zeros(5))\n",
+     "error: PointData needs points (P, d) and values (P, k) with the same P > 0; got (5, 2) and (5,)"),
+    # a domain that draws outside itself
+    ("from pinn.geometry import Box\n"
+     "class Shy(Box):\n"
+     "    def contains(self, x):\n"
+     "        return super().contains(x) & (x[:, 0] < 0)\n"
+     "class Mine(Poisson):\n"
+     "    def __init__(self, **kwargs):\n"
+     "        super().__init__(**kwargs)\n"
+     "        self.domain = Shy(-1.0, 1.0, dim=2)\n",
+     "error: Mine's point set 'interior': "),
+], ids=["data", "observations", "domain"])
+def test_a_pde_of_ones_own_that_gives_what_training_cannot_use_is_one_line(tmp_path, body, says):
+    (tmp_path / "mine.py").write_text("from pinn.pdes import Poisson\n" + body)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={tmp_path / 'run'}", *TINY,
+                             "pde._target_=mine.Mine"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(says) and result.stderr.count("\n") == 1, result.stderr
+
+
 def test_evaluating_a_run_whose_pde_has_since_gone_wrong_is_one_line(tmp_path):
     module = tmp_path / "mine.py"
     module.write_text("from pinn.pdes import Poisson\nclass Mine(Poisson):\n    pass\n")
