@@ -37,7 +37,7 @@ from pinn.errors import ConfigError, PDEError, check_flag, check_positive
 from pinn.jet import shared_constant
 from pinn.loggers import Logger, NullLogger
 from pinn.optim import OptimizerPlan
-from pinn.pdes.base import PDE
+from pinn.pdes.base import PDE, check_losses
 from pinn.point_cache import PointCache
 from pinn.sampling import AdaptiveSampler, Sampler
 
@@ -287,6 +287,7 @@ class Trainer:
             terms = balance.term_losses(pde.residuals(shared(), points, engine), points, pde)
         else:
             terms = pde.losses(shared(), points, engine)
+            check_losses(pde, terms)
         unknown = set(self.loss_weights) - set(terms)
         if unknown:
             raise ConfigError(

@@ -690,7 +690,14 @@ def test_a_residual_of_the_wrong_shape_is_one_line_on_a_line_of_its_own(tmp_path
      "        super().__init__(**kwargs)\n"
      "        self.domain = Shy(-1.0, 1.0, dim=2)\n",
      "error: Mine's point set 'interior': "),
-], ids=["data", "observations", "domain"])
+    # a loss of its own left unreduced
+    ("class Mine(Poisson):\n"
+     "    def losses(self, model, points, engine):\n"
+     "        x, u = engine.evaluate(model, points['interior'])\n"
+     "        return {'pde': self.residual(u, x).square()}\n",
+     "error: Mine's loss 'pde' must be one number, a 0-dimensional tensor such as the mean squared residual "
+     "r.square().mean(); got shape (32, 1)"),
+], ids=["data", "observations", "domain", "loss"])
 def test_a_pde_of_ones_own_that_gives_what_training_cannot_use_is_one_line(tmp_path, body, says):
     (tmp_path / "mine.py").write_text("from pinn.pdes import Poisson\n" + body)
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}

@@ -199,6 +199,18 @@ def test_a_periodic_condition_with_bounds_off_the_boundary_is_refused():
     assert Periodic(0, -1.0, 1.0, derivative=False).residual(square, one_face, AutogradEngine()).abs().max() < 1e-15
 
 
+def test_losses_of_ones_own_must_be_numbers_by_name():
+    from pinn.pdes.base import check_losses
+
+    check_losses(Poisson(dim=2), {"pde": torch.tensor(1.0), "boundary": torch.zeros(())})
+    with pytest.raises(PDEError, match=r"Poisson's loss 'pde' must be one number, .*; got shape \(4, 1\)"):
+        check_losses(Poisson(dim=2), {"pde": torch.zeros(4, 1)})
+    with pytest.raises(PDEError, match=r"Poisson's loss 'pde' must be one number, .*; got float"):
+        check_losses(Poisson(dim=2), {"pde": 0.0})
+    with pytest.raises(PDEError, match=r"Poisson.losses\(\) must return a dict of loss terms by name, .*; got list"):
+        check_losses(Poisson(dim=2), [torch.zeros(())])
+
+
 def test_an_empty_residual_is_named():
     with pytest.raises(PDEError, match="Poisson's residual 'hole' has no rows: its point set .* is empty"):
         check_residuals(Poisson(dim=2), {"pde": torch.zeros(4, 1), "hole": torch.zeros(0, 1)})

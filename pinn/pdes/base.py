@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -370,6 +370,21 @@ def check_residuals(pde: PDE, residuals: dict[str, Tensor]) -> None:
         if r.shape[0] == columns >= 8 and (name in pde.interior_terms or columns > pde.n_outputs * (pde.dim + 1)):
             raise PDEError(f"{where} has shape {tuple(r.shape)}: an (N,) tensor broadcast against an (N, 1) one? "
                            "Keep the column dimension of every term: x[:, 0:1], not x[:, 0] (or .reshape(-1, 1))")
+
+
+def check_losses(pde: PDE, losses) -> None:
+    """Refuse what :meth:`PDE.losses` returns unless it maps each term's name to a number, a
+    0-dimensional tensor (the trainer weights the terms and adds them): a term left unreduced,
+    ``r.square()`` for ``r.square().mean()``, would otherwise fail in the backward pass with
+    PyTorch's message about shapes."""
+    if not isinstance(losses, Mapping):
+        raise PDEError(f"{type(pde).__name__}.losses() must return a dict of loss terms by name, such as "
+                       f"{{'pde': r.square().mean()}}; got {type(losses).__name__}")
+    for name, loss in losses.items():
+        if not (isinstance(loss, Tensor) and loss.dim() == 0):
+            got = f"shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else type(loss).__name__
+            raise PDEError(f"{type(pde).__name__}'s loss {name!r} must be one number, a 0-dimensional tensor such as "
+                           f"the mean squared residual r.square().mean(); got {got}")
 
 
 def space_laplacian(u, x: Tensor, space_dim: int) -> Tensor:
