@@ -199,6 +199,17 @@ def test_a_periodic_condition_with_bounds_off_the_boundary_is_refused():
     assert Periodic(0, -1.0, 1.0, derivative=False).residual(square, one_face, AutogradEngine()).abs().max() < 1e-15
 
 
+def test_a_pde_without_a_domain_is_named():
+    from pinn.pdes.base import PDE
+
+    class Bare(PDE):
+        pass
+
+    with pytest.raises(PDEError, match=r"Bare has no domain: set self.domain in its __init__ to a shape of "
+                                       r"pinn.geometry, such as Box\(-1.0, 1.0, dim=2\); got NoneType"):
+        Bare().dim
+
+
 def test_losses_of_ones_own_must_be_numbers_by_name():
     from pinn.pdes.base import check_losses
 

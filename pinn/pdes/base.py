@@ -55,7 +55,11 @@ class PDE(nn.Module):
     @property
     def dim(self) -> int:
         """Number of input coordinates ``d`` (space, then time)."""
-        return self.domain.dim
+        domain = getattr(self, "domain", None)
+        if not isinstance(domain, Domain):  # (an AttributeError here would be reported as one of 'dim')
+            raise PDEError(f"{type(self).__name__} has no domain: set self.domain in its __init__ to a shape of "
+                           f"pinn.geometry, such as Box(-1.0, 1.0, dim=2); got {type(domain).__name__}")
+        return domain.dim
 
     #: The point sets whose terms evaluate the network at the set itself (``points[name]``, not
     #: points derived from it), which ``derivatives.one_pass`` evaluates together in one pass;
