@@ -478,6 +478,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     engine.check(model)
     engine.check_pde(pde)
     engine.check_device(device)
+    pde.check_network(model)
     if engine.name == "stochastic" and engine.samples >= pde.dim and comm.is_main:
         log.warning("derivatives.samples=%d random directions for %d coordinates: the exact Laplacian "
                     "(derivatives=forward) takes %d directions, no more work, and has no variance",

@@ -398,8 +398,8 @@ class OutputTransform(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = self.net(x)
         if out.dim() != 2:
-            raise ValueError(f"the network inside a hard constraint must map points (N, d) to (N, m); it returned "
-                             f"{tuple(out.shape)} for points of shape {tuple(x.shape)}")
+            raise ConfigError(f"the network inside a hard constraint must map points (N, d) to (N, m); it returned "
+                              f"{tuple(out.shape)} for points of shape {tuple(x.shape)}")
         outputs = out.shape[1]  # b and s have as many components, or one for all
         return (check_pointwise("the hard constraint's base", self.base(x), x, outputs)
                 + check_pointwise("the hard constraint's scale", self.scale(x), x, outputs) * out)

@@ -551,6 +551,7 @@ class Trainer:
         engine.check(model)
         engine.check_pde(pde)
         engine.check_device(device)
+        pde.check_network(model)
         constrained = pde.constrain(model)  # the kind of network the PDE's terms are written for
         if constrained is not model and not any(isinstance(m, type(constrained)) for m in model.modules()):
             raise ConfigError(f"{pde!r} builds some conditions into the network (a hard constraint) and has no loss "

@@ -707,6 +707,26 @@ def test_a_pde_of_ones_own_that_gives_what_training_cannot_use_is_one_line(tmp_p
     assert result.stderr.startswith(says) and result.stderr.count("\n") == 1, result.stderr
 
 
+def test_a_network_of_ones_own_that_drops_the_column_dimension_is_one_line(tmp_path):
+    (tmp_path / "mynet.py").write_text(
+        "from torch import nn\n"
+        "class Flat(nn.Module):\n"
+        "    def __init__(self, in_dim, out_dim, **options):  # the mlp choice's width, depth ...\n"
+        "        super().__init__()\n"
+        "        self.linear = nn.Linear(in_dim, out_dim)\n"
+        "    def forward(self, x):\n"
+        "        return self.linear(x)[:, 0]\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    for constraint in ("false", "true"):  # inside a hard constraint too
+        result = subprocess.run([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={tmp_path / 'run'}", *TINY,
+                                 "derivatives=autograd", "model._target_=mynet.Flat",
+                                 f"pde.hard_constraint={constraint}"],
+                                cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.startswith("error: the network") and result.stderr.endswith(
+            "returned shape (2,)\n" if constraint == "false" else "returned (2,) for points of shape (2, 2)\n"), result.stderr
+
+
 def test_evaluating_a_run_whose_pde_has_since_gone_wrong_is_one_line(tmp_path):
     module = tmp_path / "mine.py"
     module.write_text("from pinn.pdes import Poisson\nclass Mine(Poisson):\n    pass\n")

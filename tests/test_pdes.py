@@ -199,6 +199,30 @@ def test_a_periodic_condition_with_bounds_off_the_boundary_is_refused():
     assert Periodic(0, -1.0, 1.0, derivative=False).residual(square, one_face, AutogradEngine()).abs().max() < 1e-15
 
 
+def test_a_network_that_does_not_map_points_to_the_outputs_is_refused():
+    class Flat(torch.nn.Module):
+        def __init__(self, columns):
+            super().__init__()
+            self.linear = torch.nn.Linear(2, columns)
+
+        def forward(self, x):
+            out = self.linear(x)
+            return out[:, 0] if out.shape[1] == 1 else out
+
+    one, three = MLP(2, 1, width=4, depth=1), MLP(2, 3, width=4, depth=1)
+    state = torch.get_rng_state()
+    Poisson(dim=2).check_network(one)
+    Kovasznay().check_network(three)
+    assert torch.equal(torch.get_rng_state(), state)  # the probe draws from a generator of its own
+    with pytest.raises(ConfigError, match=r"the network \(Flat\) must map points \(N, 2\) to \(N, 1\), one row per "
+                                          r"point and one column per output of Poisson \(u\); for 2 points it "
+                                          r"returned shape \(2,\)"):
+        Poisson(dim=2).check_network(Flat(1))
+    with pytest.raises(ConfigError, match=r"\(N, 3\), one row per point and one column per output of Kovasznay "
+                                          r"\(u, v, p\); for 2 points it returned shape \(2, 2\)"):
+        Kovasznay().check_network(Flat(2))
+
+
 def test_a_pde_without_a_domain_is_named():
     from pinn.pdes.base import PDE
 

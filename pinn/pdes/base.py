@@ -123,6 +123,25 @@ class PDE(nn.Module):
         that satisfies some conditions exactly (hard constraints)."""
         return model
 
+    def check_network(self, model: Model) -> None:
+        """Raise unless ``model`` maps points ``(N, d)`` to ``(N, n_outputs)``: one row per point,
+        one column per output. Probed at two points of the domain, drawn from a generator of its
+        own (the random state of the run is left as it was)."""
+        gen = torch.Generator().manual_seed(0)
+        x = self.domain.sample("interior", 2, lambda m, k: torch.rand(m, k, generator=gen, dtype=torch.float64))
+        weight = next(model.parameters(), None) if isinstance(model, nn.Module) else None
+        if weight is not None:
+            x = x.to(device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            out = model(x)
+        if not (isinstance(out, Tensor) and tuple(out.shape) == (2, self.n_outputs)):
+            got = f"shape {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
+            names = f" ({', '.join(self.outputs)})" if len(self.outputs) == self.n_outputs else ""
+            raise ConfigError(
+                f"the network ({type(model).__name__}) must map points (N, {self.dim}) to (N, {self.n_outputs}), one "
+                f"row per point and one column per output of {type(self).__name__}{names}; for 2 points it returned {got}"
+            )
+
     def check_points(self, points: dict[str, Tensor]) -> None:
         """Raise if a point set is missing, empty, or has points outside the domain."""
         for name in self.point_sets:
