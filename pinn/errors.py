@@ -10,8 +10,8 @@ class ConfigError(ValueError):
 class PDEError(ValueError):
     """A PDE's own code gave what training cannot use (a residual, reference values, boundary
     data, observations or a hard constraint's functions of the wrong shape, a loss that is not
-    a number, a point set read but not asked for, points outside its own domain): the message names what was wrong and
-    how to fix it."""
+    a number, a point set read but not asked for, points outside its own domain): the message
+    names what was wrong and how to fix it."""
 
 
 class PreflightError(RuntimeError):
