@@ -209,10 +209,24 @@ def test_a_network_that_does_not_map_points_to_the_outputs_is_refused():
             out = self.linear(x)
             return out[:, 0] if out.shape[1] == 1 else out
 
-    one, three = MLP(2, 1, width=4, depth=1), MLP(2, 3, width=4, depth=1)
+    class Curl(torch.nn.Module):
+        """The velocity (∂ψ/∂y, -∂ψ/∂x) of a stream function ψ, differentiated inside the network."""
+
+        def __init__(self):
+            super().__init__()
+            self.psi = MLP(2, 1, width=4, depth=1)
+
+        def forward(self, x):
+            g = torch.autograd.grad(self.psi(x).sum(), x, create_graph=True)[0]
+            return torch.stack([g[:, 1], -g[:, 0]], dim=1)
+
+    one, three, curl = MLP(2, 1, width=4, depth=1), MLP(2, 3, width=4, depth=1), Curl()
     state = torch.get_rng_state()
     Poisson(dim=2).check_network(one)
     Kovasznay().check_network(three)
+    two_outputs = Poisson(dim=2)
+    two_outputs.n_outputs = 2
+    two_outputs.check_network(curl)
     assert torch.equal(torch.get_rng_state(), state)  # the probe draws from a generator of its own
     with pytest.raises(ConfigError, match=r"the network \(Flat\) must map points \(N, 2\) to \(N, 1\), one row per "
                                           r"point and one column per output of Poisson \(u\); for 2 points it "

@@ -126,14 +126,15 @@ class PDE(nn.Module):
     def check_network(self, model: Model) -> None:
         """Raise unless ``model`` maps points ``(N, d)`` to ``(N, n_outputs)``: one row per point,
         one column per output. Probed at two points of the domain, drawn from a generator of its
-        own (the random state of the run is left as it was)."""
+        own (the random state of the run is left as it was), as the autograd engine calls it:
+        with gradients on and points that require them (a network may differentiate inside)."""
         gen = torch.Generator().manual_seed(0)
         x = self.domain.sample("interior", 2, lambda m, k: torch.rand(m, k, generator=gen, dtype=torch.float64))
         weight = next(model.parameters(), None) if isinstance(model, nn.Module) else None
         if weight is not None:
             x = x.to(device=weight.device, dtype=weight.dtype)
-        with torch.no_grad():
-            out = model(x)
+        with torch.enable_grad():
+            out = model(x.requires_grad_(True))
         if not (isinstance(out, Tensor) and tuple(out.shape) == (2, self.n_outputs)):
             got = f"shape {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
             names = f" ({', '.join(self.outputs)})" if len(self.outputs) == self.n_outputs else ""
