@@ -15,9 +15,12 @@ import torch
 from conftest import ROOT, TINY
 
 
-def train(*overrides, cwd=None):
+def train(*overrides, cwd=None, modules=None, script="train.py"):
+    """Run ``script`` with ``overrides``; ``modules``: a folder of one's own modules, put on PYTHONPATH."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides], cwd=cwd or ROOT,
+    if modules is not None:
+        env["PYTHONPATH"] = f"{modules}{os.pathsep}{ROOT}"
+    return subprocess.run([sys.executable, str(ROOT / script), *overrides], cwd=cwd or ROOT,
                           capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -649,11 +652,8 @@ def test_a_residual_of_the_wrong_shape_is_one_line_on_a_line_of_its_own(tmp_path
         "class Flat(Poisson):\n"
         "    def residual(self, u, x):\n"
         "        return laplacian(u, x) + x[:, 0]  # (N,): broadcast to (N, N)\n")
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
     run = tmp_path / "run"
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run}", *TINY,
-                             "trainer.progress=true", "pde._target_=flat.Flat"],
-                            cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    result = train(f"hydra.run.dir={run}", *TINY, "trainer.progress=true", "pde._target_=flat.Flat", modules=tmp_path)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     # the progress bar is closed first: the message is not appended to its line
@@ -700,9 +700,7 @@ def test_a_residual_of_the_wrong_shape_is_one_line_on_a_line_of_its_own(tmp_path
 ], ids=["data", "observations", "domain", "loss"])
 def test_a_pde_of_ones_own_that_gives_what_training_cannot_use_is_one_line(tmp_path, body, says):
     (tmp_path / "mine.py").write_text("from pinn.pdes import Poisson\n" + body)
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={tmp_path / 'run'}", *TINY,
-                             "pde._target_=mine.Mine"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    result = train(f"hydra.run.dir={tmp_path / 'run'}", *TINY, "pde._target_=mine.Mine", modules=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.startswith(says) and result.stderr.count("\n") == 1, result.stderr
 
@@ -716,12 +714,9 @@ def test_a_network_of_ones_own_that_drops_the_column_dimension_is_one_line(tmp_p
         "        self.linear = nn.Linear(in_dim, out_dim)\n"
         "    def forward(self, x):\n"
         "        return self.linear(x)[:, 0]\n")
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
     for constraint in ("false", "true"):  # inside a hard constraint too
-        result = subprocess.run([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={tmp_path / 'run'}", *TINY,
-                                 "derivatives=autograd", "model._target_=mynet.Flat",
-                                 f"pde.hard_constraint={constraint}"],
-                                cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+        result = train(f"hydra.run.dir={tmp_path / 'run'}", *TINY, "derivatives=autograd", "model._target_=mynet.Flat",
+                       f"pde.hard_constraint={constraint}", modules=tmp_path)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert result.stderr.startswith("error: the network") and result.stderr.endswith(
             "returned shape (2,)\n" if constraint == "false" else "returned (2,) for points of shape (2, 2)\n"), result.stderr
@@ -730,16 +725,12 @@ def test_a_network_of_ones_own_that_drops_the_column_dimension_is_one_line(tmp_p
 def test_evaluating_a_run_whose_pde_has_since_gone_wrong_is_one_line(tmp_path):
     module = tmp_path / "mine.py"
     module.write_text("from pinn.pdes import Poisson\nclass Mine(Poisson):\n    pass\n")
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
     run = tmp_path / "run"
-    trained = subprocess.run([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run}", *TINY,
-                              "logger=none", "pde._target_=mine.Mine"],
-                             cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    trained = train(f"hydra.run.dir={run}", *TINY, "logger=none", "pde._target_=mine.Mine", modules=tmp_path)
     assert trained.returncode == 0, trained.stderr
     module.write_text("from pinn.pdes import Poisson\nclass Mine(Poisson):\n"
                       "    def residual(self, u, x):\n        return x[:, 0]\n")
-    result = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), f"run={run}", "device=cpu"],
-                            cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    result = train(f"run={run}", "device=cpu", script="evaluate.py", modules=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr == ("error: Mine's residual 'pde' must be a tensor (N, c), one row per point; got shape "
                              "(32,). Keep the column dimension: x[:, 0:1], not x[:, 0]\n")
