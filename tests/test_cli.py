@@ -722,6 +722,25 @@ def test_a_network_of_ones_own_that_drops_the_column_dimension_is_one_line(tmp_p
             "returned shape (2,)\n" if constraint == "false" else "returned (2,) for points of shape (2, 2)\n"), result.stderr
 
 
+def test_a_network_that_differentiates_only_where_training_turned_gradients_on_is_one_line(tmp_path):
+    (tmp_path / "mynet.py").write_text(
+        "import torch\n"
+        "from pinn.models import MLP\n"
+        "class Curl(torch.nn.Module):\n"
+        "    def __init__(self, in_dim, out_dim, **options):\n"
+        "        super().__init__()\n"
+        "        self.psi_p = MLP(in_dim, 2, **options)\n"
+        "    def forward(self, x):  # fails where x does not require gradients\n"
+        "        psi_p = self.psi_p(x)\n"
+        "        g = torch.autograd.grad(psi_p[:, 0].sum(), x, create_graph=True)[0]\n"
+        "        return torch.stack([g[:, 1], -g[:, 0], psi_p[:, 1]], dim=1)\n")
+    run = tmp_path / "run"
+    result = train(f"hydra.run.dir={run}", *TINY, "pde=kovasznay", "model._target_=mynet.Curl", modules=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr and not run.exists(), result.stderr
+    assert result.stderr.startswith("error: the network (Curl) runs at points that require gradients but not under "
+                                    "torch.no_grad()") and result.stderr.count("\n") == 1, result.stderr
+
+
 def test_evaluating_a_run_whose_pde_has_since_gone_wrong_is_one_line(tmp_path):
     module = tmp_path / "mine.py"
     module.write_text("from pinn.pdes import Poisson\nclass Mine(Poisson):\n    pass\n")

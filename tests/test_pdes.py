@@ -1,10 +1,12 @@
 """Each exact solution makes every residual vanish in float64; mistakes in a PDE of one's own are refused."""
 
 import math
+import sys
 
 import pytest
 import torch
 
+from conftest import ROOT
 from pinn.balancing import LossBalance
 from pinn.conditions import Periodic
 from pinn.derivatives import AutogradEngine, ForwardEngine, StochasticEngine
@@ -210,7 +212,8 @@ def test_a_network_that_does_not_map_points_to_the_outputs_is_refused():
             return out[:, 0] if out.shape[1] == 1 else out
 
     class Curl(torch.nn.Module):
-        """The velocity (∂ψ/∂y, -∂ψ/∂x) of a stream function ψ, differentiated inside the network."""
+        """The velocity (∂ψ/∂y, -∂ψ/∂x) of a stream function ψ, differentiated inside the network
+        where the caller has turned gradients on (as in training), not by itself."""
 
         def __init__(self):
             super().__init__()
@@ -220,14 +223,23 @@ def test_a_network_that_does_not_map_points_to_the_outputs_is_refused():
             g = torch.autograd.grad(self.psi(x).sum(), x, create_graph=True)[0]
             return torch.stack([g[:, 1], -g[:, 0]], dim=1)
 
-    one, three, curl = MLP(2, 1, width=4, depth=1), MLP(2, 3, width=4, depth=1), Curl()
+    sys.path.insert(0, str(ROOT / "examples" / "custom_network"))
+    try:
+        from my_networks import StreamFunction  # turns gradients on itself
+    finally:
+        sys.path.pop(0)
+    one, three, stream = MLP(2, 1, width=4, depth=1), MLP(2, 3, width=4, depth=1), StreamFunction(2, 3, width=4, depth=1)
     state = torch.get_rng_state()
     Poisson(dim=2).check_network(one)
     Kovasznay().check_network(three)
+    Kovasznay().check_network(stream)
+    assert torch.equal(torch.get_rng_state(), state)  # the probe draws from a generator of its own
     two_outputs = Poisson(dim=2)
     two_outputs.n_outputs = 2
-    two_outputs.check_network(curl)
-    assert torch.equal(torch.get_rng_state(), state)  # the probe draws from a generator of its own
+    with pytest.raises(ConfigError, match=r"the network \(Curl\) runs at points that require gradients but not under "
+                                          r"torch.no_grad\(\) at points that do not, .*: element 0 of tensors does "
+                                          r"not require grad .* must turn gradients on itself"):
+        two_outputs.check_network(Curl())
     with pytest.raises(ConfigError, match=r"the network \(Flat\) must map points \(N, 2\) to \(N, 1\), one row per "
                                           r"point and one column per output of Poisson \(u\); for 2 points it "
                                           r"returned shape \(2,\)"):

@@ -1,6 +1,7 @@
 """The problem library: exact solutions make every residual vanish, hard constraints hold
 exactly under every engine, every PDE config trains, and bad input is refused clearly."""
 
+import json
 import math
 import subprocess
 import sys
@@ -341,6 +342,24 @@ def test_user_defined_pde_from_its_own_folder(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "metrics.json").is_file()
     assert "NonlinearPoisson" in done.stderr + done.stdout
+
+
+def test_user_defined_network_from_its_own_folder(tmp_path):
+    """The README's example: a velocity taken as the curl of a stream function, trained,
+    evaluated and drawn (each calls it in its own way)."""
+    env = {"PYTHONPATH": "examples/custom_network", "PATH": "/usr/bin:/bin"}
+    command = [sys.executable, "train.py", "pde=kovasznay", "model._target_=my_networks.StreamFunction",
+               *TINY, "logger=none", f"hydra.run.dir={tmp_path}"]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "with StreamFunction" in done.stderr + done.stdout
+    trained = json.loads((tmp_path / "metrics.json").read_text())
+    assert trained["mse_continuity"] < 1e-10 < trained["mse_momentum"]  # divergence-free to float32 round-off
+    done = subprocess.run([sys.executable, "evaluate.py", f"run={tmp_path}", "device=cpu"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    evaluated = json.loads((tmp_path / "evaluation.json").read_text())
+    assert evaluated["rel_l2"] == trained["rel_l2"] and f"{tmp_path / 'solution.png'}" in done.stdout
 
 
 @pytest.mark.parametrize("gram", [False, True])

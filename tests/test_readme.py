@@ -44,6 +44,20 @@ def test_custom_pde_snippets_are_the_example_files():
     assert all(line in config for line in yaml.strip().splitlines())
 
 
+def test_custom_network_snippet_is_the_example_file():
+    snippet = next(block for block in fenced("python") if "class StreamFunction" in block)
+    source = (ROOT / "examples" / "custom_network" / "my_networks.py").read_text()
+    for line in snippet.strip().splitlines():
+        assert line.strip() in source, line
+
+
+def test_custom_network_command_is_the_one_the_suite_runs():
+    """tests/test_problems.py::test_user_defined_network_from_its_own_folder runs this command."""
+    command = next(block.strip() for block in fenced("bash") if "examples/custom_network" in block)
+    assert command == ("PYTHONPATH=examples/custom_network python train.py pde=kovasznay "
+                       "model._target_=my_networks.StreamFunction")
+
+
 def test_custom_pde_command_is_the_one_the_suite_runs():
     """tests/test_problems.py::test_user_defined_pde_from_its_own_folder runs this command."""
     command = next(block.strip() for block in fenced("bash") if "hydra.searchpath" in block)

@@ -126,8 +126,10 @@ class PDE(nn.Module):
     def check_network(self, model: Model) -> None:
         """Raise unless ``model`` maps points ``(N, d)`` to ``(N, n_outputs)``: one row per point,
         one column per output. Probed at two points of the domain, drawn from a generator of its
-        own (the random state of the run is left as it was), as the autograd engine calls it:
-        with gradients on and points that require them (a network may differentiate inside)."""
+        own (the random state of the run is left as it was), in the two ways the trainer calls it:
+        as the autograd engine does, with gradients on and points that require them, and as the
+        error is measured and the solution drawn, under ``torch.no_grad()`` at points that do not
+        (a network that differentiates inside its forward must turn gradients on itself)."""
         gen = torch.Generator().manual_seed(0)
         x = self.domain.sample("interior", 2, lambda m, k: torch.rand(m, k, generator=gen, dtype=torch.float64))
         weight = next(model.parameters(), None) if isinstance(model, nn.Module) else None
@@ -142,6 +144,17 @@ class PDE(nn.Module):
                 f"the network ({type(model).__name__}) must map points (N, {self.dim}) to (N, {self.n_outputs}), one "
                 f"row per point and one column per output of {type(self).__name__}{names}; for 2 points it returned {got}"
             )
+        try:
+            with torch.no_grad():
+                model(x.detach())
+        except RuntimeError as exc:
+            raise ConfigError(
+                f"the network ({type(model).__name__}) runs at points that require gradients but not under "
+                f"torch.no_grad() at points that do not, as the trainer also calls it (a condition's values, the error, "
+                f"figures): {exc}. A network that differentiates inside its forward must turn gradients on itself: "
+                "`with torch.enable_grad():` around it, on x.detach().requires_grad_(True) where x does not require "
+                "them (examples/custom_network)"
+            ) from exc
 
     def check_points(self, points: dict[str, Tensor]) -> None:
         """Raise if a point set is missing, empty, or has points outside the domain."""
