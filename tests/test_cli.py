@@ -719,7 +719,7 @@ def test_a_network_of_ones_own_that_drops_the_column_dimension_is_one_line(tmp_p
                        f"pde.hard_constraint={constraint}", modules=tmp_path)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert result.stderr.startswith("error: the network") and result.stderr.endswith(
-            "returned shape (2,)\n" if constraint == "false" else "returned (2,) for points of shape (2, 2)\n"), result.stderr
+            "returned shape (3,)\n" if constraint == "false" else "returned (3,) for points of shape (3, 2)\n"), result.stderr
 
 
 def test_a_network_that_differentiates_only_where_training_turned_gradients_on_is_one_line(tmp_path):

@@ -241,12 +241,27 @@ def test_a_network_that_does_not_map_points_to_the_outputs_is_refused():
                                           r"not require grad .* must turn gradients on itself"):
         two_outputs.check_network(Curl())
     with pytest.raises(ConfigError, match=r"the network \(Flat\) must map points \(N, 2\) to \(N, 1\), one row per "
-                                          r"point and one column per output of Poisson \(u\); for 2 points it "
-                                          r"returned shape \(2,\)"):
+                                          r"point and one column per output of Poisson \(u\); for 3 points it "
+                                          r"returned shape \(3,\)"):
         Poisson(dim=2).check_network(Flat(1))
     with pytest.raises(ConfigError, match=r"\(N, 3\), one row per point and one column per output of Kovasznay "
-                                          r"\(u, v, p\); for 2 points it returned shape \(2, 2\)"):
+                                          r"\(u, v, p\); for 3 points it returned shape \(3, 2\)"):
         Kovasznay().check_network(Flat(2))
+
+
+@pytest.mark.parametrize("mixing", ["batch norm", "dropout"])
+def test_a_network_whose_rows_depend_on_the_other_points_is_refused(mixing):
+    """Through such a network the operators would differentiate row i with respect to point i
+    alone and give wrong numbers without a word."""
+    torch.manual_seed(0)
+    layer = torch.nn.BatchNorm1d(16) if mixing == "batch norm" else torch.nn.Dropout(0.1)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 16), layer, torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    with pytest.raises(ConfigError, match=r"the network \(Sequential\) is not pointwise: its output at a point "
+                                          r"changed \(by .*\) when the other points evaluated with it did.* no "
+                                          r"batch normalization over the points, no dropout"):
+        Poisson(dim=2).check_network(model)
+    model.eval()  # running statistics, no dropout: each row a function of its point alone
+    Poisson(dim=2).check_network(model)
 
 
 def test_a_pde_without_a_domain_is_named():

@@ -125,28 +125,35 @@ class PDE(nn.Module):
 
     def check_network(self, model: Model) -> None:
         """Raise unless ``model`` maps points ``(N, d)`` to ``(N, n_outputs)``: one row per point,
-        one column per output. Probed at two points of the domain, drawn from a generator of its
-        own (the random state of the run is left as it was), in the two ways the trainer calls it:
-        as the autograd engine does, with gradients on and points that require them, and as the
-        error is measured and the solution drawn, under ``torch.no_grad()`` at points that do not
-        (a network that differentiates inside its forward must turn gradients on itself)."""
+        one column per output, each row a function of its own point alone (the operators
+        differentiate row ``i`` with respect to point ``i``; through a network that mixes the
+        points, such as one with batch normalization, they would give wrong numbers silently).
+
+        Probed at five points a, ..., e of the domain, drawn from a generator of its own (the
+        random state of the run is left as it was), in the two ways the trainer calls it: at
+        (a, b, c) as the autograd engine does, with gradients on and points that require them,
+        and at (a, d, e) as the error is measured and the solution drawn, under
+        ``torch.no_grad()`` at points that do not (a network that differentiates inside its
+        forward must turn gradients on itself). The row of a must be the same in both. (Three
+        points, not two: batch normalization maps any two points to nearly the same values.)"""
         gen = torch.Generator().manual_seed(0)
-        x = self.domain.sample("interior", 2, lambda m, k: torch.rand(m, k, generator=gen, dtype=torch.float64))
+        points = self.domain.sample("interior", 5, lambda m, k: torch.rand(m, k, generator=gen, dtype=torch.float64))
         weight = next(model.parameters(), None) if isinstance(model, nn.Module) else None
         if weight is not None:
-            x = x.to(device=weight.device, dtype=weight.dtype)
+            points = points.to(device=weight.device, dtype=weight.dtype)
+        x, elsewhere = points[:3].clone(), points[[0, 3, 4]]
         with torch.enable_grad():
             out = model(x.requires_grad_(True))
-        if not (isinstance(out, Tensor) and tuple(out.shape) == (2, self.n_outputs)):
+        if not (isinstance(out, Tensor) and tuple(out.shape) == (3, self.n_outputs)):
             got = f"shape {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
             names = f" ({', '.join(self.outputs)})" if len(self.outputs) == self.n_outputs else ""
             raise ConfigError(
                 f"the network ({type(model).__name__}) must map points (N, {self.dim}) to (N, {self.n_outputs}), one "
-                f"row per point and one column per output of {type(self).__name__}{names}; for 2 points it returned {got}"
+                f"row per point and one column per output of {type(self).__name__}{names}; for 3 points it returned {got}"
             )
         try:
             with torch.no_grad():
-                model(x.detach())
+                other = model(elsewhere)
         except RuntimeError as exc:
             raise ConfigError(
                 f"the network ({type(model).__name__}) runs at points that require gradients but not under "
@@ -155,6 +162,15 @@ class PDE(nn.Module):
                 "`with torch.enable_grad():` around it, on x.detach().requires_grad_(True) where x does not require "
                 "them (examples/custom_network)"
             ) from exc
+        a, again = out[0].detach(), other[0] if isinstance(other, Tensor) and other.shape == out.shape else None
+        if again is None or not torch.allclose(again, a, rtol=1e-3, atol=1e-3 * float(a.abs().max().clamp(min=1))):
+            change = "" if again is None else f" (by {float((again - a).abs().max()):.3g})"
+            raise ConfigError(
+                f"the network ({type(model).__name__}) is not pointwise: its output at a point changed{change} when "
+                "the other points evaluated with it did. The operators differentiate each row of the output with "
+                "respect to its own point, so each row must be a function of its point alone: no batch normalization "
+                "over the points, no dropout, nothing that mixes the points"
+            )
 
     def check_points(self, points: dict[str, Tensor]) -> None:
         """Raise if a point set is missing, empty, or has points outside the domain."""
