@@ -223,6 +223,12 @@ def test_a_network_that_does_not_map_points_to_the_outputs_is_refused():
             g = torch.autograd.grad(self.psi(x).sum(), x, create_graph=True)[0]
             return torch.stack([g[:, 1], -g[:, 0]], dim=1)
 
+    class Halfway(Curl):
+        """Makes the points require gradients, but leaves gradients off where the caller has."""
+
+        def forward(self, x):
+            return super().forward(x if x.requires_grad else x.detach().requires_grad_(True))
+
     sys.path.insert(0, str(ROOT / "examples" / "custom_network"))
     try:
         from my_networks import StreamFunction  # turns gradients on itself
@@ -236,10 +242,16 @@ def test_a_network_that_does_not_map_points_to_the_outputs_is_refused():
     assert torch.equal(torch.get_rng_state(), state)  # the probe draws from a generator of its own
     two_outputs = Poisson(dim=2)
     two_outputs.n_outputs = 2
-    with pytest.raises(ConfigError, match=r"the network \(Curl\) runs at points that require gradients but not under "
-                                          r"torch.no_grad\(\) at points that do not, .*: element 0 of tensors does "
-                                          r"not require grad .* must turn gradients on itself"):
+    with pytest.raises(ConfigError, match=r"the network \(Curl\) runs at points that require gradients but not with "
+                                          r"gradients on at points that do not require them \(a condition's values\), "
+                                          r"as the trainer also calls it: One of the differentiated Tensors does not "
+                                          r"require grad. A network that .* must turn gradients on itself"):
         two_outputs.check_network(Curl())
+    with pytest.raises(ConfigError, match=r"the network \(Halfway\) runs at points that require gradients but not "
+                                          r"under torch.no_grad\(\) \(the error, figures\), as the trainer also "
+                                          r"calls it: element 0 of tensors does not require grad and does not have a "
+                                          r"grad_fn. A network that .* must turn gradients on itself"):
+        two_outputs.check_network(Halfway())
     with pytest.raises(ConfigError, match=r"the network \(Flat\) must map points \(N, 2\) to \(N, 1\), one row per "
                                           r"point and one column per output of Poisson \(u\); for 3 points it "
                                           r"returned shape \(3,\)"):
@@ -249,19 +261,58 @@ def test_a_network_that_does_not_map_points_to_the_outputs_is_refused():
         Kovasznay().check_network(Flat(2))
 
 
-@pytest.mark.parametrize("mixing", ["batch norm", "dropout"])
-def test_a_network_whose_rows_depend_on_the_other_points_is_refused(mixing):
+def test_a_network_whose_rows_depend_on_the_other_points_is_refused():
     """Through such a network the operators would differentiate row i with respect to point i
     alone and give wrong numbers without a word."""
+
+    class Centered(torch.nn.Module):
+        """Mixes the points as no layer torch names does."""
+
+        def __init__(self):
+            super().__init__()
+            self.net = MLP(2, 1, width=8, depth=1)
+
+        def forward(self, x):
+            return self.net(x - x.mean(dim=0))
+
     torch.manual_seed(0)
-    layer = torch.nn.BatchNorm1d(16) if mixing == "batch norm" else torch.nn.Dropout(0.1)
-    model = torch.nn.Sequential(torch.nn.Linear(2, 16), layer, torch.nn.Tanh(), torch.nn.Linear(16, 1))
-    with pytest.raises(ConfigError, match=r"the network \(Sequential\) is not pointwise: its output at a point "
-                                          r"changed \(by .*\) when the other points evaluated with it did.* no "
-                                          r"batch normalization over the points, no dropout"):
+    for layer, does in [(torch.nn.BatchNorm1d(16), "normalizes over the points evaluated together"),
+                        (torch.nn.Dropout(0.1), "zeroes random units at every call")]:
+        model = torch.nn.Sequential(torch.nn.Linear(2, 16), layer, torch.nn.Tanh(), torch.nn.Linear(16, 1))
+        with pytest.raises(ConfigError, match=rf"the network \(Sequential\) has a {type(layer).__name__} layer "
+                                              rf"\(1\) in training mode, which {does}: each row of the output must be "
+                                              r"a function of its own point alone"):
+            Poisson(dim=2).check_network(model)
+        model.eval()  # fixed statistics, no dropout: each row a function of its point alone
         Poisson(dim=2).check_network(model)
-    model.eval()  # running statistics, no dropout: each row a function of its point alone
-    Poisson(dim=2).check_network(model)
+    with pytest.raises(ConfigError, match=r"the network \(Centered\) is not pointwise: its output at a point changed "
+                                          r"\(by .*\) with the other points evaluated beside it"):
+        Poisson(dim=2).check_network(Centered())
+
+
+def test_the_network_probe_leaves_the_network_and_the_random_state_as_they_were():
+    torch.manual_seed(0)
+    # a power iteration at every call updates each layer's vectors, buffers of the layer
+    model = torch.nn.Sequential(torch.nn.utils.spectral_norm(torch.nn.Linear(2, 16)), torch.nn.Tanh(),
+                                torch.nn.utils.spectral_norm(torch.nn.Linear(16, 1)))
+    buffers, state = [b.clone() for b in model.buffers()], torch.get_rng_state()
+    Poisson(dim=2).check_network(model)  # each call starts from the same vectors: the same function
+    assert len(buffers) == 4 and all(torch.equal(b, c) for b, c in zip(buffers, model.buffers(), strict=True))
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_a_network_that_is_not_finite_before_training_is_refused():
+    class Log(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = MLP(2, 1, width=8, depth=1)
+
+        def forward(self, x):
+            return self.net(x) + torch.log(x[:, :1])  # NaN where x0 < 0
+
+    with pytest.raises(ConfigError, match=r"the network \(Log\) returned \[nan\] at the point \[-0\.\d+, .*\] of "
+                                          r"the domain, before any training: its outputs must be finite"):
+        Poisson(dim=2).check_network(Log())
 
 
 def test_a_pde_without_a_domain_is_named():

@@ -123,13 +123,13 @@ class SignalAtCall(torch.nn.Module):
 @pytest.mark.parametrize("step,signals", [(2, [signal.SIGINT]), (3, [signal.SIGINT]), (2, [signal.SIGTERM] * 2)],
                          ids=["mid-run", "last step", "repeated at once"])
 def test_a_signal_stops_at_the_next_step_boundary_unless_the_run_is_done(tmp_path, step, signals):
-    # Calls 1 and 2 are the check of the network (gradients on, then off); then each Adam step
-    # evaluates the network twice (interior, boundary): call 2k + 1 is step k.
+    # Calls 1 to 4 are the check of the network; then each Adam step evaluates the network
+    # twice (interior, boundary): call 2k + 3 is step k.
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     torch.manual_seed(0)
     trainer = Trainer(max_steps=3, checkpoint_every=0, log_every=1, eval_every=3, n_test=50, progress=False)
     run = lambda: trainer.fit(  # noqa: E731
-        pde=Poisson(dim=2), model=SignalAtCall(2 * step + 1, signals), engine=AutogradEngine(),
+        pde=Poisson(dim=2), model=SignalAtCall(2 * step + 3, signals), engine=AutogradEngine(),
         sampler=UniformSampler(n_interior=32, n_boundary=8), optimizer=Adam(),
         generator=torch.Generator().manual_seed(0), run_dir=tmp_path, dtype=torch.float64)
     if step < 3:  # a checkpoint, then stop; the signal given twice at once is one request

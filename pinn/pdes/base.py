@@ -6,6 +6,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.dropout import _DropoutNd
 
 from pinn.conditions import mean_square
 from pinn.derivatives import Engine
@@ -125,51 +127,87 @@ class PDE(nn.Module):
 
     def check_network(self, model: Model) -> None:
         """Raise unless ``model`` maps points ``(N, d)`` to ``(N, n_outputs)``: one row per point,
-        one column per output, each row a function of its own point alone (the operators
+        one column per output, each row a function of its own point alone. The operators
         differentiate row ``i`` with respect to point ``i``; through a network that mixes the
-        points, such as one with batch normalization, they would give wrong numbers silently).
+        points (batch normalization, dropout, attention across points) they would be wrong,
+        without a word.
 
-        Probed at five points a, ..., e of the domain, drawn from a generator of its own (the
-        random state of the run is left as it was), in the two ways the trainer calls it: at
-        (a, b, c) as the autograd engine does, with gradients on and points that require them,
-        and at (a, d, e) as the error is measured and the solution drawn, under
-        ``torch.no_grad()`` at points that do not (a network that differentiates inside its
-        forward must turn gradients on itself). The row of a must be the same in both. (Three
-        points, not two: batch normalization maps any two points to nearly the same values.)"""
+        Probed at points of the domain drawn from a generator of its own, in the three ways the
+        trainer calls it: with gradients on at points that require them (the equation's terms,
+        as the autograd engine evaluates them), with gradients on at points that do not (a
+        condition's values), and under ``torch.no_grad()`` (the error, figures); a network that
+        differentiates inside its forward must turn gradients on itself. Point a's row must be
+        the same in a batch (a, b, c) as in (a, d, e): three points, not two, since batch
+        normalization maps any two points to nearly the same values. The probe leaves the
+        random state and the network's buffers (running statistics, say) as it found them."""
+        name = type(model).__name__
+        for where, layer in model.named_modules() if isinstance(model, nn.Module) else ():
+            if layer.training and isinstance(layer, (_BatchNorm, _DropoutNd)):  # named, not left to the probe
+                does = ("normalizes over the points evaluated together" if isinstance(layer, _BatchNorm)
+                        else "zeroes random units at every call")
+                raise ConfigError(
+                    f"the network ({name}) has a {type(layer).__name__} layer ({where or 'itself'}) in training mode, "
+                    f"which {does}: each row of the output must be a function of its own point alone, since the "
+                    "operators differentiate it with respect to that point. Remove the layer"
+                )
         gen = torch.Generator().manual_seed(0)
         points = self.domain.sample("interior", 5, lambda m, k: torch.rand(m, k, generator=gen, dtype=torch.float64))
         weight = next(model.parameters(), None) if isinstance(model, nn.Module) else None
         if weight is not None:
             points = points.to(device=weight.device, dtype=weight.dtype)
-        x, elsewhere = points[:3].clone(), points[[0, 3, 4]]
-        with torch.enable_grad():
-            out = model(x.requires_grad_(True))
+        buffers = [(b, b.clone()) for b in model.buffers()] if isinstance(model, nn.Module) else []
+
+        def restore_buffers():  # each call starts from the same state (a power iteration's vectors, say)
+            with torch.no_grad():
+                for buffer, saved in buffers:
+                    buffer.copy_(saved)
+
+        def call(x: Tensor, grad_on: bool):
+            restore_buffers()
+            with torch.set_grad_enabled(grad_on):
+                return model(x)
+
+        with torch.random.fork_rng(devices=[points.device] if points.device.type == "cuda" else []):
+            try:
+                out = call(points[:3].clone().requires_grad_(True), True)
+                self._check_output(name, out)
+                beside = call(points[[0, 3, 4]].requires_grad_(True), True)
+                for grad_on, how in ((True, "with gradients on at points that do not require them (a condition's "
+                                            "values)"), (False, "under torch.no_grad() (the error, figures)")):
+                    try:
+                        call(points[:3], grad_on)
+                    except RuntimeError as exc:
+                        raise ConfigError(
+                            f"the network ({name}) runs at points that require gradients but not {how}, as the "
+                            f"trainer also calls it: {str(exc).splitlines()[0]}. A network that differentiates "
+                            "inside its forward must turn gradients on itself: `with torch.enable_grad():` around "
+                            "it, on x.detach().requires_grad_(True) where x does not require them "
+                            "(examples/custom_network)"
+                        ) from exc
+            finally:
+                restore_buffers()
+        finite = torch.isfinite(out.detach()).all(dim=1)
+        if not finite.all():
+            first = int((~finite).nonzero()[0, 0])
+            raise ConfigError(f"the network ({name}) returned {out[first].tolist()} at the point {points[first].tolist()} "
+                              "of the domain, before any training: its outputs must be finite")
+        a = out[0].detach()
+        again = beside[0].detach() if isinstance(beside, Tensor) and beside.shape == out.shape else None
+        if again is None or not torch.allclose(again, a, rtol=1e-3, atol=1e-3 * float(a.abs().max().clamp(min=1))):
+            change = "" if again is None else f" (by {float((again - a).abs().max()):.3g})"
+            raise ConfigError(
+                f"the network ({name}) is not pointwise: its output at a point changed{change} with the other points "
+                "evaluated beside it. The operators differentiate each row of the output with respect to its own "
+                "point, so each row must be a function of its point alone: nothing that mixes the points"
+            )
+
+    def _check_output(self, name: str, out) -> None:
         if not (isinstance(out, Tensor) and tuple(out.shape) == (3, self.n_outputs)):
             got = f"shape {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
             names = f" ({', '.join(self.outputs)})" if len(self.outputs) == self.n_outputs else ""
             raise ConfigError(
-                f"the network ({type(model).__name__}) must map points (N, {self.dim}) to (N, {self.n_outputs}), one "
-                f"row per point and one column per output of {type(self).__name__}{names}; for 3 points it returned {got}"
-            )
-        try:
-            with torch.no_grad():
-                other = model(elsewhere)
-        except RuntimeError as exc:
-            raise ConfigError(
-                f"the network ({type(model).__name__}) runs at points that require gradients but not under "
-                f"torch.no_grad() at points that do not, as the trainer also calls it (a condition's values, the error, "
-                f"figures): {exc}. A network that differentiates inside its forward must turn gradients on itself: "
-                "`with torch.enable_grad():` around it, on x.detach().requires_grad_(True) where x does not require "
-                "them (examples/custom_network)"
-            ) from exc
-        a, again = out[0].detach(), other[0] if isinstance(other, Tensor) and other.shape == out.shape else None
-        if again is None or not torch.allclose(again, a, rtol=1e-3, atol=1e-3 * float(a.abs().max().clamp(min=1))):
-            change = "" if again is None else f" (by {float((again - a).abs().max()):.3g})"
-            raise ConfigError(
-                f"the network ({type(model).__name__}) is not pointwise: its output at a point changed{change} when "
-                "the other points evaluated with it did. The operators differentiate each row of the output with "
-                "respect to its own point, so each row must be a function of its point alone: no batch normalization "
-                "over the points, no dropout, nothing that mixes the points"
+                f"the network ({name}) must map points (N, {self.dim}) to (N, {self.n_outputs}), one row per point "
+                f"and one column per output of {type(self).__name__}{names}; for 3 points it returned {got}"
             )
 
     def check_points(self, points: dict[str, Tensor]) -> None:
