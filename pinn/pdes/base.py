@@ -141,7 +141,8 @@ class PDE(nn.Module):
         normalization maps any two points to nearly the same values. The probe leaves the
         random state and the network's buffers (running statistics, say) as it found them."""
         name = type(model).__name__
-        for where, layer in model.named_modules() if isinstance(model, nn.Module) else ():
+        module = model if isinstance(model, nn.Module) else nn.Module()  # a function: no layers, weights, buffers
+        for where, layer in module.named_modules():
             if layer.training and isinstance(layer, (_BatchNorm, _DropoutNd)):  # named, not left to the probe
                 does = ("normalizes over the points evaluated together" if isinstance(layer, _BatchNorm)
                         else "zeroes random units at every call")
@@ -152,10 +153,10 @@ class PDE(nn.Module):
                 )
         gen = torch.Generator().manual_seed(0)
         points = self.domain.sample("interior", 5, lambda m, k: torch.rand(m, k, generator=gen, dtype=torch.float64))
-        weight = next(model.parameters(), None) if isinstance(model, nn.Module) else None
+        weight = next(module.parameters(), None)
         if weight is not None:
             points = points.to(device=weight.device, dtype=weight.dtype)
-        buffers = [(b, b.clone()) for b in model.buffers()] if isinstance(model, nn.Module) else []
+        buffers = [(b, b.clone()) for b in module.buffers()]
 
         def restore_buffers():  # each call starts from the same state (a power iteration's vectors, say)
             with torch.no_grad():
