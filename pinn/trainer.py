@@ -339,8 +339,11 @@ class Trainer:
     def _update_weights(self, pde, model, engine, state: _State, trainable: nn.Module) -> None:
         """Re-estimate the ``grad_norm``/``ntk`` loss weights at the current parameters, before the
         step that uses them: eagerly, on a loss evaluation of its own, so that the step itself
-        never changes (and can be replayed as a CUDA graph). The weights change in place."""
-        terms = self._loss_fn(pde, model, engine, state.points)[1]
+        never changes (and can be replayed as a CUDA graph). The weights change in place. The
+        loss is evaluated uncompiled even under ``trainer.compile``: a compiled backward function
+        may donate its buffers to its first backward pass, and ``grad_norm`` takes one pass per
+        term over the same graph."""
+        terms = self.losses(pde, model, engine, state.points)[1]
         params = [p for p in trainable.parameters() if p.requires_grad]
         few = {k: v[torch.linspace(0, len(v) - 1, min(self.balance.ntk_points, len(v))).long()]  # for ntk
                for k, v in state.points.items()}

@@ -9,6 +9,7 @@ from torch import nn
 
 from pinn import derivatives
 from pinn.derivatives import AutogradEngine, ForwardEngine, OnePass, StochasticEngine, make_engine, one_pass_applies
+from pinn.balancing import LossBalance
 from pinn.errors import ConfigError
 from pinn.models import ACTIVATIONS, MLP, OutputTransform
 from pinn.operators import curl, div, grad, hessian, jacobian, laplacian, partial
@@ -705,6 +706,27 @@ def test_compiled_loss_matches_eager(pde, gram, tmp_path):
             generator=torch.Generator().manual_seed(0), run_dir=tmp_path / str(compile), dtype=torch.float64)
         losses.append(metrics["loss"])
     assert losses[0] == pytest.approx(losses[1], rel=1e-10)
+
+
+@pytest.mark.parametrize("weighting", ["grad_norm", "ntk"])
+def test_a_compiled_loss_takes_loss_weights_updated_from_gradients(weighting, tmp_path):
+    # The weights are re-estimated from each term's gradient, one backward pass per term over a
+    # loss evaluation that keeps its graph; a compiled backward function may donate its buffers
+    # to the first pass and refuse the next. Updated at steps 0 and 2 of 3 here.
+    results = []
+    for compile in (False, True):
+        torch.manual_seed(0)
+        balance = LossBalance(weighting=weighting, update_every=2)
+        metrics = Trainer(max_steps=3, eval_every=3, n_test=50, progress=False, compile=compile).fit(
+            pde=Poisson(dim=2), model=MLP(2, 1, width=8, depth=1), engine=ForwardEngine(),
+            sampler=SobolSampler(n_interior=32, n_boundary=8), optimizer=Adam(lr=1e-2),
+            generator=torch.Generator().manual_seed(0), run_dir=tmp_path / str(compile), dtype=torch.float64,
+            balance=balance)
+        results.append((metrics["loss"], balance.term_weights.clone()))
+    (eager_loss, eager_weights), (compiled_loss, compiled_weights) = results
+    assert not torch.equal(eager_weights, torch.ones_like(eager_weights)), "the weights were updated"
+    assert compiled_loss == pytest.approx(eager_loss, rel=1e-10)
+    torch.testing.assert_close(compiled_weights, eager_weights, rtol=1e-10, atol=0)
 
 
 @pytest.mark.skipif(torch.__version__ < "2.9", reason="the Dynamo of PyTorch 2.4.1 breaks these losses into "
