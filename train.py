@@ -6,6 +6,7 @@ object, checks the operators on the chosen device, and hands everything to the t
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import ctypes
 import inspect
@@ -318,8 +319,12 @@ class RunRecord(Callback):
         folder = Path(os.path.abspath(config.hydra.run.dir))  # as Hydra resolves it ("a/../b" is b)
         record = None if config.hydra.output_subdir is None else folder / config.hydra.output_subdir
         created = _outermost_missing(folder)  # the outermost folder that this launch creates
+        # Hydra makes the folder as written, so "gone/../b" makes "gone" too, outside "b"
+        as_written = Path(os.path.join(os.getcwd(), config.hydra.run.dir)).parents
+        beside = {Path(os.path.abspath(p)) for p in as_written if not os.path.exists(os.path.abspath(p))}
+        beside = [p for p in beside if created is None or not p.is_relative_to(created)]
         _before_launch.update(folder=folder, record=record, created=created, kept=_record_files(record),
-                              logs={path: path.stat().st_size for path in folder.glob("*.log")})
+                              logs={path: path.stat().st_size for path in folder.glob("*.log")}, beside=beside)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if _before_launch:  # Hydra has written this launch's record: what it wrote, to tell it from another's
@@ -373,9 +378,10 @@ def _record_files(record: Path | None) -> dict[Path, bytes]:
 
 def restore_run_folder() -> None:
     """Undo what Hydra wrote for a launch refused before training (see :class:`RunRecord`): a
-    folder it created goes, if it holds only Hydra's record and log; in a folder that was there,
-    the record is put back as it was (or removed, where there was none), and Hydra's log as it
-    was (a new one removed, an earlier one cut back to its length: the launch's lines go).
+    folder it created goes, if it holds only Hydra's record and log (and an empty one made on the
+    way, as "gone" of "gone/../b"); in a folder that was there, the record is put back as it was
+    (or removed, where there was none), and Hydra's log as it was (a new one removed, an earlier
+    one cut back to its length: the launch's lines go).
     Where the record is no longer the one this launch wrote (another launch into the same
     folder), nothing is touched. An ``output_dir`` apart from Hydra's folder that the launch
     made goes too, if nothing has been written into it."""
@@ -385,9 +391,13 @@ def restore_run_folder() -> None:
     folder, record, created, kept, logs, ours = (_before_launch[k] for k in
                                                  ("folder", "record", "created", "kept", "logs", "ours"))
     output_dir = _before_launch.get("output_dir")  # made by this launch, away from Hydra's folder
+    beside = _before_launch["beside"]
     _before_launch.clear()
     if output_dir is not None and not any(p.is_file() for p in output_dir.rglob("*")):
         shutil.rmtree(output_dir, ignore_errors=True)
+    for path in sorted(beside, key=lambda p: len(p.parts), reverse=True):  # innermost first, where still empty
+        with contextlib.suppress(OSError):
+            path.rmdir()
     if _record_files(record) != ours:
         return
     if created is not None:

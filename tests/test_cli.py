@@ -341,9 +341,10 @@ def test_a_refused_launch_leaves_its_run_folder_as_it_found_it(tmp_path):
     assert result.returncode == 1 and "RuntimeError('the logger broke')" in result.stderr
     assert {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()} == record
     assert (run / "train.log").read_bytes() == log
-    # a folder the launch made (and the folders above it) are removed; one that was there stays, empty
-    result = train(f"hydra.run.dir={tmp_path / 'new' / 'deeper'}", *TINY, f"resume={run}")
-    assert result.returncode == 2 and not (tmp_path / "new").exists()
+    # a folder the launch made (and the folders above it, and one made on the way) are removed;
+    # one that was there stays, empty
+    result = train(f"hydra.run.dir={tmp_path / 'gone' / '..' / 'new' / 'deeper'}", *TINY, f"resume={run}")
+    assert result.returncode == 2 and not (tmp_path / "new").exists() and not (tmp_path / "gone").exists()
     (tmp_path / "there").mkdir()
     result = train(f"hydra.run.dir={tmp_path / 'there' / '..' / 'newest'}", *TINY, "optimizer=lbfgs",
                    "loss.weighting=grad_norm")  # refused in the trainer; the path as Hydra resolves it
