@@ -97,6 +97,9 @@ def _build(node: DictConfig, group: str, **runtime: Any) -> Any:
         cause, target = exc.__cause__, str(node.get("_target_"))
         if isinstance(cause, (ConfigError, PDEError)):  # one line that says what is wrong
             raise cause
+        if cause is None:  # Hydra's own refusal of the target (not callable, say): its message on one line
+            reason = " ".join(line for line in str(exc).splitlines() if not line.startswith("full_key:"))
+            raise ConfigError(f"{group}: {' '.join(reason.split())} ({group}._target_={target})") from exc
         if isinstance(cause, TypeError):  # an unknown or missing key in the YAML
             hint = ""
             if "unexpected keyword argument" in str(cause) and not target.startswith("pinn."):

@@ -774,11 +774,12 @@ def test_classes_of_ones_own_that_cannot_be_built_say_why(tmp_path):
         ("mine.Nope", "pde: mine has no 'Nope'; check the class name in pde._target_=mine.Nope"),
         ("mine.Lazy", "pde: cannot import mine.Lazy (No module named 'not_installed_anywhere')"),
         ("broken.Thing", "pde: cannot import broken.Thing"),
+        ("math.pi", "pde: Expected a callable target, got '3.141592653589793' of type 'float' (pde._target_=math.pi)"),
     ]:
         result = subprocess.run([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={tmp_path / 'run'}", *TINY,
                                  f"pde._target_={target}"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
         assert result.returncode == 2 and result.stderr.startswith(f"error: ") and says in result.stderr, result.stderr
-        assert "Traceback" not in result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_more_random_directions_than_coordinates_are_pointed_at_the_exact_engine(tmp_path):
