@@ -28,12 +28,14 @@ USAGE = "usage: python evaluate.py run=<run folder or checkpoint> [device=auto|c
 
 
 def parse(argv: list[str]) -> dict[str, str]:
-    options = {"device": "auto"}
+    options, given = {"device": "auto"}, {}
     for arg in argv:
         key, sep, value = arg.partition("=")
         if not sep or key not in ("run", "device"):
             raise ConfigError(f"unknown argument {arg!r}; {USAGE}")
-        options[key] = value
+        if key in given:
+            raise ConfigError(f"{key}= is given twice ({given[key]!r}, then {value!r}); give it once")
+        options[key] = given[key] = value
     if "run" not in options:
         raise ConfigError(f"missing run=<folder>; {USAGE}")
     return options

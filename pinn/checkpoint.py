@@ -91,6 +91,8 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     """Read a checkpoint written by :func:`save_checkpoint`; a clear error for anything else.
     With ``mmap`` its tensors are mapped from the file and read only where used (for a look at
     its config without reading, say, a dense BFGS matrix of a gigabyte)."""
+    if not str(path).strip():  # Path("") would be the current folder
+        raise CheckpointError("no checkpoint given (an empty path); give a run folder or a .pt file")
     path = Path(path)
     if path.is_dir():
         candidate = path / "checkpoints" / "last.pt"

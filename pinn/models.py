@@ -164,7 +164,9 @@ def _parse_periods(in_dim: int, periods) -> dict[int, float]:
     for axis, period in items:
         if isinstance(axis, str) and axis.isdigit():
             axis = int(axis)  # Hydra's `+model.periods.1=3.0` makes the key a string
-        if isinstance(axis, bool) or not isinstance(axis, int) or not 0 <= axis < in_dim:
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise ConfigError(f"model.periods: axis {axis!r} is not an axis number; the points have axes 0..{in_dim - 1}")
+        if not 0 <= axis < in_dim:
             raise ConfigError(f"model.periods: axis {axis!r} is out of range; the points have axes 0..{in_dim - 1}")
         if isinstance(period, bool) or not isinstance(period, (int, float)) or not 0 < period < math.inf:
             raise ConfigError(f"model.periods: the period of axis {axis} must be a finite number > 0; got {period!r}")

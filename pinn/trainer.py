@@ -293,6 +293,9 @@ class Trainer:
             raise ConfigError(
                 f"trainer.loss_weights names unknown loss terms {sorted(unknown)}; this PDE's terms are {sorted(terms)}"
             )
+        if all(self.loss_weights.get(name, 1.0) == 0 for name in terms):
+            raise ConfigError(f"trainer.loss_weights sets the weight of every loss term ({', '.join(terms)}) to 0, so "
+                              "nothing would be trained; give at least one of them a weight > 0")
         return balance.combine(terms, self.loss_weights), terms
 
     def reported(self, total: Tensor, terms: dict[str, Tensor]) -> Tensor:

@@ -105,6 +105,8 @@ def test_a_sweep_into_a_folder_of_failed_jobs_lists_its_own(tmp_path):
     ("output_dir=''", "output_dir must name a folder; got ''"),
     ("output_dir=3", "output_dir must name a folder; got 3"),
     ("+trainer.loss_weights={pde: nan}", "trainer.loss_weights.pde must be a finite number >= 0; got nan"),
+    ("+trainer.loss_weights={pde: 0, boundary: 0.0}", "trainer.loss_weights sets the weight of every loss term "
+                                                      "(pde, boundary) to 0, so nothing would be trained"),
     ("optimizer.lbfgs_lr=0", "optimizer.lbfgs_lr must be a finite number > 0; got 0"),
     ("trainer.image_resolution=100000", "trainer.image_resolution must be from 2 to 2001"),
     ("trainer.loss_weights=abc", "trainer.loss_weights must map loss terms to weights"),
@@ -568,6 +570,8 @@ def test_resume_accepts_a_setting_added_since_at_its_default(tmp_path):
 def test_resume_of_a_missing_or_broken_checkpoint(tmp_path):
     result = train(f"hydra.run.dir={tmp_path / 'b'}", *TINY, f"resume={tmp_path / 'nothing'}")
     assert result.returncode == 2 and "no checkpoint" in result.stderr
+    result = train(f"hydra.run.dir={tmp_path / 'b'}", *TINY, "resume=")
+    assert result.returncode == 2 and "error: no checkpoint given (an empty path)" in result.stderr, result.stderr
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     result = train(f"hydra.run.dir={tmp_path / 'c'}", *TINY, f"resume={tmp_path / 'junk.pt'}")
     assert result.returncode == 2 and "is damaged or incomplete" in result.stderr
@@ -819,3 +823,7 @@ def test_evaluate_help_says_what_it_takes(capsys):
         assert out.startswith("Evaluate a trained run: python evaluate.py run=") and "device=" in out
     assert evaluate.main(["--verbose"]) == 2
     assert capsys.readouterr().err.startswith("error: unknown argument '--verbose'; usage: python evaluate.py run=")
+    assert evaluate.main(["run=a", "run=b"]) == 2
+    assert capsys.readouterr().err.startswith("error: run= is given twice ('a', then 'b'); give it once")
+    assert evaluate.main(["run="]) == 2  # not "." (the current folder)
+    assert capsys.readouterr().err.startswith("error: no checkpoint given (an empty path); give a run folder or")

@@ -267,7 +267,7 @@ def test_factorized_linear_starts_as_the_linear_it_factorizes():
     ({"periods": [1.0]}, "one entry per coordinate"),
     ({"periods": [None, None]}, "names no periodic axis"),
     ({"periods": "x"}, r"\{axis: period\} or a list"),
-    ({"periods": {"x": 1.0}}, "axis 'x' is out of range"),
+    ({"periods": {"x": 1.0}}, "axis 'x' is not an axis number; the points have axes 0..1"),
     ({"factorize": "yes"}, "model.factorize must be true or false"),
     ({"factorize": True, "factorize_sigma": -0.1}, "model.factorize_sigma must be a finite number >= 0"),
     ({"factorize": True, "factorize_sigma": float("inf")}, "model.factorize_sigma must be a finite number >= 0"),

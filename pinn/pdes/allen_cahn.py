@@ -82,11 +82,12 @@ class AllenCahn(PDE):
     def constrain(self, model: nn.Module) -> nn.Module:
         if not self.hard_constraint:
             return model
-        periodic = any(isinstance(m, PeriodicEmbedding) and m.periods.get(0) == 2.0 for m in model.modules())
-        if not periodic:
+        embeddings = [m.periods for m in model.modules() if isinstance(m, PeriodicEmbedding)]
+        if not any(periods.get(0) == 2.0 for periods in embeddings):
+            has = f"the network's is {embeddings[0]}" if embeddings else "the network has no periodic embedding"
             raise ConfigError(
                 "pde.hard_constraint=true for Allen–Cahn leaves periodicity to the network: "
-                "set model.periods={0: 2.0} (an exactly periodic embedding in x)")
+                f"set model.periods={{0: 2.0}} (an exactly periodic embedding in x); {has}")
 
         def rise(x: Tensor) -> Tensor:  # s(t)
             return -torch.expm1(-x[:, 1:] / self.time_scale)
