@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from pinn import derivatives
-from pinn.derivatives import AutogradEngine, ForwardEngine, OnePass, StochasticEngine, make_engine, one_pass_applies
 from pinn.balancing import LossBalance
+from pinn.derivatives import AutogradEngine, ForwardEngine, OnePass, StochasticEngine, make_engine, one_pass_applies
 from pinn.errors import ConfigError
 from pinn.models import ACTIVATIONS, MLP, OutputTransform
 from pinn.operators import curl, div, grad, hessian, jacobian, laplacian, partial
