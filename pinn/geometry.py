@@ -51,18 +51,25 @@ class Domain(ABC):
         (exact for the basic shapes; for CSG a bound with the same sign and zero set)."""
 
     def contains(self, x: Tensor) -> Tensor:
-        """Boolean ``(N,)``: which points lie in the closed domain (to a round-off tolerance)."""
-        return self.signed_distance(x) <= self.tolerance
+        """Boolean ``(N,)``: which points lie in the closed domain, to the round-off of the
+        points' dtype (as :meth:`on_boundary`: a point on the boundary is in the domain)."""
+        return self.signed_distance(x) <= self._round_off(x)
 
     def on_boundary(self, x: Tensor) -> Tensor:
         """Boolean ``(N,)``: which points lie on this domain's boundary, to the round-off of the
         points' dtype (float32 puts points of a unit circle up to 4e-8 off it). To give
         a part of a CSG domain's boundary a condition of its own: ``hole.on_boundary(x)`` on the
         boundary points of ``square - hole``."""
+        return self.signed_distance(x).abs() <= self._round_off(x)
+
+    def _round_off(self, x: Tensor) -> float:
+        """How far off the boundary points of ``x``'s dtype may lie: :attr:`tolerance`, or 8
+        units of the dtype's round-off at the domain's scale, whichever is more."""
+        if not x.dtype.is_floating_point:  # integer points carry no round-off
+            return self.tolerance
         lo, hi = self.bounds
         scale = max(1.0, float((hi - lo).abs().max()), float(lo.abs().max()), float(hi.abs().max()))
-        tolerance = max(self.tolerance, 8 * torch.finfo(x.dtype).eps * scale)
-        return self.signed_distance(x).abs() <= tolerance
+        return max(self.tolerance, 8 * torch.finfo(x.dtype).eps * scale)
 
     def __init_subclass__(cls, **kwargs):
         """Every shape's ``signed_distance``, ``contains`` and ``normal`` first check that the

@@ -580,3 +580,15 @@ def test_on_boundary_tells_the_parts_of_a_csg_boundary_apart(dtype):
     inside = (square - hole).sample("interior", 500, lambda m, k: torch.rand(m, k, dtype=torch.float64,
                                                                             generator=torch.Generator().manual_seed(1)))
     assert not hole.on_boundary(inside.to(dtype)).any()
+
+
+@pytest.mark.parametrize("domain", [Disk((0.0, 0.0), 3.0), Polygon([[0.0, 0.0], [3.0, 0.3], [1.0, 2.0]]),
+                                    Box(0.0, 1.0, dim=2) - Disk((0.5, 0.5), 0.3)], ids=["disk", "polygon", "csg"])
+def test_boundary_points_in_float32_are_in_the_closed_domain(domain):
+    # contains and on_boundary allow the same round-off of the points' dtype: a point on the
+    # boundary is in the closed domain.
+    x = domain.sample("boundary", 1000, lambda m, k: torch.rand(m, k, dtype=torch.float64,
+                                                                generator=torch.Generator().manual_seed(0))).float()
+    assert domain.on_boundary(x).all() and domain.contains(x).all()
+    lo, hi = domain.bounds
+    assert not domain.contains((hi + 0.01).float().expand(3, -1)).any()
