@@ -120,6 +120,8 @@ def _check_points(x: Tensor) -> None:
             f"x must have shape (N, d), one row per point; got shape {tuple(x.shape)}. "
             "For a single coordinate use x.reshape(-1, 1)."
         )
+    if not x.dtype.is_floating_point:  # complex points: autograd would give conjugate (Wirtinger) derivatives
+        raise ValueError(f"x must hold real floating-point coordinates (float32 or float64); got {x.dtype}")
     if not x.requires_grad:
         raise ValueError(
             "x does not have requires_grad=True, so nothing can be differentiated with respect to it. "
@@ -257,6 +259,7 @@ def div(v: Tensor, x: Tensor, *, strategy: str = "loop") -> Tensor:
     if isinstance(v, DerivativeCarrier):
         _carrier_check(v, x, "v", columns=True)
         return v.operator("divergence")
+    _check_points(x)  # before x.shape[1] is read
     _check_field(v, x, "v", columns=x.shape[1])
     return _diagonal(v, x, strategy).sum(dim=1, keepdim=True)
 

@@ -343,6 +343,15 @@ class TestMisuse:
         x = torch.rand(4, requires_grad=True)
         with pytest.raises(ValueError, match=r"\(N, d\)"):
             grad(torch.sin(x), x)
+        with pytest.raises(ValueError, match=r"\(N, d\)"):
+            div(x * x, x)
+
+    def test_points_must_be_real(self):
+        # Autograd differentiates complex tensors too, but gives the conjugate of d/dz.
+        x = torch.tensor([[1 + 1j, 2 - 1j]], dtype=torch.complex128, requires_grad=True)
+        for op, field in [(grad, (x**2).sum(1, keepdim=True)), (laplacian, (x**2).sum(1, keepdim=True)), (div, x**2)]:
+            with pytest.raises(ValueError, match="x must hold real floating-point coordinates .*; got torch.complex128"):
+                op(field, x)
 
     def test_vector_field_where_scalar_needed(self):
         x = points(4, 2)
