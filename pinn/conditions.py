@@ -131,7 +131,13 @@ class Neumann(Condition):
         """``(u, ∂u/∂n)`` of the chosen component at ``x``, each ``(N, 1)``."""
         xe, u = engine.evaluate(model, x)
         u = u[:, self.component : self.component + 1]
-        du_dn = (grad(u, xe) * self.normal(x.detach())).sum(dim=1, keepdim=True)
+        normal = self.normal(x.detach())
+        if not (isinstance(normal, Tensor) and normal.shape == x.shape):  # (N, 1) would broadcast, and sum ∇u
+            shape = tuple(normal.shape) if isinstance(normal, Tensor) else type(normal).__name__
+            raise PDEError(f"{type(self).__name__} condition: the normal must be a function of the points (N, d) -> "
+                           f"(N, d); for points of shape {tuple(x.shape)} it returned {shape} (a domain's normal "
+                           "gives the outward unit normals)")
+        du_dn = (grad(u, xe) * normal).sum(dim=1, keepdim=True)
         return values(u), du_dn
 
     def residual(self, model, x, engine):
@@ -154,7 +160,7 @@ class Robin(Neumann):
 
     def residual(self, model, x, engine):
         u, du_dn = self.normal_derivative(model, x, engine)
-        alpha, beta = (check_pointwise(f"the Robin {name}", c(x), x, 1) if callable(c) else c
+        alpha, beta = (check_pointwise(f"the Robin {name}", c(x) if callable(c) else c, x, 1)
                        for name, c in (("alpha", self.alpha), ("beta", self.beta)))
         return alpha * u + beta * du_dn - prescribed(self.value, x, 1, "Robin")
 

@@ -184,6 +184,22 @@ def test_robin_coefficients_may_vary_along_the_boundary():
     assert r.shape == (200, 1) and r.abs().max() < 1e-13
     with pytest.raises(ValueError, match=r"the Robin beta must be a function of the points .* keep the column"):
         Robin(alpha, lambda p: p[:, 1], const(0.0), disk.normal).residual(squared_radius, x, AUTOGRAD)
+    # a tensor of values is checked as a function's values are: (N,) would make the residual (N, N)
+    with pytest.raises(ValueError, match=r"the Robin alpha must be .* it returned \(200,\), not \(200, 1\)"):
+        Robin(torch.ones(200, dtype=x.dtype), 1.0, const(0.0), disk.normal).residual(squared_radius, x, AUTOGRAD)
+    r = Robin(alpha(x), beta(x), lambda p: 2.25 * alpha(p) + 3 * beta(p), disk.normal).residual(squared_radius, x, AUTOGRAD)
+    assert r.shape == (200, 1) and r.abs().max() < 1e-13
+
+
+@pytest.mark.parametrize("condition", [Neumann, lambda g, normal: Robin(1.0, 1.0, g, normal)], ids=["Neumann", "Robin"])
+def test_a_normal_of_the_wrong_shape_is_named(condition):
+    # An (N, 1) "normal" would broadcast against the (N, d) gradient and sum its components.
+    disk = Disk([0.0, 0.0], 1.5)
+    x = disk.sample("boundary", 20, make_draw(9))
+    bad = condition(const(3.0), lambda p: torch.ones(len(p), 1, dtype=p.dtype))
+    with pytest.raises(ValueError, match=r"the normal must be a function of the points \(N, d\) -> \(N, d\); "
+                                         r"for points of shape \(20, 2\) it returned \(20, 1\)"):
+        bad.residual(squared_radius, x, AUTOGRAD)
 
 
 # --------------------------------------------------------------------------- 4. Periodic
