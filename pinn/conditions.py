@@ -14,6 +14,8 @@ training are not data in this sense, and the kept values are shared, not to be m
 
 from __future__ import annotations
 
+import math
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
@@ -67,8 +69,24 @@ def mean_square(r: Tensor | DerivativeCarrier) -> Tensor:
     return _MeanSquare.apply(values(r))
 
 
-def _columns(u: Tensor, components: Sequence[int] | None) -> Tensor:
-    return u if components is None else u[:, list(components)]
+def _columns(u: Tensor, components: Sequence[int] | None, what: str) -> Tensor:
+    """The network's outputs ``components`` (all of them for ``None``), each checked to be one."""
+    if u.dim() != 2:
+        raise PDEError(f"{what}: the network must return (N, m) outputs; it returned shape {tuple(u.shape)}")
+    if components is None:
+        return u
+    picked = list(components)
+    for k in picked:
+        _check_component(k, u.shape[1], what)
+    if not picked:
+        raise PDEError(f"{what}: components is empty; name at least one output, or leave it out for all of them")
+    return u[:, picked]
+
+
+def _check_component(k, outputs: int, what: str) -> None:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 0 <= k < outputs:
+        raise PDEError(f"{what}: output {k!r} is not one of the network's: give an index from 0 to {outputs - 1} "
+                       f"(it has {outputs} outputs)")
 
 
 def prescribed(g: Data, x: Tensor, columns: int, what: str) -> Tensor | float:
@@ -106,7 +124,7 @@ class Dirichlet(Condition):
         self.value, self.components = value, components
 
     def residual(self, model: Model, x: Tensor, engine: Engine | None = None) -> Tensor:
-        u = _columns(model(x), self.components)
+        u = _columns(model(x), self.components, f"{type(self).__name__} condition")
         return u - prescribed(self.value, x, u.shape[1], type(self).__name__)
 
 
@@ -130,6 +148,7 @@ class Neumann(Condition):
     def normal_derivative(self, model: Model, x: Tensor, engine: Engine) -> tuple[Tensor, Tensor]:
         """``(u, ∂u/∂n)`` of the chosen component at ``x``, each ``(N, 1)``."""
         xe, u = engine.evaluate(model, x)
+        _check_component(self.component, values(u).shape[1], f"{type(self).__name__} condition")
         u = u[:, self.component : self.component + 1]
         normal = self.normal(x.detach())
         if not (isinstance(normal, Tensor) and normal.shape == x.shape):  # (N, 1) would broadcast, and sum ∇u
@@ -176,11 +195,17 @@ class Periodic(Condition):
 
     def __init__(self, axis: int, lo: float, hi: float, *, derivative: bool = True):
         self.axis, self.lo, self.hi, self.derivative = axis, float(lo), float(hi), derivative
+        if not (math.isfinite(self.lo) and math.isfinite(self.hi) and self.lo < self.hi):
+            raise PDEError(f"Periodic condition: need finite lo < hi (the domain's bounds along the axis); "
+                           f"got lo={lo}, hi={hi}")
 
     def residual(self, model, x, engine):
         # A face's points, within a few roundings of the points' dtype (float32 cannot resolve 1e-9)
         scale = max(abs(self.lo), abs(self.hi), self.hi - self.lo)
         tolerance = max(1e-9 * (self.hi - self.lo), 4 * torch.finfo(x.dtype).eps * scale)
+        if isinstance(self.axis, bool) or not isinstance(self.axis, numbers.Integral) or not 0 <= self.axis < x.shape[1]:
+            raise PDEError(f"Periodic condition: axis {self.axis!r} is not a coordinate of the points; give one from 0 "
+                           f"to {x.shape[1] - 1}")
         along = x[:, self.axis]
         on_face = ((along - self.lo).abs() <= tolerance) | ((along - self.hi).abs() <= tolerance)
         # Points beyond lo or hi: lo and hi are not the domain's bounds (a face without points is
@@ -218,6 +243,7 @@ class InitialVelocity(Condition):
 
     def residual(self, model, x, engine):
         xe, u = engine.evaluate(model, x)
+        _check_component(self.component, values(u).shape[1], "InitialVelocity condition")
         velocity = partial(u[:, self.component : self.component + 1], xe, x.shape[1] - 1)
         return velocity - prescribed(self.value, x, 1, "initial velocity")
 
@@ -246,7 +272,11 @@ class PointData(nn.Module, Condition):
         self.components = components
 
     def residual(self, model, x=None, engine=None):
-        return _columns(model(self.points), self.components) - self.values
+        observed = _columns(model(self.points), self.components, "PointData")
+        if observed.shape[1] != self.values.shape[1]:  # (P, 1) values would broadcast over every output
+            raise PDEError(f"PointData: its values have {self.values.shape[1]} columns, but it observes "
+                           f"{observed.shape[1]} outputs (components={self.components}); give one column per output")
+        return observed - self.values
 
     def loss(self, model, x=None, engine=None):
         return mean_square(self.residual(model))

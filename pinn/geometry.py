@@ -117,6 +117,7 @@ class Domain(ABC):
 
     def sample(self, region: str, n: int, draw: Draw) -> Tensor:
         """``n`` points of ``region`` (one of :attr:`regions`), float64, from unit points ``draw`` gives."""
+        _check_count(n)
         if region == "interior":
             return self.interior(draw(n, self.interior_unit_dim))
         if region == "boundary":
@@ -131,6 +132,13 @@ class Domain(ABC):
 
     def __sub__(self, other: Domain) -> Domain:
         return Difference(self, other)
+
+
+def _check_count(n) -> None:
+    """A number of points to sample: an integer >= 0 (a CSG shape's rejection loop would take a
+    negative one for "none yet found" and return points)."""
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ConfigError(f"the number of points to sample must be an integer >= 0; got {n!r}")
 
 
 def _number(value) -> float:
@@ -636,6 +644,7 @@ class _CSG(Domain):
         return keep
 
     def sample(self, region: str, n: int, draw: Draw) -> Tensor:
+        _check_count(n)
         if region == "interior":
             lo, hi = self.bounds
             return _rejection(n, draw, lambda u: lo + u * (hi - lo), self.contains, self.dim, f"{self}")
@@ -769,8 +778,8 @@ class SpaceTime(Domain):
     regions = ("interior", "boundary", "initial")
 
     def __init__(self, space: Domain, t0: float = 0.0, t1: float = 1.0):
-        if not t0 < t1:
-            raise ConfigError(f"SpaceTime: need t0 < t1; got t0={t0}, t1={t1}")
+        if not (math.isfinite(t0) and math.isfinite(t1) and t0 < t1):
+            raise ConfigError(f"SpaceTime: need finite t0 < t1; got t0={t0}, t1={t1}")
         self.space, self.t0, self.t1 = space, float(t0), float(t1)
         self.dim = space.dim + 1
 
@@ -813,6 +822,7 @@ class SpaceTime(Domain):
 
     def sample(self, region, n, draw):
         """Space-time points of ``region``; each part of a point comes from the spatial domain's own sampling."""
+        _check_count(n)
         if region == "initial":
             space = self.space.sample("interior", n, draw)
             return torch.cat([space, torch.full_like(space[:, :1], self.t0)], dim=1)

@@ -371,6 +371,29 @@ def test_point_data_rejects_bad_shapes(points, values):
         PointData(points, values)
 
 
+def test_outputs_a_condition_names_must_be_the_networks():
+    points, values = _observations()
+    two_outputs = lambda p: torch.cat([p[:, :1], p[:, 1:]], dim=1)  # noqa: E731
+    x = torch.rand(5, 2, dtype=F64)
+    with pytest.raises(ValueError, match=r"PointData: its values have 1 columns, but it observes 2 outputs"):
+        PointData(points, values, components=[0, 1]).residual(two_outputs)  # (P, 1) would broadcast over both
+    for condition, says in [
+        (Dirichlet(const(0.0), components=[2]), r"Dirichlet condition: output 2 is not one of the network's: give an "
+                                                r"index from 0 to 1 \(it has 2 outputs\)"),
+        (Dirichlet(const(0.0), components=[-1]), "output -1 is not one of the network's"),
+        (Dirichlet(const(0.0), components=[]), "components is empty"),
+        (Neumann(const(0.0), Disk().normal, component=-1), "Neumann condition: output -1 is not one of the network's"),
+        (InitialVelocity(const(0.0), component=2), "InitialVelocity condition: output 2 is not one of the network's"),
+        (Periodic(axis=2, lo=0.0, hi=1.0), "axis 2 is not a coordinate of the points; give one from 0 to 1"),
+    ]:
+        with pytest.raises(ValueError, match=says):
+            condition.residual(two_outputs, x, AUTOGRAD)
+    with pytest.raises(ValueError, match="the network must return \\(N, m\\) outputs; it returned shape \\(5,\\)"):
+        Dirichlet(const(0.0)).residual(lambda p: p[:, 0], x, AUTOGRAD)
+    with pytest.raises(ValueError, match="Periodic condition: need finite lo < hi"):
+        Periodic(axis=0, lo=0.0, hi=float("inf"))
+
+
 # --------------------------------------------------------------------------- 7. empty point sets
 
 
