@@ -45,6 +45,7 @@ the fix in the message.
 
 from __future__ import annotations
 
+import numbers
 from abc import ABC, abstractmethod
 
 import torch
@@ -388,8 +389,9 @@ def partial(u: Tensor, x: Tensor, *indices: int) -> Tensor:
     if not indices:
         raise ValueError("partial(u, x, i, ...) needs at least one coordinate index, e.g. partial(u, x, 0)")
     for i in indices:
-        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < d:
+        if isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 0 <= i < d:
             raise ValueError(f"partial: coordinate index {i!r} is not an integer in [0, {d}) for x of shape {tuple(x.shape)}")
+    indices = tuple(int(i) for i in indices)  # NumPy's integers too
     if isinstance(u, DerivativeCarrier):
         return u.operator("partial", *indices)
     _check_field(u, x, "u", scalar=True)

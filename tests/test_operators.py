@@ -5,6 +5,7 @@ of sin and cos, polynomials at dyadic points); elsewhere the error is round-off,
 relative.
 """
 
+import numpy as np
 import pytest
 import torch
 
@@ -418,6 +419,8 @@ class TestMisuse:
             partial(u, x)
         with pytest.raises(ValueError, match=r"\[0, 2\)"):
             partial(u, x, 2)
+        # NumPy's integers are integers (from np.argmax, or a loop over np.arange)
+        assert torch.equal(partial(u, x, np.int64(0), np.int32(1)), partial(u, x, 0, 1))
 
     def test_unknown_strategy_lists_the_valid_ones(self):
         x = points(4, 2)
