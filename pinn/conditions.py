@@ -71,19 +71,26 @@ def mean_square(r: Tensor | DerivativeCarrier) -> Tensor:
 
 def _columns(u: Tensor, components: Sequence[int] | None, what: str) -> Tensor:
     """The network's outputs ``components`` (all of them for ``None``), each checked to be one."""
-    if u.dim() != 2:
-        raise PDEError(f"{what}: the network must return (N, m) outputs; it returned shape {tuple(u.shape)}")
+    _check_outputs(u, what)
     if components is None:
         return u
     picked = list(components)
     for k in picked:
-        _check_component(k, u.shape[1], what)
+        _check_component(k, u, what)
     if not picked:
         raise PDEError(f"{what}: components is empty; name at least one output, or leave it out for all of them")
     return u[:, picked]
 
 
-def _check_component(k, outputs: int, what: str) -> None:
+def _check_outputs(u: Tensor, what: str) -> None:
+    if u.dim() != 2:
+        raise PDEError(f"{what}: the network must return (N, m) outputs; it returned shape {tuple(u.shape)}")
+
+
+def _check_component(k, u: Tensor, what: str) -> None:
+    """``k`` is one of the outputs ``u`` ``(N, m)`` of the network."""
+    _check_outputs(u, what)
+    outputs = u.shape[1]
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 0 <= k < outputs:
         raise PDEError(f"{what}: output {k!r} is not one of the network's: give an index from 0 to {outputs - 1} "
                        f"(it has {outputs} outputs)")
@@ -148,7 +155,7 @@ class Neumann(Condition):
     def normal_derivative(self, model: Model, x: Tensor, engine: Engine) -> tuple[Tensor, Tensor]:
         """``(u, ∂u/∂n)`` of the chosen component at ``x``, each ``(N, 1)``."""
         xe, u = engine.evaluate(model, x)
-        _check_component(self.component, values(u).shape[1], f"{type(self).__name__} condition")
+        _check_component(self.component, values(u), f"{type(self).__name__} condition")
         u = u[:, self.component : self.component + 1]
         normal = self.normal(x.detach())
         if not (isinstance(normal, Tensor) and normal.shape == x.shape):  # (N, 1) would broadcast, and sum ∇u
@@ -243,7 +250,7 @@ class InitialVelocity(Condition):
 
     def residual(self, model, x, engine):
         xe, u = engine.evaluate(model, x)
-        _check_component(self.component, values(u).shape[1], "InitialVelocity condition")
+        _check_component(self.component, values(u), "InitialVelocity condition")
         velocity = partial(u[:, self.component : self.component + 1], xe, x.shape[1] - 1)
         return velocity - prescribed(self.value, x, 1, "initial velocity")
 

@@ -44,7 +44,7 @@ class Sampler(ABC):
         """Named point sets, one per region, in float64 on the CPU; the trainer moves them to
         its device and dtype. A region with no points is an error that names the setting."""
         points = {}
-        for region in regions:
+        for region in (regions,) if isinstance(regions, str) else regions:  # one region named alone
             n = self.count(region)
             if n <= 0 and not hasattr(self, f"n_{region}"):
                 raise ConfigError(

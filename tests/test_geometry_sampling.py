@@ -100,3 +100,6 @@ def test_a_region_no_sampler_draws_is_named_with_what_to_do():
         SobolSampler().sample(box, torch.Generator().manual_seed(0), ("interior", "hole"))
     with pytest.raises(ConfigError, match="sampler.n_boundary=0; set sampler.n_boundary > 0"):
         SobolSampler(n_boundary=0).sample(box, torch.Generator().manual_seed(0))
+    # one region named alone is that region, not its letters
+    one = SobolSampler(n_interior=8).sample(box, torch.Generator().manual_seed(0), "interior")
+    assert one.keys() == {"interior"} and one["interior"].shape == (8, 2)
