@@ -420,8 +420,10 @@ def check_pointwise(what: str, y, x: Tensor, columns: int | None = None):
         want = f"({x.shape[0]}, {columns if columns is not None else 'm'})"
         if isinstance(y, Tensor) and y.dim() == 2 and y.shape[0] in (1, x.shape[0]):  # rows right, columns not
             hint = "give it one column" if columns == 1 else f"give it {columns} columns, or one for all"
-        else:
+        elif isinstance(y, Tensor):
             hint = "keep the column dimension: x[:, 0:1], not x[:, 0]"
+        else:
+            hint = "give a number or a tensor"
         raise PDEError(f"{what} must be a function of the points (N, d) -> (N, {columns or 'm'}); for points of "
                        f"shape {tuple(x.shape)} it returned {shape}, not {want}; {hint}")
     return y

@@ -187,6 +187,8 @@ def test_robin_coefficients_may_vary_along_the_boundary():
     # a tensor of values is checked as a function's values are: (N,) would make the residual (N, N)
     with pytest.raises(ValueError, match=r"the Robin alpha must be .* it returned \(200,\), not \(200, 1\)"):
         Robin(torch.ones(200, dtype=x.dtype), 1.0, const(0.0), disk.normal).residual(squared_radius, x, AUTOGRAD)
+    with pytest.raises(ValueError, match=r"the Robin alpha must be .* it returned str, not \(200, 1\); give a number"):
+        Robin("1", 1.0, const(0.0), disk.normal).residual(squared_radius, x, AUTOGRAD)
     r = Robin(alpha(x), beta(x), lambda p: 2.25 * alpha(p) + 3 * beta(p), disk.normal).residual(squared_radius, x, AUTOGRAD)
     assert r.shape == (200, 1) and r.abs().max() < 1e-13
 
