@@ -281,8 +281,8 @@ class PointData(nn.Module, Condition):
     def residual(self, model, x=None, engine=None):
         observed = _columns(model(self.points), self.components, "PointData")
         if observed.shape[1] != self.values.shape[1]:  # (P, 1) values would broadcast over every output
-            raise PDEError(f"PointData: its values have {self.values.shape[1]} columns, but it observes "
-                           f"{observed.shape[1]} outputs (components={self.components}); give one column per output")
+            raise PDEError(f"PointData: it observes {observed.shape[1]} outputs (components={self.components}), but "
+                           f"its values are {tuple(self.values.shape)}; give one column per output")
         return observed - self.values
 
     def loss(self, model, x=None, engine=None):

@@ -377,7 +377,8 @@ def test_outputs_a_condition_names_must_be_the_networks():
     points, values = _observations()
     two_outputs = lambda p: torch.cat([p[:, :1], p[:, 1:]], dim=1)  # noqa: E731
     x = torch.rand(5, 2, dtype=F64)
-    with pytest.raises(ValueError, match=r"PointData: its values have 1 columns, but it observes 2 outputs"):
+    with pytest.raises(ValueError, match=r"PointData: it observes 2 outputs \(components=\[0, 1\]\), but its values "
+                                         r"are \(7, 1\); give one column per output"):
         PointData(points, values, components=[0, 1]).residual(two_outputs)  # (P, 1) would broadcast over both
     for condition, says in [
         (Dirichlet(const(0.0), components=[2]), r"Dirichlet condition: output 2 is not one of the network's: give an "
