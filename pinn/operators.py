@@ -38,13 +38,16 @@ A field may also arrive as a :class:`DerivativeCarrier` (the forward-mode ``Jet`
 it, so a residual is written once for every derivative engine.
 
 Every result keeps its graph (``create_graph=True``), so it can be differentiated again and
-trained through. Misuse (``x`` without ``requires_grad``, a shape that does not fit, a vector
+trained through. That holds under ``torch.no_grad()`` and ``torch.inference_mode()`` too (while
+evaluating a trained network, say): the operators switch gradients back on for their own
+passes, and need only a field computed from ``x`` with gradients on. Misuse (``x`` without ``requires_grad``, a shape that does not fit, a vector
 field where a scalar is needed, a field not computed from ``x``) raises ``ValueError`` with
 the fix in the message.
 """
 
 from __future__ import annotations
 
+import functools
 import numbers
 from abc import ABC, abstractmethod
 
@@ -161,7 +164,7 @@ def _check_field(u: Tensor, x: Tensor, name: str, *, scalar: bool = False, colum
     if not u.requires_grad:
         raise ValueError(
             f"{name} was not computed from x: it does not require grad. Compute it from x after "
-            "x.requires_grad_(True), and not under torch.no_grad()."
+            "x.requires_grad_(True), and not under torch.no_grad() or torch.inference_mode()."
         )
 
 
@@ -219,9 +222,26 @@ def _diagonal(v: Tensor, x: Tensor, strategy: str) -> Tensor:
     return _vjp(v, x, torch.ones_like(v))
 
 
+def _gradients_on(operator):
+    """Run an operator's backward passes with gradients recorded, whatever the caller's mode.
+
+    Under ``torch.no_grad()`` a first derivative would still come out (``autograd.grad`` reads
+    the field's graph, made earlier), but not the graph of it that a second derivative
+    differentiates: the second pass would find nothing to differentiate.
+    """
+    @functools.wraps(operator)
+    def with_gradients(u, x, *args, **kwargs):
+        if isinstance(u, DerivativeCarrier) or (torch.is_grad_enabled() and not torch.is_inference_mode_enabled()):
+            return operator(u, x, *args, **kwargs)
+        with torch.inference_mode(False), torch.enable_grad():
+            return operator(u, x, *args, **kwargs)
+    return with_gradients
+
+
 # --------------------------------------------------------------------------- operators
 
 
+@_gradients_on
 def grad(u: Tensor, x: Tensor) -> Tensor:
     r"""Gradient :math:`\nabla u = (\partial u/\partial x_1, \dots, \partial u/\partial x_d)`.
 
@@ -240,6 +260,7 @@ def grad(u: Tensor, x: Tensor) -> Tensor:
     return _first_derivatives(u, x, "u")
 
 
+@_gradients_on
 def div(v: Tensor, x: Tensor, *, strategy: str = "loop") -> Tensor:
     r"""Divergence :math:`\nabla\cdot v = \sum_i \partial v_i/\partial x_i = \operatorname{tr} J_v`.
 
@@ -265,6 +286,7 @@ def div(v: Tensor, x: Tensor, *, strategy: str = "loop") -> Tensor:
     return _diagonal(v, x, strategy).sum(dim=1, keepdim=True)
 
 
+@_gradients_on
 def laplacian(u: Tensor, x: Tensor, *, strategy: str = "loop") -> Tensor:
     r"""Laplacian :math:`\Delta u = \nabla\cdot\nabla u = \sum_i \partial^2 u/\partial x_i^2`.
 
@@ -291,6 +313,7 @@ def laplacian(u: Tensor, x: Tensor, *, strategy: str = "loop") -> Tensor:
     return torch.stack(columns, dim=1)
 
 
+@_gradients_on
 def jacobian(v: Tensor, x: Tensor, *, strategy: str = "loop") -> Tensor:
     r"""Jacobian :math:`J_{kj} = \partial v_k/\partial x_j` at every point.
 
@@ -322,6 +345,7 @@ def _rows(v: Tensor, x: Tensor, strategy: str) -> Tensor:
     return torch.stack([_vjp(v[:, k : k + 1], x, torch.ones_like(v[:, :1])) for k in range(m)], dim=1)
 
 
+@_gradients_on
 def hessian(u: Tensor, x: Tensor, *, strategy: str = "loop") -> Tensor:
     r"""Hessian :math:`H_{ij} = \partial^2 u/\partial x_i \partial x_j`: the Jacobian of ``∇u``.
 
@@ -342,6 +366,7 @@ def hessian(u: Tensor, x: Tensor, *, strategy: str = "loop") -> Tensor:
     return _rows(_first_derivatives(u, x, "u"), x, strategy)
 
 
+@_gradients_on
 def curl(v: Tensor, x: Tensor) -> Tensor:
     r"""Curl of a vector field in two or three dimensions.
 
@@ -365,6 +390,7 @@ def curl(v: Tensor, x: Tensor) -> Tensor:
     return torch.stack([J[:, 2, 1] - J[:, 1, 2], J[:, 0, 2] - J[:, 2, 0], J[:, 1, 0] - J[:, 0, 1]], dim=1)
 
 
+@_gradients_on
 def partial(u: Tensor, x: Tensor, *indices: int) -> Tensor:
     r"""Mixed partial derivative :math:`\partial^k u / \partial x_{i_1} \cdots \partial x_{i_k}`.
 

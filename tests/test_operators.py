@@ -315,6 +315,28 @@ class TestGraphIsKept:
         assert torch.equal(hessian(u, x), torch.zeros(8, 3, 3))
         assert torch.equal(partial(u, x, 1, 2), torch.zeros(8, 1))
 
+    @pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+    def test_operators_called_while_evaluating_give_the_same_numbers_and_graph(self, mode):
+        # A field computed with gradients, its operators taken under no_grad or inference_mode:
+        # every operator, second derivatives included, as outside it, and still trainable.
+        net = mlp(3, 3)
+        x = points(8, 3)
+        v = net(x)
+        u = v[:, :1]
+        operators = {"grad": lambda: grad(u, x), "laplacian": lambda: laplacian(v, x),
+                     "hessian": lambda: hessian(u, x, strategy="batched"), "partial": lambda: partial(u, x, 0, 1, 1),
+                     "div": lambda: div(v, x, strategy="batched"), "jacobian": lambda: jacobian(v, x),
+                     "curl": lambda: curl(v, x)}
+        expected = {name: operator() for name, operator in operators.items()}
+        with mode():
+            got = {name: operator() for name, operator in operators.items()}
+            assert torch.is_grad_enabled() is False  # the caller's mode is left as it was
+        for name in operators:
+            assert torch.equal(got[name], expected[name]), name
+            assert got[name].requires_grad and not got[name].is_inference(), name
+        got["laplacian"].sum().backward()
+        assert net[0].weight.grad.abs().sum() > 0
+
 
 # ----------------------------------------------------------------------------------------------
 # Misuse fails loudly, with the fix in the message.
