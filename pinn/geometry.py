@@ -559,19 +559,39 @@ def _in_triangle(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> 
 # --------------------------------------------------------------------------- constructive solid geometry
 
 
+#: The most random numbers one batch of proposals draws (2^23: 4 million points of a 2-D shape,
+#: 64 MiB in float64). A thin shape accepts few proposals, and the many it needs come in batches
+#: of this size rather than all at once.
+MOST_DRAWN_AT_ONCE = 1 << 23
+#: The most proposals one sample may take in all (about 2 minutes of a 2-core CPU for a 2-D
+#: difference of disks): a shape that would need more is refused, with the share it accepts.
+MOST_PROPOSALS = 1 << 30
+
+
 def _rejection(n: int, draw: Draw, propose: Callable[[Tensor], Tensor], keep: Callable[[Tensor], Tensor],
                unit_dim: int, what: str) -> Tensor:
     """The first ``n`` proposals that ``keep`` accepts, drawing in batches sized by the acceptance so far."""
-    accepted, total, kept = [], 0, 0
-    for _ in range(100):
-        batch = max(2 * (n - kept) * max(total, 1) // max(kept, 1), 64) if kept else 2 * n + 64
+    accepted, total, kept, rounds = [], 0, 0, 0
+    while kept < n:
+        if kept:
+            still_needed = (n - kept) * total // kept  # at the acceptance so far
+            if total + still_needed > MOST_PROPOSALS:
+                raise ConfigError(
+                    f"could not place {n} points in {what}: only {kept / total:.1e} of the proposals drawn in its "
+                    f"bounding box fall inside, so {n} points would take about {total + still_needed:.1e} proposals "
+                    f"(at most {MOST_PROPOSALS:.1e} are drawn). Ask for fewer points, or make the shape less thin")
+            batch = max(2 * still_needed, 64)
+        elif rounds == 100:
+            raise ConfigError(f"could not place {n} points in {what}: almost no proposal falls inside; is the shape "
+                              "empty?")
+        else:
+            batch = 2 * n + 64
+        batch = min(batch, max(MOST_DRAWN_AT_ONCE // unit_dim, 64))
         x = propose(draw(batch, unit_dim))
         x = x[keep(x)]
         accepted.append(x)
-        total, kept = total + batch, kept + len(x)
-        if kept >= n:
-            return torch.cat(accepted)[:n]
-    raise ConfigError(f"could not place {n} points in {what}: almost no proposal falls inside; is the shape empty?")
+        total, kept, rounds = total + batch, kept + len(x), rounds + 1
+    return torch.cat(accepted)[:n]
 
 
 class _CSG(Domain):

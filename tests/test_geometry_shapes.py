@@ -543,6 +543,34 @@ def test_samplers_fill_csg_regions_reproducibly():
     assert not _dangling_l_edges(a["boundary"]).any()
 
 
+def test_a_thin_csg_shape_is_sampled_in_batches_of_bounded_size(monkeypatch):
+    import pinn.geometry as geometry
+
+    shell = Disk([0.0, 0.0], 1.0) - Disk([0.0, 0.0], 0.999)  # accepts about 1 proposal in 640
+    asked = []
+
+    def draw(seed):
+        numbers = make_draw(seed)
+        return lambda n, k: asked.append(n * k) or numbers(n, k)
+
+    unbounded = shell.sample("interior", 200, draw(0))
+    assert max(asked) > 2 * 4096  # the size the batches are held to below
+    monkeypatch.setattr(geometry, "MOST_DRAWN_AT_ONCE", 4096)
+    asked.clear()
+    bounded = shell.sample("interior", 200, draw(0))
+    assert max(asked) <= 4096 and len(asked) > 20
+    assert torch.equal(bounded, unbounded)  # the same stream of numbers, so the same first 200 points inside
+    r = bounded.norm(dim=1)
+    assert r.min() >= 0.999 and r.max() <= 1
+    # one that would take more proposals than allowed says how thin it is; an empty one, that it may be empty
+    monkeypatch.setattr(geometry, "MOST_PROPOSALS", 50_000)
+    with pytest.raises(ConfigError, match=r"only 1\.\de-03 of the proposals .* fall inside, so 200 points would take "
+                                          r"about 1\.\de\+05 proposals \(at most 5\.0e\+04"):
+        shell.sample("interior", 200, draw(0))
+    with pytest.raises(ConfigError, match="almost no proposal falls inside; is the shape empty"):
+        (Disk([0.0, 0.0], 1.0) & Disk([3.0, 0.0], 1.0)).sample("interior", 10, draw(0))
+
+
 # --------------------------------------------------------------------------- nested CSG (known bugs)
 
 
