@@ -12,8 +12,19 @@ error.png into the run folder (beside the checkpoint, for a file outside a run f
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
+from typing import Any
+
+
+def _interrupted(signum: int, frame: Any) -> None:
+    print("interrupted", file=sys.stderr)  # each file is written whole or not at all (write_atomically)
+    sys.exit(128 + signal.SIGINT)
+
+
+if __name__ == "__main__":  # Ctrl-C at any point, torch's import included: one word, not a traceback
+    signal.signal(signal.SIGINT, _interrupted)
 
 import torch
 from omegaconf import OmegaConf

@@ -23,6 +23,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+
+def _interrupted_while_importing(signum: int, frame: Any) -> None:
+    print("interrupted", file=sys.stderr)  # nothing has been written yet
+    sys.exit(128 + signal.SIGINT)
+
+
+if __name__ == "__main__":  # Ctrl-C in the second or two that torch takes to import: no traceback from inside it
+    signal.signal(signal.SIGINT, _interrupted_while_importing)
+
 import hydra
 import torch
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -334,6 +343,17 @@ class RunRecord(Callback):
             _before_launch["ours"] = _record_files(_before_launch["record"])
 
 
+def _interrupted_before_training(signum: int, frame: Any) -> None:
+    """Ctrl-C while Hydra composes the configuration and writes the launch's record, before
+    :func:`main` takes over: the run folder as it found it (as for a refused launch), one word,
+    and the status of an interrupt."""
+    if _before_launch and "ours" not in _before_launch:  # Hydra was still writing this launch's record
+        _before_launch["ours"] = _record_files(_before_launch["record"])
+    restore_run_folder()
+    print("interrupted", file=sys.stderr)
+    sys.exit(128 + signal.SIGINT)
+
+
 def why_unwritable(folder: Path) -> str | None:
     """Why files cannot be written into ``folder``, or made with it where it is missing
     (``None``: they can). Tries a temporary file in the folder, or in the nearest parent that
@@ -570,6 +590,8 @@ _reached_main = False
 def main(cfg: DictConfig) -> None:
     global _reached_main
     _reached_main = True
+    if signal.getsignal(signal.SIGINT) is _interrupted_before_training:  # from here on, the handlers below
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     tune_cpu_allocator()
     try:
         run(cfg)
@@ -786,6 +808,7 @@ if __name__ == "__main__":
     # Hydra builds the callbacks by importing ``train``: let that be this module, not a second
     # copy of it with globals of its own (RunRecord's notes are read here, in main).
     sys.modules.setdefault("train", sys.modules[__name__])
+    signal.signal(signal.SIGINT, _interrupted_before_training)
     try:
         main()
     except SystemExit as exc:

@@ -251,6 +251,48 @@ def test_sigint_checkpoints_and_the_printed_command_resumes(tmp_path):
     assert f"resuming {run} at step {step} of {step + 3}" in (run / "train.log").read_text()
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="watches the libraries the process has loaded")
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py"])
+def test_ctrl_c_while_torch_imports_says_interrupted_and_writes_nothing(script, tmp_path):
+    run = tmp_path / "run"
+    arguments = [f"hydra.run.dir={run}", *TINY] if script == "train.py" else [f"run={run}"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / script), *arguments],
+                            cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    maps, deadline = f"/proc/{proc.pid}/maps", time.monotonic() + 60
+    while time.monotonic() < deadline and "libtorch" not in open(maps).read():  # torch's import has begun
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT and stderr == "interrupted\n", stderr
+    assert not run.exists()
+
+
+def test_ctrl_c_while_hydra_writes_the_record_leaves_the_folder_as_it_found_it(tmp_path, monkeypatch, capsys):
+    from omegaconf import OmegaConf
+
+    import train as train_module
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    old, new = tmp_path / "old", tmp_path / "new"
+    (old / ".hydra").mkdir(parents=True)  # a finished run's folder, relaunched into
+    (old / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
+    (old / "train.log").write_text("the run's log\n")
+    for folder in (old, new):
+        train_module.RunRecord().on_run_start(OmegaConf.create({"hydra": {"run": {"dir": str(folder)},
+                                                                          "output_subdir": ".hydra"}}))
+        (folder / ".hydra").mkdir(parents=True, exist_ok=True)  # Hydra is part way through this launch's record
+        (folder / ".hydra" / "overrides.yaml").write_text("- seed=2\n")
+        with open(folder / "train.log", "a") as log:
+            log.write("this launch's line\n")
+        with pytest.raises(SystemExit) as stop:
+            train_module._interrupted_before_training(signal.SIGINT, None)
+        assert stop.value.code == 128 + signal.SIGINT and capsys.readouterr().err == "interrupted\n"
+    assert not new.exists()
+    assert sorted(p.name for p in old.rglob("*")) == [".hydra", "overrides.yaml", "train.log"]
+    assert (old / ".hydra" / "overrides.yaml").read_text() == "- seed=1\n"
+    assert (old / "train.log").read_text() == "the run's log\n"
+
+
 def test_resume_refuses_other_settings(tmp_path):
     assert train(f"hydra.run.dir={tmp_path / 'a'}", *TINY).returncode == 0
     result = train(f"hydra.run.dir={tmp_path / 'b'}", *TINY, "model.width=16", f"resume={tmp_path / 'a'}")
