@@ -125,13 +125,13 @@ class Domain(ABC):
         raise ConfigError(f"{self} has no region {region!r}; its regions are {', '.join(self.regions)}")
 
     def __or__(self, other: Domain) -> Domain:
-        return Union(self, other)
+        return Union(self, other) if isinstance(other, Domain) else NotImplemented
 
     def __and__(self, other: Domain) -> Domain:
-        return Intersection(self, other)
+        return Intersection(self, other) if isinstance(other, Domain) else NotImplemented
 
     def __sub__(self, other: Domain) -> Domain:
-        return Difference(self, other)
+        return Difference(self, other) if isinstance(other, Domain) else NotImplemented
 
 
 def _check_count(n) -> None:
@@ -256,7 +256,11 @@ class Interval(Box):
     r"""The interval :math:`[\mathrm{lo}, \mathrm{hi}]` (points ``(N, 1)``); its boundary is the two end points."""
 
     def __init__(self, lo: float = -1.0, hi: float = 1.0):
-        super().__init__(float(lo), float(hi), dim=1)
+        try:
+            lo, hi = _number(lo), _number(hi)
+        except (TypeError, ValueError):
+            raise ConfigError(f"Interval: lo and hi must be numbers; got lo={lo!r}, hi={hi!r}") from None
+        super().__init__(lo, hi, dim=1)
 
     def __repr__(self) -> str:
         return f"Interval({self.lo.item()}, {self.hi.item()})"
@@ -353,7 +357,10 @@ class Polygon(Domain):
     """
 
     def __init__(self, vertices: Sequence[Sequence[float]]):
-        v = torch.tensor([[float(c) for c in p] for p in vertices], dtype=torch.float64)
+        try:
+            v = torch.tensor([[_number(c) for c in p] for p in vertices], dtype=torch.float64)
+        except (TypeError, ValueError):  # text, None, a vertex that is a number, vertices of unequal lengths
+            v = torch.empty(0)
         if v.dim() != 2 or v.shape[1] != 2 or v.shape[0] < 3:
             raise ConfigError(f"Polygon: vertices must be a list of at least three [x, y] pairs; got {vertices!r}")
         if not torch.isfinite(v).all():
@@ -600,6 +607,10 @@ class _CSG(Domain):
     symbol = "?"
 
     def __init__(self, a: Domain, b: Domain):
+        for part in (a, b):
+            if not isinstance(part, Domain):
+                raise ConfigError(f"{type(self).__name__}: both parts must be domains (Interval, Box, Disk, ...); "
+                                  f"got {part!r}")
         if a.dim != b.dim:
             raise ConfigError(f"{type(self).__name__}: both shapes need the same dimension; got {a.dim} and {b.dim}")
         self.a, self.b, self.dim = a, b, a.dim
@@ -798,8 +809,13 @@ class SpaceTime(Domain):
     regions = ("interior", "boundary", "initial")
 
     def __init__(self, space: Domain, t0: float = 0.0, t1: float = 1.0):
-        if not (math.isfinite(t0) and math.isfinite(t1) and t0 < t1):
-            raise ConfigError(f"SpaceTime: need finite t0 < t1; got t0={t0}, t1={t1}")
+        if not isinstance(space, Domain):
+            raise ConfigError(f"SpaceTime: space must be a domain (Interval, Box, Disk, ...); got {space!r}")
+        try:
+            if not (math.isfinite(_number(t0)) and math.isfinite(_number(t1)) and _number(t0) < _number(t1)):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ConfigError(f"SpaceTime: need finite t0 < t1, both numbers; got t0={t0!r}, t1={t1!r}") from None
         self.space, self.t0, self.t1 = space, float(t0), float(t1)
         self.dim = space.dim + 1
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pinn.errors import ConfigError
-from pinn.geometry import Ball, Box, Disk, Interval, Polygon, SpaceTime
+from pinn.geometry import Ball, Box, Difference, Disk, Interval, Polygon, SpaceTime
 from pinn.sampling import SobolSampler, UniformSampler
 
 F64 = torch.float64
@@ -397,10 +397,26 @@ def test_unknown_region_names_the_valid_ones(domain):
     (lambda: Box([0, 1], [1, 1]), "lo < hi"),
     (lambda: Box([0, 2], [1, 1]), "lo < hi"),
     (lambda: Interval(1, 0), "lo < hi"),
+    (lambda: Interval("a", 1), "Interval: lo and hi must be numbers; got lo='a', hi=1"),
+    (lambda: Interval(None), "Interval: lo and hi must be numbers; got lo=None"),
+    (lambda: Polygon("abc"), "vertices must be a list of at least three"),
+    (lambda: Polygon(None), "vertices must be a list of at least three"),
+    (lambda: Polygon([(0, 0), (1, 0), (0, "a")]), "vertices must be a list of at least three"),
+    (lambda: Polygon([(0, 0), (1,), (0, 1)]), "vertices must be a list of at least three"),
+    (lambda: SpaceTime(Interval(0, 1), "a", 1.0), "finite t0 < t1, both numbers; got t0='a'"),
+    (lambda: SpaceTime(Interval(0, 1), None), "finite t0 < t1, both numbers; got t0=None"),
+    (lambda: SpaceTime("x"), "SpaceTime: space must be a domain"),
+    (lambda: Difference(Disk(), None), "Difference: both parts must be domains"),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_bad_shapes_raise_config_error(build, match):
     with pytest.raises(ConfigError, match=match):
         build()
+
+
+def test_a_set_operation_with_something_not_a_shape_is_pythons_type_error():
+    for combine in (lambda a, b: a | b, lambda a, b: a & b, lambda a, b: a - b):
+        with pytest.raises(TypeError, match="unsupported operand type"):
+            combine(Disk(), "x")
 
 
 @pytest.mark.parametrize("dim", [1, 3])
