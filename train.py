@@ -49,6 +49,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pinn.checkpoint import CheckpointError, load_checkpoint, write_atomically, write_text_atomically
 from pinn.distributed import TORCH_STREAM, init_from_env, local_rank, rank_seed
 from pinn.errors import ConfigError, PDEError, PreflightError, check_choice, check_flag
+from pinn.pdes.base import PDE
 from pinn.preflight import preflight
 from pinn.trainer import CHECKPOINT_NAME, METRICS_NAME, TrainingDiverged, TrainingInterrupted
 
@@ -156,6 +157,10 @@ def check_complete(cfg: DictConfig) -> None:
 def build_problem(cfg: DictConfig) -> tuple[Any, torch.nn.Module]:
     """The PDE and the (untrained) network a config describes."""
     pde = _build(cfg.pde, "pde")
+    if not isinstance(pde, PDE):
+        raise ConfigError(f"pde._target_={cfg.pde._target_} made a {type(pde).__name__}, not a PDE: name a subclass of "
+                          "pinn.pdes.PDE (examples/custom_pde has one)")
+    pde.check_definition()
     model = _build(cfg.model, "model", in_dim=pde.dim, out_dim=pde.n_outputs)
     return pde, pde.constrain(model)
 

@@ -139,7 +139,7 @@ class LossBalance(nn.Module):
         for the equation's terms where chosen, self-adaptive point weights where chosen,
         otherwise the mean square. With ``independent`` (the same residuals from an independent
         stochastic estimate) each square is the product of the two instead: unbiased."""
-        check_residuals(pde, residuals)
+        check_residuals(pde, residuals, points)
         equation = pde.equation_terms(residuals, "loss.causal" if self.causal else "loss.growth_rate") \
             if self.causal or self.growth_rate > 0 else []
         terms = {}

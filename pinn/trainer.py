@@ -37,7 +37,7 @@ from pinn.errors import ConfigError, PDEError, check_flag, check_positive
 from pinn.jet import shared_constant
 from pinn.loggers import Logger, NullLogger
 from pinn.optim import OptimizerPlan
-from pinn.pdes.base import PDE, check_losses
+from pinn.pdes.base import PDE, check_losses, check_residuals
 from pinn.point_cache import PointCache
 from pinn.sampling import AdaptiveSampler, Sampler
 
@@ -296,6 +296,11 @@ class Trainer:
         if all(self.loss_weights.get(name, 1.0) == 0 for name in terms):
             raise ConfigError(f"trainer.loss_weights sets the weight of every loss term ({', '.join(terms)}) to 0, so "
                               "nothing would be trained; give at least one of them a weight > 0")
+        constant = [name for name, term in terms.items() if not term.requires_grad]
+        if constant and torch.is_grad_enabled():
+            raise PDEError(f"{type(pde).__name__}'s loss terms {constant} do not depend on the network (nor on a "
+                           "parameter of the PDE), so training cannot change them: computed without the network, or "
+                           "from a detached tensor?")
         return balance.combine(terms, self.loss_weights), terms
 
     def reported(self, total: Tensor, terms: dict[str, Tensor]) -> Tensor:
@@ -408,6 +413,7 @@ class Trainer:
         for chunk in torch.arange(len(candidates)).split(4096):  # bounded memory for many candidates
             points = {**state.points, "interior": candidates[chunk].to(like)}
             residuals = pde.residuals(model, points, engine)
+            check_residuals(pde, residuals, points)
             equation = pde.equation_terms(residuals, "adaptive sampling")
             score = sum(residuals[name].detach().square().sum(dim=1) for name in equation)
             scores[chunk] = score.double().cpu()
@@ -428,10 +434,14 @@ class Trainer:
         x, values = reference
         if not (isinstance(values, Tensor) and values.shape == (x.shape[0], pde.n_outputs)):
             shape = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
+            hint = (" Keep the column dimension: x[:, 0:1], not x[:, 0]" if isinstance(values, Tensor) and values.dim() == 1
+                    else "")
             raise PDEError(f"{type(pde).__name__}'s reference values (from its exact() or reference(), at {x.shape[0]} "
-                           "points) must have "
-                           f"shape (P, n_outputs) = ({x.shape[0]}, {pde.n_outputs}); got {shape}. Keep the column "
-                           "dimension: x[:, 0:1], not x[:, 0]")
+                           f"points) must have shape (P, n_outputs) = ({x.shape[0]}, {pde.n_outputs}); got {shape}."
+                           f"{hint}")
+        if not torch.isfinite(values).any():  # NaN marks a value not known; here none is
+            raise PDEError(f"{type(pde).__name__}'s reference values (from its exact() or reference()) are all NaN or "
+                           "infinite: no error could be measured. Return None from exact() where no solution is known")
         return x.to(device=device, dtype=torch.float64), values.to(device=device, dtype=torch.float64)
 
     @torch.no_grad()
@@ -554,6 +564,7 @@ class Trainer:
         self._comm = comm = comm or Communicator()
         device, run_dir = torch.device(device), Path(run_dir)
         logger = (logger or NullLogger()) if comm.is_main else NullLogger()
+        pde.check_definition()
         engine.check(model)
         engine.check_pde(pde)
         engine.check_device(device)

@@ -73,6 +73,7 @@ def test_same_seed_same_result(compose_config, tmp_path):
     ("dtype=float16", "dtype"),
     ("device=tpu", "device"),
     ("pde.dim=0", "pde.dim"),
+    ("pde._target_=builtins.dict", r"pde._target_=builtins.dict made a dict, not a PDE: name a subclass of pinn.pdes.PDE"),
 ])
 def test_invalid_values_raise_config_error(override, match, compose_config, tmp_path):
     cfg = compose_config([f"output_dir={tmp_path}", *TINY, override])

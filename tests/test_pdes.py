@@ -125,6 +125,73 @@ def test_a_residual_broadcast_to_n_by_n_is_refused(tmp_path):
         _fit(tmp_path, FlatBoundary(dim=2))
 
 
+class Mistaken(Poisson):
+    """Poisson with one attribute or method changed by ``mistake`` (the name of a case below)."""
+
+    def __init__(self, mistake: str):
+        super().__init__(dim=2)
+        self.mistake = mistake
+        if mistake == "unregistered unknown":
+            self.kappa = torch.tensor(1.3, requires_grad=True)  # not an nn.Parameter: never trained
+        attribute = {"point set alone": ("point_sets", "interior"), "terms alone": ("interior_terms", "pde"),
+                     "no outputs": ("n_outputs", 0), "names for other outputs": ("outputs", ("u", "v"))}.get(mistake)
+        if attribute is not None:
+            setattr(self, *attribute)
+
+    def metrics(self):
+        return {"kappa": torch.tensor(2.0)} if self.mistake == "metric tensor" else super().metrics()
+
+    def residuals(self, model, points, engine):
+        residuals = super().residuals(model, points, engine)
+        x = points["interior"]
+        if self.mistake == "no return":
+            return None
+        if self.mistake == "no residuals":
+            return {}
+        if self.mistake == "integer residual":
+            return {**residuals, "pde": torch.ones(len(x), 1, dtype=torch.long)}
+        if self.mistake == "equation at the boundary points":
+            xb, ub = engine.evaluate(model, points["boundary"])
+            return {**residuals, "pde": self.residual(ub, xb)}
+        if self.mistake == "detached":
+            return {**residuals, "pde": residuals["pde"].detach()}
+        return residuals
+
+
+@pytest.mark.parametrize("mistake,match", [
+    ("unregistered unknown", r"Mistaken.kappa requires gradients but is not an nn.Parameter, so the optimizer would "
+                             r"not train it: make it torch.nn.Parameter"),
+    ("point set alone", r"Mistaken.point_sets must be a tuple of names, such as \('interior', 'boundary'\) \(mind the "
+                        r"comma of a single name\); got 'interior'"),
+    ("terms alone", r"Mistaken.interior_terms must be a tuple of names, .* got 'pde'"),
+    ("no outputs", r"Mistaken.n_outputs must be an integer > 0, the number of the network's outputs; got 0"),
+    ("names for other outputs", r"Mistaken has n_outputs = 1 but names 2 outputs, \('u', 'v'\); give outputs one name"),
+    ("metric tensor", r"Mistaken.metrics\(\)\['kappa'\] must be a number \(a float: .item\(\) of a tensor\); got Tensor"),
+    ("no return", r"Mistaken.residuals\(\) must return a dict of residuals by name, .* got NoneType \(a missing return"),
+    ("no residuals", r"Mistaken.residuals\(\) returned no residuals \(an empty dict\): nothing to train"),
+    ("integer residual", r"Mistaken's residual 'pde' must hold real floating-point numbers; got torch.int64"),
+    ("equation at the boundary points", r"Mistaken's residual 'pde' is one of Mistaken.interior_terms, the equation's "
+                                        r"terms, one row per interior point, but has 16 rows for 32 interior points"),
+    ("detached", r"Mistaken's loss terms \['pde'\] do not depend on the network \(nor on a parameter of the PDE\)"),
+])
+def test_a_mistake_in_a_pde_of_ones_own_is_named_before_training(mistake, match, tmp_path):
+    with pytest.raises(PDEError, match=match):
+        _fit(tmp_path, Mistaken(mistake))
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.json").exists()
+
+
+class AllNaNExact(Poisson):
+    def exact(self, x):
+        return torch.full((len(x), 1), math.nan, dtype=x.dtype)
+
+
+def test_a_reference_that_is_all_nan_is_refused_before_training(tmp_path):
+    with pytest.raises(PDEError, match=r"AllNaNExact's reference values .* are all NaN or infinite: no error could be "
+                                       r"measured. Return None from exact\(\) where no solution is known"):
+        _fit(tmp_path, AllNaNExact(dim=2))
+    assert not (tmp_path / "checkpoints").exists()
+
+
 def test_a_misspelt_declaration_is_refused_by_every_engine():
     for engine in (AutogradEngine(), ForwardEngine(), StochasticEngine()):
         with pytest.raises(ConfigError, match=r"unknown MisspeltSecondOrder.second_order 'hesian'; valid choices: "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -83,7 +84,7 @@ class PDE(nn.Module):
     def losses(self, model: Model, points: dict[str, Tensor], engine: Engine) -> dict[str, Tensor]:
         """Mean squared residual of every term, by name (``{"pde": ..., "boundary": ...}``)."""
         residuals = self.residuals(model, points, engine)
-        check_residuals(self, residuals)
+        check_residuals(self, residuals, points)
         return {name: mean_square(r) for name, r in residuals.items()}
 
     def equation_terms(self, residuals: dict[str, Tensor], use: str) -> list[str]:
@@ -124,6 +125,39 @@ class PDE(nn.Module):
         """The network the losses see: ``model`` itself, or ``model`` inside an output transform
         that satisfies some conditions exactly (hard constraints)."""
         return model
+
+    def check_definition(self) -> None:
+        """Refuse class attributes that would fail later with another message, or train something
+        other than meant: the outputs and their names, the point sets and terms named (each a
+        tuple of names, not one name alone: ``("interior",)``, mind the comma), a tensor that
+        requires gradients but that the optimizer does not see (not an ``nn.Parameter``), and what
+        :meth:`metrics` returns."""
+        name = type(self).__name__
+        n = self.n_outputs
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise PDEError(f"{name}.n_outputs must be an integer > 0, the number of the network's outputs; got {n!r}")
+        for attribute, example in (("outputs", "('u', 'v')"), ("point_sets", "('interior', 'boundary')"),
+                                   ("interior_terms", "('pde',)")):
+            value = getattr(self, attribute)
+            if not (isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value)):
+                raise PDEError(f"{name}.{attribute} must be a tuple of names, such as {example} (mind the comma of a "
+                               f"single name); got {value!r}")
+        if len(self.outputs) != n:
+            raise PDEError(f"{name} has n_outputs = {n} but names {len(self.outputs)} outputs, {tuple(self.outputs)}; "
+                           "give outputs one name per output of the network")
+        for key, value in vars(self).items():
+            if isinstance(value, Tensor) and value.requires_grad:  # (an nn.Parameter is kept apart, in _parameters)
+                raise PDEError(
+                    f"{name}.{key} requires gradients but is not an nn.Parameter, so the optimizer would not train it: "
+                    f"make it torch.nn.Parameter(...) to learn it, or a plain tensor to keep it fixed")
+        metrics = self.metrics()
+        if not (isinstance(metrics, Mapping) and all(isinstance(k, str) for k in metrics)):
+            raise PDEError(f"{name}.metrics() must return a dict of numbers by name, such as {{'kappa': 2.0}}; "
+                           f"got {type(metrics).__name__}")
+        for key, value in metrics.items():
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise PDEError(f"{name}.metrics()[{key!r}] must be a number (a float: .item() of a tensor); "
+                               f"got {type(value).__name__}")
 
     def check_network(self, model: Model) -> None:
         """Raise unless ``model`` maps points ``(N, d)`` to ``(N, n_outputs)``: one row per point,
@@ -442,15 +476,24 @@ def transfinite_interpolation(f: Callable[[Tensor], Tensor], x: Tensor, lo: Tens
     return total
 
 
-def check_residuals(pde: PDE, residuals: dict[str, Tensor]) -> None:
-    """Refuse residuals that are not ``(N, c)`` fields (tensors, or the engine's own fields)
-    with at least one row. A residual ``(N, N)`` (from 8 points on) is taken for what it almost
+def check_residuals(pde: PDE, residuals: dict[str, Tensor], points: dict[str, Tensor] | None = None) -> None:
+    """Refuse residuals that are not ``(N, c)`` real fields (tensors, or the engine's own fields)
+    with at least one row, and, given
+    the ``points``, an equation's term (:attr:`PDE.interior_terms`) with other rows than the
+    interior points. A residual ``(N, N)`` (from 8 points on) is taken for what it almost
     surely is: an ``(N,)`` tensor, such as a source term or data computed as ``x[:, 0]``,
     broadcast against an ``(N, 1)`` field, whose mean square trains nothing right. That is any
-    equation's term (:attr:`PDE.interior_terms`), and any other with more columns than the
-    outputs and their first derivatives have (a term on 10 sensors of 10 outputs can be so)."""
+    equation's term, and any other with more columns than the outputs and their first
+    derivatives have (a term on 10 sensors of 10 outputs can be so)."""
+    cls = type(pde).__name__
+    if not isinstance(residuals, Mapping):
+        raise PDEError(f"{cls}.residuals() must return a dict of residuals by name, such as {{'pde': r, 'boundary': "
+                       f"b}}; got {type(residuals).__name__} (a missing return?)")
+    if not residuals:
+        raise PDEError(f"{cls}.residuals() returned no residuals (an empty dict): nothing to train")
+    interior = None if points is None else points.get("interior")
     for name, r in residuals.items():
-        where = f"{type(pde).__name__}'s residual {name!r}"
+        where = f"{cls}'s residual {name!r}"
         if not isinstance(r, (Tensor, DerivativeCarrier)):
             raise PDEError(f"{where} must be a tensor (N, c), one row per point; got {type(r).__name__}")
         if len(r.shape) != 2:
@@ -458,6 +501,13 @@ def check_residuals(pde: PDE, residuals: dict[str, Tensor]) -> None:
                            "the column dimension: x[:, 0:1], not x[:, 0]")
         if r.shape[0] == 0:
             raise PDEError(f"{where} has no rows: its point set (or the part of it the residual selects) is empty")
+        if isinstance(r, Tensor):
+            if not r.dtype.is_floating_point:
+                raise PDEError(f"{where} must hold real floating-point numbers; got {r.dtype}")
+        if name in pde.interior_terms and interior is not None and r.shape[0] != interior.shape[0]:
+            raise PDEError(f"{where} is one of {cls}.interior_terms, the equation's terms, one row per interior point, "
+                           f"but has {r.shape[0]} rows for {interior.shape[0]} interior points: evaluate it at "
+                           "points['interior'] (or leave it out of interior_terms)")
         columns = r.shape[1]
         if r.shape[0] == columns >= 8 and (name in pde.interior_terms or columns > pde.n_outputs * (pde.dim + 1)):
             raise PDEError(f"{where} has shape {tuple(r.shape)}: an (N,) tensor broadcast against an (N, 1) one? "
@@ -472,6 +522,8 @@ def check_losses(pde: PDE, losses) -> None:
     if not isinstance(losses, Mapping):
         raise PDEError(f"{type(pde).__name__}.losses() must return a dict of loss terms by name, such as "
                        f"{{'pde': r.square().mean()}}; got {type(losses).__name__}")
+    if not losses:
+        raise PDEError(f"{type(pde).__name__}.losses() returned no loss terms (an empty dict): nothing to train")
     for name, loss in losses.items():
         if not (isinstance(loss, Tensor) and loss.dim() == 0):
             got = f"shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else type(loss).__name__
