@@ -110,7 +110,7 @@ def _build(node: DictConfig, group: str, **runtime: Any) -> Any:
         if cause is None:  # Hydra's own refusal of the target (not callable, say): its message on one line
             reason = " ".join(line for line in str(exc).splitlines() if not line.startswith("full_key:"))
             raise ConfigError(f"{group}: {' '.join(reason.split())} ({group}._target_={target})") from exc
-        if isinstance(cause, TypeError):  # an unknown or missing key in the YAML
+        if isinstance(cause, TypeError) and _from_the_call(cause, target):  # an unknown or missing key in the YAML
             hint = ""
             if "unexpected keyword argument" in str(cause) and not target.startswith("pinn."):
                 # a class of one's own given the keys of the group's choice
@@ -126,7 +126,24 @@ def _build(node: DictConfig, group: str, **runtime: Any) -> Any:
             reason = " ".join(str(cause.__cause__ or cause).split())  # one line: the module Python did not find
             raise ConfigError(f"{group}: cannot import {target} ({reason}); if it is in a module of your "
                               "own, put the module's folder on PYTHONPATH (for train.py and evaluate.py alike)") from exc
+        if cause.__traceback__ is not None and cause.__traceback__.tb_next is not None:
+            raise cause from None  # raised inside the target's own code: its traceback, which names the line
         raise
+
+
+def _from_the_call(error: TypeError, target: str) -> bool:
+    """Whether ``error`` comes from calling ``target`` with the YAML's keys (an unknown or a
+    missing one), directly or passed on to a base class (``super().__init__(**options)``), and
+    not from the code inside it (a call of its own with a wrong argument)."""
+    frames = error.__traceback__
+    if frames is None or frames.tb_next is None:  # nothing ran inside the target
+        return True
+    try:
+        called = get_object(target)
+    except Exception:  # noqa: BLE001 -- whatever it is, it was called: the message decides
+        return False
+    names = {getattr(called, "__name__", "")} | {base.__name__ for base in getattr(called, "__mro__", ())}
+    return str(error).split("(")[0].split(".")[0] in names
 
 
 #: Settings a resumed run must share with its checkpoint; trainer, logger and device may change.

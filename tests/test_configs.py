@@ -100,6 +100,29 @@ def test_engine_is_chosen_by_group_or_key(compose_config, tmp_path):
         assert isinstance(train._build(cfg.derivatives, "derivatives"), kind)
 
 
+def test_an_error_inside_a_class_of_ones_own_is_its_own_not_the_yamls(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    (tmp_path / "mine.py").write_text(
+        "from pinn.geometry import Box\n"
+        "from pinn.pdes import Poisson\n"
+        "class Passes(Poisson):\n"
+        "    def __init__(self, **options):\n"
+        "        super().__init__(**options)\n"
+        "class Misnames(Poisson):\n"
+        "    def __init__(self, **options):\n"
+        "        super().__init__(**options)\n"
+        "        self.domain = Box(-1.0, 1.0, dimension=2)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    # a key the class passes on to its base, which takes no such key: the YAML's mistake, in one line
+    with pytest.raises(ConfigError, match=r"pde: Poisson.__init__\(\) got an unexpected keyword argument 'dimm'"):
+        train._build(OmegaConf.create({"_target_": "mine.Passes", "dimm": 2}), "pde")
+    # a call of the class's own with a wrong argument: its own error, whose traceback names the line
+    with pytest.raises(TypeError, match=r"Box.__init__\(\) got an unexpected keyword argument 'dimension'") as error:
+        train._build(OmegaConf.create({"_target_": "mine.Misnames", "dim": 2}), "pde")
+    assert error.traceback[-1].path.name == "mine.py" and error.value.__suppress_context__
+
+
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 
 
