@@ -78,8 +78,12 @@ def _restore(run: str | Path, device: str) -> tuple[torch.nn.Module, torch.nn.Mo
     # Converted before loading: loading float64 weights into float32 ones would round them.
     model.to(device=device_, dtype=dtype).eval()
     pde.to(device=device_, dtype=dtype)
-    model.load_state_dict(payload["model"])
-    pde.load_state_dict(payload.get("pde", {}))
+    try:
+        model.load_state_dict(payload["model"])
+        pde.load_state_dict(payload.get("pde", {}))
+    except RuntimeError as exc:  # PyTorch's list of the keys and shapes that differ, on one line
+        raise ConfigError(f"checkpoint {run} does not fit the network and PDE its configuration builds now (has the "
+                          f"code of the PDE or the network changed since?): {' '.join(str(exc).split())}") from exc
     return pde, model, payload, device_, dtype
 
 

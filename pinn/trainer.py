@@ -523,7 +523,8 @@ class Trainer:
             pde.load_state_dict(payload.get("pde", {}))
             self.balance.load(mine.get("balance", payload.get("balance", {})), device)
         except RuntimeError as exc:
-            raise ConfigError(f"checkpoint {path} does not fit this model (different width, depth or PDE?): {exc}") from exc
+            raise ConfigError(f"checkpoint {path} does not fit this model (different width, depth or PDE?): "
+                              f"{' '.join(str(exc).split())}") from exc
         trainable = nn.ModuleDict({"model": model, "pde": pde})
         state.step, state.phase = int(payload["step"]), payload["phase"]
         if state.phase is not None:
@@ -753,6 +754,12 @@ class Trainer:
                 if state.step == start_step + 1:
                     if self.resample_every and isinstance(sampler, AdaptiveSampler):  # not only at its first resampling
                         pde.equation_terms(dict.fromkeys(terms), "adaptive sampling")
+                    if start_step == 0 and comm.maximum(0 if bool(torch.isfinite(total)) else 1):
+                        shown = ", ".join(f"{k}={v.item():.3e}" for k, v in {"total": total, **terms}.items())
+                        raise TrainingDiverged(
+                            f"the loss is not finite before any training ({shown}): a term gives NaN or Inf from the "
+                            "network's first weights on (its source or data, a division by zero, a root or logarithm "
+                            "outside its domain?), which training cannot mend")
                     self._started()
 
                 step, last = state.step, state.step == self.max_steps

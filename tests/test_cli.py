@@ -660,6 +660,40 @@ def test_evaluate_command(tmp_path, stages):
     assert bad.returncode == 2 and bad.stderr.startswith("error: no checkpoint")
 
 
+def test_a_checkpoint_that_no_longer_fits_its_network_is_one_line(tmp_path, compose_config, capsys):
+    import evaluate
+    import train as train_module
+    from pinn.checkpoint import save_checkpoint
+
+    run = tmp_path / "run"
+    train_module.run(compose_config([*TINY, "device=cpu", "logger=none", "optimizer=adam", f"output_dir={run}"]))
+    checkpoint = run / "checkpoints" / "last.pt"
+    payload = torch.load(checkpoint, weights_only=True)
+    payload["config"]["model"]["width"] = 16  # as if the network's code had changed since
+    save_checkpoint(checkpoint, payload)
+    assert evaluate.main([f"run={run}", "device=cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: checkpoint {run} does not fit the network and PDE its configuration builds now (has "
+                          "the code of the PDE or the network changed since?): Error(s) in loading state_dict for MLP: "
+                          "size mismatch for net.0.weight") and err.count("\n") == 1
+    # resumed into such a network by the trainer itself: the same, on one line
+    from pinn.derivatives import AutogradEngine
+    from pinn.errors import ConfigError
+    from pinn.models import MLP
+    from pinn.optim import Adam
+    from pinn.pdes import Poisson
+    from pinn.sampling import SobolSampler
+    from pinn.trainer import Trainer
+
+    with pytest.raises(ConfigError, match=r"does not fit this model \(different width, depth or PDE\?\): Error\(s\) "
+                                          r"in loading state_dict for MLP: size mismatch") as refused:
+        Trainer(max_steps=6, progress=False).fit(
+            pde=Poisson(), model=MLP(2, 1, width=16, depth=2), engine=AutogradEngine(), optimizer=Adam(),
+            sampler=SobolSampler(n_interior=32, n_boundary=8), generator=torch.Generator(), run_dir=tmp_path / "resumed",
+            resume=checkpoint)
+    assert "\n" not in str(refused.value)
+
+
 def test_evaluate_prints_its_numbers_where_it_cannot_write_them(tmp_path, monkeypatch, capsys):
     import evaluate
     from pinn.checkpoint import CheckpointError

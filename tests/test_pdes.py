@@ -17,7 +17,7 @@ from pinn.optim import Adam
 from pinn.pdes import Heat, Kovasznay, Poisson
 from pinn.pdes.base import check_residuals
 from pinn.sampling import RADSampler, SobolSampler
-from pinn.trainer import Trainer
+from pinn.trainer import Trainer, TrainingDiverged
 
 
 @pytest.mark.parametrize("solution", ["product", "sum"])
@@ -153,6 +153,8 @@ class Mistaken(Poisson):
         if self.mistake == "equation at the boundary points":
             xb, ub = engine.evaluate(model, points["boundary"])
             return {**residuals, "pde": self.residual(ub, xb)}
+        if self.mistake == "undefined source":
+            return {**residuals, "pde": residuals["pde"] + torch.log(x[:, :1] - 0.5)}  # NaN left of x = 0.5
         if self.mistake == "detached":
             return {**residuals, "pde": residuals["pde"].detach()}
         return residuals
@@ -178,6 +180,14 @@ def test_a_mistake_in_a_pde_of_ones_own_is_named_before_training(mistake, match,
     with pytest.raises(PDEError, match=match):
         _fit(tmp_path, Mistaken(mistake))
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.json").exists()
+
+
+def test_a_loss_that_is_not_finite_from_the_start_is_not_called_a_divergence(tmp_path):
+    with pytest.raises(TrainingDiverged, match=r"the loss is not finite before any training \(total=nan, pde=nan, "
+                                               r"boundary=.*\): a term gives NaN or Inf from the network's first "
+                                               r"weights on"):
+        _fit(tmp_path, Mistaken("undefined source"))
+    assert not (tmp_path / "checkpoints").exists()
 
 
 class AllNaNExact(Poisson):
