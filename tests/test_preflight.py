@@ -144,6 +144,18 @@ def test_preflight_passes_a_hard_constraint_whose_scale_has_no_curvature(scale):
     preflight("cpu", torch.float64, model=model, in_dim=2)
 
 
+def test_preflight_checks_a_hard_constraint_that_reads_a_trained_tensor_by_torch_func():
+    # The forward engine refuses such a constraint (at the first step, under derivatives=forward);
+    # the autograd engine trains it, and the pre-flight check takes its Laplacian another way.
+    from pinn.models import OutputTransform
+
+    width = torch.nn.Parameter(torch.tensor(1.5, dtype=torch.float64))
+    model = OutputTransform(MLP(2, 1, width=8, depth=2), lambda x: torch.zeros_like(x[:, :1]),
+                            lambda x: 1 - (x / width).square().sum(dim=1, keepdim=True)).double()
+    report = preflight("cpu", torch.float64, model=model, in_dim=2)
+    assert "laplacian(model) == trace(torch.func.hessian(model))" in report
+
+
 def test_preflight_passes_networks_without_trainable_curvature():
     preflight("cpu", torch.float64, model=torch.nn.Linear(3, 1).double(), in_dim=3)  # Δu = 0, no graph to it
     frozen = MLP(2, 1, width=8, depth=2).double().requires_grad_(False)
