@@ -190,6 +190,19 @@ def test_a_loss_that_is_not_finite_from_the_start_is_not_called_a_divergence(tmp
     assert not (tmp_path / "checkpoints").exists()
 
 
+def test_a_pde_without_terms_is_refused(tmp_path):
+    from pinn.geometry import Box
+    from pinn.pdes.base import PDE
+
+    class Unwritten(PDE):
+        def __init__(self):
+            super().__init__()
+            self.domain = Box(-1.0, 1.0, dim=2)
+
+    with pytest.raises(PDEError, match=r"Unwritten defines neither residuals\(\) nor losses\(\): give it a residuals"):
+        _fit(tmp_path, Unwritten())
+
+
 class AllNaNExact(Poisson):
     def exact(self, x):
         return torch.full((len(x), 1), math.nan, dtype=x.dtype)

@@ -133,6 +133,9 @@ class PDE(nn.Module):
         requires gradients but that the optimizer does not see (not an ``nn.Parameter``), and what
         :meth:`metrics` returns."""
         name = type(self).__name__
+        if type(self).residuals is PDE.residuals and type(self).losses is PDE.losses:
+            raise PDEError(f"{name} defines neither residuals() nor losses(): give it a residuals() method that returns "
+                           "each term's residual by name, {'pde': ..., 'boundary': ...} (examples/custom_pde)")
         n = self.n_outputs
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise PDEError(f"{name}.n_outputs must be an integer > 0, the number of the network's outputs; got {n!r}")
