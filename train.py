@@ -101,8 +101,13 @@ def tune_cpu_allocator() -> None:
 
 def _build(node: DictConfig, group: str, **runtime: Any) -> Any:
     """Instantiate one config group, turning Hydra's wrapped errors back into ConfigError."""
+    if "_target_" not in node:
+        raise ConfigError(f"{group}: its YAML names no _target_, the class to build (a line such as "
+                          f"'_target_: my_module.MyClass'); its keys are {sorted(node)}")
     try:
         return instantiate(node, **runtime)
+    except OmegaConfBaseException as exc:  # a value the YAML leaves to fill in (???), an interpolation that fails
+        raise ConfigError(f"{group}: {str(exc).splitlines()[0]}") from exc
     except InstantiationException as exc:
         cause, target = exc.__cause__, str(node.get("_target_"))
         if isinstance(cause, (ConfigError, PDEError)):  # one line that says what is wrong

@@ -123,6 +123,18 @@ def test_an_error_inside_a_class_of_ones_own_is_its_own_not_the_yamls(tmp_path, 
     assert error.traceback[-1].path.name == "mine.py" and error.value.__suppress_context__
 
 
+@pytest.mark.parametrize("node,match", [
+    ({"dim": 2}, r"pde: its YAML names no _target_, the class to build .*; its keys are \['dim'\]"),
+    ({"_target_": "pinn.pdes.Poisson", "dim": "???"}, r"pde: Missing mandatory value: dim"),
+    ({"_target_": "pinn.pdes.Poisson", "dim": "${oops}"}, r"pde: Interpolation key 'oops' not found"),
+], ids=["no target", "value left to fill in", "interpolation"])
+def test_a_yaml_of_ones_own_that_cannot_be_built_is_one_line(node, match):
+    from omegaconf import OmegaConf
+
+    with pytest.raises(ConfigError, match=match):
+        train._build(OmegaConf.create(node), "pde")
+
+
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 
 
