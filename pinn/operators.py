@@ -40,9 +40,9 @@ it, so a residual is written once for every derivative engine.
 Every result keeps its graph (``create_graph=True``), so it can be differentiated again and
 trained through. That holds under ``torch.no_grad()`` and ``torch.inference_mode()`` too (while
 evaluating a trained network, say): the operators switch gradients back on for their own
-passes, and need only a field computed from ``x`` with gradients on. Misuse (``x`` without ``requires_grad``, a shape that does not fit, a vector
-field where a scalar is needed, a field not computed from ``x``) raises ``ValueError`` with
-the fix in the message.
+passes, and need only a field computed from ``x`` with gradients on. Misuse (``x`` without
+``requires_grad``, a shape that does not fit, a vector field where a scalar is needed, a field
+not computed from ``x``) raises ``ValueError`` with the fix in the message.
 """
 
 from __future__ import annotations

@@ -296,11 +296,12 @@ class Trainer:
         if all(self.loss_weights.get(name, 1.0) == 0 for name in terms):
             raise ConfigError(f"trainer.loss_weights sets the weight of every loss term ({', '.join(terms)}) to 0, so "
                               "nothing would be trained; give at least one of them a weight > 0")
-        constant = [name for name, term in terms.items() if not term.requires_grad]
+        constant = [name for name, term in terms.items()
+                    if not term.requires_grad and self.loss_weights.get(name, 1.0) != 0]
         if constant and torch.is_grad_enabled():
             raise PDEError(f"{type(pde).__name__}'s loss terms {constant} do not depend on the network (nor on a "
                            "parameter of the PDE), so training cannot change them: computed without the network, or "
-                           "from a detached tensor?")
+                           "from a detached tensor? (A term meant to stay fixed takes trainer.loss_weights 0)")
         return balance.combine(terms, self.loss_weights), terms
 
     def reported(self, total: Tensor, terms: dict[str, Tensor]) -> Tensor:

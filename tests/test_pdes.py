@@ -182,6 +182,13 @@ def test_a_mistake_in_a_pde_of_ones_own_is_named_before_training(mistake, match,
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.json").exists()
 
 
+def test_a_term_that_does_not_depend_on_the_network_may_be_kept_at_weight_zero(tmp_path):
+    pde = Mistaken("detached")
+    Trainer(max_steps=2, progress=False, n_test=64, loss_weights={"pde": 0.0}).fit(
+        pde=pde, model=MLP(2, 1, width=8, depth=1), engine=AutogradEngine(), optimizer=Adam(),
+        sampler=SobolSampler(n_interior=32, n_boundary=16), generator=torch.Generator().manual_seed(0), run_dir=tmp_path)
+
+
 def test_a_loss_that_is_not_finite_from_the_start_is_not_called_a_divergence(tmp_path):
     with pytest.raises(TrainingDiverged, match=r"the loss is not finite before any training \(total=nan, pde=nan, "
                                                r"boundary=.*\): a term gives NaN or Inf from the network's first "

@@ -481,9 +481,8 @@ def transfinite_interpolation(f: Callable[[Tensor], Tensor], x: Tensor, lo: Tens
 
 def check_residuals(pde: PDE, residuals: dict[str, Tensor], points: dict[str, Tensor] | None = None) -> None:
     """Refuse residuals that are not ``(N, c)`` real fields (tensors, or the engine's own fields)
-    with at least one row, and, given
-    the ``points``, an equation's term (:attr:`PDE.interior_terms`) with other rows than the
-    interior points. A residual ``(N, N)`` (from 8 points on) is taken for what it almost
+    with at least one row, and, given the ``points``, an equation's term (:attr:`PDE.interior_terms`)
+    with other rows than the interior points. A residual ``(N, N)`` (from 8 points on) is taken for what it almost
     surely is: an ``(N,)`` tensor, such as a source term or data computed as ``x[:, 0]``,
     broadcast against an ``(N, 1)`` field, whose mean square trains nothing right. That is any
     equation's term, and any other with more columns than the outputs and their first
