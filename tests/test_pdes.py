@@ -139,7 +139,8 @@ class Mistaken(Poisson):
             setattr(self, *attribute)
 
     def metrics(self):
-        return {"kappa": torch.tensor(2.0)} if self.mistake == "metric tensor" else super().metrics()
+        return {"metric tensor": {"kappa": torch.tensor(2.0)}, "metric named loss_pde": {"loss_pde": 2.0}}.get(
+            self.mistake, super().metrics())
 
     def residuals(self, model, points, engine):
         residuals = super().residuals(model, points, engine)
@@ -169,6 +170,8 @@ class Mistaken(Poisson):
     ("no outputs", r"Mistaken.n_outputs must be an integer > 0, the number of the network's outputs; got 0"),
     ("names for other outputs", r"Mistaken has n_outputs = 1 but names 2 outputs, \('u', 'v'\); give outputs one name"),
     ("metric tensor", r"Mistaken.metrics\(\)\['kappa'\] must be a number \(a float: .item\(\) of a tensor\); got Tensor"),
+    ("metric named loss_pde", r"Mistaken.metrics\(\) names a number 'loss_pde', a name the trainer gives its own "
+                              r"numbers .* which would replace it"),
     ("no return", r"Mistaken.residuals\(\) must return a dict of residuals by name, .* got NoneType \(a missing return"),
     ("no residuals", r"Mistaken.residuals\(\) returned no residuals \(an empty dict\): nothing to train"),
     ("integer residual", r"Mistaken's residual 'pde' must hold real floating-point numbers; got torch.int64"),
@@ -208,6 +211,13 @@ def test_a_pde_without_terms_is_refused(tmp_path):
 
     with pytest.raises(PDEError, match=r"Unwritten defines neither residuals\(\) nor losses\(\): give it a residuals"):
         _fit(tmp_path, Unwritten())
+
+    class Unready(Poisson):
+        def __init__(self):
+            self.domain = Box(-1.0, 1.0, dim=2)
+
+    with pytest.raises(PDEError, match=r"Unready.__init__ does not call super\(\).__init__\(\)"):
+        _fit(tmp_path, Unready())
 
 
 class AllNaNExact(Poisson):

@@ -19,6 +19,13 @@ from pinn.operators import DerivativeCarrier
 
 Model = Callable[[Tensor], Tensor]
 
+#: The names the trainer and ``evaluate.py`` give their own numbers in ``metrics.json`` and
+#: ``evaluation.json`` (and the prefixes of the per-term and per-output ones), which a PDE's
+#: :meth:`PDE.metrics` would be overwritten by.
+REPORTED_NAMES = ("rel_l2", "max_abs_error", "loss", "steps", "train_seconds", "ms_per_step", "phases", "device",
+                  "dtype", "n_parameters", "n_unknowns", "processes", "figures", "not_written")
+REPORTED_PREFIXES = ("rel_l2_", "loss_", "mse_")
+
 #: What a residual may ask of the second derivatives, from least to most (see :mod:`pinn.jet`).
 SECOND_ORDER_NEEDS = ("none", "laplacian", "diagonal", "hessian")
 
@@ -133,6 +140,9 @@ class PDE(nn.Module):
         requires gradients but that the optimizer does not see (not an ``nn.Parameter``), and what
         :meth:`metrics` returns."""
         name = type(self).__name__
+        if "_parameters" not in vars(self):  # nn.Module.__init__ never ran
+            raise PDEError(f"{name}.__init__ does not call super().__init__() (a PDE is an nn.Module, which sets "
+                           "itself up there): call it first")
         if type(self).residuals is PDE.residuals and type(self).losses is PDE.losses:
             raise PDEError(f"{name} defines neither residuals() nor losses(): give it a residuals() method that returns "
                            "each term's residual by name, {'pde': ..., 'boundary': ...} (examples/custom_pde)")
@@ -158,6 +168,10 @@ class PDE(nn.Module):
             raise PDEError(f"{name}.metrics() must return a dict of numbers by name, such as {{'kappa': 2.0}}; "
                            f"got {type(metrics).__name__}")
         for key, value in metrics.items():
+            if key in REPORTED_NAMES or key.startswith(REPORTED_PREFIXES):
+                raise PDEError(f"{name}.metrics() names a number {key!r}, a name the trainer gives its own numbers "
+                               f"(those named {', '.join(REPORTED_NAMES)}, or beginning {', '.join(REPORTED_PREFIXES)}), "
+                               "which would replace it: choose another name")
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise PDEError(f"{name}.metrics()[{key!r}] must be a number (a float: .item() of a tensor); "
                                f"got {type(value).__name__}")
