@@ -139,9 +139,10 @@ class LossBalance(nn.Module):
         for the equation's terms where chosen, self-adaptive point weights where chosen,
         otherwise the mean square. With ``independent`` (the same residuals from an independent
         stochastic estimate) each square is the product of the two instead: unbiased."""
-        check_residuals(pde, residuals, points)
+        reads_equation = self.causal or self.growth_rate > 0  # the equation's terms, row by row
+        check_residuals(pde, residuals, points if reads_equation else None)
         equation = pde.equation_terms(residuals, "loss.causal" if self.causal else "loss.growth_rate") \
-            if self.causal or self.growth_rate > 0 else []
+            if reads_equation else []
         terms = {}
         for name, r in residuals.items():
             # (N,): the residual's components add up

@@ -175,14 +175,26 @@ class Mistaken(Poisson):
     ("no return", r"Mistaken.residuals\(\) must return a dict of residuals by name, .* got NoneType \(a missing return"),
     ("no residuals", r"Mistaken.residuals\(\) returned no residuals \(an empty dict\): nothing to train"),
     ("integer residual", r"Mistaken's residual 'pde' must hold real floating-point numbers; got torch.int64"),
-    ("equation at the boundary points", r"Mistaken's residual 'pde' is one of Mistaken.interior_terms, the equation's "
-                                        r"terms, one row per interior point, but has 16 rows for 32 interior points"),
     ("detached", r"Mistaken's loss terms \['pde'\] do not depend on the network \(nor on a parameter of the PDE\)"),
 ])
 def test_a_mistake_in_a_pde_of_ones_own_is_named_before_training(mistake, match, tmp_path):
     with pytest.raises(PDEError, match=match):
         _fit(tmp_path, Mistaken(mistake))
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.json").exists()
+
+
+def test_an_equation_term_off_the_interior_points_is_refused_where_it_is_read_row_by_row(tmp_path):
+    pde = Mistaken("equation at the boundary points")
+    _fit(tmp_path / "plain", pde)  # (the equation on points of one's own choosing: nothing reads its rows)
+    with pytest.raises(PDEError, match=r"Mistaken's residual 'pde' is one of Mistaken.interior_terms, the equation's "
+                                       r"terms, one row per interior point, but has 16 rows for 64 interior points"):
+        _fit(tmp_path / "rad", pde, rad=True)  # (scoring 64 candidates)
+    heat = Heat()
+    for balance in (LossBalance(growth_rate=1.0), LossBalance(causal=True)):
+        with pytest.raises(PDEError, match=r"Heat's residual 'pde' is one of Heat.interior_terms, .* but has 16 rows "
+                                           r"for 32 interior points"):
+            balance.term_losses({"pde": torch.zeros(16, 1), "boundary": torch.zeros(8, 1)},
+                                {"interior": torch.rand(32, heat.dim), "boundary": torch.rand(8, heat.dim)}, heat)
 
 
 def test_a_term_that_does_not_depend_on_the_network_may_be_kept_at_weight_zero(tmp_path):

@@ -91,7 +91,7 @@ class PDE(nn.Module):
     def losses(self, model: Model, points: dict[str, Tensor], engine: Engine) -> dict[str, Tensor]:
         """Mean squared residual of every term, by name (``{"pde": ..., "boundary": ...}``)."""
         residuals = self.residuals(model, points, engine)
-        check_residuals(self, residuals, points)
+        check_residuals(self, residuals)
         return {name: mean_square(r) for name, r in residuals.items()}
 
     def equation_terms(self, residuals: dict[str, Tensor], use: str) -> list[str]:
@@ -495,8 +495,9 @@ def transfinite_interpolation(f: Callable[[Tensor], Tensor], x: Tensor, lo: Tens
 
 def check_residuals(pde: PDE, residuals: dict[str, Tensor], points: dict[str, Tensor] | None = None) -> None:
     """Refuse residuals that are not ``(N, c)`` real fields (tensors, or the engine's own fields)
-    with at least one row, and, given the ``points``, an equation's term (:attr:`PDE.interior_terms`)
-    with other rows than the interior points. A residual ``(N, N)`` (from 8 points on) is taken for what it almost
+    with at least one row, and, given the ``points`` (where something reads the equation's terms
+    row by row: adaptive sampling, causal and growth weighting), an equation's term
+    (:attr:`PDE.interior_terms`) with other rows than the interior points. A residual ``(N, N)`` (from 8 points on) is taken for what it almost
     surely is: an ``(N,)`` tensor, such as a source term or data computed as ``x[:, 0]``,
     broadcast against an ``(N, 1)`` field, whose mean square trains nothing right. That is any
     equation's term, and any other with more columns than the outputs and their first
