@@ -134,11 +134,12 @@ class PDE(nn.Module):
         return model
 
     def check_definition(self) -> None:
-        """Refuse class attributes that would fail later with another message, or train something
-        other than meant: the outputs and their names, the point sets and terms named (each a
-        tuple of names, not one name alone: ``("interior",)``, mind the comma), a tensor that
-        requires gradients but that the optimizer does not see (not an ``nn.Parameter``), and what
-        :meth:`metrics` returns."""
+        """Refuse a class that would fail later with another message, or train something other
+        than meant: an ``__init__`` that does not call ``super().__init__()``, no terms at all,
+        the outputs and their names, the point sets and terms named (each a tuple of names, not
+        one name alone: ``("interior",)``, mind the comma), a tensor that requires gradients but
+        that the optimizer does not see (not an ``nn.Parameter``), and what :meth:`metrics`
+        returns (numbers, under names of their own)."""
         name = type(self).__name__
         if "_parameters" not in vars(self):  # nn.Module.__init__ never ran
             raise PDEError(f"{name}.__init__ does not call super().__init__() (a PDE is an nn.Module, which sets "
@@ -497,8 +498,8 @@ def check_residuals(pde: PDE, residuals: dict[str, Tensor], points: dict[str, Te
     """Refuse residuals that are not ``(N, c)`` real fields (tensors, or the engine's own fields)
     with at least one row, and, given the ``points`` (where something reads the equation's terms
     row by row: adaptive sampling, causal and growth weighting), an equation's term
-    (:attr:`PDE.interior_terms`) with other rows than the interior points. A residual ``(N, N)`` (from 8 points on) is taken for what it almost
-    surely is: an ``(N,)`` tensor, such as a source term or data computed as ``x[:, 0]``,
+    (:attr:`PDE.interior_terms`) with other rows than the interior points. A residual ``(N, N)``
+    (from 8 points on) is taken for what it almost surely is: an ``(N,)`` tensor, such as a source term or data computed as ``x[:, 0]``,
     broadcast against an ``(N, 1)`` field, whose mean square trains nothing right. That is any
     equation's term, and any other with more columns than the outputs and their first
     derivatives have (a term on 10 sensors of 10 outputs can be so)."""
