@@ -499,10 +499,11 @@ def check_residuals(pde: PDE, residuals: dict[str, Tensor], points: dict[str, Te
     with at least one row, and, given the ``points`` (where something reads the equation's terms
     row by row: adaptive sampling, causal and growth weighting), an equation's term
     (:attr:`PDE.interior_terms`) with other rows than the interior points. A residual ``(N, N)``
-    (from 8 points on) is taken for what it almost surely is: an ``(N,)`` tensor, such as a source term or data computed as ``x[:, 0]``,
-    broadcast against an ``(N, 1)`` field, whose mean square trains nothing right. That is any
-    equation's term, and any other with more columns than the outputs and their first
-    derivatives have (a term on 10 sensors of 10 outputs can be so)."""
+    (from 8 points on) is taken for what it almost surely is: an ``(N,)`` tensor, such as a
+    source term or data computed as ``x[:, 0]``, broadcast against an ``(N, 1)`` field, whose
+    mean square trains nothing right. That is any equation's term, and any other with more
+    columns than the outputs and their first derivatives have (a term on 10 sensors of 10
+    outputs can be so)."""
     cls = type(pde).__name__
     if not isinstance(residuals, Mapping):
         raise PDEError(f"{cls}.residuals() must return a dict of residuals by name, such as {{'pde': r, 'boundary': "
