@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 
-def _interrupted_while_importing(signum: int, frame: Any) -> None:
-    print("interrupted", file=sys.stderr)  # nothing has been written yet
+def _interrupted(signum: int, frame: Any) -> None:
+    print("interrupted", file=sys.stderr)  # nothing has been written yet (or it has been put back)
     sys.exit(128 + signal.SIGINT)
 
 
 if __name__ == "__main__":  # Ctrl-C in the second or two that torch takes to import: no traceback from inside it
-    signal.signal(signal.SIGINT, _interrupted_while_importing)
+    signal.signal(signal.SIGINT, _interrupted)
 
 import hydra
 import torch
@@ -377,8 +377,7 @@ def _interrupted_before_training(signum: int, frame: Any) -> None:
     if _before_launch and "ours" not in _before_launch:  # Hydra was still writing this launch's record
         _before_launch["ours"] = _record_files(_before_launch["record"])
     restore_run_folder()
-    print("interrupted", file=sys.stderr)
-    sys.exit(128 + signal.SIGINT)
+    _interrupted(signum, frame)
 
 
 def why_unwritable(folder: Path) -> str | None:
