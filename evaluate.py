@@ -11,7 +11,6 @@ error.png into the run folder (beside the checkpoint, for a file outside a run f
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 from pathlib import Path
@@ -30,7 +29,7 @@ import torch
 from omegaconf import OmegaConf
 
 import train
-from pinn.checkpoint import CheckpointError, load_checkpoint, write_text_atomically
+from pinn.checkpoint import CheckpointError, load_checkpoint, write_json_atomically
 from pinn.errors import ConfigError, PDEError
 from pinn.plotting import save_figures, solution_slice
 from pinn.trainer import Trainer
@@ -116,7 +115,7 @@ def evaluate(run: str | Path, device: str = "auto") -> dict:
 
     folder = output_folder(Path(run))
     try:
-        write_text_atomically(folder / "evaluation.json", json.dumps(metrics, indent=2) + "\n")
+        write_json_atomically(folder / "evaluation.json", metrics)
         metrics["figures"] = [str(p) for p in save_figures(solution_slice(pde, model, 201, device_, dtype), folder)]
     except (CheckpointError, OSError) as exc:  # a read-only run folder, say: the numbers are still worth printing
         metrics["not_written"] = str(exc) if isinstance(exc, CheckpointError) else f"cannot write into {folder} ({exc})"

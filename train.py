@@ -556,9 +556,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         config=OmegaConf.to_container(cfg, resolve=True), resume=cfg.resume, comm=comm, balance=balance,
         started=_before_launch.clear,  # from then on the folder holds this run: a failure keeps its record
     )
-    log.info("done: rel L2 %.3e, loss %.3e, %d steps in %.1f s (%.2f ms/step); metrics in %s",
-             metrics.get("rel_l2", float("nan")), metrics["loss"], metrics["steps"], metrics["train_seconds"],
-             metrics["ms_per_step"], run_dir / "metrics.json")
+    error = f"rel L2 {metrics['rel_l2']:.3e}, " if "rel_l2" in metrics else ""
+    log.info("done: %sloss %.3e, %d steps in %.1f s (%.2f ms/step); metrics in %s", error, metrics["loss"],
+             metrics["steps"], metrics["train_seconds"], metrics["ms_per_step"], run_dir / "metrics.json")
     return metrics
 
 

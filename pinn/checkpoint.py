@@ -9,6 +9,9 @@ is tensors, numbers, strings, lists and dicts.
 from __future__ import annotations
 
 import io
+import json
+import logging
+import math
 import os
 import pickle
 import tempfile
@@ -16,6 +19,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 import torch
+
+log = logging.getLogger("pinn")
 
 
 class CheckpointError(RuntimeError):
@@ -80,6 +85,28 @@ def _unwritable(path: Path, exc: OSError) -> CheckpointError:
 def write_text_atomically(path: str | Path, text: str) -> Path:
     """:func:`write_atomically` for UTF-8 text (``metrics.json`` and the like)."""
     return write_atomically(path, lambda f: f.write(text.encode()))
+
+
+def write_json_atomically(path: str | Path, data: dict[str, Any]) -> Path:
+    """:func:`write_text_atomically` of ``data`` as JSON, indented. JSON has no NaN or infinity
+    (Python writes them, but strict readers refuse the file): a number that is not finite is
+    written as ``null``, with a warning that names it."""
+    replaced: list[str] = []
+
+    def finite(value, name: str):
+        if isinstance(value, dict):
+            return {k: finite(v, f"{name}.{k}" if name else str(k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(v, f"{name}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, float) and not math.isfinite(value):
+            replaced.append(f"{name}={value}")
+            return None
+        return value
+
+    text = json.dumps(finite(data, ""), indent=2, allow_nan=False) + "\n"
+    if replaced:
+        log.warning("%s: %s not finite, written as null", Path(path).name, ", ".join(replaced))
+    return write_text_atomically(path, text)
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from pinn.balancing import LossBalance
-from pinn.checkpoint import load_checkpoint, save_checkpoint, write_text_atomically
+from pinn.checkpoint import load_checkpoint, save_checkpoint, write_json_atomically
 from pinn.cuda_graph import WARMUP_STEPS, CapturedStep, blockers, check_mode, copy_points, prepare_adam, set_lr
 from pinn.derivatives import Engine, ForwardEngine, OnePass
 from pinn.distributed import Communicator
@@ -443,12 +443,16 @@ class Trainer:
         if not torch.isfinite(values).any():  # NaN marks a value not known; here none is
             raise PDEError(f"{type(pde).__name__}'s reference values (from its exact() or reference()) are all NaN or "
                            "infinite: no error could be measured. Return None from exact() where no solution is known")
+        if not values[torch.isfinite(values)].any():
+            log.warning("%s's reference values are all zero: no relative error (rel_l2) is defined, only the largest "
+                        "pointwise one (max_abs_error)", type(pde).__name__)
         return x.to(device=device, dtype=torch.float64), values.to(device=device, dtype=torch.float64)
 
     @torch.no_grad()
     def evaluate(self, pde: PDE, model: nn.Module, x: Tensor | None, reference: Tensor | None) -> dict[str, float]:
         """Relative L2 error :math:`\\|u - u^\\star\\|_2 / \\|u^\\star\\|_2` over every output the
-        reference knows (NaN entries are skipped), the largest pointwise error, with several
+        reference knows (NaN entries are skipped; none for a reference of zeros, which has no
+        relative error), the largest pointwise error, with several
         outputs each one's own relative error (``rel_l2_<output>``, where its reference is not
         zero), and the PDE's own numbers (an inverse problem's coefficient)."""
         metrics = dict(pde.metrics())
@@ -458,10 +462,10 @@ class Trainer:
         dtype = next((p.dtype for p in model.parameters()), x.dtype)  # float64 after a float64 L-BFGS stage
         difference = model(x.to(dtype)).double() - reference
         error = difference[known]
-        metrics.update(
-            rel_l2=(error.norm() / reference[known].norm()).item(),
-            max_abs_error=error.abs().max().item(),
-        )
+        scale = reference[known].norm()
+        if scale > 0:
+            metrics["rel_l2"] = (error.norm() / scale).item()
+        metrics["max_abs_error"] = error.abs().max().item()
         if reference.shape[1] > 1:  # several outputs: which of them the error is in
             names = pde.outputs if len(pde.outputs) == reference.shape[1] else [f"u{j}" for j in range(reference.shape[1])]
             for j, name in enumerate(names):
@@ -694,7 +698,7 @@ class Trainer:
                 # A finished run resumed in place again: its final metrics are in the logger's records already.
                 logged = not trained and (run_dir / METRICS_NAME).is_file() and getattr(logger, "continues_records", False)
                 if comm.is_main:
-                    write_text_atomically(run_dir / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")
+                    write_json_atomically(run_dir / METRICS_NAME, metrics)
                 hparam_metrics = {f"final/{k}": metrics[k] for k in ("rel_l2", "loss", "ms_per_step") if k in metrics}
                 if not logged:
                     if "step" in inspect.signature(logger.hparams).parameters:
@@ -786,10 +790,11 @@ class Trainer:
                     if "rel_l2" in metrics:
                         state.rel_l2 = metrics.pop("rel_l2")
                         logger.scalar("error/rel_l2", state.rel_l2, step)
-                        logger.scalar("error/max_abs", metrics.pop("max_abs_error"), step)
-                        for name in [k for k in metrics if k.startswith("rel_l2_")]:  # each output's own
-                            logger.scalar(f"error/{name}", metrics.pop(name), step)
                         bar.set_postfix(phase=phase, loss=f"{total.item():.2e}", rel_l2=_shown(state.rel_l2), refresh=False)
+                    if "max_abs_error" in metrics:
+                        logger.scalar("error/max_abs", metrics.pop("max_abs_error"), step)
+                    for name in [k for k in metrics if k.startswith("rel_l2_")]:  # each output's own
+                        logger.scalar(f"error/{name}", metrics.pop(name), step)
                     for name, value in metrics.items():  # the PDE's own numbers: unknown coefficients and their errors
                         logger.scalar(f"unknowns/{name}", value, step)
                     if logger.takes_images:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pinn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_text_atomically
+from pinn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json_atomically, write_text_atomically
 from pinn.derivatives import AutogradEngine
 from pinn.loggers import NullLogger
 from pinn.models import MLP
@@ -435,3 +435,40 @@ def test_the_progress_bar_shows_no_error_before_the_first_evaluation():
     from pinn.trainer import _shown
 
     assert _shown(float("nan")) == "-" and _shown(1.5e-3) == "1.50e-03"
+
+
+def test_json_files_hold_numbers_that_are_not_finite_as_null(tmp_path, caplog):
+    # Python would write NaN and Infinity, which JSON does not have: strict readers refuse the file.
+    data = {"a": float("nan"), "b": 1.5, "phases": {"adam": {"ms": float("inf")}}, "list": [1.0, float("-inf")]}
+    with caplog.at_level("WARNING", logger="pinn"):
+        write_json_atomically(tmp_path / "m.json", data)
+    written = json.loads((tmp_path / "m.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} written"))
+    assert written == {"a": None, "b": 1.5, "phases": {"adam": {"ms": None}}, "list": [1.0, None]}
+    assert "m.json: a=nan, phases.adam.ms=inf, list[1]=-inf not finite, written as null" in caplog.text
+
+
+def test_a_reference_of_zeros_gives_the_largest_error_but_no_relative_one(tmp_path, caplog):
+    class Homogeneous(Poisson):
+        def exact(self, x):
+            return torch.zeros_like(x[:, :1])
+
+        def metrics(self):
+            return {"kappa": float("nan")}
+
+    scalars = []
+
+    class Recording(NullLogger):
+        def scalar(self, tag, value, step):
+            scalars.append(tag)
+
+    trainer = Trainer(max_steps=2, eval_every=1, log_every=1, n_test=50, progress=False)
+    with caplog.at_level("WARNING", logger="pinn"):
+        metrics = trainer.fit(pde=Homogeneous(dim=2), model=MLP(2, 1, width=8, depth=2), engine=AutogradEngine(),
+                              sampler=UniformSampler(n_interior=32, n_boundary=8), optimizer=Adam(),
+                              generator=torch.Generator().manual_seed(0), run_dir=tmp_path, dtype=torch.float64,
+                              logger=Recording())
+    assert "rel_l2" not in metrics and metrics["max_abs_error"] > 0
+    assert "error/max_abs" in scalars and "error/rel_l2" not in scalars and "unknowns/max_abs_error" not in scalars
+    assert "Homogeneous's reference values are all zero: no relative error (rel_l2) is defined" in caplog.text
+    written = json.loads((tmp_path / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} written"))
+    assert written["kappa"] is None and written["max_abs_error"] == metrics["max_abs_error"]
