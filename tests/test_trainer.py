@@ -15,6 +15,7 @@ from pinn.loggers import NullLogger
 from pinn.models import MLP
 from pinn.optim import Adam, AdamLBFGS
 from pinn.pdes import Poisson
+from pinn.pdes.base import REPORTED_NAMES, REPORTED_PREFIXES
 from pinn.sampling import SobolSampler, UniformSampler
 from pinn.trainer import Trainer, TrainingDiverged, TrainingInterrupted
 
@@ -472,3 +473,10 @@ def test_a_reference_of_zeros_gives_the_largest_error_but_no_relative_one(tmp_pa
     assert "Homogeneous's reference values are all zero: no relative error (rel_l2) is defined" in caplog.text
     written = json.loads((tmp_path / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} written"))
     assert written["kappa"] is None and written["max_abs_error"] == metrics["max_abs_error"]
+
+
+def test_the_names_a_pdes_metrics_may_not_take_are_all_that_the_trainer_writes(tmp_path):
+    # pinn.pdes.base cannot import the trainer, so it lists the trainer's names itself: a number
+    # the trainer writes and the list lacks would silently replace a PDE's own of that name.
+    _, metrics = fit(tmp_path, max_steps=1)
+    assert [k for k in metrics if not (k in REPORTED_NAMES or k.startswith(REPORTED_PREFIXES))] == []
