@@ -215,7 +215,10 @@ def _choice_of(group: str, saved: dict[str, Any]) -> tuple[str, dict[str, Any]] 
     MLP without Fourier features). Returns ``group=name`` and that config's flat settings."""
     best = None
     for path in sorted((Path(__file__).parent / "configs" / group).glob("*.yaml")):
-        flat = _settings(OmegaConf.to_container(OmegaConf.load(path)), f"{group}.")
+        config = OmegaConf.to_container(OmegaConf.load(path))
+        if path.read_text().startswith("# @package _global_"):  # one that also sets another group's keys
+            config = config.get(group, {})
+        flat = _settings(config, f"{group}.")
         if flat.get(f"{group}._target_") != saved.get(f"{group}._target_"):
             continue
         shared = sum(saved.get(k, object()) == v for k, v in flat.items())
@@ -587,7 +590,8 @@ def _resume_command(run_dir: Path, processes: int = 1, per_node: int = 1) -> str
         launch = f"torchrun --standalone --nproc_per_node={processes}"
     else:
         launch = "torchrun <the launch options the run was started with>"
-    return f"{launch} {shlex.join(['train.py', *overrides, f'resume={run_dir}', f'hydra.run.dir={run_dir}'])}"
+    script = sys.argv[0] if Path(sys.argv[0]).name == "train.py" else "train.py"  # as launched: from another folder too
+    return f"{launch} {shlex.join([script, *overrides, f'resume={run_dir}', f'hydra.run.dir={run_dir}'])}"
 
 
 def _launch_resume_command(run_dir: Path) -> str:
@@ -779,10 +783,11 @@ class SweepSummary(Callback):
             sys.exit(2)
         if runs:
             names = ", ".join(str(p.relative_to(sweep_dir)) for p in runs[:4]) + (", ..." if runs[4:] else "")
-            print(f"error: the sweep folder {sweep_dir} holds the runs of an earlier sweep ({len(runs)}: {names}); "
-                  "sweep into a new folder with hydra.sweep.dir=..., or continue one of those runs with "
-                  "python train.py <its overrides, from its .hydra/overrides.yaml> resume=<its folder> "
-                  "hydra.run.dir=<its folder>", file=sys.stderr)
+            print(f"error: the sweep folder {sweep_dir} holds the runs of an earlier sweep ({len(runs)}, in the "
+                  f"folder(s) {names}); sweep into a new folder with hydra.sweep.dir=..., or continue that sweep: "
+                  "the same sweep again with resume=auto, or one of its runs on its own with python train.py "
+                  "<its overrides, from its .hydra/overrides.yaml> resume=<its folder> hydra.run.dir=<its folder>",
+                  file=sys.stderr)
             sys.exit(2)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import CONFIGS, TINY
+from omegaconf import OmegaConf
 
 import train
 from pinn.errors import ConfigError
@@ -170,3 +171,18 @@ def test_the_printed_resume_command_relaunches_as_many_processes():
     assert train._resume_command(run, 4, 4).startswith("torchrun --standalone --nproc_per_node=4 train.py ")
     # across machines only the run's own launch options know the nodes and the rendezvous
     assert train._resume_command(run, 8, 4).startswith("torchrun <the launch options the run was started with> train.py ")
+
+
+def test_an_adaptive_sampler_resamples_without_another_override(compose_config):
+    # sampler=rad and sampler=rar act only at resampling steps: choosing one sets them going.
+    assert compose_config([]).trainer.resample_every == 0
+    for sampler in ("rad", "rar"):
+        assert compose_config([f"sampler={sampler}"]).trainer.resample_every == 100
+        assert compose_config([f"sampler={sampler}", "trainer.resample_every=7"]).trainer.resample_every == 7
+    assert compose_config(["experiment=burgers"]).trainer.resample_every == 500  # a recipe's own value wins
+
+
+def test_a_refused_resume_names_an_adaptive_sampler_by_its_choice(compose_config):
+    saved = train._settings(OmegaConf.to_container(compose_config(["sampler=rad", "sampler.k=2"])))
+    choice, settings = train._choice_of("sampler", saved)
+    assert choice == "sampler=rad" and settings["sampler.k"] == 1.0 and "sampler.trainer.resample_every" not in settings
