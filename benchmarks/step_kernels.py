@@ -10,8 +10,8 @@ Poisson problem of benchmarks/vs_deepxde.py (3x50 tanh MLP), every PyTorch opera
 work (views, allocations and profiler markers left out) and every Triton kernel launched, in
 eager mode, which is what capture records. Use ``+fused`` variants (Adam's one-kernel update, on
 the CPU as on a GPU, and what the trainer's captured steps take): the multi-tensor Adam runs per
-parameter on the CPU but as 17 multi-tensor operations on a GPU. On the CPU, Triton's kernels run in its interpreter
-(``TRITON_INTERPRET=1``); the operations inside them are not counted, only their launches.
+parameter on the CPU but as 17 multi-tensor operations on a GPU. Without a GPU, Triton's kernels run in its
+interpreter (the script sets ``TRITON_INTERPRET=1``); the operations inside them are not counted, only their launches.
 ``--hard-constraint`` counts the problem with its boundary values built in (``pde.hard_constraint=true``:
 ``u = φ(x) N(x)``, no boundary loss).
 """
@@ -20,9 +20,15 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+
+# Without a CUDA GPU the Triton kernels run in Triton's CPU interpreter, which it chooses when
+# first imported (by pinn, below): their launches count the same.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from common import make_step, wrapped_kernels
 from pinn.models import MLP

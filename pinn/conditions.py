@@ -6,8 +6,8 @@ averages it into a loss term. Conditions that need derivatives (Neumann, Robin, 
 initial velocity) take them with the operators of :mod:`pinn.operators` through the engine,
 so they work under every engine that carries first derivatives.
 
-Prescribed data ``g`` are functions of the points alone, ``(N, d) -> (N, k)``, evaluated in the
-points' dtype and on their device. In training they are computed once per point set and kept
+Prescribed data ``g`` are numbers (``Dirichlet(0.0)``) or functions of the points alone,
+``(N, d) -> (N, k)``, evaluated in the points' dtype and on their device. In training they are computed once per point set and kept
 until the points change (:mod:`pinn.point_cache`): data drawn at random or changed during
 training are not data in this sense, and the kept values are shared, not to be modified in place.
 """
@@ -30,7 +30,7 @@ from pinn.operators import DerivativeCarrier, grad, partial
 from pinn.point_cache import at_points
 
 Model = Callable[[Tensor], Tensor]
-Data = Callable[[Tensor], Tensor]
+Data = Callable[[Tensor], Tensor] | float
 
 
 def values(u: Tensor | DerivativeCarrier) -> Tensor:
@@ -96,12 +96,24 @@ def _check_component(k, u: Tensor, what: str) -> None:
                        f"(it has {outputs} outputs)")
 
 
+def _data(value, what: str):
+    """``value`` itself where it can be data, a number or a function of the points (a tensor
+    of values cannot: the points change as training resamples them)."""
+    if callable(value) or isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return value
+    hint = "; values observed at fixed points are PointData" if isinstance(value, Tensor) else ""
+    raise PDEError(f"{what} must be a number or a function of the points (N, d) -> (N, k), such as "
+                   f"lambda x: torch.sin(x[:, 0:1]); got {type(value).__name__}{hint}")
+
+
 def prescribed(g: Data, x: Tensor, columns: int, what: str) -> Tensor | float:
-    """``g(x)``, checked to broadcast as ``(N, columns)`` data should (:func:`check_pointwise`):
+    """``g`` where it is a number; else ``g(x)``, checked to broadcast as ``(N, columns)`` data should (:func:`check_pointwise`):
     ``(N, columns)``, ``(N, 1)`` (one value for every column), one row for all points, or a
     number. An ``(N,)`` result would broadcast against the ``(N, k)`` field into an ``(N, N)``
     residual and a wrong, finite loss. At a point set the trainer tracks, computed once per set
     (:mod:`pinn.point_cache`): data are functions of the points alone."""
+    if not callable(g):
+        return g
     return check_pointwise(f"the {what} data", at_points(g, g, x), x, columns)
 
 
@@ -123,12 +135,13 @@ class Dirichlet(Condition):
     r"""Prescribed values :math:`u = g`: residual :math:`u(x) - g(x)`.
 
     Args:
-        value: ``g``, ``(N, d) -> (N, k)`` (or ``(N, 1)``: the same value for each of the ``k``).
+        value: ``g``, ``(N, d) -> (N, k)`` (or ``(N, 1)``: the same value for each of the ``k``),
+            or a number.
         components: which outputs it prescribes (default: all, ``k = m``).
     """
 
     def __init__(self, value: Data, components: Sequence[int] | None = None):
-        self.value, self.components = value, components
+        self.value, self.components = _data(value, f"the {type(self).__name__} data"), components
 
     def residual(self, model: Model, x: Tensor, engine: Engine | None = None) -> Tensor:
         u = _columns(model(x), self.components, f"{type(self).__name__} condition")
@@ -144,13 +157,13 @@ class Neumann(Condition):
     r"""Prescribed normal derivative :math:`\partial u/\partial n = \nabla u \cdot n = g`.
 
     Args:
-        value: ``g``, ``(N, d) -> (N, 1)``.
+        value: ``g``, ``(N, d) -> (N, 1)``, or a number.
         normal: outward unit normals at the points, ``(N, d) -> (N, d)`` (a domain's ``normal``).
         component: which output it applies to.
     """
 
     def __init__(self, value: Data, normal: Callable[[Tensor], Tensor], component: int = 0):
-        self.value, self.normal, self.component = value, normal, component
+        self.value, self.normal, self.component = _data(value, f"the {type(self).__name__} data"), normal, component
 
     def normal_derivative(self, model: Model, x: Tensor, engine: Engine) -> tuple[Tensor, Tensor]:
         """``(u, ∂u/∂n)`` of the chosen component at ``x``, each ``(N, 1)``."""
@@ -241,12 +254,12 @@ class InitialVelocity(Condition):
     r"""Initial time derivative :math:`\partial u/\partial t\,(x, t_0) = v_0(x)` (time is the last coordinate).
 
     Args:
-        value: ``v_0``, ``(N, d) -> (N, 1)``.
+        value: ``v_0``, ``(N, d) -> (N, 1)``, or a number.
         component: which output it applies to.
     """
 
     def __init__(self, value: Data, component: int = 0):
-        self.value, self.component = value, component
+        self.value, self.component = _data(value, "the initial velocity data"), component
 
     def residual(self, model, x, engine):
         xe, u = engine.evaluate(model, x)

@@ -623,8 +623,9 @@ class Trainer:
             self._loss_fn = torch.compile(self.losses)
         if getattr(engine, "unbiased", False) and optimizer.phase_at(self.max_steps - 1) == "lbfgs":
             raise ConfigError(
-                "derivatives.unbiased=true gives a loss that changes at every evaluation and can be negative, which "
-                "an L-BFGS line search cannot use. Use optimizer=adam, or optimizer.switch_step >= trainer.max_steps"
+                "derivatives.unbiased=true gives a loss (means of products of two independent estimates) that can be "
+                "negative and, for the fixed directions of an L-BFGS step, is not bounded below: an L-BFGS line search "
+                "cannot use it. Use optimizer=adam, or optimizer.switch_step >= trainer.max_steps"
             )
         if self.resample_every and optimizer.phase_at(0) == "lbfgs":
             raise ConfigError(

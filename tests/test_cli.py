@@ -244,6 +244,7 @@ def test_sigint_checkpoints_and_the_printed_command_resumes(tmp_path):
     step = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"]
     assert step > 0
     assert "'+trainer.loss_weights={boundary: 2.0}'" in command
+    assert shlex.split(command)[:2] == ["python", str(ROOT / "train.py")]  # the script as it was launched
     resumed = train(*shlex.split(command)[2:], f"trainer.max_steps={step + 3}")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((run / "metrics.json").read_text())["steps"] == step + 3
@@ -465,8 +466,9 @@ def test_a_sweep_into_a_used_folder_is_refused_and_keeps_the_earlier_runs(tmp_pa
     for subdir in ("s/${seed}", "s/${sed}"):
         result = train("-m", *TINY, "seed=1,2", f"hydra.sweep.dir={tmp_path}", f"hydra.sweep.subdir={subdir}")
         assert result.returncode == 2
-        assert f"the sweep folder {tmp_path} holds the runs of an earlier sweep (2: s/0, s/1)" in result.stderr
+        assert f"the sweep folder {tmp_path} holds the runs of an earlier sweep (2, in the folder(s) s/0, s/1)" in result.stderr
         assert "hydra.sweep.dir=" in result.stderr and "resume=<its folder>" in result.stderr
+        assert "the same sweep again with resume=auto" in result.stderr
         # every file as it was: the runs' records (.hydra/), the sweep's record and its summary
         assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 

@@ -9,6 +9,7 @@ from torch import nn
 
 from pinn.conditions import Dirichlet, Initial, InitialVelocity, Neumann, Periodic, PointData, Robin, mean_square
 from pinn.derivatives import AutogradEngine, ForwardEngine
+from pinn.errors import PDEError
 from pinn.geometry import Box, Disk, Interval, SpaceTime
 from pinn.models import MLP
 
@@ -493,3 +494,27 @@ def test_mean_square_is_the_mean_of_squares_with_the_same_gradient(dtype):
     x = torch.rand(5, 2, dtype=F64)
     _, u = ForwardEngine().evaluate(model, x)  # a carrier of derivatives: its values' mean square
     assert mean_square(u).grad_fn is not None and torch.equal(mean_square(u), u.value.square().mean())
+
+
+def test_data_may_be_a_number_and_must_be_a_number_or_a_function():
+    x = torch.rand(6, 2, dtype=F64)
+
+    def model(p):
+        return col(p, 0) * col(p, 1)
+
+    normal = lambda p: torch.ones_like(p) / 2**0.5  # noqa: E731
+    for number in (0.5, 2, np.float64(0.5)):
+        for condition, function in [(Dirichlet(number), Dirichlet(const(number))),
+                                    (Neumann(number, normal), Neumann(const(number), normal)),
+                                    (Robin(1.0, 2.0, number, normal), Robin(1.0, 2.0, const(number), normal)),
+                                    (InitialVelocity(number), InitialVelocity(const(number)))]:
+            assert torch.equal(condition.residual(model, x, AUTOGRAD), function.residual(model, x, AUTOGRAD))
+    for bad, got in [("0", "str"), (True, "bool"), (None, "NoneType"),
+                     (torch.zeros(6, 1), "Tensor; values observed at fixed points are PointData")]:
+        for make, what in [(Dirichlet, "the Dirichlet data"), (Initial, "the Initial data"),
+                           (lambda v: Neumann(v, normal), "the Neumann data"),
+                           (lambda v: Robin(1.0, 1.0, v, normal), "the Robin data"),
+                           (InitialVelocity, "the initial velocity data")]:
+            with pytest.raises(PDEError, match=rf"^{what} must be a number or a function of the points \(N, d\) -> "
+                                               rf"\(N, k\), such as lambda x: .*; got {got}$"):
+                make(bad)

@@ -140,9 +140,9 @@ def test_hard_constraints_hold_exactly_and_engines_agree(name, float64):
 def test_allen_cahn_hard_constraint_holds_the_initial_values_and_needs_a_periodic_network(float64):
     pde = AllenCahn(hard_constraint=True)
     assert pde.point_sets == ("interior",)
-    with pytest.raises(ConfigError, match=r"model.periods=\{0: 2.0\} .*; the network has no periodic embedding$"):
+    with pytest.raises(ConfigError, match=r"model.periods=\{0:2.0\} .*; the network has no periodic embedding$"):
         pde.constrain(MLP(2, 1, width=16, depth=2))
-    with pytest.raises(ConfigError, match=r"model.periods=\{0: 2.0\} .*; the network's is \{0: 1.0\}$"):
+    with pytest.raises(ConfigError, match=r"model.periods=\{0:2.0\} .*; the network's is \{0: 1.0\}$"):
         pde.constrain(MLP(2, 1, width=16, depth=2, periods={0: 1.0}))  # periodic, but with the wrong period
     with pytest.raises(ConfigError, match="pde.time_scale"):
         AllenCahn(hard_constraint=True, time_scale=-1.0)

@@ -40,7 +40,7 @@ class AllenCahn(PDE):
                 u = u_0(x) - s(t)\,\bigl(1 + u_0(x)\bigr)\chi(x) + s(t)\,N(x, t), \qquad
                 s(t) = 1 - e^{-t/τ}, \qquad \chi(x) = e^{-2(1 + \cos \pi x)/(\pi δ)^2},
 
-            with ``N`` exactly periodic in ``x`` (``model.periods={0: 2.0}``, required), so the
+            with ``N`` exactly periodic in ``x`` (``model.periods={0:2.0}``, required), so the
             initial values hold exactly and only the equation is left to train. ``u_0`` is
             periodic in value but not in slope (:math:`u_0'(\pm 1) = \mp 2`, a kink at the
             boundary), which no smooth periodic ``N`` can cancel. The middle term carries that
@@ -87,7 +87,7 @@ class AllenCahn(PDE):
             has = f"the network's is {embeddings[0]}" if embeddings else "the network has no periodic embedding"
             raise ConfigError(
                 "pde.hard_constraint=true for Allen–Cahn leaves periodicity to the network: "
-                f"set model.periods={{0: 2.0}} (an exactly periodic embedding in x); {has}")
+                f"set model.periods={{0:2.0}} (an exactly periodic embedding in x); {has}")
 
         def rise(x: Tensor) -> Tensor:  # s(t)
             return -torch.expm1(-x[:, 1:] / self.time_scale)
