@@ -128,6 +128,9 @@ class _State:
     lbfgs_evaluations: int = 0  # loss evaluations by L-BFGS so far, each logged
     lr: float | None = None  # the learning rate last set on the optimizer
     captured: CapturedStep | None = None  # the Adam step as a CUDA graph (trainer.cuda_graph)
+    # An L-BFGS step's first loss evaluation, at the parameters it started from, and its terms
+    # (the step reports its last, at the parameters it ended at)
+    lbfgs_start: tuple[Tensor, dict[str, Tensor]] | None = None
 
 
 @contextmanager
@@ -390,6 +393,8 @@ class Trainer:
             self._comm.average_gradients(trainable)
             averaged = self._comm.average(self.reported(total, terms))
             last["total"], last["terms"], last["plain"] = self.unpack(averaged, list(terms))
+            if "started" not in last:  # the step's first evaluation
+                state.lbfgs_start, last["started"] = (last["total"], last["terms"]), True
             state.lbfgs_evaluations += 1  # every evaluation of the line search, on its own axis
             logger.evaluation_scalar("lbfgs/loss", averaged[0].item(), state.lbfgs_evaluations)
             return averaged[0]
@@ -760,8 +765,10 @@ class Trainer:
                 if state.step == start_step + 1:
                     if self.resample_every and isinstance(sampler, AdaptiveSampler):  # not only at its first resampling
                         pde.equation_terms(dict.fromkeys(terms), "adaptive sampling")
-                    if start_step == 0 and comm.maximum(0 if bool(torch.isfinite(total)) else 1):
-                        shown = ", ".join(f"{k}={v.item():.3e}" for k, v in {"total": total, **terms}.items())
+                    # before any training: at the first parameters, where an L-BFGS step began
+                    first, first_terms = state.lbfgs_start if phase == "lbfgs" else (total, terms)
+                    if start_step == 0 and comm.maximum(0 if bool(torch.isfinite(first)) else 1):
+                        shown = ", ".join(f"{k}={v.item():.3e}" for k, v in {"total": first, **first_terms}.items())
                         raise TrainingDiverged(
                             f"the loss is not finite before any training ({shown}): a term gives NaN or Inf from the "
                             "network's first weights on (its source or data, a division by zero, a root or logarithm "

@@ -702,10 +702,10 @@ def test_evaluate_prints_its_numbers_where_it_cannot_write_them(tmp_path, monkey
 
     assert train(f"hydra.run.dir={tmp_path}", *TINY, "device=cpu").returncode == 0
 
-    def full(path, text):  # a read-only or full run folder
+    def full(path, data):  # a read-only or full run folder
         raise CheckpointError(f"cannot write {path} (No space left on device); the file there before, if any, is kept")
 
-    monkeypatch.setattr(evaluate, "write_text_atomically", full)
+    monkeypatch.setattr(evaluate, "write_json_atomically", full)
     assert evaluate.main([f"run={tmp_path}", "device=cpu"]) == 2
     out, err = capsys.readouterr()
     assert "rel_l2" in out and "loss" in out

@@ -8,14 +8,16 @@ import time
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
-from pinn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json_atomically, write_text_atomically
+from pinn.checkpoint import (CheckpointError, load_checkpoint, save_checkpoint, write_json_atomically,
+                             write_text_atomically)
 from pinn.derivatives import AutogradEngine
 from pinn.loggers import NullLogger
 from pinn.models import MLP
-from pinn.optim import Adam, AdamLBFGS
+from pinn.optim import LBFGS, Adam, AdamLBFGS
 from pinn.pdes import Poisson
-from pinn.pdes.base import REPORTED_NAMES, REPORTED_PREFIXES
+from pinn.pdes.base import PDE, REPORTED_NAMES, REPORTED_PREFIXES
 from pinn.sampling import SobolSampler, UniformSampler
 from pinn.trainer import Trainer, TrainingDiverged, TrainingInterrupted
 
@@ -480,3 +482,25 @@ def test_the_names_a_pdes_metrics_may_not_take_are_all_that_the_trainer_writes(t
     # the trainer writes and the list lacks would silently replace a PDE's own of that name.
     _, metrics = fit(tmp_path, max_steps=1)
     assert [k for k in metrics if not (k in REPORTED_NAMES or k.startswith(REPORTED_PREFIXES))] == []
+
+
+def test_a_first_lbfgs_step_that_ends_in_nan_is_a_divergence_not_a_bad_start(tmp_path):
+    # An L-BFGS step reports its last loss evaluation, from inside its line search; the loss
+    # before any training is its first, here finite.
+    class Cliff(Poisson):
+        residuals = PDE.residuals  # losses() only
+
+        def __init__(self):
+            super().__init__(dim=2)
+            self.a = nn.Parameter(torch.zeros(()))
+
+        def losses(self, model, points, engine):  # NaN once the line search takes a past 1
+            u = model(points["interior"])
+            return {"pde": u.square().mean() + (self.a - 10).square() + torch.sqrt(1 - self.a)}
+
+    trainer = Trainer(max_steps=2, log_every=1, eval_every=2, n_test=50, progress=False)
+    with pytest.raises(TrainingDiverged, match=r"^training diverged at step 1: total=nan") as error:
+        trainer.fit(pde=Cliff(), model=MLP(2, 1, width=8, depth=2), engine=AutogradEngine(),
+                    sampler=UniformSampler(n_interior=32, n_boundary=8), optimizer=LBFGS(max_iter=5),
+                    generator=torch.Generator().manual_seed(0), run_dir=tmp_path, dtype=torch.float64)
+    assert "before any training" not in str(error.value)
