@@ -625,6 +625,10 @@ class Trainer:
                     "trainer.compile=true needs derivatives=forward or derivatives=stochastic: torch.compile "
                     "cannot compile the nested backward passes of the autograd engine"
                 )
+            # Each run compiles afresh: a sweep's jobs share one process, and what earlier runs
+            # compiled (for other problems and shapes) counts against torch's recompile limit,
+            # past which it runs the loss uncompiled without a word.
+            torch.compiler.reset()
             self._loss_fn = torch.compile(self.losses)
         if getattr(engine, "unbiased", False) and optimizer.phase_at(self.max_steps - 1) == "lbfgs":
             raise ConfigError(

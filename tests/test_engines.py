@@ -1387,3 +1387,17 @@ def test_one_pass_sets_outside_the_point_sets_are_refused(tmp_path):
             sampler=SobolSampler(n_interior=8, n_boundary=4), optimizer=Adam(lr=1e-2),
             generator=torch.Generator().manual_seed(0), run_dir=tmp_path / "bare")
     assert not any(tmp_path.iterdir())
+
+
+def test_each_compiled_run_starts_from_a_fresh_compiler(tmp_path, monkeypatch):
+    # A sweep runs its jobs in one process: without a reset, the graphs compiled for earlier jobs
+    # count against torch's recompile limit (8), after which the loss silently runs uncompiled.
+    calls = []
+    monkeypatch.setattr(torch.compiler, "reset", lambda: calls.append("reset"))
+    monkeypatch.setattr(torch, "compile", lambda fn: calls.append("compile") or fn)  # the wiring only: no compiling
+    for run in range(2):
+        Trainer(max_steps=1, eval_every=1, n_test=50, progress=False, compile=True).fit(
+            pde=Poisson(dim=2), model=MLP(2, 1, width=8, depth=1), engine=ForwardEngine(),
+            sampler=SobolSampler(n_interior=32, n_boundary=8), optimizer=Adam(),
+            generator=torch.Generator().manual_seed(0), run_dir=tmp_path / str(run))
+    assert calls == ["reset", "compile"] * 2
