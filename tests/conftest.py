@@ -21,11 +21,13 @@ sys.path.insert(0, str(ROOT))  # train.py lives at the top level, beside pinn/
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
-#: Overrides that make any configuration train in well under a second.
+#: Overrides that make any configuration train in well under a second. Without TensorBoard,
+#: whose figures (matplotlib's import, and each drawing) take about a second of each launch: the
+#: tests of what it records add logger=tensorboard after these.
 TINY = [
     "trainer.max_steps=4", "trainer.log_every=1", "trainer.eval_every=2", "trainer.checkpoint_every=2",
     "trainer.n_test=64", "trainer.image_resolution=8", "trainer.progress=false",
-    "sampler.n_interior=32", "sampler.n_boundary=8", "model.width=8", "model.depth=2",
+    "sampler.n_interior=32", "sampler.n_boundary=8", "model.width=8", "model.depth=2", "logger=none",
 ]
 
 

@@ -25,7 +25,7 @@ def train(*overrides, cwd=None, modules=None, script="train.py"):
 
 
 def test_train_writes_checkpoint_metrics_and_tensorboard(tmp_path):
-    result = train(f"hydra.run.dir={tmp_path}", *TINY)
+    result = train(f"hydra.run.dir={tmp_path}", *TINY, "logger=tensorboard")
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     for key in ("rel_l2", "loss", "steps", "train_seconds", "ms_per_step"):
@@ -40,7 +40,7 @@ def test_tensorboard_records_scalars_images_text_and_hparams(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-    assert train(f"hydra.run.dir={tmp_path}", *TINY).returncode == 0
+    assert train(f"hydra.run.dir={tmp_path}", *TINY, "logger=tensorboard").returncode == 0
     events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
     events.Reload()
     tags = events.Tags()
@@ -227,8 +227,9 @@ def test_a_second_signal_stops_at_once_also_where_it_was_ignored(before):
 
 def test_sigint_checkpoints_and_the_printed_command_resumes(tmp_path):
     run = tmp_path / "run"
+    # (the printed command must quote the space and braces of the loss weights)
     args = [*TINY, "trainer.max_steps=1000000", "trainer.checkpoint_every=0", "trainer.eval_every=1000",
-            "+trainer.loss_weights={boundary: 2.0}"]  # the printed command must quote the space and braces
+            "+trainer.loss_weights={boundary: 2.0}", "logger=tensorboard"]
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run}", *args],
                             cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120

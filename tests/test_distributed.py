@@ -44,7 +44,7 @@ def test_averaged_gradient_equals_the_gradient_over_the_union(tmp_path):
 def test_two_processes_train_and_rank_0_writes(tmp_path):
     run = tmp_path / "run"
     overrides = [*TINY, "sampler.n_interior=32", "sampler.n_boundary=8", "optimizer.switch_step=2",
-                 "optimizer.max_iter=2", f"hydra.run.dir={run}"]
+                 "optimizer.max_iter=2", f"hydra.run.dir={run}", "logger=tensorboard"]
     result = torchrun("train.py", *overrides)
     assert result.returncode == 0, result.stderr
     metrics = json.loads((run / "metrics.json").read_text())
@@ -148,7 +148,7 @@ def test_a_signal_to_one_rank_stops_every_rank_and_is_named(tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, **ENV}
     proc = subprocess.Popen([*TORCHRUN, "train.py", *TINY, "trainer.max_steps=1000000", "trainer.checkpoint_every=0",
-                             "trainer.eval_every=1000", f"hydra.run.dir={run}"],
+                             "trainer.eval_every=1000", f"hydra.run.dir={run}", "logger=tensorboard"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -170,7 +170,7 @@ def test_the_plain_mean_squares_are_averaged_over_the_ranks_like_the_terms(tmp_p
 
     # growth weighting weights the equation only: the boundary's plain mean square is its term
     result = torchrun("train.py", *TINY, "pde=heat", "sampler.n_initial=8", "loss.growth_rate=1.0", "optimizer=adam",
-                      f"hydra.run.dir={tmp_path}")
+                      f"hydra.run.dir={tmp_path}", "logger=tensorboard")
     assert result.returncode == 0, result.stderr
     events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"scalars": 0})
     events.Reload()
