@@ -7,9 +7,10 @@ initial velocity) take them with the operators of :mod:`pinn.operators` through 
 so they work under every engine that carries first derivatives.
 
 Prescribed data ``g`` are numbers (``Dirichlet(0.0)``) or functions of the points alone,
-``(N, d) -> (N, k)``, evaluated in the points' dtype and on their device. In training they are computed once per point set and kept
-until the points change (:mod:`pinn.point_cache`): data drawn at random or changed during
-training are not data in this sense, and the kept values are shared, not to be modified in place.
+``(N, d) -> (N, k)``, evaluated in the points' dtype and on their device. In training the
+functions are computed once per point set and kept until the points change
+(:mod:`pinn.point_cache`): data drawn at random or changed during training are not data in
+this sense, and the kept values are shared, not to be modified in place.
 """
 
 from __future__ import annotations
@@ -107,11 +108,12 @@ def _data(value, what: str):
 
 
 def prescribed(g: Data, x: Tensor, columns: int, what: str) -> Tensor | float:
-    """``g`` where it is a number; else ``g(x)``, checked to broadcast as ``(N, columns)`` data should (:func:`check_pointwise`):
-    ``(N, columns)``, ``(N, 1)`` (one value for every column), one row for all points, or a
-    number. An ``(N,)`` result would broadcast against the ``(N, k)`` field into an ``(N, N)``
-    residual and a wrong, finite loss. At a point set the trainer tracks, computed once per set
-    (:mod:`pinn.point_cache`): data are functions of the points alone."""
+    """``g`` where it is a number; else ``g(x)``, checked to broadcast as ``(N, columns)``
+    data should (:func:`check_pointwise`): ``(N, columns)``, ``(N, 1)`` (one value for every
+    column), one row for all points, or a number. An ``(N,)`` result would broadcast against
+    the ``(N, k)`` field into an ``(N, N)`` residual and a wrong, finite loss. At a point set
+    the trainer tracks, computed once per set (:mod:`pinn.point_cache`): data are functions of
+    the points alone."""
     if not callable(g):
         return g
     return check_pointwise(f"the {what} data", at_points(g, g, x), x, columns)
@@ -163,7 +165,8 @@ class Neumann(Condition):
     """
 
     def __init__(self, value: Data, normal: Callable[[Tensor], Tensor], component: int = 0):
-        self.value, self.normal, self.component = _data(value, f"the {type(self).__name__} data"), normal, component
+        self.value = _data(value, f"the {type(self).__name__} data")
+        self.normal, self.component = normal, component
 
     def normal_derivative(self, model: Model, x: Tensor, engine: Engine) -> tuple[Tensor, Tensor]:
         """``(u, ∂u/∂n)`` of the chosen component at ``x``, each ``(N, 1)``."""
