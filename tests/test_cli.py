@@ -467,7 +467,8 @@ def test_a_sweep_into_a_used_folder_is_refused_and_keeps_the_earlier_runs(tmp_pa
     for subdir in ("s/${seed}", "s/${sed}"):
         result = train("-m", *TINY, "seed=1,2", f"hydra.sweep.dir={tmp_path}", f"hydra.sweep.subdir={subdir}")
         assert result.returncode == 2
-        assert f"the sweep folder {tmp_path} holds the runs of an earlier sweep (2, in the folder(s) s/0, s/1)" in result.stderr
+        assert (f"the sweep folder {tmp_path} holds the runs of an earlier sweep (2, in the folder(s) s/0, s/1)"
+                in result.stderr)
         assert "hydra.sweep.dir=" in result.stderr and "resume=<its folder>" in result.stderr
         assert "the same sweep again with resume=auto" in result.stderr
         # every file as it was: the runs' records (.hydra/), the sweep's record and its summary
