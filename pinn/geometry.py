@@ -379,7 +379,8 @@ class Polygon(Domain):
         local = v - v[0]  # the shoelace sum from the first vertex: no cancellation of large coordinates
         area2 = (local[:, 0] * local.roll(-1, 0)[:, 1] - local.roll(-1, 0)[:, 0] * local[:, 1]).sum()
         if area2.abs() <= 16 * len(v) * torch.finfo(v.dtype).eps * float(local.abs().max()) ** 2:
-            raise ConfigError("Polygon: the vertices enclose no area")
+            raise ConfigError("Polygon: the vertices enclose no area: they lie on one line, or trace a figure eight "
+                              "whose two loops cancel; they must trace a simple polygon, in order around it")
         _check_simple(v.tolist(), positions)
         self.vertices = v if area2 > 0 else v.flip(0)  # counter-clockwise, so outward normals point right of each edge
         self.dim = 2

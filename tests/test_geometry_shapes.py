@@ -367,6 +367,7 @@ def test_unknown_region_names_the_valid_ones(domain):
     (lambda: Polygon([[0, 0], [1, 0]]), "at least three"),
     (lambda: Polygon([[0, 0], [1, 1], [2, 2]]), "no area"),
     (lambda: Polygon([[0, 0], [1, 0], [2, 0], [1, 0]]), "no area"),
+    (lambda: Polygon([[0, 0], [1, 1], [1, 0], [0, 1]]), "no area: they lie on one line, or trace a figure eight"),
     (lambda: Polygon([[0, 0, 0], [1, 0, 0], [0, 1, 0]]), r"\[x, y\] pairs"),
     (lambda: Disk([0, 0, 0], 1.0), "two coordinates"),
     (lambda: Polygon([(0, 0), (3, 0), (3, 1), (1, 1), (2, -1), (0, 1)]), "cross; the vertices must trace a simple"),
