@@ -376,6 +376,7 @@ class Trainer:
     def _lbfgs_step(self, pde, model, engine, state: _State, trainable: nn.Module,
                     logger: Logger) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
         optimizer, last = state.optimizer, {}
+        state.lbfgs_start = None
         # The stochastic engine's random directions are drawn afresh at every loss evaluation;
         # within one step every evaluation of the line search draws the same ones, so that it
         # searches along one function (the next step draws new ones).
@@ -393,8 +394,8 @@ class Trainer:
             self._comm.average_gradients(trainable)
             averaged = self._comm.average(self.reported(total, terms))
             last["total"], last["terms"], last["plain"] = self.unpack(averaged, list(terms))
-            if "started" not in last:  # the step's first evaluation
-                state.lbfgs_start, last["started"] = (last["total"], last["terms"]), True
+            if state.lbfgs_start is None:  # the step's first evaluation
+                state.lbfgs_start = last["total"], last["terms"]
             state.lbfgs_evaluations += 1  # every evaluation of the line search, on its own axis
             logger.evaluation_scalar("lbfgs/loss", averaged[0].item(), state.lbfgs_evaluations)
             return averaged[0]
