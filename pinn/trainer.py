@@ -4,7 +4,8 @@ One step: evaluate every loss term of the PDE on its own points, form the weight
 :math:`L = \sum_k w_k L_k`, back-propagate, and step the optimizer (Adam directly, L-BFGS
 through a closure that repeats the same computation for its line search). Every
 ``eval_every`` steps the relative L2 error against the exact solution is measured on a fixed
-test set; every ``checkpoint_every`` steps, and at the end, the whole state is saved.
+test set; every ``image_every`` steps, and at the end, a figure of the solution goes to the
+logger; every ``checkpoint_every`` steps, and at the end, the whole state is saved.
 """
 
 from __future__ import annotations
@@ -207,7 +208,10 @@ class Trainer:
     Args:
         max_steps: total optimizer steps (Adam steps plus L-BFGS ``step(closure)`` calls).
         log_every: steps between scalar logs and progress-bar updates.
-        eval_every: steps between evaluations of the error and solution images.
+        eval_every: steps between measurements of the error on the test set.
+        image_every: steps between figures of the solution for the logger (0: only at the end).
+            A figure takes 0.1-0.6 s to draw, as long as hundreds of Adam steps on a GPU, so
+            figures come less often than the error by default.
         checkpoint_every: steps between checkpoints (0: only at the end).
         resample_every: draw fresh collocation points every this many Adam steps (0: never).
             Points stay fixed during L-BFGS, whose line search needs a fixed loss.
@@ -227,13 +231,14 @@ class Trainer:
             measurement stay in full float32). No effect on the CPU or in float64.
     """
 
-    def __init__(self, *, max_steps: int = 3000, log_every: int = 50, eval_every: int = 500,
+    def __init__(self, *, max_steps: int = 3000, log_every: int = 50, eval_every: int = 500, image_every: int = 500,
                  checkpoint_every: int = 1000, resample_every: int = 0, n_test: int = 10000,
                  image_resolution: int = 101, loss_weights: dict[str, float] | None = None, progress: bool = True,
                  compile: bool = False, cuda_graph: bool | str = "auto", tf32: bool = False):
         check_positive("trainer.max_steps", max_steps)
         check_positive("trainer.log_every", log_every)
         check_positive("trainer.eval_every", eval_every)
+        check_positive("trainer.image_every", image_every, allow_zero=True)
         check_positive("trainer.checkpoint_every", checkpoint_every, allow_zero=True)
         check_positive("trainer.resample_every", resample_every, allow_zero=True)
         check_positive("trainer.n_test", n_test)
@@ -242,6 +247,7 @@ class Trainer:
             raise ConfigError(f"trainer.image_resolution must be from 2 to {MAX_IMAGE_RESOLUTION} (points per axis, "
                               f"edges included); got {image_resolution}")
         self.max_steps, self.log_every, self.eval_every = max_steps, log_every, eval_every
+        self.image_every = image_every
         self.checkpoint_every, self.resample_every = checkpoint_every, resample_every
         self.n_test, self.image_resolution = n_test, image_resolution
         if loss_weights is not None and not isinstance(loss_weights, Mapping):
@@ -810,8 +816,9 @@ class Trainer:
                         logger.scalar(f"error/{name}", metrics.pop(name), step)
                     for name, value in metrics.items():  # the PDE's own numbers: unknown coefficients and their errors
                         logger.scalar(f"unknowns/{name}", value, step)
-                    if logger.takes_images:
-                        logger.image("solution", self._solution_image(pde, model, device, state.dtype), step)
+                    logger.flush()
+                if logger.takes_images and ((self.image_every and step % self.image_every == 0) or last) and comm.is_main:
+                    logger.image("solution", self._solution_image(pde, model, device, state.dtype), step)
                     logger.flush()
                 if (self.checkpoint_every and step % self.checkpoint_every == 0) or last or stopping:
                     self._check_finite(step, total, terms, trainable, ckpt_path)

@@ -87,3 +87,9 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path):
 def test_image_resolution_outside_its_range_is_refused(resolution):
     with pytest.raises(ConfigError, match=f"image_resolution must be from 2 to 2001.*; got {resolution}"):
         Trainer(image_resolution=resolution)
+
+
+@pytest.mark.parametrize("every", [-1, 2.5, True])
+def test_image_every_that_is_not_a_count_of_steps_is_refused(every):
+    with pytest.raises(ConfigError, match=f"trainer.image_every must be an integer >= 0; got {every!r}"):
+        Trainer(image_every=every)

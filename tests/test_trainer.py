@@ -261,15 +261,34 @@ def test_loggers_get_the_final_step_and_images_only_where_they_keep_them(tmp_pat
 
     drawn = []
     for logger in (Recording(), Older()):
-        trainer = Trainer(max_steps=4, eval_every=2, log_every=2, checkpoint_every=0, n_test=50, image_resolution=8,
-                          progress=False)
+        trainer = Trainer(max_steps=5, eval_every=2, image_every=3, log_every=2, checkpoint_every=0, n_test=50,
+                          image_resolution=8, progress=False)
         trainer._solution_image = lambda *args: drawn.append(True) or np.zeros((2, 2, 3), dtype=np.uint8)
         trainer.fit(pde=Poisson(dim=2), model=MLP(2, 1, width=8, depth=2), engine=AutogradEngine(),
                     sampler=UniformSampler(n_interior=32, n_boundary=8), optimizer=Adam(),
                     generator=torch.Generator().manual_seed(0), run_dir=tmp_path / type(logger).__name__,
                     dtype=torch.float64, logger=logger)
-    assert calls == [("image", 2), ("image", 4), ("hparams", 4), ("older hparams", None)]
+    # figures every image_every steps and at the end, whatever eval_every is
+    assert calls == [("image", 3), ("image", 5), ("hparams", 5), ("older hparams", None)]
     assert len(drawn) == 2  # drawn for the logger that keeps images only
+
+
+def test_image_every_zero_draws_the_last_step_only(tmp_path):
+    steps = []
+
+    class Recording(NullLogger):
+        takes_images = True
+
+        def image(self, tag, image, step):
+            steps.append(step)
+
+    trainer = Trainer(max_steps=3, eval_every=1, image_every=0, checkpoint_every=0, n_test=50, image_resolution=8,
+                      progress=False)
+    trainer._solution_image = lambda *args: np.zeros((2, 2, 3), dtype=np.uint8)
+    trainer.fit(pde=Poisson(dim=2), model=MLP(2, 1, width=8, depth=2), engine=AutogradEngine(),
+                sampler=UniformSampler(n_interior=32, n_boundary=8), optimizer=Adam(),
+                generator=torch.Generator().manual_seed(0), run_dir=tmp_path, dtype=torch.float64, logger=Recording())
+    assert steps == [3]
 
 
 def test_a_mapped_checkpoint_reads_the_same(tmp_path):
