@@ -34,6 +34,7 @@ if __name__ == "__main__":  # Ctrl-C in the second or two that torch takes to im
 
 import hydra
 import torch
+import yaml
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -612,6 +613,48 @@ def _tell(message: str, *, in_log: bool = True) -> None:
                 handler.handle(record)
 
 
+def _refuse_invalid_yaml(argv: list[str]) -> None:
+    """Exit with status 2, in one line, where a YAML file this launch reads is not valid YAML:
+    Hydra would stop with its loader's traceback. The files checked are ``config.yaml`` and the
+    group files that it, the command line (``group=choice``, every choice of a sweep) and the
+    files so chosen (``override /group: choice``) name, in this project's ``configs/`` and in a
+    folder given with ``--config-dir``. A syntax check only, which leaves other mistakes to
+    Hydra."""
+    folders = [Path(__file__).resolve().parent / "configs"]
+    for i, arg in enumerate(argv):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
+            folders.append(Path(argv[i + 1]))
+        elif arg.startswith("--config-dir="):
+            folders.append(Path(arg.split("=", 1)[1]))
+    named = [arg.lstrip("+~").split("=", 1) for arg in argv if not arg.startswith("-") and "=" in arg]
+    to_read = ["config"] + [f"{group}/{choice}" for group, value in named if "." not in group and "/" not in group
+                            for choice in value.split(",")]
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    seen = set()
+    while to_read:
+        name = to_read.pop()
+        for path in (folder / f"{name}.yaml" for folder in folders):
+            if path in seen or not path.is_file():
+                continue
+            seen.add(path)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    content = yaml.load(f, Loader=loader)
+            except OSError:
+                continue  # unreadable: Hydra says so
+            except (yaml.YAMLError, UnicodeDecodeError) as exc:
+                mark = getattr(exc, "problem_mark", None)
+                where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+                problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+                print(f"error: {path}{where} is not valid YAML ({problem}); mend that file", file=sys.stderr)
+                sys.exit(2)
+            defaults = content.get("defaults") if isinstance(content, dict) else None
+            for entry in defaults if isinstance(defaults, list) else []:  # - group: choice, - override /group: choice
+                for key, choice in entry.items() if isinstance(entry, dict) else []:
+                    if isinstance(choice, str):
+                        to_read.append(f"{key.removeprefix('override').strip().strip('/')}/{choice}")
+
+
 #: Whether this launch has reached :func:`main` (before that, Hydra composes the configuration).
 _reached_main = False
 
@@ -840,6 +883,7 @@ if __name__ == "__main__":
     # copy of it with globals of its own (RunRecord's notes are read here, in main).
     sys.modules.setdefault("train", sys.modules[__name__])
     signal.signal(signal.SIGINT, _interrupted_before_training)
+    _refuse_invalid_yaml(sys.argv[1:])
     try:
         main()
     except SystemExit as exc:

@@ -186,3 +186,29 @@ def test_a_refused_resume_names_an_adaptive_sampler_by_its_choice(compose_config
     saved = train._settings(OmegaConf.to_container(compose_config(["sampler=rad", "sampler.k=2"])))
     choice, settings = train._choice_of("sampler", saved)
     assert choice == "sampler=rad" and settings["sampler.k"] == 1.0 and "sampler.trainer.resample_every" not in settings
+
+
+@pytest.mark.parametrize("text,where", [
+    ("pde:\n  dim: 3\n   k: 2\n", ", line 3, column 5 is not valid YAML (mapping values are not allowed"),
+    ("a: [1, 2\n", ", line 2, column 1 is not valid YAML (did not find expected ',' or ']')"),
+    (b"a: \xff\n", " is not valid YAML ('utf-8' codec can't decode byte 0xff"),
+])
+def test_a_file_of_the_launch_that_is_not_yaml_is_one_line(text, where, tmp_path, capsys):
+    # Hydra would print its YAML loader's traceback; named directly, or chosen by a file named
+    (tmp_path / "pde").mkdir()
+    (tmp_path / "experiment").mkdir()
+    broken = tmp_path / "pde" / "broken.yaml"
+    broken.write_bytes(text if isinstance(text, bytes) else text.encode())
+    (tmp_path / "experiment" / "mine.yaml").write_text("defaults:\n  - override /pde: broken\n")
+    for argv in (["--config-dir", str(tmp_path), "pde=broken"], [f"--config-dir={tmp_path}", "-m", "experiment=heat,mine"]):
+        with pytest.raises(SystemExit) as exit_:
+            train._refuse_invalid_yaml(argv)
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {broken}{where}") and err.count("\n") == 1, err
+
+
+def test_a_broken_file_the_launch_does_not_read_is_left_alone(tmp_path):
+    (tmp_path / "pde").mkdir()
+    (tmp_path / "pde" / "broken.yaml").write_text("a: [1, 2\n")
+    train._refuse_invalid_yaml(["--config-dir", str(tmp_path), "pde=heat", "model.width=8"])  # no exit
