@@ -210,8 +210,8 @@ class Trainer:
         log_every: steps between scalar logs and progress-bar updates.
         eval_every: steps between measurements of the error on the test set.
         image_every: steps between figures of the solution for the logger (0: only at the end).
-            A figure takes 0.1-0.6 s to draw, as long as hundreds of Adam steps on a GPU, so
-            figures come less often than the error by default.
+            A figure takes 0.15-0.6 s to draw (one output to three, 101 x 101 points), as long
+            as hundreds of Adam steps on a GPU, so figures come less often than the error.
         checkpoint_every: steps between checkpoints (0: only at the end).
         resample_every: draw fresh collocation points every this many Adam steps (0: never).
             Points stay fixed during L-BFGS, whose line search needs a fixed loss.
