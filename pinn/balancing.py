@@ -14,8 +14,11 @@ gradient wins. ``loss.weighting`` chooses the weights :math:`\lambda_k`:
 * ``ntk``: the trace of each term's neural tangent kernel (Wang, Yu & Perdikaris 2022):
   :math:`\hat\lambda_k = \sum_j \bar K_j / \bar K_k` with
   :math:`\bar K_k = \frac{1}{n}\sum_i \sum_c \|\nabla_\theta r_{k,c}(x_i)\|^2` estimated on
-  ``ntk_points`` points of each term (the sum over a residual's components ``c``, for a term
-  with several), smoothed like ``grad_norm``.
+  ``ntk_points`` points of each term, drawn afresh at each update (the sum over a residual's
+  components ``c``, for a term with several), smoothed like ``grad_norm``. Where the loss
+  weights the equation's points (causally, for growth in time), each point's
+  :math:`\|\nabla_\theta r\|^2` carries the weight its squared residual carries in the loss, as
+  in jaxpi's causal NTK weighting.
 
 In both, a term whose size comes out zero (it does not depend on the parameters at that moment)
 keeps its weight rather than getting an unbounded one.
@@ -28,7 +31,9 @@ keeps its weight rather than getting an unbounded one.
 interval into ``causal_chunks`` chunks and weights the equation's mean residual :math:`L^{(i)}` in
 chunk :math:`i` by :math:`w_i = \exp(-\varepsilon \sum_{j<i} L^{(j)})` (no gradient through
 :math:`w`), :math:`\varepsilon` = ``causal_tolerance``: later times count only once earlier ones
-are resolved, as information flows in a time-dependent problem.
+are resolved, as information flows in a time-dependent problem. :math:`L^{(j)}` is the plain
+mean square (over the chunk's points and the residual's components), so neither the other
+weights below nor the number of components change what ``causal_tolerance`` means.
 
 ``loss.growth_rate`` λ (time-dependent problems; default 0, off) weights the equation's squared
 residual at time :math:`t` by :math:`e^{2\lambda(t_1 - t)}`. Where errors grow in time at a rate
@@ -57,8 +62,9 @@ from pinn.pdes.base import check_residuals
 
 WEIGHTINGS = ("fixed", "grad_norm", "ntk", "self_adaptive")
 #: Largest exponent 2λ(t1 − t0) of the growth weights. Float32 overflows near e^88.7, and the
-#: weighted squares must fit too: e^60 leaves room for squared residuals up to e^28 (residuals
-#: up to about 1e6) where the weight is largest.
+#: weighted squares must fit too, and their sum over the points before it is divided by their
+#: number: e^60 leaves room for squared residuals up to about e^28 / N where the weight is largest
+#: (residuals up to about 2e4 at N = 4,000 points; float32 then reports the loss as diverged).
 MAX_GROWTH_EXPONENT = 60
 
 
@@ -90,6 +96,9 @@ class LossBalance(nn.Module):
         self.register_buffer("term_weights", torch.zeros(0, dtype=torch.float64))  # in the order of term_names
         self.term_names: list[str] = []
         self.point_weights = nn.ParameterDict()  # self_adaptive: one weight per point, per term
+        # the equation's terms and (causal) their chunks' weights and point counts, as of the last loss
+        self.equation_names: list[str] = []
+        self.chunk_weights: dict[str, tuple[Tensor, Tensor]] = {}
         self._ascent: torch.optim.Optimizer | None = None
         self._ascent_state: dict | None = None  # a checkpoint's ascent state, until ascend() needs it
         self.logs: dict[str, float | Tensor] = {}  # read on the host only when logged
@@ -143,48 +152,75 @@ class LossBalance(nn.Module):
         check_residuals(pde, residuals, points if reads_equation else None)
         equation = pde.equation_terms(residuals, "loss.causal" if self.causal else "loss.growth_rate") \
             if reads_equation else []
+        self.equation_names = list(equation)
         terms = {}
         for name, r in residuals.items():
             # (N,): the residual's components add up
             square = r.square().sum(dim=1) if independent is None else (r * independent[name]).sum(dim=1)
             # the plain mean square, for comparing runs: the terms below carry this scheme's weights
             self.logs[f"mse/{name}"] = square.detach().mean() / r.shape[1]
+            adaptive = None  # self-adaptive: each point's weight
             if self.weighting == "self_adaptive" and r.shape[0] > 1:
                 if name not in self.point_weights:
                     self.point_weights[name] = nn.Parameter(torch.ones(r.shape[0], dtype=r.dtype, device=r.device))
                     self._ascent = None  # rebuilt below with the new weights
-                square = self.point_weights[name].square() * square
+                adaptive = self.point_weights[name].square()
             if name in equation:
                 t = points["interior"][:, -1]
                 growth = self._growth(t, pde.domain) if self.growth_rate > 0 else None
-                if self.causal:
-                    terms[name] = self._causal(square, t, pde.domain, growth) / r.shape[1]
+                if self.causal:  # its weights from the plain squares, each point's other weights apart
+                    others = [w for w in (adaptive, growth) if w is not None]
+                    weight = others[0] * others[1] if len(others) == 2 else (others[0] if others else None)
+                    terms[name] = self._causal(name, square / r.shape[1], t, pde.domain, weight)
                 else:
-                    terms[name] = (growth * square).mean() / r.shape[1]
+                    terms[name] = (growth * (square if adaptive is None else adaptive * square)).mean() / r.shape[1]
             else:
-                terms[name] = square.mean() / r.shape[1]
+                terms[name] = (square if adaptive is None else adaptive * square).mean() / r.shape[1]
         return terms
 
     def _growth(self, t: Tensor, domain: SpaceTime) -> Tensor:
         r""":math:`e^{2\lambda(t_1 - t)}`, the weight of a squared residual at time ``t``."""
         return torch.exp(2 * self.growth_rate * (domain.t1 - t))
 
-    def _causal(self, square: Tensor, t: Tensor, domain: SpaceTime, growth: Tensor | None = None) -> Tensor:
-        """The causally weighted mean of ``square``; with ``growth``, of ``growth * square``,
-        the causal weights still coming from ``square`` alone."""
+    def _chunk(self, t: Tensor, domain: SpaceTime) -> Tensor:
+        """The causal chunk of each time ``t``."""
         m = self.causal_chunks
-        chunk = ((t - domain.t0) / (domain.t1 - domain.t0) * m).long().clamp(0, m - 1)
+        return ((t - domain.t0) / (domain.t1 - domain.t0) * m).long().clamp(0, m - 1)
+
+    def _causal(self, name: str, square: Tensor, t: Tensor, domain: SpaceTime, weight: Tensor | None = None) -> Tensor:
+        """The causally weighted mean of ``square`` (equation term ``name``'s); with ``weight``,
+        of ``weight * square``, the causal weights still coming from ``square`` alone."""
+        m = self.causal_chunks
+        chunk = self._chunk(t, domain)
         sums = torch.zeros(m, dtype=square.dtype, device=square.device).index_add(0, chunk, square)
         counts = torch.zeros(m, dtype=square.dtype, device=square.device).index_add(0, chunk, torch.ones_like(square))
         means = sums / counts.clamp(min=1)
         earlier = torch.cumsum(means.detach(), 0) - means.detach()  # Σ_{j<i} L_j
         w = torch.exp(-self.causal_tolerance * earlier)
+        self.chunk_weights[name] = (w.detach(), counts.detach())
         occupied = counts > 0
         # Masks by arithmetic, not indexing, so that no shape depends on the data (CUDA graphs).
         self.logs["causal/min_weight"] = torch.where(occupied, w, torch.inf).min().detach()
-        if growth is not None:
-            means = torch.zeros_like(sums).index_add(0, chunk, growth * square) / counts.clamp(min=1)
+        if weight is not None:
+            means = torch.zeros_like(sums).index_add(0, chunk, weight * square) / counts.clamp(min=1)
         return (w * means * occupied).sum() / occupied.sum()
+
+    def weight_in_loss(self, name: str, t: Tensor, domain) -> Tensor | None:
+        """What a squared residual of term ``name`` at times ``t`` weighs in the loss, relative to
+        the plain mean square, as of the last loss evaluation: its growth weight and its chunk's
+        causal weight for the equation's terms (``None``: the term's points weigh alike)."""
+        if name not in self.equation_names:
+            return None
+        weight = self._growth(t, domain) if self.growth_rate > 0 else None
+        if self.causal:
+            w, counts = self.chunk_weights[name]
+            occupied = (counts > 0).sum()
+            # the causal mean gives each occupied chunk's mean a weight w / occupied, where the
+            # plain mean gives each point 1 / N
+            per_chunk = w * counts.sum() / (counts.clamp(min=1) * occupied)
+            causal = per_chunk.to(t.dtype)[self._chunk(t, domain)]
+            weight = causal if weight is None else weight * causal
+        return weight
 
     def combine(self, terms: dict[str, Tensor], fixed: dict[str, float]) -> Tensor:
         """:math:`\\sum_k w_k \\lambda_k L_k` with the user's fixed weights ``w`` and this scheme's ``λ``."""
@@ -230,9 +266,12 @@ class LossBalance(nn.Module):
         return self.weighting in ("grad_norm", "ntk") and step % self.update_every == 0
 
     def update(self, terms: dict[str, Tensor], params: list[nn.Parameter], residuals_fn,
-               average=lambda values: values) -> bool:
+               average=lambda values: values, generator: torch.Generator | None = None) -> bool:
         """New smoothed weights from the current terms (``grad_norm``) or from pointwise residuals
-        on a few points per term (``ntk``; ``residuals_fn()`` gives them with their graph).
+        on a few points per term (``ntk``; ``residuals_fn()`` gives them with their graph, and
+        each point's :meth:`weight_in_loss` by term, where it has one; a term with more than
+        ``ntk_points`` residuals, such as data of its own, is measured on that many drawn with
+        ``generator``).
 
         In a data-parallel run ``average`` is the mean over the processes: of each term's
         gradient before its norm is taken (the norm of the whole run's gradient, not a mean of
@@ -243,12 +282,14 @@ class LossBalance(nn.Module):
         if self.weighting == "grad_norm":
             sizes = [self._grad_norm(v, params, average) for v in terms.values()]
         else:
-            residuals = residuals_fn()
+            residuals, in_loss = residuals_fn()
             sizes = []
             for name in terms:
                 r = residuals[name]  # (N, components)
-                picked = torch.linspace(0, len(r) - 1, min(self.ntk_points, len(r))).long().tolist()
-                trace = sum(self._grad_norm(r[i, c], params) ** 2 for i in picked for c in range(r.shape[1]))
+                picked = torch.randperm(len(r), generator=generator)[:self.ntk_points].tolist() \
+                    if len(r) > self.ntk_points else range(len(r))
+                weight = [1.0] * len(r) if in_loss.get(name) is None else in_loss[name].double().tolist()
+                trace = sum(weight[i] * self._grad_norm(r[i, c], params) ** 2 for i in picked for c in range(r.shape[1]))
                 sizes.append(trace / len(picked))
             sizes = average(torch.tensor(sizes, dtype=torch.float64, device=self.term_weights.device)).tolist()
         if not all(math.isfinite(s) for s in sizes):

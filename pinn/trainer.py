@@ -363,9 +363,18 @@ class Trainer:
         term over the same graph."""
         terms = self.losses(pde, model, engine, state.points)[1]
         params = [p for p in trainable.parameters() if p.requires_grad]
-        few = {k: v[torch.linspace(0, len(v) - 1, min(self.balance.ntk_points, len(v))).long()]  # for ntk
+        # ntk: a few points of each set, drawn afresh at each update (a function of the step
+        # alone, so that a resumed run draws the same)
+        draw = torch.Generator().manual_seed(state.step)
+        few = {k: v[torch.randperm(len(v), generator=draw)[:self.balance.ntk_points].to(v.device)]
                for k, v in state.points.items()}
-        self.balance.update(terms, params, lambda: pde.residuals(model, few, engine), average=self._comm.average)
+
+        def few_residuals():
+            residuals = pde.residuals(model, few, engine)
+            times = few["interior"][:, -1] if "interior" in few else None
+            return residuals, {name: self.balance.weight_in_loss(name, times, pde.domain) for name in residuals}
+
+        self.balance.update(terms, params, few_residuals, average=self._comm.average, generator=draw)
         self.balance.term_weights.copy_(self._comm.average(self.balance.term_weights))  # the same on every rank, exactly
 
     def _adam_step(self, pde, model, engine, state: _State, trainable: nn.Module) -> Tensor:
@@ -622,6 +631,10 @@ class Trainer:
         if balance.needs_residuals and type(pde).residuals is PDE.residuals:
             raise ConfigError(f"{balance} needs pointwise residuals, and {type(pde).__name__} defines only losses(); "
                               "give it a residuals() method")
+        if balance.weighting == "ntk" and type(pde).residuals is PDE.residuals:
+            raise ConfigError(f"loss.weighting=ntk measures each term's kernel on pointwise residuals, and "
+                              f"{type(pde).__name__} defines only losses(); give it a residuals() method, or use "
+                              "loss.weighting=grad_norm")
         if getattr(engine, "unbiased", False) and type(pde).residuals is PDE.residuals:
             raise ConfigError(f"derivatives.unbiased=true multiplies pointwise residuals, and {type(pde).__name__} "
                               "defines only losses(); give it a residuals() method or set derivatives.unbiased=false")

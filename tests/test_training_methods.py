@@ -16,6 +16,7 @@ from pinn.models import MLP
 from pinn import optim
 from pinn.optim import BFGS, LBFGS, Adam, AdamLBFGS
 from pinn.pdes import Burgers, Heat, Kovasznay, Poisson
+from pinn.pdes.base import PDE
 from pinn.sampling import RADSampler, RARSampler, SobolSampler, UniformSampler
 from pinn.trainer import Trainer
 
@@ -345,12 +346,13 @@ def test_ntk_weights_follow_the_formula(float64, pde):
     engine = AutogradEngine()
     terms = pde.losses(model, points, engine)
     balance.combine(terms, {})
-    balance.update(terms, params, lambda: pde.residuals(model, points, engine))
+    balance.update(terms, params, lambda: (pde.residuals(model, points, engine), {}),
+                   generator=torch.Generator().manual_seed(7))
     residuals = pde.residuals(model, points, engine)
-    traces = {}
+    traces, draw = {}, torch.Generator().manual_seed(7)
     for name in terms:
         r = residuals[name]
-        picked = torch.linspace(0, len(r) - 1, 4).long().tolist()
+        picked = torch.randperm(len(r), generator=draw)[:4].tolist()
         traces[name] = sum(sum(g.square().sum().item()
                                for g in torch.autograd.grad(r[i, c], params, retain_graph=True, allow_unused=True)
                                if g is not None) for i in picked for c in range(r.shape[1])) / 4
@@ -455,7 +457,7 @@ def test_causal_weights_follow_the_formula():
     square = torch.tensor([1.0, 3.0, 0.5, 0.25, 4.0, 2.0], dtype=torch.float64)
     means = torch.tensor([2.0, 0.5, 0.25, 3.0], dtype=torch.float64)  # chunks [0, .25), [.25, .5), [.5, .75), [.75, 1]
     w = torch.exp(-2.0 * torch.tensor([0.0, 2.0, 2.5, 2.75], dtype=torch.float64))
-    assert balance._causal(square, t, domain).item() == pytest.approx((w * means).mean().item(), rel=1e-14)
+    assert balance._causal("pde", square, t, domain).item() == pytest.approx((w * means).mean().item(), rel=1e-14)
     assert float(balance.logs["causal/min_weight"]) == pytest.approx(w.min().item())
 
 
@@ -470,7 +472,7 @@ def test_growth_weights_follow_the_formula_with_and_without_causality():
     # ... and multiply the chunk means of growth * square.
     weighted = growth * square
     means = torch.stack([weighted[:2].mean(), weighted[2], weighted[3], weighted[4:].mean()])
-    assert causal._causal(square, t, domain, causal._growth(t, domain)).item() == pytest.approx(
+    assert causal._causal("pde", square, t, domain, causal._growth(t, domain)).item() == pytest.approx(
         (w * means).mean().item(), rel=1e-14)
     plain = LossBalance(growth_rate=1.5)
     assert plain.needs_residuals
@@ -571,3 +573,110 @@ def test_adaptive_samplers_train_and_need_resampling(sampler, tmp_path):
     assert math.isfinite(metrics["loss"])
     with pytest.raises(ConfigError, match="resample_every > 0"):
         fit(tmp_path / "b", pde=Burgers(), sampler=sampler)
+
+
+def test_ntk_weighs_each_point_as_the_loss_does(float64):
+    # With growth and causal weights, the loss's kernel is Σ_i w_i ‖∇θ r_i‖² / N for the weight
+    # w_i a point's square carries in it; the plain trace would balance a loss it does not train.
+    pde = Heat()
+    torch.manual_seed(1)
+    model = MLP(pde.dim, 1, width=8, depth=2).double()
+    points = SobolSampler(n_interior=64, n_boundary=32, n_initial=32).sample(pde.domain, torch.Generator().manual_seed(0),
+                                                                              ("interior", "boundary", "initial"))
+    params, engine = list(model.parameters()), AutogradEngine()
+    traces = {}
+    for settings in ({}, {"growth_rate": 1.0}, {"growth_rate": 1.0, "causal": True, "causal_chunks": 4,
+                                                 "causal_tolerance": 10.0}):
+        balance = LossBalance(weighting="ntk", momentum=0.0, ntk_points=64, **settings)
+        residuals = pde.residuals(model, points, engine)
+        terms = balance.term_losses(residuals, points, pde)
+        balance.combine(terms, {})
+        t = points["interior"][:, -1]
+        in_loss = {name: balance.weight_in_loss(name, t, pde.domain) for name in residuals}
+        balance.update(terms, params, lambda: (residuals, in_loss))
+        r = residuals["pde"]
+        weight = torch.ones(len(r), dtype=torch.float64)
+        if settings:
+            weight = torch.exp(2 * (pde.domain.t1 - t))
+        if settings.get("causal"):  # the causal mean's weight of each point, relative to the plain mean's 1 / N
+            chunk = (t * 4).long().clamp(0, 3)
+            square = r[:, 0].detach().square()
+            means = torch.stack([square[chunk == c].mean() for c in range(4)])
+            w = torch.exp(-10.0 * (torch.cumsum(means, 0) - means))
+            counts = torch.bincount(chunk, minlength=4).double()
+            weight = weight * (w * len(r) / (counts * 4))[chunk]
+            assert terms["pde"].item() == pytest.approx((weight * square).mean().item(), rel=1e-12)  # the loss itself
+        trace = sum(weight[i].item() * sum(g.square().sum().item() for g in
+                                           torch.autograd.grad(r[i, 0], params, retain_graph=True, allow_unused=True)
+                                           if g is not None) for i in range(len(r))) / len(r)
+        traces[len(traces)] = balance.weights()
+        others = [name for name in terms if name != "pde"]
+        # weights are Σ_j K_j / K_k: the ratio of two terms' weights is the inverse ratio of their traces
+        ratio = balance.weights()[others[0]] / balance.weights()["pde"]
+        other = residuals[others[0]]
+        other_trace = sum(sum(g.square().sum().item() for g in
+                              torch.autograd.grad(other[i, 0], params, retain_graph=True, allow_unused=True)
+                              if g is not None) for i in range(len(other))) / len(other)
+        assert ratio == pytest.approx(trace / other_trace, rel=1e-10)
+    assert traces[0] != traces[1] != traces[2]  # growth and causal weights change the balance
+
+
+def test_the_ntk_points_are_drawn_over_the_whole_set_and_afresh(tmp_path):
+    # A strided subsequence of Sobol points bunches up (15 of 16 boundary times within 0.38-0.41
+    # at 512 points); a draw covers the set, and each update draws again.
+    seen = []
+
+    class Watched(Heat):
+        def residuals(self, model, points, engine):
+            if len(points["boundary"]) == 16:  # the update's few points
+                seen.append(points["boundary"][:, -1].clone())
+            return super().residuals(model, points, engine)
+
+    trainer = Trainer(max_steps=3, eval_every=3, checkpoint_every=0, n_test=50, progress=False)
+    trainer.fit(pde=Watched(), model=MLP(2, 1, width=8, depth=2), engine=AutogradEngine(),
+                sampler=SobolSampler(n_interior=128, n_boundary=512, n_initial=64), optimizer=Adam(),
+                balance=LossBalance(weighting="ntk", update_every=1, ntk_points=16),
+                generator=torch.Generator().manual_seed(0), run_dir=tmp_path, dtype=torch.float64)
+    assert len(seen) == 3
+    assert all(t.max() - t.min() > 0.5 for t in seen)
+    assert not torch.equal(seen[0], seen[1])
+
+
+def test_ntk_with_a_pde_of_losses_only_is_refused(tmp_path):
+    class LossesOnly(Poisson):
+        residuals = PDE.residuals
+
+        def losses(self, model, points, engine):
+            return {"pde": model(points["interior"]).square().mean()}
+
+    with pytest.raises(ConfigError, match="loss.weighting=ntk measures each term's kernel on pointwise residuals, "
+                                          "and LossesOnly defines only losses()"):
+        Trainer(max_steps=2, n_test=50, progress=False).fit(
+            pde=LossesOnly(dim=2), model=MLP(2, 1, width=8, depth=2), engine=AutogradEngine(),
+            sampler=UniformSampler(n_interior=32, n_boundary=8), optimizer=Adam(),
+            balance=LossBalance(weighting="ntk"), generator=torch.Generator().manual_seed(0), run_dir=tmp_path,
+            dtype=torch.float64)
+
+
+def test_causal_weights_read_the_plain_mean_square(float64):
+    # Neither self-adaptive point weights nor the number of a residual's components change
+    # what causal_tolerance means: the chunk losses are plain mean squares.
+    pde = Heat()
+    points = SobolSampler(n_interior=64, n_boundary=16, n_initial=16).sample(pde.domain, torch.Generator().manual_seed(0),
+                                                                              ("interior", "boundary", "initial"))
+    r = torch.linspace(0.5, 2.0, 64, dtype=torch.float64).reshape(-1, 1)
+    plain = LossBalance(causal=True, causal_chunks=4, causal_tolerance=1.0)
+    expected = plain.term_losses({"pde": r}, points, pde)["pde"]
+    expected_min = plain.logs["causal/min_weight"].item()
+
+    two = LossBalance(causal=True, causal_chunks=4, causal_tolerance=1.0)  # the same mean square in two columns
+    assert two.term_losses({"pde": torch.cat([r, r], dim=1)}, points, pde)["pde"].item() == pytest.approx(expected.item())
+    assert two.logs["causal/min_weight"].item() == pytest.approx(expected_min)
+
+    adaptive = LossBalance(weighting="self_adaptive", causal=True, causal_chunks=4, causal_tolerance=1.0)
+    adaptive.term_losses({"pde": r}, points, pde)
+    with torch.no_grad():
+        adaptive.point_weights["pde"].fill_(3.0)
+    weighted = adaptive.term_losses({"pde": r}, points, pde)["pde"]
+    assert adaptive.logs["causal/min_weight"].item() == pytest.approx(expected_min)
+    assert weighted.item() == pytest.approx(9 * expected.item())
