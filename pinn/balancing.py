@@ -63,8 +63,9 @@ from pinn.pdes.base import check_residuals
 WEIGHTINGS = ("fixed", "grad_norm", "ntk", "self_adaptive")
 #: Largest exponent 2λ(t1 − t0) of the growth weights. Float32 overflows near e^88.7, and the
 #: weighted squares must fit too, and their sum over the points before it is divided by their
-#: number: e^60 leaves room for squared residuals up to about e^28 / N where the weight is largest
-#: (residuals up to about 2e4 at N = 4,000 points; float32 then reports the loss as diverged).
+#: number: at the largest exponent, 4,000 points spread over time and a residual of the same size
+#: at every point, float32 sums residuals of 2e5 and overflows at 3e5 (the run then ends as
+#: diverged); the room shrinks as the number of points grows.
 MAX_GROWTH_EXPONENT = 60
 
 
