@@ -71,7 +71,8 @@ class BFGS(torch.optim.LBFGS):
     (skipped unless :math:`y^\top s > 10^{-10}\, \lVert y\rVert \lVert s\rVert`, which keeps
     :math:`H` positive definite; relative, because near a PINN's minimum, with losses of 1e-8 to
     1e-10, :math:`y^\top s` falls far below the absolute :math:`10^{-10}` of
-    :class:`torch.optim.LBFGS`, which skipped every pair there and froze :math:`H`),
+    :class:`torch.optim.LBFGS`, which skipped every pair there and froze :math:`H`; skipped too
+    where :math:`\rho^2` below would overflow, :math:`y^\top s` under 1.5e-154 in float64),
 
     .. math::
         H \leftarrow \tau \bigl(H - \rho (s\, y^\top H + H y\, s^\top)
@@ -127,7 +128,8 @@ class BFGS(torch.optim.LBFGS):
             if state["n_iter"] > 1:
                 y, s = flat_grad - prev_grad, d * t
                 ys = float(y.dot(s))
-                if ys > 1e-10 * float(y.norm() * s.norm()):  # relative: see the class docstring
+                # relative: see the class docstring; and ρ² = 1/(yᵀs)² must fit the dtype
+                if ys > 1e-10 * float(y.norm() * s.norm()) and ys > torch.finfo(y.dtype).tiny ** 0.5:
                     tau = 1.0
                     if H is None:
                         H = torch.diag(torch.full_like(y, ys / float(y.dot(y))))
@@ -255,13 +257,14 @@ class _LBFGSSettings:
 
     def lbfgs(self, params) -> torch.optim.Optimizer:
         """The quasi-Newton optimizer of this stage: L-BFGS, or dense (self-scaling) BFGS."""
+        # torch's budget of loss evaluations per step, 5/4 max_iter, but at least 26: the first
+        # line search of a step gets 25 or more (BFGS's rule). With torch's budget alone a small
+        # max_iter (max_iter=1 leaves none) ended every step at t = 0: no training at all, and
+        # with BFGS max_iter=2 made one iteration, as max_iter=1 does.
+        max_eval = max(self.kwargs["max_iter"] * 5 // 4, 26)
         if self.quasi_newton == "lbfgs":
-            # torch's budget of loss evaluations per step, 5/4 max_iter, but at least 26: the first
-            # line search of a step gets 25 or more (BFGS's rule below). With torch's budget alone a
-            # small max_iter (max_iter=1 leaves none) ended every step at t = 0: no training at all.
-            max_eval = max(self.kwargs["max_iter"] * 5 // 4, 26)
             return torch.optim.LBFGS(params, history_size=self.history_size, max_eval=max_eval, **self.kwargs)
-        return BFGS(params, self_scaling=self.quasi_newton == "ssbfgs", **self.kwargs)
+        return BFGS(params, self_scaling=self.quasi_newton == "ssbfgs", max_eval=max_eval, **self.kwargs)
 
 
 class Adam(OptimizerPlan):

@@ -130,7 +130,7 @@ class _State:
     lr: float | None = None  # the learning rate last set on the optimizer
     captured: CapturedStep | None = None  # the Adam step as a CUDA graph (trainer.cuda_graph)
     # An L-BFGS step's first loss evaluation, at the parameters it started from, and its terms
-    # (the step reports its last, at the parameters it ended at)
+    # (the step reports the loss at the parameters it ended at)
     lbfgs_start: tuple[Tensor, dict[str, Tensor]] | None = None
 
 
@@ -409,13 +409,31 @@ class Trainer:
             self._comm.average_gradients(trainable)
             averaged = self._comm.average(self.reported(total, terms))
             last["total"], last["terms"], last["plain"] = self.unpack(averaged, list(terms))
+            last["at"] = [p.detach().clone() for p in params]
             if state.lbfgs_start is None:  # the step's first evaluation
                 state.lbfgs_start = last["total"], last["terms"]
             state.lbfgs_evaluations += 1  # every evaluation of the line search, on its own axis
             logger.evaluation_scalar("lbfgs/loss", averaged[0].item(), state.lbfgs_evaluations)
             return averaged[0]
 
-        optimizer.step(closure)
+        params = list(trainable.parameters())
+        try:
+            optimizer.step(closure)
+        except RuntimeError as exc:  # a line search stepping past the dtype's range: float(t) overflows
+            if "overflow" not in str(exc):
+                raise
+            raise TrainingDiverged(f"training diverged at step {state.step + 1}: the line search's step length "
+                                   f"overflowed ({exc}). Try a smaller optimizer.lbfgs_lr (or optimizer.lr), or "
+                                   "dtype=float64") from None
+        if not all(torch.equal(p, at) for p, at in zip(params, last["at"])):
+            # The line search ended at a point other than its last trial (its budget ran out, or
+            # it kept the better end of a bracket): the loss where the parameters are.
+            if draws is not None:
+                _draw_again(device, draws)
+            total, terms = self._loss_fn(pde, model, engine, state.points)
+            last["total"], last["terms"], last["plain"] = self.unpack(
+                self._comm.average(self.reported(total.detach(), {k: v.detach() for k, v in terms.items()})),
+                list(terms))
         return last["total"], last["terms"], last["plain"]
 
     def _sample(self, sampler: Sampler, pde: PDE, generator: torch.Generator, device, dtype) -> dict[str, Tensor]:

@@ -680,3 +680,71 @@ def test_causal_weights_read_the_plain_mean_square(float64):
     weighted = adaptive.term_losses({"pde": r}, points, pde)["pde"]
     assert adaptive.logs["causal/min_weight"].item() == pytest.approx(expected_min)
     assert weighted.item() == pytest.approx(9 * expected.item())
+
+
+@pytest.mark.parametrize("quasi_newton", ["lbfgs", "bfgs", "ssbfgs"])
+@pytest.mark.parametrize("max_iter", [2, 3])
+def test_a_quasi_newton_step_makes_its_max_iter_iterations(quasi_newton, max_iter):
+    # Each gets the same budget of loss evaluations (5/4 max_iter, at least 26); BFGS had
+    # torch's 5/4 max_iter alone, which its first line search used up: max_iter=2 made one.
+    x = torch.tensor([-1.2, 1.0], dtype=torch.float64, requires_grad=True)  # Rosenbrock's far start
+    optimizer = LBFGS(max_iter=max_iter, quasi_newton=quasi_newton).build("lbfgs", [x])
+
+    def closure():
+        optimizer.zero_grad()
+        loss = (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    assert optimizer.state[x]["n_iter"] == max_iter
+
+
+def test_an_lbfgs_step_reports_the_loss_where_its_line_search_left_the_parameters(tmp_path):
+    # With a huge first step the line search tries points whose loss is infinite and ends at
+    # another: the step's loss is the loss there, not its last trial's (which ended the run as
+    # diverged, with finite parameters).
+    class Recording(NullLogger):
+        def __init__(self):
+            super().__init__()
+            self.totals = {}
+
+        def scalar(self, tag, value, step):
+            if tag == "loss/total":
+                self.totals[step] = value
+
+    torch.manual_seed(0)
+    logger = Recording()
+    metrics = Trainer(max_steps=3, log_every=1, eval_every=3, checkpoint_every=0, n_test=50, progress=False).fit(
+        pde=Poisson(dim=2), model=MLP(2, 1, width=8, depth=2), engine=AutogradEngine(),
+        sampler=UniformSampler(n_interior=64, n_boundary=16), optimizer=AdamLBFGS(lr=1e-2, switch_step=2,
+                                                                                  lbfgs_lr=1e30, max_iter=3),
+        generator=torch.Generator().manual_seed(0), run_dir=tmp_path, logger=logger)
+    assert math.isfinite(logger.totals[3]) and logger.totals[3] == pytest.approx(metrics["loss"], rel=1e-6)
+
+
+def test_a_line_search_past_the_dtypes_range_is_a_divergence(tmp_path):
+    from pinn.trainer import TrainingDiverged
+
+    torch.manual_seed(0)
+    with pytest.raises(TrainingDiverged, match="the line search's step length overflowed"):
+        Trainer(max_steps=4, n_test=50, progress=False).fit(
+            pde=Poisson(dim=2), model=MLP(2, 1, width=50, depth=3), engine=AutogradEngine(),
+            sampler=UniformSampler(n_interior=256, n_boundary=64), optimizer=LBFGS(lr=1e25),
+            generator=torch.Generator().manual_seed(0), run_dir=tmp_path)
+
+
+def test_bfgs_takes_curvature_pairs_too_small_to_square():
+    # On 5 |x|², converging to 0, yᵀs falls below 1e-154, where ρ² = 1/(yᵀs)² overflows a double
+    # (and then to a subnormal number, where ρ itself does): such pairs are skipped, not NaN.
+    x = torch.nn.Parameter(torch.tensor([1.0, 0.5], dtype=torch.float64))
+    optimizer = BFGS([x], max_iter=20, tolerance_grad=0, tolerance_change=0)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = 5 * x.square().sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    assert torch.isfinite(x).all() and x.abs().max() < 1e-100
