@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
@@ -185,11 +186,14 @@ class Box(Domain):
         self.lo = torch.tensor(lo_list, dtype=torch.float64)
         self.hi = torch.tensor(hi_list, dtype=torch.float64)
         widths = self.hi - self.lo
-        # Face 2i is x_i = lo_i, face 2i+1 is x_i = hi_i; each has the area of the other widths.
+        # Face 2i is x_i = lo_i, face 2i+1 is x_i = hi_i; each has the area of the other widths
+        # (infinite or zero in high dimensions: [-1, 1]^1015's faces have area 2^1014).
         areas = torch.stack([widths[torch.arange(self.dim) != i].prod() for i in range(self.dim)])
-        face_areas = areas.repeat_interleave(2)
-        self._boundary_measure = float(face_areas.sum())
-        self._face_cdf = face_areas.cumsum(0) / face_areas.sum()
+        self._boundary_measure = float(areas.repeat_interleave(2).sum())
+        # The faces' shares: an area is the volume over the face's own width, so the shares
+        # follow 1 / width_i, which no dimension overflows.
+        shares = (1 / widths).repeat_interleave(2)
+        self._face_cdf = shares.cumsum(0) / shares.sum()
 
     def __repr__(self) -> str:
         lo, hi = self.lo.tolist(), self.hi.tolist()
@@ -331,7 +335,11 @@ class Ball(Domain):
     @property
     def boundary_measure(self) -> float:
         d = self.dim
-        return 2 * math.pi ** (d / 2) / math.gamma(d / 2) * self.radius ** (d - 1)
+        try:
+            return 2 * math.pi ** (d / 2) / math.gamma(d / 2) * self.radius ** (d - 1)
+        except OverflowError:  # Γ(d/2) beyond a double (d > 343): by logarithms, 0 or inf where it must be
+            log_measure = math.log(2) + d / 2 * math.log(math.pi) - math.lgamma(d / 2) + (d - 1) * math.log(self.radius)
+            return math.exp(log_measure) if log_measure < math.log(sys.float_info.max) else math.inf
 
     def normal(self, x: Tensor) -> Tensor:
         offset = x - self.center.to(x)
@@ -580,6 +588,8 @@ MOST_PROPOSALS = 1 << 30
 def _rejection(n: int, draw: Draw, propose: Callable[[Tensor], Tensor], keep: Callable[[Tensor], Tensor],
                unit_dim: int, what: str) -> Tensor:
     """The first ``n`` proposals that ``keep`` accepts, drawing in batches sized by the acceptance so far."""
+    if n == 0:  # a part that drew no share of a batch: no points, in the shape of points
+        return propose(draw(0, unit_dim))
     accepted, total, kept, rounds = [], 0, 0, 0
     while kept < n:
         if kept:

@@ -73,6 +73,10 @@ class SobolSampler(Sampler):
     """
 
     def unit(self, n: int, dim: int, generator: torch.Generator) -> Tensor:
+        if dim > torch.quasirandom.SobolEngine.MAXDIM:
+            raise ConfigError(f"Sobol points have at most {torch.quasirandom.SobolEngine.MAXDIM} coordinates, and this "
+                              f"domain's points take {dim} (a ball's interior takes one more than its dimension); use "
+                              "sampler=uniform or sampler=lhs")
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         return torch.quasirandom.SobolEngine(dim, scramble=True, seed=seed).draw(n, dtype=torch.float64)
 

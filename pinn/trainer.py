@@ -444,9 +444,10 @@ class Trainer:
     def _adapt(self, sampler: AdaptiveSampler, pde: PDE, model, engine, generator, state: _State) -> dict[str, Tensor]:
         """Score fresh candidates by the equation's squared residual and let the sampler place points."""
         candidates = sampler.candidates(pde.domain, generator)
-        # The candidates are the only new points, checked in float64 as _sample checks fresh ones;
-        # the points kept from the current sets were checked when drawn (rounded to the training
-        # dtype since, those on a boundary may lie a rounding error outside it).
+        # The candidates and any sets the sampler draws afresh (RAD's boundary sets) are checked
+        # in float64, as _sample checks fresh points; the points kept from the current sets were
+        # checked when drawn (rounded to the training dtype since, those on a boundary may lie a
+        # rounding error outside it).
         pde.check_inside("adaptive sampling candidates", candidates)
         like = state.points["interior"]
         scores = torch.zeros(len(candidates), dtype=torch.float64)
@@ -457,8 +458,16 @@ class Trainer:
             equation = pde.equation_terms(residuals, "adaptive sampling")
             score = sum(residuals[name].detach().square().sum(dim=1) for name in equation)
             scores[chunk] = score.double().cpu()
+        if not torch.isfinite(scores).all():  # the sampler would draw by them (RAD: an error; RAR: these points)
+            raise TrainingDiverged(
+                f"training diverged by step {state.step}: the equation's residual is not finite at "
+                f"{int((~torch.isfinite(scores)).sum())} of the {len(scores)} candidate points the adaptive sampler "
+                "scored. Try a smaller optimizer.lr, dtype=float64, or loss weights that balance the terms.")
         current = {k: v.detach().double().cpu() for k, v in state.points.items()}
         points = sampler.adapt(pde.domain, generator, pde.point_sets, current, candidates, scores)
+        for name, p in points.items():
+            if name != "interior" and p is not current.get(name):
+                pde.check_inside(f"{type(pde).__name__}'s point set {name!r}", p)
         return {name: p.to(like) for name, p in points.items()}
 
     # ------------------------------------------------------------------ evaluation

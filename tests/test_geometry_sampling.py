@@ -103,3 +103,9 @@ def test_a_region_no_sampler_draws_is_named_with_what_to_do():
     # one region named alone is that region, not its letters
     one = SobolSampler(n_interior=8).sample(box, torch.Generator().manual_seed(0), "interior")
     assert one.keys() == {"interior"} and one["interior"].shape == (8, 2)
+
+
+def test_more_coordinates_than_sobol_points_have_is_one_line():
+    with pytest.raises(ConfigError, match=r"Sobol points have at most 21201 coordinates, and this domain's points take "
+                                          r"21202 .* use sampler=uniform or sampler=lhs"):
+        SobolSampler().unit(4, 21202, torch.Generator().manual_seed(0))

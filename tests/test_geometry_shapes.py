@@ -588,7 +588,7 @@ def test_a_thin_csg_shape_is_sampled_in_batches_of_bounded_size(monkeypatch):
         (Disk([0.0, 0.0], 1.0) & Disk([3.0, 0.0], 1.0)).sample("interior", 10, draw(0))
 
 
-# --------------------------------------------------------------------------- nested CSG (known bugs)
+# --------------------------------------------------------------------------- nested CSG
 
 
 def test_nested_csg_boundary_is_uniform_in_length():
@@ -604,7 +604,17 @@ def test_nested_csg_boundary_points_are_distinct():
     shape = csg_l() & Disk([-1.0, -1.0], 1.0)
     b = shape.sample("boundary", 1000, make_draw(0))
     assert shape.signed_distance(b).abs().max() <= 1e-12  # they are on the boundary ...
-    assert len(torch.unique(b, dim=0)) == len(b)  # ... but not all distinct
+    assert len(torch.unique(b, dim=0)) == len(b)  # ... and all distinct
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_nested_part_that_draws_no_share_of_a_batch_gives_no_points(seed):
+    # The tiny disks' share of the boundary is about 1e-4: in most batches one of them gets no
+    # proposals, which the union (itself CSG) must answer with no points, not an error.
+    shape = Box([0.0, 0.0], [1.0, 1.0]) - (Disk([0.3, 0.3], 3e-4) | Disk([0.7, 0.7], 3e-4))
+    b = shape.sample("boundary", 400, make_draw(seed))
+    assert b.shape == (400, 2) and shape.signed_distance(b).abs().max() <= 1e-12
+    assert (Disk() - Disk(radius=0.5)).sample("interior", 0, make_draw(seed)).shape == (0, 2)
 
 
 def test_a_shape_far_from_the_origin_contains_its_own_boundary_points():
@@ -643,3 +653,38 @@ def test_boundary_points_in_float32_are_in_the_closed_domain(domain):
     assert domain.on_boundary(x).all() and domain.contains(x).all()
     lo, hi = domain.bounds
     assert not domain.contains((hi + 0.01).float().expand(3, -1)).any()
+
+
+@pytest.mark.parametrize("dim", [1100, 400])
+def test_a_high_dimensional_box_spreads_its_boundary_points_over_every_face(dim):
+    # The faces' areas overflow (2^1099) or, for a narrow box, underflow; their shares do not.
+    for box in (Box([-1.0] * dim, [1.0] * dim), Box([0.0] * dim, [0.1] * dim)):
+        b = box.boundary(torch.rand(4000, box.boundary_unit_dim, generator=torch.Generator().manual_seed(0),
+                                    dtype=F64))
+        lo, hi = box.bounds
+        on = ((b - lo).abs() < 1e-15) | ((b - hi).abs() < 1e-15)
+        assert on.any(dim=1).all()
+        axes = on.double().sum(dim=0)
+        assert (axes > 0).sum() > 0.9 * dim  # 4,000 points over 2d faces of equal area: nearly every axis
+
+
+def test_faces_of_a_box_get_points_in_proportion_to_their_area():
+    box = Box([0.0, 0.0, 0.0], [1.0, 2.0, 4.0])  # faces 8, 4 and 2 (each twice): shares 8/28, 4/28, 2/28
+    b = box.boundary(torch.rand(N, 3, generator=torch.Generator().manual_seed(1), dtype=F64))
+    lo, hi = box.bounds
+    on = (((b - lo).abs() < 1e-15) | ((b - hi).abs() < 1e-15)).double().mean(dim=0)
+    for axis, p in enumerate([16 / 28, 8 / 28, 4 / 28]):
+        assert abs(on[axis].item() - p) < _tol(p, N)
+
+
+def test_a_ball_in_high_dimensions_has_a_boundary_measure():
+    # Γ(d/2) overflows a double beyond d = 343: the measure is then computed by logarithms
+    def ball(d, radius=1.0):
+        return Ball([0.0] * d, radius)
+
+    assert ball(400).boundary_measure == pytest.approx(
+        math.exp(math.log(2) + 200 * math.log(math.pi) - math.lgamma(200)), rel=1e-9)  # about 1e-273
+    assert ball(2000).boundary_measure == 0.0  # 2 π^1000 / Γ(1000) underflows
+    assert ball(400, radius=100.0).boundary_measure == math.inf
+    assert ball(300).boundary_measure == pytest.approx(
+        math.exp(math.log(2) + 150 * math.log(math.pi) - math.lgamma(150)), rel=1e-9)

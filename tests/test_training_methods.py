@@ -748,3 +748,44 @@ def test_bfgs_takes_curvature_pairs_too_small_to_square():
 
     optimizer.step(closure)
     assert torch.isfinite(x).all() and x.abs().max() < 1e-100
+
+
+def test_an_adaptive_sampler_with_non_finite_residuals_ends_the_run_as_diverged(tmp_path):
+    # RAD would draw by NaN weights (torch.multinomial's traceback), RAR add the NaN points
+    from pinn.trainer import TrainingDiverged
+
+    class Blowing(Poisson):
+        def residuals(self, model, points, engine):
+            residuals = super().residuals(model, points, engine)
+            if len(points["interior"]) == 256:  # the candidates
+                residuals["pde"] = residuals["pde"] * float("nan")
+            return residuals
+
+    for sampler in (RADSampler(n_interior=32, n_boundary=8, n_candidates=256),
+                    RARSampler(n_interior=32, n_boundary=8, n_candidates=256, n_add=4)):
+        with pytest.raises(TrainingDiverged, match=r"by step 2: the equation's residual is not finite at 256 of the "
+                                                   r"256 candidate points"):
+            Trainer(max_steps=4, resample_every=2, log_every=10, n_test=50, progress=False).fit(
+                pde=Blowing(dim=2), model=MLP(2, 1, width=8, depth=2), engine=AutogradEngine(), sampler=sampler,
+                optimizer=Adam(), generator=torch.Generator().manual_seed(0), run_dir=tmp_path / type(sampler).__name__,
+                dtype=torch.float64)
+
+
+def test_the_sets_rad_draws_afresh_are_checked_like_the_first(tmp_path):
+    from pinn.geometry import Box
+    from pinn.pdes.base import PDEError
+
+    class Drifting(Box):  # its boundary points leave the box after the first draw
+        calls = 0
+
+        def boundary(self, unit):
+            Drifting.calls += 1
+            return super().boundary(unit) + (0.5 if Drifting.calls > 1 else 0.0)
+
+    pde = Poisson(dim=2)
+    pde.domain = Drifting([-1.0, -1.0], [1.0, 1.0])
+    with pytest.raises(PDEError, match="Poisson's point set 'boundary': .* points lie outside"):
+        Trainer(max_steps=4, resample_every=2, n_test=50, progress=False).fit(
+            pde=pde, model=MLP(2, 1, width=8, depth=2), engine=AutogradEngine(),
+            sampler=RADSampler(n_interior=32, n_boundary=8, n_candidates=256), optimizer=Adam(),
+            generator=torch.Generator().manual_seed(0), run_dir=tmp_path, dtype=torch.float64)
