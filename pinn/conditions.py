@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import numbers
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -83,6 +83,21 @@ def _columns(u: Tensor, components: Sequence[int] | None, what: str) -> Tensor:
     return u[:, picked]
 
 
+def _component_list(components, what: str) -> list[int] | None:
+    """``components`` as a list of output indices (one index alone names one output; ``None``:
+    all of them), refused where it is made if it is not one."""
+    if components is None:
+        return None
+    if isinstance(components, numbers.Integral) and not isinstance(components, bool):
+        return [int(components)]
+    picked = list(components) if isinstance(components, Iterable) and not isinstance(components, (str, bytes)) \
+        else None
+    if picked is None or not all(isinstance(k, numbers.Integral) and not isinstance(k, bool) for k in picked):
+        raise PDEError(f"{what}: components must be output indices, as [0] or [0, 1] (or one index, as 0); "
+                       f"got {components!r}")
+    return [int(k) for k in picked]
+
+
 def _check_outputs(u: Tensor, what: str) -> None:
     if u.dim() != 2:
         raise PDEError(f"{what}: the network must return (N, m) outputs; it returned shape {tuple(u.shape)}")
@@ -143,7 +158,8 @@ class Dirichlet(Condition):
     """
 
     def __init__(self, value: Data, components: Sequence[int] | None = None):
-        self.value, self.components = _data(value, f"the {type(self).__name__} data"), components
+        self.value = _data(value, f"the {type(self).__name__} data")
+        self.components = _component_list(components, f"{type(self).__name__} condition")
 
     def residual(self, model: Model, x: Tensor, engine: Engine | None = None) -> Tensor:
         u = _columns(model(x), self.components, f"{type(self).__name__} condition")
@@ -217,6 +233,8 @@ class Periodic(Condition):
     """
 
     def __init__(self, axis: int, lo: float, hi: float, *, derivative: bool = True):
+        if not isinstance(derivative, bool):  # "no" would switch slope matching on
+            raise PDEError(f"Periodic condition: derivative must be True or False; got {derivative!r}")
         self.axis, self.lo, self.hi, self.derivative = axis, float(lo), float(hi), derivative
         if not (math.isfinite(self.lo) and math.isfinite(self.hi) and self.lo < self.hi):
             raise PDEError(f"Periodic condition: need finite lo < hi (the domain's bounds along the axis); "
@@ -292,7 +310,7 @@ class PointData(nn.Module, Condition):
             )
         self.register_buffer("points", points.clone())
         self.register_buffer("values", values.clone())
-        self.components = components
+        self.components = _component_list(components, "PointData")
 
     def residual(self, model, x=None, engine=None):
         observed = _columns(model(self.points), self.components, "PointData")

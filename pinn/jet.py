@@ -34,7 +34,8 @@ tracked directions (coordinate axes or random ones):
 * an embedding :math:`[x_P, \cos(Bx), \sin(Bx)]` (Fourier features, periodic embedding) is a
   linear map :math:`z = Bx` followed by :math:`\cos` and :math:`\sin` applied as activations,
   e.g. :math:`J_{\cos z} = -\sin(z)\, B J`, :math:`H_{\cos z} = -\cos(z)\, (B J_i)(B J_j)`
-  (the input's own second derivatives are zero), with the passed-through columns kept as they are;
+  (plus :math:`-\sin(z)\, B H_x` where the input has second derivatives of its own, as after a
+  periodic embedding), with the passed-through columns kept as they are;
 * the gates of the modified MLP, :math:`U + Z \odot (V - U)`, are sums and products of jets,
   the product by Leibniz's rule :math:`\partial_{ij}(ab) = a_{ij} b + a_i b_j + a_j b_i + a b_{ij}`.
 
@@ -644,9 +645,11 @@ def _why_not_as_is(module: nn.Module) -> str | None:
     """Why :func:`propagate` would not compute what a supported-looking ``module`` computes
     (``None``: it would): forward hooks that change its output, an in-place activation (which
     overwrites the pre-activation the derivative rules read), or a subclass that overrides the
-    supported class's ``forward``."""
+    supported class's ``forward`` (or replaces it on the instance)."""
     if module._forward_hooks or module._forward_pre_hooks:
         return "it has forward hooks"
+    if "forward" in vars(module):  # set on the instance: the rules would describe the class's forward
+        return "its forward is replaced on the instance"
     if getattr(module, "inplace", False):
         return "it works in place (inplace=True)"
     if isinstance(module, nn.GELU) and module.approximate != "none":

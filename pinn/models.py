@@ -30,7 +30,8 @@ from pinn.errors import ConfigError, PDEError, check_flag, check_positive
 
 
 class Sine(nn.Module):
-    """``sin(x)`` as a module (SIREN-style activations)."""
+    """``sin(x)`` as a module: the sine activation (Glorot-initialised like the others, without
+    SIREN's frequency factor or initialisation)."""
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.sin(x)
@@ -96,7 +97,9 @@ class FourierFeatures(TrigEmbedding):
 
     A network of :math:`\gamma(x)` has the frequencies of ``B`` at hand from the start, which
     counters the spectral bias of plain MLPs (they fit low frequencies first and high ones
-    very slowly); ``sigma`` sets the frequency scale and should match the solution's.
+    very slowly); ``sigma`` sets the frequency scale and should match the solution's angular
+    frequencies. There is no factor 2π inside the cosine (as in Wang et al. and jaxpi; Tancik et
+    al. write :math:`\cos(2\pi B x)`), so ``sigma`` is 2π times their σ.
     ``B`` is drawn once, at construction, from torch's global generator (so
     ``torch.manual_seed`` reproduces it), and kept fixed. ``(N, d) -> (N, 2F)``.
     """
@@ -420,8 +423,10 @@ def check_pointwise(what: str, y, x: Tensor, columns: int | None = None):
         want = f"({x.shape[0]}, {columns if columns is not None else 'm'})"
         if isinstance(y, Tensor) and y.dim() == 2 and y.shape[0] in (1, x.shape[0]):  # rows right, columns not
             hint = "give it one column" if columns == 1 else f"give it {columns} columns, or one for all"
-        elif isinstance(y, Tensor):
+        elif isinstance(y, Tensor) and y.dim() == 1 and y.shape[0] == x.shape[0]:
             hint = "keep the column dimension: x[:, 0:1], not x[:, 0]"
+        elif isinstance(y, Tensor):
+            hint = f"give one row per point ({x.shape[0]}) and one column per output"
         else:
             hint = "give a number or a tensor"
         raise PDEError(f"{what} must be a function of the points (N, d) -> (N, {columns or 'm'}); for points of "

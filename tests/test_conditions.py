@@ -518,3 +518,27 @@ def test_data_may_be_a_number_and_must_be_a_number_or_a_function():
             with pytest.raises(PDEError, match=rf"^{what} must be a number or a function of the points \(N, d\) -> "
                                                rf"\(N, k\), such as lambda x: .*; got {got}$"):
                 make(bad)
+
+
+def test_components_may_name_one_output_and_must_name_outputs():
+    model = MLP(2, 3, width=8, depth=1).double()
+    x = torch.rand(10, 2, dtype=torch.float64)
+    assert torch.equal(Dirichlet(0.0, components=1).residual(model, x), Dirichlet(0.0, components=[1]).residual(model, x))
+    assert torch.equal(PointData(x, torch.zeros(10, 1, dtype=torch.float64), components=2).residual(model),
+                       PointData(x, torch.zeros(10, 1, dtype=torch.float64), components=[2]).residual(model))
+    for bad in ("0", [0.5], True, [True]):
+        with pytest.raises(PDEError, match=r"Dirichlet condition: components must be output indices, as \[0\]"):
+            Dirichlet(0.0, components=bad)
+
+
+def test_periodic_derivative_must_be_true_or_false():
+    # "no" is a non-empty string: it would switch slope matching on
+    with pytest.raises(PDEError, match="Periodic condition: derivative must be True or False; got 'no'"):
+        Periodic(0, -1.0, 1.0, derivative="no")
+
+
+@pytest.mark.parametrize("shape", [(21, 1), (20, 1, 1)])
+def test_data_of_the_wrong_rows_is_told_the_rows_not_the_column(shape):
+    x = torch.rand(20, 2, dtype=torch.float64)
+    with pytest.raises(PDEError, match=r"give one row per point \(20\) and one column per output"):
+        Dirichlet(lambda p: torch.zeros(shape, dtype=torch.float64)).residual(MLP(2, 1, width=4, depth=1).double(), x)

@@ -111,13 +111,20 @@ def _hooked():
     return model
 
 
+def _patched():
+    model = MLP(2, 1, width=5, depth=1)
+    model.net[1].forward = torch.sin  # runs sin; the tanh rule would give tanh's derivatives
+    return model
+
+
 @pytest.mark.parametrize("model,match", [
     (lambda: nn.Sequential(nn.Linear(2, 3), nn.SiLU(inplace=True), nn.Linear(3, 1)),
      r"layer '1' \(SiLU\): it works in place"),
+    (_patched, r"layer 'net.1' \(Tanh\): its forward is replaced on the instance"),
     (lambda: ScaledMLP(2, 1, width=4, depth=1), r"layer 'model' \(ScaledMLP\): it overrides the forward"),
     (lambda: nn.Sequential(SquaringLinear(2, 3), nn.Tanh(), nn.Linear(3, 1)), r"layer '0' \(SquaringLinear\): it overrides"),
     (_hooked, r"layer '1' \(Tanh\): it has forward hooks"),
-], ids=["in place", "overridden MLP", "overridden Linear", "hook"])
+], ids=["in place", "patched instance", "overridden MLP", "overridden Linear", "hook"])
 def test_layers_that_do_not_run_as_propagated_are_refused(model, match):
     # Each would otherwise give the value or the derivatives of another network than the one that runs.
     with pytest.raises(ConfigError, match=match):
