@@ -584,7 +584,7 @@ def test_ntk_weighs_each_point_as_the_loss_does(float64):
     points = SobolSampler(n_interior=64, n_boundary=32, n_initial=32).sample(pde.domain, torch.Generator().manual_seed(0),
                                                                               ("interior", "boundary", "initial"))
     params, engine = list(model.parameters()), AutogradEngine()
-    traces = {}
+    balanced = []  # the weights under each setting
     for settings in ({}, {"growth_rate": 1.0}, {"growth_rate": 1.0, "causal": True, "causal_chunks": 4,
                                                  "causal_tolerance": 10.0}):
         balance = LossBalance(weighting="ntk", momentum=0.0, ntk_points=64, **settings)
@@ -609,7 +609,7 @@ def test_ntk_weighs_each_point_as_the_loss_does(float64):
         trace = sum(weight[i].item() * sum(g.square().sum().item() for g in
                                            torch.autograd.grad(r[i, 0], params, retain_graph=True, allow_unused=True)
                                            if g is not None) for i in range(len(r))) / len(r)
-        traces[len(traces)] = balance.weights()
+        balanced.append(balance.weights())
         others = [name for name in terms if name != "pde"]
         # weights are Σ_j K_j / K_k: the ratio of two terms' weights is the inverse ratio of their traces
         ratio = balance.weights()[others[0]] / balance.weights()["pde"]
@@ -618,7 +618,7 @@ def test_ntk_weighs_each_point_as_the_loss_does(float64):
                               torch.autograd.grad(other[i, 0], params, retain_graph=True, allow_unused=True)
                               if g is not None) for i in range(len(other))) / len(other)
         assert ratio == pytest.approx(trace / other_trace, rel=1e-10)
-    assert traces[0] != traces[1] != traces[2]  # growth and causal weights change the balance
+    assert balanced[0] != balanced[1] != balanced[2]  # growth and causal weights change the balance
 
 
 def test_the_ntk_points_are_drawn_over_the_whole_set_and_afresh(tmp_path):
