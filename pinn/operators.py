@@ -42,7 +42,12 @@ trained through. That holds under ``torch.no_grad()`` and ``torch.inference_mode
 evaluating a trained network, say): the operators switch gradients back on for their own
 passes, and need only a field computed from ``x`` with gradients on. Misuse (``x`` without
 ``requires_grad``, a shape that does not fit, a vector field where a scalar is needed, a field
-not computed from ``x``) raises ``ValueError`` with the fix in the message.
+not computed from ``x``) raises ``ValueError`` with the fix in the message. One case cannot be
+told: a field that depends on trained weights but has no path from ``x`` is either constant in
+``x`` (the gradient of a linear field) or computed from a copy of ``x`` by mistake. ``grad``,
+``laplacian``, ``hessian`` and ``partial`` refuse such a field (the user's own field is rarely
+constant); ``jacobian``, ``div`` and ``curl``, which also take derivatives of derivatives,
+return zeros for it.
 """
 
 from __future__ import annotations
@@ -148,6 +153,9 @@ def _check_field(u: Tensor, x: Tensor, name: str, *, scalar: bool = False, colum
             f"{name} must have shape (N, m) with N = {n} rows, one per point of x; "
             f"got shape {tuple(u.shape)}.{hint}"
         )
+    if not u.dtype.is_floating_point:  # complex: autograd would differentiate the real part alone
+        raise ValueError(f"{name} must be a real floating-point field (float32 or float64); got {u.dtype}. Take "
+                         f"the real and imaginary parts as two components: torch.cat([{name}.real, {name}.imag], dim=1)")
     if u.shape[1] == 0:
         raise ValueError(f"{name} has no components (shape {tuple(u.shape)}): a slice past the network's outputs? "
                          "A PDE's n_outputs sets how many outputs its network has")

@@ -412,6 +412,13 @@ class TestMisuse:
         with pytest.raises(ValueError, match="does not depend on x"):
             laplacian(u, x)
 
+    def test_a_complex_field_is_refused(self):
+        # autograd would differentiate its real part alone: d/dx e^{ix} came out as -sin x
+        x = points(3, 1)
+        for operator in (grad, laplacian, jacobian):
+            with pytest.raises(ValueError, match=r"[uv] must be a real floating-point field .* got torch.complex128"):
+                operator(torch.exp(1j * x), x)
+
     @pytest.mark.parametrize("strategy", ["loop", "batched"])
     def test_components_that_do_not_depend_on_x_have_zero_derivatives(self, strategy):
         # The derivative of a linear field, or a component computed without x: zeros, not an error

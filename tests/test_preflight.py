@@ -64,18 +64,19 @@ def test_preflight_catches_a_wrong_gram_laplacian(monkeypatch):
 
 
 def _patch_activation(monkeypatch, *, curvature: float = 1.0, mixed: float = 1.0, input_gradient: float = 1.0,
-                      diagonal_input_gradient: float = 1.0):
+                      diagonal_input_gradient: float = 1.0, slope: float = 1.0):
     """The forward engine's activation rule made wrong: its summed second derivative scaled by
     ``curvature`` (the laplacian mode only), its full Hessian by ``mixed`` (the hessian mode
     only), or its backward rule's input gradient by ``input_gradient`` (laplacian mode) or
-    ``diagonal_input_gradient`` (diagonal mode)."""
+    ``diagonal_input_gradient`` (diagonal mode), or its first derivatives by ``slope`` (laplacian
+    mode)."""
     import pinn.jet as jet
 
     forward, backward = jet._Activate.forward, jet._Activate.backward
 
     def wrong_forward(ctx, h, jac, sec, module, rule, summed):
         value, first, second = forward(ctx, h, jac, sec, module, rule, summed)
-        return value, first, second * curvature if summed else second
+        return value, first * slope if summed else first, second * curvature if summed else second
 
     activate = jet.Jet.activate  # the hessian mode's activation step
 
@@ -108,6 +109,11 @@ def test_preflight_checks_the_forward_engine_as_it_trains(monkeypatch, dtype):
         _patch_activation(patch, curvature=1.01)
         with pytest.raises(PreflightError, match=r"reverse mode == forward mode: error .*"
                                                  r"reverse mode == forward mode along signed axes \[stochastic\]"):
+            preflight("cpu", dtype, model=model, in_dim=2)
+    # the first derivatives it carries, 1 % off (u_t, u_x: Burgers, heat, the flows)
+    with monkeypatch.context() as patch:
+        _patch_activation(patch, slope=1.01)
+        with pytest.raises(PreflightError, match=r"jacobian\(model\): reverse mode == forward mode: error .* > tolerance"):
             preflight("cpu", dtype, model=model, in_dim=2)
     # the hessian mode's rule, 1 % off (the mixed partials some PDEs read)
     with monkeypatch.context() as patch:
