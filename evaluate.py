@@ -27,6 +27,7 @@ if __name__ == "__main__":  # Ctrl-C at any point, torch's import included: one 
 
 import torch
 from omegaconf import OmegaConf
+from omegaconf.errors import ConfigAttributeError
 
 import train
 from pinn.checkpoint import CheckpointError, load_checkpoint, write_json_atomically
@@ -69,6 +70,9 @@ def load(run: str | Path, device: str = "auto") -> tuple[torch.nn.Module, torch.
 
 def _restore(run: str | Path, device: str) -> tuple[torch.nn.Module, torch.nn.Module, dict, torch.device, torch.dtype]:
     payload = load_checkpoint(run)
+    if not payload.get("config") or "points" not in (payload.get("ranks") or [payload])[0]:
+        raise CheckpointError(f"{run} holds no configuration or no points (Trainer.fit without config=, say): "
+                              "evaluate.py rebuilds the run from them, so it needs a checkpoint that train.py wrote")
     cfg = OmegaConf.create(payload["config"])
     # The dtype the run ended in (a float64 L-BFGS stage after float32 Adam, say), so that the
     # trained weights are evaluated as they were trained, not rounded.
@@ -90,8 +94,15 @@ def evaluate(run: str | Path, device: str = "auto") -> dict:
     """Metrics of a saved run; also writes them and the figures into the run folder (where they
     cannot be written, ``not_written`` says why)."""
     pde, model, payload, device_, dtype = _restore(run, device)
-    cfg = OmegaConf.create(payload["config"])
+    try:
+        return _measure(run, pde, model, payload, device_, dtype)
+    except ConfigAttributeError as exc:  # a checkpoint whose configuration predates a setting, say
+        raise ConfigError(f"checkpoint {run}'s configuration has no {exc.full_key}; evaluate.py needs the settings "
+                          "train.py writes into a checkpoint") from None
 
+
+def _measure(run, pde, model, payload: dict, device_: torch.device, dtype: torch.dtype) -> dict:
+    cfg = OmegaConf.create(payload["config"])
     trainer = Trainer(n_test=cfg.trainer.n_test, image_resolution=cfg.trainer.image_resolution, progress=False,
                       loss_weights=cfg.trainer.get("loss_weights"))  # the total as it was trained
     test_x, test_exact = trainer.test_set(pde, device_)
@@ -107,7 +118,10 @@ def evaluate(run: str | Path, device: str = "auto") -> dict:
             trainer.balance.load(rank.get("balance", payload.get("balance", {})), device_)
             trainer.balance.to(dtype=dtype)  # as the trainer does: weights in the network's dtype
         points = {k: v.to(device=device_, dtype=dtype) for k, v in rank["points"].items()}
-        total, terms = trainer.losses(pde, model, engine, points)
+        with torch.random.fork_rng(devices=[device_] if device_.type == "cuda" else []):
+            if engine.name == "stochastic":  # the directions the run's last loss took (on the device it ran on)
+                _random_state_of(rank, device_)
+            total, terms = trainer.losses(pde, model, engine, points)
         values.append(trainer.reported(total, terms))
     total, terms, plain = trainer.unpack(torch.stack(values).mean(dim=0), list(terms))
     metrics.update(loss=total.item(), **{f"loss_{k}": v.item() for k, v in terms.items()},
@@ -122,6 +136,18 @@ def evaluate(run: str | Path, device: str = "auto") -> dict:
     return metrics
 
 
+def _random_state_of(rank: dict, device: torch.device) -> None:
+    """Set the random state a checkpoint saved for ``rank`` (its process), where it has one for
+    ``device``: the state the run's final loss drew its random directions from."""
+    if device.type == "cuda":
+        states = rank.get("cuda") or []
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        if index < len(states):
+            torch.cuda.set_rng_state(states[index], device)
+    elif "torch" in rank:
+        torch.set_rng_state(rank["torch"])
+
+
 def main(argv: list[str]) -> int:
     if {"-h", "--help"} & set(argv):
         print(__doc__.strip())
@@ -134,7 +160,8 @@ def main(argv: list[str]) -> int:
         return 2
     not_written = metrics.pop("not_written", None)
     for key, value in metrics.items():
-        print(f"{key:>16}: {value:.4e}" if isinstance(value, float) else f"{key:>16}: {value}")
+        shown = f"{value:.4e}" if isinstance(value, float) else ", ".join(value) if isinstance(value, list) else value
+        print(f"{key:>16}: {shown}")
     if not_written is not None:
         print(f"error: {not_written}", file=sys.stderr)
         return 2

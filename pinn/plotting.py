@@ -25,6 +25,8 @@ class Slice:
     (``None`` where no exact solution is known) are ``(R, C)`` or ``(R, R, C)`` for ``C``
     outputs, NaN outside the domain. ``labels`` name the two axes, and ``aspect`` is ``"equal"``
     where both are space and ``"auto"`` where one is time (seconds and metres share no scale).
+    ``where`` says where the other coordinates are held (``"x2 = -0.5, t = 0.25"``; empty where
+    there are none).
     """
 
     coords: np.ndarray
@@ -33,6 +35,7 @@ class Slice:
     names: tuple[str, ...]
     labels: tuple[str, str] = ("x0", "x1")
     aspect: str = "equal"
+    where: str = ""
 
     @property
     def error(self) -> np.ndarray | None:
@@ -43,7 +46,9 @@ class Slice:
 def solution_slice(pde, model: nn.Module, resolution: int, device, dtype) -> Slice:
     """Prediction and exact solution on a line (d = 1) or on the (x0, x1) slice through the
     point a quarter of the way along every other axis (d > 1), where the usual manufactured
-    solutions are far from zero. ``resolution`` (at least 2) points per axis, edges included."""
+    solutions are far from zero, or through the middle of the bounding box where that slice
+    misses the domain (a ball in six or more dimensions). ``resolution`` (at least 2) points per
+    axis, edges included."""
     lo, hi = pde.domain.bounds
     r = resolution
     labels, aspect = ("x0", "x1"), "equal"
@@ -57,8 +62,11 @@ def solution_slice(pde, model: nn.Module, resolution: int, device, dtype) -> Sli
         a = torch.linspace(lo[0], hi[0], r, dtype=torch.float64)
         b = torch.linspace(lo[1], hi[1], r, dtype=torch.float64)
         coords = torch.stack(torch.meshgrid(a, b, indexing="ij"))  # (2, r, r)
-        x = (lo + 0.25 * (hi - lo)).repeat(r * r, 1)
-        x[:, 0], x[:, 1] = coords[0].reshape(-1), coords[1].reshape(-1)
+        for anchor in (lo + 0.25 * (hi - lo), (lo + hi) / 2):
+            x = anchor.repeat(r * r, 1)
+            x[:, 0], x[:, 1] = coords[0].reshape(-1), coords[1].reshape(-1)
+            if pde.domain.contains(x).any():
+                break
         shape = (r, r)
     outside = ~pde.domain.contains(x)
     predicted = model(x.to(device=device, dtype=dtype)).double().cpu()
@@ -69,7 +77,24 @@ def solution_slice(pde, model: nn.Module, resolution: int, device, dtype) -> Sli
         exact[outside] = float("nan")
         exact = exact.reshape(*shape, -1).numpy()
     names = tuple(getattr(pde, "outputs", ())) or tuple(f"u{k}" for k in range(predicted.shape[1]))
-    return Slice(coords.numpy(), predicted.reshape(*shape, -1).numpy(), exact, names, labels, aspect)
+    where = _held(x[0, 2:].tolist(), time_last=isinstance(pde.domain, SpaceTime)) if pde.dim > 2 else ""
+    return Slice(coords.numpy(), predicted.reshape(*shape, -1).numpy(), exact, names, labels, aspect, where)
+
+
+def _held(values: list[float], *, time_last: bool) -> str:
+    """The coordinates x2, x3, ... (the last one t where ``time_last``) held at ``values``."""
+    names = [f"x{i}" for i in range(2, 2 + len(values))]
+    if time_last:
+        names[-1] = "t"
+    space = len(values) - time_last
+    parts = []
+    if space > 2 and len(set(values[:space])) == 1:  # x2..x99 = -0.5
+        parts.append(f"{names[0]}..{names[space - 1]} = {values[0]:.3g}")
+    else:
+        parts += [f"{n} = {v:.3g}" for n, v in zip(names[:space], values[:space])][:4] + (["..."] if space > 4 else [])
+    if time_last:
+        parts.append(f"t = {values[-1]:.3g}")
+    return ", ".join(parts)
 
 
 def _draw(fig: Figure, ax: Axes, s: Slice, values: np.ndarray, title: str, cmap: str, *,
@@ -77,8 +102,11 @@ def _draw(fig: Figure, ax: Axes, s: Slice, values: np.ndarray, title: str, cmap:
     """One panel: a curve on a line, an image on a slice (``log``: a logarithmic y axis on a line;
     ``overlay``: the exact curve, dashed)."""
     if s.coords.ndim == 1:
+        log = log and bool((values > 0).any())
+        # on a log axis, points of zero error (on a hard constraint's boundary) are left out: at
+        # 1e-300 they stretched the axis over 300 decades
         plot = ax.semilogy if log else ax.plot
-        plot(s.coords, values + 1e-300 if log else values, label="predicted")
+        plot(s.coords, np.where(values > 0, values, np.nan) if log else values, label="predicted")
         if overlay is not None:
             ax.plot(s.coords, overlay, "--", label="exact")
             ax.legend()
@@ -113,6 +141,8 @@ def save_figures(s: Slice, folder: str | Path) -> list[Path]:
         fig, axes = _grid(1, len(panels), 100)
         for ax, (title, values, cmap, log) in zip(axes[0], panels):
             _draw(fig, ax, s, values, title, cmap, log=log)
+        if s.where:
+            fig.suptitle(f"slice at {s.where}")
         fig.tight_layout()
         path = write_atomically(folder / file_name, lambda f, fig=fig: FigureCanvasAgg(fig).print_png(f))
         written.append(path)
@@ -129,6 +159,7 @@ def solution_figure(s: Slice, *, title: str = "") -> np.ndarray:
         _draw(fig, axes[k, 0], s, s.predicted[..., k], f"predicted {name}", "viridis", overlay=exact)
         if error is not None:
             _draw(fig, axes[k, 1], s, error[..., k], f"|{name} - {name}_exact|", "magma", log=True)
+    title = title or (f"slice at {s.where}" if s.where else "")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -907,3 +907,47 @@ def test_evaluate_help_says_what_it_takes(capsys):
     assert capsys.readouterr().err.startswith("error: run= is given twice ('a', then 'b'); give it once")
     assert evaluate.main(["run="]) == 2  # not "." (the current folder)
     assert capsys.readouterr().err.startswith("error: no checkpoint given (an empty path); give a run folder or")
+
+
+def test_evaluate_repeats_the_stochastic_engines_loss_with_the_runs_directions(tmp_path, compose_config):
+    import evaluate
+    import train as train_module
+
+    run = tmp_path / "run"
+    trained = train_module.run(compose_config([*TINY, "device=cpu", "pde=poisson_ball", "pde.dim=5", "optimizer=adam",
+                                               "derivatives=stochastic", "derivatives.samples=2", f"output_dir={run}"]))
+    assert [evaluate.evaluate(run, "cpu")["loss"] for _ in range(2)] == [trained["loss"]] * 2  # not a fresh estimate
+
+
+def test_evaluate_refuses_a_checkpoint_without_its_configuration_in_one_line(tmp_path, capsys):
+    import evaluate
+    from pinn.derivatives import AutogradEngine
+    from pinn.models import MLP
+    from pinn.optim import Adam
+    from pinn.pdes import Poisson
+    from pinn.sampling import SobolSampler
+    from pinn.trainer import Trainer
+
+    Trainer(max_steps=2, n_test=50, progress=False).fit(  # the Python API, without config=
+        pde=Poisson(), model=MLP(2, 1, width=8, depth=2), engine=AutogradEngine(), optimizer=Adam(),
+        sampler=SobolSampler(n_interior=32, n_boundary=8), generator=torch.Generator().manual_seed(0), run_dir=tmp_path)
+    assert evaluate.main([f"run={tmp_path}", "device=cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path} holds no configuration or no points (Trainer.fit without config=, say)")
+    assert err.count("\n") == 1
+
+
+def test_evaluate_names_a_setting_an_older_checkpoint_lacks(tmp_path, compose_config, capsys):
+    import evaluate
+    import train as train_module
+    from pinn.checkpoint import save_checkpoint
+
+    run = tmp_path / "run"
+    train_module.run(compose_config([*TINY, "device=cpu", "optimizer=adam", f"output_dir={run}"]))
+    checkpoint = run / "checkpoints" / "last.pt"
+    payload = torch.load(checkpoint, weights_only=True)
+    del payload["config"]["trainer"]["n_test"]
+    save_checkpoint(checkpoint, payload)
+    assert evaluate.main([f"run={run}", "device=cpu"]) == 2
+    assert capsys.readouterr().err == (f"error: checkpoint {run}'s configuration has no trainer.n_test; evaluate.py "
+                                       "needs the settings train.py writes into a checkpoint\n")

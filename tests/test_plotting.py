@@ -93,3 +93,31 @@ def test_image_resolution_outside_its_range_is_refused(resolution):
 def test_image_every_that_is_not_a_count_of_steps_is_refused(every):
     with pytest.raises(ConfigError, match=f"trainer.image_every must be an integer >= 0; got {every!r}"):
         Trainer(image_every=every)
+
+
+def test_a_slice_that_would_miss_the_domain_goes_through_its_middle_and_says_where_it_is():
+    from pinn.pdes import PoissonBall
+
+    # In a unit ball of six or more dimensions the plane at x2 = ... = -0.5 misses the ball
+    ball = _slice(PoissonBall(dim=8))
+    assert np.isfinite(ball.predicted).mean() > 0.5  # the unit disk in its square (49 of 81 grid points)
+    assert ball.where == "x2..x7 = 0"
+    assert _slice(Poisson(dim=5)).where == "x2..x4 = -0.5"
+    assert _slice(Poisson(dim=4)).where == "x2 = -0.5, x3 = -0.5"
+    assert _slice(Heat(dim=2)).where == "t = 0.25"
+    assert _slice(Poisson(dim=2)).where == "" and _slice(Heat()).where == ""
+
+
+def test_a_line_of_exactly_zero_errors_keeps_its_log_axis_readable():
+    # a hard constraint makes the error exactly 0 at the boundary: left out on a log axis, where
+    # 1e-300 stretched the axis over 300 decades
+    s = _slice(Poisson(dim=1))
+    values = np.abs(np.sin(3 * s.coords)) * 1e-3
+    values[[0, -1]] = 0.0
+    fig = Figure()
+    ax = fig.subplots()
+    _draw(fig, ax, s, values, "error", "magma", log=True)
+    assert ax.get_yscale() == "log" and ax.get_ylim()[0] > 1e-10
+    ax = fig.subplots()
+    _draw(fig, ax, s, np.zeros_like(values), "error", "magma", log=True)  # nothing positive: a plain axis
+    assert ax.get_yscale() == "linear"
