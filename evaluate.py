@@ -76,8 +76,12 @@ def _restore(run: str | Path, device: str) -> tuple[torch.nn.Module, torch.nn.Mo
     cfg = OmegaConf.create(payload["config"])
     # The dtype the run ended in (a float64 L-BFGS stage after float32 Adam, say), so that the
     # trained weights are evaluated as they were trained, not rounded.
-    device_, dtype = train.resolve_device(device), train.resolve_dtype(payload.get("dtype", cfg.dtype))
-    pde, model = train.build_problem(cfg)
+    device_ = train.resolve_device(device)
+    try:
+        dtype = train.resolve_dtype(payload["dtype"] if "dtype" in payload else cfg.dtype)
+        pde, model = train.build_problem(cfg)
+    except ConfigAttributeError as exc:
+        raise _lacks(run, exc) from None
     # Converted before loading: loading float64 weights into float32 ones would round them.
     model.to(device=device_, dtype=dtype).eval()
     pde.to(device=device_, dtype=dtype)
@@ -96,9 +100,14 @@ def evaluate(run: str | Path, device: str = "auto") -> dict:
     pde, model, payload, device_, dtype = _restore(run, device)
     try:
         return _measure(run, pde, model, payload, device_, dtype)
-    except ConfigAttributeError as exc:  # a checkpoint whose configuration predates a setting, say
-        raise ConfigError(f"checkpoint {run}'s configuration has no {exc.full_key}; evaluate.py needs the settings "
-                          "train.py writes into a checkpoint") from None
+    except ConfigAttributeError as exc:
+        raise _lacks(run, exc) from None
+
+
+def _lacks(run, exc: ConfigAttributeError) -> ConfigError:
+    """The error for a checkpoint whose configuration lacks a setting (one older than it, say)."""
+    return ConfigError(f"checkpoint {run}'s configuration has no {exc.full_key}; evaluate.py needs the settings "
+                       "train.py writes into a checkpoint")
 
 
 def _measure(run, pde, model, payload: dict, device_: torch.device, dtype: torch.dtype) -> dict:

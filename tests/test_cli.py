@@ -951,3 +951,7 @@ def test_evaluate_names_a_setting_an_older_checkpoint_lacks(tmp_path, compose_co
     assert evaluate.main([f"run={run}", "device=cpu"]) == 2
     assert capsys.readouterr().err == (f"error: checkpoint {run}'s configuration has no trainer.n_test; evaluate.py "
                                        "needs the settings train.py writes into a checkpoint\n")
+    del payload["config"]["dtype"], payload["dtype"]  # read before the network is built
+    save_checkpoint(checkpoint, payload)
+    assert evaluate.main([f"run={run}", "device=cpu"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: checkpoint {run}'s configuration has no dtype;")
