@@ -11,8 +11,8 @@ against double backward. With ``derivatives.triton`` it also checks the fused Tr
 that device against the unfused forward engine: values, derivatives and the parameters'
 gradients. It takes a fraction of a second for a few inputs and seconds for many (the reverse
 Laplacian makes one backward pass per input: 0.55 s at d = 100 and 2.8 s at d = 1,000 for
-``experiment=poisson_ball``, one CPU thread beside another job), plus, with the kernels, their compilation, which
-the first training step would otherwise do.
+``experiment=poisson_ball``, one CPU thread beside another job), plus, with the kernels, their
+compilation, which the first training step would otherwise do.
 """
 
 from __future__ import annotations
