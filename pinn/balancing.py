@@ -170,8 +170,9 @@ class LossBalance(nn.Module):
                 t = points["interior"][:, -1]
                 growth = self._growth(t, pde.domain) if self.growth_rate > 0 else None
                 if self.causal:  # its weights from the plain squares, each point's other weights apart
-                    others = [w for w in (adaptive, growth) if w is not None]
-                    weight = others[0] * others[1] if len(others) == 2 else (others[0] if others else None)
+                    weight = adaptive
+                    if growth is not None:
+                        weight = growth if weight is None else weight * growth
                     terms[name] = self._causal(name, square / r.shape[1], t, pde.domain, weight)
                 else:
                     terms[name] = (growth * (square if adaptive is None else adaptive * square)).mean() / r.shape[1]

@@ -38,6 +38,11 @@ class Slice:
     where: str = ""
 
     @property
+    def title(self) -> str:
+        """What a figure of the slice says above its panels: where the slice is held."""
+        return f"slice at {self.where}" if self.where else ""
+
+    @property
     def error(self) -> np.ndarray | None:
         return None if self.exact is None else np.abs(self.predicted - self.exact)
 
@@ -141,8 +146,8 @@ def save_figures(s: Slice, folder: str | Path) -> list[Path]:
         fig, axes = _grid(1, len(panels), 100)
         for ax, (title, values, cmap, log) in zip(axes[0], panels):
             _draw(fig, ax, s, values, title, cmap, log=log)
-        if s.where:
-            fig.suptitle(f"slice at {s.where}")
+        if s.title:
+            fig.suptitle(s.title)
         fig.tight_layout()
         path = write_atomically(folder / file_name, lambda f, fig=fig: FigureCanvasAgg(fig).print_png(f))
         written.append(path)
@@ -159,7 +164,7 @@ def solution_figure(s: Slice, *, title: str = "") -> np.ndarray:
         _draw(fig, axes[k, 0], s, s.predicted[..., k], f"predicted {name}", "viridis", overlay=exact)
         if error is not None:
             _draw(fig, axes[k, 1], s, error[..., k], f"|{name} - {name}_exact|", "magma", log=True)
-    title = title or (f"slice at {s.where}" if s.where else "")
+    title = title or s.title
     if title:
         fig.suptitle(title)
     fig.tight_layout()

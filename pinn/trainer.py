@@ -391,6 +391,7 @@ class Trainer:
     def _lbfgs_step(self, pde, model, engine, state: _State, trainable: nn.Module,
                     logger: Logger) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
         optimizer, last = state.optimizer, {}
+        params = list(trainable.parameters())  # where each evaluation took place: last["at"]
         state.lbfgs_start = None
         # The stochastic engine's random directions are drawn afresh at every loss evaluation;
         # within one step every evaluation of the line search draws the same ones, so that it
@@ -416,7 +417,6 @@ class Trainer:
             logger.evaluation_scalar("lbfgs/loss", averaged[0].item(), state.lbfgs_evaluations)
             return averaged[0]
 
-        params = list(trainable.parameters())
         try:
             optimizer.step(closure)
         except RuntimeError as exc:  # a line search stepping past the dtype's range: float(t) overflows
