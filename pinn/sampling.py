@@ -151,7 +151,12 @@ class RADSampler(AdaptiveSampler):
         self.k, self.c = float(k), float(c)
 
     def adapt(self, domain, generator, regions, points, candidates, scores):
-        density = scores.sqrt() ** self.k  # scores are squared residuals
+        residual = scores.sqrt()  # scores are squared residuals
+        density = residual ** self.k
+        if not (torch.isfinite(density.mean()) and density.mean() > 1e-300) and residual.max() > 0:
+            # ε^k overflowed or underflowed (a large k): the same ratios from (ε / max ε)^k, which
+            # neither does. Only then, so that the usual draws keep their arithmetic.
+            density = (residual / residual.max()) ** self.k
         weights = density / density.mean().clamp(min=1e-300) + self.c
         # With c = 0, candidates of zero residual keep a vanishing weight: where fewer than
         # n_interior have any, the rest are drawn among them at random, not taken in index order.

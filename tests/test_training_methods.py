@@ -541,6 +541,19 @@ def test_rad_concentrates_points_where_the_residual_is_large():
         RADSampler(n_interior=100, n_candidates=50)
 
 
+def test_rad_draws_by_the_residuals_ratios_where_their_kth_power_leaves_float64s_range():
+    # p depends on ε only through ratios: residuals scaled by 2^10 (whose 120th power overflows)
+    # or by 2^-10 (underflows) must give the same draw as unscaled ones.
+    sampler = RADSampler(n_interior=50, n_boundary=4, n_candidates=500, k=120.0, c=0.1)
+    candidates = torch.rand(500, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    scores = torch.rand(500, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    scores[0] = 1.0  # the largest, so that unscaled, (ε / max ε)^k is ε^k bit for bit
+    draws = [sampler.adapt(Poisson().domain, torch.Generator().manual_seed(2), ("interior", "boundary"), {},
+                           candidates, scores * 2.0 ** (2 * scale))["interior"] for scale in (0, 10, -10)]
+    assert torch.equal(draws[0], draws[1]) and torch.equal(draws[0], draws[2])
+    assert (draws[0] == candidates[0]).all(dim=1).any()  # k = 120 and c = 0.1: the largest is drawn
+
+
 def test_rad_without_a_floor_fills_up_at_random_where_few_candidates_have_a_residual():
     # c = 0 and 5 candidates of nonzero residual for 10 points: the other 5 are drawn at random
     # among the rest, not the same block of candidates every time.
