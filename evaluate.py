@@ -53,10 +53,10 @@ def parse(argv: list[str]) -> dict[str, str]:
 
 
 def output_folder(run: Path) -> Path:
-    """Where the results go: the run folder, also for its ``checkpoints/*.pt``; beside any other
-    checkpoint file."""
+    """Where the results go: the run folder, also for its ``checkpoints`` folder and the files
+    in it; beside any other checkpoint file."""
     if run.is_dir():
-        return run
+        return run.parent if run.name == "checkpoints" and not (run / "checkpoints").is_dir() else run
     return run.parent.parent if run.parent.name == "checkpoints" else run.parent
 
 

@@ -664,6 +664,22 @@ def test_evaluate_command(tmp_path, stages):
     assert bad.returncode == 2 and bad.stderr.startswith("error: no checkpoint")
 
 
+def test_evaluate_takes_a_runs_checkpoints_folder_and_names_a_record_given_for_a_checkpoint(tmp_path, capsys):
+    import evaluate
+
+    run = tmp_path / "run"
+    assert train(f"hydra.run.dir={run}", *TINY, "device=cpu").returncode == 0
+    trained = json.loads((run / "metrics.json").read_text())
+    assert evaluate.main([f"run={run / 'checkpoints'}", "device=cpu"]) == 0
+    assert json.loads((run / "evaluation.json").read_text())["loss"] == trained["loss"]  # in the run folder
+    assert not (run / "checkpoints" / "evaluation.json").exists()
+    capsys.readouterr()
+    for record in (run / "metrics.json", run / ".hydra" / "config.yaml"):
+        assert evaluate.main([f"run={record}", "device=cpu"]) == 2
+        assert capsys.readouterr().err == (f"error: {record} is one of a run's records, not a checkpoint; give the run "
+                                           "folder or a .pt file\n")
+
+
 def test_a_checkpoint_that_no_longer_fits_its_network_is_one_line(tmp_path, compose_config, capsys):
     import evaluate
     import train as train_module
