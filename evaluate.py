@@ -79,7 +79,8 @@ def _restore(run: str | Path, device: str) -> tuple[torch.nn.Module, torch.nn.Mo
     device_ = train.resolve_device(device)
     try:
         dtype = train.resolve_dtype(payload["dtype"] if "dtype" in payload else cfg.dtype)
-        pde, model = train.build_problem(cfg)
+        with torch.random.fork_rng(devices=[]):  # its fresh weights draw from the caller's random state
+            pde, model = train.build_problem(cfg)
     except ConfigAttributeError as exc:
         raise _lacks(run, exc) from None
     # Converted before loading: loading float64 weights into float32 ones would round them.

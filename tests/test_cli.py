@@ -654,7 +654,11 @@ def test_evaluate_command(tmp_path, stages):
     import evaluate  # and in Python: the trained network, to evaluate anywhere
     from pinn.trainer import Trainer
 
+    torch.manual_seed(5)
     pde, model = evaluate.load(tmp_path, device="cpu")
+    drawn = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(drawn, torch.rand(3))  # the caller's random state is left as it was
     assert next(model.parameters()).dtype == (torch.float64 if stages else torch.float32)
     tester = Trainer(n_test=64)  # as TINY sets trainer.n_test
     measured = tester.evaluate(pde, model, *tester.test_set(pde, "cpu"))
