@@ -10,7 +10,7 @@ from torch import nn
 from pinn.derivatives import AutogradEngine, ForwardEngine, StochasticEngine
 from pinn.errors import ConfigError
 from pinn.jet import Jet, check_supported, propagate
-from pinn.models import MLP, FactorizedLinear, FourierFeatures, ModifiedMLP, PeriodicEmbedding
+from pinn.models import ACTIVATIONS, MLP, FactorizedLinear, FourierFeatures, ModifiedMLP, PeriodicEmbedding
 from pinn.operators import grad, hessian, jacobian, laplacian, partial
 from pinn.optim import Adam
 from pinn.pdes import Poisson
@@ -48,8 +48,8 @@ def test_shapes_and_pointwise(network):
 # --------------------------------------------------------------------------- engines agree
 
 
-@pytest.mark.parametrize("network", NETWORKS)
-@pytest.mark.parametrize("activation", ["tanh", "sin"])
+@pytest.mark.parametrize("network,activation", [(network, activation) for network in NETWORKS for activation in ("tanh", "sin")]
+                         + [("all", activation) for activation in ACTIVATIONS if activation not in ("tanh", "sin")])
 @pytest.mark.parametrize("second", ["laplacian", "diagonal", "hessian"])
 def test_forward_engine_agrees_with_autograd(network, activation, second):
     torch.manual_seed(0)
