@@ -756,7 +756,9 @@ class Trainer:
                 logged = not trained and (run_dir / METRICS_NAME).is_file() and getattr(logger, "continues_records", False)
                 if comm.is_main:
                     write_json_atomically(run_dir / METRICS_NAME, metrics)
-                hparam_metrics = {f"final/{k}": metrics[k] for k in ("rel_l2", "loss", "ms_per_step") if k in metrics}
+                # with an inverse problem's recovered coefficients, which a sweep compares too
+                hparam_metrics = {f"final/{k}": metrics[k] for k in ("rel_l2", "loss", "ms_per_step", *pde.metrics())
+                                  if k in metrics}
                 if not logged:
                     if "step" in inspect.signature(logger.hparams).parameters:
                         logger.hparams(flatten_config(config or {}), hparam_metrics, step=state.step)

@@ -15,7 +15,7 @@ from pinn.loggers import NullLogger
 from pinn.models import MLP
 from pinn import optim
 from pinn.optim import BFGS, LBFGS, Adam, AdamLBFGS
-from pinn.pdes import Burgers, Heat, Kovasznay, Poisson
+from pinn.pdes import Burgers, Heat, Kovasznay, Poisson, PoissonInverse
 from pinn.pdes.base import PDE
 from pinn.sampling import RADSampler, RARSampler, SobolSampler, UniformSampler
 from pinn.trainer import Trainer
@@ -514,6 +514,18 @@ def test_causal_training_runs_and_is_refused_without_time(tmp_path):
 def test_bad_balance_settings_are_refused(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         LossBalance(**kwargs)
+
+
+def test_hparams_hold_an_inverse_problems_recovered_coefficient(tmp_path):
+    recorded = {}
+
+    class Recording(NullLogger):
+        def hparams(self, hparams, metrics, step=0):
+            recorded.update(metrics)
+
+    _, _, _, metrics = fit(tmp_path, pde=PoissonInverse(kappa=2.0, kappa_init=1.0), logger=Recording())
+    assert metrics["kappa"] != 1.0  # trained
+    assert recorded == {f"final/{k}": metrics[k] for k in ("rel_l2", "loss", "ms_per_step", "kappa", "kappa_rel_error")}
 
 
 # --------------------------------------------------------------------------- adaptive sampling
