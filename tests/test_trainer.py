@@ -365,6 +365,29 @@ def test_resume_continues_tensorboard_without_duplicate_steps(tmp_path):
     assert [e.step for e in events.Scalars("final/rel_l2")] == [3, 6]  # the first run's, and this one's
 
 
+def test_the_config_is_logged_once_in_each_folder_a_run_is_logged_in(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from pinn.loggers import TensorBoardLogger
+
+    def run(folder, max_steps, resume=None):
+        torch.manual_seed(0)
+        Trainer(max_steps=max_steps, eval_every=100, checkpoint_every=1, n_test=20, progress=False).fit(
+            pde=Poisson(dim=2), model=MLP(2, 1, width=4, depth=1), engine=AutogradEngine(),
+            sampler=UniformSampler(n_interior=16, n_boundary=4), optimizer=Adam(),
+            generator=torch.Generator().manual_seed(0), run_dir=folder, logger=TensorBoardLogger(folder),
+            resume=resume, config={"model": {"width": 4}})
+
+    run(tmp_path / "a", 2)
+    time.sleep(1.1)  # event files are named by the second they were opened
+    run(tmp_path / "a", 3, resume=tmp_path / "a")  # in place: the record has it already
+    run(tmp_path / "b", 4, resume=tmp_path / "a")  # into a new folder: a record of its own
+    for folder in ("a", "b"):
+        events = EventAccumulator(str(tmp_path / folder / "tensorboard"), size_guidance={"tensors": 0})
+        events.Reload()
+        assert len(events.Tensors("config/text_summary")) == 1, folder
+
+
 def test_a_point_set_a_pde_reads_without_asking_for_it_is_named(tmp_path):
     from pinn.errors import PDEError
     from pinn.pdes import Heat
