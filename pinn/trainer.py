@@ -49,6 +49,8 @@ CHECKPOINT_NAME = "last.pt"
 #: the finest logged solution image, points per axis (the slice is evaluated at once, as one batch)
 MAX_IMAGE_RESOLUTION = 2001
 METRICS_NAME = "metrics.json"  # in the run folder, once training has finished
+#: What ``evaluate.py`` writes into a run folder: like the metrics, they describe its checkpoint.
+EVALUATION_NAMES = ("evaluation.json", "solution.png", "error.png")
 
 log = logging.getLogger("pinn")
 
@@ -269,7 +271,7 @@ class Trainer:
         self.point_cache = PointCache(uses_per_set=resample_every or math.inf)
         self._comm = Communicator()
         self._started: Callable[[], None] = lambda: None  # fit's "training is under way"
-        self._metrics_path: Path | None = None  # removed before the first checkpoint fit writes
+        self._stale: list[Path] = []  # records of an earlier checkpoint, removed before fit writes the next
 
     # ------------------------------------------------------------------ pieces of a step
 
@@ -538,9 +540,9 @@ class Trainer:
         ranks = self._comm.gather(mine)
         if not self._comm.is_main:
             return
-        if self._metrics_path is not None:  # an earlier run's metrics describe the checkpoint about to change
-            self._metrics_path.unlink(missing_ok=True)
-            self._metrics_path = None
+        for record in self._stale:  # an earlier run's metrics and evaluation describe the checkpoint about to change
+            record.unlink(missing_ok=True)
+        self._stale = []
         save_checkpoint(path, {
             "ranks": ranks,
             "step": state.step,
@@ -739,7 +741,7 @@ class Trainer:
             if started is not None:
                 started()
 
-        self._started, self._metrics_path = under_way, run_dir / METRICS_NAME
+        self._started, self._stale = under_way, [run_dir / name for name in (METRICS_NAME, *EVALUATION_NAMES)]
         try:  # a run that diverges or fails still writes out everything logged up to then
             # A signal after the last step's checkpoint lets the run finish: its metrics take seconds.
             with _StopOnSignal() as stop:

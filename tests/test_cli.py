@@ -668,6 +668,21 @@ def test_evaluate_command(tmp_path, stages):
     assert bad.returncode == 2 and bad.stderr.startswith("error: no checkpoint")
 
 
+def test_training_on_in_place_removes_the_evaluation_of_the_checkpoint_it_replaces(tmp_path, compose_config):
+    import evaluate
+    import train as train_module
+
+    run = tmp_path / "run"
+    settings = [*TINY, "device=cpu", "optimizer=adam", f"output_dir={run}"]
+    train_module.run(compose_config(settings))
+    assert evaluate.main([f"run={run}", "device=cpu"]) == 0
+    written = ["evaluation.json", "solution.png", "error.png"]
+    assert all((run / name).is_file() for name in written)
+    train_module.run(compose_config([*settings, "trainer.max_steps=6", f"resume={run}"]))
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 6
+    assert not any((run / name).exists() for name in written)  # they described step 4
+
+
 def test_evaluate_takes_a_runs_checkpoints_folder_and_names_a_record_given_for_a_checkpoint(tmp_path, capsys):
     import evaluate
 
