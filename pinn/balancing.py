@@ -33,7 +33,10 @@ chunk :math:`i` by :math:`w_i = \exp(-\varepsilon \sum_{j<i} L^{(j)})` (no gradi
 :math:`w`), :math:`\varepsilon` = ``causal_tolerance``: later times count only once earlier ones
 are resolved, as information flows in a time-dependent problem. :math:`L^{(j)}` is the plain
 mean square (over the chunk's points and the residual's components), so neither the other
-weights below nor the number of components change what ``causal_tolerance`` means.
+weights below nor the number of components change what ``causal_tolerance`` means. At Adam
+steps the weights are those of the step's own residuals; an L-BFGS or BFGS step keeps the
+weights of its first evaluation through its line search (:meth:`LossBalance.holding_causal_weights`),
+so that it minimises one function, whose gradient is the one it is given.
 
 ``loss.growth_rate`` λ (time-dependent problems; default 0, off) weights the equation's squared
 residual at time :math:`t` by :math:`e^{2\lambda(t_1 - t)}`. Where errors grow in time at a rate
@@ -52,6 +55,8 @@ runs (``mse_<term>`` in ``metrics.json``, where it is always given).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -100,6 +105,7 @@ class LossBalance(nn.Module):
         # the equation's terms and (causal) their chunks' weights and point counts, as of the last loss
         self.equation_names: list[str] = []
         self.chunk_weights: dict[str, tuple[Tensor, Tensor]] = {}
+        self._held: dict[str, Tensor] | None = None  # causal weights kept through a quasi-Newton step
         self._ascent: torch.optim.Optimizer | None = None
         self._ascent_state: dict | None = None  # a checkpoint's ascent state, until ascend() needs it
         self.logs: dict[str, float | Tensor] = {}  # read on the host only when logged
@@ -184,6 +190,18 @@ class LossBalance(nn.Module):
         r""":math:`e^{2\lambda(t_1 - t)}`, the weight of a squared residual at time ``t``."""
         return torch.exp(2 * self.growth_rate * (domain.t1 - t))
 
+    @contextmanager
+    def holding_causal_weights(self) -> Iterator[None]:
+        """Within, the causal weights are those of the first loss evaluation: a quasi-Newton
+        step's line search then evaluates one function of the parameters, and its gradients are
+        that function's (weights recomputed at each trial point would change the function
+        between the trials, and leave out of the gradient how the weights move)."""
+        self._held = {}
+        try:
+            yield
+        finally:
+            self._held = None
+
     def _chunk(self, t: Tensor, domain: SpaceTime) -> Tensor:
         """The causal chunk of each time ``t``."""
         m = self.causal_chunks
@@ -197,8 +215,13 @@ class LossBalance(nn.Module):
         sums = torch.zeros(m, dtype=square.dtype, device=square.device).index_add(0, chunk, square)
         counts = torch.zeros(m, dtype=square.dtype, device=square.device).index_add(0, chunk, torch.ones_like(square))
         means = sums / counts.clamp(min=1)
-        earlier = torch.cumsum(means.detach(), 0) - means.detach()  # Σ_{j<i} L_j
-        w = torch.exp(-self.causal_tolerance * earlier)
+        if self._held is not None and name in self._held:
+            w = self._held[name]
+        else:
+            earlier = torch.cumsum(means.detach(), 0) - means.detach()  # Σ_{j<i} L_j
+            w = torch.exp(-self.causal_tolerance * earlier)
+            if self._held is not None:
+                self._held[name] = w
         self.chunk_weights[name] = (w.detach(), counts.detach())
         occupied = counts > 0
         # Masks by arithmetic, not indexing, so that no shape depends on the data (CUDA graphs).

@@ -419,23 +419,24 @@ class Trainer:
             logger.evaluation_scalar("lbfgs/loss", averaged[0].item(), state.lbfgs_evaluations)
             return averaged[0]
 
-        try:
-            optimizer.step(closure)
-        except RuntimeError as exc:  # a line search stepping past the dtype's range: float(t) overflows
-            if "overflow" not in str(exc):
-                raise
-            raise TrainingDiverged(f"training diverged at step {state.step + 1}: the line search's step length "
-                                   f"overflowed ({exc}). Try a smaller optimizer.lbfgs_lr (or optimizer.lr), or "
-                                   "dtype=float64") from None
-        if not all(torch.equal(p, at) for p, at in zip(params, last["at"])):
-            # The line search ended at a point other than its last trial (its budget ran out, or
-            # it kept the better end of a bracket): the loss where the parameters are.
-            if draws is not None:
-                _draw_again(device, draws)
-            total, terms = self._loss_fn(pde, model, engine, state.points)
-            last["total"], last["terms"], last["plain"] = self.unpack(
-                self._comm.average(self.reported(total.detach(), {k: v.detach() for k, v in terms.items()})),
-                list(terms))
+        with self.balance.holding_causal_weights():  # one function for the whole step, as with the directions
+            try:
+                optimizer.step(closure)
+            except RuntimeError as exc:  # a line search stepping past the dtype's range: float(t) overflows
+                if "overflow" not in str(exc):
+                    raise
+                raise TrainingDiverged(f"training diverged at step {state.step + 1}: the line search's step length "
+                                       f"overflowed ({exc}). Try a smaller optimizer.lbfgs_lr (or optimizer.lr), or "
+                                       "dtype=float64") from None
+            if not all(torch.equal(p, at) for p, at in zip(params, last["at"])):
+                # The line search ended at a point other than its last trial (its budget ran out, or
+                # it kept the better end of a bracket): the loss where the parameters are.
+                if draws is not None:
+                    _draw_again(device, draws)
+                total, terms = self._loss_fn(pde, model, engine, state.points)
+                last["total"], last["terms"], last["plain"] = self.unpack(
+                    self._comm.average(self.reported(total.detach(), {k: v.detach() for k, v in terms.items()})),
+                    list(terms))
         return last["total"], last["terms"], last["plain"]
 
     def _sample(self, sampler: Sampler, pde: PDE, generator: torch.Generator, device, dtype) -> dict[str, Tensor]:

@@ -498,6 +498,33 @@ def test_growth_weighting_trains_and_is_refused_without_time(tmp_path):
     fit(tmp_path / "suggested", pde=Heat(t_end=7.0), balance=LossBalance(growth_rate=4.285), max_steps=1)
 
 
+def test_a_quasi_newton_step_keeps_the_causal_weights_of_its_first_evaluation(tmp_path, float64):
+    # Each line search evaluates one function: weights recomputed at each trial point would
+    # change it between the trials, and its gradient would not be the function's.
+    steps = []  # per step, the causal weights of each of its line search's evaluations
+
+    class Marks(NullLogger):
+        def evaluation_scalar(self, tag, value, step):  # after each evaluation of the line search
+            steps[-1].append(trainer.balance.chunk_weights["pde"][0].clone())
+
+        def scalar(self, tag, value, step):
+            if tag == "loss/total":
+                steps.append([])
+
+    torch.manual_seed(0)
+    trainer = Trainer(max_steps=3, eval_every=100, log_every=1, checkpoint_every=0, n_test=64, progress=False)
+    steps.append([])
+    trainer.fit(pde=Heat(), model=MLP(2, 1, width=8, depth=2), engine=AutogradEngine(), optimizer=LBFGS(max_iter=6),
+                sampler=UniformSampler(n_interior=64, n_boundary=8, n_initial=8), generator=torch.Generator().manual_seed(0),
+                run_dir=tmp_path, dtype=torch.float64, logger=Marks(),
+                balance=LossBalance(causal=True, causal_chunks=4, causal_tolerance=10.0))
+    steps = [s for s in steps if s]
+    assert len(steps) == 3 and all(len(s) > 1 for s in steps)
+    for evaluations in steps:
+        assert all(torch.equal(w, evaluations[0]) for w in evaluations)
+    assert not torch.equal(steps[0][0], steps[1][0]) and steps[0][0].min() < 1  # recomputed at each step
+
+
 def test_causal_training_runs_and_is_refused_without_time(tmp_path):
     logger = Recorder()
     fit(tmp_path / "heat", pde=Heat(), balance=LossBalance(causal=True), logger=logger)
