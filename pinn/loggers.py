@@ -91,10 +91,14 @@ class TensorBoardLogger(Logger):
         self._purge_evaluation: int | None = None
 
     def start(self, step: int, evaluations: int = 0) -> None:
-        # Resuming at step s: events with step > s left in this folder by the interrupted run
-        # are dropped, so the curves continue without duplicated steps.
-        self._purge_step = step + 1 if step > 0 else None
-        self._purge_evaluation = evaluations + 1 if step > 0 else None
+        # Every launch starts its event files with a session start from a step on, and TensorBoard
+        # drops the events an earlier launch left in this folder from that step on, so that the
+        # curves continue without duplicated steps: a resumed run's from the step after its
+        # checkpoint, a new run's from step 0 (a launch killed before its first checkpoint). Not
+        # only a resumed run's: TensorBoard's server takes the first start it reads for the run's
+        # beginning, and drops nothing there.
+        self._purge_step = step + 1 if step > 0 else 0
+        self._purge_evaluation = evaluations + 1 if step > 0 else 0
         self.continues_records = step > 0 and any(self.log_dir.glob("events.out.tfevents.*"))
 
     @property

@@ -832,8 +832,6 @@ class Trainer:
                     self._started()
 
                 step, last = state.step, state.step == self.max_steps
-                signum = comm.maximum(stop.signum or 0)  # every rank stops at the same step, for the same signal
-                stopping = signum > 0
                 if step % self.log_every == 0 or last:
                     values = self._check_finite(step, total, terms, trainable, ckpt_path)
                     logger.scalar("loss/total", values["total"], step)
@@ -865,9 +863,15 @@ class Trainer:
                 if logger.takes_images and ((self.image_every and step % self.image_every == 0) or last) and comm.is_main:
                     logger.image("solution", self._solution_image(pde, model, device, state.dtype), step)
                     logger.flush()
+                # read after the evaluation and figure, which a signal may have arrived during
+                signum = comm.maximum(stop.signum or 0)  # every rank stops at the same step, for the same signal
+                stopping = signum > 0
                 if (self.checkpoint_every and step % self.checkpoint_every == 0) or last or stopping:
                     self._check_finite(step, total, terms, trainable, ckpt_path)
                     self._checkpoint(ckpt_path, model, pde, generator, state, config)
+                    if not stopping and not last:  # one that arrived while this checkpoint was written
+                        signum = comm.maximum(stop.signum or 0)
+                        stopping = signum > 0
                 if stopping and not last:  # at the last step the run finishes as it would have
                     logger.close()
                     raise TrainingInterrupted(signum, step, ckpt_path)

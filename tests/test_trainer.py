@@ -107,6 +107,51 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
                     generator=torch.Generator().manual_seed(0), run_dir=tmp_path / "fresh", dtype=torch.float64)
 
 
+@pytest.mark.parametrize("during", ["_solution_image", "evaluate", "_checkpoint"])
+def test_a_signal_during_a_steps_evaluation_or_checkpoint_stops_at_that_step(tmp_path, during):
+    # Not one step later, with a second checkpoint: a scheduler's grace period may not hold another
+    # step (a whole L-BFGS step, say).
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    written = []
+
+    class Signalled(Trainer):
+        sent = False
+
+        def _checkpoint(self, path, model, pde, generator, state, config):
+            written.append(state.step)
+            super()._checkpoint(path, model, pde, generator, state, config)
+            if during == "_checkpoint":
+                self.signal()
+
+        def evaluate(self, *args):
+            if during == "evaluate":
+                self.signal()
+            return super().evaluate(*args)
+
+        def _solution_image(self, *args):
+            if during == "_solution_image":
+                self.signal()
+            return super()._solution_image(*args)
+
+        def signal(self):
+            if not self.sent:
+                self.sent = True
+                os.kill(os.getpid(), signal.SIGINT)
+
+    class Images(NullLogger):
+        takes_images = True
+
+    torch.manual_seed(0)
+    trainer = Signalled(max_steps=6, checkpoint_every=2, log_every=1, eval_every=2, image_every=2, n_test=50,
+                        image_resolution=8, progress=False)
+    with pytest.raises(TrainingInterrupted, match="interrupted by SIGINT at step 2"):
+        trainer.fit(pde=Poisson(dim=2), model=MLP(2, 1, width=8, depth=2), engine=AutogradEngine(),
+                    sampler=UniformSampler(n_interior=32, n_boundary=8), optimizer=Adam(), logger=Images(),
+                    generator=torch.Generator().manual_seed(0), run_dir=tmp_path, dtype=torch.float64)
+    assert written == [2] and load_checkpoint(tmp_path)["step"] == 2
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # put back
+
+
 class SignalAtCall(torch.nn.Module):
     """An MLP that sends this process ``signals`` (a list of signal numbers) at its ``call``-th
     forward pass, as Ctrl-C or ``kill`` would during that training step."""
@@ -338,31 +383,51 @@ def test_sobol_and_resampling_train(tmp_path):
     assert metrics["steps"] == 6 and metrics["rel_l2"] > 0
 
 
-def test_resume_continues_tensorboard_without_duplicate_steps(tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+def tensorboard_steps(folder, tag):
+    """The steps of ``tag`` as TensorBoard's own server reads them (its plugins' reader: the
+    first session start in a folder begins the run, each later one drops the steps from its own
+    on; the older ``event_accumulator`` drops them at any start)."""
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
 
+    events = EventAccumulator(str(folder), size_guidance={"tensors": 0})
+    events.Reload()
+    return [e.step for e in events.Tensors(tag)]
+
+
+def test_resume_continues_tensorboard_without_duplicate_steps(tmp_path):
     from pinn.loggers import TensorBoardLogger
 
-    def run(max_steps, resume=None):
+    def run(folder, max_steps, resume=None):
         torch.manual_seed(0)
         Trainer(max_steps=max_steps, log_every=1, eval_every=100, checkpoint_every=3, n_test=20, progress=False).fit(
             pde=Poisson(dim=2), model=MLP(2, 1, width=4, depth=1), engine=AutogradEngine(),
             sampler=UniformSampler(n_interior=16, n_boundary=4), optimizer=Adam(),
-            generator=torch.Generator().manual_seed(0), run_dir=tmp_path, logger=TensorBoardLogger(tmp_path),
+            generator=torch.Generator().manual_seed(0), run_dir=folder, logger=TensorBoardLogger(folder),
             resume=resume)
 
-    run(3)
+    run(tmp_path, 3)
     at_step_3 = (tmp_path / "checkpoints" / "last.pt").read_bytes()
-    run(5, resume=tmp_path)  # logs steps 4 and 5, checkpoints step 5 ...
+    run(tmp_path, 5, resume=tmp_path)  # logs steps 4 and 5, checkpoints step 5 ...
     (tmp_path / "checkpoints" / "last.pt").write_bytes(at_step_3)  # ... then "crashes" back to step 3
     time.sleep(1.1)  # event files are named by the second they were opened
-    run(6, resume=tmp_path)
+    run(tmp_path, 6, resume=tmp_path)
     time.sleep(1.1)
-    run(6, resume=tmp_path)  # finished already: its final metrics are not logged a second time
-    events = EventAccumulator(str(tmp_path / "tensorboard"))
-    events.Reload()
-    assert [e.step for e in events.Scalars("loss/total")] == [1, 2, 3, 4, 5, 6]
-    assert [e.step for e in events.Scalars("final/rel_l2")] == [3, 6]  # the first run's, and this one's
+    run(tmp_path, 6, resume=tmp_path)  # finished already: its final metrics are not logged a second time
+    assert tensorboard_steps(tmp_path / "tensorboard", "loss/total") == [1, 2, 3, 4, 5, 6]
+    assert tensorboard_steps(tmp_path / "tensorboard", "final/rel_l2") == [3, 6]  # the first run's, and this one's
+    # the first launch itself crashing after its checkpoint at step 3, having logged steps 4 and 5
+    crashed = tmp_path / "crashed"
+    run(crashed, 5)
+    (crashed / "checkpoints" / "last.pt").write_bytes(at_step_3)
+    time.sleep(1.1)
+    run(crashed, 6, resume=crashed)
+    assert tensorboard_steps(crashed / "tensorboard", "loss/total") == [1, 2, 3, 4, 5, 6]
+    # and a new run in a folder that holds only an earlier launch's records (killed before its
+    # first checkpoint, say): its curves replace them
+    (crashed / "checkpoints" / "last.pt").unlink()
+    time.sleep(1.1)
+    run(crashed, 2)
+    assert tensorboard_steps(crashed / "tensorboard", "loss/total") == [1, 2]
 
 
 def test_the_config_is_logged_once_in_each_folder_a_run_is_logged_in(tmp_path):
