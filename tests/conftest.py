@@ -31,6 +31,17 @@ TINY = [
 ]
 
 
+def tensorboard_steps(folder, tag):
+    """The steps of ``tag`` as TensorBoard's own server reads them (its plugins' reader: the
+    first session start in a folder begins the run, each later one drops the steps from its own
+    on; the older ``event_accumulator`` drops them at any start)."""
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder), size_guidance={"tensors": 0})
+    events.Reload()
+    return [e.step for e in events.Tensors(tag)]
+
+
 @pytest.fixture
 def compose_config():
     """Compose the real configs with Hydra's compose API, as train.py would."""

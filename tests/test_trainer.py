@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import tensorboard_steps
 from pinn.checkpoint import (CheckpointError, load_checkpoint, save_checkpoint, write_json_atomically,
                              write_text_atomically)
 from pinn.derivatives import AutogradEngine
@@ -381,17 +382,6 @@ def test_sobol_and_resampling_train(tmp_path):
         optimizer=Adam(), generator=torch.Generator().manual_seed(1), run_dir=tmp_path,
     )
     assert metrics["steps"] == 6 and metrics["rel_l2"] > 0
-
-
-def tensorboard_steps(folder, tag):
-    """The steps of ``tag`` as TensorBoard's own server reads them (its plugins' reader: the
-    first session start in a folder begins the run, each later one drops the steps from its own
-    on; the older ``event_accumulator`` drops them at any start)."""
-    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(folder), size_guidance={"tensors": 0})
-    events.Reload()
-    return [e.step for e in events.Tensors(tag)]
 
 
 def test_resume_continues_tensorboard_without_duplicate_steps(tmp_path):

@@ -8,6 +8,7 @@ import time
 import pytest
 import torch
 
+from conftest import tensorboard_steps
 from pinn.balancing import LossBalance
 from pinn.derivatives import AutogradEngine
 from pinn.errors import ConfigError
@@ -114,8 +115,6 @@ def test_resumed_lbfgs_curve_continues_without_losses_or_repeats(tmp_path):
     # Checkpoint at step 4, train on to step 6, then "crash" back to the step-4 checkpoint and
     # resume: TensorBoard must show every L-BFGS evaluation once, those before the checkpoint
     # included (they are numbered by evaluation, not by step).
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     from pinn.loggers import TensorBoardLogger
 
     def run(steps, resume=None):
@@ -131,13 +130,9 @@ def test_resumed_lbfgs_curve_continues_without_losses_or_repeats(tmp_path):
     run(6, resume=tmp_path)
     (tmp_path / "checkpoints" / "last.pt").write_bytes(checkpoint)
     run(6, resume=tmp_path)
-    events = EventAccumulator(str(tmp_path / "tensorboard" / "evaluations"))
-    events.Reload()
-    steps = [e.step for e in events.Scalars("lbfgs/loss")]
+    steps = tensorboard_steps(tmp_path / "tensorboard" / "evaluations", "lbfgs/loss")
     assert steps == list(range(1, len(steps) + 1)) and len(steps) > 6
-    losses = EventAccumulator(str(tmp_path / "tensorboard"))
-    losses.Reload()
-    assert [e.step for e in losses.Scalars("loss/total")] == [1, 2, 3, 4, 5, 6]
+    assert tensorboard_steps(tmp_path / "tensorboard", "loss/total") == [1, 2, 3, 4, 5, 6]
 
 
 def test_float64_stage_resumes_in_float64(tmp_path):
