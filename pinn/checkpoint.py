@@ -8,6 +8,7 @@ is tensors, numbers, strings, lists and dicts.
 
 from __future__ import annotations
 
+import glob
 import io
 import json
 import logging
@@ -47,6 +48,14 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def remove_leftovers(path: str | Path) -> None:
+    """Remove the temporary files that :func:`write_atomically` left beside ``path`` when its
+    process was killed midway (a checkpoint's may be as large as the checkpoint)."""
+    path = Path(path)
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        leftover.unlink(missing_ok=True)
 
 
 def write_atomically(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from pinn.balancing import LossBalance
-from pinn.checkpoint import load_checkpoint, save_checkpoint, write_json_atomically
+from pinn.checkpoint import load_checkpoint, remove_leftovers, save_checkpoint, write_json_atomically
 from pinn.cuda_graph import WARMUP_STEPS, CapturedStep, blockers, check_mode, copy_points, prepare_adam, set_lr
 from pinn.derivatives import Engine, ForwardEngine, OnePass
 from pinn.distributed import Communicator
@@ -712,6 +712,9 @@ class Trainer:
             log.info("cuda_graph: off, steps run eagerly: %s", "; and ".join(reasons))
         optimizer.check(list(model.parameters()) + list(pde.parameters()), dtype)
         ckpt_path = run_dir / "checkpoints" / CHECKPOINT_NAME
+        if comm.is_main:  # what a launch killed while writing left behind
+            for written in (ckpt_path, run_dir / METRICS_NAME):
+                remove_leftovers(written)
         model.to(device=device, dtype=dtype)
         pde.to(device=device, dtype=dtype)
         balance.to(device=device)

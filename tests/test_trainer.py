@@ -153,6 +153,19 @@ def test_a_signal_during_a_steps_evaluation_or_checkpoint_stops_at_that_step(tmp
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # put back
 
 
+def test_a_run_removes_the_temporary_files_a_killed_launch_left_while_writing(tmp_path):
+    leftovers = [tmp_path / "checkpoints" / ".last.pt.i51pxi32.tmp", tmp_path / ".metrics.json.x1y2z3.tmp"]
+    kept = [tmp_path / "checkpoints" / ".last.pt.notes", tmp_path / "checkpoints" / "other.pt.abc.tmp"]
+    for path in leftovers + kept:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"1000 bytes of a checkpoint")
+    Trainer(max_steps=1, progress=False).fit(
+        pde=Poisson(dim=2), model=MLP(2, 1, width=4, depth=1), engine=AutogradEngine(),
+        sampler=UniformSampler(n_interior=16, n_boundary=4), optimizer=Adam(),
+        generator=torch.Generator().manual_seed(0), run_dir=tmp_path)
+    assert not any(path.exists() for path in leftovers) and all(path.exists() for path in kept)
+
+
 class SignalAtCall(torch.nn.Module):
     """An MLP that sends this process ``signals`` (a list of signal numbers) at its ``call``-th
     forward pass, as Ctrl-C or ``kill`` would during that training step."""
