@@ -49,6 +49,10 @@ CHECKPOINT_NAME = "last.pt"
 #: the finest logged solution image, points per axis (the slice is evaluated at once, as one batch)
 MAX_IMAGE_RESOLUTION = 2001
 METRICS_NAME = "metrics.json"  # in the run folder, once training has finished
+#: What to try after a divergence. A resume must keep the learning rate and the dtype (train.py
+#: refuses other settings), so those remedies are a new run's.
+REMEDY = ("Try a new run with a smaller optimizer.lr or dtype=float64, or loss weights that balance the terms "
+          "(trainer.loss_weights, which a resume may also change)")
 #: What ``evaluate.py`` writes into a run folder: like the metrics, they describe its checkpoint.
 EVALUATION_NAMES = ("evaluation.json", "solution.png", "error.png")
 
@@ -426,8 +430,8 @@ class Trainer:
                 if "overflow" not in str(exc):
                     raise
                 raise TrainingDiverged(f"training diverged at step {state.step + 1}: the line search's step length "
-                                       f"overflowed ({exc}). Try a smaller optimizer.lbfgs_lr (or optimizer.lr), or "
-                                       "dtype=float64") from None
+                                       f"overflowed ({exc}). Try a new run with a smaller optimizer.lbfgs_lr (or "
+                                       "optimizer.lr), or dtype=float64") from None
             if not all(torch.equal(p, at) for p, at in zip(params, last["at"])):
                 # The line search ended at a point other than its last trial (its budget ran out, or
                 # it kept the better end of a bracket): the loss where the parameters are.
@@ -465,7 +469,7 @@ class Trainer:
             raise TrainingDiverged(
                 f"training diverged by step {state.step}: the equation's residual is not finite at "
                 f"{int((~torch.isfinite(scores)).sum())} of the {len(scores)} candidate points the adaptive sampler "
-                "scored. Try a smaller optimizer.lr, dtype=float64, or loss weights that balance the terms.")
+                f"scored. {REMEDY}.")
         current = {k: v.detach().double().cpu() for k, v in state.points.items()}
         points = sampler.adapt(pde.domain, generator, pde.point_sets, current, candidates, scores)
         for name, p in points.items():
@@ -918,7 +922,7 @@ class Trainer:
                 f"training diverged {found}: {shown}{where}. "
                 + (f"The last good checkpoint, {checkpoint}, is kept. " if checkpoint.is_file() else
                    "No checkpoint had been written yet. ") +
-                "Try a smaller optimizer.lr, dtype=float64, or loss weights that balance the terms."
+                f"{REMEDY}."
             )
         return values
 

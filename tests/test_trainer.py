@@ -92,7 +92,9 @@ class PoissonThatBlowsUp(Poisson):
 def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
     torch.manual_seed(0)
     trainer = Trainer(max_steps=5, checkpoint_every=1, log_every=1, eval_every=5, n_test=50, progress=False)
-    with pytest.raises(TrainingDiverged, match=r"diverged at step 3: total=nan, pde=nan, boundary=.*Try a smaller"):
+    with pytest.raises(TrainingDiverged, match=r"diverged at step 3: total=nan, pde=nan, boundary=.*Try a new run "
+                                                r"with a smaller optimizer.lr or dtype=float64, or loss weights that "
+                                                r"balance the terms \(trainer.loss_weights, which a resume may also change\)"):
         trainer.fit(pde=PoissonThatBlowsUp(dim=2), model=MLP(2, 1, width=8, depth=2), engine=AutogradEngine(),
                     sampler=UniformSampler(n_interior=32, n_boundary=8), optimizer=Adam(),
                     generator=torch.Generator().manual_seed(0), run_dir=tmp_path, dtype=torch.float64)
