@@ -657,13 +657,30 @@ def _refuse_invalid_yaml(argv: list[str]) -> None:
 
 #: Whether this launch has reached :func:`main` (before that, Hydra composes the configuration).
 _reached_main = False
+#: Ctrl-C between two jobs of a sweep, noted to stop the sweep as the next job starts: the
+#: interrupt itself, raised inside Hydra's composition of that job, could leave its
+#: configuration half made (and show a traceback from inside Hydra).
+_interrupt_pending = False
+
+
+def _defer_interrupt(signum: int, frame: Any) -> None:
+    global _interrupt_pending
+    _interrupt_pending = True
+
+
+def _stop_sweep() -> None:
+    print("interrupted between two jobs of the sweep; finish it with the same -m command and resume=auto "
+          f"hydra.sweep.dir={HydraConfig.get().sweep.dir}", file=sys.stderr)
+    sys.exit(128 + signal.SIGINT)
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> None:
     global _reached_main
     _reached_main = True
-    if signal.getsignal(signal.SIGINT) is _interrupted_before_training:  # from here on, the handlers below
+    if _interrupt_pending:  # pressed after the previous job of the sweep ended: this one does not start
+        _stop_sweep()
+    if signal.getsignal(signal.SIGINT) in (_interrupted_before_training, _defer_interrupt):  # the handlers below
         signal.signal(signal.SIGINT, signal.default_int_handler)
     tune_cpu_allocator()
     try:
@@ -690,6 +707,9 @@ def main(cfg: DictConfig) -> None:
                   f"{_launch_resume_command(Path(cfg.output_dir))}", in_log=not restored)
         else:
             _tell("interrupted", in_log=not restored)
+        if _multirun():
+            _tell("Finish the sweep with the same -m command and resume=auto "
+                  f"hydra.sweep.dir={HydraConfig.get().sweep.dir}")
         sys.exit(128 + signal.SIGINT)
     except (ConfigError, PDEError, PreflightError, CheckpointError, TrainingDiverged) as exc:
         # A user error (in a setting, or in a PDE of one's own) or a failed check: one line that
@@ -716,6 +736,8 @@ def main(cfg: DictConfig) -> None:
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+        if _multirun():  # until the next job starts
+            signal.signal(signal.SIGINT, _defer_interrupt)
 
 
 def _sweep_defining(overrides: list[str]) -> list[str]:
@@ -892,3 +914,6 @@ if __name__ == "__main__":
         if exc.code == 1 and not _reached_main and isinstance(exc.__context__, (HydraException, OmegaConfBaseException)):
             sys.exit(2)
         raise
+    if _interrupt_pending:  # Ctrl-C after the sweep's last job: every job has run
+        print("interrupted after the sweep's last job", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)

@@ -538,6 +538,28 @@ def test_an_interrupted_sweep_job_says_how_to_finish_the_sweep(tmp_path):
         in result.stderr
 
 
+def test_ctrl_c_between_two_jobs_of_a_sweep_stops_it_as_the_next_one_starts(tmp_path):
+    # Raised where it lands, inside Hydra's composition of the next job, it showed a traceback
+    # from there, or left that configuration half made (exit 1).
+    (tmp_path / "ctrlc.py").write_text(
+        "import os, signal\n"
+        "from hydra.experimental.callback import Callback\n"
+        "class CtrlC(Callback):  # as the first job has ended\n"
+        "    def on_job_end(self, config, job_return, **kwargs):\n"
+        "        if config.hydra.job.num == 0:\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n")
+    sweep = tmp_path / "s"
+    overrides = ["-m", *TINY, "seed=0,1,2", f"hydra.sweep.dir={sweep}"]
+    result = train(*overrides, "+hydra.callbacks.ctrl_c._target_=ctrlc.CtrlC", modules=tmp_path)
+    assert result.returncode == 128 + signal.SIGINT, result.stderr
+    assert result.stderr.endswith("interrupted between two jobs of the sweep; finish it with the same -m command and "
+                                  f"resume=auto hydra.sweep.dir={sweep}\n"), result.stderr
+    assert (sweep / "0" / "metrics.json").is_file() and not (sweep / "1" / "checkpoints").exists()
+    assert not (sweep / "2").exists() and not (sweep / "summary.csv").exists()
+    assert train(*overrides, "resume=auto").returncode == 0
+    assert all((sweep / job / "metrics.json").is_file() for job in "012")
+
+
 def test_a_sweep_with_nested_job_folders_lists_them_all(tmp_path):
     result = train("-m", *TINY, "model.width=-1,4", f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=w/${model.width}")
     assert result.returncode == 2 and "1 of 2 jobs failed" in result.stderr
