@@ -85,6 +85,12 @@ def test_derivatives_benchmark_prints_a_row_per_variant():
     rows = [line.split() for line in out.splitlines() if line.split()[:2] == ["2", "64"]]
     assert [r[2] for r in rows] == variants, out
     assert all(float(r[3]) > 0 for r in rows) and rows[1][5].endswith("x"), out
+    # timed in turns in one process: the same rows, without peak memory; a variant that fails is named
+    out = run("derivatives.py", "--dims", "2", "--points", "64", "--variants", "autograd", "forward", "forward+graph",
+              "--seconds", "0.02", "--rounds", "2")
+    rows = [line.split() for line in out.splitlines() if line.split()[:2] == ["2", "64"]]
+    assert [r[2] for r in rows] == ["autograd", "forward", "forward+graph"], out
+    assert float(rows[1][3]) > 0 and rows[1][4] == "-" and rows[1][5].endswith("x") and rows[2][3] == "failed:", out
 
 
 @pytest.mark.skipif(not INTERPRETED_TRITON,
