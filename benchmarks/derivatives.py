@@ -15,8 +15,9 @@ time divided by the variant's.
 
 On a machine whose speed comes and goes (a shared VM), ``--rounds R`` (CPU) times the variants
 of each d and N in turns within one process instead: R rounds of a block of about ``--seconds``
-each, the median block per variant. The ratios are then measured under the same load; peak
-memory is not measured (``-``).
+each, the median block per variant. The ratios are then measured under the same load, with
+the variants sharing one process (its memory allocator and caches); peak memory is not
+measured (``-``).
 """
 
 from __future__ import annotations
