@@ -5,7 +5,7 @@ prints the error against the exact solution and the loss terms on the run's own 
 writes evaluation.json, solution.png (every output) and, where an exact solution is known,
 error.png into the run folder (beside the checkpoint, for a file outside a run folder).
 
-  run=     a run folder (outputs/<date>/<time>) or a checkpoint file
+  run=     a run folder (outputs/<date>/<time>), its checkpoints folder, or a checkpoint file
   device=  auto (a CUDA GPU where there is one), cpu or cuda
 """
 

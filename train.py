@@ -668,9 +668,13 @@ def _defer_interrupt(signum: int, frame: Any) -> None:
     _interrupt_pending = True
 
 
+def _finish_sweep() -> str:
+    """The command that finishes the sweep this job belongs to."""
+    return f"the same -m command with resume=auto hydra.sweep.dir={shlex.quote(str(HydraConfig.get().sweep.dir))}"
+
+
 def _stop_sweep() -> None:
-    print("interrupted between two jobs of the sweep; finish it with the same -m command and resume=auto "
-          f"hydra.sweep.dir={HydraConfig.get().sweep.dir}", file=sys.stderr)
+    print(f"interrupted between two jobs of the sweep; finish it with {_finish_sweep()}", file=sys.stderr)
     sys.exit(128 + signal.SIGINT)
 
 
@@ -678,10 +682,10 @@ def _stop_sweep() -> None:
 def main(cfg: DictConfig) -> None:
     global _reached_main
     _reached_main = True
-    if _interrupt_pending:  # pressed after the previous job of the sweep ended: this one does not start
-        _stop_sweep()
     if signal.getsignal(signal.SIGINT) in (_interrupted_before_training, _defer_interrupt):  # the handlers below
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if _interrupt_pending:  # pressed after the previous job of the sweep ended: this one does not start
+        _stop_sweep()
     tune_cpu_allocator()
     try:
         run(cfg)
@@ -694,8 +698,7 @@ def main(cfg: DictConfig) -> None:
         if int(os.environ.get("RANK", "0")) == 0:  # one message for the run, not one per process
             _tell(f"{exc}.\nResume with: {_launch_resume_command(Path(cfg.output_dir))}")
             if _multirun():
-                _tell(f"Or finish the whole sweep: the same -m command with resume=auto "
-                      f"hydra.sweep.dir={HydraConfig.get().sweep.dir}")
+                _tell(f"Or finish the whole sweep: {_finish_sweep()}")
         sys.exit(128 + exc.signum)
     except KeyboardInterrupt:  # Ctrl-C before training started (or pressed twice): nothing to save
         # A launch whose folder is put back as it was leaves no line in its log (RunRecord).
@@ -708,8 +711,7 @@ def main(cfg: DictConfig) -> None:
         else:
             _tell("interrupted", in_log=not restored)
         if _multirun():
-            _tell("Finish the sweep with the same -m command and resume=auto "
-                  f"hydra.sweep.dir={HydraConfig.get().sweep.dir}")
+            _tell(f"Finish the sweep with {_finish_sweep()}")
         sys.exit(128 + signal.SIGINT)
     except (ConfigError, PDEError, PreflightError, CheckpointError, TrainingDiverged) as exc:
         # A user error (in a setting, or in a PDE of one's own) or a failed check: one line that

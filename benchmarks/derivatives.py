@@ -14,10 +14,10 @@ with each variant's speed-up over nested autograd (eager) at the same d and N: a
 time divided by the variant's.
 
 On a machine whose speed comes and goes (a shared VM), ``--rounds R`` (CPU) times the variants
-of each d and N in turns within one process instead: R rounds of a block of about ``--seconds``
-each, the median block per variant. The ratios are then measured under the same load, with
-the variants sharing one process (its memory allocator and caches); peak memory is not
-measured (``-``).
+of each d and N in turns within one process instead: R rounds, in each a block of steps of
+every variant (as many steps as the first variant takes in about ``--seconds``), and the
+median block per variant. The ratios are then measured under the same load, with the variants
+sharing one process (its memory allocator and caches); peak memory is not measured (``-``).
 """
 
 from __future__ import annotations
@@ -80,10 +80,15 @@ def measure(variant: str, dim: int, points: int, device: str, dtype: str, second
 def interleaved(variants: list[str], dim: int, points: int, dtype: str, seconds: float, rounds: int) -> dict:
     """Median milliseconds per step of each variant on the CPU, timed in turns in this process
     (``--rounds``); a variant that cannot be built is named with its error instead."""
+    import torch
+
     import train
     from common import alternate, make_step
 
     train.tune_cpu_allocator()
+    # Each d and N compiles the same loss afresh: past torch's recompile limit it would run
+    # uncompiled, without a word, under a compiled variant's name.
+    torch.compiler.reset()
     steps, failed = {}, {}
     for variant in variants:
         try:

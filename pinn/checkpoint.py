@@ -133,12 +133,13 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     if path.is_dir():  # a run folder, or its checkpoints folder
         found = [c for c in (path / "checkpoints" / "last.pt", path / "last.pt") if c.is_file()]
         if not found:
-            raise CheckpointError(f"{path} is a folder without checkpoints/last.pt; give a run folder or a .pt file")
+            raise CheckpointError(f"{path} is a folder without checkpoints/last.pt or last.pt; give a run folder or "
+                                  "a .pt file")
         path = found[0]
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
-    if path.suffix in (".json", ".yaml", ".log", ".png") or path.name.startswith("events.out.tfevents"):
-        raise CheckpointError(f"{path} is one of a run's records, not a checkpoint; give the run folder or a .pt file")
+    if path.suffix in (".json", ".yaml", ".log", ".png", ".csv") or path.name.startswith("events.out.tfevents"):
+        raise CheckpointError(f"{path} is a record of a run or a sweep, not a checkpoint; give a run folder or a .pt file")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:

@@ -38,8 +38,10 @@ class Logger(ABC):
 
     #: Whether, when :meth:`start` was called, this logger's destination already held what an
     #: earlier launch of this run logged (a run resumed in place): then a finished run resumed
-    #: again need not log its final metrics a second time.
-    continues_records: bool = False
+    #: again need not log its final metrics a second time, and a resumed run logs its config
+    #: only where this is ``False`` (a record of its own). ``None``: the logger does not say;
+    #: the config is then logged by a new run only.
+    continues_records: bool | None = None
 
     def flush(self) -> None:
         pass
@@ -91,12 +93,12 @@ class TensorBoardLogger(Logger):
         self._purge_evaluation: int | None = None
 
     def start(self, step: int, evaluations: int = 0) -> None:
-        # Every launch starts its event files with a session start from a step on, and TensorBoard
-        # drops the events an earlier launch left in this folder from that step on, so that the
-        # curves continue without duplicated steps: a resumed run's from the step after its
-        # checkpoint, a new run's from step 0 (a launch killed before its first checkpoint). Not
-        # only a resumed run's: TensorBoard's server takes the first start it reads for the run's
-        # beginning, and drops nothing there.
+        # Each launch marks where its events begin (a "session start" at a step, which SummaryWriter
+        # writes for a purge_step), and TensorBoard then drops the events that earlier launches
+        # left in this folder at that step and after: a resumed run starts at the step after its
+        # checkpoint, a new run at step 0 (replacing a launch killed before its first checkpoint).
+        # A new run must mark its start too: TensorBoard's server drops nothing at the first
+        # session start it reads, and would otherwise take a resumed run's for the first.
         self._purge_step = step + 1 if step > 0 else 0
         self._purge_evaluation = evaluations + 1 if step > 0 else 0
         self.continues_records = step > 0 and any(self.log_dir.glob("events.out.tfevents.*"))

@@ -154,8 +154,9 @@ class RADSampler(AdaptiveSampler):
         residual = scores.sqrt()  # scores are squared residuals
         density = residual ** self.k
         if not (torch.isfinite(density.mean()) and density.mean() > 1e-300) and residual.max() > 0:
-            # ε^k overflowed or underflowed (a large k): the same ratios from (ε / max ε)^k, which
-            # neither does. Only then, so that the usual draws keep their arithmetic.
+            # ε^k overflowed or underflowed (a large k, or residuals far from 1): the same ratios
+            # from (ε / max ε)^k, which does neither. Only then, so that the usual draws keep
+            # their arithmetic.
             density = (residual / residual.max()) ** self.k
         weights = density / density.mean().clamp(min=1e-300) + self.c
         # With c = 0, candidates of zero residual keep a vanishing weight: where fewer than

@@ -744,7 +744,7 @@ class Trainer:
         fresh = state.step == 0
 
         def under_way() -> None:  # after the first step: the settings have passed every check
-            if config and (fresh or not getattr(logger, "continues_records", False)):  # once per record
+            if config and (fresh or getattr(logger, "continues_records", None) is False):  # once per record
                 logger.text("config", "```\n" + json.dumps(config, indent=2) + "\n```", 0)
             if started is not None:
                 started()

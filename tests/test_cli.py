@@ -552,7 +552,7 @@ def test_ctrl_c_between_two_jobs_of_a_sweep_stops_it_as_the_next_one_starts(tmp_
     overrides = ["-m", *TINY, "seed=0,1,2", f"hydra.sweep.dir={sweep}"]
     result = train(*overrides, "+hydra.callbacks.ctrl_c._target_=ctrlc.CtrlC", modules=tmp_path)
     assert result.returncode == 128 + signal.SIGINT, result.stderr
-    assert result.stderr.endswith("interrupted between two jobs of the sweep; finish it with the same -m command and "
+    assert result.stderr.endswith("interrupted between two jobs of the sweep; finish it with the same -m command with "
                                   f"resume=auto hydra.sweep.dir={sweep}\n"), result.stderr
     assert (sweep / "0" / "metrics.json").is_file() and not (sweep / "1" / "checkpoints").exists()
     assert not (sweep / "2").exists() and not (sweep / "summary.csv").exists()
@@ -697,12 +697,13 @@ def test_training_on_in_place_removes_the_evaluation_of_the_checkpoint_it_replac
     run = tmp_path / "run"
     settings = [*TINY, "device=cpu", "optimizer=adam", f"output_dir={run}"]
     train_module.run(compose_config(settings))
+    before = set(run.iterdir())
     assert evaluate.main([f"run={run}", "device=cpu"]) == 0
-    written = ["evaluation.json", "solution.png", "error.png"]
-    assert all((run / name).is_file() for name in written)
+    written = set(run.iterdir()) - before  # every file evaluate.py writes, also one added to it later
+    assert {path.name for path in written} == {"evaluation.json", "solution.png", "error.png"}
     train_module.run(compose_config([*settings, "trainer.max_steps=6", f"resume={run}"]))
     assert json.loads((run / "metrics.json").read_text())["steps"] == 6
-    assert not any((run / name).exists() for name in written)  # they described step 4
+    assert not any(path.exists() for path in written)  # they described step 4
 
 
 def test_evaluate_takes_a_runs_checkpoints_folder_and_names_a_record_given_for_a_checkpoint(tmp_path, capsys):
@@ -715,10 +716,11 @@ def test_evaluate_takes_a_runs_checkpoints_folder_and_names_a_record_given_for_a
     assert json.loads((run / "evaluation.json").read_text())["loss"] == trained["loss"]  # in the run folder
     assert not (run / "checkpoints" / "evaluation.json").exists()
     capsys.readouterr()
-    for record in (run / "metrics.json", run / ".hydra" / "config.yaml"):
+    (tmp_path / "summary.csv").write_text("job,overrides\n")  # a sweep's
+    for record in (run / "metrics.json", run / ".hydra" / "config.yaml", tmp_path / "summary.csv"):
         assert evaluate.main([f"run={record}", "device=cpu"]) == 2
-        assert capsys.readouterr().err == (f"error: {record} is one of a run's records, not a checkpoint; give the run "
-                                           "folder or a .pt file\n")
+        assert capsys.readouterr().err == (f"error: {record} is a record of a run or a sweep, not a checkpoint; give a "
+                                           "run folder or a .pt file\n")
 
 
 def test_a_checkpoint_that_no_longer_fits_its_network_is_one_line(tmp_path, compose_config, capsys):

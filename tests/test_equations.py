@@ -1,4 +1,4 @@
-"""Each built-in equation is the one its source publishes. The equations are written here again,
+"""Each built-in equation (of the forward problems) is the one its source publishes. The equations are written here again,
 from the published formulas and with derivatives from ``torch.func``, independently of
 ``pinn.operators``, the engines and each class's own source term: on a random network every
 class's residual must agree with them under both exact engines, and each closed-form solution,

@@ -456,6 +456,21 @@ def test_the_config_is_logged_once_in_each_folder_a_run_is_logged_in(tmp_path):
         events = EventAccumulator(str(tmp_path / folder / "tensorboard"), size_guidance={"tensors": 0})
         events.Reload()
         assert len(events.Tensors("config/text_summary")) == 1, folder
+    # a logger of one's own that does not say whether it continues its records: a new run's only
+    texts = []
+
+    class Own(NullLogger):
+        def text(self, tag, text, step=0):
+            texts.append(tag)
+
+    for max_steps, resume in ((2, None), (3, tmp_path / "c")):
+        torch.manual_seed(0)
+        Trainer(max_steps=max_steps, eval_every=100, checkpoint_every=1, n_test=20, progress=False).fit(
+            pde=Poisson(dim=2), model=MLP(2, 1, width=4, depth=1), engine=AutogradEngine(),
+            sampler=UniformSampler(n_interior=16, n_boundary=4), optimizer=Adam(),
+            generator=torch.Generator().manual_seed(0), run_dir=tmp_path / "c", logger=Own(), resume=resume,
+            config={"model": {"width": 4}})
+    assert texts == ["config"]
 
 
 def test_a_point_set_a_pde_reads_without_asking_for_it_is_named(tmp_path):
