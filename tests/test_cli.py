@@ -706,16 +706,20 @@ def test_training_on_in_place_removes_the_evaluation_of_the_checkpoint_it_replac
     assert not any(path.exists() for path in written)  # they described step 4
 
 
-def test_evaluate_takes_a_runs_checkpoints_folder_and_names_a_record_given_for_a_checkpoint(tmp_path, capsys):
+def test_evaluate_takes_a_runs_checkpoints_folder_and_names_a_record_given_for_a_checkpoint(tmp_path, capsys,
+                                                                                             compose_config):
     import evaluate
+    import train as train_module
 
     run = tmp_path / "run"
-    assert train(f"hydra.run.dir={run}", *TINY, "device=cpu").returncode == 0
+    train_module.run(compose_config([*TINY, "device=cpu", f"output_dir={run}"]))
     trained = json.loads((run / "metrics.json").read_text())
     assert evaluate.main([f"run={run / 'checkpoints'}", "device=cpu"]) == 0
     assert json.loads((run / "evaluation.json").read_text())["loss"] == trained["loss"]  # in the run folder
     assert not (run / "checkpoints" / "evaluation.json").exists()
     capsys.readouterr()
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "config.yaml").write_text("seed: 0\n")  # as Hydra writes it for a launch
     (tmp_path / "summary.csv").write_text("job,overrides\n")  # a sweep's
     for record in (run / "metrics.json", run / ".hydra" / "config.yaml", tmp_path / "summary.csv"):
         assert evaluate.main([f"run={record}", "device=cpu"]) == 2
