@@ -24,13 +24,23 @@ from pathlib import Path
 from typing import Any
 
 
+#: The signals that stop a launch (Ctrl-C; a scheduler's or ``timeout``'s stop), alike everywhere:
+#: before training the folder is left as it was found, during it a checkpoint is written first.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _interruption(signum: int) -> str:
+    return "interrupted" if signum == signal.SIGINT else f"interrupted by {signal.Signals(signum).name}"
+
+
 def _interrupted(signum: int, frame: Any) -> None:
-    print("interrupted", file=sys.stderr)  # nothing has been written yet (or it has been put back)
-    sys.exit(128 + signal.SIGINT)
+    print(_interruption(signum), file=sys.stderr)  # nothing has been written yet (or it has been put back)
+    sys.exit(128 + signum)
 
 
 if __name__ == "__main__":  # Ctrl-C in the second or two that torch takes to import: no traceback from inside it
-    signal.signal(signal.SIGINT, _interrupted)
+    for _signum in STOP_SIGNALS:
+        signal.signal(_signum, _interrupted)
 
 import hydra
 import torch
@@ -375,9 +385,9 @@ class RunRecord(Callback):
 
 
 def _interrupted_before_training(signum: int, frame: Any) -> None:
-    """Ctrl-C while Hydra composes the configuration and writes the launch's record, before
-    :func:`main` takes over: the run folder as it found it (as for a refused launch), one word,
-    and the status of an interrupt."""
+    """Ctrl-C (or SIGTERM) while Hydra composes the configuration and writes the launch's
+    record, before :func:`main` takes over: the run folder as it found it (as for a refused
+    launch), one line, and the signal's exit status."""
     if _before_launch and "ours" not in _before_launch:  # Hydra was still writing this launch's record
         _before_launch["ours"] = _record_files(_before_launch["record"])
     restore_run_folder()
@@ -657,15 +667,28 @@ def _refuse_invalid_yaml(argv: list[str]) -> None:
 
 #: Whether this launch has reached :func:`main` (before that, Hydra composes the configuration).
 _reached_main = False
-#: Ctrl-C between two jobs of a sweep, noted to stop the sweep as the next job starts: the
-#: interrupt itself, raised inside Hydra's composition of that job, could leave its
-#: configuration half made (and show a traceback from inside Hydra).
-_interrupt_pending = False
+#: Ctrl-C (or SIGTERM: its number) between two jobs of a sweep, noted to stop the sweep as the
+#: next job starts: the interrupt itself, raised inside Hydra's composition of that job, could
+#: leave its configuration half made (and show a traceback from inside Hydra).
+_interrupt_pending = 0
 
 
 def _defer_interrupt(signum: int, frame: Any) -> None:
     global _interrupt_pending
-    _interrupt_pending = True
+    _interrupt_pending = signum
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM raised where it lands during a job, as Python raises Ctrl-C: a launch stopped
+    before training is cleaned up alike (during training the trainer takes both signals)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
+#: How each stop signal is raised during a job.
+_RAISED_BY = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _raise_terminated}
 
 
 def _finish_sweep() -> str:
@@ -674,16 +697,18 @@ def _finish_sweep() -> str:
 
 
 def _stop_sweep() -> None:
-    print(f"interrupted between two jobs of the sweep; finish it with {_finish_sweep()}", file=sys.stderr)
-    sys.exit(128 + signal.SIGINT)
+    print(f"{_interruption(_interrupt_pending)} between two jobs of the sweep; finish it with {_finish_sweep()}",
+          file=sys.stderr)
+    sys.exit(128 + _interrupt_pending)
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> None:
     global _reached_main
     _reached_main = True
-    if signal.getsignal(signal.SIGINT) in (_interrupted_before_training, _defer_interrupt):  # the handlers below
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) in (_interrupted_before_training, _defer_interrupt):  # the handlers below
+            signal.signal(signum, _RAISED_BY[signum])
     if _interrupt_pending:  # pressed after the previous job of the sweep ended: this one does not start
         _stop_sweep()
     tune_cpu_allocator()
@@ -700,19 +725,20 @@ def main(cfg: DictConfig) -> None:
             if _multirun():
                 _tell(f"Or finish the whole sweep: {_finish_sweep()}")
         sys.exit(128 + exc.signum)
-    except KeyboardInterrupt:  # Ctrl-C before training started (or pressed twice): nothing to save
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM before training started (or twice): nothing to save
         # A launch whose folder is put back as it was leaves no line in its log (RunRecord).
+        signum = signal.SIGTERM if isinstance(exc, _Terminated) else signal.SIGINT
         restored = bool(_before_launch)
         restore_run_folder()  # where training has not started
         checkpoint = Path(cfg.output_dir) / "checkpoints" / CHECKPOINT_NAME
         if checkpoint.is_file() and int(os.environ.get("RANK", "0")) == 0:  # the run's last one, kept
-            _tell(f"interrupted; the last checkpoint is {checkpoint}.\nResume with: "
+            _tell(f"{_interruption(signum)}; the last checkpoint is {checkpoint}.\nResume with: "
                   f"{_launch_resume_command(Path(cfg.output_dir))}", in_log=not restored)
         else:
-            _tell("interrupted", in_log=not restored)
+            _tell(_interruption(signum), in_log=not restored)
         if _multirun():
             _tell(f"Finish the sweep with {_finish_sweep()}")
-        sys.exit(128 + signal.SIGINT)
+        sys.exit(128 + signum)
     except (ConfigError, PDEError, PreflightError, CheckpointError, TrainingDiverged) as exc:
         # A user error (in a setting, or in a PDE of one's own) or a failed check: one line that
         # says what and how to fix it.
@@ -739,7 +765,9 @@ def main(cfg: DictConfig) -> None:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
         if _multirun():  # until the next job starts
-            signal.signal(signal.SIGINT, _defer_interrupt)
+            for signum in STOP_SIGNALS:
+                if signal.getsignal(signum) is _RAISED_BY[signum]:
+                    signal.signal(signum, _defer_interrupt)
 
 
 def _sweep_defining(overrides: list[str]) -> list[str]:
@@ -906,7 +934,8 @@ if __name__ == "__main__":
     # Hydra builds the callbacks by importing ``train``: let that be this module, not a second
     # copy of it with globals of its own (RunRecord's notes are read here, in main).
     sys.modules.setdefault("train", sys.modules[__name__])
-    signal.signal(signal.SIGINT, _interrupted_before_training)
+    for _signum in STOP_SIGNALS:
+        signal.signal(_signum, _interrupted_before_training)
     _refuse_invalid_yaml(sys.argv[1:])
     try:
         main()
@@ -917,5 +946,5 @@ if __name__ == "__main__":
             sys.exit(2)
         raise
     if _interrupt_pending:  # Ctrl-C after the sweep's last job: every job has run
-        print("interrupted after the sweep's last job", file=sys.stderr)
-        sys.exit(128 + signal.SIGINT)
+        print(f"{_interruption(_interrupt_pending)} after the sweep's last job", file=sys.stderr)
+        sys.exit(128 + _interrupt_pending)

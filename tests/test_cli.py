@@ -206,6 +206,38 @@ def test_a_second_ctrl_c_still_names_the_checkpoint_to_resume_from(tmp_path):
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
 
 
+def test_sigterm_before_training_leaves_the_folder_as_it_found_it(tmp_path):
+    """A scheduler's stop during start-up (here: as the logger is built) is taken as Ctrl-C is:
+    the new run's folder goes, one line, and SIGTERM's status (the process was killed outright)."""
+    (tmp_path / "stopped.py").write_text(
+        "import os, signal\n"
+        "from pinn.loggers import NullLogger\n"
+        "class Stopped(NullLogger):\n"
+        "    def __init__(self, log_dir):\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n")
+    run = tmp_path / "run"
+    result = train(f"hydra.run.dir={run}", *TINY, "logger=none", "logger._target_=stopped.Stopped", modules=tmp_path)
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr
+    assert result.stderr.endswith("interrupted by SIGTERM\n") and "Traceback" not in result.stderr, result.stderr
+    assert not run.exists()
+
+
+def test_sigterm_during_a_job_is_raised_and_between_jobs_deferred(monkeypatch, capsys):
+    import train as train_module
+
+    with pytest.raises(KeyboardInterrupt) as raised:  # caught in main as Ctrl-C is, its status 143
+        train_module._RAISED_BY[signal.SIGTERM](signal.SIGTERM, None)
+    assert isinstance(raised.value, train_module._Terminated)
+    monkeypatch.setattr(train_module, "_finish_sweep", lambda: "<the command>")
+    monkeypatch.setattr(train_module, "_interrupt_pending", 0)
+    train_module._defer_interrupt(signal.SIGTERM, None)
+    with pytest.raises(SystemExit) as stop:
+        train_module._stop_sweep()
+    assert stop.value.code == 128 + signal.SIGTERM
+    assert capsys.readouterr().err == ("interrupted by SIGTERM between two jobs of the sweep; finish it with "
+                                       "<the command>\n")
+
+
 @pytest.mark.parametrize("before", ["ignored"])  # (the default handler's case: the SIGINT tests above)
 def test_a_second_signal_stops_at_once_also_where_it_was_ignored(before):
     """A background job of a script starts with SIGINT ignored; the first one is still a request
@@ -269,7 +301,8 @@ def test_ctrl_c_while_torch_imports_says_interrupted_and_writes_nothing(script, 
     assert not run.exists()
 
 
-def test_ctrl_c_while_hydra_writes_the_record_leaves_the_folder_as_it_found_it(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_while_hydra_writes_the_record_leaves_the_folder_as_it_found_it(signum, tmp_path, monkeypatch, capsys):
     from omegaconf import OmegaConf
 
     import train as train_module
@@ -287,8 +320,9 @@ def test_ctrl_c_while_hydra_writes_the_record_leaves_the_folder_as_it_found_it(t
         with open(folder / "train.log", "a") as log:
             log.write("this launch's line\n")
         with pytest.raises(SystemExit) as stop:
-            train_module._interrupted_before_training(signal.SIGINT, None)
-        assert stop.value.code == 128 + signal.SIGINT and capsys.readouterr().err == "interrupted\n"
+            train_module._interrupted_before_training(signum, None)
+        assert stop.value.code == 128 + signum
+        assert capsys.readouterr().err == ("interrupted\n" if signum == signal.SIGINT else "interrupted by SIGTERM\n")
     assert not new.exists()
     assert sorted(p.name for p in old.rglob("*")) == [".hydra", "overrides.yaml", "train.log"]
     assert (old / ".hydra" / "overrides.yaml").read_text() == "- seed=1\n"
