@@ -18,12 +18,14 @@ from typing import Any
 
 
 def _interrupted(signum: int, frame: Any) -> None:
-    print("interrupted", file=sys.stderr)  # each file is written whole or not at all (write_atomically)
-    sys.exit(128 + signal.SIGINT)
+    # Each file is written whole or not at all (write_atomically), its temporary file removed.
+    print("interrupted" if signum == signal.SIGINT else f"interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+    sys.exit(128 + signum)
 
 
-if __name__ == "__main__":  # Ctrl-C at any point, torch's import included: one word, not a traceback
-    signal.signal(signal.SIGINT, _interrupted)
+if __name__ == "__main__":  # Ctrl-C (or SIGTERM) at any point, torch's import included: one line, not a traceback
+    for _signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_signum, _interrupted)
 
 import torch
 from omegaconf import OmegaConf

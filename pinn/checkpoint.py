@@ -58,9 +58,25 @@ def remove_leftovers(path: str | Path) -> None:
         leftover.unlink(missing_ok=True)
 
 
+def _sync_folder(folder: Path) -> None:
+    """Flush ``folder`` itself to disk: a rename is a change to the folder, and until that is
+    written a power loss can undo it. Best effort: some systems cannot open or sync a folder."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_atomically(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
-    """Call ``write(file)`` on a temporary file in ``path``'s folder, fsync it and rename it to
-    ``path``: a crash or a full disk midway leaves the previous file intact, never half of one."""
+    """Call ``write(file)`` on a temporary file in ``path``'s folder, fsync it, rename it to
+    ``path`` and fsync the folder: a crash or a full disk midway leaves the previous file intact,
+    never half of one, and once this returns a power loss keeps the new file."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,6 +90,7 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _sync_folder(path.parent)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         # A full disk, a read-only folder: one line, not a traceback (torch.save wraps the OSError

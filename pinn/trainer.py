@@ -716,8 +716,8 @@ class Trainer:
             log.info("cuda_graph: off, steps run eagerly: %s", "; and ".join(reasons))
         optimizer.check(list(model.parameters()) + list(pde.parameters()), dtype)
         ckpt_path = run_dir / "checkpoints" / CHECKPOINT_NAME
-        if comm.is_main:  # what a launch killed while writing left behind
-            for written in (ckpt_path, run_dir / METRICS_NAME):
+        if comm.is_main:  # what a launch (or evaluate.py) killed while writing left behind
+            for written in (ckpt_path, run_dir / METRICS_NAME, *(run_dir / name for name in EVALUATION_NAMES)):
                 remove_leftovers(written)
         model.to(device=device, dtype=dtype)
         pde.to(device=device, dtype=dtype)

@@ -991,6 +991,20 @@ def test_submitit_launcher_config_composes():
     assert "submitit_folder" in result.stdout
 
 
+def test_evaluate_stopped_by_sigterm_while_writing_leaves_no_temporary_file(tmp_path, capsys):
+    import evaluate
+    from pinn.checkpoint import write_atomically
+
+    def stopped(f):  # the handler evaluate.py sets for SIGTERM, run as the signal lands mid-write
+        f.write(b"half a figure")
+        evaluate._interrupted(signal.SIGTERM, None)
+
+    with pytest.raises(SystemExit) as stop:
+        write_atomically(tmp_path / "solution.png", stopped)
+    assert stop.value.code == 128 + signal.SIGTERM and capsys.readouterr().err == "interrupted by SIGTERM\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_evaluate_help_says_what_it_takes(capsys):
     import evaluate
 

@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import stat
 import time
 
 import numpy as np
@@ -156,7 +157,8 @@ def test_a_signal_during_a_steps_evaluation_or_checkpoint_stops_at_that_step(tmp
 
 
 def test_a_run_removes_the_temporary_files_a_killed_launch_left_while_writing(tmp_path):
-    leftovers = [tmp_path / "checkpoints" / ".last.pt.i51pxi32.tmp", tmp_path / ".metrics.json.x1y2z3.tmp"]
+    leftovers = [tmp_path / "checkpoints" / ".last.pt.i51pxi32.tmp", tmp_path / ".metrics.json.x1y2z3.tmp",
+                 tmp_path / ".solution.png.q7r8s9.tmp", tmp_path / ".evaluation.json.a1b2c3.tmp"]  # evaluate.py's
     kept = [tmp_path / "checkpoints" / ".last.pt.notes", tmp_path / "checkpoints" / "other.pt.abc.tmp"]
     for path in leftovers + kept:
         path.parent.mkdir(exist_ok=True)
@@ -296,6 +298,21 @@ def test_a_checkpoint_that_cannot_be_written_is_one_line_and_keeps_the_last(tmp_
     with pytest.raises(KeyboardInterrupt):
         checkpoint.write_atomically(path, interrupted)
     assert path.read_bytes() == kept
+
+
+def test_an_atomic_write_syncs_the_file_then_its_folder(tmp_path, monkeypatch):
+    # The rename is recorded in the folder: until the folder is synced, a power loss can undo it.
+    from pinn import checkpoint
+
+    synced, fsync = [], os.fsync
+
+    def recording(fd):
+        synced.append("folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        fsync(fd)
+
+    monkeypatch.setattr(checkpoint.os, "fsync", recording)
+    write_text_atomically(tmp_path / "metrics.json", "{}")
+    assert synced == ["file", "folder"] and (tmp_path / "metrics.json").read_text() == "{}"
 
 
 def test_a_plan_that_never_reaches_lbfgs_says_so(tmp_path, caplog):
