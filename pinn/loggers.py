@@ -131,6 +131,9 @@ class TensorBoardLogger(Logger):
     def hparams(self, hparams, metrics, step=0):
         # run_name="." keeps the hparams record in this run's own folder, not a timestamped subfolder;
         # at the last step, a run extended in place adds its new final metrics after the old ones.
+        # A bool is written as the text of its override (true/false): add_hparams would take it
+        # for the number 0 or 1, a bool being an int.
+        hparams = {k: str(v).lower() if isinstance(v, bool) else v for k, v in hparams.items()}
         self.writer.add_hparams(hparams, metrics, run_name=".", global_step=step)
 
     def flush(self):

@@ -39,6 +39,7 @@ def test_train_writes_checkpoint_metrics_and_tensorboard(tmp_path):
 def test_tensorboard_records_scalars_images_text_and_hparams(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
     assert train(f"hydra.run.dir={tmp_path}", *TINY, "logger=tensorboard").returncode == 0
     events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
@@ -56,6 +57,12 @@ def test_tensorboard_records_scalars_images_text_and_hparams(tmp_path):
         for value in event.summary.value
     }
     assert plugins.get("_hparams_/session_start_info") == "hparams"
+    start = HParamsPluginData.FromString(next(
+        value.metadata.plugin_data.content for path in (tmp_path / "tensorboard").glob("events.out.tfevents.*")
+        for event in EventFileLoader(str(path)).Load() for value in event.summary.value
+        if value.tag == "_hparams_/session_start_info")).session_start_info.hparams
+    assert start["model.width"].number_value == 8 and start["pde._target_"].string_value == "pinn.pdes.Poisson"
+    assert start["pde.hard_constraint"].string_value == "false"  # as an override says it, not 0
 
 
 def test_multirun_gives_one_folder_per_job(tmp_path):
