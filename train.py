@@ -55,7 +55,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from pinn.checkpoint import CheckpointError, load_checkpoint, write_atomically, write_text_atomically
 from pinn.distributed import TORCH_STREAM, init_from_env, local_rank, rank_seed
@@ -930,6 +930,22 @@ class SweepSummary(Callback):
             sys.exit(2)
 
 
+def _replace_hint(error: BaseException, argv: list[str]) -> str | None:
+    """How to replace a dict setting, where Hydra refused a key that ``KEY={...}`` on the command
+    line brought into it: such an override merges into the configured dict (an experiment's
+    ``model.periods: {0: 2.0}``, say), which takes no key that it does not hold."""
+    error = error.__cause__ or error  # Hydra's ConfigCompositionException, caused by OmegaConf's refusal
+    key = getattr(error, "full_key", None)
+    if not isinstance(error, ConfigKeyError) or not key or "." not in key:
+        return None
+    parent = key.rsplit(".", 1)[0]
+    given = [arg for arg in argv if arg.startswith(f"{parent}=") and arg.partition("=")[2].lstrip().startswith("{")]
+    if not given:
+        return None
+    return (f"{given[-1]} is merged into the configured {parent}, which has no key {key.rsplit('.', 1)[1]}; "
+            f"to replace the whole setting, clear it first: {parent}=null {shlex.quote(given[-1])}")
+
+
 if __name__ == "__main__":
     # Hydra builds the callbacks by importing ``train``: let that be this module, not a second
     # copy of it with globals of its own (RunRecord's notes are read here, in main).
@@ -943,6 +959,9 @@ if __name__ == "__main__":
         # Hydra refuses a command line (an unknown group choice or key, a malformed override) with
         # status 1, its exception the context of its exit; bad input exits with 2 here, as train.py's own.
         if exc.code == 1 and not _reached_main and isinstance(exc.__context__, (HydraException, OmegaConfBaseException)):
+            hint = _replace_hint(exc.__context__, sys.argv[1:])
+            if hint:
+                print(hint, file=sys.stderr)
             sys.exit(2)
         raise
     if _interrupt_pending:  # Ctrl-C after the sweep's last job: every job has run
