@@ -226,8 +226,9 @@ def _choice_of(group: str, saved: dict[str, Any]) -> tuple[str, dict[str, Any]] 
     MLP without Fourier features). Returns ``group=name`` and that config's flat settings."""
     best = None
     for path in sorted((Path(__file__).parent / "configs" / group).glob("*.yaml")):
-        config = OmegaConf.to_container(OmegaConf.load(path))
-        if path.read_text().startswith("# @package _global_"):  # one that also sets another group's keys
+        text = path.read_text()
+        config = OmegaConf.to_container(OmegaConf.create(text))
+        if text.startswith("# @package _global_"):  # one that also sets another group's keys
             config = config.get(group, {})
         flat = _settings(config, f"{group}.")
         if flat.get(f"{group}._target_") != saved.get(f"{group}._target_"):
