@@ -13,15 +13,19 @@ gradient wins. ``loss.weighting`` chooses the weights :math:`\lambda_k`:
   smaller by the number of terms.)
 * ``ntk``: the trace of each term's neural tangent kernel (Wang, Yu & Perdikaris 2022):
   :math:`\hat\lambda_k = \sum_j \bar K_j / \bar K_k` with
-  :math:`\bar K_k = \frac{1}{n}\sum_i \sum_c \|\nabla_\theta r_{k,c}(x_i)\|^2` estimated on
-  ``ntk_points`` points of each term, drawn afresh at each update (the sum over a residual's
-  components ``c``, for a term with several), smoothed like ``grad_norm``. Where the loss
+  :math:`\bar K_k = \frac{1}{n C_k}\sum_i \sum_c \|\nabla_\theta r_{k,c}(x_i)\|^2` estimated on
+  ``ntk_points`` points of each term, drawn afresh at each update (the mean over the points and
+  over a residual's ``C_k`` components, as the term's loss is their mean square), smoothed like
+  ``grad_norm``. Where the loss
   weights the equation's points (causally, for growth in time), each point's
   :math:`\|\nabla_\theta r\|^2` carries the weight its squared residual carries in the loss, as
   in jaxpi's causal NTK weighting.
 
-In both, a term whose size comes out zero (it does not depend on the parameters at that moment)
-keeps its weight rather than getting an unbounded one.
+In both, the ratio is regularised as in jaxpi, :math:`\sum_j s_j / (s_k + 10^{-5} \sum_j s_j)`
+for the sizes :math:`s`: a term that holds up to round-off (an exactly periodic network's
+periodic condition, say), whose gradient is round-off too, gets a weight of at most
+:math:`10^5`, not an unbounded one. A term whose size comes out zero (it does not depend on the
+parameters at that moment) keeps its weight.
 * ``self_adaptive``: one weight per collocation point and term (McClenny & Braga-Neto 2023),
   :math:`L_k = \frac1{N}\sum_i \lambda_{k,i}^2 r_k(x_i)^2`, the :math:`\lambda` trained by gradient
   *ascent* (Adam, ``sa_lr``) during the Adam phase, so that hard points weigh more. The points
@@ -33,7 +37,11 @@ chunk :math:`i` by :math:`w_i = \exp(-\varepsilon \sum_{j<i} L^{(j)})` (no gradi
 :math:`w`), :math:`\varepsilon` = ``causal_tolerance``: later times count only once earlier ones
 are resolved, as information flows in a time-dependent problem. :math:`L^{(j)}` is the plain
 mean square (over the chunk's points and the residual's components), so neither the other
-weights below nor the number of components change what ``causal_tolerance`` means. At Adam
+weights below nor the number of components change what ``causal_tolerance`` means. An equation
+of several terms (a system) has one set of weights, from the sum of its terms' mean squares (the
+paper's residual loss): a later time waits until every equation is resolved before it. With
+``derivatives.unbiased`` a chunk's mean of products of two independent estimates can come out
+negative; it counts as zero, so that no weight exceeds one. At Adam
 steps the weights are those of the step's own residuals; an L-BFGS or BFGS step keeps the
 weights of its first evaluation through its line search (:meth:`LossBalance.holding_causal_weights`),
 so that it minimises one function, whose gradient is the one it is given.
@@ -72,6 +80,9 @@ WEIGHTINGS = ("fixed", "grad_norm", "ntk", "self_adaptive")
 #: at every point, float32 sums residuals of 2e5 and overflows at 3e5 (the run then ends as
 #: diverged); the room shrinks as the number of points grows.
 MAX_GROWTH_EXPONENT = 60
+#: ``grad_norm`` and ``ntk`` weigh a term by Σ_j s_j / (s_k + SIZE_FLOOR Σ_j s_j), as jaxpi does:
+#: at most 1 / SIZE_FLOOR where a term's size s_k is round-off.
+SIZE_FLOOR = 1e-5
 
 
 class LossBalance(nn.Module):
@@ -160,7 +171,7 @@ class LossBalance(nn.Module):
         equation = pde.equation_terms(residuals, "loss.causal" if self.causal else "loss.growth_rate") \
             if reads_equation else []
         self.equation_names = list(equation)
-        terms = {}
+        terms, causal = {}, {}
         for name, r in residuals.items():
             # (N,): the residual's components add up
             square = r.square().sum(dim=1) if independent is None else (r * independent[name]).sum(dim=1)
@@ -179,12 +190,14 @@ class LossBalance(nn.Module):
                     weight = adaptive
                     if growth is not None:
                         weight = growth if weight is None else weight * growth
-                    terms[name] = self._causal(name, square / r.shape[1], t, pde.domain, weight)
+                    causal[name] = (square / r.shape[1], weight)  # weighted below, with the equation's other terms
                 else:
                     terms[name] = (growth * (square if adaptive is None else adaptive * square)).mean() / r.shape[1]
             else:
                 terms[name] = (square if adaptive is None else adaptive * square).mean() / r.shape[1]
-        return terms
+        if causal:
+            terms.update(self._causal(causal, points["interior"][:, -1], pde.domain))
+        return {name: terms[name] for name in residuals}  # in the residuals' order, which orders the weights
 
     def _growth(self, t: Tensor, domain: SpaceTime) -> Tensor:
         r""":math:`e^{2\lambda(t_1 - t)}`, the weight of a squared residual at time ``t``."""
@@ -207,28 +220,39 @@ class LossBalance(nn.Module):
         m = self.causal_chunks
         return ((t - domain.t0) / (domain.t1 - domain.t0) * m).long().clamp(0, m - 1)
 
-    def _causal(self, name: str, square: Tensor, t: Tensor, domain: SpaceTime, weight: Tensor | None = None) -> Tensor:
-        """The causally weighted mean of ``square`` (equation term ``name``'s); with ``weight``,
-        of ``weight * square``, the causal weights still coming from ``square`` alone."""
+    def _causal(self, squares: dict[str, tuple[Tensor, Tensor | None]], t: Tensor,
+                domain: SpaceTime) -> dict[str, Tensor]:
+        """The causally weighted mean of each equation term's plain ``square`` at times ``t``
+        (``squares``: by term, the square and each point's other weight or ``None``; with a
+        weight, the mean of ``weight * square``). One set of causal weights for all the terms,
+        from the sum of their plain chunk means."""
         m = self.causal_chunks
         chunk = self._chunk(t, domain)
-        sums = torch.zeros(m, dtype=square.dtype, device=square.device).index_add(0, chunk, square)
-        counts = torch.zeros(m, dtype=square.dtype, device=square.device).index_add(0, chunk, torch.ones_like(square))
-        means = sums / counts.clamp(min=1)
-        if self._held is not None and name in self._held:
-            w = self._held[name]
+        first = next(iter(squares.values()))[0]
+        counts = torch.zeros(m, dtype=first.dtype, device=first.device).index_add(0, chunk, torch.ones_like(first))
+
+        def chunk_means(values: Tensor) -> Tensor:
+            return torch.zeros_like(counts).index_add(0, chunk, values) / counts.clamp(min=1)
+
+        means = {name: chunk_means(square) for name, (square, _) in squares.items()}
+        if self._held:
+            w = self._held["causal"]
         else:
-            earlier = torch.cumsum(means.detach(), 0) - means.detach()  # Σ_{j<i} L_j
+            # L_j, every term's; at least 0 (a mean of products of independent estimates may not be)
+            losses = sum(means.values()).detach().clamp(min=0)
+            earlier = torch.cumsum(losses, 0) - losses  # Σ_{j<i} L_j
             w = torch.exp(-self.causal_tolerance * earlier)
             if self._held is not None:
-                self._held[name] = w
-        self.chunk_weights[name] = (w.detach(), counts.detach())
+                self._held["causal"] = w
         occupied = counts > 0
         # Masks by arithmetic, not indexing, so that no shape depends on the data (CUDA graphs).
         self.logs["causal/min_weight"] = torch.where(occupied, w, torch.inf).min().detach()
-        if weight is not None:
-            means = torch.zeros_like(sums).index_add(0, chunk, weight * square) / counts.clamp(min=1)
-        return (w * means * occupied).sum() / occupied.sum()
+        losses = {}
+        for name, (square, weight) in squares.items():
+            self.chunk_weights[name] = (w.detach(), counts.detach())
+            weighted = means[name] if weight is None else chunk_means(weight * square)
+            losses[name] = (w * weighted * occupied).sum() / occupied.sum()
+        return losses
 
     def weight_in_loss(self, name: str, t: Tensor, domain) -> Tensor | None:
         """What a squared residual of term ``name`` at times ``t`` weighs in the loss, relative to
@@ -315,13 +339,13 @@ class LossBalance(nn.Module):
                     if len(r) > self.ntk_points else range(len(r))
                 weight = [1.0] * len(r) if in_loss.get(name) is None else in_loss[name].double().tolist()
                 trace = sum(weight[i] * self._grad_norm(r[i, c], params) ** 2 for i in picked for c in range(r.shape[1]))
-                sizes.append(trace / len(picked))
+                sizes.append(trace / (len(picked) * r.shape[1]))  # the mean, as the loss is the mean square
             sizes = average(torch.tensor(sizes, dtype=torch.float64, device=self.term_weights.device)).tolist()
         if not all(math.isfinite(s) for s in sizes):
             return False
         total = sum(sizes)
         current = self.term_weights.tolist()
-        target = torch.tensor([total / s if s > 0 else w for s, w in zip(sizes, current)],
+        target = torch.tensor([total / (s + SIZE_FLOOR * total) if s > 0 else w for s, w in zip(sizes, current)],
                               dtype=torch.float64, device=self.term_weights.device)
         self.term_weights.mul_(self.momentum).add_((1 - self.momentum) * target)  # in place: a CUDA graph reads it
         return True

@@ -846,7 +846,7 @@ class Trainer:
                         if name != "total":
                             logger.scalar(f"loss/{name}", value, step)
                     logger.scalar("lr", float(state.optimizer.param_groups[0]["lr"]), step)
-                    if self.balance.weighting != "fixed":
+                    if self.balance.weighting in ("grad_norm", "ntk"):  # (self-adaptive: its points' mean, below)
                         for name, weight in self.balance.weights().items():
                             logger.scalar(f"weights/{name}", weight, step)
                     for name, value in self.balance.logs.items():

@@ -325,17 +325,19 @@ def test_grad_norm_weights_follow_the_formula(float64):
 
     norms = {k: norm(v) for k, v in terms.items()}
     total = sum(norms.values())
-    assert balance.weights() == pytest.approx({k: total / n for k, n in norms.items()}, rel=1e-12)
+    assert balance.weights() == pytest.approx({k: total / (n + 1e-5 * total) for k, n in norms.items()}, rel=1e-12)
     smoothed = LossBalance(weighting="grad_norm", momentum=0.9)
     smoothed.combine(terms, {})
     smoothed.update(terms, params, None)
-    assert smoothed.weights() == pytest.approx({k: 0.9 + 0.1 * total / n for k, n in norms.items()}, rel=1e-12)
+    assert smoothed.weights() == pytest.approx({k: 0.9 + 0.1 * total / (n + 1e-5 * total) for k, n in norms.items()},
+                                               rel=1e-12)
 
 
 @pytest.mark.parametrize("pde", [Poisson(dim=2), Kovasznay()], ids=["scalar residuals", "vector residuals"])
 def test_ntk_weights_follow_the_formula(float64, pde):
-    # The NTK trace of a term sums over the points and over the residual's components: for
-    # Kovasznay's two-component momentum residual, Σ_c ‖∇θ r_c‖², not ‖∇θ Σ_c r_c‖².
+    # The NTK trace of a term is the mean over the points and over the residual's components, as
+    # its loss is their mean square: for Kovasznay's two-component momentum residual,
+    # Σ_c ‖∇θ r_c‖² / 2, not ‖∇θ Σ_c r_c‖².
     pde, model, points, params = _terms_and_params(pde)
     balance = LossBalance(weighting="ntk", momentum=0.0, ntk_points=4)
     engine = AutogradEngine()
@@ -350,10 +352,36 @@ def test_ntk_weights_follow_the_formula(float64, pde):
         picked = torch.randperm(len(r), generator=draw)[:4].tolist()
         traces[name] = sum(sum(g.square().sum().item()
                                for g in torch.autograd.grad(r[i, c], params, retain_graph=True, allow_unused=True)
-                               if g is not None) for i in picked for c in range(r.shape[1])) / 4
+                               if g is not None) for i in picked for c in range(r.shape[1])) / (4 * r.shape[1])
     total = sum(traces.values())
-    assert balance.weights() == pytest.approx({k: total / t for k, t in traces.items()}, rel=1e-10)
+    assert balance.weights() == pytest.approx({k: total / (t + 1e-5 * total) for k, t in traces.items()}, rel=1e-10)
 
+
+def test_ntk_weights_do_not_change_with_how_a_loss_is_split_into_components(float64):
+    # The same loss from a residual written as one column or as two equal ones: the same weights.
+    pde, model, points, params = _terms_and_params()
+    engine, found = AutogradEngine(), []
+    for columns in (1, 2):
+        residuals = {k: v.repeat(1, columns) if k == "pde" else v for k, v in pde.residuals(model, points, engine).items()}
+        balance = LossBalance(weighting="ntk", momentum=0.0, ntk_points=4)
+        terms = balance.term_losses(residuals, points, pde)
+        balance.combine(terms, {})
+        balance.update(terms, params, lambda: (residuals, {}), generator=torch.Generator().manual_seed(7))
+        found.append((terms["pde"].item(), balance.weights()))
+    assert found[0][0] == pytest.approx(found[1][0], rel=1e-14)
+    assert found[0][1] == pytest.approx(found[1][1], rel=1e-12)
+
+
+def test_a_term_that_holds_up_to_round_off_gets_a_bounded_weight(float64):
+    # Its gradient is round-off too: the plain ratio would weigh that noise like the other terms.
+    pde, model, points, params = _terms_and_params()
+    balance = LossBalance(weighting="grad_norm", momentum=0.0)
+    terms = pde.losses(model, points, AutogradEngine())
+    terms["round_off"] = 1e-30 * sum(p.sum() for p in params) ** 2
+    balance.combine(terms, {})
+    balance.update(terms, params, None)
+    weights = balance.weights()
+    assert 0.99e5 < weights["round_off"] <= 1e5 and weights["pde"] < 1e5
 
 def test_a_term_of_size_zero_keeps_its_weight(float64):
     pde, model, points, params = _terms_and_params()
@@ -390,8 +418,10 @@ def test_weights_are_logged_and_checkpointed(tmp_path):
 
 
 def test_self_adaptive_weights_rise_by_ascent_and_refuse_resampling(tmp_path):
-    balance = LossBalance(weighting="self_adaptive", sa_lr=1e-2)
-    _, pde, trainer, _ = fit(tmp_path, balance=balance, max_steps=3)
+    balance, logger = LossBalance(weighting="self_adaptive", sa_lr=1e-2), Recorder()
+    _, pde, trainer, _ = fit(tmp_path, balance=balance, max_steps=3, logger=logger)
+    # logged: each term's mean point weight (the scheme leaves the terms' own weights at one)
+    assert "weights/pde_points_mean" in logger.scalars and "weights/pde" not in logger.scalars
     weights = balance.point_weights["pde"].detach()
     # Ascent on λ² r² raises every weight; Adam's normalised steps move each by about sa_lr per
     # step whatever the size of its residual, so three steps raise each by about 3e-2.
@@ -452,8 +482,38 @@ def test_causal_weights_follow_the_formula():
     square = torch.tensor([1.0, 3.0, 0.5, 0.25, 4.0, 2.0], dtype=torch.float64)
     means = torch.tensor([2.0, 0.5, 0.25, 3.0], dtype=torch.float64)  # chunks [0, .25), [.25, .5), [.5, .75), [.75, 1]
     w = torch.exp(-2.0 * torch.tensor([0.0, 2.0, 2.5, 2.75], dtype=torch.float64))
-    assert balance._causal("pde", square, t, domain).item() == pytest.approx((w * means).mean().item(), rel=1e-14)
+    assert balance._causal({"pde": (square, None)}, t, domain)["pde"].item() == pytest.approx(
+        (w * means).mean().item(), rel=1e-14)
     assert float(balance.logs["causal/min_weight"]) == pytest.approx(w.min().item())
+
+
+def test_a_systems_equations_share_one_set_of_causal_weights():
+    # The paper's residual loss is the whole equation's: a later time waits for every term to be
+    # resolved before it, and the weights are those of the terms' summed chunk means.
+    domain = Heat().domain
+    balance = LossBalance(causal=True, causal_chunks=4, causal_tolerance=2.0)
+    t = torch.tensor([0.1, 0.2, 0.3, 0.6, 0.9, 0.95], dtype=torch.float64)
+    resolved = torch.zeros(6, dtype=torch.float64)  # "momentum": zero everywhere
+    wrong = torch.tensor([1.0, 3.0, 0.5, 0.25, 4.0, 2.0], dtype=torch.float64)  # "continuity"
+    losses = balance._causal({"momentum": (resolved, None), "continuity": (wrong, None)}, t, domain)
+    w = torch.exp(-2.0 * torch.tensor([0.0, 2.0, 2.5, 2.75], dtype=torch.float64))
+    assert torch.equal(balance.chunk_weights["momentum"][0], balance.chunk_weights["continuity"][0])
+    assert torch.allclose(balance.chunk_weights["momentum"][0], w, rtol=1e-14, atol=0)
+    assert losses["momentum"].item() == 0.0
+    assert float(balance.logs["causal/min_weight"]) == pytest.approx(w.min().item())
+
+
+def test_causal_weights_stay_at_most_one_where_unbiased_chunk_means_are_negative():
+    # With derivatives.unbiased each square is a product of two independent estimates, whose
+    # chunk mean may be negative; it counts as zero.
+    domain = Heat().domain
+    balance = LossBalance(causal=True, causal_chunks=4, causal_tolerance=100.0)
+    t = torch.tensor([0.1, 0.3, 0.6, 0.9], dtype=torch.float64)
+    products = torch.tensor([-0.5, 0.01, -0.2, 0.3], dtype=torch.float64)
+    balance._causal({"pde": (products, None)}, t, domain)
+    w = balance.chunk_weights["pde"][0]
+    assert torch.allclose(w, torch.exp(-100.0 * torch.tensor([0.0, 0.0, 0.01, 0.01], dtype=torch.float64)))
+    assert w.max().item() == 1.0
 
 
 def test_growth_weights_follow_the_formula_with_and_without_causality():
@@ -467,7 +527,7 @@ def test_growth_weights_follow_the_formula_with_and_without_causality():
     # ... and multiply the chunk means of growth * square.
     weighted = growth * square
     means = torch.stack([weighted[:2].mean(), weighted[2], weighted[3], weighted[4:].mean()])
-    assert causal._causal("pde", square, t, domain, causal._growth(t, domain)).item() == pytest.approx(
+    assert causal._causal({"pde": (square, causal._growth(t, domain))}, t, domain)["pde"].item() == pytest.approx(
         (w * means).mean().item(), rel=1e-14)
     plain = LossBalance(growth_rate=1.5)
     assert plain.needs_residuals
@@ -658,8 +718,10 @@ def test_ntk_weighs_each_point_as_the_loss_does(float64):
                                            if g is not None) for i in range(len(r))) / len(r)
         balanced.append(balance.weights())
         others = [name for name in terms if name != "pde"]
-        # weights are Σ_j K_j / K_k: the ratio of two terms' weights is the inverse ratio of their traces
-        ratio = balance.weights()[others[0]] / balance.weights()["pde"]
+        # weights are T / (K_k + 1e-5 T) for T = Σ_j K_j: 1 / w_k - 1e-5 = K_k / T, whose ratio
+        # between two terms is that of their traces
+        weights = balance.weights()
+        ratio = (1 / weights["pde"] - 1e-5) / (1 / weights[others[0]] - 1e-5)
         other = residuals[others[0]]
         other_trace = sum(sum(g.square().sum().item() for g in
                               torch.autograd.grad(other[i, 0], params, retain_graph=True, allow_unused=True)
