@@ -214,6 +214,9 @@ class Robin(Neumann):
     def __init__(self, alpha: float | Callable[[Tensor], Tensor], beta: float | Callable[[Tensor], Tensor], value: Data,
                  normal: Callable[[Tensor], Tensor], component: int = 0):
         super().__init__(value, normal, component)
+        if all(isinstance(c, numbers.Number) and c == 0 for c in (alpha, beta)):  # nothing left to train
+            raise PDEError("Robin condition: alpha and beta are both 0, which leaves 0 = g; give one of them a nonzero "
+                           "value (alpha alone is a Dirichlet condition, beta alone a Neumann one)")
         self.alpha, self.beta = alpha, beta
 
     def residual(self, model, x, engine):

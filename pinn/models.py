@@ -18,6 +18,7 @@ runs under every derivative engine.
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,8 @@ import torch
 from torch import Tensor, nn
 
 from pinn.errors import ConfigError, PDEError, check_flag, check_positive
+
+log = logging.getLogger("pinn")
 
 
 class Sine(nn.Module):
@@ -229,10 +232,14 @@ class FactorizedLinear(nn.Module):
 
 def _check_factorization(mu: float, sigma: float) -> None:
     # exp(s) scales the weights, s ~ N(mu, sigma): beyond |mu| = 20 (a factor of 5e8) float32
-    # weights and activations overflow long before training could bring them back.
+    # weights and activations overflow long before training could bring them back. With sigma
+    # up to 5, |s| stays below 20 + 6 * 5 = 50 in any likely draw, well inside float32's e^88
+    # (beyond it exp(s) is infinite, V = W / exp(s) zero, and the network NaN as it is built).
     if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not -20 <= mu <= 20:
         raise ConfigError(f"model.factorize_mu must be a number in [-20, 20] (the paper uses 0.5 to 1); got {mu!r}")
     check_positive("model.factorize_sigma", sigma, integer=False, allow_zero=True)
+    if sigma > 5:
+        raise ConfigError(f"model.factorize_sigma must be at most 5 (the paper uses 0.1); got {sigma!r}")
 
 
 # --------------------------------------------------------------------------- shared options
@@ -253,6 +260,9 @@ def _embedding(in_dim: int, periods, fourier_features: int, fourier_sigma: float
     """The input embedding the options ask for (periodic, then Fourier features), possibly none."""
     check_positive("model.fourier_features", fourier_features, allow_zero=True)
     check_positive("model.fourier_sigma", fourier_sigma, integer=False)
+    if not fourier_features and fourier_sigma != 1.0:  # (1.0, the default, is set in every model config)
+        log.warning("model.fourier_sigma=%g has no effect without Fourier features (model.fourier_features=0); "
+                    "set model.fourier_features > 0, or choose model=fourier", fourier_sigma)
     layers: list[nn.Module] = []
     if periods is not None:
         layers.append(PeriodicEmbedding(in_dim, periods=periods))
@@ -272,6 +282,9 @@ def _dense(sizes: list[tuple[int, int]], factorize: bool, mu: float, sigma: floa
     earlier versions used, so a seed gives the same plain MLP as before."""
     check_flag("model.factorize", factorize)
     _check_factorization(mu, sigma)
+    if not factorize and (mu, sigma) != (1.0, 0.1):  # the defaults, set in every model config
+        log.warning("model.factorize_mu=%g and model.factorize_sigma=%g have no effect without the factorization "
+                    "(model.factorize=false); set model.factorize=true, or choose model=rwf", mu, sigma)
     layers = [nn.Linear(fan_in, fan_out) for fan_in, fan_out in sizes]
     for layer in layers:
         nn.init.xavier_normal_(layer.weight)

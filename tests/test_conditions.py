@@ -192,6 +192,8 @@ def test_robin_coefficients_may_vary_along_the_boundary():
         Robin("1", 1.0, const(0.0), disk.normal).residual(squared_radius, x, AUTOGRAD)
     r = Robin(alpha(x), beta(x), lambda p: 2.25 * alpha(p) + 3 * beta(p), disk.normal).residual(squared_radius, x, AUTOGRAD)
     assert r.shape == (200, 1) and r.abs().max() < 1e-13
+    with pytest.raises(ValueError, match="Robin condition: alpha and beta are both 0, which leaves 0 = g"):
+        Robin(0, 0.0, const(1.0), disk.normal)  # a residual of -g, which nothing can train
 
 
 @pytest.mark.parametrize("condition", [Neumann, lambda g, normal: Robin(1.0, 1.0, g, normal)], ids=["Neumann", "Robin"])

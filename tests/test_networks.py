@@ -271,6 +271,7 @@ def test_factorized_linear_starts_as_the_linear_it_factorizes():
     ({"factorize": "yes"}, "model.factorize must be true or false"),
     ({"factorize": True, "factorize_sigma": -0.1}, "model.factorize_sigma must be a finite number >= 0"),
     ({"factorize": True, "factorize_sigma": float("inf")}, "model.factorize_sigma must be a finite number >= 0"),
+    ({"factorize": True, "factorize_sigma": 40.0}, r"model.factorize_sigma must be at most 5 \(the paper uses 0.1\)"),
     ({"factorize_mu": float("nan")}, r"model.factorize_mu must be a number in \[-20, 20\]"),
     ({"factorize_mu": 90.0}, r"model.factorize_mu must be a number in \[-20, 20\]"),
     ({"width": 0}, "model.width"),
@@ -279,6 +280,19 @@ def test_factorized_linear_starts_as_the_linear_it_factorizes():
 def test_bad_options_raise_config_error(trunk, kwargs, match):
     with pytest.raises(ConfigError, match=match):
         trunk(2, 1, **kwargs)
+
+
+@pytest.mark.parametrize("trunk", [MLP, ModifiedMLP])
+def test_options_of_a_layer_that_is_not_built_are_named(trunk, caplog):
+    with caplog.at_level("WARNING", logger="pinn"):
+        trunk(2, 1, width=4, depth=1, fourier_sigma=10.0, factorize_mu=0.5)
+    assert "model.fourier_sigma=10 has no effect without Fourier features (model.fourier_features=0)" in caplog.text
+    assert "model.factorize_mu=0.5 and model.factorize_sigma=0.1 have no effect without the factorization" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pinn"):
+        trunk(2, 1, width=4, depth=1, fourier_features=3, fourier_sigma=10.0, factorize=True, factorize_mu=0.5)
+        trunk(2, 1, width=4, depth=1)
+    assert caplog.text == ""
 
 
 class Doubler(nn.Module):

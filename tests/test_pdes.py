@@ -320,6 +320,30 @@ def test_a_periodic_condition_with_bounds_off_the_boundary_is_refused():
     assert Periodic(0, -1.0, 1.0, derivative=False).residual(square, one_face, AutogradEngine()).abs().max() < 1e-15
 
 
+def test_a_network_periodic_with_another_period_than_the_problems_is_refused():
+    # It could not represent the solution: its loss would stall with nothing to say why.
+    from pinn.pdes import AllenCahn
+
+    for pde, periods, says in [
+        (AllenCahn(), {0: 1.0}, r"periodic along axis 0 with period 1, but AllenCahn's periodic condition there has "
+                                r"period 2 \(from -1 to 1\); set model.periods to give axis 0 the period 2"),
+        (AllenCahn(hard_constraint=True), {0: 2.0, 1: 0.25}, r"periodic in time \(axis 1, the last, with period "
+                                                             r"0.25\), and AllenCahn's solution need not repeat in time"),
+        (Heat(), {1: 1.0}, "periodic in time"),
+    ]:
+        with pytest.raises(ConfigError, match=says):
+            pde.check_network(MLP(pde.dim, 1, width=4, depth=1, periods=periods))
+    AllenCahn(hard_constraint=True).check_network(MLP(2, 1, width=4, depth=1, periods={0: 2.0}))
+    Heat().check_network(MLP(2, 1, width=4, depth=1, periods={0: 2.0}))  # no periodic condition to contradict
+
+    class TimePeriodic(Heat):  # a problem that asks for periodicity in time may have it
+        def __init__(self):
+            super().__init__()
+            self.periodic = Periodic(axis=1, lo=0.0, hi=1.0)
+
+    TimePeriodic().check_network(MLP(2, 1, width=4, depth=1, periods={1: 1.0}))
+
+
 def test_a_network_that_does_not_map_points_to_the_outputs_is_refused():
     class Flat(torch.nn.Module):
         def __init__(self, columns):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 
@@ -10,11 +11,12 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
-from pinn.conditions import mean_square
+from pinn.conditions import Periodic, mean_square
 from pinn.derivatives import Engine
 from pinn.errors import ConfigError, PDEError
-from pinn.geometry import Domain
+from pinn.geometry import Domain, SpaceTime
 from pinn.jet import Jet, shared_zero_second
+from pinn.models import PeriodicEmbedding
 from pinn.operators import DerivativeCarrier
 
 Model = Callable[[Tensor], Tensor]
@@ -203,6 +205,9 @@ class PDE(nn.Module):
                     f"which {does}: each row of the output must be a function of its own point alone, since the "
                     "operators differentiate it with respect to that point. Remove the layer"
                 )
+        for where, layer in module.named_modules():
+            if isinstance(layer, PeriodicEmbedding):
+                self._check_periods(name, layer.periods)
         gen = torch.Generator().manual_seed(0)
         points = self.domain.sample("interior", 5, lambda m, k: torch.rand(m, k, generator=gen, dtype=torch.float64))
         weight = next(module.parameters(), None)
@@ -253,6 +258,26 @@ class PDE(nn.Module):
                 "evaluated beside it. The operators differentiate each row of the output with respect to its own "
                 "point, so each row must be a function of its point alone: nothing that mixes the points"
             )
+
+    def _check_periods(self, name: str, periods: Mapping[int, float]) -> None:
+        """Refuse a network periodic along an axis with a period other than that of a periodic
+        condition of this problem on the same axis (the conditions it holds as attributes): it
+        could not represent the solution, and its loss would stall with nothing to say why.
+        Refuse one periodic in time where no such condition asks for it: a solution that starts
+        from initial values need not repeat."""
+        conditions = {c.axis: c for c in vars(self).values() if isinstance(c, Periodic)}
+        for axis, period in periods.items():
+            condition = conditions.get(axis)
+            if condition is not None and not math.isclose(period, condition.hi - condition.lo, rel_tol=1e-9):
+                raise ConfigError(
+                    f"the network ({name}) is periodic along axis {axis} with period {period:g}, but "
+                    f"{type(self).__name__}'s periodic condition there has period {condition.hi - condition.lo:g} "
+                    f"(from {condition.lo:g} to {condition.hi:g}); set model.periods to give axis {axis} the period "
+                    f"{condition.hi - condition.lo:g}")
+            if condition is None and isinstance(self.domain, SpaceTime) and axis == self.domain.dim - 1:
+                raise ConfigError(
+                    f"the network ({name}) is periodic in time (axis {axis}, the last, with period {period:g}), and "
+                    f"{type(self).__name__}'s solution need not repeat in time; give model.periods space axes only")
 
     def _check_output(self, name: str, out) -> None:
         if not (isinstance(out, Tensor) and tuple(out.shape) == (3, self.n_outputs)):
