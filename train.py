@@ -932,9 +932,10 @@ class SweepSummary(Callback):
 
 
 def _replace_hint(error: BaseException, argv: list[str]) -> str | None:
-    """How to replace a dict setting, where Hydra refused a key that ``KEY={...}`` on the command
-    line brought into it: such an override merges into the configured dict (an experiment's
-    ``model.periods: {0: 2.0}``, say), which takes no key that it does not hold."""
+    """How to add to or replace a dict setting, where Hydra refused a key that ``KEY={...}`` on
+    the command line brought into it: such an override merges into the configured dict
+    (``model=periodic``'s ``periods: {0: 2.0}``, say), which takes no key that it does not hold.
+    Hydra's own message says how to add (``+KEY={...}``), not how to replace."""
     error = error.__cause__ or error  # Hydra's ConfigCompositionException, caused by OmegaConf's refusal
     key = getattr(error, "full_key", None)
     if not isinstance(error, ConfigKeyError) or not key or "." not in key:
@@ -943,8 +944,8 @@ def _replace_hint(error: BaseException, argv: list[str]) -> str | None:
     given = [arg for arg in argv if arg.startswith(f"{parent}=") and arg.partition("=")[2].lstrip().startswith("{")]
     if not given:
         return None
-    return (f"{given[-1]} is merged into the configured {parent}, which has no key {key.rsplit('.', 1)[1]}; "
-            f"to replace the whole setting, clear it first: {parent}=null {shlex.quote(given[-1])}")
+    return (f"{given[-1]} is merged into the configured {parent}, which has no key {key.rsplit('.', 1)[1]}: "
+            f"{shlex.quote('+' + given[-1])} adds the key to it, {parent}=null {shlex.quote(given[-1])} replaces it")
 
 
 if __name__ == "__main__":

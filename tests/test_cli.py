@@ -157,17 +157,19 @@ def test_unknown_key_is_refused(tmp_path):
 
 
 def test_a_dict_setting_that_refuses_a_key_says_how_to_replace_it(compose_config):
-    # KEY={...} merges into the configured dict; Hydra's own advice (+KEY={...}) is refused too
+    # KEY={...} merges into the configured dict; Hydra's own message says how to add a key, not
+    # how to replace the dict
     import train as train_module
     from hydra.errors import HydraException
 
-    overrides = ["experiment=allen_cahn", "model.periods={1: 3.0}"]
+    overrides = ["model=periodic", "model.periods={1: 3.0}"]
     with pytest.raises(HydraException) as refused:
         compose_config(overrides)
     assert train_module._replace_hint(refused.value, overrides) == (
-        "model.periods={1: 3.0} is merged into the configured model.periods, which has no key 1; to replace the "
-        "whole setting, clear it first: model.periods=null 'model.periods={1: 3.0}'")
-    assert compose_config(["experiment=allen_cahn", "model.periods=null", "model.periods={1: 3.0}"]).model.periods == {1: 3.0}
+        "model.periods={1: 3.0} is merged into the configured model.periods, which has no key 1: "
+        "'+model.periods={1: 3.0}' adds the key to it, model.periods=null 'model.periods={1: 3.0}' replaces it")
+    assert compose_config(["model=periodic", "+model.periods={1: 3.0}"]).model.periods == {0: 2.0, 1: 3.0}
+    assert compose_config(["model=periodic", "model.periods=null", "model.periods={1: 3.0}"]).model.periods == {1: 3.0}
     with pytest.raises(HydraException) as refused:  # an unknown key of its own: Hydra's advice is right
         compose_config(["model.widht=8"])
     assert train_module._replace_hint(refused.value, ["model.widht=8"]) is None
