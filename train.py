@@ -26,7 +26,11 @@ from typing import Any
 
 #: The signals that stop a launch (Ctrl-C; a scheduler's or ``timeout``'s stop), alike everywhere:
 #: before training the folder is left as it was found, during it a checkpoint is written first.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: Under torchrun SIGTERM keeps its default outside training (where the trainer takes it):
+#: torchrun sends it to every process once one fails or it is stopped itself, and a process
+#: blocked in a collective, waiting for one that has exited, cannot run a handler; it would wait
+#: 30 s for torchrun's SIGKILL (and the run folder is not restored under torchrun anyway).
+STOP_SIGNALS = (signal.SIGINT,) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else (signal.SIGINT, signal.SIGTERM)
 
 
 def _interruption(signum: int) -> str:
@@ -769,6 +773,8 @@ def main(cfg: DictConfig) -> None:
             for signum in STOP_SIGNALS:
                 if signal.getsignal(signum) is _RAISED_BY[signum]:
                     signal.signal(signum, _defer_interrupt)
+        elif signal.getsignal(signal.SIGTERM) is _raise_terminated:  # the run is over: SIGTERM ends the process
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as it would have (not a traceback from Hydra's teardown)
 
 
 def _sweep_defining(overrides: list[str]) -> list[str]:

@@ -21,7 +21,7 @@ gradient wins. ``loss.weighting`` chooses the weights :math:`\lambda_k`:
   :math:`\|\nabla_\theta r\|^2` carries the weight its squared residual carries in the loss, as
   in jaxpi's causal NTK weighting.
 
-In both, the ratio is regularised as in jaxpi, :math:`\sum_j s_j / (s_k + 10^{-5} \sum_j s_j)`
+In both, the ratio is regularised like jaxpi's, :math:`\sum_j s_j / (s_k + 10^{-5} \sum_j s_j)`
 for the sizes :math:`s`: a term that holds up to round-off (an exactly periodic network's
 periodic condition, say), whose gradient is round-off too, gets a weight of at most
 :math:`10^5`, not an unbounded one. A term whose size comes out zero (it does not depend on the
@@ -80,8 +80,8 @@ WEIGHTINGS = ("fixed", "grad_norm", "ntk", "self_adaptive")
 #: at every point, float32 sums residuals of 2e5 and overflows at 3e5 (the run then ends as
 #: diverged); the room shrinks as the number of points grows.
 MAX_GROWTH_EXPONENT = 60
-#: ``grad_norm`` and ``ntk`` weigh a term by Σ_j s_j / (s_k + SIZE_FLOOR Σ_j s_j), as jaxpi does:
-#: at most 1 / SIZE_FLOOR where a term's size s_k is round-off.
+#: ``grad_norm`` and ``ntk`` weigh a term by Σ_j s_j / (s_k + SIZE_FLOOR Σ_j s_j), like jaxpi (whose
+#: mean of the sizes stands for the sum): at most 1 / SIZE_FLOOR where a term's size s_k is round-off.
 SIZE_FLOOR = 1e-5
 
 

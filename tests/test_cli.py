@@ -154,6 +154,9 @@ def test_unknown_key_is_refused(tmp_path):
     result = train(f"hydra.run.dir={tmp_path}", "model.widht=8")
     assert result.returncode == 2
     assert "widht" in result.stderr and "Traceback" not in result.stderr
+    # a key a dict setting lacks: also how to replace the dict (test_a_dict_setting_that_refuses_...)
+    result = train(f"hydra.run.dir={tmp_path}", "model=periodic", "model.periods={1: 2.0}")
+    assert result.returncode == 2 and result.stderr.endswith("model.periods=null 'model.periods={1: 2.0}' replaces it\n")
 
 
 def test_a_dict_setting_that_refuses_a_key_says_how_to_replace_it(compose_config):
@@ -264,6 +267,28 @@ def test_sigterm_during_a_job_is_raised_and_between_jobs_deferred(monkeypatch, c
                                        "<the command>\n")
 
 
+def test_a_second_sigterm_still_names_the_checkpoint_to_resume_from(tmp_path):
+    # The first is a request to stop after the step; a second, more than a second later, lands
+    # where it lands (here: in the logger at step 3, after the step-2 checkpoint).
+    (tmp_path / "terminated.py").write_text(
+        "import os, signal, time\n"
+        "from pinn.loggers import NullLogger\n"
+        "class Terminated(NullLogger):\n"
+        "    def scalar(self, tag, value, step):\n"
+        "        if step == 3 and tag == 'loss/total':\n"
+        "            os.kill(os.getpid(), signal.SIGTERM)\n"
+        "            time.sleep(1.2)\n"
+        "            os.kill(os.getpid(), signal.SIGTERM)\n"
+        "            time.sleep(5)\n")
+    run = tmp_path / "run"
+    result = train(f"hydra.run.dir={run}", *TINY, "trainer.checkpoint_every=2", "logger=none",
+                   "logger._target_=terminated.Terminated", modules=tmp_path)
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr
+    assert f"interrupted by SIGTERM; the last checkpoint is {run / 'checkpoints' / 'last.pt'}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
+
+
 @pytest.mark.parametrize("before", ["ignored"])  # (the default handler's case: the SIGINT tests above)
 def test_a_second_signal_stops_at_once_also_where_it_was_ignored(before):
     """A background job of a script starts with SIGINT ignored; the first one is still a request
@@ -312,8 +337,10 @@ def test_sigint_checkpoints_and_the_printed_command_resumes(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="watches the libraries the process has loaded")
-@pytest.mark.parametrize("script", ["train.py", "evaluate.py"])
-def test_ctrl_c_while_torch_imports_says_interrupted_and_writes_nothing(script, tmp_path):
+@pytest.mark.parametrize("script, signum", [("train.py", signal.SIGINT), ("evaluate.py", signal.SIGINT),
+                                            ("train.py", signal.SIGTERM), ("evaluate.py", signal.SIGTERM)],
+                         ids=["train.py", "evaluate.py", "train.py-SIGTERM", "evaluate.py-SIGTERM"])
+def test_ctrl_c_while_torch_imports_says_interrupted_and_writes_nothing(script, signum, tmp_path):
     run = tmp_path / "run"
     arguments = [f"hydra.run.dir={run}", *TINY] if script == "train.py" else [f"run={run}"]
     proc = subprocess.Popen([sys.executable, str(ROOT / script), *arguments],
@@ -321,9 +348,10 @@ def test_ctrl_c_while_torch_imports_says_interrupted_and_writes_nothing(script, 
     maps, deadline = f"/proc/{proc.pid}/maps", time.monotonic() + 60
     while time.monotonic() < deadline and "libtorch" not in open(maps).read():  # torch's import has begun
         time.sleep(0.002)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGINT and stderr == "interrupted\n", stderr
+    said = "interrupted\n" if signum == signal.SIGINT else "interrupted by SIGTERM\n"
+    assert proc.returncode == 128 + signum and stderr == said, stderr
     assert not run.exists()
 
 
@@ -598,7 +626,8 @@ def test_an_interrupted_sweep_job_says_how_to_finish_the_sweep(tmp_path):
         in result.stderr
 
 
-def test_ctrl_c_between_two_jobs_of_a_sweep_stops_it_as_the_next_one_starts(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_between_two_jobs_of_a_sweep_stops_it_as_the_next_one_starts(signum, tmp_path):
     # Raised where it lands, inside Hydra's composition of the next job, it showed a traceback
     # from there, or left that configuration half made (exit 1).
     (tmp_path / "ctrlc.py").write_text(
@@ -607,12 +636,13 @@ def test_ctrl_c_between_two_jobs_of_a_sweep_stops_it_as_the_next_one_starts(tmp_
         "class CtrlC(Callback):  # as the first job has ended\n"
         "    def on_job_end(self, config, job_return, **kwargs):\n"
         "        if config.hydra.job.num == 0:\n"
-        "            os.kill(os.getpid(), signal.SIGINT)\n")
+        f"            os.kill(os.getpid(), {int(signum)})\n")
     sweep = tmp_path / "s"
     overrides = ["-m", *TINY, "seed=0,1,2", f"hydra.sweep.dir={sweep}"]
     result = train(*overrides, "+hydra.callbacks.ctrl_c._target_=ctrlc.CtrlC", modules=tmp_path)
-    assert result.returncode == 128 + signal.SIGINT, result.stderr
-    assert result.stderr.endswith("interrupted between two jobs of the sweep; finish it with the same -m command with "
+    assert result.returncode == 128 + signum, result.stderr
+    said = "interrupted" if signum == signal.SIGINT else "interrupted by SIGTERM"
+    assert result.stderr.endswith(f"{said} between two jobs of the sweep; finish it with the same -m command with "
                                   f"resume=auto hydra.sweep.dir={sweep}\n"), result.stderr
     assert (sweep / "0" / "metrics.json").is_file() and not (sweep / "1" / "checkpoints").exists()
     assert not (sweep / "2").exists() and not (sweep / "summary.csv").exists()

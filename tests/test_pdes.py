@@ -325,16 +325,25 @@ def test_a_network_periodic_with_another_period_than_the_problems_is_refused():
     from pinn.pdes import AllenCahn
 
     for pde, periods, says in [
-        (AllenCahn(), {0: 1.0}, r"periodic along axis 0 with period 1, but AllenCahn's periodic condition there has "
-                                r"period 2 \(from -1 to 1\); set model.periods to give axis 0 the period 2"),
-        (AllenCahn(hard_constraint=True), {0: 2.0, 1: 0.25}, r"periodic in time \(axis 1, the last, with period "
-                                                             r"0.25\), and AllenCahn's solution need not repeat in time"),
-        (Heat(), {1: 1.0}, "periodic in time"),
+        (AllenCahn(), {0: 1.0}, r"periodic along axis 0 with period 1.0, but AllenCahn's periodic condition there "
+                                r"has period 2.0 \(from -1.0 to 1.0\); set model.periods to give axis 0 that period"),
+        (AllenCahn(hard_constraint=True), {0: 2.0, 1: 0.25}, r"periodic in time \(axis 1, the last\) with period "
+                                                             r"0.25, within the time span 1.0, and AllenCahn's solution "
+                                                             "need not repeat in time"),
+        (Heat(), {1: 1.0}, "periodic in time"),  # u(x, t0) = u(x, t1): a repeat too
     ]:
         with pytest.raises(ConfigError, match=says):
             pde.check_network(MLP(pde.dim, 1, width=4, depth=1, periods=periods))
     AllenCahn(hard_constraint=True).check_network(MLP(2, 1, width=4, depth=1, periods={0: 2.0}))
     Heat().check_network(MLP(2, 1, width=4, depth=1, periods={0: 2.0}))  # no periodic condition to contradict
+    Heat().check_network(MLP(2, 1, width=4, depth=1, periods={1: 4.0}))  # longer than the span: repeats nothing
+
+    class TwoPi(AllenCahn):  # a period written with a few digits, as YAML must write 2π
+        def __init__(self):
+            super().__init__()
+            self.periodic = Periodic(axis=0, lo=0.0, hi=2 * math.pi)
+
+    TwoPi().check_network(MLP(2, 1, width=4, depth=1, periods={0: 6.2831853}))
 
     class TimePeriodic(Heat):  # a problem that asks for periodicity in time may have it
         def __init__(self):

@@ -263,21 +263,24 @@ class PDE(nn.Module):
         """Refuse a network periodic along an axis with a period other than that of a periodic
         condition of this problem on the same axis (the conditions it holds as attributes): it
         could not represent the solution, and its loss would stall with nothing to say why.
-        Refuse one periodic in time where no such condition asks for it: a solution that starts
-        from initial values need not repeat."""
+        Refuse one that repeats within the time span where no such condition asks for it (a
+        period of at most ``t1 - t0``): a solution that starts from initial values need not
+        repeat. A period longer than the span repeats nothing inside it."""
         conditions = {c.axis: c for c in vars(self).values() if isinstance(c, Periodic)}
         for axis, period in periods.items():
             condition = conditions.get(axis)
-            if condition is not None and not math.isclose(period, condition.hi - condition.lo, rel_tol=1e-9):
+            # (to 1e-6: a period such as 2π is written with a few digits)
+            if condition is not None and not math.isclose(period, condition.hi - condition.lo, rel_tol=1e-6):
                 raise ConfigError(
-                    f"the network ({name}) is periodic along axis {axis} with period {period:g}, but "
-                    f"{type(self).__name__}'s periodic condition there has period {condition.hi - condition.lo:g} "
-                    f"(from {condition.lo:g} to {condition.hi:g}); set model.periods to give axis {axis} the period "
-                    f"{condition.hi - condition.lo:g}")
-            if condition is None and isinstance(self.domain, SpaceTime) and axis == self.domain.dim - 1:
+                    f"the network ({name}) is periodic along axis {axis} with period {period!r}, but "
+                    f"{type(self).__name__}'s periodic condition there has period {condition.hi - condition.lo!r} "
+                    f"(from {condition.lo!r} to {condition.hi!r}); set model.periods to give axis {axis} that period")
+            span = self.domain.t1 - self.domain.t0 if isinstance(self.domain, SpaceTime) else None
+            if condition is None and span is not None and axis == self.domain.dim - 1 and period <= span:
                 raise ConfigError(
-                    f"the network ({name}) is periodic in time (axis {axis}, the last, with period {period:g}), and "
-                    f"{type(self).__name__}'s solution need not repeat in time; give model.periods space axes only")
+                    f"the network ({name}) is periodic in time (axis {axis}, the last) with period {period!r}, within "
+                    f"the time span {span!r}, and {type(self).__name__}'s solution need not repeat in time; give "
+                    "model.periods space axes only")
 
     def _check_output(self, name: str, out) -> None:
         if not (isinstance(out, Tensor) and tuple(out.shape) == (3, self.n_outputs)):
