@@ -20,6 +20,21 @@ def ghia():
     return np.array([name == "u_vertical" for name in line]), np.array(coord, float), np.array(velocity, float)
 
 
+def test_the_table_is_ghias_as_printed():
+    # Tables I and II of the paper (Re = 100), written out again: a mistyped entry in the file
+    # would move the "vs Ghia" errors by too little for the tests below to notice.
+    vertical, coord, velocity = ghia()
+    assert coord[vertical].tolist() == [1.0, 0.9766, 0.9688, 0.9609, 0.9531, 0.8516, 0.7344, 0.6172, 0.5, 0.4531,
+                                        0.2813, 0.1719, 0.1016, 0.0703, 0.0625, 0.0547, 0.0]
+    assert velocity[vertical].tolist() == [1.0, 0.84123, 0.78871, 0.73722, 0.68717, 0.23151, 0.00332, -0.13641,
+                                           -0.20581, -0.2109, -0.15662, -0.1015, -0.06434, -0.04775, -0.04192,
+                                           -0.03717, 0.0]
+    assert coord[~vertical].tolist() == [1.0, 0.9688, 0.9609, 0.9531, 0.9453, 0.9063, 0.8594, 0.8047, 0.5, 0.2344,
+                                         0.2266, 0.1563, 0.0938, 0.0781, 0.0703, 0.0625, 0.0]
+    assert velocity[~vertical].tolist() == [0.0, -0.05906, -0.07391, -0.08864, -0.10313, -0.16914, -0.22445, -0.24533,
+                                            0.05454, 0.17527, 0.17507, 0.16077, 0.12317, 0.1089, 0.10091, 0.09233, 0.0]
+
+
 def test_walls_hold_and_the_centrelines_converge_at_second_order():
     vertical, coord, _ = ghia()
     psi = {n: cavity.solve(n) for n in (16, 32, 64)}
