@@ -205,7 +205,7 @@ class PDE(nn.Module):
                     f"which {does}: each row of the output must be a function of its own point alone, since the "
                     "operators differentiate it with respect to that point. Remove the layer"
                 )
-        for where, layer in module.named_modules():
+        for layer in module.modules():
             if isinstance(layer, PeriodicEmbedding):
                 self._check_periods(name, layer.periods)
         gen = torch.Generator().manual_seed(0)
