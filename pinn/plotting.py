@@ -137,15 +137,17 @@ def save_figures(s: Slice, folder: str | Path) -> list[Path]:
     """Write ``solution.png`` (every output) and, where the exact solution is known,
     ``error.png`` (every output's pointwise error) into ``folder``, each atomically."""
     folder = Path(folder)
-    figures = {"solution.png": [(name, s.predicted[..., k], "viridis", False) for k, name in enumerate(s.names)]}
+    # (title, values, colour map, log axis, exact curve on a line)
+    figures = {"solution.png": [(name, s.predicted[..., k], "viridis", False, None if s.exact is None else s.exact[..., k])
+                                for k, name in enumerate(s.names)]}
     if s.error is not None:
-        figures["error.png"] = [(f"|{name} - {name}_exact|", s.error[..., k], "magma", True)
+        figures["error.png"] = [(f"|{name} - {name}_exact|", s.error[..., k], "magma", True, None)
                                 for k, name in enumerate(s.names)]
     written = []
     for file_name, panels in figures.items():
         fig, axes = _grid(1, len(panels), 100)
-        for ax, (title, values, cmap, log) in zip(axes[0], panels):
-            _draw(fig, ax, s, values, title, cmap, log=log)
+        for ax, (title, values, cmap, log, exact) in zip(axes[0], panels):
+            _draw(fig, ax, s, values, title, cmap, log=log, overlay=exact)
         if s.title:
             fig.suptitle(s.title)
         fig.tight_layout()

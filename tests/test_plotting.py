@@ -69,6 +69,24 @@ def test_one_dimensional_problems_draw_every_output_as_a_curve(tmp_path):
     assert [p.name for p in save_figures(s, tmp_path)] == ["solution.png", "error.png"]
 
 
+def test_evaluate_pys_curve_has_the_exact_one_beside_it_as_tensorboards_has(tmp_path, monkeypatch):
+    from pinn import plotting
+
+    s, drawn = _slice(Poisson(dim=1)), []
+    draw = plotting._draw
+
+    def recording(fig, ax, s, values, title, cmap, **kwargs):
+        drawn.append((title, kwargs.get("overlay") is not None))
+        draw(fig, ax, s, values, title, cmap, **kwargs)
+
+    monkeypatch.setattr(plotting, "_draw", recording)
+    save_figures(s, tmp_path)
+    assert drawn == [("u", True), ("|u - u_exact|", False)]
+    drawn.clear()
+    solution_figure(s)
+    assert drawn == [("predicted u", True), ("|u - u_exact|", False)]
+
+
 def test_a_failed_write_keeps_the_previous_file(tmp_path):
     target = tmp_path / "solution.png"
     target.write_bytes(b"the good one")
