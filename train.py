@@ -972,6 +972,9 @@ if __name__ == "__main__":
                 print(hint, file=sys.stderr)
             sys.exit(2)
         raise
+    except KeyboardInterrupt:  # Ctrl-C after the run's own handling of it (in Hydra's teardown): all is written
+        print("interrupted", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
     if _interrupt_pending:  # Ctrl-C after the sweep's last job: every job has run
         print(f"{_interruption(_interrupt_pending)} after the sweep's last job", file=sys.stderr)
         sys.exit(128 + _interrupt_pending)

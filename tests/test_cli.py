@@ -289,6 +289,19 @@ def test_a_second_sigterm_still_names_the_checkpoint_to_resume_from(tmp_path):
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
 
 
+def test_ctrl_c_as_hydra_ends_the_run_is_one_word(tmp_path):
+    # After main() has returned, in Hydra's own teardown: everything is written; no traceback.
+    (tmp_path / "late.py").write_text(
+        "from hydra.experimental.callback import Callback\n"
+        "class Late(Callback):\n"
+        "    def on_run_end(self, config, **kwargs):\n"
+        "        raise KeyboardInterrupt\n")
+    run = tmp_path / "run"
+    result = train(f"hydra.run.dir={run}", *TINY, "+hydra.callbacks.late._target_=late.Late", modules=tmp_path)
+    assert result.returncode == 128 + signal.SIGINT and result.stderr.endswith("interrupted\n"), result.stderr
+    assert "Traceback" not in result.stderr and (run / "metrics.json").is_file()
+
+
 @pytest.mark.parametrize("before", ["ignored"])  # (the default handler's case: the SIGINT tests above)
 def test_a_second_signal_stops_at_once_also_where_it_was_ignored(before):
     """A background job of a script starts with SIGINT ignored; the first one is still a request
