@@ -352,7 +352,9 @@ class StochasticEngine(Engine):
     with ``K = samples`` Rademacher directions (entries ±1), by forward mode.
 
     The estimate is unbiased, with variance :math:`\frac{2}{K}\sum_{i \ne j} (\partial_{ij} u)^2`:
-    zero for a separable field, larger the more the coordinates interact.
+    zero for a field that is a sum of one-dimensional terms (no mixed partials), larger the more
+    the coordinates interact. The ``K`` directions are shared by all points of an evaluation,
+    so the noise does not average out over the points; only ``K`` reduces it.
 
     A squared residual built on it is biased upwards by that variance, and training then also
     shrinks the variance, away from the solution where the solution's own mixed partials do not
@@ -385,11 +387,12 @@ class StochasticEngine(Engine):
 
     def check_pde(self, pde):
         super().check_pde(pde)
-        if pde.second_order not in ("none", "laplacian") or pde.needs_gradient:
+        needs = (["exact first derivatives"] if pde.needs_gradient else []) + (
+            [f"second derivatives as {pde.second_order!r}"] if pde.second_order not in ("none", "laplacian") else [])
+        if needs:
             raise ConfigError(
                 f"the stochastic engine estimates Laplacians only, but {type(pde).__name__} also needs "
-                f"{'exact first derivatives' if pde.needs_gradient else f'second derivatives as {pde.second_order!r}'}; "
-                "use derivatives.engine=forward or autograd"
+                f"{' and '.join(needs)}; use derivatives.engine=forward or autograd"
             )
 
     def shared(self, model, points):

@@ -606,7 +606,9 @@ class Jet(DerivativeCarrier):
             if self.second == "diagonal":
                 return self.sec.sum(dim=1)
             return torch.diagonal(self.sec, dim1=1, dim2=2).sum(dim=-1)
-        self._require_exact(name)
+        self._require_exact(name if name != "partial" else
+                            f"partial (the derivative {'d' if len(indices) == 1 else f'd{len(indices)}'}u/"
+                            f"{''.join(f'dx{i}' for i in indices)})")
         if name == "grad":
             return self._own(self.jac[..., 0])
         if name == "jacobian":

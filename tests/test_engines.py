@@ -374,17 +374,39 @@ def test_bad_engine_settings():
         StochasticEngine(samples=0)
 
 
-def test_stochastic_laplacian_is_unbiased():
+@pytest.mark.parametrize("samples", [1, 3])
+def test_stochastic_laplacian_is_unbiased_with_the_variance_the_readme_gives(samples):
+    # Mean: the exact Laplacian (directions scaled by 1/K instead of 1/sqrt(K) would give a
+    # third of it at K = 3). Variance: (2/K) Σ_{i≠j} H_ij², the off-diagonal entries only
+    # (Gaussian directions would add 2/K Σ_i H_ii²).
     torch.manual_seed(0)
-    model = MLP(6, 1, width=16, depth=2)
-    x = torch.randn(8, 6)
-    exact = laplacian(*reversed(AutogradEngine().evaluate(model, x)))
-    engine = StochasticEngine(samples=1)
-    estimates = torch.stack([laplacian(*reversed(engine.evaluate(model, x))).detach() for _ in range(4000)])
-    estimates = estimates.squeeze(-1)  # (4000 draws, 8 points)
-    mean, stderr = estimates.mean(0), estimates.std(0) / 4000**0.5
-    assert stderr.max() > 0  # a network's Hessian is not diagonal: single estimates do vary
-    assert ((mean - exact.detach().squeeze(1)).abs() <= 5 * stderr).all()
+    model = MLP(6, 1, width=16, depth=2).double()
+    x = torch.randn(8, 6, dtype=torch.float64)
+    exact = laplacian(*reversed(AutogradEngine().evaluate(model, x))).detach().squeeze(1)
+    hessians = torch.func.vmap(torch.func.hessian(lambda y: model(y[None])[0, 0]))(x).detach()
+    formula = 2 / samples * (hessians.square().sum((1, 2)) - hessians.diagonal(dim1=1, dim2=2).square().sum(1))
+    engine, draws = StochasticEngine(samples=samples), 3000
+    estimates = torch.stack([laplacian(*reversed(engine.evaluate(model, x))).detach() for _ in range(draws)])
+    estimates = estimates.squeeze(-1)  # (draws, 8 points)
+    mean, stderr = estimates.mean(0), estimates.std(0) / draws**0.5
+    assert stderr.min() > 0  # a network's Hessian is not diagonal: single estimates do vary
+    assert ((mean - exact).abs() <= 5 * stderr).all()
+    ratio = estimates.var(0) / formula
+    assert ((ratio > 0.85) & (ratio < 1.15)).all(), ratio
+
+
+def test_stochastic_laplacian_is_exact_where_the_network_is_a_sum_of_one_dimensional_terms():
+    # Each hidden unit sees one coordinate: no mixed partials, so vᵀHv = tr H for every ±1 draw.
+    torch.manual_seed(0)
+    model = MLP(5, 1, width=10, depth=1).double()
+    with torch.no_grad():
+        first = model.net[0].weight
+        first.mul_((torch.arange(10)[:, None] % 5 == torch.arange(5)[None, :]).double())
+    x = torch.randn(12, 5, dtype=torch.float64)
+    exact = laplacian(*reversed(AutogradEngine().evaluate(model, x))).detach()
+    for samples in (1, 2, 7):
+        estimate = laplacian(*reversed(StochasticEngine(samples=samples).evaluate(model, x))).detach()
+        assert close(estimate, exact), samples
 
 
 def test_unbiased_loss_multiplies_two_independent_estimates():
